@@ -1,0 +1,50 @@
+"""Options and helpers shared by the sub-command modules."""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Callable
+
+import click
+
+from ..errors import CurateError
+
+
+def default_workers() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def workers_option(f: Callable) -> Callable:
+    return click.option(
+        "--workers", "-j", type=click.IntRange(min=1), default=None,
+        help="Worker processes (default: all cores).",
+    )(f)
+
+
+def overwrite_option(f: Callable) -> Callable:
+    return click.option(
+        "--overwrite", is_flag=True,
+        help="Delete earlier output in the directory and start over (default: resume).",
+    )(f)
+
+
+def output_dir_option(f: Callable) -> Callable:
+    return click.option(
+        "-o", "--output", "output", required=True, type=click.Path(file_okay=False),
+        help="Output directory.",
+    )(f)
+
+
+def quiet_option(f: Callable) -> Callable:
+    return click.option("--quiet", "-q", is_flag=True, help="No progress display.")(f)
+
+
+def finish(manifest: dict[str, Any], summary: str) -> None:
+    """Print a stage summary; exit 1 when some input could not be read at all."""
+    click.echo(summary, err=True)
+    if manifest.get("inputs_failed"):
+        raise CurateError(
+            f"{manifest['inputs_failed']} input(s) could not be read; the others were processed "
+            "(see manifest.json); rerun to retry them",
+            exit_code=1,
+        )

@@ -1,0 +1,1 @@
+"""Document filters: one module per family, registered by name (see ``filters.registry``)."""

@@ -1,0 +1,1 @@
+"""The built-in torch trainer: pretraining, SFT, reward modelling, RLHF and DPO."""
