@@ -30,6 +30,20 @@ COMPARISON_SCHEMA = pa.schema(
 )
 REQUIRED = ("prompt", "chosen", "rejected")
 
+# Pairs of answers waiting for a person's judgement: written by `curate train sample-pairs`,
+# read by `curate rate`. `pair_id` is stable (a hash of prompt and both responses).
+PAIRS_SCHEMA = pa.schema(
+    [
+        pa.field("pair_id", pa.string(), nullable=False),
+        pa.field("prompt", pa.string(), nullable=False),
+        pa.field("response_1", pa.string(), nullable=False),
+        pa.field("response_2", pa.string(), nullable=False),
+        pa.field("model", pa.string()),
+        pa.field("meta", pa.string()),
+    ],
+    metadata={b"curate.kind": b"pairs"},
+)
+
 
 def _check(row: dict[str, Any], where: str) -> dict[str, Any]:
     missing = [k for k in REQUIRED if not isinstance(row.get(k), str)]

@@ -248,6 +248,11 @@ def _worker_run(args: tuple[Task, ProcessFn]) -> InputResult:
     return _execute(task, process)
 
 
+def _ray_run(args: tuple[Task, ProcessFn]) -> InputResult:
+    task, process = args
+    return _execute(task, process)
+
+
 def _clean_partial(output_dir: str, outputs: Iterable[str], index: int) -> None:
     """Remove leftovers of an unfinished input: its shards and any temp files."""
     for out in outputs:
@@ -359,12 +364,18 @@ def run_stage(
     shard_bytes: int = DEFAULT_SHARD_BYTES,
     progress: Progress | None = None,
     input_weights: dict[str, float] | None = None,
+    engine: str = "local",
+    ray_address: str | None = None,
 ) -> tuple[dict[str, Any], list[InputResult]]:
     """Run ``process`` over every input (resuming), then write the stage's manifest.
 
     ``outputs`` names the sub-folders a stage writes besides the main one ('' is the main).
-    ``input_weights`` (bytes per input, for instance) drive the progress ETA.
+    ``input_weights`` (bytes per input, for instance) drive the progress ETA. ``engine``
+    ``"ray"`` runs the same per-input tasks on a Ray cluster (``ray_address``, or a local
+    instance with ``workers`` CPUs) instead of local worker processes.
     """
+    if engine not in ("local", "ray"):
+        raise CurateError(f"unknown engine {engine!r}; use 'local' or 'ray'")
     outputs = [""] + [o for o in (outputs or []) if o]
     if not inputs:
         raise CurateError("no inputs given")
@@ -392,8 +403,15 @@ def run_stage(
         if progress is not None:
             progress.advance(weight(result.path))
 
+    if engine == "ray" and todo:
+        from .ray_engine import run_tasks
+
+        run_tasks([(t, process) for t in todo], _ray_run, finished, address=ray_address, num_cpus=workers)
+        todo = []
     workers = max(1, min(workers, len(todo) or 1))
-    if workers == 1:
+    if not todo:
+        pass
+    elif workers == 1:
         for task in todo:
             if progress is not None:
                 task._local_progress = progress.add  # type: ignore[attr-defined]
