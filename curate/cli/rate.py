@@ -1,0 +1,150 @@
+"""``curate rate``: serve the rating page, export the choices, print rater statistics.
+
+    curate rate PAIRS -o DIR [--port 8765] [--host H --raters raters.toml] [--overlap 0.1]
+    curate rate export DIR -o comparisons.parquet
+    curate rate stats DIR
+
+The bare form is ``curate rate serve``: :class:`RateGroup` routes a first word that is not a
+sub-command name to ``serve``, so a pairs file and the sub-commands share one command name.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+from typing import Any
+
+import click
+
+from ..errors import ConfigError, CurateError
+
+
+class RateGroup(click.Group):
+    """A group whose unknown first word (a pairs file, or an option) means ``serve``."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if args and args[0] not in self.commands and args[0] not in ctx.help_option_names:
+            args = ["serve", *args]
+        return super().parse_args(ctx, args)
+
+    def format_usage(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        formatter.write_usage(ctx.command_path, "PAIRS -o DIR [OPTIONS]  (see: serve --help)")
+        formatter.write_usage(ctx.command_path, "export DIR -o comparisons.parquet | stats DIR", prefix="   or: ")
+
+
+@click.group(cls=RateGroup)
+def rate() -> None:
+    """People compare two answers in a browser; their choices train the reward model.
+
+    Start a session with `curate rate work/pairs.parquet -o work/ratings/` (pairs from
+    `curate train sample-pairs`), open the printed address, then
+    `curate rate export work/ratings -o comparisons.parquet` for `curate train reward` / `dpo`.
+    """
+
+
+@rate.command("serve")
+@click.argument("pairs", type=click.Path())
+@click.option("-o", "--output", required=True, type=click.Path(file_okay=False),
+              help="Rating directory (created; rerun with the same one to resume).")
+@click.option("--port", default=8765, show_default=True, type=click.IntRange(0, 65535),
+              help="Port to listen on (0 = any free port).")
+@click.option("--host", default=None,
+              help="Address to listen on (default 127.0.0.1). Any other address needs --raters.")
+@click.option("--raters", "raters_path", type=click.Path(dir_okay=False),
+              help="TOML file with [[raters]] name = ..., token = ... (one secret token per rater).")
+@click.option("--overlap", type=click.FloatRange(0.0, 1.0), default=None,
+              help="Share of pairs rated by several raters, for agreement statistics (default 0, "
+                   "or the value this directory was started with).")
+@click.option("--overlap-raters", type=click.IntRange(min=2), default=None,
+              help="How many raters rate each overlap pair (default 2).")
+@click.option("--rater", "rater_name", default="local", show_default=True,
+              help="Name recorded for the single rater when there is no --raters file.")
+@click.option("--verbose", "-v", is_flag=True, help="Log every request (tokens are never logged).")
+def serve(pairs: str, output: str, port: int, host: str | None, raters_path: str | None, overlap: float | None,
+          overlap_raters: int | None, rater_name: str, verbose: bool) -> None:
+    """Serve the rating page for PAIRS, recording choices in -o DIR."""
+    from ..rate.server import RateServer, is_loopback
+    from ..rate.session import EXAMPLE_TOKEN_PREFIX, RATER_NAME, Rater, RatingSession, load_raters
+
+    host = host or "127.0.0.1"
+    loopback = is_loopback(host)
+    if raters_path:
+        raters = load_raters(raters_path, allow_example_tokens=loopback)
+        if any(r.token and r.token.startswith(EXAMPLE_TOKEN_PREFIX) for r in raters):
+            click.echo(f"warning: {raters_path} holds example tokens; fine on {host}, refused with --host", err=True)
+    elif not loopback:
+        raise ConfigError(f"--host {host} lets other machines reach the server: give --raters raters.toml "
+                          "with a secret token per rater (see samples/raters.toml)")
+    else:
+        if not RATER_NAME.match(rater_name):
+            raise ConfigError(f"--rater must be 1-64 letters, digits or _.@- (got {rater_name!r})")
+        raters = [Rater(rater_name)]
+
+    session = RatingSession(output, pairs, raters, overlap, overlap_raters, require_tokens=not loopback)
+    try:
+        click.echo(session.import_stats.summary(), err=True)
+        if not session.pair_ids:
+            raise CurateError(f"{pairs}: no pairs to rate")
+        if session.overlap > 0 and len(raters) < 2:
+            click.echo("note: --overlap needs two or more raters (--raters); every pair goes to the one rater",
+                       err=True)
+        server = RateServer(session, host, port, verbose)
+    except BaseException:
+        session.close()
+        raise
+
+    def stop(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    previous_handler = signal.signal(signal.SIGTERM, stop)
+    try:
+        click.echo(f"rating {len(session.pair_ids)} pairs; choices are saved to {session.log.path}")
+        if session.overlap > 0 and len(raters) > 1:
+            click.echo(f"overlap: about {100 * session.overlap:.0f}% of the pairs go to "
+                       f"{min(session.overlap_raters, len(raters))} raters each (for `curate rate stats`)")
+        if session.require_tokens:
+            click.echo("send each rater their own link:")
+            for rater in raters:
+                progress = session.progress(rater.name)
+                click.echo(f"  {rater.name:<16} {progress['done']:>6}/{progress['total']:<6} {server.url(rater)}")
+        else:
+            progress = session.progress(raters[0].name)
+            click.echo(f"  {raters[0].name}: {progress['done']}/{progress['total']} rated")
+        click.echo(f"serving on {server.url()} (Ctrl-C to stop)")
+        try:
+            server.serve_forever()
+        except KeyboardInterrupt:
+            pass
+    finally:
+        signal.signal(signal.SIGTERM, previous_handler)
+        server.server_close()
+        lines = sum(state.ratings for state in session.log.raters.values())
+        session.close()
+    click.echo(f"stopped: {lines} ratings in {session.log.path}, all on disk; rerun the same command to resume",
+               err=True)
+
+
+@rate.command("export")
+@click.argument("directory", type=click.Path(file_okay=False))
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
+              help="Comparisons file to write (.parquet, or .jsonl).")
+@click.option("--drop-disagreements", is_flag=True,
+              help="Leave out pairs whose raters preferred different responses.")
+def export(directory: str, output: str, drop_disagreements: bool) -> None:
+    """Write the choices in DIRECTORY as comparisons (prompt, chosen, rejected, rater, date, reason)."""
+    from ..rate.export import export_ratings
+
+    stats = export_ratings(directory, output, drop_disagreements=drop_disagreements)
+    click.echo(stats.summary(), err=True)
+    click.echo(f"wrote {stats.exported} comparisons to {output}")
+
+
+@rate.command("stats")
+@click.argument("directory", type=click.Path(file_okay=False))
+@click.option("--json", "as_json", is_flag=True, help="Print the figures as JSON.")
+def stats(directory: str, as_json: bool) -> None:
+    """Ratings per rater, time per rating, and agreement (Cohen's kappa) on overlapping pairs."""
+    from ..rate.stats import compute_stats, format_stats
+
+    figures = compute_stats(directory)
+    click.echo(json.dumps(figures, indent=2, sort_keys=True) if as_json else format_stats(figures))
