@@ -1,0 +1,150 @@
+"""curate.extract: payload decoding, charsets, main-text extraction, the time limit."""
+
+from __future__ import annotations
+
+import threading
+import time
+import zlib
+
+import brotli
+import pytest
+
+from curate.extract import (
+    DecodeError,
+    ExtractOptions,
+    ExtractTimeout,
+    TextExtractor,
+    decode_html,
+    decode_payload,
+    dechunk,
+    time_limit,
+)
+
+from crawl_helpers import article_html
+
+
+def _gzip(data: bytes) -> bytes:
+    c = zlib.compressobj(6, zlib.DEFLATED, 31)
+    return c.compress(data) + c.flush()
+
+
+def test_dechunk():
+    assert dechunk(b"5\r\nhello\r\n6;ext=1\r\n world\r\n0\r\n\r\n") == b"hello world"
+    assert dechunk(b"<html>not chunked</html>") == b"<html>not chunked</html>"
+    assert dechunk(b"5\r\nhello\r\n8\r\ncut") == b"hellocut"  # last chunk cut short: keep it
+
+
+@pytest.mark.parametrize("coding,encode", [
+    ("gzip", _gzip),
+    ("x-gzip", _gzip),
+    ("deflate", lambda d: zlib.compress(d)),
+    ("deflate", lambda d: zlib.compress(d)[2:-4]),  # raw deflate, as many servers send
+    ("br", lambda d: brotli.compress(d)),
+])
+def test_content_encodings(coding, encode):
+    html = article_html("Encoded page").encode()
+    assert decode_payload(encode(html), {"content-encoding": coding}) == html
+
+
+def test_chunked_then_gzip_and_stored_decoded():
+    html = article_html("Stacked").encode()
+    body = _gzip(html)
+    chunked = b"".join(b"%x\r\n" % len(body[i:i + 100]) + body[i:i + 100] + b"\r\n" for i in range(0, len(body), 100)) + b"0\r\n\r\n"
+    assert decode_payload(chunked, {"transfer-encoding": "chunked", "content-encoding": "gzip"}) == html
+    # Crawlers often store the decoded body but keep the header.
+    assert decode_payload(html, {"content-encoding": "gzip"}) == html
+
+
+def test_truncated_gzip_keeps_what_decodes_and_garbage_raises():
+    html = article_html("Truncated", n_paras=40).encode()
+    part = decode_payload(_gzip(html)[:-300], {"content-encoding": "gzip"})
+    assert 0 < len(part) < len(html) and html.startswith(part)
+    with pytest.raises(DecodeError):
+        decode_payload(b"\x1f\x8b\x08\x00garbage-garbage", {"content-encoding": "gzip"})
+    with pytest.raises(DecodeError):
+        decode_payload(b"abc", {"content-encoding": "compress"})
+
+
+RU = "Осенью в парках Москвы деревья покрываются золотой и красной листвой."
+ZH = "秋天的北京天高气爽，香山的红叶吸引了许多游客。"
+JA = "秋の京都では、寺院の紅葉を見に多くの観光客が訪れます。"
+
+
+@pytest.mark.parametrize("text,codec,declared_in", [
+    (RU, "windows-1251", "header"),
+    (ZH, "gb2312", "meta"),
+    (JA, "euc-jp", "header"),
+    (JA, "shift_jis", "meta"),
+])
+def test_legacy_charsets_decode_to_unicode(text, codec, declared_in):
+    meta = f'<meta charset="{codec}">' if declared_in == "meta" else ""
+    html = f"<html><head>{meta}<title>t</title></head><body><p>{text}</p></body></html>"
+    header = codec if declared_in == "header" else None
+    decoded, used = decode_html(html.encode(codec), header)
+    assert text in decoded
+    assert used  # a real codec name
+
+
+def test_http_equiv_meta_and_detection_and_wrong_declaration():
+    html = f'<html><head><meta http-equiv="Content-Type" content="text/html; charset=windows-1251"></head><body><p>{RU * 3}</p></body></html>'
+    assert RU in decode_html(html.encode("cp1251"))[0]
+    # Declared utf-8 but really windows-1251: the declaration is not trusted.
+    assert RU in decode_html(html.encode("cp1251"), "utf-8")[0]
+    # Nothing declared at all: detection.
+    bare = f"<html><body><p>{RU * 4}</p></body></html>".encode("cp1251")
+    decoded, used = decode_html(bare)
+    assert RU in decoded
+    # latin-1 declared but valid UTF-8 (a common lie) is UTF-8.
+    assert decode_html("<p>café</p>".encode(), "iso-8859-1") == ("<p>café</p>", "utf-8")
+
+
+def test_extractor_keeps_article_drops_navigation():
+    ex = TextExtractor()
+    text = ex.extract(article_html("Main story", n_paras=5), "https://example.com/a")
+    assert "Paragraph number 4." in text
+    assert "Home" not in text and "Copyright footer" not in text
+    assert ex.extract("", None) == "" and ex.extract("   ", None) == ""
+
+
+def test_extract_modes_agree_on_a_clear_article():
+    html = article_html("Clear article", n_paras=8)
+    texts = {m: TextExtractor(ExtractOptions(mode=m)).extract(html) for m in ("fast", "full", "adaptive")}
+    assert texts["fast"] == texts["full"] == texts["adaptive"]
+
+
+def test_bad_mode_is_a_config_error():
+    from curate.errors import ConfigError
+
+    with pytest.raises(ConfigError):
+        TextExtractor(ExtractOptions(mode="turbo"))
+
+
+def test_time_limit_interrupts_and_is_main_thread_only():
+    started = time.monotonic()
+    with pytest.raises(ExtractTimeout):
+        with time_limit(0.2) as active:
+            assert active
+            while True:  # a "pathological page"
+                pass
+    assert time.monotonic() - started < 5
+    # The alarm is cleared afterwards: nothing fires later.
+    with time_limit(0.5):
+        pass
+    time.sleep(0.6)
+    seen = []
+    t = threading.Thread(target=lambda: seen.append(time_limit(1.0).__enter__()))
+    t.start()
+    t.join()
+    assert seen == [False]
+
+
+def test_extract_timeout_propagates_through_trafilatura(monkeypatch):
+    ex = TextExtractor(ExtractOptions(time_limit=0.2))
+
+    def slow(*args, **kwargs):
+        while True:
+            pass
+
+    monkeypatch.setattr(ex, "extract_tree", slow)
+    with pytest.raises(ExtractTimeout):
+        ex.extract(article_html("slow"))
