@@ -28,6 +28,21 @@ DEFAULT_ROW_GROUP_BYTES = 32 * 1024 * 1024
 MANIFEST_NAME = "manifest.json"
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_FILE_MODE = 0o666 & ~_umask()
+
+
+def make_public(path: str | os.PathLike) -> None:
+    """Give a file made by ``mkstemp`` (mode 0600) the usual permissions before it is renamed
+    into place, so shards are readable by other users like any file the user creates."""
+    os.chmod(path, _FILE_MODE)
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     """Write ``data`` to ``path`` through a temp file in the same directory and a rename."""
     path = Path(path)
@@ -38,6 +53,7 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
+        make_public(tmp)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -148,6 +164,7 @@ class ShardWriter:
             return
         self._writer.close()
         final = self.directory / self._next_name()
+        make_public(self._tmp_path)
         os.replace(self._tmp_path, final)
         self.shards.append(
             ShardInfo(

@@ -118,6 +118,14 @@ class BPETokenizer(Tokenizer):
     def decode(self, ids: Iterable[int]) -> str:
         return self._tok.decode([int(i) for i in ids], skip_special_tokens=False)
 
+    def describe(self) -> dict:
+        # The file's digest identifies the exact vocabulary a mix was counted with.
+        import hashlib
+
+        file = Path(self.path) / TOKENIZER_FILE if Path(self.path).is_dir() else Path(self.path)
+        digest = hashlib.sha256(file.read_bytes()).hexdigest() if file.exists() else None
+        return {"name": self.name, "vocab_size": self.vocab_size, "path": self.path, "sha256": digest}
+
     def token_id(self, token: str) -> int:
         tid = self._tok.token_to_id(token)
         if tid is None:
@@ -161,3 +169,44 @@ def train_bpe(texts: Iterator[str], output_dir: str | os.PathLike, vocab_size: i
         + "\n"
     )
     return BPETokenizer(out)
+
+
+def train_from_paths(
+    inputs: list[str],
+    output_dir: str | os.PathLike,
+    vocab_size: int = 32000,
+    min_frequency: int = 2,
+    max_docs: int | None = None,
+    max_chars: int | None = None,
+    fmt: str = "auto",
+) -> dict:
+    """Train a BPE on documents under ``inputs`` (shard folders, JSONL, text or code files),
+    streamed and capped by ``max_docs`` / ``max_chars``; returns what it trained on and the
+    bytes per token it achieves on the first megabyte of that text."""
+    from .sources_text import iter_texts
+
+    seen = {"docs": 0, "chars": 0}
+    sample: list[str] = []
+    sample_bytes = 0
+
+    def texts() -> Iterator[str]:
+        nonlocal sample_bytes
+        for text in iter_texts(inputs, fmt, max_docs=max_docs, max_chars=max_chars):
+            seen["docs"] += 1
+            seen["chars"] += len(text)
+            if sample_bytes < 1 << 20:
+                sample.append(text)
+                sample_bytes += len(text.encode("utf-8", "replace"))
+            yield text
+
+    stream = texts()
+    try:
+        first = next(stream)
+    except StopIteration:
+        raise InputError(f"no documents found in {', '.join(inputs)}") from None
+    import itertools
+
+    tok = train_bpe(itertools.chain([first], stream), output_dir, vocab_size=vocab_size, min_frequency=min_frequency)
+    n_tokens = sum(tok.count(sample)) or 1
+    return {"vocab_size": tok.vocab_size, "docs": seen["docs"], "chars": seen["chars"],
+            "bytes_per_token": sample_bytes / n_tokens, "path": str(output_dir)}

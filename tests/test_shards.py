@@ -95,3 +95,14 @@ def test_manifest_round_trip_is_atomic(tmp_path):
     (tmp_path / "manifest.json").write_text("{broken")
     with pytest.raises(InputError, match="unreadable manifest"):
         load_manifest(tmp_path)
+
+
+def test_files_get_normal_permissions(tmp_path, make_docs):
+    import stat
+
+    with ShardWriter(tmp_path) as w:
+        w.write(make_docs(1)[0])
+    write_manifest(tmp_path, {"a": 1})
+    for name in ("part-00000-000.parquet", "manifest.json"):
+        mode = stat.S_IMODE(os.stat(tmp_path / name).st_mode)
+        assert mode & 0o044, oct(mode)  # readable by group/others (umask permitting), not 0600

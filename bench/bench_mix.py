@@ -1,0 +1,91 @@
+"""Throughput of `curate mix` against a plain copy of the same shards, measured in one run.
+
+    python bench/bench_mix.py [--docs 40000] [--tokenizer DIR]
+
+Builds synthetic document shards in a temporary directory, then times:
+
+* reference: read every shard with pyarrow and write it again with ShardWriter (the least any
+  stage that rewrites the data must do);
+* mix: two sources (downsampled and repeated), counted, sampled, shuffled and written;
+* mix with a small shuffle memory (many buckets), to show what the external shuffle costs.
+
+Figures are printed as documents per second and as ratios to the reference, so they compare
+across machines.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from curate.document import Document  # noqa: E402
+from curate.mix import MixConfig, SourceSpec, run_mix  # noqa: E402
+from curate.shards import ShardWriter, expand_parquet_inputs, read_tables  # noqa: E402
+
+WORDS = ("the of and to in is was for on that with as by at from this be are it an which or "
+         "river stone light paper garden window market station letter harbour winter engine").split()
+
+
+def build(directory: Path, n: int, seed: int) -> int:
+    rng = random.Random(seed)
+    size = 0
+    with ShardWriter(directory, prefix="part-00000", shard_bytes=16 << 20) as w:
+        for i in range(n):
+            text = " ".join(rng.choice(WORDS) for _ in range(rng.randint(50, 400)))
+            size += len(text)
+            w.write(Document(id=f"{seed}-{i}", text=text, url=f"https://s{i % 50}.example/{i}"))
+    return size
+
+
+def timed(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--docs", type=int, default=40_000)
+    ap.add_argument("--tokenizer", default=None)
+    args = ap.parse_args()
+    os.environ.setdefault("CURATE_PROGRESS", "0")
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        big = build(root / "big", args.docs, 1)
+        small = build(root / "small", args.docs // 10, 2)
+        print(f"data: {args.docs:,} + {args.docs // 10:,} documents, {(big + small) / 1e6:.1f} MB of text")
+
+        def copy() -> None:
+            with ShardWriter(root / "copy", prefix="part-00000", shard_bytes=64 << 20) as w:
+                for path in expand_parquet_inputs([str(root / "big"), str(root / "small")]):
+                    for table in read_tables(path):
+                        w.write_table(table)
+
+        ref = timed(copy)
+        total_docs = args.docs + args.docs // 10
+        # 70 % from big (downsampled), 30 % from small (repeated ~2 times): a budget about the data size.
+        budget = int((big + small) * 0.9)
+        cfg = MixConfig(sources=[SourceSpec("big", [str(root / "big")], 0.7), SourceSpec("small", [str(root / "small")], 0.3)],
+                        tokens=budget, tokenizer=args.tokenizer)
+        t_mix = timed(lambda: run_mix(cfg, str(root / "mix"), progress=False))
+        cfg.shuffle_memory = "6MB"
+        m = {}
+        t_small = timed(lambda: m.update(run_mix(cfg, str(root / "mix2"), progress=False)))
+        print(f"reference copy      {ref:7.2f} s  {total_docs / ref:>10,.0f} docs/s  1.00x")
+        print(f"mix                 {t_mix:7.2f} s  {total_docs / t_mix:>10,.0f} docs/s  {t_mix / ref:.2f}x the copy")
+        print(f"mix, {m['shuffle']['buckets']:>3} buckets     {t_small:7.2f} s  {total_docs / t_small:>10,.0f} docs/s  "
+              f"{t_small / ref:.2f}x the copy")
+        print(f"realized {m['tokens']['realized']:,} of {budget:,} tokens; shares "
+              + ", ".join(f"{s['name']} {100 * s['share_realized']:.2f}% (asked {100 * s['share_requested']:.0f}%)"
+                          for s in m["sources"]))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,162 @@
+"""curate.inspect and `curate inspect` / `curate sql`: DuckDB summaries on known shards, and the
+manifest chain from crawl to mix."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from curate.cli import cli
+from curate.document import Document
+from curate.errors import CurateError, InputError
+from curate.inspect import connect, format_rows, manifest_chain, run_query, summarize
+from curate.mix import MixConfig, SourceSpec, run_mix
+from curate.pipeline import Stats, build_manifest
+from curate.shards import ShardWriter, write_manifest
+
+
+def known_docs() -> list[Document]:
+    docs = []
+    for i in range(10):
+        docs.append(Document(
+            id=f"d{i}",
+            text="x" * (100 * (i + 1)),
+            source="a" if i < 6 else "b",
+            language="en" if i < 7 else "de",
+            language_score=0.525 + 0.05 * i,  # bin centres: float32 edges are fuzzy
+            quality_score=0.05 + 0.1 * i,
+            url=("https://x.com/%d" % i) if i < 5 else ("https://www.y.org/%d" % i) if i < 8 else None,
+            n_tokens=10 * (i + 1) if i < 6 else 100,
+            date=datetime(2024, 1 + i, 1, tzinfo=timezone.utc) if i != 9 else None,
+        ))
+    return docs
+
+
+@pytest.fixture
+def known(tmp_path) -> Path:
+    d = tmp_path / "known"
+    with ShardWriter(d, prefix="part-00000", shard_bytes=600) as w:  # several shards
+        for doc in known_docs():
+            w.write(doc)
+    with ShardWriter(d / "rejected", prefix="part-00000") as w:
+        for i, reason in enumerate(["too_short", "too_short", "too_short", "lang"]):
+            w.write(Document(id=f"r{i}", text="short", reject_reason=reason))
+    return d
+
+
+def test_summary_numbers(known):
+    s = summarize(str(known))
+    assert (s["docs"], s["measure"], s["tokens"], s["chars"]) == (10, "tokens", 610, 5500)
+    assert s["views"] == ["docs", "rejected"]
+    assert [(r["source"], r["docs"], r["tokens"], r["chars"]) for r in s["sources"]] == [
+        ("b", 4, 400, 3400), ("a", 6, 210, 2100)]
+    assert s["sources"][0]["share"] == pytest.approx(400 / 610)
+    assert [(r["language"], r["docs"], r["tokens"]) for r in s["languages"]] == [("en", 7, 310), ("de", 3, 300)]
+    assert s["top_domains"] == [{"domain": "x.com", "docs": 5}, {"domain": "y.org", "docs": 3}]
+    lp = s["length_percentiles"]
+    assert lp["min_chars"] == 100 and lp["max_chars"] == 1000 and lp["mean_chars"] == 550
+    assert lp["chars"][lp["percentiles"].index(0.5)] == 500
+    assert lp["tokens"][lp["percentiles"].index(0.99)] == 100
+    assert [b["count"] for b in s["quality_histogram"]] == [1] * 10
+    assert s["quality_histogram"][0]["lo"] == pytest.approx(0.05)
+    assert [b["count"] for b in s["language_score_histogram"]] == [0] * 5 + [2] * 5
+    assert s["dates"]["undated_docs"] == 1 and s["dates"]["max"].startswith("2024-09-01")
+    assert len(s["dates"]["per_month"]) == 9
+    assert s["side_outputs"] == {"rejected": {"docs": 4, "by_reason": {"too_short": 3, "lang": 1}}}
+    assert s["funnel"] == []  # no manifests here
+
+
+def test_bytes_when_no_token_counts(tmp_path):
+    with ShardWriter(tmp_path / "crawl", prefix="part-00000") as w:
+        w.write(Document(id="1", text="héllo"))
+        w.write(Document(id="2", text="abc"))
+    s = summarize(str(tmp_path / "crawl"))
+    assert (s["measure"], s["tokens"], s["chars"]) == ("bytes", 6 + 3, 8)
+
+
+def test_sql_queries_and_formats(known):
+    con = connect(str(known))
+    names, rows = run_query(con, "SELECT source, count(*) AS n, sum(n_tokens) AS t FROM docs GROUP BY 1 ORDER BY 1")
+    assert names == ["source", "n", "t"] and list(rows) == [("a", 6, 210), ("b", 4, 400)]
+    names, rows = run_query(con, "SELECT reject_reason, count(*) FROM rejected GROUP BY 1 ORDER BY 2 DESC")
+    assert list(rows) == [("too_short", 3), ("lang", 1)]
+    with pytest.raises(CurateError, match="^SQL error: .*nope") as err:
+        run_query(con, "SELECT nope FROM docs")
+    assert "\n" not in str(err.value)
+    names, rows = run_query(con, "SELECT id, n_tokens FROM docs ORDER BY id LIMIT 3")
+    table = list(format_rows(names, rows, "table"))
+    assert table[0].split() == ["id", "n_tokens"] and table[2].split() == ["d0", "10"] and table[-1] == "(3 rows)"
+    names, rows = run_query(con, "SELECT id, language FROM docs ORDER BY id")
+    assert list(csv.reader(io.StringIO("\n".join(format_rows(names, rows, "csv")))))[:2] == [["id", "language"], ["d0", "en"]]
+    names, rows = run_query(con, "SELECT id, date FROM docs WHERE id IN ('d0', 'd9') ORDER BY id")
+    parsed = json.loads("\n".join(format_rows(names, rows, "json")))
+    assert parsed[0]["id"] == "d0" and parsed[0]["date"].startswith("2024-01-01") and parsed[1]["date"] is None
+    names, rows = run_query(con, "SELECT * FROM range(250)")
+    shown = list(format_rows(names, rows, "table", max_rows=100))
+    assert shown[-1].startswith("(250 rows; first 100 shown")
+    with pytest.raises(InputError, match="no such file"):
+        connect(str(known / "missing"))
+
+
+def test_cli_sql_and_inspect(known):
+    runner = CliRunner()
+    r = runner.invoke(cli, ["sql", str(known), "SELECT count(*) AS n FROM docs", "-f", "csv"])
+    assert r.exit_code == 0 and r.output == "n\n10\n"
+    r = runner.invoke(cli, ["sql", str(known), "SELEC 1"])
+    assert r.exit_code == 2 and r.output.startswith("error: SQL error:") and r.output.count("\n") == 1
+    r = runner.invoke(cli, ["inspect", str(known)])
+    assert r.exit_code == 0, r.output
+    assert "documents 10" in r.output and "tokens 610" in r.output and "x.com" in r.output
+    assert "rejected/: 4 documents: too_short=3, lang=1" in r.output
+    r = runner.invoke(cli, ["inspect", str(known), "--json"])
+    assert json.loads(r.output)["docs"] == 10
+
+
+def _stage(directory: Path, stage: str, inputs: list[str], read: int, kept: int, rejected: dict, errors: dict,
+           docs: list[Document] | None = None) -> None:
+    shards = []
+    if docs:
+        with ShardWriter(directory, prefix="part-00000") as w:
+            for d in docs:
+                w.write(d)
+        shards = w.shards
+    stats = Stats(read=read, kept=kept)
+    stats.rejected.update(rejected)
+    stats.errors.update(errors)
+    stats.chars["kept"] = sum(len(d.text) for d in docs or [])
+    directory.mkdir(parents=True, exist_ok=True)
+    write_manifest(directory, build_manifest(stage, {}, [{"path": p} for p in inputs], stats, {"": shards}))
+
+
+def test_manifest_chain_and_funnel_from_mix(tmp_path):
+    docs = [Document(id=f"w{i}", text="web text " * (10 + i), url=f"https://s{i % 3}.net/{i}", language="en")
+            for i in range(20)]
+    _stage(tmp_path / "crawl", "crawl", ["/data/a.warc.gz"], 40, 30, {}, {"bad_record": 10}, docs[:30])
+    crawl_shard = str(tmp_path / "crawl" / "part-00000-000.parquet")
+    _stage(tmp_path / "filter", "filter", [crawl_shard], 30, 25, {"gopher_quality": 3, "language": 2}, {}, docs[:25])
+    # dedup lists its inputs relative to its own directory: still followed.
+    _stage(tmp_path / "dedup", "dedup", ["../filter"], 25, 20, {"exact_dup": 5}, {}, docs[:20])
+    books = tmp_path / "books"
+    books.mkdir()
+    (books / "b.md").write_text("A short book. " * 20)
+    m = run_mix(MixConfig(sources=[SourceSpec("web", [str(tmp_path / "dedup")], 0.8), SourceSpec("books", [str(books)], 0.2)],
+                          tokens=10**7, max_epochs=1), str(tmp_path / "mix"), progress=False)
+    chain = manifest_chain(str(tmp_path / "mix"))
+    assert [n["stage"] for n in chain] == ["crawl", "filter", "dedup", "mix"]
+    s = summarize(str(tmp_path / "mix"))
+    f = {x["stage"]: x for x in s["funnel"]}
+    assert (f["crawl"]["read"], f["crawl"]["kept"], f["crawl"]["errors"]) == (40, 30, {"bad_record": 10})
+    assert f["filter"]["rejected"] == {"gopher_quality": 3, "language": 2}
+    assert (f["mix"]["read"], f["mix"]["kept"]) == (21, 21)
+    assert f["mix"]["tokens_kept"] == m["tokens"]["realized"] and not f["mix"]["tokens_estimated"]
+    # Upstream stages have no token counts: estimated from their characters at the mix's ratio.
+    assert f["dedup"]["tokens_estimated"] and f["dedup"]["tokens_kept"] == sum(len(d.text) for d in docs)
+    assert s["mix"]["sources"][0]["name"] == "web"
+    text = CliRunner().invoke(cli, ["inspect", str(tmp_path / "mix")]).output
+    assert "funnel" in text and "gopher_quality=3" in text and "error:bad_record=10" in text

@@ -1,0 +1,68 @@
+"""curate.report and `curate report`: one self-contained HTML page with its plots embedded."""
+
+from __future__ import annotations
+
+import base64
+import re
+import struct
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from curate.cli import cli
+from curate.mix import MixConfig, SourceSpec, run_mix
+
+from test_inspect import _stage, known_docs  # shared builders of known shards and manifests
+
+SAMPLES = Path(__file__).resolve().parent.parent / "samples"
+IMG = re.compile(r'<img alt="([^"]*)" src="data:image/png;base64,([A-Za-z0-9+/=]+)">')
+
+
+def pngs(page: str) -> dict[str, tuple[int, int]]:
+    """alt text -> (width, height) of every embedded image, checking each is a whole PNG."""
+    out = {}
+    for alt, data in IMG.findall(page):
+        raw = base64.b64decode(data, validate=True)
+        assert raw[:8] == b"\x89PNG\r\n\x1a\n" and raw[-8:-4] == b"IEND"
+        width, height = struct.unpack(">II", raw[16:24])
+        assert width > 100 and height > 100
+        out[alt] = (width, height)
+    return out
+
+
+def test_report_of_mix_with_funnel(tmp_path):
+    docs = known_docs()
+    _stage(tmp_path / "crawl", "crawl", ["/data/a.warc.gz"], 14, 10, {}, {"bad_record": 4}, docs)
+    _stage(tmp_path / "filter", "filter", [str(tmp_path / "crawl")], 10, 8, {"gopher_quality": 2}, {}, docs[:8])
+    run_mix(MixConfig(sources=[SourceSpec("web", [str(tmp_path / "filter")], 0.7),
+                               SourceSpec("papers", [str(SAMPLES / "papers")], 0.3)], tokens=30_000),
+            str(tmp_path / "mix"), progress=False)
+    out = tmp_path / "report.html"
+    r = CliRunner().invoke(cli, ["report", str(tmp_path / "mix"), "-o", str(out)])
+    assert r.exit_code == 0, r.output
+    page = out.read_text()
+    assert page.startswith("<!doctype html>") and page.rstrip().endswith("</html>")
+    assert "http://" not in page and "https://" not in page.replace("https://x.com", "")  # nothing fetched
+    images = pngs(page)
+    for alt in ("share per source", "funnel documents", "funnel tokens", "drops by reason",
+                "document lengths", "Quality score", "Language score", "Top domains", "documents per month"):
+        assert alt in images, (alt, sorted(images))
+    # The funnel table names every stage and the drop reasons.
+    for word in ("crawl", "filter", "mix", "gopher_quality=2", "error:bad_record=4", "Training cutoff"):
+        assert word in page
+
+
+def test_report_without_manifests(tmp_path):
+    from curate.shards import ShardWriter
+
+    with ShardWriter(tmp_path / "shards", prefix="part-00000") as w:
+        for d in known_docs():
+            w.write(d.replace(n_tokens=None))
+    out = tmp_path / "r.html"
+    r = CliRunner().invoke(cli, ["report", str(tmp_path / "shards"), "-o", str(out)])
+    assert r.exit_code == 0, r.output
+    page = out.read_text()
+    assert "No manifest.json found" in page and "UTF-8 bytes" in page
+    assert "share per source" in pngs(page)
+    r = CliRunner().invoke(cli, ["report", str(tmp_path / "nothing"), "-o", str(out)])
+    assert r.exit_code == 2 and r.output.startswith("error: ")
