@@ -1,6 +1,6 @@
 """Throughput of `curate mix` against a plain copy of the same shards, measured in one run.
 
-    python bench/bench_mix.py [--docs 40000] [--tokenizer DIR]
+    python bench/mix.py [--docs 40000] [--tokenizer DIR]
 
 Builds synthetic document shards in a temporary directory, then times:
 
