@@ -25,6 +25,7 @@ import queue
 import threading
 import time
 from collections import Counter
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
@@ -46,6 +47,28 @@ Step = Callable[[Iterable[Document]], Iterator[Document]]
 
 MAX_EXAMPLES = 5
 STATE_DIR = ".curate"
+
+# Where stage work runs when a caller does not say: set for a block of code with
+# `execution(engine="ray", address=...)`, so stage functions need no engine parameters.
+_EXECUTION: dict[str, Any] = {"engine": "local", "ray_address": None}
+
+
+@contextmanager
+def execution(engine: str = "local", ray_address: str | None = None) -> Iterator[None]:
+    """Run the stages called inside this block on ``engine`` ('local' or 'ray')."""
+    if engine not in ("local", "ray"):
+        raise CurateError(f"unknown engine {engine!r}; use 'local' or 'ray'")
+    previous = dict(_EXECUTION)
+    _EXECUTION.update(engine=engine, ray_address=ray_address)
+    try:
+        yield
+    finally:
+        _EXECUTION.clear()
+        _EXECUTION.update(previous)
+
+
+def current_execution() -> dict[str, Any]:
+    return dict(_EXECUTION)
 
 
 @dataclass
@@ -364,7 +387,7 @@ def run_stage(
     shard_bytes: int = DEFAULT_SHARD_BYTES,
     progress: Progress | None = None,
     input_weights: dict[str, float] | None = None,
-    engine: str = "local",
+    engine: str | None = None,
     ray_address: str | None = None,
 ) -> tuple[dict[str, Any], list[InputResult]]:
     """Run ``process`` over every input (resuming), then write the stage's manifest.
@@ -372,8 +395,11 @@ def run_stage(
     ``outputs`` names the sub-folders a stage writes besides the main one ('' is the main).
     ``input_weights`` (bytes per input, for instance) drive the progress ETA. ``engine``
     ``"ray"`` runs the same per-input tasks on a Ray cluster (``ray_address``, or a local
-    instance with ``workers`` CPUs) instead of local worker processes.
+    instance with ``workers`` CPUs) instead of local worker processes; by default the engine
+    set by :func:`execution` is used.
     """
+    if engine is None:
+        engine, ray_address = _EXECUTION["engine"], ray_address or _EXECUTION["ray_address"]
     if engine not in ("local", "ray"):
         raise CurateError(f"unknown engine {engine!r}; use 'local' or 'ray'")
     outputs = [""] + [o for o in (outputs or []) if o]

@@ -115,3 +115,14 @@ def test_stats_merge_and_balance():
 def test_unknown_engine_is_an_error(tmp_path, inputs):
     with pytest.raises(CurateError, match="unknown engine"):
         run_stage("lines", inputs, str(tmp_path / "o"), _lines_stage, {}, engine="spark")
+
+
+def test_execution_block_sets_the_default_engine(tmp_path, inputs):
+    from curate.pipeline import current_execution, execution
+
+    with pytest.raises(CurateError, match="unknown engine"):
+        with execution("dask"):
+            pass
+    with execution("ray", "ray://nowhere:1"):
+        assert current_execution() == {"engine": "ray", "ray_address": "ray://nowhere:1"}
+    assert current_execution()["engine"] == "local"

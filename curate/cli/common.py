@@ -48,3 +48,15 @@ def finish(manifest: dict[str, Any], summary: str) -> None:
             "(see manifest.json); rerun to retry them",
             exit_code=1,
         )
+
+
+def engine_options(f: Callable) -> Callable:
+    """``--engine local|ray`` and ``--ray-address``: where the stage's work runs."""
+    f = click.option(
+        "--ray-address", default=None, metavar="ADDR",
+        help="Ray cluster to join (e.g. ray://head:10001 or auto); default: start a local Ray instance.",
+    )(f)
+    return click.option(
+        "--engine", type=click.Choice(["local", "ray"]), default="local", show_default=True,
+        help="Run on local worker processes, or as Ray tasks (needs the `ray` extra).",
+    )(f)

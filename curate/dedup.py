@@ -1,0 +1,502 @@
+"""``curate dedup``: URL, exact and MinHash near-duplicate removal across a whole corpus.
+
+The stage is global (a duplicate may sit in any shard), so it does not use the per-input
+runner. It makes two passes over the inputs:
+
+1. **Signatures** (parallel over ``workers`` processes, one Parquet row group per task, results
+   consumed in input order so the outcome never depends on ``workers``): reads only ``id``,
+   ``text``, ``url``, ``date`` and ``quality_score``; computes per document a 128-bit hash of the
+   normalized text, its MinHash signature and LSH band keys (:mod:`curate.minhash`). Signatures
+   and per-document columns go to flat files; ``(key, doc)`` records go to
+   :class:`~curate.dedup_index.KeyIndex` instances that spill to disk past ``memory_bytes``.
+2. **Decisions**, in this order, each only among documents still kept:
+
+   * ``url`` (with ``--url``): documents whose normalized URLs match; the newest fetch is kept.
+   * ``exact``: documents whose normalized text is identical.
+   * ``near``: documents sharing an LSH band are candidates; a candidate pair is *verified*
+     when the fraction of agreeing signature values (estimated Jaccard) is at least the
+     verify threshold (default: the threshold), and verified pairs are joined by union-find.
+     Union-find alone would chain A~B~C into one cluster even when A and C are far apart, so
+     each cluster is then split into stars: the best-ranked document is kept and removes every
+     member whose estimated Jaccard *with it* passes the verify threshold; the best-ranked of
+     the rest starts the next star. A removed document is therefore always within the
+     threshold of the document that represents it.
+
+   The representative kept for a group is the one with the earliest ``date``, then the higher
+   ``quality_score``, then the smaller ``id`` (then input order); missing dates rank last and
+   missing scores lowest. For URL groups the *latest* date wins instead (a refetch supersedes).
+3. **Write** (second streaming pass): kept rows go to ``output_dir`` in input order, removed
+   rows to ``output_dir/removed`` with ``dup_of`` (the id of the kept document that represents
+   it, following url -> exact -> near chains), ``dup_kind`` (why it was removed) and
+   ``dup_similarity`` (estimated Jaccard with ``dup_of``).
+
+Outputs are staged under ``.curate/`` and moved into place only once complete, then
+``manifest.json`` is written; a killed run leaves the previous output (or none) intact, and a
+rerun with the same inputs and configuration is a no-op.
+
+Modules: :mod:`curate.minhash` (normalization, signatures, bands), :mod:`curate.dedup_signatures`
+(pass 1 in the workers), :mod:`curate.dedup_index` (spilling key index, document store,
+union-find), :mod:`curate.dedup_plan` (configuration and resource plan),
+:mod:`curate.dedup_output` (pass 2 and the commit); this one runs the stage and decides.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import time
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import numpy as np
+
+from .dedup_index import DocStore, KeyIndex, UnionFind, remove_tree
+from .dedup_output import EXACT, KEPT, KIND_NAMES, NEAR, STAGE, URL, check_output, commit, state_path, write_outputs
+from .dedup_plan import DedupConfig, DedupPlan, InputInfo, inspect_inputs, plan_dedup
+from .dedup_signatures import NO_DATE, placeholder, signature_unit
+from .errors import CurateError
+from .minhash import char_classes
+from .pipeline import Stats, build_manifest, config_hash
+from .progress import Progress
+from .shards import ShardInfo, atomic_write_json, expand_parquet_inputs
+
+_VERIFY_CHUNK = 32_768
+TOP_CLUSTERS = 10
+
+
+@dataclass
+class DedupResult:
+    manifest: dict[str, Any]
+    plan: DedupPlan | None
+    skipped: bool  # True when a complete identical run was already there
+
+
+# --------------------------------------------------------------------------- ranking
+
+
+class _Ranker:
+    """Picks representatives: earliest date (latest for URL groups), higher quality, smaller id."""
+
+    def __init__(self, store: DocStore):
+        self.date = store["date"]
+        self.quality = store["quality"]
+        self.store = store
+
+    def order(self, docs: np.ndarray, newest: bool = False) -> np.ndarray:
+        """``docs`` sorted best first."""
+        date = self.date[docs]
+        quality = self.quality[docs].astype(np.float64)
+        quality = np.where(np.isnan(quality), -np.inf, quality)
+        if newest:
+            date_key = np.where(date == NO_DATE, np.iinfo(np.int64).max, -date)  # missing dates last
+        else:
+            date_key = date
+        order = np.lexsort((docs, -quality, date_key))
+        ranked = docs[order]
+        dk, qk = date_key[order], quality[order]
+        tied = int(np.count_nonzero((dk == dk[0]) & (qk == qk[0])))
+        if tied > 1:  # break the tie on the leading documents by id, then input order
+            head = ranked[:tied]
+            ids = self.store.doc_ids(head)
+            head = head[sorted(range(tied), key=lambda k: (ids[k], int(head[k])))]
+            ranked = np.concatenate((head, ranked[tied:]))
+        return ranked
+
+
+# --------------------------------------------------------------------------- the stage
+
+
+class _Run:
+    """State of one dedup run (work files live under ``output_dir/.curate/work``)."""
+
+    def __init__(self, inputs: list[InputInfo], output_dir: str, config: DedupConfig, workers: int,
+                 memory_bytes: int, progress: bool):
+        self.inputs = inputs
+        self.output_dir = output_dir
+        self.config = config
+        self.workers = workers
+        self.memory_bytes = memory_bytes
+        self.show_progress = progress
+        self.work = Path(output_dir) / ".curate" / "work"
+        self.staging = Path(output_dir) / ".curate" / "staging"
+        self.n_docs = sum(i.rows for i in inputs if not i.error)
+        self.failed: dict[int, str] = {i.index: i.error for i in inputs if i.error}
+        self.input_errors: dict[int, Counter] = {}
+        self.error_examples: dict[int, dict[str, list[dict[str, Any]]]] = {}
+        self.counters: Counter = Counter()
+        self.offsets: dict[int, int] = {}
+
+    # ---- pass 1
+    def signatures(self) -> None:
+        cfg = self.config
+        bands, _ = cfg.lsh() if cfg.near else (0, 0)
+        n = self.n_docs
+        records = {"exact": n if cfg.exact else 0, "url": n if cfg.url else 0, "band": n * bands if cfg.near else 0}
+        total = max(sum(records.values()), 1)
+        # Each index gets a share of the budget proportional to its records.
+        self.indexes = {
+            name: KeyIndex(self.work / "index", name, max(1, self.memory_bytes * count // total), count)
+            for name, count in records.items()
+            if count
+        }
+        self.store = DocStore(
+            self.work / "store",
+            {
+                "sig": ("<u4", cfg.num_perm),
+                "date": ("<i8", 1),
+                "quality": ("<f4", 1),
+                "exact": ("<u8", 2),
+                "url": ("<u8", 2),
+                "has_url": ("u1", 1),
+                "n_shingles": ("<i8", 1),
+                "valid": ("u1", 1),
+                "input": ("<i4", 1),
+            },
+        )
+        units = []
+        offset = 0
+        for info in self.inputs:
+            if info.error:
+                continue
+            self.offsets[info.index] = offset
+            for rg, rows in enumerate(info.row_groups):
+                units.append((info.index, offset, (info.path, rg, rows, cfg)))
+                offset += rows
+        progress = Progress("dedup: signatures", total=n, unit="docs", enabled=None if self.show_progress else False)
+        char_classes()  # build the character table once, before forking
+        results: Iterator[dict[str, Any]]
+        if self.workers > 1 and len(units) > 1:
+            ctx = mp.get_context("fork")
+            pool = ctx.Pool(min(self.workers, len(units)))
+            results = pool.imap(signature_unit, [u[2] for u in units], chunksize=1)
+        else:
+            pool = None
+            results = (signature_unit(u[2]) for u in units)
+        try:
+            for (input_index, doc_offset, _), result in zip(units, results):
+                self._absorb(input_index, doc_offset, result)
+                progress.advance(result["n"])
+        finally:
+            if pool is not None:
+                pool.terminate()
+                pool.join()
+            progress.close()
+        self.store.finish()
+        input_of = self.store["input"]
+        self.alive = self.store["valid"].astype(bool)
+        if self.failed and n:
+            self.alive &= ~np.isin(input_of, np.fromiter(self.failed, dtype=np.int32))
+        self.kind = np.memmap(self.work / "kind.bin", dtype="u1", mode="w+", shape=(max(n, 1),))[:n]
+        self.dup_of = np.memmap(self.work / "dup_of.bin", dtype="<i8", mode="w+", shape=(max(n, 1),))[:n]
+        self.dup_of[:] = -1
+        self.ranker = _Ranker(self.store)
+
+    def _absorb(self, input_index: int, doc_offset: int, result: dict[str, Any]) -> None:
+        cfg = self.config
+        if "error" in result:
+            if input_index not in self.failed:
+                self.failed[input_index] = result["error"]
+            result = placeholder(result["n"], cfg)
+        else:
+            # Kept per input: an input that fails later on is left out of every count.
+            self.input_errors.setdefault(input_index, Counter()).update(result["errors"])
+            for reason in result["errors"]:
+                bucket = self.error_examples.setdefault(input_index, {}).setdefault(reason, [])
+                if len(bucket) < 5:
+                    bucket.append({"file": self.inputs[input_index].path, "ids": result["error_examples"]})
+        n = result["n"]
+        docs = np.arange(doc_offset, doc_offset + n, dtype=np.int64)
+        self.store.append(
+            result["ids"],
+            sig=result["sig"], date=result["date"], quality=result["quality"], exact=result["exact"],
+            url=result["url"], has_url=result["has_url"], n_shingles=result["n_shingles"],
+            valid=result["valid"], input=np.full(n, input_index, dtype=np.int32),
+        )
+        valid = result["valid"].astype(bool)
+        if cfg.exact:
+            self.indexes["exact"].add(result["exact"][valid, 0], docs[valid])
+        if cfg.url:
+            with_url = valid & result["has_url"].astype(bool)
+            self.indexes["url"].add(result["url"][with_url, 0], docs[with_url])
+        if cfg.near:
+            has = valid & (result["n_shingles"] > 0)
+            keys = result["keys"][has]
+            self.indexes["band"].add(keys.reshape(-1), np.repeat(docs[has], keys.shape[1]))
+
+    # ---- decisions
+    def _alive_groups(self, name: str) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """``(docs, group)`` of the named index restricted to documents still kept."""
+        for docs, group in self.indexes[name].groups():
+            keep = self.alive[docs]
+            docs, group = docs[keep], group[keep]
+            sizes = np.bincount(group)
+            multi = sizes[group] >= 2 if len(group) else np.zeros(0, bool)
+            if multi.any():
+                yield docs[multi], group[multi]
+
+    def _remove(self, docs: np.ndarray, kind: int, keeper: int) -> None:
+        self.kind[docs] = kind
+        self.dup_of[docs] = keeper
+        self.alive[docs] = False
+        self.counters[f"removed_{KIND_NAMES[kind]}"] += len(docs)
+
+    def _keyed_dedup(self, name: str, column: str, kind: int, newest: bool) -> None:
+        """Keep one document per identical key (the index's 64 bits plus the stored other 64)."""
+        full = self.store[column]
+        for docs, group in self._alive_groups(name):
+            low = np.asarray(full[docs, 1])
+            date = np.asarray(self.store["date"][docs])
+            if newest:
+                date = np.where(date == NO_DATE, NO_DATE, -date)
+            quality = np.asarray(self.store["quality"][docs], dtype=np.float64)
+            quality = np.where(np.isnan(quality), -np.inf, quality)
+            order = np.lexsort((docs, -quality, date, low, group))
+            docs, group, low, date, quality = docs[order], group[order], low[order], date[order], quality[order]
+            first = np.ones(len(docs), dtype=bool)
+            first[1:] = (group[1:] != group[:-1]) | (low[1:] != low[:-1])
+            sub = np.cumsum(first) - 1
+            sizes = np.bincount(sub)
+            # Sub-groups whose two best share date and quality need the id tie-break.
+            second = np.flatnonzero(first) + 1
+            has_second = sizes >= 2
+            tied = np.zeros(len(sizes), dtype=bool)
+            s_idx = second[has_second]
+            tied[has_second] = (date[s_idx] == date[s_idx - 1]) & (quality[s_idx] == quality[s_idx - 1])
+            keeper = docs[np.flatnonzero(first)]
+            for k in np.flatnonzero(tied).tolist():
+                keeper[k] = self.ranker.order(docs[sub == k], newest=newest)[0]
+            losers = (sizes[sub] >= 2) & (docs != keeper[sub])
+            if losers.any():
+                self._remove_many(docs[losers], kind, keeper[sub[losers]])
+
+    def _remove_many(self, docs: np.ndarray, kind: int, keepers: np.ndarray) -> None:
+        self.kind[docs] = kind
+        self.dup_of[docs] = keepers
+        self.alive[docs] = False
+        self.counters[f"removed_{KIND_NAMES[kind]}"] += len(docs)
+
+    def decide(self) -> None:
+        cfg = self.config
+        if cfg.url:
+            self._keyed_dedup("url", "url", URL, newest=True)
+        if cfg.exact:
+            self._keyed_dedup("exact", "exact", EXACT, newest=False)
+        if cfg.near:
+            self._near()
+        for index in self.indexes.values():
+            index.close()
+
+    def _near(self) -> None:
+        sig = self.store["sig"]
+        accept = self.config.accept
+        uf = UnionFind()
+        n = max(self.n_docs, 1)
+        for members, gid in self._alive_groups("band"):
+            first_of_group = np.concatenate(([True], gid[1:] != gid[:-1]))
+            head = members[np.maximum.accumulate(np.where(first_of_group, np.arange(len(members)), 0))]
+            prev = np.concatenate(([-1], members[:-1]))
+            left = np.concatenate((head[~first_of_group], prev[~first_of_group]))
+            right = np.concatenate((members[~first_of_group], members[~first_of_group]))
+            ok = left != right
+            lo, hi = np.minimum(left[ok], right[ok]), np.maximum(left[ok], right[ok])
+            pairs = np.unique(lo * n + hi)
+            self.counters["candidate_pairs"] += len(pairs)
+            for i in range(0, len(pairs), _VERIFY_CHUNK):
+                chunk = pairs[i : i + _VERIFY_CHUNK]
+                a, b = chunk // n, chunk % n
+                sims = (sig[a] == sig[b]).mean(axis=1)
+                good = sims >= accept
+                self.counters["verified_pairs"] += int(good.sum())
+                uf.union_many(a[good], b[good])
+        # Stars inside each cluster: see the module docstring.
+        for component in uf.components():
+            remaining = self.ranker.order(component)
+            while len(remaining) > 1:
+                center, rest = int(remaining[0]), remaining[1:]
+                sims = (sig[rest] == sig[center]).mean(axis=1)
+                take = sims >= accept
+                if take.any():
+                    self._remove(rest[take], NEAR, center)
+                remaining = rest[~take]
+
+    def resolve(self) -> None:
+        """Point every removed document at a kept one and fill similarities."""
+        removed = np.flatnonzero(self.kind != KEPT)
+        self.removed_docs = removed
+        if len(removed) == 0:
+            self.similarity = np.zeros(0, np.float32)
+            return
+        target = np.asarray(self.dup_of[removed])
+        for _ in range(8):  # chains are at most url -> exact -> near
+            chained = self.kind[target] != KEPT
+            if not chained.any():
+                break
+            target[chained] = self.dup_of[target[chained]]
+        self.dup_of[removed] = target
+        sig = self.store["sig"]
+        sims = np.empty(len(removed), dtype=np.float32)
+        for i in range(0, len(removed), _VERIFY_CHUNK):
+            a, b = removed[i : i + _VERIFY_CHUNK], target[i : i + _VERIFY_CHUNK]
+            sims[i : i + _VERIFY_CHUNK] = (sig[a] == sig[b]).mean(axis=1)
+        self.similarity = sims
+
+    def clusters(self) -> list[dict[str, Any]]:
+        if len(self.removed_docs) == 0:
+            self.top_reps = np.zeros(0, np.int64)
+            return []
+        targets = np.asarray(self.dup_of[self.removed_docs])
+        reps, counts = np.unique(targets, return_counts=True)
+        order = np.lexsort((reps, -counts))[:TOP_CLUSTERS]
+        self.top_reps = reps[order]
+        out = []
+        for rep, count in zip(reps[order].tolist(), counts[order].tolist()):
+            members = self.removed_docs[targets == rep]
+            kinds = Counter(KIND_NAMES[int(k)] for k in self.kind[members])
+            out.append({
+                "size": count + 1,
+                "representative": self.store.doc_id(rep),
+                "representative_url": None,  # filled by the write pass
+                "removed_by_kind": dict(sorted(kinds.items())),
+                "members": self.store.doc_ids(members[:5]),
+            })
+        return out
+
+    # ---- pass 2
+    def write(self, clusters: list[dict[str, Any]]) -> tuple[Stats, dict[str, list[ShardInfo]]]:
+        return write_outputs(self, clusters)
+
+
+# --------------------------------------------------------------------------- entry point
+
+
+def run_dedup(
+    inputs: list[str],
+    output_dir: str,
+    config: DedupConfig | None = None,
+    *,
+    workers: int = 1,
+    memory_bytes: int = 4 * 1024**3,
+    overwrite: bool = False,
+    progress: bool = True,
+    plan_only: bool = False,
+    on_plan: Callable[[DedupPlan], None] | None = None,
+) -> DedupResult:
+    """Deduplicate the documents of ``inputs`` (files, directories, globs) into ``output_dir``.
+
+    ``plan_only`` returns the resource plan without touching anything; ``on_plan`` is called
+    with the plan (estimated from metadata) just before the work starts."""
+    config = (config or DedupConfig()).validate()
+    if not inputs:
+        raise CurateError("no inputs given")
+    paths = expand_parquet_inputs(inputs)
+    if not paths:
+        raise CurateError("no input files found")
+    infos = inspect_inputs(paths)
+    workers = max(1, int(workers))
+    if plan_only:
+        return DedupResult({}, plan_dedup(infos, config, workers, memory_bytes), skipped=False)
+    if all(i.error for i in infos):
+        raise CurateError(f"no readable input: {infos[0].error}")
+    previous = check_output(output_dir, paths, overwrite)
+    config_json = config.to_json()
+    chash = config_hash(config_json)
+    fingerprint = [i.fingerprint() for i in infos]
+    if previous is not None:
+        same = previous.get("config_hash") == chash and previous.get("input_fingerprint") == fingerprint
+        if same and previous.get("complete"):
+            return DedupResult(previous, None, skipped=True)
+        if not same:
+            raise CurateError(
+                f"{output_dir} holds a dedup of other inputs or options; rerun with the same ones to "
+                "keep it, or add --overwrite to replace it"
+            )
+    plan = plan_dedup(infos, config, workers, memory_bytes, measure=False)
+    if on_plan is not None:
+        on_plan(plan)
+    started = time.monotonic()
+    os.makedirs(output_dir, exist_ok=True)
+    atomic_write_json(state_path(output_dir), {"stage": STAGE, "config_hash": chash})
+    run = _Run(infos, output_dir, config, workers, memory_bytes, progress)
+    remove_tree(run.work)
+    try:
+        run.signatures()
+        t_signatures = time.monotonic() - started
+        run.decide()
+        run.resolve()
+        clusters = run.clusters()
+        t_decide = time.monotonic() - started - t_signatures
+        stats, shards = run.write(clusters)
+        spilled = {name: idx.partitions for name, idx in run.indexes.items()}
+        spilled_bytes = sum(idx.spilled_bytes for idx in run.indexes.values())
+        store_bytes = run.store.bytes_on_disk()
+        run.store.close()
+    finally:
+        remove_tree(run.work)
+    failed = run.failed
+    input_entries = []
+    for info in infos:
+        entry = {"path": info.path, "index": info.index, "rows": info.rows, "bytes": info.bytes,
+                 "status": "failed" if info.index in failed else "done"}
+        if info.index in failed:
+            entry["message"] = failed[info.index]
+        input_entries.append(entry)
+    bands, rows = config.lsh() if config.near else (None, None)
+    extra = {
+        "complete": not failed,
+        "inputs_failed": len(failed),
+        "config_hash": chash,
+        "input_fingerprint": fingerprint,
+        "lsh": {
+            "threshold": config.threshold,
+            "verify_threshold": config.accept,
+            "num_perm": config.num_perm,
+            "ngram": config.ngram,
+            "seed": config.seed,
+            "bands": bands,
+            "rows": rows,
+            "shingle_hash": config.shingle_hash,
+            "candidate_probability": {
+                f"{s:.2f}": round(1 - (1 - s**rows) ** bands, 4) for s in (0.5, 0.7, 0.8, 0.9)
+            } if bands else {},
+        },
+        "pairs": {"candidates": run.counters["candidate_pairs"], "verified": run.counters["verified_pairs"]},
+        "clusters": clusters,
+        "memory": {"budget_bytes": memory_bytes, "partitions": spilled, "spilled_bytes": spilled_bytes,
+                   "work_bytes": store_bytes + spilled_bytes},
+        "seconds": {"signatures": round(t_signatures, 3), "decide": round(t_decide, 3),
+                    "total": round(time.monotonic() - started, 3)},
+        "workers": workers,
+    }
+    manifest = build_manifest(STAGE, config_json, input_entries, stats, shards, extra=extra)
+    commit(output_dir, run.staging, manifest)
+    return DedupResult(manifest, plan, skipped=False)
+
+
+def summarize(result: DedupResult) -> str:
+    """Human lines about a finished (or skipped) run."""
+    m = result.manifest
+    c = m["counts"]
+    removed = sum(c["rejected"].values())
+    lines = [
+        f"dedup: read {c['read']:,}  kept {c['kept']:,}  removed {removed:,}"
+        + (f" ({removed / c['read']:.1%})" if c["read"] else "")
+        + f"  errors {sum(c['errors'].values()):,}"
+    ]
+    if c["rejected"]:
+        lines.append("  removed: " + ", ".join(f"{k}={v:,}" for k, v in sorted(c["rejected"].items())))
+    if c["errors"]:
+        lines.append("  errors: " + ", ".join(f"{k}={v:,}" for k, v in sorted(c["errors"].items())))
+    lsh = m.get("lsh", {})
+    if lsh.get("bands"):
+        lines.append(
+            f"  near: {lsh['bands']} bands x {lsh['rows']} rows, {m['pairs']['candidates']:,} candidate pairs, "
+            f"{m['pairs']['verified']:,} verified (estimated Jaccard >= {lsh['verify_threshold']})"
+        )
+    for cl in m.get("clusters", [])[:3]:
+        lines.append(f"  cluster of {cl['size']:,}: keeps {cl['representative']} {cl.get('representative_url') or ''}".rstrip())
+    for item in m.get("inputs", []):
+        if item.get("status") == "failed":
+            lines.append(f"  unreadable input: {item.get('message')}")
+    return "\n".join(lines)

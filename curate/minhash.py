@@ -1,0 +1,473 @@
+"""Pure MinHash helpers for ``curate dedup``: normalization, shingles, signatures, LSH bands.
+
+Everything here works on whole batches of documents with numpy, so the per-document Python
+cost is a Unicode normalization and a lower-casing; tokenization, token hashing, shingling and
+the permutations run as array operations over the concatenated batch.
+
+Normalization (:func:`normalize_text` shows its result): Unicode NFKC, lower case, then every
+punctuation, symbol, separator and control character becomes a word break (so curly and
+straight quotes, all dashes and ellipses compare equal: ``don’t``, ``don‘t`` and ``don't`` are
+all ``don t``), format characters (soft hyphen, zero-width joiners, BOM) are dropped, and runs
+of whitespace collapse. Scripts written without spaces (CJK ideographs, kana, Thai, Lao, Khmer,
+Myanmar) count one character as one word, so shingles work for them too.
+
+Signatures use datasketch's ``affine32`` scheme (its default since 2.0): each shingle is hashed
+once to 32 bits, mixed by the MurmurHash3 finalizer and mapped by ``num_perm`` permutations
+``a*h + b mod 2**32`` drawn from ``np.random.RandomState(seed)``; the signature is the minimum
+per permutation. Two shingle hashes are offered:
+
+* ``fast`` (default): a token hash computed on code-point arrays, combined over the ``ngram``
+  tokens of a shingle. :func:`shingle_hash32` computes the same value for one shingle string,
+  so ``datasketch.MinHash(num_perm, seed, hashfunc=shingle_hash32)`` fed our :func:`shingles`
+  gives exactly our signatures.
+* ``sha1``: datasketch's default ``sha1_hash32`` of the UTF-8 shingle; signatures are
+  identical to a plain ``datasketch.MinHash(num_perm, seed)`` fed our shingles (slower).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import struct
+import unicodedata
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Sequence
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import numpy as np
+
+# Character classes of the normalization table. A MARK (combining character) belongs to the
+# word before it; one that follows a separator is a separator too (NFKC turns spacing accents
+# such as ´ into a space plus a combining accent, which must not glue onto the next word).
+WORD, SEPARATOR, IGNORED, SINGLE, MARK = 0, 1, 2, 3, 4
+
+# Scripts without spaces between words: one character = one token.
+_SINGLE_CHAR_RANGES = [
+    (0x0E00, 0x0EFF),  # Thai, Lao
+    (0x1000, 0x109F),  # Myanmar
+    (0x1780, 0x17FF),  # Khmer
+    (0x3040, 0x30FF),  # Hiragana, Katakana
+    (0x31F0, 0x31FF),  # Katakana phonetic extensions
+    (0x3400, 0x4DBF),  # CJK extension A
+    (0x4E00, 0x9FFF),  # CJK unified ideographs
+    (0xF900, 0xFAFF),  # CJK compatibility ideographs
+    (0x20000, 0x3134F),  # CJK extensions B-G
+]
+
+MAX_HASH32 = np.uint32(0xFFFFFFFF)
+_M64 = (1 << 64) - 1
+# Constants of the token and shingle hashes (odd, arbitrary, fixed forever: changing one
+# changes every signature).
+_TOKEN_BASE = 0x100000001B3
+_TOKEN_LEN_MUL = 0x9E3779B97F4A7C15
+_SHINGLE_INIT = 0xC2B2AE3D27D4EB4F
+_SHINGLE_MUL = 0x165667B19E3779F9
+_BAND_MUL = 0xD6E8FEB86659FD93
+_POW_BITS = 16  # token positions wrap at 65,536 characters (see _token_pow)
+
+
+@lru_cache(maxsize=1)
+def char_classes() -> np.ndarray:
+    """Class of every code point (WORD, SEPARATOR, IGNORED or SINGLE), built once per process."""
+    table = np.zeros(0x110000, dtype=np.uint8)
+    for cp in range(0x110000):
+        cat = unicodedata.category(chr(cp))
+        if cat == "Cf":
+            table[cp] = IGNORED
+        elif cat[0] in "PSZ" or cat in ("Cc", "Cs"):
+            table[cp] = SEPARATOR
+        elif cat[0] == "M":
+            table[cp] = MARK
+    for lo, hi in _SINGLE_CHAR_RANGES:
+        block = table[lo : hi + 1]
+        block[(block == WORD) | (block == MARK)] = SINGLE
+    return table
+
+
+@lru_cache(maxsize=1)
+def _token_pow() -> np.ndarray:
+    """B**e mod 2**64 for e < 2**_POW_BITS (the weight of a token's e-th character)."""
+    out = np.empty(1 << _POW_BITS, dtype=np.uint64)
+    value = 1
+    for e in range(out.size):
+        out[e] = value
+        value = (value * _TOKEN_BASE) & _M64
+    return out
+
+
+def fmix64(h: np.ndarray) -> np.ndarray:
+    """MurmurHash3's 64-bit finalizer on a uint64 array (wrapping arithmetic)."""
+    h = h ^ (h >> np.uint64(33))
+    h = h * np.uint64(0xFF51AFD7ED558CCD)
+    h = h ^ (h >> np.uint64(33))
+    h = h * np.uint64(0xC4CEB9FE1A85EC53)
+    return h ^ (h >> np.uint64(33))
+
+
+def fmix32(h: np.ndarray) -> np.ndarray:
+    """MurmurHash3's 32-bit finalizer on a uint32 array (datasketch applies it before permuting)."""
+    h = h ^ (h >> np.uint32(16))
+    h = h * np.uint32(0x85EBCA6B)
+    h = h ^ (h >> np.uint32(13))
+    h = h * np.uint32(0xC2B2AE35)
+    return h ^ (h >> np.uint32(16))
+
+
+def _fmix64_int(h: int) -> int:
+    h ^= h >> 33
+    h = (h * 0xFF51AFD7ED558CCD) & _M64
+    h ^= h >> 33
+    h = (h * 0xC4CEB9FE1A85EC53) & _M64
+    return h ^ (h >> 33)
+
+
+# --------------------------------------------------------------------------- tokenization
+
+
+@dataclass
+class TokenizedBatch:
+    """Tokens of a batch of documents, as positions in one concatenated code-point array."""
+
+    codepoints: np.ndarray  # uint32, documents joined by a separator, ignored chars removed
+    starts: np.ndarray  # int64 token start positions
+    ends: np.ndarray  # int64 token end positions (exclusive)
+    doc_first_token: np.ndarray  # int64, len n_docs + 1: tokens of doc d are [f[d], f[d+1])
+
+    @property
+    def n_docs(self) -> int:
+        return len(self.doc_first_token) - 1
+
+    @property
+    def tokens(self) -> list[str]:
+        text = self.codepoints.tobytes().decode("utf-32-le", "surrogatepass")
+        return [text[a:b] for a, b in zip(self.starts.tolist(), self.ends.tolist())]
+
+
+def _prepare(text: str) -> str:
+    return unicodedata.normalize("NFKC", text).lower()
+
+
+def tokenize_batch(texts: Sequence[str]) -> TokenizedBatch:
+    """Normalize and tokenize documents together (see the module docstring for the rules).
+
+    Works on the code points of the whole batch at once: a class lookup per character, then
+    token starts and ends from the classes of neighbouring characters. (Measured faster than
+    replacing separators and calling ``str.split`` per document, even with token hashes
+    memoized.)
+    """
+    prepared = [_prepare(t) for t in texts]
+    lengths = np.fromiter((len(t) for t in prepared), dtype=np.int64, count=len(prepared))
+    # A newline between documents is a separator, so no token spans two documents.
+    joined = "\n".join(prepared)
+    cps = np.frombuffer(joined.encode("utf-32-le", "surrogatepass"), dtype="<u4")
+    classes = char_classes()[cps]
+    doc_starts = np.zeros(len(prepared) + 1, dtype=np.int64)
+    np.cumsum(lengths + 1, out=doc_starts[1:])
+    if (classes == IGNORED).any():
+        keep = classes != IGNORED
+        removed_before = np.concatenate(([0], np.cumsum(~keep)))
+        doc_starts = doc_starts - removed_before[np.minimum(doc_starts, len(cps))]
+        cps, classes = cps[keep], classes[keep]
+    marks = classes == MARK
+    if marks.any():
+        # Class of the last non-mark character at or before each position.
+        last = np.maximum.accumulate(np.where(marks, -1, np.arange(len(classes))))
+        base = np.where(last >= 0, classes[np.maximum(last, 0)], SEPARATOR)
+        classes = np.where(marks, np.where(base == SEPARATOR, SEPARATOR, WORD), classes).astype(np.uint8)
+    word = classes != SEPARATOR
+    single = classes == SINGLE
+    n = len(cps)
+    prev_word = np.zeros(n, dtype=bool)
+    prev_word[1:] = word[:-1]
+    next_word = np.zeros(n, dtype=bool)
+    next_word[:-1] = word[1:]
+    is_start = word & ~prev_word
+    is_end = word & ~next_word
+    if single.any():  # every single-script character is a token on its own
+        prev_single = np.zeros(n, dtype=bool)
+        prev_single[1:] = single[:-1]
+        next_single = np.zeros(n, dtype=bool)
+        next_single[:-1] = single[1:]
+        is_start |= word & (single | prev_single)
+        is_end |= word & (single | next_single)
+    starts = np.flatnonzero(is_start).astype(np.int64)
+    ends = np.flatnonzero(is_end).astype(np.int64) + 1
+    doc_first_token = np.searchsorted(starts, doc_starts, side="left").astype(np.int64)
+    doc_first_token[-1] = len(starts)
+    return TokenizedBatch(cps, starts, ends, doc_first_token)
+
+
+def token_hashes(batch: TokenizedBatch) -> np.ndarray:
+    """64-bit hash of every token: fmix64(sum(cp_e * B**(e mod 2**16)) xor len * K)."""
+    cps, starts, ends = batch.codepoints, batch.starts, batch.ends
+    if len(starts) == 0:
+        return np.zeros(0, dtype=np.uint64)
+    # Offset of every position inside its token (positions outside tokens get weight 0).
+    marker = np.zeros(len(cps), dtype=np.int64)
+    marker[starts] = starts
+    token_start = np.maximum.accumulate(marker)
+    offset = (np.arange(len(cps), dtype=np.int64) - token_start) & ((1 << _POW_BITS) - 1)
+    weighted = cps.astype(np.uint64) * _token_pow()[offset]
+    prefix = np.zeros(len(cps) + 1, dtype=np.uint64)
+    np.cumsum(weighted, out=prefix[1:])
+    sums = prefix[ends] - prefix[starts]
+    lengths = (ends - starts).astype(np.uint64)
+    return fmix64(sums ^ (lengths * np.uint64(_TOKEN_LEN_MUL)))
+
+
+def _token_hash_int(token: str) -> int:
+    """:func:`token_hashes` for one token (pure Python; used by :func:`shingle_hash32`)."""
+    pows = _token_pow()
+    total = 0
+    for e, ch in enumerate(token):
+        total = (total + ord(ch) * int(pows[e & ((1 << _POW_BITS) - 1)])) & _M64
+    return _fmix64_int(total ^ ((len(token) * _TOKEN_LEN_MUL) & _M64))
+
+
+def _combine_step(s: np.ndarray, t: np.ndarray) -> np.ndarray:
+    return fmix64((s ^ t) * np.uint64(_SHINGLE_MUL))
+
+
+def shingle_hash32(shingle: bytes | str) -> int:
+    """The ``fast`` 32-bit hash of one shingle (tokens joined by single spaces).
+
+    A datasketch ``hashfunc``: ``MinHash(num_perm, seed, hashfunc=shingle_hash32)`` updated with
+    :func:`shingles` reproduces :meth:`MinHasher.signatures` exactly.
+    """
+    if isinstance(shingle, bytes):
+        shingle = shingle.decode("utf-8", "surrogatepass")
+    tokens = shingle.split(" ")
+    s = np.array([_SHINGLE_INIT], dtype=np.uint64)
+    for tok in tokens:
+        s = _combine_step(s, np.array([_token_hash_int(tok)], dtype=np.uint64))
+    return int(s[0] >> np.uint64(32))
+
+
+def shingle_ranges(doc_first_token: np.ndarray, ngram: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(first token, token count, document) of every shingle in a batch.
+
+    A document with at least ``ngram`` tokens has ``len - ngram + 1`` shingles; a shorter
+    non-empty one has a single shingle of all its tokens; an empty one has none.
+    """
+    first = doc_first_token[:-1]
+    counts = np.diff(doc_first_token)
+    per_doc = np.where(counts >= ngram, counts - ngram + 1, np.minimum(counts, 1))
+    doc_of = np.repeat(np.arange(len(counts), dtype=np.int64), per_doc)
+    shingle_starts = np.zeros(len(doc_of), dtype=np.int64)
+    if len(doc_of):
+        offsets = np.zeros(len(counts) + 1, dtype=np.int64)
+        np.cumsum(per_doc, out=offsets[1:])
+        shingle_starts = first[doc_of] + (np.arange(len(doc_of)) - offsets[doc_of])
+    lengths = np.minimum(counts[doc_of], ngram)
+    return shingle_starts, lengths, doc_of
+
+
+def fast_shingle_hashes(tok_hashes: np.ndarray, starts: np.ndarray, lengths: np.ndarray, ngram: int) -> np.ndarray:
+    s = np.full(len(starts), _SHINGLE_INIT, dtype=np.uint64)
+    for k in range(ngram):
+        active = lengths > k
+        if active.all():
+            s = _combine_step(s, tok_hashes[starts + k])
+        elif active.any():
+            s[active] = _combine_step(s[active], tok_hashes[starts[active] + k])
+    return (s >> np.uint64(32)).astype(np.uint32)
+
+
+def sha1_shingle_hashes(batch: TokenizedBatch, starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """datasketch's sha1_hash32 (first 4 bytes of SHA-1, little endian) of each shingle string."""
+    tokens = batch.tokens
+    sha1 = hashlib.sha1
+    digests = b"".join(
+        sha1(" ".join(tokens[a : a + n]).encode("utf-8", "surrogatepass")).digest()[:4]
+        for a, n in zip(starts.tolist(), lengths.tolist())
+    )
+    return np.frombuffer(digests, dtype="<u4").astype(np.uint32)
+
+
+def normalize_text(text: str) -> str:
+    """The normalized form dedup compares: tokens joined by single spaces."""
+    return " ".join(tokenize_batch([text]).tokens)
+
+
+def shingles(text: str, ngram: int = 5) -> list[str]:
+    """The word n-gram shingles of one document (strings; for tests and interop)."""
+    batch = tokenize_batch([text])
+    tokens = batch.tokens
+    starts, lengths, _ = shingle_ranges(batch.doc_first_token, ngram)
+    return [" ".join(tokens[a : a + n]) for a, n in zip(starts.tolist(), lengths.tolist())]
+
+
+# --------------------------------------------------------------------------- signatures
+
+
+def permutations(num_perm: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """The (a, b) parameters datasketch's affine32 MinHash draws for ``seed`` and ``num_perm``."""
+    gen = np.random.RandomState(seed)
+    a = gen.randint(0, 1 << 31, num_perm, dtype=np.uint32) * np.uint32(2) + np.uint32(1)
+    b = gen.randint(0, 1 << 32, num_perm, dtype=np.uint64).astype(np.uint32)
+    return a, b
+
+
+@dataclass
+class BatchSignatures:
+    signatures: np.ndarray  # (n_docs, num_perm) uint32; all MAX_HASH32 for an empty document
+    n_shingles: np.ndarray  # (n_docs,) int64
+    exact: np.ndarray  # (n_docs, 2) uint64: 128-bit hash of the normalized token sequence
+    n_tokens: np.ndarray  # (n_docs,) int64
+
+
+class MinHasher:
+    """Batch signatures for documents: ``MinHasher(...).signatures(texts)``."""
+
+    # Permutation x shingle products are computed in blocks of this many cells (4 MB).
+    CHUNK_CELLS = 1_000_000
+
+    def __init__(self, num_perm: int = 112, seed: int = 1, ngram: int = 5, hash_name: str = "fast"):
+        if num_perm < 1:
+            raise ValueError("num_perm must be at least 1")
+        if ngram < 1:
+            raise ValueError("ngram must be at least 1")
+        if hash_name not in ("fast", "sha1"):
+            raise ValueError(f"unknown shingle hash {hash_name!r} (fast or sha1)")
+        self.num_perm, self.seed, self.ngram, self.hash_name = num_perm, seed, ngram, hash_name
+        self.a, self.b = permutations(num_perm, seed)
+
+    def signatures(self, texts: Sequence[str]) -> BatchSignatures:
+        batch = tokenize_batch(texts)
+        n_docs = batch.n_docs
+        tok_hashes = token_hashes(batch)
+        starts, lengths, doc_of = shingle_ranges(batch.doc_first_token, self.ngram)
+        if self.hash_name == "fast":
+            hv = fast_shingle_hashes(tok_hashes, starts, lengths, self.ngram)
+        else:
+            hv = sha1_shingle_hashes(batch, starts, lengths)
+        hv = fmix32(hv)
+        sig = np.full((n_docs, self.num_perm), MAX_HASH32, dtype=np.uint32)
+        n_shingles = np.bincount(doc_of, minlength=n_docs).astype(np.int64)
+        if len(hv):
+            # Shingles of a document are contiguous. Permutations x shingles blocks (permutation
+            # rows, so the min runs along contiguous memory) of ~4 MB stay in cache.
+            step = max(1, self.CHUNK_CELLS // self.num_perm)
+            b_col = self.b[:, None]
+            for i in range(0, len(hv), step):
+                j = min(len(hv), i + step)
+                block = np.multiply.outer(self.a, hv[i:j])
+                block += b_col
+                docs = doc_of[i:j]
+                seg_starts = np.concatenate(([0], np.flatnonzero(np.diff(docs)) + 1))
+                mins = np.minimum.reduceat(block, seg_starts, axis=1).T
+                rows = docs[seg_starts]
+                # A document cut by a chunk boundary appears in two chunks: keep the smaller.
+                sig[rows] = np.minimum(sig[rows], mins)
+        exact = np.empty((n_docs, 2), dtype=np.uint64)
+        first = batch.doc_first_token
+        for d in range(n_docs):
+            digest = hashlib.blake2b(tok_hashes[first[d] : first[d + 1]].tobytes(), digest_size=16).digest()
+            exact[d] = struct.unpack("<QQ", digest)
+        return BatchSignatures(sig, n_shingles, exact, np.diff(first))
+
+
+def estimated_jaccard(sig_a: np.ndarray, sig_b: np.ndarray) -> np.ndarray | float:
+    """Fraction of agreeing permutations (rows of 2-D arrays, or two 1-D signatures)."""
+    eq = np.asarray(sig_a) == np.asarray(sig_b)
+    return eq.mean(axis=-1)
+
+
+# --------------------------------------------------------------------------- LSH
+
+
+def _false_positive(threshold: float, b: int, r: int) -> float:
+    from scipy.integrate import quad
+
+    return quad(lambda s: 1 - (1 - s ** float(r)) ** float(b), 0.0, threshold)[0]
+
+
+def _false_negative(threshold: float, b: int, r: int) -> float:
+    from scipy.integrate import quad
+
+    return quad(lambda s: 1 - (1 - (1 - s ** float(r)) ** float(b)), threshold, 1.0)[0]
+
+
+@lru_cache(maxsize=64)
+def optimal_bands(
+    threshold: float, num_perm: int, false_positive_weight: float = 0.5, false_negative_weight: float = 0.5
+) -> tuple[int, int]:
+    """(bands, rows) minimizing the weighted false positive + false negative probability mass
+    (the same search and integrals as datasketch's ``MinHashLSH``)."""
+    best, best_error = (1, num_perm), float("inf")
+    for b in range(1, num_perm + 1):
+        for r in range(1, num_perm // b + 1):
+            error = (
+                false_positive_weight * _false_positive(threshold, b, r)
+                + false_negative_weight * _false_negative(threshold, b, r)
+            )
+            if error < best_error:
+                best, best_error = (b, r), error
+    return best
+
+
+def candidate_probability(similarity: float, bands: int, rows: int) -> float:
+    """Probability that two documents of Jaccard ``similarity`` share at least one band."""
+    return 1.0 - (1.0 - similarity**rows) ** bands
+
+
+def band_keys(signatures: np.ndarray, bands: int, rows: int) -> np.ndarray:
+    """(n_docs, bands) uint64 keys: a hash of each band's ``rows`` values and the band number,
+    so keys of all bands can share one index (a collision only adds a candidate, which
+    verification then rejects)."""
+    n = signatures.shape[0]
+    keys = np.empty((n, bands), dtype=np.uint64)
+    sig64 = signatures.astype(np.uint64)
+    for band in range(bands):
+        h = np.full(n, (band + 1) * _BAND_MUL & _M64, dtype=np.uint64)
+        for col in range(band * rows, (band + 1) * rows):
+            h = (h ^ sig64[:, col]) * np.uint64(_SHINGLE_MUL)
+            h ^= h >> np.uint64(29)
+        keys[:, band] = fmix64(h)
+    return keys
+
+
+# --------------------------------------------------------------------------- URLs
+
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def normalize_url(url: str | None) -> str | None:
+    """Canonical form of a URL for ``--url`` dedup, or None when it has no host.
+
+    Lower-cased scheme and host, ``http`` and ``https`` treated alike, a leading ``www.``
+    and default ports dropped, the fragment dropped, a trailing slash of the path dropped,
+    query parameters sorted (tracking parameters ``utm_*``, ``fbclid``, ``gclid`` dropped).
+    """
+    if not url:
+        return None
+    try:
+        parts = urlsplit(url.strip())
+        host = (parts.hostname or "").rstrip(".")
+        port = parts.port
+    except ValueError:
+        return None
+    if not host:
+        return None
+    scheme = parts.scheme.lower()
+    if scheme in ("http", "https"):
+        if port == _DEFAULT_PORTS.get(scheme):
+            port = None
+        scheme = "http"
+    if host.startswith("www."):
+        host = host[4:]
+    netloc = host if port is None else f"{host}:{port}"
+    path = parts.path or "/"
+    if len(path) > 1 and path.endswith("/"):
+        path = path.rstrip("/") or "/"
+    query = [
+        (k, v)
+        for k, v in parse_qsl(parts.query, keep_blank_values=True)
+        if not (k.lower().startswith("utm_") or k.lower() in ("fbclid", "gclid"))
+    ]
+    return urlunsplit((scheme, netloc, path, urlencode(sorted(query)), ""))
+
+
+def hash128(text: str) -> tuple[int, int]:
+    """Two 64-bit halves of a 128-bit hash of a string (URL keys)."""
+    return struct.unpack("<QQ", hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).digest())

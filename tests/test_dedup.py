@@ -1,0 +1,374 @@
+"""curate.dedup: accuracy on planted near duplicates, representatives, determinism across
+workers and memory budgets, accounting, resume and bad inputs."""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import random
+from datetime import datetime, timedelta, timezone
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from curate import dedup as dedup_mod
+from curate.dedup import DedupConfig, run_dedup
+from curate.dedup_index import KeyIndex, UnionFind
+from curate.dedup_plan import inspect_inputs, plan_dedup
+from curate.document import Document
+from curate.errors import CurateError
+from curate.minhash import MinHasher, estimated_jaccard, shingles
+from curate.shards import ShardWriter, sha256_file
+
+T0 = datetime(2024, 1, 1, tzinfo=timezone.utc)
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _vocab(rng: random.Random, n: int = 20000) -> list[str]:
+    letters = "abcdefghijklmnopqrstuvwxyz"
+    return list({"".join(rng.choice(letters) for _ in range(rng.randint(3, 9))) for _ in range(n)})
+
+
+def _base_text(rng: random.Random, vocab: list[str]) -> list[str]:
+    return [rng.choice(vocab) for _ in range(rng.randint(150, 450))]
+
+
+def _paragraphs(words: list[str], size: int = 40) -> str:
+    return "\n\n".join(" ".join(words[i : i + size]) for i in range(0, len(words), size))
+
+
+def _variant(rng: random.Random, words: list[str], vocab: list[str], kind: str) -> str:
+    w = list(words)
+    strength = rng.random() ** 2  # most variants light, a tail of heavy ones
+    if kind == "edit":
+        for _ in range(1 + int(strength * len(w) * 0.25)):
+            w[rng.randrange(len(w))] = rng.choice(vocab)
+    elif kind == "insert":
+        for _ in range(1 + int(strength * len(w) * 0.25)):
+            w.insert(rng.randrange(len(w)), rng.choice(vocab))
+    elif kind == "delete":
+        for _ in range(1 + int(strength * len(w) * 0.25)):
+            del w[rng.randrange(len(w))]
+    elif kind == "boilerplate":
+        w += "Subscribe to our newsletter for more stories like this one and follow us on social media".split()
+        w += [rng.choice(vocab) for _ in range(int(strength * 60))]
+    elif kind == "reorder":
+        paras = [w[i : i + 40] for i in range(0, len(w), 40)]
+        rng.shuffle(paras)
+        w = [x for p in paras for x in p]
+    elif kind == "truncate":
+        w = w[: max(20, int(len(w) * (1 - 0.8 * strength)))]
+    # Surface noise that normalization must see through.
+    text = _paragraphs(w)
+    if rng.random() < 0.5:
+        text = text.replace(" ", "  ").upper()
+    return text
+
+
+def _jaccard(a: str, b: str) -> float:
+    sa, sb = set(shingles(a)), set(shingles(b))
+    return len(sa & sb) / len(sa | sb) if sa | sb else 1.0
+
+
+def _write(path, docs: list[Document], row_group_bytes: int = 1 << 20) -> None:
+    with ShardWriter(path, prefix="part-00000", row_group_bytes=row_group_bytes) as w:
+        for d in docs:
+            w.write(d)
+
+
+def _read(directory) -> list[dict]:
+    files = sorted(glob.glob(os.path.join(directory, "*.parquet")))
+    rows = []
+    for f in files:
+        rows.extend(pq.read_table(f).to_pylist())
+    return rows
+
+
+def _digest(directory) -> list[tuple[str, str]]:
+    return [
+        (os.path.relpath(f, directory), sha256_file(f))
+        for f in sorted(glob.glob(os.path.join(directory, "*.parquet")) + glob.glob(os.path.join(directory, "removed", "*.parquet")))
+    ]
+
+
+@pytest.fixture(scope="module")
+def planted(tmp_path_factory):
+    """300 unrelated base documents and one planted variant of each, with true Jaccard."""
+    rng = random.Random(1234)
+    vocab = _vocab(rng)
+    kinds = ["edit", "insert", "delete", "boilerplate", "reorder", "truncate"]
+    docs, pairs = [], []
+    for i in range(300):
+        words = _base_text(rng, vocab)
+        base = Document(id=f"b{i:04d}", text=_paragraphs(words), url=f"https://site{i % 13}.org/{i}",
+                        date=T0 + timedelta(days=i % 50))
+        variant_text = _variant(rng, words, vocab, kinds[i % len(kinds)])
+        var = Document(id=f"v{i:04d}", text=variant_text, url=f"https://mirror{i % 5}.net/{i}",
+                       date=T0 + timedelta(days=100 + i % 50))
+        docs += [base, var]
+        pairs.append((base.id, var.id, _jaccard(base.text, var.text), kinds[i % len(kinds)]))
+    rng.shuffle(docs)
+    src = tmp_path_factory.mktemp("planted") / "in"
+    _write(src, docs, row_group_bytes=60_000)  # several row groups -> several worker tasks
+    return {"dir": str(src), "docs": {d.id: d for d in docs}, "pairs": pairs}
+
+
+# --------------------------------------------------------------------------- accuracy
+
+
+def test_planted_near_duplicates_recall_and_no_false_merges(planted, tmp_path):
+    result = run_dedup([planted["dir"]], str(tmp_path / "out"), DedupConfig(), workers=1, progress=False)
+    removed = {r["id"]: r for r in _read(tmp_path / "out" / "removed")}
+    pairs = planted["pairs"]
+    high = [p for p in pairs if p[2] >= 0.9]
+    low = [p for p in pairs if p[2] < 0.5]
+    assert len(high) >= 60 and len(low) >= 30, (len(high), len(low))  # the test set covers both ends
+
+    def merged(a: str, b: str) -> bool:
+        return removed.get(b, {}).get("dup_of") == a or removed.get(a, {}).get("dup_of") == b
+
+    caught = sum(merged(a, b) for a, b, _, _ in high)
+    assert caught / len(high) >= 0.95, f"recall at J>=0.9: {caught}/{len(high)}"
+    assert not [p for p in low if merged(p[0], p[1])]
+    # Every removal is a true near duplicate of the document that represents it.
+    docs = planted["docs"]
+    for rid, row in removed.items():
+        assert row["dup_kind"] in ("near", "exact")
+        assert _jaccard(docs[rid].text, docs[row["dup_of"]].text) >= 0.5, rid
+        assert row["dup_similarity"] >= 0.8
+    # Bases are older than their variants: the base is the one kept.
+    assert all(not r.startswith("b") for r in removed)
+    c = result.manifest["counts"]
+    assert c["read"] == 600 and c["read"] == c["kept"] + sum(c["rejected"].values()) + sum(c["errors"].values())
+    assert result.manifest["outputs"]["removed"]["rows"] == len(removed)
+
+
+def test_same_output_whatever_workers_and_memory(planted, tmp_path):
+    runs = {}
+    for name, workers, memory in (("w1", 1, 4 << 30), ("w2", 2, 4 << 30), ("disk", 2, 50_000)):
+        out = tmp_path / name
+        result = run_dedup([planted["dir"]], str(out), DedupConfig(url=True), workers=workers,
+                           memory_bytes=memory, progress=False)
+        runs[name] = (_digest(out), result.manifest)
+    assert runs["w1"][0] == runs["w2"][0] == runs["disk"][0]
+    assert runs["w1"][1]["counts"] == runs["disk"][1]["counts"]
+    assert runs["w1"][1]["clusters"] == runs["disk"][1]["clusters"]
+    # The tiny budget really went out of core; the large one did not.
+    assert runs["disk"][1]["memory"]["partitions"]["band"] > 1 and runs["disk"][1]["memory"]["spilled_bytes"] > 0
+    assert runs["w1"][1]["memory"]["partitions"] == {"exact": 1, "url": 1, "band": 1}
+
+
+# --------------------------------------------------------------------------- rules
+
+
+def _doc(id_: str, text: str, day: int = 1, quality: float | None = None, url: str | None = None) -> Document:
+    return Document(id=id_, text=text, url=url or f"https://example.com/{id_}", date=T0 + timedelta(days=day),
+                    quality_score=quality)
+
+
+LOREM = " ".join(f"word{i}" for i in range(120))
+
+
+def test_exact_duplicates_and_representative_rule(tmp_path):
+    docs = [
+        _doc("c", LOREM, day=5),
+        _doc("a", LOREM.upper() + " !!!", day=3),  # earliest: kept
+        _doc("b", "  " + LOREM.replace(" ", "\n"), day=4),
+        _doc("q1", "other text " + LOREM, day=1, quality=0.2),
+        _doc("q2", "Other, text! " + LOREM, day=1, quality=0.9),  # same date, higher quality: kept
+        _doc("z", "third story " + LOREM, day=2),
+        _doc("y", "THIRD STORY " + LOREM, day=2),  # same date and quality: smaller id kept
+        _doc("u", "a unique document about something else entirely", day=1),
+    ]
+    _write(tmp_path / "in", docs)
+    run_dedup([str(tmp_path / "in")], str(tmp_path / "out"), DedupConfig(near=False), progress=False)
+    removed = {r["id"]: (r["dup_of"], r["dup_kind"], r["dup_similarity"]) for r in _read(tmp_path / "out" / "removed")}
+    assert removed == {
+        "c": ("a", "exact", 1.0), "b": ("a", "exact", 1.0), "q1": ("q2", "exact", 1.0), "z": ("y", "exact", 1.0),
+    }
+    kept = [r["id"] for r in _read(tmp_path / "out")]
+    assert kept == ["a", "q2", "y", "u"]  # input order
+
+
+def test_url_dedup_keeps_newest_and_chains_resolve(tmp_path):
+    near_words = LOREM.split()
+    near_words[60] = "changed"
+    docs = [
+        _doc("old", "first version of the news story", day=1, url="http://www.news.com/story/"),
+        _doc("new", "second version of the news story with an update", day=9, url="https://news.com/story#top"),
+        _doc("orig", LOREM, day=2, url="https://blog.com/p"),
+        _doc("copy", LOREM.upper(), day=3, url="https://copy.com/p"),
+        _doc("near", " ".join(near_words), day=0, url="https://first.com/p"),  # oldest near copy of orig
+    ]
+    _write(tmp_path / "in", docs)
+    result = run_dedup([str(tmp_path / "in")], str(tmp_path / "out"), DedupConfig(url=True), progress=False)
+    removed = {r["id"]: (r["dup_of"], r["dup_kind"]) for r in _read(tmp_path / "out" / "removed")}
+    # "copy" is an exact copy of "orig", which is itself a near copy of the older "near":
+    # it points at the document that is actually kept.
+    assert removed == {"old": ("new", "url"), "orig": ("near", "near"), "copy": ("near", "exact")}
+    assert result.manifest["counts"]["rejected"] == {"exact": 1, "near": 1, "url": 1}
+    top = result.manifest["clusters"][0]
+    assert top["size"] == 3 and top["representative"] == "near" and top["representative_url"] == "https://first.com/p"
+
+
+def test_transitive_chains_do_not_merge_dissimilar_documents(tmp_path):
+    rng = random.Random(5)
+    vocab = _vocab(rng, 5000)
+    chain = [[rng.choice(vocab) for _ in range(400)]]
+    for _ in range(5):  # each link ~0.8-0.85 Jaccard from the previous one, drifting away
+        w = list(chain[-1])
+        for _ in range(8):
+            w[rng.randrange(len(w))] = rng.choice(vocab)
+        chain.append(w)
+    docs = [_doc(f"c{i}", " ".join(w), day=i) for i, w in enumerate(chain)]
+    _write(tmp_path / "in", docs)
+    run_dedup([str(tmp_path / "in")], str(tmp_path / "out"), DedupConfig(threshold=0.7), progress=False)
+    by_id = {d.id: d for d in docs}
+    removed = _read(tmp_path / "out" / "removed")
+    hasher = MinHasher()
+    assert removed, "neighbours in the chain are duplicates"
+    for r in removed:
+        sig = hasher.signatures([by_id[r["id"]].text, by_id[r["dup_of"]].text]).signatures
+        assert estimated_jaccard(sig[0], sig[1]) >= 0.7  # within the threshold of its representative
+        assert r["dup_similarity"] >= 0.7
+    assert _jaccard(docs[0].text, docs[-1].text) < 0.5
+    assert len(_read(tmp_path / "out")) >= 2  # the chain's far end is kept
+
+
+# --------------------------------------------------------------------------- robustness
+
+
+def test_errors_are_counted_and_bad_input_is_skipped(tmp_path):
+    import pyarrow as pa
+
+    docs = [_doc("a", LOREM), _doc("b", LOREM), _doc("c", "something else entirely here")]
+    _write(tmp_path / "in", docs)
+    table = pa.table({"id": ["n1", "n2"], "text": pa.array([None, "a text"], pa.string())})
+    pq.write_table(table, tmp_path / "in" / "part-00001-000.parquet")
+    (tmp_path / "in" / "part-00002-000.parquet").write_bytes(b"PAR1 this is not parquet")
+    result = run_dedup([str(tmp_path / "in")], str(tmp_path / "out"), progress=False)
+    m = result.manifest
+    assert m["inputs_failed"] == 1 and m["complete"] is False
+    assert [i["status"] for i in m["inputs"]] == ["done", "done", "failed"]
+    assert m["counts"]["read"] == 5 and m["counts"]["errors"] == {"missing_text": 1}
+    assert m["counts"]["rejected"] == {"exact": 1} and m["counts"]["kept"] == 3
+    with pytest.raises(CurateError, match="no readable input"):
+        run_dedup([str(tmp_path / "in" / "part-00002-000.parquet")], str(tmp_path / "out2"), progress=False)
+
+
+def test_rerun_is_a_noop_and_other_options_need_overwrite(tmp_path):
+    _write(tmp_path / "in", [_doc("a", LOREM), _doc("b", LOREM)])
+    out = str(tmp_path / "out")
+    first = run_dedup([str(tmp_path / "in")], out, progress=False)
+    before = _digest(out)
+    again = run_dedup([str(tmp_path / "in")], out, workers=2, memory_bytes=10_000, progress=False)
+    assert again.skipped and not first.skipped and _digest(out) == before
+    with pytest.raises(CurateError, match="--overwrite"):
+        run_dedup([str(tmp_path / "in")], out, DedupConfig(threshold=0.9), progress=False)
+    redo = run_dedup([str(tmp_path / "in")], out, DedupConfig(threshold=0.9), overwrite=True, progress=False)
+    assert not redo.skipped and redo.manifest["config"]["threshold"] == 0.9
+    with pytest.raises(CurateError, match="inside the output"):
+        run_dedup([out], out, progress=False)
+
+
+def test_killed_run_leaves_no_half_output_and_rerun_recovers(tmp_path, monkeypatch):
+    rng = random.Random(9)
+    vocab = _vocab(rng, 3000)
+    texts = [" ".join(rng.choice(vocab) for _ in range(200)) for _ in range(30)]
+    _write(tmp_path / "in", [_doc(f"d{i}", t) for i, t in enumerate(texts)] + [_doc("x", texts[3].upper())])
+    out = tmp_path / "out"
+    real_write = dedup_mod._Run.write
+
+    def dying_write(self, clusters):
+        real_write(self, clusters)  # all shards staged...
+        raise KeyboardInterrupt  # ...then killed before the commit
+
+    monkeypatch.setattr(dedup_mod._Run, "write", dying_write)
+    with pytest.raises(KeyboardInterrupt):
+        run_dedup([str(tmp_path / "in")], str(out), DedupConfig(shard_bytes=2000), progress=False)
+    assert not glob.glob(str(out / "*.parquet")) and not (out / "manifest.json").exists()
+    monkeypatch.setattr(dedup_mod._Run, "write", real_write)
+    result = run_dedup([str(tmp_path / "in")], str(out), DedupConfig(shard_bytes=2000), progress=False)
+    assert not result.skipped and len(result.manifest["shards"]) > 1
+    assert sum(s["rows"] for s in result.manifest["shards"]) == result.manifest["counts"]["kept"]
+    assert not (out / ".curate" / "staging").exists() and not (out / ".curate" / "work").exists()
+    on_disk = json.loads((out / "manifest.json").read_text())
+    assert on_disk["counts"] == result.manifest["counts"]
+
+
+def test_refuses_to_overwrite_other_output(tmp_path):
+    _write(tmp_path / "in", [_doc("a", LOREM)])
+    _write(tmp_path / "other", [_doc("z", "other")])
+    with pytest.raises(CurateError, match="not written by dedup"):
+        run_dedup([str(tmp_path / "in")], str(tmp_path / "other"), progress=False)
+
+
+# --------------------------------------------------------------------------- index and plan
+
+
+def test_key_index_spilled_groups_equal_in_memory(tmp_path):
+    rng = np.random.default_rng(0)
+    keys = rng.integers(0, 50, size=5000, dtype=np.uint64) * np.uint64(0x9E3779B97F4A7C15)
+    docs = np.arange(5000, dtype=np.int64)
+
+    def grouped(memory):
+        index = KeyIndex(tmp_path / str(memory), "k", memory, len(keys))
+        for i in range(0, len(keys), 700):
+            index.add(keys[i : i + 700], docs[i : i + 700])
+        out = set()
+        for d, g in index.groups():
+            for cut in np.split(d, np.flatnonzero(np.diff(g)) + 1):
+                assert (np.diff(cut) > 0).all()  # documents in increasing order
+                out.add(tuple(cut.tolist()))
+        index.close()
+        return index.partitions, out
+
+    parts_mem, mem = grouped(1 << 30)
+    parts_disk, disk = grouped(4096)
+    assert parts_mem == 1 and parts_disk > 1 and mem == disk and len(mem) == 50
+
+
+def test_union_find_components():
+    uf = UnionFind()
+    uf.union_many(np.array([5, 1, 9, 7]), np.array([1, 3, 8, 8]))
+    assert sorted(tuple(c.tolist()) for c in uf.components()) == [(1, 3, 5), (7, 8, 9)]
+
+
+def test_plan_from_metadata(planted):
+    infos = inspect_inputs(sorted(glob.glob(os.path.join(planted["dir"], "*.parquet"))))
+    small = plan_dedup(infos, DedupConfig(), workers=2, memory_bytes=10_000, measure=False)
+    big = plan_dedup(infos, DedupConfig(), workers=2, memory_bytes=1 << 30, measure=True)
+    assert small.docs == big.docs == 600 and small.bands * small.rows <= 112
+    assert small.partitions > 1 and big.partitions == 1 and small.disk_bytes > big.disk_bytes
+    assert big.signature_rate > 0 and big.seconds > 0 and big.peak_memory > big.index_bytes
+    text = "\n".join(big.lines())
+    assert "peak memory" in text and "disk" in text and "time" in text
+
+
+def test_input_failing_after_its_first_row_group_is_left_out_entirely(tmp_path):
+    rng = random.Random(2)
+    vocab = _vocab(rng, 2000)
+    texts = [" ".join(rng.choice(vocab) for _ in range(300)) for _ in range(40)]
+    docs = [_doc(f"a{i}", t) for i, t in enumerate(texts)]
+    _write(tmp_path / "in", docs[:20], row_group_bytes=2_000)  # several row groups
+    with ShardWriter(tmp_path / "in", prefix="part-00001") as w:
+        for i, d in enumerate(docs[20:]):
+            w.write(d)
+        w.write(Document(id="dup", text=texts[0], date=T0))
+    path = tmp_path / "in" / "part-00000-000.parquet"
+    meta = pq.ParquetFile(path).metadata
+    assert meta.num_row_groups > 2
+    column = meta.row_group(meta.num_row_groups - 1).column(meta.schema.names.index("text"))
+    data = bytearray(path.read_bytes())
+    start = column.dictionary_page_offset or column.data_page_offset
+    data[start : start + 64] = b"\xff" * 64  # corrupt the page header of the last row group's text
+    path.write_bytes(bytes(data))
+    result = run_dedup([str(tmp_path / "in")], str(tmp_path / "out"), progress=False)
+    m = result.manifest
+    assert [i["status"] for i in m["inputs"]] == ["failed", "done"] and "row group" in m["inputs"][0]["message"]
+    # The readable row groups of the failed input neither count nor remove anything.
+    assert m["counts"]["read"] == 21 and m["counts"]["kept"] == 21 and m["counts"]["rejected"] == {}
