@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -45,11 +46,26 @@ PAIRS_SCHEMA = pa.schema(
 )
 
 
+def _parse_date(value: Any, where: str) -> datetime | None:
+    """Dates may come as datetimes (Parquet) or ISO 8601 strings (JSONL); naive means UTC."""
+    if value is None or isinstance(value, datetime):
+        return value if value is None or value.tzinfo else value.replace(tzinfo=timezone.utc)
+    if isinstance(value, str):
+        try:
+            parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            raise InputError(f"{where}: date {value!r} is not ISO 8601") from None
+        return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+    raise InputError(f"{where}: date must be an ISO 8601 string, got {value!r}")
+
+
 def _check(row: dict[str, Any], where: str) -> dict[str, Any]:
     missing = [k for k in REQUIRED if not isinstance(row.get(k), str)]
     if missing:
         raise InputError(f"{where}: comparison needs string fields {', '.join(missing)}")
-    return {f.name: row.get(f.name) for f in COMPARISON_SCHEMA}
+    out = {f.name: row.get(f.name) for f in COMPARISON_SCHEMA}
+    out["date"] = _parse_date(out["date"], where)
+    return out
 
 
 def read_comparisons(path: str | os.PathLike) -> list[dict[str, Any]]:

@@ -1,0 +1,442 @@
+"""Reward model: the transformer trunk plus a scalar head, trained on human comparisons.
+
+    curate train reward --base work/ckpt/sft --data work/comparisons -o work/ckpt/rm
+    curate train score work/ckpt/rm --data answers.jsonl
+
+Each comparison (``prompt``, ``chosen``, ``rejected``; JSONL, Parquet or a directory, see
+:mod:`curate.comparisons`) is rendered twice in the chat template, prompt + answer, and the
+model reads one number at the last real token of each (the ``<|end|>`` closing the answer).
+The loss is Bradley–Terry, ``-log sigmoid(r_chosen - r_rejected - margin)``; the margin is a
+per-row ``margin`` field when the data has one (Llama 2 style: larger for clearer
+preferences), else the configured constant (0 = plain Bradley–Terry). A slice of the pairs
+(by a hash of the pair) is held out; each eval reports held-out pairwise accuracy.
+
+Differences from InstructGPT's recipe: one pair per row rather than all K-choose-2 pairs of
+a K-way ranking (rank-derived pairs can simply be written as rows), and an optional small
+penalty on ``(r_chosen + r_rejected)^2`` (``center_coef``) that keeps scores centred on 0,
+which keeps the RLHF reward scale stable.
+
+The checkpoint is the trunk's state dict plus ``head.weight``/``head.bias`` (kind
+"reward"), so ``load_lm`` can still read its trunk.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import torch
+import torch.nn as nn
+
+from curate.errors import ConfigError, InputError
+from curate.progress import Progress
+from curate.tokenizer import Tokenizer
+
+from .chat import encode_chat
+from .checkpoint import Checkpoint, load_checkpoint, load_checkpoint_tokenizer
+from .losses import bradley_terry_loss
+from .loop import autocast_context, clip_gradients, resolve_dtype, seed_everything, select_device
+from .model import GPT, GPTConfig
+from .sft import (
+    AlignOptim,
+    Skipped,
+    StageResult,
+    StageRun,
+    batch_indices,
+    check_positive,
+    make_optimizer,
+    pad_right,
+    read_records,
+    schedule_lr,
+    stable_fraction,
+    steps_for,
+)
+
+HEAD_PREFIX = "head."
+
+
+class ScalarHeadModel(nn.Module):
+    """A GPT trunk with a linear head giving one number per position. Used as the reward
+    model (read at each sequence's last real token) and as the PPO value model (read at every
+    response position)."""
+
+    def __init__(self, config: GPTConfig):
+        super().__init__()
+        self.trunk = GPT(config)
+        self.head = nn.Linear(config.n_embd, 1)
+        # A fresh head starts at 0 for every input: no preference before any training.
+        nn.init.zeros_(self.head.weight)
+        nn.init.zeros_(self.head.bias)
+
+    @property
+    def config(self) -> GPTConfig:
+        return self.trunk.config
+
+    def values(self, idx: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, T) head output at every position."""
+        hidden = self.trunk.hidden_states(idx, attention_mask=attention_mask)
+        return self.head(hidden).squeeze(-1)
+
+    def forward(self, idx: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """(B,) head output at each row's last real token (rows right-padded)."""
+        hidden = self.trunk.hidden_states(idx, attention_mask=attention_mask)
+        last = attention_mask.long().sum(1).clamp(min=1) - 1
+        picked = hidden[torch.arange(idx.shape[0], device=idx.device), last]
+        return self.head(picked.to(self.head.weight.dtype)).squeeze(-1)
+
+    def export_state(self) -> dict[str, torch.Tensor]:
+        """Trunk keys as a plain GPT has them, plus ``head.*``."""
+        state = dict(self.trunk.state_dict())
+        state.update({HEAD_PREFIX + k: v for k, v in self.head.state_dict().items()})
+        return state
+
+    def load_export(self, state: dict[str, torch.Tensor], where: str, require_head: bool) -> None:
+        trunk_keys = self.trunk.state_dict()
+        missing = sorted(k for k in trunk_keys if k not in state)
+        if missing:
+            raise InputError(f"{where}: weights lack {len(missing)} model tensor(s), e.g. {missing[0]}")
+        for name in trunk_keys:
+            if state[name].shape != trunk_keys[name].shape:
+                raise InputError(f"{where}: {name} has shape {tuple(state[name].shape)}, "
+                                 f"config expects {tuple(trunk_keys[name].shape)}")
+        self.trunk.load_state_dict({k: state[k] for k in trunk_keys})
+        head = {k[len(HEAD_PREFIX):]: v for k, v in state.items() if k.startswith(HEAD_PREFIX)}
+        if head:
+            self.head.load_state_dict(head)
+        elif require_head:
+            raise InputError(f"{where}: is not a reward model (no head weights); train one with `curate train reward`")
+
+
+def load_scalar_model(path: str | Path, device: torch.device | str = "cpu", require_head: bool = False
+                      ) -> tuple[ScalarHeadModel, Checkpoint]:
+    """A ScalarHeadModel from a reward checkpoint (head included) or from any LM checkpoint
+    (trunk only, a zero head; ``require_head`` refuses that)."""
+    ckpt = load_checkpoint(path)
+    try:
+        config = GPTConfig.from_dict(ckpt.model_config)
+    except (TypeError, ValueError) as exc:
+        raise InputError(f"{ckpt.path}: invalid model config ({exc})") from None
+    model = ScalarHeadModel(config)
+    model.load_export(ckpt.model_state, str(ckpt.path), require_head=require_head or ckpt.kind == "reward")
+    return model.to(device).eval(), ckpt
+
+
+def encode_pair_side(prompt: str, response: str, tokenizer: Tokenizer, max_len: int) -> list[int]:
+    """Prompt + answer in the chat template, cut from the left to ``max_len`` tokens so the
+    end (where the score is read) is always kept."""
+    ids, _ = encode_chat([{"role": "user", "content": prompt}, {"role": "assistant", "content": response}], tokenizer)
+    return ids[-max_len:]
+
+
+class RewardScorer:
+    """Scores (prompt, response) pairs with a reward checkpoint, in batches. The callable form
+    (``scorer(prompts, responses) -> list[float]``) is what :mod:`train.rlhf` takes as a reward."""
+
+    def __init__(self, path: str | Path, device: torch.device | str = "cpu", batch_size: int = 16):
+        self.model, self.checkpoint = load_scalar_model(path, device, require_head=True)
+        self.tokenizer = load_checkpoint_tokenizer(self.checkpoint.path)
+        self.device = torch.device(device)
+        self.batch_size = batch_size
+        self.max_len = self.model.config.block_size
+
+    @torch.no_grad()
+    def __call__(self, prompts: Sequence[str], responses: Sequence[str]) -> list[float]:
+        out: list[float] = []
+        for start in range(0, len(prompts), self.batch_size):
+            seqs = [encode_pair_side(p, r, self.tokenizer, self.max_len)
+                    for p, r in zip(prompts[start : start + self.batch_size], responses[start : start + self.batch_size])]
+            ids, attn, _ = pad_right(seqs, self.tokenizer.pad_id)
+            out.extend(self.model(ids.to(self.device), attn.to(self.device)).float().tolist())
+        return out
+
+
+# =============================================================================== training
+
+
+@dataclass
+class RewardConfig:
+    optim: AlignOptim = field(default_factory=lambda: AlignOptim(lr=5e-5))
+    batch_size: int = 8  # pairs per step
+    epochs: float = 1.0
+    max_steps: int | None = None
+    max_len: int | None = None  # tokens per side (default: the model's block_size)
+    margin: float = 0.0  # used when a row has no `margin` field
+    center_coef: float = 0.0  # weight of mean((r_c + r_r)^2): keeps scores centred on 0
+    val_fraction: float = 0.1
+    eval_every: int = 50
+    log_every: int = 10
+    checkpoint_every: int = 0
+    keep_last: int = 2
+    seed: int = 1337
+    device: str = "auto"
+    dtype: str = "auto"
+
+    def validate(self) -> None:
+        self.optim.validate()
+        check_positive(self, ["batch_size", "max_steps", "log_every", "max_len"])
+        check_positive(self, ["eval_every", "checkpoint_every", "keep_last", "center_coef"], minimum=0)
+        if self.epochs <= 0:
+            raise ConfigError(f"epochs must be positive, got {self.epochs}")
+        if not 0.0 <= self.val_fraction < 1.0:
+            raise ConfigError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
+
+
+@dataclass
+class PairExample:
+    chosen: list[int]
+    rejected: list[int]
+    margin: float
+
+
+def comparison_fields(row: dict[str, Any]) -> tuple[str, str, str] | None:
+    """(prompt, chosen, rejected) of a comparison row, or None when it is not one."""
+    values = tuple(row.get(k) for k in ("prompt", "chosen", "rejected"))
+    return values if all(isinstance(v, str) for v in values) else None  # type: ignore[return-value]
+
+
+def load_pairs(path: str | Path, tokenizer: Tokenizer, max_len: int, val_fraction: float, default_margin: float,
+               encode: Callable[[str, str], Any] | None = None) -> tuple[list[Any], list[Any], Skipped]:
+    """(train, held-out, skipped) comparisons from ``path``; each becomes ``encode(prompt,
+    answer)`` per side (default: reward-model ids). Bad rows are counted, not fatal."""
+    encode = encode or (lambda p, r: encode_pair_side(p, r, tokenizer, max_len))
+    train: list[Any] = []
+    held: list[Any] = []
+    skipped = Skipped()
+    for where, row in read_records(path, "comparison"):
+        if "__error__" in row:
+            skipped.add(row["__error__"], where)
+            continue
+        fields = comparison_fields(row)
+        if fields is None:
+            skipped.add("needs string prompt, chosen and rejected", where)
+            continue
+        prompt, chosen, rejected = fields
+        if chosen == rejected:
+            skipped.add("chosen and rejected are identical", where)
+            continue
+        margin = row.get("margin")
+        margin = float(margin) if isinstance(margin, (int, float)) and not isinstance(margin, bool) else default_margin
+        example = PairExample(encode(prompt, chosen), encode(prompt, rejected), margin)
+        key = json.dumps([prompt, chosen, rejected], ensure_ascii=False)
+        (held if stable_fraction(key) < val_fraction else train).append(example)
+    if not train and held:
+        train, held = held, []
+    if not train:
+        detail = f" ({'; '.join(skipped.lines())})" if skipped.total else ""
+        raise InputError(f"{path}: no usable comparisons{detail}")
+    return train, held, skipped
+
+
+def pair_rewards(model: ScalarHeadModel, pairs: Sequence[PairExample], pad_id: int, device: torch.device
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(chosen rewards, rejected rewards) in one forward over both sides."""
+    ids, attn, _ = pad_right([p.chosen for p in pairs] + [p.rejected for p in pairs], pad_id)
+    rewards = model(ids.to(device), attn.to(device)).float()
+    return rewards[: len(pairs)], rewards[len(pairs) :]
+
+
+@torch.no_grad()
+def evaluate_pairs(model: ScalarHeadModel, pairs: Sequence[PairExample], batch_size: int, pad_id: int,
+                   device: torch.device, dtype: torch.dtype) -> dict[str, float] | None:
+    """Held-out pairwise accuracy (ties count half), mean margin and loss."""
+    if not pairs:
+        return None
+    was_training = model.training
+    model.eval()
+    correct = loss_sum = margin_sum = 0.0
+    for start in range(0, len(pairs), batch_size):
+        batch = pairs[start : start + batch_size]
+        with autocast_context(device, dtype):
+            rc, rr = pair_rewards(model, batch, pad_id, device)
+        correct += float((rc > rr).sum()) + 0.5 * float((rc == rr).sum())
+        loss_sum += float(bradley_terry_loss(rc, rr)) * len(batch)
+        margin_sum += float((rc - rr).sum())
+    model.train(was_training)
+    n = len(pairs)
+    return {"val_accuracy": correct / n, "val_margin": margin_sum / n, "val_loss": loss_sum / n}
+
+
+def train_reward(config: RewardConfig, base: str | Path, data: str | Path, output: str | Path, *,
+                 overwrite: bool = False, stop_at_step: int | None = None, progress: bool = True,
+                 on_message: Callable[[str], None] | None = None) -> StageResult:
+    """Train a reward model on the comparisons at ``data``, starting from the trunk at ``base``
+    (an LM/policy checkpoint; a reward checkpoint continues with its head)."""
+    config.validate()
+    device = select_device(config.device)
+    dtype = resolve_dtype(config.dtype, device)
+    seed_everything(config.seed)
+    model, base_ckpt = load_scalar_model(base, device)
+    tokenizer = load_checkpoint_tokenizer(base_ckpt.path)
+    max_len = config.max_len or model.config.block_size
+    if max_len > model.config.block_size:
+        raise ConfigError(f"max_len {max_len} exceeds the model's block_size ({model.config.block_size})")
+    run = StageRun("reward", output, overwrite=overwrite, parent=base_ckpt, config=config, data=data,
+                   keep_last=config.keep_last, say=on_message)
+    train_pairs, held_pairs, skipped = load_pairs(data, tokenizer, max_len, config.val_fraction, config.margin)
+    for line in skipped.lines():
+        run.note(line)
+    if not held_pairs:
+        run.note("no held-out comparisons (too few rows or val_fraction = 0): accuracy is not reported")
+    max_steps = steps_for(len(train_pairs), config.batch_size, config.epochs, config.max_steps)
+    optimizer = make_optimizer(model, config.optim, device)
+    start = run.start_step
+    if run.resume_from is not None:
+        model.load_export(run.resume_from.model_state, str(run.resume_from.path), require_head=True)
+        optimizer.load_state_dict(run.resume_from.optimizer_state)
+        run.restore_rng()
+        run.note(f"resuming from {run.resume_from.path.name} (step {start} of {max_steps})")
+    result = StageResult("reward", run.output, None, start, start, max_steps, "done", examples=len(train_pairs),
+                         held_out=len(held_pairs), skipped=skipped, notes=run.notes)
+    if start >= max_steps:
+        result.status, result.checkpoint = "up-to-date", run.resume_from.path if run.resume_from else None
+        return result
+    logger = run.open_logger()
+    bar = Progress("reward", total=max_steps, unit="steps", enabled=None if progress else False)
+    bar.done = start
+    started = time.monotonic()
+    pad_id = tokenizer.pad_id
+    model.train()
+    try:
+        for step in range(start, max_steps):
+            lr = schedule_lr(optimizer, config.optim, step, max_steps)
+            batch = [train_pairs[i] for i in batch_indices(len(train_pairs), config.batch_size, step, config.seed)]
+            with autocast_context(device, dtype):
+                rc, rr = pair_rewards(model, batch, pad_id, device)
+            margins = torch.tensor([p.margin for p in batch], device=device)
+            loss = bradley_terry_loss(rc, rr, margins)
+            if config.center_coef:
+                loss = loss + config.center_coef * ((rc + rr) ** 2).mean()
+            loss.backward()
+            grad_norm = clip_gradients(model, config.optim.grad_clip)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            done = step + 1
+            bar.advance()
+            last = done == max_steps or done == stop_at_step
+            record: dict[str, Any] = {}
+            if done % config.log_every == 0 or done == start + 1 or last:
+                accuracy = float((rc.detach() > rr.detach()).float().mean())
+                record = {"step": done, "loss": loss.item(), "accuracy": accuracy,
+                          "margin": float((rc - rr).detach().mean()), "lr": lr, "grad_norm": grad_norm}
+                result.first = result.first or {"loss": loss.item(), "accuracy": accuracy}
+                result.last = {"loss": loss.item(), "accuracy": accuracy}
+            if (config.eval_every and done % config.eval_every == 0) or last or done == start + 1:
+                metrics = evaluate_pairs(model, held_pairs, config.batch_size, pad_id, device, dtype)
+                if metrics is not None:
+                    record.setdefault("step", done)
+                    record.update(metrics)
+                    result.first_eval = result.first_eval or dict(metrics)
+                    result.eval = dict(metrics)
+            if record:
+                logger.log(record)
+            if last or (config.checkpoint_every and done % config.checkpoint_every == 0):
+                result.checkpoint = run.save(done, model_state=model.export_state(), model_config=model.config.to_dict(),
+                                             kind="reward", optimizer=optimizer, tokenizer=tokenizer,
+                                             extra_meta={"val_accuracy": result.eval.get("val_accuracy")})
+            result.step = done
+            if done == stop_at_step and done < max_steps:
+                result.status = "stopped"
+                break
+    finally:
+        bar.close()
+        run.close()
+    result.elapsed_s = time.monotonic() - started
+    return result
+
+
+# =============================================================================== scoring
+
+
+@dataclass
+class ScoreResult:
+    rows: int
+    kind: str  # "responses" | "comparisons"
+    mean_score: float | None
+    accuracy: float | None  # comparisons: fraction where chosen scores above rejected
+    output: Path | None
+    skipped: Skipped
+
+
+def score_file(reward_model: str | Path, data: str | Path, output: str | Path | None = None, *,
+               batch_size: int = 16, device: str = "auto") -> ScoreResult:
+    """Score every row of ``data`` with the reward model.
+
+    Rows with ``prompt`` + ``response`` get a ``score``; comparison rows (``prompt``,
+    ``chosen``, ``rejected``) get ``chosen_score`` and ``rejected_score``. With ``output``
+    (``.jsonl``), each input row is written back with its scores added, atomically.
+    """
+    scorer = RewardScorer(reward_model, select_device(device), batch_size=batch_size)
+    skipped = Skipped()
+    kind: str | None = None
+    rows: list[dict[str, Any]] = []
+    scores_sum, n_scores, wins = 0.0, 0, 0.0
+    out_fh = tmp = None
+    if output is not None:
+        output = Path(output)
+        output.parent.mkdir(parents=True, exist_ok=True)
+        tmp = output.with_name(f".{output.name}.tmp")
+        out_fh = open(tmp, "w", encoding="utf-8")
+
+    def flush() -> None:
+        nonlocal scores_sum, n_scores, wins
+        if not rows:
+            return
+        if kind == "comparisons":
+            chosen = scorer([r["prompt"] for r in rows], [r["chosen"] for r in rows])
+            rejected = scorer([r["prompt"] for r in rows], [r["rejected"] for r in rows])
+            for r, c, j in zip(rows, chosen, rejected):
+                r["chosen_score"], r["rejected_score"] = c, j
+                wins += 1.0 if c > j else 0.5 if c == j else 0.0
+                scores_sum += c + j
+                n_scores += 2
+        else:
+            scores = scorer([r["prompt"] for r in rows], [r["response"] for r in rows])
+            for r, s in zip(rows, scores):
+                r["score"] = s
+                scores_sum += s
+                n_scores += 1
+        if out_fh is not None:
+            for r in rows:
+                out_fh.write(json.dumps(r, ensure_ascii=False, default=str) + "\n")
+        rows.clear()
+
+    try:
+        n_rows = 0
+        for where, row in read_records(data, "scoring"):
+            if "__error__" in row:
+                skipped.add(row["__error__"], where)
+                continue
+            row_kind = ("comparisons" if comparison_fields(row) else
+                        "responses" if isinstance(row.get("prompt"), str) and isinstance(row.get("response"), str)
+                        else None)
+            if row_kind is None:
+                skipped.add("needs prompt + response, or prompt + chosen + rejected", where)
+                continue
+            if kind is None:
+                kind = row_kind
+            elif row_kind != kind:
+                skipped.add(f"a {row_kind} row in a file of {kind}", where)
+                continue
+            rows.append(row)
+            n_rows += 1
+            if len(rows) >= 256:
+                flush()
+        flush()
+    except BaseException:
+        if out_fh is not None:
+            out_fh.close()
+            tmp.unlink(missing_ok=True)
+        raise
+    if out_fh is not None:
+        out_fh.close()
+        tmp.replace(output)
+    if kind is None:
+        raise InputError(f"{data}: no rows to score ({'; '.join(skipped.lines()) or 'empty'})")
+    return ScoreResult(
+        rows=n_rows, kind=kind, mean_score=scores_sum / n_scores if n_scores else None,
+        accuracy=wins / n_rows if kind == "comparisons" and n_rows else None,
+        output=Path(output) if output is not None else None, skipped=skipped,
+    )
