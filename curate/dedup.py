@@ -37,7 +37,10 @@ rerun with the same inputs and configuration is a no-op.
 Modules: :mod:`curate.minhash` (normalization, signatures, bands), :mod:`curate.dedup_signatures`
 (pass 1 in the workers), :mod:`curate.dedup_index` (spilling key index, document store,
 union-find), :mod:`curate.dedup_plan` (configuration and resource plan),
-:mod:`curate.dedup_output` (pass 2 and the commit); this one runs the stage and decides.
+:mod:`curate.dedup_output` (pass 2 and the commit), :mod:`curate.dedup_ray` (``--engine ray``:
+the signature pass and the near-duplicate edges as Ray tasks, through the ``_unit_results``,
+``_make_indexes``, ``_index_keys`` and ``_near_edges`` hooks of :class:`_Run`); this one runs
+the stage and decides.
 """
 
 from __future__ import annotations
@@ -46,19 +49,20 @@ import multiprocessing as mp
 import os
 import time
 from collections import Counter
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import numpy as np
 
-from .dedup_index import DocStore, KeyIndex, UnionFind, remove_tree
+from .dedup_index import DocStore, KeyIndex, UnionFind, candidate_pairs, keep_groups, remove_tree, verify_pairs
 from .dedup_output import EXACT, KEPT, KIND_NAMES, NEAR, STAGE, URL, check_output, commit, state_path, write_outputs
 from .dedup_plan import DedupConfig, DedupPlan, InputInfo, inspect_inputs, plan_dedup
-from .dedup_signatures import NO_DATE, placeholder, signature_unit
+from .dedup_signatures import NO_DATE, placeholder, signature_unit, unit_key_records
 from .errors import CurateError
 from .minhash import char_classes
-from .pipeline import Stats, build_manifest, config_hash
+from .pipeline import Stats, build_manifest, config_hash, current_execution
 from .progress import Progress
 from .shards import ShardInfo, atomic_write_json, expand_parquet_inputs
 
@@ -135,12 +139,7 @@ class _Run:
         n = self.n_docs
         records = {"exact": n if cfg.exact else 0, "url": n if cfg.url else 0, "band": n * bands if cfg.near else 0}
         total = max(sum(records.values()), 1)
-        # Each index gets a share of the budget proportional to its records.
-        self.indexes = {
-            name: KeyIndex(self.work / "index", name, max(1, self.memory_bytes * count // total), count)
-            for name, count in records.items()
-            if count
-        }
+        self.indexes = self._make_indexes(records)
         self.store = DocStore(
             self.work / "store",
             {
@@ -165,23 +164,12 @@ class _Run:
                 units.append((info.index, offset, (info.path, rg, rows, cfg)))
                 offset += rows
         progress = Progress("dedup: signatures", total=n, unit="docs", enabled=None if self.show_progress else False)
-        char_classes()  # build the character table once, before forking
-        results: Iterator[dict[str, Any]]
-        if self.workers > 1 and len(units) > 1:
-            ctx = mp.get_context("fork")
-            pool = ctx.Pool(min(self.workers, len(units)))
-            results = pool.imap(signature_unit, [u[2] for u in units], chunksize=1)
-        else:
-            pool = None
-            results = (signature_unit(u[2]) for u in units)
         try:
-            for (input_index, doc_offset, _), result in zip(units, results):
-                self._absorb(input_index, doc_offset, result)
-                progress.advance(result["n"])
+            with self._unit_results(units) as results:
+                for (input_index, doc_offset, _), result in zip(units, results):
+                    self._absorb(input_index, doc_offset, result)
+                    progress.advance(result["n"])
         finally:
-            if pool is not None:
-                pool.terminate()
-                pool.join()
             progress.close()
         self.store.finish()
         input_of = self.store["input"]
@@ -192,6 +180,32 @@ class _Run:
         self.dup_of = np.memmap(self.work / "dup_of.bin", dtype="<i8", mode="w+", shape=(max(n, 1),))[:n]
         self.dup_of[:] = -1
         self.ranker = _Ranker(self.store)
+
+    def _make_indexes(self, records: dict[str, int]) -> dict[str, Any]:
+        """One key index per kind of key; each gets a share of the budget proportional to its
+        records."""
+        total = max(sum(records.values()), 1)
+        return {
+            name: KeyIndex(self.work / "index", name, max(1, self.memory_bytes * count // total), count)
+            for name, count in records.items()
+            if count
+        }
+
+    @contextmanager
+    def _unit_results(self, units: list[tuple[int, int, tuple]]) -> Iterator[Iterator[dict[str, Any]]]:
+        """The results of :func:`signature_unit` over ``units``, in unit order (so nothing
+        depends on the number of workers)."""
+        char_classes()  # build the character table once, before forking
+        if self.workers > 1 and len(units) > 1:
+            ctx = mp.get_context("fork")
+            pool = ctx.Pool(min(self.workers, len(units)))
+            try:
+                yield pool.imap(signature_unit, [u[2] for u in units], chunksize=1)
+            finally:
+                pool.terminate()
+                pool.join()
+        else:
+            yield (signature_unit(u[2]) for u in units)
 
     def _absorb(self, input_index: int, doc_offset: int, result: dict[str, Any]) -> None:
         cfg = self.config
@@ -214,27 +228,20 @@ class _Run:
             url=result["url"], has_url=result["has_url"], n_shingles=result["n_shingles"],
             valid=result["valid"], input=np.full(n, input_index, dtype=np.int32),
         )
-        valid = result["valid"].astype(bool)
-        if cfg.exact:
-            self.indexes["exact"].add(result["exact"][valid, 0], docs[valid])
-        if cfg.url:
-            with_url = valid & result["has_url"].astype(bool)
-            self.indexes["url"].add(result["url"][with_url, 0], docs[with_url])
-        if cfg.near:
-            has = valid & (result["n_shingles"] > 0)
-            keys = result["keys"][has]
-            self.indexes["band"].add(keys.reshape(-1), np.repeat(docs[has], keys.shape[1]))
+        self._index_keys(docs, result)
+
+    def _index_keys(self, docs: np.ndarray, result: dict[str, Any]) -> None:
+        """Add the unit's ``(key, doc)`` records to the key indexes."""
+        for name, keys, key_docs in unit_key_records(result, docs, self.config):
+            self.indexes[name].add(keys, key_docs)
 
     # ---- decisions
     def _alive_groups(self, name: str) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """``(docs, group)`` of the named index restricted to documents still kept."""
         for docs, group in self.indexes[name].groups():
-            keep = self.alive[docs]
-            docs, group = docs[keep], group[keep]
-            sizes = np.bincount(group)
-            multi = sizes[group] >= 2 if len(group) else np.zeros(0, bool)
-            if multi.any():
-                yield docs[multi], group[multi]
+            kept = keep_groups(docs, group, self.alive[docs])
+            if kept is not None:
+                yield kept
 
     def _remove(self, docs: np.ndarray, kind: int, keeper: int) -> None:
         self.kind[docs] = kind
@@ -289,28 +296,25 @@ class _Run:
             index.close()
 
     def _near(self) -> None:
-        sig = self.store["sig"]
-        accept = self.config.accept
         uf = UnionFind()
+        self._near_edges(uf)
+        self._stars(uf)
+
+    def _near_edges(self, uf: UnionFind) -> None:
+        """Join every verified candidate pair of documents still kept in ``uf``."""
+        sig = self.store["sig"]
         n = max(self.n_docs, 1)
         for members, gid in self._alive_groups("band"):
-            first_of_group = np.concatenate(([True], gid[1:] != gid[:-1]))
-            head = members[np.maximum.accumulate(np.where(first_of_group, np.arange(len(members)), 0))]
-            prev = np.concatenate(([-1], members[:-1]))
-            left = np.concatenate((head[~first_of_group], prev[~first_of_group]))
-            right = np.concatenate((members[~first_of_group], members[~first_of_group]))
-            ok = left != right
-            lo, hi = np.minimum(left[ok], right[ok]), np.maximum(left[ok], right[ok])
-            pairs = np.unique(lo * n + hi)
+            pairs = candidate_pairs(members, gid, n)
             self.counters["candidate_pairs"] += len(pairs)
-            for i in range(0, len(pairs), _VERIFY_CHUNK):
-                chunk = pairs[i : i + _VERIFY_CHUNK]
-                a, b = chunk // n, chunk % n
-                sims = (sig[a] == sig[b]).mean(axis=1)
-                good = sims >= accept
-                self.counters["verified_pairs"] += int(good.sum())
-                uf.union_many(a[good], b[good])
-        # Stars inside each cluster: see the module docstring.
+            for a, b in verify_pairs(pairs, n, sig, self.config.accept, _VERIFY_CHUNK):
+                self.counters["verified_pairs"] += len(a)
+                uf.union_many(a, b)
+
+    def _stars(self, uf: UnionFind) -> None:
+        """Stars inside each cluster: see the module docstring."""
+        sig = self.store["sig"]
+        accept = self.config.accept
         for component in uf.components():
             remaining = self.ranker.order(component)
             while len(remaining) > 1:
@@ -371,6 +375,26 @@ class _Run:
 # --------------------------------------------------------------------------- entry point
 
 
+def _execute(run: _Run, started: float) -> tuple:
+    """The passes of one run; its work files are removed whatever happens."""
+    remove_tree(run.work)
+    try:
+        run.signatures()
+        t_signatures = time.monotonic() - started
+        run.decide()
+        run.resolve()
+        clusters = run.clusters()
+        t_decide = time.monotonic() - started - t_signatures
+        stats, shards = run.write(clusters)
+        spilled = {name: idx.partitions for name, idx in run.indexes.items()}
+        spilled_bytes = sum(idx.spilled_bytes for idx in run.indexes.values())
+        store_bytes = run.store.bytes_on_disk()
+        run.store.close()
+    finally:
+        remove_tree(run.work)
+    return t_signatures, t_decide, clusters, stats, shards, spilled, spilled_bytes, store_bytes
+
+
 def run_dedup(
     inputs: list[str],
     output_dir: str,
@@ -382,12 +406,22 @@ def run_dedup(
     progress: bool = True,
     plan_only: bool = False,
     on_plan: Callable[[DedupPlan], None] | None = None,
+    engine: str | None = None,
+    ray_address: str | None = None,
 ) -> DedupResult:
     """Deduplicate the documents of ``inputs`` (files, directories, globs) into ``output_dir``.
 
     ``plan_only`` returns the resource plan without touching anything; ``on_plan`` is called
-    with the plan (estimated from metadata) just before the work starts."""
+    with the plan (estimated from metadata) just before the work starts. ``engine`` 'ray'
+    computes signatures and near-duplicate edges as Ray tasks (:mod:`curate.dedup_ray`; the
+    cluster at ``ray_address`` or a local instance with ``workers`` CPUs) with the same result;
+    by default the engine of the enclosing :func:`curate.pipeline.execution` block is used."""
     config = (config or DedupConfig()).validate()
+    if engine is None:
+        current = current_execution()
+        engine, ray_address = current["engine"], ray_address or current["ray_address"]
+    if engine not in ("local", "ray"):
+        raise CurateError(f"unknown engine {engine!r}; use 'local' or 'ray'")
     if not inputs:
         raise CurateError("no inputs given")
     paths = expand_parquet_inputs(inputs)
@@ -418,22 +452,16 @@ def run_dedup(
     started = time.monotonic()
     os.makedirs(output_dir, exist_ok=True)
     atomic_write_json(state_path(output_dir), {"stage": STAGE, "config_hash": chash})
-    run = _Run(infos, output_dir, config, workers, memory_bytes, progress)
-    remove_tree(run.work)
-    try:
-        run.signatures()
-        t_signatures = time.monotonic() - started
-        run.decide()
-        run.resolve()
-        clusters = run.clusters()
-        t_decide = time.monotonic() - started - t_signatures
-        stats, shards = run.write(clusters)
-        spilled = {name: idx.partitions for name, idx in run.indexes.items()}
-        spilled_bytes = sum(idx.spilled_bytes for idx in run.indexes.values())
-        store_bytes = run.store.bytes_on_disk()
-        run.store.close()
-    finally:
-        remove_tree(run.work)
+    with ExitStack() as session:
+        if engine == "ray":
+            from .dedup_ray import RayRun
+            from .ray_engine import ray_session
+
+            ray = session.enter_context(ray_session(ray_address, num_cpus=workers))
+            run: _Run = RayRun(infos, output_dir, config, workers, memory_bytes, progress, ray)
+        else:
+            run = _Run(infos, output_dir, config, workers, memory_bytes, progress)
+        t_signatures, t_decide, clusters, stats, shards, spilled, spilled_bytes, store_bytes = _execute(run, started)
     failed = run.failed
     input_entries = []
     for info in infos:
@@ -467,7 +495,8 @@ def run_dedup(
                    "work_bytes": store_bytes + spilled_bytes},
         "seconds": {"signatures": round(t_signatures, 3), "decide": round(t_decide, 3),
                     "total": round(time.monotonic() - started, 3)},
-        "workers": workers,
+        "workers": run.workers,
+        "engine": engine,
     }
     manifest = build_manifest(STAGE, config_json, input_entries, stats, shards, extra=extra)
     commit(output_dir, run.staging, manifest)

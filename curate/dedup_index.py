@@ -100,26 +100,75 @@ class KeyIndex:
         """Per partition: ``(docs, group)`` for the records of groups with 2+ records: ``docs``
         sorted by key then document, ``group`` a non-decreasing group number per record."""
         for rec in self._partitions():
-            if len(rec) < 2:
-                continue
-            order = np.argsort(rec["key"], kind="stable")
-            keys = rec["key"][order]
-            docs = rec["doc"][order]
-            del rec, order
-            new_group = np.empty(len(keys), dtype=bool)
-            new_group[0] = True
-            np.not_equal(keys[1:], keys[:-1], out=new_group[1:])
-            group = np.cumsum(new_group) - 1
-            sizes = np.bincount(group)
-            multi = sizes[group] >= 2
-            if multi.any():
-                yield docs[multi], group[multi]
+            grouped = group_records(rec)
+            if grouped is not None:
+                yield grouped
 
     def close(self) -> None:
         self._chunks = []
         if self.spills:
             for p in range(self.partitions):
                 self._path(p).unlink(missing_ok=True)
+
+
+def group_records(rec: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """``(docs, group)`` of the groups with 2+ records among ``RECORD`` records (in increasing
+    doc order): ``docs`` sorted by key then document, ``group`` a non-decreasing group number;
+    None when there is no such group."""
+    if len(rec) < 2:
+        return None
+    order = np.argsort(rec["key"], kind="stable")
+    keys = rec["key"][order]
+    docs = rec["doc"][order]
+    del rec, order
+    new_group = np.empty(len(keys), dtype=bool)
+    new_group[0] = True
+    np.not_equal(keys[1:], keys[:-1], out=new_group[1:])
+    group = np.cumsum(new_group) - 1
+    sizes = np.bincount(group)
+    multi = sizes[group] >= 2
+    if not multi.any():
+        return None
+    return docs[multi], group[multi]
+
+
+def keep_groups(docs: np.ndarray, group: np.ndarray, keep: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """The records of ``(docs, group)`` where ``keep`` holds, in groups still of 2+ records."""
+    keep = np.asarray(keep, dtype=bool)
+    docs, group = docs[keep], group[keep]
+    if len(group) == 0:
+        return None
+    multi = np.bincount(group)[group] >= 2
+    if not multi.any():
+        return None
+    return docs[multi], group[multi]
+
+
+def candidate_pairs(members: np.ndarray, gid: np.ndarray, n_docs: int) -> np.ndarray:
+    """Candidate pairs of documents sharing a bucket, encoded ``lo * n_docs + hi`` and unique.
+
+    ``members`` are grouped by ``gid`` (non-decreasing). Each member is paired with its
+    group's first member and with its predecessor: a star plus a chain, linear in the group
+    size instead of quadratic, and enough to connect every verified cluster."""
+    first_of_group = np.concatenate(([True], gid[1:] != gid[:-1]))
+    head = members[np.maximum.accumulate(np.where(first_of_group, np.arange(len(members)), 0))]
+    prev = np.concatenate(([-1], members[:-1]))
+    left = np.concatenate((head[~first_of_group], prev[~first_of_group]))
+    right = np.concatenate((members[~first_of_group], members[~first_of_group]))
+    ok = left != right
+    lo, hi = np.minimum(left[ok], right[ok]), np.maximum(left[ok], right[ok])
+    return np.unique(lo * n_docs + hi)
+
+
+def verify_pairs(pairs: np.ndarray, n_docs: int, sig: np.ndarray, accept: float,
+                 chunk: int = 32_768) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """``(a, b)`` of the encoded ``pairs`` whose signatures agree on at least ``accept`` of
+    their values (estimated Jaccard), in chunks that bound memory."""
+    for i in range(0, len(pairs), chunk):
+        part = pairs[i : i + chunk]
+        a, b = part // n_docs, part % n_docs
+        good = (sig[a] == sig[b]).mean(axis=1) >= accept
+        yield a[good], b[good]
 
 
 def plan_partitions(expected_records: int, memory_bytes: int) -> int:
@@ -229,6 +278,14 @@ class UnionFind:
                     self.parent[rb] = ra
                 else:
                     self.parent[ra] = rb
+
+    def forest(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(member, root)`` for every non-root member: a spanning forest with the same
+        components as all the edges given so far (at most one edge per member)."""
+        members = np.fromiter(self.parent.keys(), dtype=np.int64, count=len(self.parent))
+        roots = np.fromiter((self.find(int(m)) for m in members), dtype=np.int64, count=len(members))
+        keep = members != roots
+        return members[keep], roots[keep]
 
     def components(self) -> Iterator[np.ndarray]:
         """Every component with 2+ members, as sorted document indices, by smallest member."""

@@ -4,7 +4,7 @@ and LSH band keys of every document (see :mod:`curate.dedup`)."""
 from __future__ import annotations
 
 from collections import Counter
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 import pyarrow as pa
@@ -139,3 +139,17 @@ def placeholder(n: int, config: DedupConfig) -> dict[str, Any]:
     }
 
 
+def unit_key_records(result: dict[str, Any], docs: np.ndarray,
+                     config: DedupConfig) -> Iterator[tuple[str, np.ndarray, np.ndarray]]:
+    """``(index name, keys, docs)`` of one unit's signature result: exact-text keys of valid
+    documents, URL keys of those with a URL, band keys of those with shingles."""
+    valid = result["valid"].astype(bool)
+    if config.exact:
+        yield "exact", result["exact"][valid, 0], docs[valid]
+    if config.url:
+        with_url = valid & result["has_url"].astype(bool)
+        yield "url", result["url"][with_url, 0], docs[with_url]
+    if config.near:
+        has = valid & (result["n_shingles"] > 0)
+        keys = result["keys"][has]
+        yield "band", keys.reshape(-1), np.repeat(docs[has], keys.shape[1])

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import click
 
-from .common import finish, output_dir_option, overwrite_option, quiet_option, workers_option, default_workers
+from .common import (
+    default_workers, engine_options, finish, output_dir_option, overwrite_option, quiet_option, workers_option,
+)
 
 
 @click.command("crawl")
@@ -23,30 +25,38 @@ from .common import finish, output_dir_option, overwrite_option, quiet_option, w
 @click.option("--cc-base-url", default=None, metavar="URL",
               help="Base URL for CC-MAIN-... snapshot names and relative listing lines "
                    "[default: https://data.commoncrawl.org].")
+@engine_options
 @quiet_option
-def crawl(inputs, output, workers, overwrite, config_path, overrides, max_files, offset, cc_base_url, quiet):
+def crawl(inputs, output, workers, overwrite, config_path, overrides, max_files, offset, cc_base_url, engine,
+          ray_address, quiet):
     """Extract documents from WARC/ARC/WET INPUTS into Parquet shards in OUTPUT.
 
     INPUTS are files, directories, globs, http(s):// or s3:// URLs, Common Crawl snapshot names
     (CC-MAIN-2024-10) and *.paths(.gz) listings. Rerunning the same command resumes.
+
+    With --engine ray every input file is one Ray task; OUTPUT must then be storage that every
+    node of the cluster sees (NFS, a mounted bucket). Output and resume are those of the local
+    engine.
     """
     from ..config import parse_set
     from ..crawl import crawl as run_crawl, load_config
-    from ..pipeline import summarize
+    from ..pipeline import execution, summarize
     from ..sources import DEFAULT_CC_BASE_URL
 
     cfg = load_config(config_path, parse_set(overrides) if overrides else None)
-    manifest, _ = run_crawl(
-        inputs,
-        output,
-        cfg,
-        workers=workers or default_workers(),
-        overwrite=overwrite,
-        max_files=max_files,
-        offset=offset,
-        cc_base_url=cc_base_url or DEFAULT_CC_BASE_URL,
-        progress=not quiet,
-    )
+    # The engine is a property of the block, not of crawl(): run_stage picks it up.
+    with execution(engine, ray_address):
+        manifest, _ = run_crawl(
+            inputs,
+            output,
+            cfg,
+            workers=workers or default_workers(),
+            overwrite=overwrite,
+            max_files=max_files,
+            offset=offset,
+            cc_base_url=cc_base_url or DEFAULT_CC_BASE_URL,
+            progress=not quiet,
+        )
     summary = summarize(manifest)
     summary += f"\n  output: {output} ({len(manifest['shards'])} shard(s), {manifest['counts']['kept']:,} documents)"
     finish(manifest, summary)

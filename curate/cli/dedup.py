@@ -6,7 +6,7 @@ import click
 
 from ..config import parse_bytes
 from ..errors import ConfigError
-from .common import default_workers, finish, overwrite_option, quiet_option, workers_option
+from .common import default_workers, engine_options, finish, overwrite_option, quiet_option, workers_option
 
 
 @click.command("dedup")
@@ -38,9 +38,10 @@ from .common import default_workers, finish, overwrite_option, quiet_option, wor
               help="Print the estimated peak memory, disk and time for the input, and exit.")
 @workers_option
 @overwrite_option
+@engine_options
 @quiet_option
 def dedup(inputs, output, threshold, ngram, num_perm, bands, rows, verify_threshold, seed, url, exact, near,
-          shingle_hash, memory_gb, shard_size, plan_only, workers, overwrite, quiet):
+          shingle_hash, memory_gb, shard_size, plan_only, workers, overwrite, engine, ray_address, quiet):
     """Remove URL, exact and near-duplicate documents across all INPUTS (Parquet files,
     directories or globs).
 
@@ -49,10 +50,15 @@ def dedup(inputs, output, threshold, ngram, num_perm, bands, rows, verify_thresh
     document of a group is the earliest (by date), then the one with the higher quality_score,
     then the smaller id. Rerunning a finished job with the same inputs and options does nothing.
 
+    With --engine ray, signatures and near-duplicate pairs are computed as Ray tasks (with
+    --memory-gb the budget of each task) and the result is the local engine's; OUTPUT must be
+    storage every node sees.
+
     \b
     Example:
       curate dedup work/filtered -o work/dedup --threshold 0.8 --workers 8
       curate dedup work/filtered --plan
+      curate dedup /mnt/shared/filtered -o /mnt/shared/dedup --engine ray --ray-address auto
     """
     from ..dedup import DedupConfig, run_dedup, summarize
 
@@ -75,7 +81,8 @@ def dedup(inputs, output, threshold, ngram, num_perm, bands, rows, verify_thresh
             click.echo("\n".join(plan.lines()), err=True)
 
     result = run_dedup(list(inputs), output, config, workers=workers, memory_bytes=memory_bytes,
-                       overwrite=overwrite, progress=not quiet, on_plan=show_plan)
+                       overwrite=overwrite, progress=not quiet, on_plan=show_plan, engine=engine,
+                       ray_address=ray_address)
     if result.skipped:
         click.echo(f"{output} is already complete for these inputs and options: nothing to do", err=True)
     finish(result.manifest, summarize(result))

@@ -1,0 +1,297 @@
+"""``curate dedup --engine ray``: the passes of :mod:`curate.dedup` spread over a Ray cluster.
+
+The work directory (``OUTPUT/.curate/work``) must be storage every node sees, as the output
+directory itself. What runs where, for N documents, B LSH bands and P partitions:
+
+* **Signatures, on the cluster**: one Ray task per input row group, as the local engine's
+  worker processes. A task computes the unit's signatures and hashes
+  (:func:`curate.dedup_signatures.signature_unit`), writes its ``(key, doc)`` records of each
+  index (band, exact, url) to one file per index in the work directory, ordered by partition
+  (the key's top bits) and returns the partition boundaries plus the per-document columns
+  (about 4 x num_perm bytes a document). The driver appends those, in unit order, to the
+  memory-mapped document store (:class:`curate.dedup_index.DocStore`) in the work directory.
+* **Near-duplicate edges, on the cluster**, in two rounds of independent tasks. First one task
+  per band partition (at least :data:`MIN_BAND_PARTITIONS`, more when a partition would not
+  fit ``memory_bytes``): it reads its slice of every unit's band file (N x B / P records),
+  groups documents by band key and writes the candidate pairs among documents still kept after
+  the URL and exact decisions, partitioned by a hash of the pair. Then one task per pair
+  partition: it de-duplicates its pairs (a pair sharing several bands is verified once, and
+  counted once, as on the local engine), verifies them on signatures memory-mapped from the
+  shared store, and returns a spanning forest of the verified edges (at most one edge per
+  document it touches). No process ever holds more than one partition of the band index,
+  which is B times larger than the corpus's document count.
+* **On the driver**: the document store (memory maps: what is touched stays in page cache,
+  not process memory), the URL and exact decisions streamed partition by partition (each
+  partition sized to ``memory_bytes``), the union-find over the partitions' forests (memory
+  proportional to the documents that have a near duplicate, usually a small fraction), the
+  split of clusters into stars, and the single sequential write pass, which keeps the output
+  shards byte-identical to the local engine's.
+
+Groups, candidate pairs and verified edges do not depend on the number of partitions or
+workers, and the union of the partitions' forests has the components of all verified edges,
+so the kept and removed documents (and the output shards) are exactly the local engine's.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections import deque
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator
+
+import numpy as np
+
+from .dedup import _Run
+from .dedup_index import RECORD, UnionFind, candidate_pairs, group_records, keep_groups, plan_partitions, verify_pairs
+from .dedup_signatures import signature_unit, unit_key_records
+from .errors import CurateError
+from .minhash import fmix64
+from .progress import Progress
+
+# Band partitions: enough tasks to keep a cluster busy even when the index fits one node.
+# A constant (not derived from the cluster size) so the partitioning, and with it every
+# figure in the manifest, does not depend on the number of workers.
+MIN_BAND_PARTITIONS = 16
+
+
+# --------------------------------------------------------------------------- partitioned key files
+
+
+def _partition_bits(partitions: int) -> int:
+    return int(math.log2(partitions))
+
+
+def write_partitioned(path: str, records: np.ndarray, hashes: np.ndarray, partitions: int) -> list[int]:
+    """Write ``records`` to ``path`` grouped by partition (the top bits of their uniform 64-bit
+    ``hashes``; order kept inside each) and return the ``partitions + 1`` record offsets."""
+    if partitions > 1:
+        part = (hashes >> np.uint64(64 - _partition_bits(partitions))).astype(np.int64)
+        order = np.argsort(part, kind="stable")
+        records, part = records[order], part[order]
+        bounds = np.searchsorted(part, np.arange(partitions + 1)).tolist()
+    else:
+        bounds = [0, len(records)]
+    tmp = f"{path}.tmp"
+    records.tofile(tmp)
+    os.replace(tmp, path)  # a retried task rewrites the same file whole
+    return [int(b) for b in bounds]
+
+
+def write_key_records(path: str, keys: np.ndarray, docs: np.ndarray, partitions: int) -> list[int]:
+    """``(key, doc)`` records partitioned by key (band keys and text/URL hashes are uniform)."""
+    rec = np.empty(len(keys), dtype=RECORD)
+    rec["key"] = keys
+    rec["doc"] = docs
+    return write_partitioned(path, rec, rec["key"], partitions)
+
+
+def read_ranges(ranges: list[tuple[str, int, int]], dtype: np.dtype = RECORD) -> np.ndarray:
+    """The records ``[lo, hi)`` of each file, concatenated in the order given."""
+    dtype = np.dtype(dtype)
+    parts = [np.fromfile(path, dtype=dtype, count=hi - lo, offset=lo * dtype.itemsize) for path, lo, hi in ranges]
+    return np.concatenate(parts) if parts else np.empty(0, dtype=dtype)
+
+
+def partition_ranges(files: list[tuple[str, list[int]]], partition: int) -> list[tuple[str, int, int]]:
+    """``(path, lo, hi)`` of one partition in each ``(path, bounds)`` file that has records of it."""
+    return [(path, b[partition], b[partition + 1]) for path, b in files if b[partition + 1] > b[partition]]
+
+
+class PartitionedKeys:
+    """The key index of one kind of key, as the signature tasks left it: one file per unit,
+    each ordered by partition. Has the :class:`~curate.dedup_index.KeyIndex` interface the
+    decisions use (``groups``, ``partitions``, ``spilled_bytes``, ``close``)."""
+
+    def __init__(self, directory: Path, name: str, partitions: int):
+        self.directory = directory
+        self.name = name
+        self.partitions = partitions
+        self.units: list[tuple[str, list[int]]] = []  # in unit (= document) order
+        self.records = 0
+        self.spilled_bytes = 0
+
+    def unit_path(self, unit: int) -> str:
+        return str(self.directory / f"{self.name}-u{unit:06d}.bin")
+
+    def add_unit(self, path: str, bounds: list[int]) -> None:
+        self.units.append((path, bounds))
+        self.records += bounds[-1]
+        self.spilled_bytes += bounds[-1] * RECORD.itemsize
+
+    def ranges(self, partition: int) -> list[tuple[str, int, int]]:
+        return partition_ranges(self.units, partition)
+
+    def groups(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """As :meth:`KeyIndex.groups`: units were added in document order, so every group
+        lists its documents in increasing order."""
+        for p in range(self.partitions):
+            grouped = group_records(read_ranges(self.ranges(p)))
+            if grouped is not None:
+                yield grouped
+
+    def close(self) -> None:
+        for path, _ in self.units:
+            Path(path).unlink(missing_ok=True)
+        self.units = []
+
+
+# --------------------------------------------------------------------------- Ray tasks
+
+
+def signature_task(args: tuple[int, int, tuple, dict[str, str], dict[str, int]]) -> dict[str, Any]:
+    """Pass 1 for one row group: signatures, with the key records written to partitioned files
+    (``paths[name]``) instead of returned."""
+    unit, doc_offset, unit_args, paths, partitions = args
+    result = signature_unit(unit_args)
+    if "error" in result:
+        return result
+    docs = np.arange(doc_offset, doc_offset + result["n"], dtype=np.int64)
+    files = {}
+    for name, keys, key_docs in unit_key_records(result, docs, unit_args[3]):
+        files[name] = (paths[name], write_key_records(paths[name], keys, key_docs, partitions[name]))
+    del result["keys"]  # written to the band file; the driver does not need them
+    result["index_files"] = files
+    return result
+
+
+def pairs_task(args: tuple[list[tuple[str, int, int]], str, int, str, int]) -> list[int]:
+    """Candidate pairs of one band partition among documents still kept, written to
+    ``out_path`` partitioned by a hash of the pair (so that each pair, whichever bands it
+    shares, is verified by one task only); returns the partition offsets."""
+    ranges, alive_path, n_docs, out_path, partitions = args
+    pairs = np.zeros(0, np.int64)
+    grouped = group_records(read_ranges(ranges))
+    if grouped is not None:
+        alive = np.memmap(alive_path, dtype=np.uint8, mode="r", shape=(n_docs,))
+        grouped = keep_groups(grouped[0], grouped[1], alive[grouped[0]])
+        if grouped is not None:
+            pairs = candidate_pairs(grouped[0], grouped[1], n_docs).astype(np.int64)
+    return write_partitioned(out_path, pairs, fmix64(pairs.view(np.uint64)), partitions)
+
+
+def verify_task(args: tuple[list[tuple[str, int, int]], str, int, int, float]) -> dict[str, Any]:
+    """Verified edges among the candidate pairs of one pair partition, as a spanning forest."""
+    ranges, sig_path, n_docs, num_perm, accept = args
+    pairs = np.unique(read_ranges(ranges, np.int64))
+    uf = UnionFind()
+    verified = 0
+    if len(pairs):
+        sig = np.memmap(sig_path, dtype="<u4", mode="r", shape=(n_docs, num_perm))
+        for a, b in verify_pairs(pairs, n_docs, sig, accept):
+            verified += len(a)
+            uf.union_many(a, b)
+    members, roots = uf.forest()
+    return {"candidates": len(pairs), "verified": verified, "members": members, "roots": roots}
+
+
+def ordered_map(ray: Any, fn: Callable[[Any], Any], items: Iterable[Any], in_flight: int) -> Iterator[Any]:
+    """``fn(item)`` as Ray tasks, at most ``in_flight`` at once, results yielded in item order
+    (what keeps the outcome independent of scheduling). Pending tasks are cancelled when the
+    consumer stops early; a task that fails (after Ray's retries) is a one-line CurateError."""
+    remote_fn = ray.remote(num_cpus=1, max_retries=2)(fn)
+    pending: deque = deque()
+
+    def get(ref: Any) -> Any:
+        try:
+            return ray.get(ref)
+        except ray.exceptions.RayError as exc:
+            cause = getattr(exc, "cause", None) or exc
+            first_line = (str(cause).strip().splitlines() or [type(cause).__name__])[-1]
+            raise CurateError(
+                f"dedup: a Ray task ({fn.__name__}) failed: {type(cause).__name__}: {first_line} "
+                "(the output directory must be storage every node of the cluster sees)"
+            ) from None
+
+    try:
+        for item in items:
+            pending.append(remote_fn.remote(item))
+            if len(pending) >= in_flight:
+                yield get(pending.popleft())
+        while pending:
+            yield get(pending.popleft())
+    finally:
+        for ref in pending:
+            ray.cancel(ref)
+
+
+# --------------------------------------------------------------------------- the run
+
+
+class RayRun(_Run):
+    """A dedup run whose signature pass and near-duplicate edges are Ray tasks."""
+
+    def __init__(self, inputs, output_dir, config, workers, memory_bytes, progress, ray: Any):
+        super().__init__(inputs, output_dir, config, workers, memory_bytes, progress)
+        self.ray = ray
+        self.workers = max(1, int(ray.cluster_resources().get("CPU", workers)))
+        self.in_flight = 2 * self.workers
+
+    def _make_indexes(self, records: dict[str, int]) -> dict[str, Any]:
+        directory = self.work / "index"
+        directory.mkdir(parents=True, exist_ok=True)
+        indexes = {}
+        for name, count in records.items():
+            if count:
+                # The driver decides URL and exact groups one partition at a time, and a near
+                # task holds one band partition: each may use the whole budget.
+                partitions = plan_partitions(count, self.memory_bytes)
+                if name == "band":
+                    partitions = max(partitions, MIN_BAND_PARTITIONS)
+                indexes[name] = PartitionedKeys(directory, name, partitions)
+        return indexes
+
+    @contextmanager
+    def _unit_results(self, units: list[tuple[int, int, tuple]]) -> Iterator[Iterator[dict[str, Any]]]:
+        partitions = {name: index.partitions for name, index in self.indexes.items()}
+        items = (
+            (k, offset, unit_args, {name: index.unit_path(k) for name, index in self.indexes.items()}, partitions)
+            for k, (_, offset, unit_args) in enumerate(units)
+        )
+        results = ordered_map(self.ray, signature_task, items, self.in_flight)
+        try:
+            yield results
+        finally:
+            results.close()
+
+    def _index_keys(self, docs: np.ndarray, result: dict[str, Any]) -> None:
+        for name, (path, bounds) in result.get("index_files", {}).items():
+            self.indexes[name].add_unit(path, bounds)
+
+    def _near_edges(self, uf: UnionFind) -> None:
+        """Two rounds of tasks: candidate pairs per band partition, then verification per
+        pair partition; the driver only joins the returned forests."""
+        index = self.indexes["band"]
+        if index.records == 0 or self.n_docs == 0:
+            return
+        n, partitions = self.n_docs, index.partitions
+        alive_path = str(self.work / "alive.bin")
+        np.asarray(self.alive, dtype=np.uint8).tofile(alive_path)  # what url/exact left
+        pair_dir = self.work / "pairs"
+        pair_dir.mkdir(parents=True, exist_ok=True)
+        band_items = [
+            (index.ranges(p), alive_path, n, str(pair_dir / f"pairs-b{p:04d}.bin"), partitions)
+            for p in range(partitions)
+            if index.ranges(p)
+        ]
+        progress = Progress("dedup: near pairs", total=len(band_items) + partitions, unit="partitions",
+                            enabled=None if self.show_progress else False)
+        try:
+            pair_files = []
+            for item, bounds in zip(band_items, ordered_map(self.ray, pairs_task, band_items, self.in_flight)):
+                pair_files.append((item[3], bounds))
+                progress.advance()
+            sig_path = str(self.work / "store" / "sig.bin")
+            verify_items = [
+                (partition_ranges(pair_files, q), sig_path, n, self.config.num_perm, self.config.accept)
+                for q in range(partitions)
+            ]
+            for result in ordered_map(self.ray, verify_task, verify_items, self.in_flight):
+                self.counters["candidate_pairs"] += result["candidates"]
+                self.counters["verified_pairs"] += result["verified"]
+                uf.union_many(result["members"], result["roots"])
+                progress.advance()
+        finally:
+            progress.close()
+            Path(alive_path).unlink(missing_ok=True)

@@ -1,0 +1,203 @@
+"""crawl and dedup with ``--engine ray`` on a local Ray instance (num_cpus=2) give the local
+engine's kept documents, shards and manifests (filter's Ray test lives with filter's tests).
+
+Ray is started once for the module (about 6 s); samples/warc is crawled once by the local engine.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import random
+from datetime import datetime, timedelta, timezone
+
+import pyarrow.parquet as pq
+import pytest
+from click.testing import CliRunner
+
+from curate.cli import cli
+from curate.crawl import crawl
+from curate.dedup import DedupConfig, run_dedup
+from curate.document import Document
+from curate.shards import ShardWriter, read_documents, sha256_file
+
+ray = pytest.importorskip("ray")
+
+SAMPLES_WARC = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "samples", "warc")
+T0 = datetime(2024, 1, 1, tzinfo=timezone.utc)
+
+
+@pytest.fixture(scope="module")
+def ray_local():
+    from curate.ray_engine import ray_session
+
+    with ray_session(num_cpus=2) as r:
+        yield r
+
+
+@pytest.fixture(scope="module")
+def samples_crawl(tmp_path_factory) -> str:
+    """samples/warc crawled by the local engine."""
+    out = str(tmp_path_factory.mktemp("crawl") / "local")
+    manifest, _ = crawl([SAMPLES_WARC], out, workers=1)
+    assert manifest["counts"]["kept"] > 100
+    return out
+
+
+def _ids(directory: str) -> list[str]:
+    return [d.id for d in read_documents([directory])]
+
+
+def _digest(directory: str) -> list[tuple[str, str]]:
+    files = sorted(glob.glob(os.path.join(directory, "*.parquet")) + glob.glob(os.path.join(directory, "removed", "*.parquet")))
+    return [(os.path.relpath(f, directory), sha256_file(f)) for f in files]
+
+
+def _removed(directory: str) -> dict[str, tuple[str, str]]:
+    rows = []
+    for f in sorted(glob.glob(os.path.join(directory, "removed", "*.parquet"))):
+        rows.extend(pq.read_table(f, columns=["id", "dup_of", "dup_kind"]).to_pylist())
+    return {r["id"]: (r["dup_of"], r["dup_kind"]) for r in rows}
+
+
+def _manifest(directory: str) -> dict:
+    with open(os.path.join(directory, "manifest.json")) as fh:
+        return json.load(fh)
+
+
+# --------------------------------------------------------------------------- crawl
+
+
+def test_crawl_on_ray_matches_local_and_resumes(tmp_path, ray_local, samples_crawl):
+    out = str(tmp_path / "ray")
+    result = CliRunner().invoke(cli, ["crawl", SAMPLES_WARC, "-o", out, "--engine", "ray", "--workers", "2", "--quiet"])
+    assert result.exit_code == 0, result.output
+    local, on_ray = _manifest(samples_crawl), _manifest(out)
+    assert on_ray["counts"] == local["counts"]
+    assert on_ray["counts"]["read"] == on_ray["counts"]["kept"] + sum(on_ray["counts"]["rejected"].values()) + sum(
+        on_ray["counts"]["errors"].values()
+    )
+    assert _ids(out) == _ids(samples_crawl)
+    assert [s["sha256"] for s in on_ray["shards"]] == [s["sha256"] for s in local["shards"]]
+
+    # A rerun resumes: every input is already done, nothing is rewritten or duplicated.
+    before = _digest(out)
+    again = CliRunner().invoke(cli, ["crawl", SAMPLES_WARC, "-o", out, "--engine", "ray", "--quiet"])
+    assert again.exit_code == 0, again.output
+    assert _digest(out) == before
+    assert _manifest(out)["counts"] == local["counts"]
+
+
+def test_crawl_on_ray_resumes_a_partial_local_run(tmp_path, ray_local, samples_crawl):
+    """Half the inputs done locally, the rest on Ray: the same output as one local run."""
+    out = str(tmp_path / "mixed")
+    inputs = sorted(glob.glob(os.path.join(SAMPLES_WARC, "*.warc.gz")))
+    crawl(inputs, out, workers=1, max_files=2)
+    from curate.pipeline import execution
+
+    with execution("ray"):
+        manifest, _ = crawl(inputs, out, workers=2)
+    local, _ = crawl(inputs, str(tmp_path / "all_local"), workers=1)
+    assert manifest["counts"] == local["counts"]
+    assert _ids(out) == _ids(str(tmp_path / "all_local"))
+
+
+# --------------------------------------------------------------------------- dedup
+
+
+def test_dedup_on_ray_matches_local_on_samples(tmp_path, ray_local, samples_crawl):
+    local = str(tmp_path / "local")
+    on_ray = str(tmp_path / "ray")
+    a = CliRunner().invoke(cli, ["dedup", samples_crawl, "-o", local, "--quiet", "--workers", "1"])
+    b = CliRunner().invoke(cli, ["dedup", samples_crawl, "-o", on_ray, "--quiet", "--engine", "ray"])
+    assert a.exit_code == 0 and b.exit_code == 0, a.output + b.output
+    assert _ids(on_ray) == _ids(local)
+    assert _removed(on_ray) == _removed(local)
+    assert len(_removed(local)) > 0  # the samples do hold duplicates
+    assert _digest(on_ray) == _digest(local)
+    m_local, m_ray = _manifest(local), _manifest(on_ray)
+    assert m_ray["counts"] == m_local["counts"]
+    assert m_ray["pairs"] == m_local["pairs"]
+    assert m_ray["engine"] == "ray" and m_local["engine"] == "local"
+    assert not os.path.exists(os.path.join(on_ray, ".curate", "work"))  # work files cleaned up
+    # A finished run is not redone.
+    again = CliRunner().invoke(cli, ["dedup", samples_crawl, "-o", on_ray, "--engine", "ray"])
+    assert again.exit_code == 0 and "nothing to do" in again.output
+
+
+def _planted_inputs(directory) -> tuple[list[str], dict[str, str]]:
+    """Three input files (small row groups) of unrelated documents with planted duplicates:
+    light edits, exact copies, URL refetches and a chain A~B~C. Returns the paths and, for each
+    planted duplicate, the id of the document that must represent it."""
+    rng = random.Random(7)
+    vocab = list({"".join(rng.choice("abcdefghijklmnop") for _ in range(rng.randint(3, 8))) for _ in range(5000)})
+    docs: list[Document] = []
+    expected: dict[str, str] = {}
+    for i in range(150):
+        words = [rng.choice(vocab) for _ in range(200)]
+        day = T0 + timedelta(days=i % 9)
+        docs.append(Document(id=f"b{i:03d}", text=" ".join(words), url=f"https://site{i}.org/a", date=day))
+        # With an exact copy (same date and quality) the copy "a..." wins on its smaller id,
+        # and then represents the light edit too.
+        keeper = f"a{i:03d}" if i % 5 == 0 else f"b{i:03d}"
+        if i % 5 == 0:
+            docs.append(Document(id=f"a{i:03d}", text=" ".join(words).upper(), url=f"https://dup{i}.com/",
+                                 date=day))
+            expected[f"b{i:03d}"] = keeper
+        if i % 3 == 0:  # a light edit published later: removed as near duplicate
+            edited = list(words)
+            edited[rng.randrange(len(edited))] = rng.choice(vocab)  # Jaccard about 0.95
+            docs.append(Document(id=f"n{i:03d}", text=" ".join(edited), url=f"https://copy{i}.net/x",
+                                 date=day + timedelta(days=3)))
+            expected[f"n{i:03d}"] = keeper
+        elif i % 7 == 0 and i % 5:  # a refetch of the same URL with new text: the newest fetch is kept
+            other = [rng.choice(vocab) for _ in range(200)]
+            docs.append(Document(id=f"r{i:03d}", text=" ".join(other), url=f"http://www.site{i}.org/a/",
+                                 date=day + timedelta(days=30)))
+            expected[f"b{i:03d}"] = f"r{i:03d}"
+    rng.shuffle(docs)
+    paths = []
+    for k in range(3):
+        out = directory / f"in{k}"
+        with ShardWriter(out, prefix="part-00000", row_group_bytes=8_000) as w:
+            for d in docs[k::3]:
+                w.write(d)
+        paths.extend(sorted(glob.glob(str(out / "*.parquet"))))
+    return paths, expected
+
+
+def test_dedup_on_ray_matches_local_on_planted_duplicates(tmp_path, ray_local):
+    paths, expected = _planted_inputs(tmp_path)
+    assert sum(pq.ParquetFile(p).metadata.num_row_groups for p in paths) > 6  # many signature tasks
+    config = DedupConfig(url=True)
+    local = run_dedup(paths, str(tmp_path / "local"), config, workers=1, progress=False)
+    removed = _removed(str(tmp_path / "local"))
+    for dup, keeper in expected.items():
+        assert dup in removed and removed[dup][0] == keeper, (dup, removed.get(dup))
+    assert len(removed) == len(expected)  # nothing else removed
+    assert {kind for _, kind in removed.values()} == {"exact", "near", "url"}
+
+    # Ray with a tiny memory budget (many partitions of every index) and with a large one:
+    # the same documents, shards and pair counts as the local engine.
+    for name, memory in (("ray_small", 2048), ("ray_large", 1 << 30)):
+        out = str(tmp_path / name)
+        result = run_dedup(paths, out, config, workers=2, memory_bytes=memory, progress=False, engine="ray")
+        assert _ids(out) == _ids(str(tmp_path / "local"))
+        assert _removed(out) == removed
+        assert _digest(out) == _digest(str(tmp_path / "local"))
+        assert result.manifest["counts"] == local.manifest["counts"]
+        assert result.manifest["pairs"] == local.manifest["pairs"]
+        partitions = result.manifest["memory"]["partitions"]
+        if name == "ray_small":
+            assert partitions["band"] > 16 and partitions["exact"] > 1
+
+
+def test_failed_ray_task_is_a_one_line_error(tmp_path, ray_local):
+    """A worker that cannot see the work files (output not on shared storage) fails cleanly."""
+    from curate.dedup_ray import ordered_map, verify_task
+    from curate.errors import CurateError
+
+    missing = str(tmp_path / "not-on-this-node.bin")
+    with pytest.raises(CurateError, match="verify_task.*FileNotFoundError.*every node"):
+        list(ordered_map(ray_local, verify_task, [([(missing, 0, 4)], missing, 10, 4, 0.8)], in_flight=2))
