@@ -41,6 +41,9 @@ OUTPUT_DIRS = {
     "rlhf": "ckpt/rlhf",
 }
 TOP_KEYS = {"workdir", "workers", "seed"}
+CRAWL_KEYS = {"inputs", "config", "set"}
+FILTER_KEYS = {"config", "annotate"}
+TOKENIZER_KEYS = {"inputs", "vocab_size", "max_docs", "max_chars", "min_frequency"}
 
 
 @dataclass
@@ -98,7 +101,34 @@ def load_pipeline(path: str | os.PathLike, workdir: str | None = None, workers: 
     n_workers = workers or int(data.get("workers", 0)) or _cores()
     placeholders = {"workdir": str(wd), **{s: str(wd / OUTPUT_DIRS[s]) for s in STAGES}}
     stages = {s: _expand(data[s], placeholders, f"{where}[{s}]") for s in STAGES}
-    return Pipeline(workdir=wd, stages=stages, workers=n_workers, seed=int(data.get("seed", 0)), source=where)
+    pipe = Pipeline(workdir=wd, stages=stages, workers=n_workers, seed=int(data.get("seed", 0)), source=where)
+    check_pipeline(pipe)
+    return pipe
+
+
+def check_pipeline(pipe: Pipeline) -> None:
+    """Build every stage's settings up front, so a typo in [rlhf] fails before the crawl starts."""
+    from .config import deep_merge, from_dict
+    from .dedup import DedupConfig
+    from .mix import load_mix_config
+
+    _take(pipe.stages["crawl"], CRAWL_KEYS, "crawl")
+    _take(pipe.stages["filter"], FILTER_KEYS, "filter")
+    _take(pipe.stages["tokenizer"], TOKENIZER_KEYS, "tokenizer")
+    dedup = {k: v for k, v in pipe.stages["dedup"].items() if k != "memory_gb"}
+    from_dict(DedupConfig, dedup, where="[dedup]").validate()
+    mix = dict(pipe.stages["mix"])
+    load_mix_config(mix.pop("config", None), {**mix, "output": str(pipe.out("mix"))})
+    from train.pretrain import PretrainConfig
+    from train.reward import RewardConfig
+    from train.rlhf import RLHFConfig
+    from train.sft import SFTConfig
+
+    pre = dict(pipe.stages["pretrain"])
+    config_path = pre.pop("config", None)
+    from_dict(PretrainConfig, deep_merge(load_toml(config_path) if config_path else {}, pre), where="[pretrain]")
+    for stage, cls, key in (("sft", SFTConfig, "data"), ("reward", RewardConfig, "data"), ("rlhf", RLHFConfig, "prompts")):
+        _align_config(cls, pipe.stages[stage], stage, pipe, key)[0].validate()
 
 
 def _cores() -> int:
@@ -142,7 +172,7 @@ def _marker(pipe: Pipeline, stage: str) -> Path:
 def _run_crawl(pipe: Pipeline, overwrite: bool, log: Callable[[str], None]) -> dict[str, Any]:
     from .crawl import crawl, load_config
 
-    t = _take(pipe.stages["crawl"], {"inputs", "config", "set"}, "crawl")
+    t = _take(pipe.stages["crawl"], CRAWL_KEYS, "crawl")
     if not t.get("inputs"):
         raise ConfigError("[crawl]: 'inputs' (WARC files or directories) is required")
     cfg = load_config(t.get("config"), t.get("set"))
@@ -156,7 +186,7 @@ def _run_filter(pipe: Pipeline, overwrite: bool, log: Callable[[str], None]) -> 
     from .filtering import load_chain_config, run_filter
     from .progress import Progress
 
-    t = _take(pipe.stages["filter"], {"config", "annotate"}, "filter")
+    t = _take(pipe.stages["filter"], FILTER_KEYS, "filter")
     chain = load_chain_config(t.get("config"))
     run_filter(
         [str(pipe.out("crawl"))],
@@ -185,7 +215,7 @@ def _run_dedup(pipe: Pipeline, overwrite: bool, log: Callable[[str], None]) -> d
 def _run_tokenizer(pipe: Pipeline, overwrite: bool, log: Callable[[str], None]) -> dict[str, Any]:
     from .tokenizer import train_from_paths
 
-    t = _take(pipe.stages["tokenizer"], {"inputs", "vocab_size", "max_docs", "max_chars", "min_frequency"}, "tokenizer")
+    t = _take(pipe.stages["tokenizer"], TOKENIZER_KEYS, "tokenizer")
     inputs = t.get("inputs") or [str(pipe.out("dedup"))]
     info = train_from_paths(
         inputs,

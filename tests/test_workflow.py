@@ -1,0 +1,159 @@
+"""`curate pipeline` end to end on the samples with a reduced config: manifests, checkpoint
+metadata, resume (stages skipped), partial runs and config errors."""
+
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from curate.cli import cli
+from curate.shards import load_manifest
+from curate.workflow import STAGES, load_pipeline
+
+ROOT = Path(__file__).resolve().parents[1]
+
+REDUCED = """
+workdir = "{workdir}"
+seed = 3
+
+[crawl]
+inputs = ["{root}/samples/warc"]
+
+[filter]
+config = "{root}/samples/filters.toml"
+
+[dedup]
+threshold = 0.8
+
+[tokenizer]
+vocab_size = 512
+
+[mix]
+tokens = "40k"
+sources = [
+  {{ name = "web", paths = ["{{dedup}}"], weight = 0.7 }},
+  {{ name = "books", paths = ["{root}/samples/books"], weight = 0.3 }},
+]
+
+[pretrain]
+config = "{root}/samples/train/pretrain_tiny.toml"
+max_steps = 8
+batch_size = 4
+eval_every = 4
+checkpoint_every = 8
+model = {{ preset = "tiny", block_size = 64 }}
+
+[sft]
+data = "{root}/samples/sft/qa.jsonl"
+max_steps = 4
+batch_size = 4
+eval_every = 2
+
+[reward]
+data = "{root}/samples/comparisons.jsonl"
+max_steps = 4
+batch_size = 4
+eval_every = 2
+
+[rlhf]
+prompts = "{root}/samples/prompts.jsonl"
+max_steps = 2
+batch_size = 4
+max_new_tokens = 8
+eval_every = 2
+"""
+
+
+def _balanced(manifest):
+    c = manifest["counts"]
+    return c["read"] == c["kept"] + sum(c["rejected"].values()) + sum(c["errors"].values())
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    work = tmp_path_factory.mktemp("pipeline")
+    config = work / "pipeline.toml"
+    config.write_text(REDUCED.format(workdir=work / "work", root=ROOT))
+    result = CliRunner().invoke(cli, ["pipeline", str(config), "-j", "2"])
+    assert result.exit_code == 0, result.output + str(result.exception)
+    return work / "work", config, result.output
+
+
+def test_every_stage_ran_and_counts_add_up(finished):
+    workdir, _, output = finished
+    manifests = {s: load_manifest(workdir / s) for s in ("crawl", "filter", "dedup", "mix")}
+    for stage, manifest in manifests.items():
+        assert manifest is not None and _balanced(manifest), stage
+    # each stage read what the one before it kept
+    assert manifests["filter"]["counts"]["read"] == manifests["crawl"]["counts"]["kept"]
+    assert manifests["dedup"]["counts"]["read"] == manifests["filter"]["counts"]["kept"]
+    assert 0 < manifests["dedup"]["counts"]["kept"] < manifests["crawl"]["counts"]["read"]
+    assert manifests["mix"]["tokens"]["realized"] >= 40_000
+    for stage in STAGES:
+        assert stage in output
+    assert "training cutoff:" in output and "curate generate" in output
+
+
+def test_final_checkpoint_carries_lineage_and_cutoff(finished):
+    workdir, _, _ = finished
+    cutoff = load_manifest(workdir / "mix")["training_cutoff"]
+    run = workdir / "ckpt" / "rlhf"
+    step_dir = run / (run / "latest").read_text().strip()
+    meta = json.loads((step_dir / "config.json").read_text())
+    assert meta["training_cutoff"]["max"] == cutoff["max"]
+    assert meta["parent_stage"] == "sft" and "ckpt/sft" in meta["parent"]
+    assert (step_dir / "model.safetensors").exists()
+    summary = json.loads((workdir / ".pipeline" / "summary.json").read_text())
+    assert [s["stage"] for s in summary] == STAGES
+    assert summary[-1]["notes"].get("reward_after") is not None
+
+
+def test_rerun_skips_completed_stages(finished):
+    workdir, config, _ = finished
+    result = CliRunner().invoke(cli, ["pipeline", str(config)])
+    assert result.exit_code == 0, result.output
+    assert result.output.count("skipped") == len(STAGES)
+
+
+def test_partial_runs_and_errors(finished, tmp_path):
+    workdir, config, _ = finished
+    runner = CliRunner()
+    result = runner.invoke(cli, ["pipeline", str(config), "--from", "mix", "--until", "mix"])
+    assert result.exit_code == 0 and "mix" in result.output and "crawl " not in result.output
+    result = runner.invoke(cli, ["pipeline", str(config), "--until", "nonsense"])
+    assert result.exit_code == 2 and "unknown stage" in result.output
+    fresh = tmp_path / "fresh.toml"
+    fresh.write_text(config.read_text().replace(str(workdir), str(tmp_path / "w")))
+    result = runner.invoke(cli, ["pipeline", str(fresh), "--from", "mix"])
+    assert result.exit_code != 0 and "has not completed" in result.output
+    bad = tmp_path / "bad.toml"
+    bad.write_text(config.read_text() + "\n[sft_typo]\nx = 1\n")
+    result = runner.invoke(cli, ["pipeline", str(bad)])
+    assert result.exit_code == 2 and "unknown key 'sft_typo'" in result.output
+
+
+@pytest.mark.parametrize(
+    "stage,line,match",
+    [
+        ("filter", "confg = 'x'", r"\[filter\]: unknown key 'confg'"),
+        ("rlhf", "kl_coeff = 0.1", r"\[rlhf\]: unknown key 'kl_coeff' \(did you mean 'kl_coef'\?\)"),
+        ("pretrain", "model = { n_layers = 2 }", r"unknown key 'n_layers'"),
+        ("dedup", "bands = 3", "give both --bands and --rows"),
+    ],
+)
+def test_typos_in_any_stage_fail_before_anything_runs(tmp_path, stage, line, match):
+    from curate.errors import ConfigError
+
+    text = (ROOT / "samples" / "pipeline.toml").read_text().replace(f"[{stage}]\n", f"[{stage}]\n{line}\n", 1)
+    cfg = tmp_path / "p.toml"
+    cfg.write_text(text)
+    with pytest.raises(ConfigError, match=match):
+        load_pipeline(cfg, workdir=str(tmp_path / "w"))
+    assert not (tmp_path / "w").exists()
+
+
+def test_sample_pipeline_config_loads():
+    pipe = load_pipeline(ROOT / "samples" / "pipeline.toml", workdir="/tmp/unused-workdir")
+    assert pipe.out("pretrain") == Path("/tmp/unused-workdir/ckpt/base")
+    assert pipe.stages["mix"]["sources"][0]["paths"] == ["/tmp/unused-workdir/dedup"]
