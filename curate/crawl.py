@@ -392,6 +392,10 @@ def crawl(
     else:
         bar = None
     weights = {f: float(s or 0) for f, s in sizes.items()} if by_bytes and bar and bar.unit == "bytes" else None
+    if files:
+        # Build and warm the extractor here, once: forked workers inherit it (imports and
+        # justext's stop-word table are then not paid again in every worker).
+        _extractor_for(cfg.extract).warm_up()
     return run_stage(
         STAGE,
         files,

@@ -148,3 +148,50 @@ def test_extract_timeout_propagates_through_trafilatura(monkeypatch):
     monkeypatch.setattr(ex, "extract_tree", slow)
     with pytest.raises(ExtractTimeout):
         ex.extract(article_html("slow"))
+
+
+def test_strip_inert_drops_textless_elements_keeps_tails_and_json_ld():
+    from curate.extract import parse_html
+
+    html = ("<html><head><meta charset='utf-8'><link rel=x href=y><style>p{}</style>"
+            "<script type='application/ld+json'>{\"@type\": \"NewsArticle\"}</script></head><body>"
+            "<p>before<script>var x = 'hidden script text';</script>after</p>"
+            "<svg><text>icon label</text></svg>tail of svg<noscript>kept fallback</noscript>"
+            "<iframe>frame</iframe></body></html>")
+    stripped = parse_html(html)
+    kept = parse_html(html, strip=False)
+    text = stripped.text_content()
+    assert "hidden script text" not in text and "icon label" not in text and "p{}" not in text
+    assert "beforeafter" in text and "tail of svg" in text and "kept fallback" in text
+    assert [s.get("type") for s in stripped.iter("script")] == ["application/ld+json"]
+    assert not list(stripped.iter("meta", "link", "style", "svg", "iframe"))
+    assert "hidden script text" in kept.text_content()  # strip=False leaves the tree alone
+
+
+def test_stripping_does_not_change_the_extracted_text():
+    html = article_html("Inert elements", n_paras=6).replace(
+        "<article>", "<article><script>track('x')</script><svg><path d='M0'/></svg><style>.a{}</style>")
+    with_strip = TextExtractor(ExtractOptions(mode="full")).extract(html)
+    without = TextExtractor(ExtractOptions(mode="full", strip_inert=False)).extract(html)
+    assert with_strip == without and "Paragraph number 5." in with_strip
+
+
+def test_adaptive_routes_pages_by_paragraph_text():
+    from curate.extract import paragraph_chars, parse_html, text_outside_links
+
+    article = article_html("Routing article", n_paras=12)
+    tree = parse_html(article)
+    assert paragraph_chars(tree) > 1000
+    # Links do not count as text outside links.
+    outside = text_outside_links(parse_html("<html><body><a href='/'>only a link here</a> and words</body></html>"))
+    assert len("and words") <= outside <= len(" and words")
+    ex = TextExtractor(ExtractOptions(mode="adaptive"))
+    text = ex.extract(article)
+    assert "Paragraph number 11." in text and (ex.direct_full, ex.reruns) == (0, 0)
+    # A page whose text is not in <p> elements goes straight to the full cascade, and gets
+    # the same text as mode=full.
+    portal = ("<html><body><div class='main'>" + "".join(
+        f"<div>Item {i}: a longer description of the item with words enough to be read as text.</div>" for i in range(30))
+        + "</div></body></html>")
+    assert ex.extract(portal) == TextExtractor(ExtractOptions(mode="full")).extract(portal)
+    assert ex.direct_full == 1
