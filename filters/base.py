@@ -1,0 +1,162 @@
+"""The filter contract: a registered name, typed parameters with defaults, keep-or-reason.
+
+A filter is a dataclass whose fields are its parameters (read from a ``[[filters]]`` table of
+the chain's TOML file, unknown keys rejected). Calling it on a :class:`~curate.document.Document`
+returns ``None`` to keep the document or a short reason (``"too_few_words"``) to drop it; the
+chain prefixes the reason with the filter's label (``gopher_quality/too_few_words``). Filters
+may write scores onto the document (``doc.scores["gopher_quality.n_words"]``,
+``doc.language``, ``doc.quality_score``). Transforms (``c4``'s line cleaning, ``pii``) also
+rewrite ``doc.text``.
+
+Every filter accepts two common parameters:
+
+``mode``
+    ``"filter"`` (default) drops documents; ``"annotate"`` computes the scores and records the
+    would-be reason in ``reject_reason`` but keeps the document and leaves its text unchanged
+    (transforms only count what they would change), so thresholds can be chosen afterwards.
+``label``
+    The name used in reasons, score keys and the manifest (default: the filter's name); needed
+    only to run the same filter twice in one chain.
+
+Models and word lists are loaded in :meth:`Filter.setup`, which the chain calls lazily before
+the first document, in the worker process (after fork), once per process.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import os
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+from curate.document import Document
+from curate.errors import ConfigError
+
+DATA_DIR = Path(__file__).resolve().parent / "data"
+MODES = ("filter", "annotate")
+
+
+@dataclass
+class Filter:
+    """Base class. Subclasses set ``name``, ``reasons``, ``summary`` and implement
+    :meth:`apply`."""
+
+    name: ClassVar[str] = ""
+    # Every reason the filter can return (for --list, the docs and the tests).
+    reasons: ClassVar[tuple[str, ...]] = ()
+    # True for filters that may rewrite doc.text.
+    transform: ClassVar[bool] = False
+    summary: ClassVar[str] = ""
+
+    mode: str = "filter"
+    label: str = ""
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise ConfigError(f"{self.name}: mode must be one of {', '.join(MODES)}, got {self.mode!r}")
+        if not self.label:
+            self.label = self.name
+        self.counters: Counter[str] = Counter()
+        self._ready = False
+        self.validate()
+
+    # -- to implement -------------------------------------------------------------------
+    def validate(self) -> None:
+        """Check parameter values; raise ConfigError with a one-line message."""
+
+    def setup(self) -> None:
+        """Load models and lists (called once per process, before the first document)."""
+
+    def apply(self, doc: Document) -> str | None:
+        raise NotImplementedError
+
+    # -- helpers --------------------------------------------------------------------------
+    @property
+    def annotate(self) -> bool:
+        return self.mode == "annotate"
+
+    def __call__(self, doc: Document) -> str | None:
+        if not self._ready:
+            self.setup()
+            self._ready = True
+        return self.apply(doc)
+
+    def score(self, doc: Document, key: str, value: float | int | bool | None) -> None:
+        if value is not None:
+            doc.scores[f"{self.label}.{key}"] = float(value)
+
+    def count(self, key: str, n: int = 1) -> None:
+        """Bump a per-filter counter (lines removed, replacements ...) shown in the manifest."""
+        if n:
+            self.counters[key] += n
+
+    def params(self) -> dict[str, Any]:
+        """Parameters with their values (defaults included), for manifests and --list."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+
+    def fingerprint(self) -> dict[str, Any]:
+        """Extra identity of the files a filter reads (models, lists), so that a resumed run
+        notices a changed model. Subclasses add their files via :func:`file_digest`."""
+        return {}
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Models are loaded per process; never pickle them into worker tasks.
+        state = dict(self.__dict__)
+        for key in list(state):
+            if key.startswith("_model") or key.startswith("_cache"):
+                state[key] = None
+        state["_ready"] = False
+        return state
+
+
+def file_digest(path: str | os.PathLike) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()[:16]
+
+
+def require_file(path: str, what: str, filter_name: str) -> Path:
+    p = Path(path).expanduser()
+    if not p.is_file():
+        raise ConfigError(f"{filter_name}: {what} {path!r} not found")
+    return p
+
+
+def check_fraction(filter_name: str, **values: float | None) -> None:
+    for key, value in values.items():
+        if value is not None and not (0.0 <= value <= 1.0):
+            raise ConfigError(f"{filter_name}: {key} must be between 0 and 1, got {value!r}")
+
+
+def read_word_list(path: str | os.PathLike) -> list[str]:
+    """One entry per line; blank lines and lines starting with ``#`` are ignored."""
+    out = []
+    with open(path, encoding="utf-8") as fh:
+        for line in fh:
+            entry = line.strip()
+            if entry and not entry.startswith("#"):
+                out.append(entry)
+    return out
+
+
+REGISTRY: dict[str, type[Filter]] = {}
+
+
+def register(cls: type[Filter]) -> type[Filter]:
+    """Class decorator adding a filter to the registry under ``cls.name``."""
+    if not cls.name:
+        raise TypeError(f"{cls.__name__} has no name")
+    if cls.name in REGISTRY and REGISTRY[cls.name] is not cls:
+        raise TypeError(f"filter name {cls.name!r} registered twice")
+    REGISTRY[cls.name] = cls
+    return cls
+
+
+def list_field(*values: Any) -> Any:
+    """A dataclass field defaulting to a fresh list of ``values``."""
+    return field(default_factory=lambda: list(values))
