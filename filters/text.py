@@ -192,11 +192,13 @@ class TextView:
     @cached_property
     def word_ids(self) -> tuple[np.ndarray, np.ndarray]:
         """(ids, lengths): an int64 id per word (equal words, equal ids; case-sensitive) and
-        word lengths, for the vectorised n-gram statistics. Ids are Python's string hashes:
-        only their equality is used, and a 64-bit collision between two distinct words of
-        one document is vanishingly unlikely."""
+        word lengths, for the vectorised n-gram statistics. Ids number the distinct words in
+        order of first appearance: exact (no collisions) and, unlike Python's per-process
+        randomized ``hash``, the same in every process, so ties between equally frequent
+        n-grams break the same way on every worker and engine."""
         words = self.words
-        ids = np.fromiter(map(hash, words), dtype=np.int64, count=len(words))
+        vocab: dict[str, int] = {}
+        ids = np.fromiter((vocab.setdefault(w, len(vocab)) for w in words), dtype=np.int64, count=len(words))
         lengths = np.fromiter(map(len, words), dtype=np.int64, count=len(words))
         return ids, lengths
 

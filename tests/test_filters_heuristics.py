@@ -237,3 +237,26 @@ def test_chain_stops_at_first_drop_and_prefixes_reason():
 def test_disabled_rule_with_minus_one():
     f = build_filter({"name": "gopher_quality", "min_words": -1, "min_stop_words": -1})
     assert f(doc("The museum opened its doors on Saturday.")) is None
+
+
+def test_repetition_scores_do_not_depend_on_the_process_hash_seed():
+    """Word ids must not come from Python's randomized str hash: ties between equally frequent
+    n-grams would then break differently on each worker (seen as different reasons on Ray)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import random; from curate.document import Document; from filters.gopher import GopherRepetition;"
+        "f = GopherRepetition(mode='annotate'); f.validate(); out = [];"
+        "words = ['ab', 'cde', 'fghi', 'jklmn', 'op', 'qrs'];"
+        "rngs = [random.Random(s) for s in range(30)];"
+        "texts = [' '.join(r.choice(words) for _ in range(40)) for r in rngs];"
+        "docs = [Document(id='x', text=t) for t in texts]; [f.apply(d) for d in docs];"
+        "print([sorted(d.scores.items()) for d in docs])"
+    )
+    outputs = {
+        subprocess.run([sys.executable, "-c", code], env={**__import__("os").environ, "PYTHONHASHSEED": seed},
+                       capture_output=True, text=True, check=True).stdout
+        for seed in ("1", "2", "3")
+    }
+    assert len(outputs) == 1 and "top_2gram" in outputs.pop()  # (30 short texts with many tied 2-grams)

@@ -103,6 +103,28 @@ def test_crawl_on_ray_resumes_a_partial_local_run(tmp_path, ray_local, samples_c
     assert _ids(out) == _ids(str(tmp_path / "all_local"))
 
 
+# --------------------------------------------------------------------------- filter
+
+
+def test_filter_on_ray_matches_local(tmp_path, ray_local, samples_crawl):
+    """The sample chain (language model, heuristics, PII) run as Ray tasks keeps the same
+    documents, with the same reasons for the rest, as local worker processes."""
+    chain = os.path.join(os.path.dirname(SAMPLES_WARC), "filters.toml")
+    outs = {}
+    for engine in ("local", "ray"):
+        outs[engine] = str(tmp_path / engine)
+        result = CliRunner().invoke(
+            cli, ["filter", samples_crawl, "-o", outs[engine], "--config", chain, "--engine", engine, "-j", "2", "--quiet"]
+        )
+        assert result.exit_code == 0, result.output
+    local, on_ray = _manifest(outs["local"]), _manifest(outs["ray"])
+    assert on_ray["counts"] == local["counts"] and local["counts"]["kept"] > 0
+    assert sum(local["counts"]["rejected"].values()) > 0
+    assert _ids(outs["ray"]) == _ids(outs["local"])
+    assert _ids(os.path.join(outs["ray"], "rejected")) == _ids(os.path.join(outs["local"], "rejected"))
+    assert [s["sha256"] for s in on_ray["shards"]] == [s["sha256"] for s in local["shards"]]
+
+
 # --------------------------------------------------------------------------- dedup
 
 

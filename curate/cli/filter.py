@@ -6,7 +6,7 @@ from __future__ import annotations
 import click
 
 from ..errors import ConfigError
-from .common import default_workers, finish, overwrite_option, quiet_option, workers_option
+from .common import default_workers, engine_options, finish, overwrite_option, quiet_option, workers_option
 
 
 @click.command("filter")
@@ -20,8 +20,9 @@ from .common import default_workers, finish, overwrite_option, quiet_option, wor
 @click.option("--list", "list_filters", is_flag=True, help="List the filters, their parameters and reasons.")
 @workers_option
 @overwrite_option
+@engine_options
 @quiet_option
-def filter_cmd(inputs, output, config_path, annotate, list_filters, workers, overwrite, quiet) -> None:
+def filter_cmd(inputs, output, config_path, annotate, list_filters, workers, overwrite, engine, ray_address, quiet) -> None:
     """Filter document shards: keep good ones in OUTPUT, dropped ones in OUTPUT/rejected.
 
     INPUTS are Parquet shards, directories of shards or globs (e.g. work/crawl).
@@ -44,10 +45,13 @@ def filter_cmd(inputs, output, config_path, annotate, list_filters, workers, ove
 
     chain = load_chain_config(config_path)
     progress = None if quiet else Progress("filter")
-    manifest, _ = run_filter(
-        list(inputs), output, chain, annotate=annotate, workers=workers or default_workers(),
-        overwrite=overwrite, progress=progress,
-    )
+    from ..pipeline import execution
+
+    with execution(engine, ray_address):
+        manifest, _ = run_filter(
+            list(inputs), output, chain, annotate=annotate, workers=workers or default_workers(),
+            overwrite=overwrite, progress=progress,
+        )
     finish(manifest, summarize(manifest) + "\n" + summarize_filters(manifest))
 
 
