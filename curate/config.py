@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import tomllib
 import typing
 from pathlib import Path
@@ -109,6 +110,10 @@ def parse_set(assignments: list[str] | tuple[str, ...]) -> dict[str, Any]:
         parts = key.strip().split(".")
         for part in parts[:-1]:
             node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"--set {item!r}: {part!r} was set to a value, not a table")
+        if isinstance(node.get(parts[-1]), dict) and not isinstance(value, dict):
+            raise ConfigError(f"--set {item!r}: {parts[-1]!r} is a table (set its keys, e.g. {key}.KEY=VALUE)")
         node[parts[-1]] = value
     return out
 
@@ -132,20 +137,24 @@ _SIZE_SUFFIXES = {"k": 1e3, "m": 1e6, "g": 1e9, "b": 1e9, "t": 1e12}
 
 def parse_count(text: str | int | float) -> int:
     """``2M`` -> 2_000_000, ``500k``, ``1.5B``, ``1e6``; plain numbers pass through."""
-    if isinstance(text, (int, float)):
-        return int(text)
-    s = str(text).strip().lower().replace("_", "").replace(",", "")
     try:
-        if s and s[-1] in _SIZE_SUFFIXES:
-            return int(float(s[:-1]) * _SIZE_SUFFIXES[s[-1]])
-        return int(float(s))
-    except ValueError:
-        raise ConfigError(f"{text!r}: expected a count such as 2000000, 2M or 500k") from None
+        if isinstance(text, (int, float)) and not isinstance(text, bool):
+            value = float(text)
+        else:
+            s = str(text).strip().lower().replace("_", "").replace(",", "")
+            value = float(s[:-1]) * _SIZE_SUFFIXES[s[-1]] if s and s[-1] in _SIZE_SUFFIXES else float(s)
+        if not math.isfinite(value) or value < 0:
+            raise ValueError
+        return int(value)
+    except (ValueError, OverflowError):
+        raise ConfigError(f"{text!r}: expected a non-negative count such as 2000000, 2M or 500k") from None
 
 
 def parse_bytes(text: str | int) -> int:
     """``64MB``, ``1GiB``, ``512k`` -> bytes."""
-    if isinstance(text, int):
+    if isinstance(text, int) and not isinstance(text, bool):
+        if text < 0:
+            raise ConfigError(f"{text!r}: a size cannot be negative")
         return text
     s = str(text).strip().lower().replace(" ", "")
     units = {"": 1, "b": 1, "k": 1024, "kb": 1000, "kib": 1024, "m": 1024**2, "mb": 1000**2,
@@ -155,6 +164,9 @@ def parse_bytes(text: str | int) -> int:
     if unit not in units:
         raise ConfigError(f"{text!r}: unknown size unit (use e.g. 64MB, 1GiB)")
     try:
-        return int(float(num) * units[unit])
-    except ValueError:
-        raise ConfigError(f"{text!r}: expected a size such as 64MB") from None
+        value = float(num) * units[unit]
+        if not math.isfinite(value) or value < 0:
+            raise ValueError
+        return int(value)
+    except (ValueError, OverflowError):
+        raise ConfigError(f"{text!r}: expected a non-negative size such as 64MB") from None

@@ -79,6 +79,8 @@ class CrawlConfig:
         self.shard_size = parse_bytes(self.shard_size)
         if self.max_page_bytes <= 0:
             raise ConfigError("max_page_bytes: must be > 0")
+        if self.shard_size <= 0:
+            raise ConfigError("shard_size: must be > 0")
         self.content_types = [c.strip().lower() for c in self.content_types]
         self.extract.validate()
         return self

@@ -326,7 +326,8 @@ def _assign_indices(output_dir: str, stage: str, inputs: list[str], chash: str, 
                 "rerun with the same options to resume, or --overwrite to start over"
             )
     previous: dict[str, int] = {p: i for i, p in state.get("inputs", [])}
-    missing = [p for p in previous if p not in set(inputs)]
+    wanted = set(inputs)
+    missing = [p for p in previous if p not in wanted]
     if missing:
         raise CurateError(
             f"{output_dir} holds results for {len(missing)} input(s) not given now (e.g. {missing[0]}); "

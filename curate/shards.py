@@ -203,8 +203,9 @@ class ShardWriter:
 def expand_parquet_inputs(paths: Iterable[str]) -> list[str]:
     """Files, directories (their ``*.parquet``, not recursing into subfolders such as
     ``rejected/``) and globs, sorted within each argument; an argument matching nothing is an
-    error."""
+    error. A file reached twice (``a a``, or a file and its directory) is read once."""
     out: list[str] = []
+    seen: set[str] = set()
     for p in paths:
         if os.path.isdir(p):
             found = sorted(glob.glob(os.path.join(p, "*.parquet")))
@@ -216,7 +217,11 @@ def expand_parquet_inputs(paths: Iterable[str]) -> list[str]:
             found = sorted(glob.glob(p))
             if not found:
                 raise InputError(f"{p}: no such file or directory")
-        out.extend(f for f in found if not os.path.basename(f).startswith("."))
+        for f in found:
+            key = os.path.realpath(f)
+            if not os.path.basename(f).startswith(".") and key not in seen:
+                seen.add(key)
+                out.append(f)
     return out
 
 

@@ -12,7 +12,6 @@ Both reserve the same special tokens, so chat templates (SFT, reward, RLHF) work
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
@@ -161,12 +160,12 @@ def train_bpe(texts: Iterator[str], output_dir: str | os.PathLike, vocab_size: i
     tok.train_from_iterator(texts, trainer=trainer)
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    tmp = out / f".{TOKENIZER_FILE}.tmp"
-    tok.save(str(tmp))
-    os.replace(tmp, out / TOKENIZER_FILE)
-    (out / "tokenizer_config.json").write_text(
-        json.dumps({"kind": "byte-level-bpe", "vocab_size": tok.get_vocab_size(), "special_tokens": SPECIAL_TOKENS}, indent=2)
-        + "\n"
+    from .shards import atomic_write_bytes, atomic_write_json
+
+    atomic_write_bytes(out / TOKENIZER_FILE, tok.to_str(pretty=True).encode("utf-8"))
+    atomic_write_json(
+        out / "tokenizer_config.json",
+        {"kind": "byte-level-bpe", "vocab_size": tok.get_vocab_size(), "special_tokens": SPECIAL_TOKENS},
     )
     return BPETokenizer(out)
 

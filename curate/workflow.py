@@ -47,6 +47,28 @@ TOKENIZER_KEYS = {"inputs", "vocab_size", "max_docs", "max_chars", "min_frequenc
 
 
 @dataclass
+class TokenizerStage:
+    """The [tokenizer] table: what to train the pipeline's BPE on, and how big."""
+
+    inputs: list[str] = field(default_factory=list)  # default: the dedup stage's output
+    vocab_size: int = 8192
+    min_frequency: int = 2
+    max_docs: int | None = None
+    max_chars: int | None = None
+
+    def validate(self) -> "TokenizerStage":
+        from .tokenizer import SPECIAL_TOKENS
+
+        if self.vocab_size < 256 + len(SPECIAL_TOKENS):
+            raise ConfigError(f"[tokenizer]: vocab_size must be at least {256 + len(SPECIAL_TOKENS)}, got {self.vocab_size}")
+        for name in ("min_frequency", "max_docs", "max_chars"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ConfigError(f"[tokenizer]: {name} must be at least 1, got {value}")
+        return self
+
+
+@dataclass
 class StageOutcome:
     """What a stage reports for the summary table."""
 
@@ -97,6 +119,11 @@ def load_pipeline(path: str | os.PathLike, workdir: str | None = None, workers: 
     missing = [s for s in STAGES if s not in data]
     if missing:
         raise ConfigError(f"{where}: missing stage table(s) [{'], ['.join(missing)}]")
+    for key, kind in (("workdir", str), ("workers", int), ("seed", int)):
+        if key in data and (not isinstance(data[key], kind) or isinstance(data[key], bool)):
+            raise ConfigError(f"{where}: {key} must be {'a string' if kind is str else 'an integer'}, got {data[key]!r}")
+    if data.get("workers", 1) < 1:
+        raise ConfigError(f"{where}: workers must be at least 1")
     wd = Path(workdir or data.get("workdir", "work"))
     n_workers = workers or int(data.get("workers", 0)) or _cores()
     placeholders = {"workdir": str(wd), **{s: str(wd / OUTPUT_DIRS[s]) for s in STAGES}}
@@ -112,9 +139,13 @@ def check_pipeline(pipe: Pipeline) -> None:
     from .dedup import DedupConfig
     from .mix import load_mix_config
 
-    _take(pipe.stages["crawl"], CRAWL_KEYS, "crawl")
-    _take(pipe.stages["filter"], FILTER_KEYS, "filter")
-    _take(pipe.stages["tokenizer"], TOKENIZER_KEYS, "tokenizer")
+    from .crawl import load_config as load_crawl_config
+    from .filtering import load_chain_config
+
+    crawl = _take(pipe.stages["crawl"], CRAWL_KEYS, "crawl")
+    load_crawl_config(crawl.get("config"), crawl.get("set"))
+    load_chain_config(_take(pipe.stages["filter"], FILTER_KEYS, "filter").get("config"))
+    from_dict(TokenizerStage, _take(pipe.stages["tokenizer"], TOKENIZER_KEYS, "tokenizer"), where="[tokenizer]").validate()
     dedup = {k: v for k, v in pipe.stages["dedup"].items() if k != "memory_gb"}
     from_dict(DedupConfig, dedup, where="[dedup]").validate()
     mix = dict(pipe.stages["mix"])
@@ -215,15 +246,16 @@ def _run_dedup(pipe: Pipeline, overwrite: bool, log: Callable[[str], None]) -> d
 def _run_tokenizer(pipe: Pipeline, overwrite: bool, log: Callable[[str], None]) -> dict[str, Any]:
     from .tokenizer import train_from_paths
 
-    t = _take(pipe.stages["tokenizer"], TOKENIZER_KEYS, "tokenizer")
-    inputs = t.get("inputs") or [str(pipe.out("dedup"))]
+    from .config import from_dict
+
+    t = from_dict(TokenizerStage, pipe.stages["tokenizer"], where="[tokenizer]").validate()
     info = train_from_paths(
-        inputs,
+        t.inputs or [str(pipe.out("dedup"))],
         pipe.out("tokenizer"),
-        vocab_size=int(t.get("vocab_size", 8192)),
-        min_frequency=int(t.get("min_frequency", 2)),
-        max_docs=t.get("max_docs"),
-        max_chars=t.get("max_chars"),
+        vocab_size=t.vocab_size,
+        min_frequency=t.min_frequency,
+        max_docs=t.max_docs,
+        max_chars=t.max_chars,
     )
     return {"vocab_size": info.get("vocab_size") if isinstance(info, dict) else None}
 

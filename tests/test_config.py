@@ -79,3 +79,22 @@ def test_parse_count_and_bytes_errors():
     assert parse_bytes("64MB") == 64_000_000 and parse_bytes("1GiB") == 1024**3 and parse_bytes("512k") == 512 * 1024
     with pytest.raises(ConfigError, match="unknown size unit"):
         parse_bytes("3 parsecs")
+
+
+@pytest.mark.parametrize("text", ["inf", "-5k", "nan", "1e400", -3])
+def test_parse_count_rejects_non_finite_and_negative(text):
+    with pytest.raises(ConfigError, match="non-negative count"):
+        parse_count(text)
+
+
+@pytest.mark.parametrize("text", ["-5MB", "infGB", -1])
+def test_parse_bytes_rejects_negative_and_non_finite(text):
+    with pytest.raises(ConfigError):
+        parse_bytes(text)
+
+
+def test_parse_set_value_and_table_clash():
+    with pytest.raises(ConfigError, match="was set to a value, not a table"):
+        parse_set(["extract=1", "extract.mode=full"])
+    with pytest.raises(ConfigError, match="is a table"):
+        parse_set(["extract.mode=full", "extract=1"])

@@ -106,3 +106,12 @@ def test_files_get_normal_permissions(tmp_path, make_docs):
     for name in ("part-00000-000.parquet", "manifest.json"):
         mode = stat.S_IMODE(os.stat(tmp_path / name).st_mode)
         assert mode & 0o044, oct(mode)  # readable by group/others (umask permitting), not 0600
+
+
+def test_repeated_inputs_are_read_once(tmp_path, make_docs):
+    with ShardWriter(tmp_path / "d") as w:
+        for d in make_docs(3):
+            w.write(d)
+    f = str(tmp_path / "d" / "part-00000-000.parquet")
+    assert expand_parquet_inputs([f, f, str(tmp_path / "d")]) == [f]
+    assert count_rows([str(tmp_path / "d"), str(tmp_path / "d")]) == 3

@@ -140,6 +140,9 @@ def test_partial_runs_and_errors(finished, tmp_path):
         ("rlhf", "kl_coeff = 0.1", r"\[rlhf\]: unknown key 'kl_coeff' \(did you mean 'kl_coef'\?\)"),
         ("pretrain", "model = { n_layers = 2 }", r"unknown key 'n_layers'"),
         ("dedup", "bands = 3", "give both --bands and --rows"),
+        ("tokenizer", "min_frequency = 0", "min_frequency must be at least 1"),
+        ("tokenizer", "max_docs = 'many'", r"\[tokenizer\]\.max_docs: expected int"),
+        ("crawl", "set = { extract = { mode = 'speedy' } }", "mode"),
     ],
 )
 def test_typos_in_any_stage_fail_before_anything_runs(tmp_path, stage, line, match):
@@ -153,7 +156,26 @@ def test_typos_in_any_stage_fail_before_anything_runs(tmp_path, stage, line, mat
     assert not (tmp_path / "w").exists()
 
 
+@pytest.mark.parametrize("line,match", [("seed = 'x'", "seed must be an integer"), ("workers = 0", "workers must be at least 1")])
+def test_bad_top_level_values(tmp_path, line, match):
+    from curate.errors import ConfigError
+
+    cfg = tmp_path / "p.toml"
+    cfg.write_text(line + "\n" + (ROOT / "samples" / "pipeline.toml").read_text().replace("seed = 0\n", ""))
+    with pytest.raises(ConfigError, match=match):
+        load_pipeline(cfg)
+
+
 def test_sample_pipeline_config_loads():
     pipe = load_pipeline(ROOT / "samples" / "pipeline.toml", workdir="/tmp/unused-workdir")
     assert pipe.out("pretrain") == Path("/tmp/unused-workdir/ckpt/base")
     assert pipe.stages["mix"]["sources"][0]["paths"] == ["/tmp/unused-workdir/dedup"]
+
+
+def test_tokenizer_stage_limits():
+    from curate.errors import ConfigError
+    from curate.workflow import TokenizerStage
+
+    with pytest.raises(ConfigError, match="vocab_size must be at least"):
+        TokenizerStage(vocab_size=10).validate()
+    assert TokenizerStage(vocab_size=300).validate().vocab_size == 300
