@@ -1,0 +1,197 @@
+"""Training-step throughput of our GPT against a minimal nanoGPT-style reference.
+
+Both models get the same n_layer / n_head / n_embd / vocabulary / context and are timed in
+the same run, interleaved round by round (so a noisy, shared machine hurts both alike), on
+full training steps: forward, loss, backward, AdamW step. The reference is the classic
+GPT-2 block written out plainly here: learned positions, LayerNorm, one fused qkv Linear,
+``scaled_dot_product_attention``, a 4x GELU MLP, tied embeddings. Ours is RoPE + RMSNorm +
+SwiGLU (same parameter budget) from train/model.py.
+
+    python bench/train.py                      # CPU (1 thread): tiny and small presets, ratio
+    python bench/train.py --threads 2          # the same on 2 threads (wall clock)
+    python bench/train.py --device cuda        # GPU: small preset in bf16, with MFU (< 3 minutes)
+
+Prints one line per preset: tokens/s for each model (median step time) and the ratio, the
+median over rounds of ours/reference (>= 1.0 means ours is not slower).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from train.loop import autocast_context, build_optimizer, device_peak_flops, tune_cpu_allocator  # noqa: E402
+from train.model import GPT, PRESETS, GPTConfig  # noqa: E402
+
+
+# ----------------------------------------------------------------------------- reference
+
+class RefBlock(nn.Module):
+    def __init__(self, n_embd: int, n_head: int):
+        super().__init__()
+        self.n_head = n_head
+        self.ln_1 = nn.LayerNorm(n_embd)
+        self.c_attn = nn.Linear(n_embd, 3 * n_embd)
+        self.c_proj = nn.Linear(n_embd, n_embd)
+        self.ln_2 = nn.LayerNorm(n_embd)
+        self.c_fc = nn.Linear(n_embd, 4 * n_embd)
+        self.mlp_proj = nn.Linear(4 * n_embd, n_embd)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B, T, C = x.shape
+        q, k, v = self.c_attn(self.ln_1(x)).split(C, dim=2)
+        q = q.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
+        k = k.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
+        v = v.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        x = x + self.c_proj(y.transpose(1, 2).contiguous().view(B, T, C))
+        return x + self.mlp_proj(F.gelu(self.c_fc(self.ln_2(x))))
+
+
+class RefGPT(nn.Module):
+    def __init__(self, vocab_size: int, block_size: int, n_layer: int, n_head: int, n_embd: int):
+        super().__init__()
+        self.wte = nn.Embedding(vocab_size, n_embd)
+        self.wpe = nn.Embedding(block_size, n_embd)
+        self.blocks = nn.ModuleList(RefBlock(n_embd, n_head) for _ in range(n_layer))
+        self.ln_f = nn.LayerNorm(n_embd)
+        self.lm_head = nn.Linear(n_embd, vocab_size, bias=False)
+        self.lm_head.weight = self.wte.weight
+        for p in self.parameters():
+            if p.dim() >= 2:
+                nn.init.normal_(p, std=0.02)
+
+    def forward(self, idx: torch.Tensor, targets: torch.Tensor):
+        pos = torch.arange(idx.shape[1], device=idx.device)
+        x = self.wte(idx) + self.wpe(pos)
+        for block in self.blocks:
+            x = block(x)
+        logits = self.lm_head(self.ln_f(x))
+        return logits, F.cross_entropy(logits.float().view(-1, logits.size(-1)), targets.view(-1))
+
+
+# ----------------------------------------------------------------------------- timing
+
+def make_step(model: nn.Module, device: torch.device, dtype: torch.dtype):
+    opt = build_optimizer(model, lr=1e-4, device=device)
+
+    def step(x: torch.Tensor, y: torch.Tensor) -> None:
+        with autocast_context(device, dtype):
+            _, loss = model(x, y)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    return step
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def bench_preset(name: str, *, device: torch.device, dtype: torch.dtype, vocab: int, block: int, batch: int,
+                 rounds: int, steps: int, compile_models: bool, clock=time.perf_counter) -> dict:
+    torch.manual_seed(0)
+    preset = dict(PRESETS[name])
+    dims = dict(n_layer=preset["n_layer"], n_head=preset["n_head"], n_embd=preset["n_embd"])
+    ours = GPT(GPTConfig(vocab_size=vocab, block_size=block, **dims)).to(device)
+    ref = RefGPT(vocab, block, **dims).to(device)
+    params = {"ours": ours.num_params(), "reference": sum(p.numel() for p in ref.parameters())}
+    models = {"ours": ours, "reference": ref}
+    if compile_models:
+        models = {k: torch.compile(m) for k, m in models.items()}
+    steps_fn = {k: make_step(m, device, dtype) for k, m in models.items()}
+    x = torch.randint(0, vocab, (batch, block), device=device)
+    y = torch.randint(0, vocab, (batch, block), device=device)
+    for fn in steps_fn.values():  # warm-up: allocator, kernels, compilation
+        for _ in range(2):
+            fn(x, y)
+    sync(device)
+    times: dict[str, list[float]] = {k: [] for k in steps_fn}
+    ratios: list[float] = []
+    for r in range(rounds):
+        order = list(steps_fn) if r % 2 == 0 else list(reversed(steps_fn))  # alternate who goes first
+        for key in order:
+            sync(device)
+            start = clock()
+            for _ in range(steps):
+                steps_fn[key](x, y)
+            sync(device)
+            times[key].append((clock() - start) / steps)
+        # Each round's ratio compares two back-to-back timings, so load that drifts over the
+        # run (a shared machine) cancels out; the median over rounds drops outliers.
+        ratios.append(times["reference"][-1] / times["ours"][-1])
+    tokens = batch * block
+    result = {"preset": name, "params": params, "block": block, "batch": batch, "vocab": vocab}
+    for key, ts in times.items():
+        result[key] = tokens / statistics.median(ts)
+    result["ratio"] = statistics.median(ratios)
+    peak = device_peak_flops(device)
+    if peak:
+        result["mfu"] = ours.flops_per_token(block) * result["ours"] / peak
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    parser.add_argument("--presets", default=None, help="comma-separated (default: tiny,small on CPU; small on CUDA)")
+    parser.add_argument("--vocab", type=int, default=None,
+                        help="vocabulary size (default: 262, the byte tokenizer, for tiny; 50304, GPT-2's padded, "
+                             "for the others)")
+    parser.add_argument("--rounds", type=int, default=None)
+    parser.add_argument("--compile", action="store_true", help="torch.compile both models (GPU)")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch CPU threads (default 1: then CPU time is measured, which a busy shared "
+                             "machine does not distort; with more threads, wall-clock time)")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    # One thread: the process's CPU time counts only the work done, not the time spent
+    # descheduled by other jobs. Several threads: wall clock (CPU time would count spinning).
+    clock = time.process_time if args.device == "cpu" and args.threads == 1 else time.perf_counter
+    tune_cpu_allocator()  # what `curate train pretrain` does on CPU; benefits both models alike
+    device = torch.device(args.device)
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            sys.exit("error: --device cuda but CUDA is not available")
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    presets = (args.presets or ("small" if device.type == "cuda" else "tiny,small")).split(",")
+    # CPU shapes are cut down so the bench finishes in a minute or two on a laptop.
+    shapes = {
+        "cpu": {"tiny": dict(block=128, batch=8, steps=5), "small": dict(block=128, batch=2, steps=1)},
+        "cuda": {"tiny": dict(block=128, batch=64, steps=20), "small": dict(block=1024, batch=16, steps=10)},
+    }[device.type]
+    print(f"device {device} ({torch.cuda.get_device_name(device) if device.type == 'cuda' else 'cpu'}), "
+          f"dtype {str(dtype).replace('torch.', '')}, torch {torch.__version__}, threads {torch.get_num_threads()}, "
+          f"{'compiled' if args.compile else 'eager'}, {'CPU' if clock is time.process_time else 'wall'}-clock; "
+          "ratio = median over rounds of ours/reference tokens/s")
+    for name in presets:
+        shape = shapes.get(name, dict(block=min(PRESETS[name]["block_size"], 1024), batch=4, steps=2))
+        rounds = args.rounds or (7 if device.type == "cpu" else 5)
+        vocab = args.vocab or (262 if name == "tiny" else 50304)
+        r = bench_preset(name, device=device, dtype=dtype, vocab=vocab, block=shape["block"],
+                         batch=shape["batch"], rounds=rounds, steps=shape["steps"], compile_models=args.compile,
+                         clock=clock)
+        mfu = f", MFU {r['mfu']:.1%}" if "mfu" in r else ""
+        print(f"{name:6s} {r['params']['ours'] / 1e6:6.1f}M params (reference {r['params']['reference'] / 1e6:.1f}M), "
+              f"V={r['vocab']} B={r['batch']} T={r['block']}: ours {r['ours']:,.0f} tok/s, reference {r['reference']:,.0f} tok/s, "
+              f"ratio {r['ratio']:.2f}{mfu}")
+        sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    main()
