@@ -13,10 +13,11 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .dedup_index import RECORD, plan_partitions
-from .document import REQUIRED_COLUMNS
+from .document import REQUIRED_COLUMNS, SCHEMA
 from .errors import ConfigError
 from .minhash import MinHasher, optimal_bands
 from .shards import DEFAULT_SHARD_BYTES
@@ -108,6 +109,38 @@ class InputInfo:
         return {"path": self.path, "bytes": self.bytes, "mtime_ns": self.mtime_ns, "rows": self.rows}
 
 
+def cast_columns(schema: pa.Schema) -> list[str]:
+    """Columns of :data:`~curate.document.SCHEMA` that a file stores with another type: they
+    are cast on every read (:func:`curate.document.conform_table`), and a cast can fail."""
+    return [f.name for f in SCHEMA if f.name in schema.names and not schema.field(f.name).type.equals(f.type)]
+
+
+def cast_column(values: pa.Array | pa.ChunkedArray, name: str) -> pa.Array | pa.ChunkedArray:
+    """``values`` of column ``name`` cast to its schema type, the failure naming the column."""
+    target = SCHEMA.field(name).type
+    try:
+        return values.cast(target)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+        raise ValueError(f"column {name!r} has type {values.type}, expected {target} ({exc})") from None
+
+
+def check_schema(schema: pa.Schema) -> None:
+    """Raise ValueError when a file cannot hold curate documents: a required column missing,
+    or a column whose type can never be cast to the schema's (text where a map belongs, say).
+    Casts that depend on the values (numbers stored as text) are checked by the signature
+    pass, which casts every such column, so a file fails there and not halfway through the
+    output pass."""
+    names = schema.names
+    missing = [c for c in REQUIRED_COLUMNS if c not in names]
+    if missing:
+        raise ValueError(
+            f"not a curate document file (missing column(s) {', '.join(missing)}; "
+            f"found {', '.join(names[:12]) or 'none'})"
+        )
+    for name in cast_columns(schema):
+        cast_column(pa.chunked_array([], type=schema.field(name).type), name)
+
+
 def inspect_inputs(paths: list[str]) -> list[InputInfo]:
     """Row counts and sizes of every input; an unreadable one gets ``error`` set, not raised."""
     infos = []
@@ -118,12 +151,7 @@ def inspect_inputs(paths: list[str]) -> list[InputInfo]:
             info.bytes, info.mtime_ns = st.st_size, st.st_mtime_ns
             pf = pq.ParquetFile(path)
             names = pf.schema_arrow.names
-            missing = [c for c in REQUIRED_COLUMNS if c not in names]
-            if missing:
-                raise ValueError(
-                    f"not a curate document file (missing column(s) {', '.join(missing)}; "
-                    f"found {', '.join(names[:12]) or 'none'})"
-                )
+            check_schema(pf.schema_arrow)
             meta = pf.metadata
             info.rows = meta.num_rows
             info.row_groups = [meta.row_group(i).num_rows for i in range(meta.num_row_groups)]

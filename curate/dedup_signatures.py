@@ -11,7 +11,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from .dedup_plan import BATCH_CHARS, DedupConfig
+from .dedup_plan import BATCH_CHARS, DedupConfig, cast_column, cast_columns
 from .minhash import MinHasher, band_keys, hash128, normalize_url
 
 NO_DATE = np.iinfo(np.int64).max  # missing dates sort last
@@ -47,7 +47,10 @@ def signature_unit(args: tuple[str, int, int, DedupConfig]) -> dict[str, Any]:
 def _signature_unit_inner(path: str, row_group: int, n_rows: int, config: DedupConfig) -> dict[str, Any]:
     pf = pq.ParquetFile(path)
     names = set(pf.schema_arrow.names)
-    columns = [c for c in _PROJECTION if c in names]
+    # Every column the output pass will cast is cast here too (and the result dropped), so a
+    # value that cannot be cast fails the input now, before anything is decided or written.
+    cast_only = [c for c in cast_columns(pf.schema_arrow) if c not in _PROJECTION]
+    columns = [c for c in _PROJECTION if c in names] + cast_only
     ids: list[str] = []
     texts: list[str] = []
     urls: list[str | None] = []
@@ -55,21 +58,23 @@ def _signature_unit_inner(path: str, row_group: int, n_rows: int, config: DedupC
     quality: list[np.ndarray] = []
     for batch in pf.iter_batches(batch_size=4096, row_groups=[row_group], columns=columns):
         n = batch.num_rows
-        ids.extend(_column(batch, "id").cast(pa.string()).to_pylist())
-        texts.extend(_column(batch, "text").cast(pa.string()).to_pylist())
+        for name in cast_only:
+            cast_column(_column(batch, name), name)
+        ids.extend(cast_column(_column(batch, "id"), "id").to_pylist())
+        texts.extend(cast_column(_column(batch, "text"), "text").to_pylist())
         url = _column(batch, "url")
-        urls.extend(url.cast(pa.string()).to_pylist() if url is not None else [None] * n)
+        urls.extend(cast_column(url, "url").to_pylist() if url is not None else [None] * n)
         date = _column(batch, "date")
         if date is None:
             dates.append(np.full(n, NO_DATE, dtype=np.int64))
         else:
-            us = date.cast(pa.timestamp("us", tz="UTC")).cast(pa.int64())
+            us = cast_column(date, "date").cast(pa.int64())
             dates.append(pc.fill_null(us, NO_DATE).to_numpy(zero_copy_only=False).astype(np.int64))
         q = _column(batch, "quality_score")
         if q is None:
             quality.append(np.full(n, np.nan, dtype=np.float32))
         else:
-            quality.append(q.cast(pa.float32()).to_numpy(zero_copy_only=False).astype(np.float32))
+            quality.append(cast_column(q, "quality_score").to_numpy(zero_copy_only=False).astype(np.float32))
     n = len(ids)
     if n != n_rows:
         raise ValueError(f"expected {n_rows} rows, read {n}")

@@ -18,15 +18,19 @@ drop reasons and the funnel can be reported from the mix alone.
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import os
 from pathlib import Path
 from typing import Any, Iterator
 
+import pyarrow as pa
+import pyarrow.parquet as pq
+
 from .errors import CurateError, InputError
 from .shards import MANIFEST_NAME
+
+# The text formatting lives beside this module; re-exported for the CLI and callers.
+from .inspect_format import format_rows, format_summary  # noqa: F401
 
 SIDE_VIEWS = ("rejected", "removed")
 PERCENTILES = (0.01, 0.1, 0.25, 0.5, 0.75, 0.9, 0.99)
@@ -49,7 +53,19 @@ def shard_files(path: str) -> list[str]:
 
 
 def connect(path: str, threads: int | None = None):
-    """A DuckDB connection with the views ``docs`` (+ ``rejected``/``removed``) over ``path``."""
+    """A DuckDB connection with the views ``docs`` (+ ``rejected``/``removed``) over ``path``.
+
+    Any Parquet file is accepted (``curate sql`` queries whatever is there); a file that is not
+    readable Parquet is an :class:`InputError` naming it."""
+    con, _ = _open(path, threads, documents=False)
+    return con
+
+
+def _open(path: str, threads: int | None, documents: bool) -> tuple[Any, list[str]]:
+    """The connection behind :func:`connect`, and notes on columns left out of the views.
+
+    With ``documents`` every file must be a curate document file (a string ``text`` column);
+    optional columns whose type the summary cannot use are left out of the views and noted."""
     import duckdb
 
     files = shard_files(path)
@@ -57,22 +73,121 @@ def connect(path: str, threads: int | None = None):
         if not os.path.exists(path):
             raise InputError(f"{path}: no such file or directory")
         raise InputError(f"{path}: no .parquet shards here")
-    con = duckdb.connect(database=":memory:")
-    if threads:
-        con.execute(f"SET threads = {int(threads)}")
-    _create_view(con, "docs", files)
+    groups = {"docs": files}
     if os.path.isdir(path):
         for name in SIDE_VIEWS:
             side = shard_files(os.path.join(path, name)) if os.path.isdir(os.path.join(path, name)) else []
             if side:
-                _create_view(con, name, side)
-    return con
+                groups[name] = side
+    # Checked before DuckDB sees the files: a footer read per file names the bad file, where
+    # DuckDB's own errors come as multi-line messages about the whole view.
+    notes: list[str] = []
+    excluded: dict[str, list[str]] = {}
+    for name, group in groups.items():
+        unusable = check_document_files(group) if documents else _check_readable(group)
+        excluded[name] = sorted(unusable)
+        for column, reason in sorted(unusable.items()):
+            where = "" if name == "docs" else f" ({name}/)"
+            notes.append(f"column {column!r}{where} left out: {reason}")
+    con = duckdb.connect(database=":memory:")
+    try:
+        if threads:
+            con.execute(f"SET threads = {int(threads)}")
+        for name, group in groups.items():
+            _create_view(con, name, group, exclude=excluded[name])
+    except BaseException:
+        con.close()
+        raise
+    return con, notes
 
 
-def _create_view(con, name: str, files: list[str]) -> None:
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _read_schema(file: str) -> pa.Schema:
+    try:
+        return pq.read_schema(file)
+    except (pa.ArrowException, OSError, ValueError) as exc:
+        raise InputError(f"{file}: not a readable Parquet file ({_first_line(exc)})") from None
+
+
+def _check_readable(files: list[str]) -> dict[str, str]:
+    for f in files:
+        _read_schema(f)
+    return {}
+
+
+def _value_type(t):
+    return t.value_type if pa.types.is_dictionary(t) else t
+
+
+def _is_string(t) -> bool:
+    t = _value_type(t)
+    return pa.types.is_string(t) or pa.types.is_large_string(t) or getattr(pa.types, "is_string_view", lambda _: False)(t)
+
+
+def _is_number(t) -> bool:
+    t = _value_type(t)
+    return pa.types.is_integer(t) or pa.types.is_floating(t)
+
+
+def _is_time(t) -> bool:
+    t = _value_type(t)
+    return pa.types.is_timestamp(t) or pa.types.is_date(t)
+
+
+def _is_scores(t) -> bool:
+    return pa.types.is_map(t) and _is_string(t.key_type) and _is_number(t.item_type)
+
+
+# Optional columns the summary computes with, and the types it can use: a column of another
+# type (a date stored as text, say) is left out of the views, with a note, rather than failing
+# the whole summary halfway or silently giving wrong numbers.
+USABLE_TYPES: dict[str, tuple[Any, str]] = {
+    "date": (_is_time, "a timestamp"),
+    "scores": (_is_scores, "map<string, double>"),
+    "n_chars": (_is_number, "a number"),
+    "n_tokens": (_is_number, "a number"),
+    "epoch": (_is_number, "a number"),
+    "quality_score": (_is_number, "a number"),
+    "language_score": (_is_number, "a number"),
+}
+
+
+def check_document_files(files: list[str]) -> dict[str, str]:
+    """Check the schema of every file (footers only). A file that is not readable Parquet or
+    lacks a string ``text`` column is an :class:`InputError` naming it; returns the optional
+    columns of an unusable type as ``{column: why}`` (the first offending file named)."""
+    unusable: dict[str, str] = {}
+    for f in files:
+        schema = _read_schema(f)
+        if "text" not in schema.names:
+            found = ", ".join(schema.names[:12]) or "none"
+            raise InputError(f"{f}: not a curate document file (no 'text' column; found {found})")
+        text_type = schema.field("text").type
+        if not _is_string(text_type):
+            raise InputError(f"{f}: column 'text' has type {text_type}, expected string")
+        for column, (usable, expected) in USABLE_TYPES.items():
+            if column in schema.names and column not in unusable:
+                t = schema.field(column).type
+                if not usable(t):
+                    unusable[column] = f"{f} stores it as {t}, expected {expected}"
+    return unusable
+
+
+def _create_view(con, name: str, files: list[str], exclude: list[str] | None = None) -> None:
+    import duckdb
+
     listing = ", ".join(_sql_str(f) for f in files)
-    # union_by_name: shards written by an older schema version (fewer columns) still line up.
-    con.execute(f"CREATE VIEW {name} AS SELECT * FROM read_parquet([{listing}], union_by_name = true)")
+    columns = "* EXCLUDE (" + ", ".join(f'"{c}"' for c in exclude) + ")" if exclude else "*"
+    try:
+        # union_by_name: shards written by an older schema version (fewer columns) still line up.
+        con.execute(f"CREATE VIEW {name} AS SELECT {columns} FROM read_parquet([{listing}], union_by_name = true)")
+    except duckdb.Error as exc:
+        where = files[0] if len(files) == 1 else f"{os.path.dirname(files[0]) or '.'} ({len(files)} files)"
+        raise InputError(f"{where}: cannot be read as Parquet ({_first_line(exc)})") from None
 
 
 def views(con) -> list[str]:
@@ -93,8 +208,7 @@ def run_query(con, query: str) -> tuple[list[str], Iterator[tuple]]:
     try:
         result = con.execute(query)
     except duckdb.Error as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CurateError(f"SQL error: {first}") from None
+        raise CurateError(f"SQL error: {_first_line(exc)}") from None
     if result.description is None:
         return [], iter(())
     names = [d[0] for d in result.description]
@@ -104,80 +218,12 @@ def run_query(con, query: str) -> tuple[list[str], Iterator[tuple]]:
             try:
                 batch = result.fetchmany(1024)
             except duckdb.Error as exc:
-                raise CurateError(f"SQL error: {str(exc).strip().splitlines()[0]}") from None
+                raise CurateError(f"SQL error: {_first_line(exc)}") from None
             if not batch:
                 return
             yield from batch
 
     return names, rows()
-
-
-def _cell(value: Any, width: int | None = None) -> str:
-    if value is None:
-        text = "NULL"
-    elif isinstance(value, float):
-        text = f"{value:.6g}"
-    elif isinstance(value, (dict, list)):
-        text = json.dumps(value, default=str, ensure_ascii=False)
-    else:
-        text = str(value)
-    text = text.replace("\n", "\\n").replace("\t", " ")
-    if width is not None and len(text) > width:
-        text = text[: width - 1] + "…"
-    return text
-
-
-def format_rows(names: list[str], rows: Iterator[tuple], fmt: str = "table", max_rows: int = 100,
-                max_width: int = 60) -> Iterator[str]:
-    """Rows as text: an aligned ``table`` (first ``max_rows``), ``csv`` or ``json`` (one
-    array, streamed)."""
-    if fmt == "csv":
-        buf = io.StringIO()
-        w = csv.writer(buf, lineterminator="\n")
-        w.writerow(names)
-        yield buf.getvalue().rstrip("\n")
-        for row in rows:
-            buf.seek(0)
-            buf.truncate()
-            w.writerow(["" if v is None else (json.dumps(v, default=str) if isinstance(v, (dict, list)) else v) for v in row])
-            yield buf.getvalue().rstrip("\n")
-        return
-    if fmt == "json":
-        yield "["
-        pending = None
-        for row in rows:
-            if pending is not None:
-                yield pending + ","
-            pending = json.dumps(dict(zip(names, row)), default=str, ensure_ascii=False)
-        if pending is not None:
-            yield pending
-        yield "]"
-        return
-    if fmt != "table":
-        raise CurateError(f"unknown format {fmt!r} (table, csv or json)")
-    shown: list[tuple] = []
-    more = 0
-    for row in rows:
-        if len(shown) < max_rows:
-            shown.append(row)
-        else:
-            more += 1
-    cells = [[_cell(v, max_width) for v in row] for row in shown]
-    widths = [max([len(n)] + [len(r[i]) for r in cells]) for i, n in enumerate(names)]
-    numeric = [all(isinstance(r[i], (int, float)) or r[i] is None for r in shown) and shown for i in range(len(names))]
-
-    def line(values: list[str]) -> str:
-        return "  ".join(v.rjust(w) if numeric[i] else v.ljust(w) for i, (v, w) in enumerate(zip(values, widths))).rstrip()
-
-    yield line(list(names))
-    yield "  ".join("-" * w for w in widths)
-    for r in cells:
-        yield line(r)
-    yield f"({len(shown) + more:,} row{'s' if len(shown) + more != 1 else ''}" + (
-        f"; first {len(shown):,} shown, use --format csv for all)" if more else ")")
-
-
-# --- manifests ------------------------------------------------------------------------------
 
 
 def _manifest_dir_of(path: str, base: str | None = None) -> str | None:
@@ -307,9 +353,14 @@ def _histogram(con, column: str, lo: float | None, hi: float | None, bins: int =
     return [{"lo": lo + i * width, "hi": lo + (i + 1) * width, "count": int(counts.get(i, 0))} for i in range(bins)]
 
 
-def summarize(path: str, top: int = 15) -> dict[str, Any]:
-    """Everything ``curate inspect`` prints, as a dict (also the data behind the report)."""
-    con = connect(path)
+def _iso(value: Any) -> str | None:
+    if value is None:
+        return None
+    return value.isoformat() if hasattr(value, "isoformat") else str(value)
+
+
+def _summarize_shards(con, path: str, top: int) -> dict[str, Any]:
+    """The numbers of :func:`summarize` that come from the shards themselves."""
     cols = _columns(con, "docs")
     has = lambda c: c in cols  # noqa: E731
     chars_expr = "coalesce(n_chars, length(text))" if has("n_chars") else "length(text)"
@@ -384,7 +435,7 @@ def summarize(path: str, top: int = 15) -> dict[str, Any]:
     if has("date"):
         dmin, dmax, dated = con.execute("SELECT min(date), max(date), count(date) FROM docs").fetchone()
         summary["dates"] = {
-            "min": dmin.isoformat() if dmin else None, "max": dmax.isoformat() if dmax else None,
+            "min": _iso(dmin), "max": _iso(dmax),
             "dated_docs": int(dated), "undated_docs": docs - int(dated),
             "per_month": [
                 {"month": str(m)[:7], "docs": int(n)}
@@ -401,14 +452,33 @@ def summarize(path: str, top: int = 15) -> dict[str, Any]:
                 "dup_kind" if "dup_kind" in side_cols else None)
             n = con.execute(f"SELECT count(*) FROM {name}").fetchone()[0]
             reasons = con.execute(
-                f"SELECT coalesce({reason}, '(none)') AS r, count(*) AS n FROM {name} GROUP BY r ORDER BY n DESC, r"
+                f"SELECT coalesce(CAST({reason} AS VARCHAR), '(none)') AS r, count(*) AS n FROM {name} GROUP BY r ORDER BY n DESC, r"
             ).fetchall() if reason else []
             side[name] = {"docs": int(n), "by_reason": {r: int(c) for r, c in reasons}}
     summary["side_outputs"] = side
-    con.close()
+    return summary
+
+
+def summarize(path: str, top: int = 15) -> dict[str, Any]:
+    """Everything ``curate inspect`` prints, as a dict (also the data behind the report).
+
+    Files that are not curate document files are an :class:`InputError` before any query;
+    optional columns of an unusable type are left out and listed under ``notes``; a file that
+    fails while being scanned (a corrupt page) is an :class:`InputError` too."""
+    import duckdb
+
+    con, notes = _open(path, None, documents=True)
+    try:
+        summary = _summarize_shards(con, path, top)
+    except duckdb.Error as exc:
+        raise InputError(f"{path}: cannot be summarized ({_first_line(exc)})") from None
+    finally:
+        con.close()
+    summary["notes"] = notes
 
     chain = manifest_chain(path) if os.path.isdir(path) else []
-    tokens_per_char = (tokens / chars) if (chars and tokens_complete) else None
+    tokens, chars = summary["tokens"], summary["chars"]
+    tokens_per_char = (tokens / chars) if (chars and summary["measure"] == "tokens") else None
     summary["tokens_per_char"] = tokens_per_char
     summary["funnel"] = funnel(chain, tokens_per_char)
     here = chain[-1]["manifest"] if chain and os.path.normpath(chain[-1]["dir"]) == os.path.normpath(path) else None
@@ -422,83 +492,4 @@ def summarize(path: str, top: int = 15) -> dict[str, Any]:
             "seed": here.get("seed"),
         }
     return summary
-
-
-def _bar(n: float, most: float, width: int = 30) -> str:
-    return "#" * (int(round(width * n / most)) if most else 0)
-
-
-def format_summary(s: dict[str, Any]) -> str:
-    """The summary as readable text with small bar charts."""
-    m = s["measure"]
-    unit_note = "" if m == "tokens" else " (no n_tokens column filled: UTF-8 bytes shown instead of tokens)"
-    lines = [
-        f"{s['path']}" + (f"  [stage: {s['stage']}]" if s.get("stage") else ""),
-        f"  documents {s['docs']:,}   {m} {s['tokens']:,}   characters {s['chars']:,}{unit_note}",
-    ]
-    if s.get("mix") and s["mix"].get("tokenizer"):
-        lines.append(f"  tokenizer {s['mix']['tokenizer'].get('name')}   seed {s['mix'].get('seed')}")
-
-    lines.append("")
-    lines.append(f"  {'source':<20}{'docs':>10}{m:>14}{'share':>9}" + ("   requested" if s.get("mix") else ""))
-    requested = {x["name"]: x for x in (s.get("mix") or {}).get("sources", [])}
-    for row in s["sources"]:
-        req = requested.get(row["source"])
-        extra = f"{100 * req['share_requested']:>11.2f}%  epochs {req['epochs']:.2f}" if req else ""
-        lines.append(f"  {row['source']:<20}{row['docs']:>10,}{row[m]:>14,}{100 * row['share']:>8.2f}%{extra}")
-
-    if any(r["language"] != "(none)" for r in s["languages"]):
-        lines.append("")
-        lines.append("  languages (by " + m + ")")
-        most = max(r[m] for r in s["languages"])
-        for r in s["languages"]:
-            lines.append(f"    {r['language']:<10}{r['docs']:>10,} docs {r[m]:>14,}  {_bar(r[m], most)}")
-    if s.get("top_domains"):
-        lines.append("")
-        lines.append("  top domains")
-        for r in s["top_domains"]:
-            lines.append(f"    {r['domain']:<40}{r['docs']:>8,}")
-    lp = s["length_percentiles"]
-    if lp["chars"]:
-        lines.append("")
-        lines.append("  length percentiles   " + "".join(f"{'p' + str(int(q * 100)):>9}" for q in lp["percentiles"]))
-        lines.append("    characters         " + "".join(f"{v:>9,}" for v in lp["chars"]))
-        lines.append(f"    {m:<19}" + "".join(f"{v:>9,}" for v in lp[m]))
-    for title, key in (("quality score", "quality_histogram"), ("language score", "language_score_histogram")):
-        hist = s.get(key) or []
-        if hist:
-            lines.append("")
-            lines.append(f"  {title} histogram")
-            most = max(b["count"] for b in hist)
-            for b in hist:
-                lines.append(f"    [{b['lo']:7.3f}, {b['hi']:7.3f})  {b['count']:>8,}  {_bar(b['count'], most)}")
-    if s.get("epochs") and any(e["epoch"] for e in s["epochs"]):
-        lines.append("")
-        lines.append("  rows per epoch: " + ", ".join(f"{e['epoch']}: {e['rows']:,}" for e in s["epochs"]))
-    cut = (s.get("mix") or {}).get("training_cutoff")
-    dates = s.get("dates")
-    if cut and cut.get("max"):
-        lines.append("")
-        lines.append(f"  training cutoff: max {cut['max']}   p99 {cut['p99']}   "
-                     f"({cut.get('undated_docs', 0):,} undated document(s) ignored)")
-    elif dates and dates.get("max"):
-        lines.append("")
-        lines.append(f"  dates: {dates['min']} .. {dates['max']}   ({dates['undated_docs']:,} undated)")
-    for name, info in (s.get("side_outputs") or {}).items():
-        lines.append("")
-        lines.append(f"  {name}/: {info['docs']:,} documents" + (
-            ": " + ", ".join(f"{k}={v:,}" for k, v in info["by_reason"].items()) if info["by_reason"] else ""))
-    if s.get("funnel"):
-        lines.append("")
-        lines.append("  funnel (from the manifests of this stage and the ones that fed it)")
-        for f in s["funnel"]:
-            tok = ""
-            if f["tokens_kept"] is not None:
-                tok = f"  tokens {'~' if f['tokens_estimated'] else ''}{f['tokens_kept']:,}"
-            lines.append(f"    {f['stage']:<10}{f['dir']:<30} read {f['read']:>10,}  kept {f['kept']:>10,}{tok}")
-            drops = sorted({**f["rejected"], **{f"error:{k}": v for k, v in f["errors"].items()}}.items(),
-                           key=lambda kv: (-kv[1], kv[0]))
-            if drops:
-                lines.append("      dropped: " + ", ".join(f"{k}={v:,}" for k, v in drops[:12]))
-    return "\n".join(lines)
 

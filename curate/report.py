@@ -224,6 +224,8 @@ def render_report(s: dict[str, Any]) -> str:
     if m != "tokens":
         parts.append("<p class='note'>These shards carry no token counts (they come before the mix): "
                      "sizes are UTF-8 bytes.</p>")
+    for note in s.get("notes") or []:  # columns left out of the summary, and why
+        parts.append(f"<p class='note'>Note: {esc(note)}</p>")
     mix = s.get("mix")
     if mix:
         cut = mix.get("training_cutoff") or {}
@@ -289,8 +291,5 @@ def render_report(s: dict[str, Any]) -> str:
 def write_report(path: str, output: str, top: int = 15) -> str:
     """Summarize ``path`` and write the HTML page to ``output`` (atomically)."""
     page = render_report(summarize(path, top=top))
-    atomic_write_bytes(output, page.encode("utf-8"))
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(output, 0o666 & ~umask)  # the temp file behind the atomic write is private
+    atomic_write_bytes(output, page.encode("utf-8"))  # gives the file the usual permissions
     return output

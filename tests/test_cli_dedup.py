@@ -122,6 +122,38 @@ def test_unreadable_input_exits_1_after_processing_the_rest(corpus, tmp_path):
     assert manifest["counts"]["read"] == 53 and manifest["inputs_failed"] == 1
 
 
+@pytest.mark.parametrize("column,values", [
+    ("scores", ["q=1", "q=2"]),      # a type that can never be cast (caught from the schema)
+    ("n_chars", ["12", "many"]),     # values that do not cast (caught by the signature pass)
+    ("date", ["2024-01-01", "later"]),
+])
+def test_input_with_uncastable_column_exits_1_after_processing_the_rest(corpus, tmp_path, column, values):
+    import pyarrow as pa
+
+    bad = corpus / "part-00009-000.parquet"
+    pq.write_table(pa.table({"id": ["b1", "b2"], "text": ["one bad file", "two bad rows"], column: values}), bad)
+    result = _invoke(corpus, "-o", tmp_path / "out", "-q")
+    assert result.exit_code == 1, result.output
+    assert "Traceback" not in result.output and "part-00009-000.parquet" in result.output
+    assert f"column '{column}'" in result.output and "could not be read" in result.output
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert manifest["counts"]["read"] == 53 and manifest["counts"]["kept"] == 43  # 5 exact + 5 near removed
+    assert manifest["inputs_failed"] == 1 and [i["status"] for i in manifest["inputs"]].count("done") == 2
+
+
+def test_same_input_twice_is_deduplicated_once(corpus, tmp_path):
+    one = corpus / "part-00000-000.parquet"
+    result = _invoke(one, one, "-o", tmp_path / "twice", "-q")
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((tmp_path / "twice" / "manifest.json").read_text())
+    assert len(manifest["inputs"]) == 1 and manifest["counts"]["read"] == pq.ParquetFile(one).metadata.num_rows
+    # Whatever duplicates the file holds within itself, no document is its own duplicate.
+    assert all(r["dup_of"] != r["id"] for r in _rows(tmp_path / "twice" / "removed"))
+    assert len(_rows(tmp_path / "twice")) > manifest["counts"]["read"] // 2
+    result = _invoke(corpus, corpus, "-o", tmp_path / "dirs", "-q")
+    assert result.exit_code == 0 and "read 53" in result.output and "kept 43" in result.output, result.output
+
+
 SAMPLES = Path(__file__).resolve().parent.parent / "samples" / "warc"
 
 

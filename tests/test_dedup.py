@@ -372,3 +372,61 @@ def test_input_failing_after_its_first_row_group_is_left_out_entirely(tmp_path):
     assert [i["status"] for i in m["inputs"]] == ["failed", "done"] and "row group" in m["inputs"][0]["message"]
     # The readable row groups of the failed input neither count nor remove anything.
     assert m["counts"]["read"] == 21 and m["counts"]["kept"] == 21 and m["counts"]["rejected"] == {}
+
+
+def test_columns_that_cannot_be_cast_fail_their_input_in_the_signature_pass(tmp_path):
+    import pyarrow as pa
+
+    docs = [_doc("a", LOREM), _doc("b", LOREM), _doc("c", "something else entirely here")]
+    _write(tmp_path / "in", docs)
+    d = tmp_path / "in"
+    # scores as text can never become a map: caught from the schema alone.
+    pq.write_table(pa.table({"id": ["s1"], "text": [LOREM], "scores": ["q=1"]}), d / "part-00001-000.parquet")
+    # n_chars as text casts only where the text is a number: caught by the signature pass.
+    pq.write_table(pa.table({"id": ["n1", "n2"], "text": [LOREM, "x y z"], "n_chars": ["12", "many"]}),
+                   d / "part-00002-000.parquet")
+    # Same kind of failure on a column the signature pass reads itself (date).
+    pq.write_table(pa.table({"id": ["t1"], "text": [LOREM], "date": ["yesterday"]}), d / "part-00003-000.parquet")
+    # Values that do cast are fine: this input is deduplicated like the others.
+    pq.write_table(pa.table({"id": ["ok1"], "text": ["a fresh document"], "n_chars": ["16"]}),
+                   d / "part-00004-000.parquet")
+    infos = inspect_inputs([str(d / f"part-0000{i}-000.parquet") for i in range(5)])
+    # Only the never-castable type is seen from the metadata; the others need their values.
+    assert [i.error is not None for i in infos] == [False, True, False, False, False]
+    result = run_dedup([str(d)], str(tmp_path / "out"), progress=False)
+    m = result.manifest
+    assert [i["status"] for i in m["inputs"]] == ["done", "failed", "failed", "failed", "done"]
+    messages = [i.get("message", "") for i in m["inputs"]]
+    assert "part-00001-000.parquet" in messages[1] and "column 'scores' has type string" in messages[1]
+    assert "part-00002-000.parquet" in messages[2] and "column 'n_chars'" in messages[2]
+    assert "part-00003-000.parquet" in messages[3]
+    # The failed inputs neither count nor remove anything (their LOREM copies stay out).
+    assert m["counts"]["read"] == 4 and m["counts"]["kept"] == 3 and m["counts"]["rejected"] == {"exact": 1}
+    assert m["inputs_failed"] == 3 and m["complete"] is False
+    kept = {r["id"]: r for r in _read(tmp_path / "out")}
+    assert set(kept) == {"a", "c", "ok1"} and kept["ok1"]["n_chars"] == 16
+
+
+def test_check_schema_names_incompatible_columns(tmp_path):
+    import pyarrow as pa
+
+    from curate.dedup_plan import check_schema
+
+    check_schema(pa.schema([("id", pa.string()), ("text", pa.large_string()), ("n_chars", pa.string())]))
+    with pytest.raises(ValueError, match="missing column.*text"):
+        check_schema(pa.schema([("id", pa.string()), ("body", pa.string())]))
+    with pytest.raises(ValueError, match="column 'scores' has type string"):
+        check_schema(pa.schema([("id", pa.string()), ("text", pa.string()), ("scores", pa.string())]))
+    with pytest.raises(ValueError, match="column 'epoch' has type list"):
+        check_schema(pa.schema([("id", pa.string()), ("text", pa.string()), ("epoch", pa.list_(pa.int32()))]))
+
+
+def test_same_input_given_twice_is_read_once(tmp_path):
+    docs = [_doc("a", LOREM), _doc("b", "another text altogether"), _doc("c", "and a third one here")]
+    _write(tmp_path / "in", docs)
+    f = str(tmp_path / "in" / "part-00000-000.parquet")
+    result = run_dedup([f, f, str(tmp_path / "in"), str(tmp_path / "in" / "..") + "/in/*.parquet"],
+                       str(tmp_path / "out"), progress=False)
+    m = result.manifest
+    assert [i["path"] for i in m["inputs"]] == [f]
+    assert m["counts"]["read"] == 3 and m["counts"]["kept"] == 3 and m["counts"]["rejected"] == {}

@@ -160,3 +160,106 @@ def test_manifest_chain_and_funnel_from_mix(tmp_path):
     assert s["mix"]["sources"][0]["name"] == "web"
     text = CliRunner().invoke(cli, ["inspect", str(tmp_path / "mix")]).output
     assert "funnel" in text and "gopher_quality=3" in text and "error:bad_record=10" in text
+
+
+# --------------------------------------------------------------------------- bad shards
+
+
+def _one_line_error(r, *words: str) -> None:
+    assert r.exit_code == 2, r.output
+    assert r.output.startswith("error: ") and r.output.count("\n") == 1 and "Traceback" not in r.output, r.output
+    for word in words:
+        assert word in r.output, (word, r.output)
+
+
+def test_not_parquet_is_a_one_line_error_naming_the_file(known, tmp_path):
+    garbage = tmp_path / "notpq.parquet"
+    garbage.write_text("this is not parquet\n")
+    runner = CliRunner()
+    _one_line_error(runner.invoke(cli, ["inspect", str(garbage)]), "notpq.parquet", "not a readable Parquet file")
+    _one_line_error(runner.invoke(cli, ["sql", str(garbage), "select 1"]), "notpq.parquet", "not a readable Parquet file")
+    _one_line_error(runner.invoke(cli, ["report", str(garbage), "-o", str(tmp_path / "r.html")]), "notpq.parquet")
+    assert not (tmp_path / "r.html").exists()
+    # One bad shard among good ones: the bad one is named, in the side views too.
+    (known / "rejected" / "part-00009-000.parquet").write_bytes(b"PAR1 nope")
+    _one_line_error(runner.invoke(cli, ["sql", str(known), "select 1"]), "part-00009-000.parquet")
+    _one_line_error(runner.invoke(cli, ["inspect", str(known)]), "part-00009-000.parquet")
+
+
+def test_file_without_text_column_is_a_one_line_error(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    d = tmp_path / "notext"
+    d.mkdir()
+    pq.write_table(pa.table({"id": ["a"], "body": ["x"]}), d / "part.parquet")
+    _one_line_error(CliRunner().invoke(cli, ["inspect", str(d)]), "part.parquet", "no 'text' column", "body")
+    with pytest.raises(InputError, match="no 'text' column"):
+        summarize(str(d))
+    pq.write_table(pa.table({"id": ["a"], "text": [3]}), d / "part.parquet")
+    with pytest.raises(InputError, match="column 'text' has type int64, expected string"):
+        summarize(str(d))
+    # `curate sql` queries any Parquet file: no text column needed there.
+    r = CliRunner().invoke(cli, ["sql", str(d), "select count(*) AS n from docs", "-f", "csv"])
+    assert r.exit_code == 0 and r.output == "n\n1\n", r.output
+
+
+def test_optional_columns_of_unusable_types_are_left_out_with_a_note(known, tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    # One foreign shard among the good ones: dates as text, scores as text, n_chars as text.
+    pq.write_table(pa.table({"id": ["f1", "f2"], "text": ["hello", "hi"], "source": ["a", "a"],
+                             "date": ["2024-01-01", "not a date"], "scores": ["q=1", "q=2"],
+                             "n_chars": ["5", "many"]}), known / "part-00001-000.parquet")
+    s = summarize(str(known))
+    assert s["docs"] == 12
+    # Characters come from the text itself where n_chars is left out: 5500 + 5 + 2.
+    assert s["chars"] == 5507
+    assert "dates" not in s
+    notes = " | ".join(s["notes"])
+    for column in ("date", "scores", "n_chars"):
+        assert f"column {column!r} left out" in notes
+    assert "part-00001-000.parquet stores it as string" in notes
+    r = CliRunner().invoke(cli, ["inspect", str(known)])
+    assert r.exit_code == 0, r.output
+    assert "note: column 'date' left out" in r.output and "documents 12" in r.output
+    # Good shards alone: no notes, dates reported as before.
+    (known / "part-00001-000.parquet").unlink()
+    s = summarize(str(known))
+    assert s["notes"] == [] and s["dates"]["min"].startswith("2024-01-01")
+
+
+def test_dates_stored_as_calendar_dates_are_reported(tmp_path):
+    import datetime as dt
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    d = tmp_path / "d"
+    d.mkdir()
+    pq.write_table(pa.table({"id": ["a", "b"], "text": ["x", "yy"],
+                             "date": pa.array([dt.date(2023, 5, 2), dt.date(2024, 2, 3)], pa.date32())}),
+                   d / "part.parquet")
+    s = summarize(str(d))
+    assert s["notes"] == [] and (s["dates"]["min"], s["dates"]["max"]) == ("2023-05-02", "2024-02-03")
+    assert [m["month"] for m in s["dates"]["per_month"]] == ["2023-05", "2024-02"]
+
+
+def test_corrupt_page_is_an_input_error(tmp_path):
+    import pyarrow.parquet as pq
+
+    d = tmp_path / "c"
+    with ShardWriter(d, prefix="part-00000") as w:
+        for doc in known_docs():
+            w.write(doc)
+    path = next(d.glob("*.parquet"))
+    meta = pq.ParquetFile(path).metadata
+    column = meta.row_group(0).column(meta.schema.names.index("text"))
+    data = bytearray(path.read_bytes())
+    start = column.dictionary_page_offset or column.data_page_offset
+    data[start : start + 64] = b"\xff" * 64  # the footer still reads; the text pages do not
+    path.write_bytes(bytes(data))
+    with pytest.raises(InputError, match="cannot be summarized"):
+        summarize(str(d))
+    _one_line_error(CliRunner().invoke(cli, ["inspect", str(d)]), str(d))

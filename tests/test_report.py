@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import base64
+import os
 import re
+import stat
 import struct
 from pathlib import Path
 
@@ -66,3 +68,43 @@ def test_report_without_manifests(tmp_path):
     assert "share per source" in pngs(page)
     r = CliRunner().invoke(cli, ["report", str(tmp_path / "nothing"), "-o", str(out)])
     assert r.exit_code == 2 and r.output.startswith("error: ")
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def test_report_file_gets_usual_permissions(tmp_path):
+    from curate.shards import ShardWriter
+
+    with ShardWriter(tmp_path / "shards", prefix="part-00000") as w:
+        for d in known_docs():
+            w.write(d)
+    out = tmp_path / "r.html"
+    r = CliRunner().invoke(cli, ["report", str(tmp_path / "shards"), "-o", str(out)])
+    assert r.exit_code == 0, r.output
+    # Readable like any file the user creates (not the 0600 of the temp file behind it).
+    assert stat.S_IMODE(out.stat().st_mode) == 0o666 & ~_umask()
+    assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".r.html")]  # no temp left
+
+
+def test_report_notes_columns_left_out_and_refuses_bad_files(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    d = tmp_path / "foreign"
+    d.mkdir()
+    pq.write_table(pa.table({"id": ["a", "b"], "text": ["some text", "more text"],
+                             "date": ["2024-01-01", "garbage"]}), d / "part.parquet")
+    out = tmp_path / "r.html"
+    r = CliRunner().invoke(cli, ["report", str(d), "-o", str(out)])
+    assert r.exit_code == 0, r.output
+    page = out.read_text()
+    assert "Note: column &#x27;date&#x27; left out" in page and "stores it as string" in page
+    assert "documents per month" not in pngs(page)
+    (d / "part.parquet").write_bytes(b"not parquet at all")
+    r = CliRunner().invoke(cli, ["report", str(d), "-o", str(tmp_path / "r2.html")])
+    assert r.exit_code == 2 and r.output.startswith("error: ") and "part.parquet" in r.output
+    assert "Traceback" not in r.output and not (tmp_path / "r2.html").exists()
