@@ -51,6 +51,11 @@ def from_dict(cls: type[T], data: dict[str, Any], where: str = "config") -> T:
             raise ConfigError(
                 f"{where}: unknown key {key!r}{_suggest(key, known)}; known keys: {', '.join(known)}"
             )
+        f = fields[key]
+        if dataclasses.is_dataclass(hints[key]) and isinstance(value, dict) and f.default_factory is not dataclasses.MISSING:
+            # A partial nested table overlays the field's own default (e.g. a stage whose
+            # optimizer defaults differ from the optimizer class's), not the class defaults.
+            value = deep_merge(dataclasses.asdict(f.default_factory()), value)
         kwargs[key] = _coerce(hints[key], value, f"{where}.{key}")
     try:
         return cls(**kwargs)

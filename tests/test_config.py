@@ -98,3 +98,17 @@ def test_parse_set_value_and_table_clash():
         parse_set(["extract=1", "extract.mode=full"])
     with pytest.raises(ConfigError, match="is a table"):
         parse_set(["extract.mode=full", "extract=1"])
+
+
+def test_partial_nested_table_keeps_the_fields_own_defaults():
+    @dataclass
+    class Optim:
+        lr: float = 1e-3
+        warmup_steps: int = 10
+
+    @dataclass
+    class Stage:
+        optim: Optim = field(default_factory=lambda: Optim(lr=1e-5, warmup_steps=0))
+
+    assert from_dict(Stage, {"optim": {"lr": 0.5}}).optim == Optim(lr=0.5, warmup_steps=0)
+    assert from_dict(Stage, {}).optim == Optim(lr=1e-5, warmup_steps=0)

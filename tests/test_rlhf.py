@@ -116,3 +116,18 @@ def test_read_prompts_and_config_errors(tmp_path):
         RLHFConfig(kl_estimator="k2").validate()
     with pytest.raises(ConfigError, match="rloo_k"):
         RLHFConfig(algo="rloo", rloo_k=1).validate()
+
+
+def test_all_prompts_held_out_falls_back_to_no_heldout_eval(tmp_path):
+    """When every prompt hashes into the held-out slice, train on them and report no held-out
+    scores (they would be scores on training prompts)."""
+    policy = tiny_policy(tmp_path / "policy")
+    prompts = prompts_file(tmp_path / "prompts.jsonl", 3)  # their hashes are all below 0.99
+    cfg = RLHFConfig(batch_size=2, max_steps=1, max_new_tokens=4, eval_every=0, val_fraction=0.99, seed=1)
+    out = tmp_path / "rl"
+    res = rlhf(cfg, policy, prompts, out, reward=lowercase_share, progress=False)
+    assert res.examples == 3 and res.held_out == 0
+    assert any("no held-out evaluation" in note and "all 3 prompt(s)" in note for note in res.notes)
+    assert res.first_eval == {} and res.eval == {} and res.step == 1
+    lines = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert lines and not any("val_score" in line for line in lines)

@@ -20,70 +20,53 @@ size; ``label_smoothing`` gives the conservative DPO variant.
 from __future__ import annotations
 
 import copy
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Callable, Sequence
 
 import torch
 
 from curate.errors import ConfigError
-from curate.progress import Progress
 from curate.tokenizer import Tokenizer
 
+from .align import (
+    AlignOptim,
+    DataStageConfig,
+    StageResult,
+    StageRun,
+    check_max_len,
+    load_policy,
+    optimizer_step,
+    pad_right,
+    run_steps,
+    step_batch,
+)
 from .chat import encode_chat
-from .loop import autocast_context, clip_gradients, resolve_dtype, seed_everything, select_device
+from .loop import autocast_context, resolve_dtype, seed_everything, select_device
 from .losses import preference_loss
 from .model import GPT
 from .reward import load_pairs
-from .sft import (
-    AlignOptim,
-    StageResult,
-    StageRun,
-    batch_indices,
-    check_positive,
-    load_policy,
-    make_optimizer,
-    pad_right,
-    response_logprobs,
-    schedule_lr,
-    steps_for,
-)
 
 
 @dataclass
-class DPOConfig:
+class DPOConfig(DataStageConfig):
+    """DPO/IPO settings: the shared stage fields (see :class:`train.align.StageConfig`;
+    ``batch_size`` counts pairs, ``max_len`` tokens per side, default block_size + 1, cut from
+    the left) plus the preference loss."""
+
     optim: AlignOptim = field(default_factory=lambda: AlignOptim(lr=5e-6))
     beta: float = 0.1
     loss: str = "dpo"  # dpo | ipo
     label_smoothing: float = 0.0  # conservative DPO: assumed fraction of flipped labels
-    batch_size: int = 8  # pairs per step
-    epochs: float = 1.0
-    max_steps: int | None = None
-    max_len: int | None = None  # tokens per side (default: block_size + 1), cut from the left
-    val_fraction: float = 0.1
-    eval_every: int = 50
-    log_every: int = 10
-    checkpoint_every: int = 0
-    keep_last: int = 2
-    seed: int = 1337
-    device: str = "auto"
-    dtype: str = "auto"
 
     def validate(self) -> None:
-        self.optim.validate()
-        check_positive(self, ["batch_size", "max_steps", "log_every", "max_len"])
-        check_positive(self, ["eval_every", "checkpoint_every", "keep_last"], minimum=0)
+        super().validate()
         if self.loss not in ("dpo", "ipo"):
             raise ConfigError(f"loss must be dpo or ipo, got {self.loss!r}")
         if self.beta <= 0:
             raise ConfigError(f"beta must be positive, got {self.beta}")
         if not 0.0 <= self.label_smoothing < 0.5:
             raise ConfigError(f"label_smoothing must be in [0, 0.5), got {self.label_smoothing}")
-        if self.epochs <= 0:
-            raise ConfigError(f"epochs must be positive, got {self.epochs}")
-        if not 0.0 <= self.val_fraction < 1.0:
-            raise ConfigError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
 
 
 def encode_side(prompt: str, response: str, tokenizer: Tokenizer, max_len: int) -> tuple[list[int], list[int]]:
@@ -91,6 +74,17 @@ def encode_side(prompt: str, response: str, tokenizer: Tokenizer, max_len: int) 
     ids, mask = encode_chat([{"role": "user", "content": prompt}, {"role": "assistant", "content": response}],
                             tokenizer)
     return ids[-max_len:], mask[-max_len:]
+
+
+def response_logprobs(model: GPT, ids: torch.Tensor, attn: torch.Tensor, loss_mask: torch.Tensor
+                      ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-token log-probs of ``ids[:, 1:]`` under ``model`` and the mask of the tokens that
+    count (``loss_mask[:, 1:]``, padding excluded): both (B, T-1)."""
+    logits, _ = model(ids[:, :-1], attention_mask=attn[:, :-1])
+    logp = torch.log_softmax(logits.float(), dim=-1)
+    token_logp = torch.gather(logp, -1, ids[:, 1:].unsqueeze(-1)).squeeze(-1)
+    mask = (loss_mask[:, 1:] * attn[:, 1:]).to(token_logp.dtype)
+    return token_logp * mask, mask
 
 
 def sequence_logps(model: GPT, sides: Sequence[tuple[list[int], list[int]]], pad_id: int, device: torch.device,
@@ -160,77 +154,29 @@ def dpo(config: DPOConfig, policy_path: str | Path, data: str | Path, output: st
     else:
         reference = copy.deepcopy(policy)
     reference.eval().requires_grad_(False)
-    max_len = config.max_len or policy.config.block_size + 1
-    if max_len > policy.config.block_size + 1:
-        raise ConfigError(f"max_len {max_len} exceeds the model's block_size + 1 ({policy.config.block_size + 1})")
-    run = StageRun("dpo", output, overwrite=overwrite, parent=policy_ckpt, config=config, data=data,
-                   keep_last=config.keep_last, say=on_message)
+    max_len = check_max_len(config.max_len, policy.config.block_size + 1, "block_size + 1")
+    run = StageRun("dpo", output, overwrite=overwrite, parent=policy_ckpt, config=config, data=data, say=on_message)
     train_pairs, held_pairs, skipped = load_pairs(
         data, tokenizer, max_len, config.val_fraction, 0.0, encode=lambda p, r: encode_side(p, r, tokenizer, max_len))
-    for line in skipped.lines():
-        run.note(line)
-    max_steps = steps_for(len(train_pairs), config.batch_size, config.epochs, config.max_steps)
-    optimizer = make_optimizer(policy, config.optim, device)
-    start = run.start_step
-    if run.resume_from is not None:
-        policy.load_state_dict({k: v for k, v in run.resume_from.model_state.items() if k in policy.state_dict()})
-        optimizer.load_state_dict(run.resume_from.optimizer_state)
-        run.restore_rng()
-        run.note(f"resuming from {run.resume_from.path.name} (step {start} of {max_steps})")
-    result = StageResult("dpo", run.output, None, start, start, max_steps, "done", examples=len(train_pairs),
-                         held_out=len(held_pairs), skipped=skipped, notes=run.notes)
-    if start >= max_steps:
-        result.status, result.checkpoint = "up-to-date", run.resume_from.path if run.resume_from else None
-        return result
-    logger = run.open_logger()
-    bar = Progress(config.loss, total=max_steps, unit="steps", enabled=None if progress else False)
-    bar.done = start
-    started = time.monotonic()
+    optimizer, result = run.begin(policy, config, device, examples=len(train_pairs),
+                                  held_out=len(held_pairs), skipped=skipped)
     pad_id = tokenizer.pad_id
-    if start == 0:
-        # The margin before any update is 0 by construction; log the held-out baseline anyway.
-        base_eval = evaluate_dpo(config, policy, reference, held_pairs, pad_id, device, dtype)
-        if base_eval is not None:
-            logger.log({"step": 0, **base_eval})
-            result.first_eval = base_eval
+
+    def step_fn(step: int) -> dict[str, float]:
+        batch = step_batch(train_pairs, config, step)
+        loss, metrics = dpo_step_metrics(config, policy, reference, batch, pad_id, device, dtype)
+        grad_norm = optimizer_step(loss, policy, optimizer, config.optim.grad_clip)
+        return {**metrics, "grad_norm": grad_norm}
+
+    def save_fn(step: int) -> Path:
+        return run.save(step, model_state=policy.state_dict(), model_config=policy.config.to_dict(), kind="policy",
+                        optimizer=optimizer, tokenizer=tokenizer,
+                        extra_meta={"loss_type": config.loss, "beta": config.beta,
+                                    "reference": str(reference_path or policy_ckpt.path)})
+
+    # The held-out margin before any update is 0 by construction; the baseline eval still
+    # gives the starting loss (log 2 for DPO) to compare with.
     policy.train()
-    try:
-        for step in range(start, max_steps):
-            lr = schedule_lr(optimizer, config.optim, step, max_steps)
-            batch = [train_pairs[i] for i in batch_indices(len(train_pairs), config.batch_size, step, config.seed)]
-            loss, metrics = dpo_step_metrics(config, policy, reference, batch, pad_id, device, dtype)
-            loss.backward()
-            grad_norm = clip_gradients(policy, config.optim.grad_clip)
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            done = step + 1
-            bar.advance()
-            last = done == max_steps or done == stop_at_step
-            record: dict[str, Any] = {}
-            if done % config.log_every == 0 or done == start + 1 or last:
-                record = {"step": done, **metrics, "lr": lr, "grad_norm": grad_norm}
-                result.first = result.first or dict(metrics)
-                result.last = dict(metrics)
-            if (config.eval_every and done % config.eval_every == 0) or last:
-                val = evaluate_dpo(config, policy, reference, held_pairs, pad_id, device, dtype)
-                if val is not None:
-                    record.setdefault("step", done)
-                    record.update(val)
-                    result.first_eval = result.first_eval or dict(val)
-                    result.eval = dict(val)
-            if record:
-                logger.log(record)
-            if last or (config.checkpoint_every and done % config.checkpoint_every == 0):
-                result.checkpoint = run.save(done, model_state=policy.state_dict(), model_config=policy.config.to_dict(),
-                                             kind="policy", optimizer=optimizer, tokenizer=tokenizer,
-                                             extra_meta={"loss_type": config.loss, "beta": config.beta,
-                                                         "reference": str(reference_path or policy_ckpt.path)})
-            result.step = done
-            if done == stop_at_step and done < max_steps:
-                result.status = "stopped"
-                break
-    finally:
-        bar.close()
-        run.close()
-    result.elapsed_s = time.monotonic() - started
-    return result
+    return run_steps(run, result, config, optimizer, step_fn=step_fn,
+                     eval_fn=lambda: evaluate_dpo(config, policy, reference, held_pairs, pad_id, device, dtype),
+                     save_fn=save_fn, stop_at_step=stop_at_step, progress=progress, label=config.loss)

@@ -23,7 +23,6 @@ The checkpoint is the trunk's state dict plus ``head.weight``/``head.bias`` (kin
 from __future__ import annotations
 
 import json
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -31,29 +30,29 @@ from typing import Any, Callable, Sequence
 import torch
 import torch.nn as nn
 
-from curate.errors import ConfigError, InputError
-from curate.progress import Progress
+from curate.errors import InputError
 from curate.tokenizer import Tokenizer
 
-from .chat import encode_chat
-from .checkpoint import Checkpoint, load_checkpoint, load_checkpoint_tokenizer
-from .losses import bradley_terry_loss
-from .loop import autocast_context, clip_gradients, resolve_dtype, seed_everything, select_device
-from .model import GPT, GPTConfig
-from .sft import (
+from .align import (
     AlignOptim,
+    DataStageConfig,
+    HeldOutSplit,
     Skipped,
     StageResult,
     StageRun,
-    batch_indices,
+    check_max_len,
     check_positive,
-    make_optimizer,
+    optimizer_step,
     pad_right,
     read_records,
-    schedule_lr,
-    stable_fraction,
-    steps_for,
+    run_steps,
+    step_batch,
 )
+from .chat import encode_chat
+from .checkpoint import Checkpoint, load_checkpoint, load_checkpoint_tokenizer
+from .losses import bradley_terry_loss
+from .loop import autocast_context, resolve_dtype, seed_everything, select_device
+from .model import GPT, GPTConfig
 
 HEAD_PREFIX = "head."
 
@@ -157,31 +156,18 @@ class RewardScorer:
 
 
 @dataclass
-class RewardConfig:
+class RewardConfig(DataStageConfig):
+    """Reward-model settings: the shared stage fields (see :class:`train.align.StageConfig`;
+    ``batch_size`` counts pairs, ``max_len`` tokens per side, default the model's block_size)
+    plus the loss's margin and centring."""
+
     optim: AlignOptim = field(default_factory=lambda: AlignOptim(lr=5e-5))
-    batch_size: int = 8  # pairs per step
-    epochs: float = 1.0
-    max_steps: int | None = None
-    max_len: int | None = None  # tokens per side (default: the model's block_size)
     margin: float = 0.0  # used when a row has no `margin` field
     center_coef: float = 0.0  # weight of mean((r_c + r_r)^2): keeps scores centred on 0
-    val_fraction: float = 0.1
-    eval_every: int = 50
-    log_every: int = 10
-    checkpoint_every: int = 0
-    keep_last: int = 2
-    seed: int = 1337
-    device: str = "auto"
-    dtype: str = "auto"
 
     def validate(self) -> None:
-        self.optim.validate()
-        check_positive(self, ["batch_size", "max_steps", "log_every", "max_len"])
-        check_positive(self, ["eval_every", "checkpoint_every", "keep_last", "center_coef"], minimum=0)
-        if self.epochs <= 0:
-            raise ConfigError(f"epochs must be positive, got {self.epochs}")
-        if not 0.0 <= self.val_fraction < 1.0:
-            raise ConfigError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
+        super().validate()
+        check_positive(self, ["center_coef"], minimum=0)
 
 
 @dataclass
@@ -202,13 +188,9 @@ def load_pairs(path: str | Path, tokenizer: Tokenizer, max_len: int, val_fractio
     """(train, held-out, skipped) comparisons from ``path``; each becomes ``encode(prompt,
     answer)`` per side (default: reward-model ids). Bad rows are counted, not fatal."""
     encode = encode or (lambda p, r: encode_pair_side(p, r, tokenizer, max_len))
-    train: list[Any] = []
-    held: list[Any] = []
+    split = HeldOutSplit(val_fraction)
     skipped = Skipped()
-    for where, row in read_records(path, "comparison"):
-        if "__error__" in row:
-            skipped.add(row["__error__"], where)
-            continue
+    for where, row in read_records(path, "comparison", skipped):
         fields = comparison_fields(row)
         if fields is None:
             skipped.add("needs string prompt, chosen and rejected", where)
@@ -219,15 +201,9 @@ def load_pairs(path: str | Path, tokenizer: Tokenizer, max_len: int, val_fractio
             continue
         margin = row.get("margin")
         margin = float(margin) if isinstance(margin, (int, float)) and not isinstance(margin, bool) else default_margin
-        example = PairExample(encode(prompt, chosen), encode(prompt, rejected), margin)
-        key = json.dumps([prompt, chosen, rejected], ensure_ascii=False)
-        (held if stable_fraction(key) < val_fraction else train).append(example)
-    if not train and held:
-        train, held = held, []
-    if not train:
-        detail = f" ({'; '.join(skipped.lines())})" if skipped.total else ""
-        raise InputError(f"{path}: no usable comparisons{detail}")
-    return train, held, skipped
+        split.add(json.dumps([prompt, chosen, rejected], ensure_ascii=False),
+                  PairExample(encode(prompt, chosen), encode(prompt, rejected), margin))
+    return split.finish(path, "comparisons", skipped)
 
 
 def pair_rewards(model: ScalarHeadModel, pairs: Sequence[PairExample], pad_id: int, device: torch.device
@@ -270,81 +246,38 @@ def train_reward(config: RewardConfig, base: str | Path, data: str | Path, outpu
     seed_everything(config.seed)
     model, base_ckpt = load_scalar_model(base, device)
     tokenizer = load_checkpoint_tokenizer(base_ckpt.path)
-    max_len = config.max_len or model.config.block_size
-    if max_len > model.config.block_size:
-        raise ConfigError(f"max_len {max_len} exceeds the model's block_size ({model.config.block_size})")
-    run = StageRun("reward", output, overwrite=overwrite, parent=base_ckpt, config=config, data=data,
-                   keep_last=config.keep_last, say=on_message)
+    max_len = check_max_len(config.max_len, model.config.block_size, "block_size")
+    run = StageRun("reward", output, overwrite=overwrite, parent=base_ckpt, config=config, data=data, say=on_message)
     train_pairs, held_pairs, skipped = load_pairs(data, tokenizer, max_len, config.val_fraction, config.margin)
-    for line in skipped.lines():
-        run.note(line)
     if not held_pairs:
         run.note("no held-out comparisons (too few rows or val_fraction = 0): accuracy is not reported")
-    max_steps = steps_for(len(train_pairs), config.batch_size, config.epochs, config.max_steps)
-    optimizer = make_optimizer(model, config.optim, device)
-    start = run.start_step
-    if run.resume_from is not None:
-        model.load_export(run.resume_from.model_state, str(run.resume_from.path), require_head=True)
-        optimizer.load_state_dict(run.resume_from.optimizer_state)
-        run.restore_rng()
-        run.note(f"resuming from {run.resume_from.path.name} (step {start} of {max_steps})")
-    result = StageResult("reward", run.output, None, start, start, max_steps, "done", examples=len(train_pairs),
-                         held_out=len(held_pairs), skipped=skipped, notes=run.notes)
-    if start >= max_steps:
-        result.status, result.checkpoint = "up-to-date", run.resume_from.path if run.resume_from else None
-        return result
-    logger = run.open_logger()
-    bar = Progress("reward", total=max_steps, unit="steps", enabled=None if progress else False)
-    bar.done = start
-    started = time.monotonic()
+    optimizer, result = run.begin(
+        model, config, device, examples=len(train_pairs), held_out=len(held_pairs), skipped=skipped,
+        load_model=lambda ckpt: model.load_export(ckpt.model_state, str(ckpt.path), require_head=True))
     pad_id = tokenizer.pad_id
+
+    def step_fn(step: int) -> dict[str, float]:
+        batch = step_batch(train_pairs, config, step)
+        with autocast_context(device, dtype):
+            rc, rr = pair_rewards(model, batch, pad_id, device)
+        margins = torch.tensor([p.margin for p in batch], device=device)
+        loss = bradley_terry_loss(rc, rr, margins)
+        if config.center_coef:
+            loss = loss + config.center_coef * ((rc + rr) ** 2).mean()
+        grad_norm = optimizer_step(loss, model, optimizer, config.optim.grad_clip)
+        rc, rr = rc.detach(), rr.detach()
+        return {"loss": loss.item(), "accuracy": float((rc > rr).float().mean()), "margin": float((rc - rr).mean()),
+                "grad_norm": grad_norm}
+
+    def save_fn(step: int) -> Path:
+        return run.save(step, model_state=model.export_state(), model_config=model.config.to_dict(), kind="reward",
+                        optimizer=optimizer, tokenizer=tokenizer,
+                        extra_meta={"val_accuracy": result.eval.get("val_accuracy")})
+
     model.train()
-    try:
-        for step in range(start, max_steps):
-            lr = schedule_lr(optimizer, config.optim, step, max_steps)
-            batch = [train_pairs[i] for i in batch_indices(len(train_pairs), config.batch_size, step, config.seed)]
-            with autocast_context(device, dtype):
-                rc, rr = pair_rewards(model, batch, pad_id, device)
-            margins = torch.tensor([p.margin for p in batch], device=device)
-            loss = bradley_terry_loss(rc, rr, margins)
-            if config.center_coef:
-                loss = loss + config.center_coef * ((rc + rr) ** 2).mean()
-            loss.backward()
-            grad_norm = clip_gradients(model, config.optim.grad_clip)
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            done = step + 1
-            bar.advance()
-            last = done == max_steps or done == stop_at_step
-            record: dict[str, Any] = {}
-            if done % config.log_every == 0 or done == start + 1 or last:
-                accuracy = float((rc.detach() > rr.detach()).float().mean())
-                record = {"step": done, "loss": loss.item(), "accuracy": accuracy,
-                          "margin": float((rc - rr).detach().mean()), "lr": lr, "grad_norm": grad_norm}
-                result.first = result.first or {"loss": loss.item(), "accuracy": accuracy}
-                result.last = {"loss": loss.item(), "accuracy": accuracy}
-            if (config.eval_every and done % config.eval_every == 0) or last or done == start + 1:
-                metrics = evaluate_pairs(model, held_pairs, config.batch_size, pad_id, device, dtype)
-                if metrics is not None:
-                    record.setdefault("step", done)
-                    record.update(metrics)
-                    result.first_eval = result.first_eval or dict(metrics)
-                    result.eval = dict(metrics)
-            if record:
-                logger.log(record)
-            if last or (config.checkpoint_every and done % config.checkpoint_every == 0):
-                result.checkpoint = run.save(done, model_state=model.export_state(), model_config=model.config.to_dict(),
-                                             kind="reward", optimizer=optimizer, tokenizer=tokenizer,
-                                             extra_meta={"val_accuracy": result.eval.get("val_accuracy")})
-            result.step = done
-            if done == stop_at_step and done < max_steps:
-                result.status = "stopped"
-                break
-    finally:
-        bar.close()
-        run.close()
-    result.elapsed_s = time.monotonic() - started
-    return result
+    return run_steps(run, result, config, optimizer, step_fn=step_fn,
+                     eval_fn=lambda: evaluate_pairs(model, held_pairs, config.batch_size, pad_id, device, dtype),
+                     save_fn=save_fn, stop_at_step=stop_at_step, progress=progress)
 
 
 # =============================================================================== scoring
@@ -405,10 +338,7 @@ def score_file(reward_model: str | Path, data: str | Path, output: str | Path | 
 
     try:
         n_rows = 0
-        for where, row in read_records(data, "scoring"):
-            if "__error__" in row:
-                skipped.add(row["__error__"], where)
-                continue
+        for where, row in read_records(data, "scoring", skipped):
             row_kind = ("comparisons" if comparison_fields(row) else
                         "responses" if isinstance(row.get("prompt"), str) and isinstance(row.get("response"), str)
                         else None)

@@ -34,7 +34,6 @@ tokenizers (responses are scored as text).
 from __future__ import annotations
 
 import copy
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -43,11 +42,25 @@ import torch
 import torch.nn as nn
 
 from curate.errors import ConfigError, InputError
-from curate.progress import Progress
 from curate.tokenizer import Tokenizer
 
+from .align import (
+    AlignOptim,
+    HeldOutSplit,
+    Skipped,
+    StageConfig,
+    StageResult,
+    StageRun,
+    check_positive,
+    load_lm_weights,
+    load_policy,
+    optimizer_step,
+    read_records,
+    run_steps,
+)
 from .chat import decode_response, encode_prompt, end_id as chat_end_id
-from .loop import autocast_context, clip_gradients, resolve_dtype, seed_everything, select_device
+from .checkpoint import Checkpoint
+from .loop import autocast_context, resolve_dtype, seed_everything, select_device
 from .losses import (
     entropy_from_logits,
     gae,
@@ -60,29 +73,22 @@ from .losses import (
 )
 from .model import GPT
 from .reward import RewardScorer, ScalarHeadModel
-from .sft import (
-    AlignOptim,
-    Skipped,
-    StageResult,
-    StageRun,
-    check_positive,
-    load_policy,
-    make_optimizer,
-    read_records,
-    schedule_lr,
-    stable_fraction,
-)
 
 RewardFn = Callable[[Sequence[str], Sequence[str]], Sequence[float]]
 
 
 @dataclass
-class RLHFConfig:
+class RLHFConfig(StageConfig):
+    """RLHF settings: the shared stage fields (see :class:`train.align.StageConfig`;
+    ``batch_size`` counts prompts, ``val_fraction`` the prompts held out) plus sampling,
+    KL penalty and PPO/RLOO settings."""
+
     optim: AlignOptim = field(default_factory=lambda: AlignOptim(lr=1e-5, warmup_steps=0))
-    algo: str = "ppo"  # ppo | rloo
-    batch_size: int = 8  # prompts per step
-    rloo_k: int = 4  # samples per prompt (rloo)
     max_steps: int = 100
+    eval_every: int = 20  # 0 = only at the start and the end
+    log_every: int = 1
+    algo: str = "ppo"  # ppo | rloo
+    rloo_k: int = 4  # samples per prompt (rloo)
     max_new_tokens: int = 32  # response length cap
     max_prompt_len: int | None = None  # default: block_size - max_new_tokens (prompt cut from the left)
     temperature: float = 1.0
@@ -98,21 +104,12 @@ class RLHFConfig:
     minibatches: int = 1  # per pass
     whiten_advantages: bool = True
     missing_end_penalty: float | None = None  # added to the score of responses cut at max_new_tokens
-    val_fraction: float = 0.1  # prompts held out for evaluation
-    eval_every: int = 20  # 0 = only at the start and the end
     eval_samples: int = 2  # responses per held-out prompt
-    log_every: int = 1
-    checkpoint_every: int = 0
-    keep_last: int = 2
-    seed: int = 1337
-    device: str = "auto"
-    dtype: str = "auto"
 
     def validate(self) -> None:
-        self.optim.validate()
-        check_positive(self, ["batch_size", "max_steps", "max_new_tokens", "ppo_epochs", "minibatches", "log_every",
-                              "eval_samples", "max_prompt_len", "top_k"])
-        check_positive(self, ["eval_every", "checkpoint_every", "keep_last", "kl_coef", "vf_coef"], minimum=0)
+        super().validate()
+        check_positive(self, ["max_new_tokens", "ppo_epochs", "minibatches", "eval_samples", "max_prompt_len", "top_k"])
+        check_positive(self, ["kl_coef", "vf_coef"], minimum=0)
         if self.algo not in ("ppo", "rloo"):
             raise ConfigError(f"algo must be ppo or rloo, got {self.algo!r}")
         if self.kl_estimator not in ("k1", "k3"):
@@ -121,8 +118,6 @@ class RLHFConfig:
             raise ConfigError(f"rloo_k must be at least 2, got {self.rloo_k}")
         if self.temperature <= 0:
             raise ConfigError(f"temperature must be positive for sampling, got {self.temperature}")
-        if not 0.0 <= self.val_fraction < 1.0:
-            raise ConfigError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
         for name in ("gamma", "lam"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ConfigError(f"{name} must be in [0, 1], got {getattr(self, name)}")
@@ -154,10 +149,7 @@ def read_prompts(path: str | Path) -> tuple[list[Prompt], Skipped]:
             if line.strip():
                 prompts.append(Prompt(line.strip(), [{"role": "user", "content": line.strip()}]))
     else:
-        for where, row in read_records(path, "prompt"):
-            if "__error__" in row:
-                skipped.add(row["__error__"], where)
-                continue
+        for where, row in read_records(path, "prompt", skipped):
             msgs = row.get("messages")
             if isinstance(row.get("prompt"), str) and row["prompt"].strip():
                 prompts.append(Prompt(row["prompt"], [{"role": "user", "content": row["prompt"]}]))
@@ -318,6 +310,52 @@ def evaluate_policy(policy: GPT, reference: GPT, prompts: Sequence[Prompt], cfg:
             "val_response_len": float(torch.cat(lengths).float().mean())}
 
 
+def ppo_update(roll: Rollout, policy: GPT, critic: ScalarHeadModel | None, models: nn.Module,
+               optimizer: torch.optim.Optimizer, order: torch.Generator, cfg: RLHFConfig, device: torch.device,
+               dtype: torch.dtype) -> tuple[torch.Tensor, dict[str, list[float]]]:
+    """``ppo_epochs`` passes of the clipped policy loss (plus, for PPO, the clipped value loss)
+    over one rollout in ``minibatches``; (sequence rewards, per-update stats)."""
+    tokens = roll.sequences[:, roll.prompt_len :]
+    if critic is not None:
+        with torch.no_grad(), autocast_context(device, dtype):
+            old_values = critic.values(roll.sequences[:, :-1], roll.attention[:, :-1])[:, roll.prompt_len - 1 :]
+        old_values = old_values.float() * roll.mask
+        seq_rewards_tok, advantages, returns = ppo_targets(roll, old_values, cfg)
+        seq_rewards = seq_rewards_tok.sum(1)
+    else:
+        seq_rewards, advantages = rloo_targets(roll, cfg)
+        returns = old_values = None
+
+    stats: dict[str, list[float]] = {}
+    n = roll.sequences.shape[0]
+    mb_size = max(1, n // cfg.minibatches)
+    for _ in range(cfg.ppo_epochs):
+        perm_mb = torch.randperm(n, generator=order)
+        for mb_start in range(0, n, mb_size):
+            idx = perm_mb[mb_start : mb_start + mb_size].to(device)
+            with autocast_context(device, dtype):
+                logits = response_token_logits(policy, roll.sequences[idx], roll.attention[idx], roll.prompt_len)
+            new_logp = gather_logprobs(logits, tokens[idx])
+            pg_loss, pg_info = ppo_policy_loss(new_logp, roll.logprobs[idx], advantages[idx], roll.mask[idx],
+                                               cfg.clip_range)
+            loss = pg_loss
+            if critic is not None:
+                with autocast_context(device, dtype):
+                    values = critic.values(roll.sequences[idx, :-1], roll.attention[idx, :-1])
+                values = values[:, roll.prompt_len - 1 :].float()
+                vf_loss, vf_info = ppo_value_loss(values, old_values[idx], returns[idx], roll.mask[idx],
+                                                  cfg.vf_clip_range)
+                loss = loss + cfg.vf_coef * vf_loss
+                stats.setdefault("vf_loss", []).append(vf_loss.item())
+                stats.setdefault("vf_clipfrac", []).append(float(vf_info["vf_clipfrac"]))
+            grad_norm = optimizer_step(loss, models, optimizer, cfg.optim.grad_clip)
+            stats.setdefault("pg_loss", []).append(pg_loss.item())
+            stats.setdefault("clipfrac", []).append(float(pg_info["clipfrac"]))
+            stats.setdefault("approx_kl", []).append(float(pg_info["approx_kl"]))
+            stats.setdefault("grad_norm", []).append(grad_norm)
+    return seq_rewards, stats
+
+
 def rlhf(config: RLHFConfig, policy_path: str | Path, prompts_path: str | Path, output: str | Path, *,
          reward: str | Path | RewardFn, overwrite: bool = False, stop_at_step: int | None = None,
          progress: bool = True, on_message: Callable[[str], None] | None = None) -> StageResult:
@@ -344,143 +382,69 @@ def rlhf(config: RLHFConfig, policy_path: str | Path, prompts_path: str | Path, 
         critic = ScalarHeadModel(policy.config).to(device)
         critic.trunk.load_state_dict(policy.state_dict())
     models = _Models(policy, critic)
-    optimizer = make_optimizer(models, config.optim, device)
 
     run = StageRun(f"rlhf-{config.algo}", output, overwrite=overwrite, parent=policy_ckpt, config=config,
-                   data=prompts_path, keep_last=config.keep_last, say=on_message)
+                   data=prompts_path, say=on_message)
     prompts, skipped = read_prompts(prompts_path)
-    for line in skipped.lines():
-        run.note(line)
-    held = [p for p in prompts if stable_fraction(p.text) < config.val_fraction]
-    train_prompts = [p for p in prompts if stable_fraction(p.text) >= config.val_fraction] or held
-    if not held:
+    split = HeldOutSplit(config.val_fraction)
+    for prompt in prompts:
+        split.add(prompt.text, prompt)
+    if not split.train:
+        # Too few prompts to hold any out: train on all of them, and do not report scores on
+        # training prompts as held-out ones.
+        run.note(f"all {len(prompts)} prompt(s) fell in the held-out slice (val_fraction "
+                 f"{config.val_fraction}): training on all of them, with no held-out evaluation")
+    elif not split.held:
         run.note("no held-out prompts (too few prompts or val_fraction = 0): no held-out evaluation")
+    train_prompts, held, _ = split.finish(prompts_path, "prompts", skipped)
     max_steps = config.max_steps
-    start = run.start_step
     generator = torch.Generator(device=device).manual_seed(config.seed)
-    if run.resume_from is not None:
-        policy.load_state_dict({k: v for k, v in run.resume_from.model_state.items() if k in policy.state_dict()})
-        state = run.resume_from.train_state
+
+    def load_state(ckpt: Checkpoint) -> None:
+        load_lm_weights(policy, ckpt)
         if critic is not None:
-            if "critic" not in state:
-                raise InputError(f"{run.resume_from.path}: has no value model state to resume PPO from")
-            critic.load_export(state["critic"], str(run.resume_from.path), require_head=True)
-        optimizer.load_state_dict(run.resume_from.optimizer_state)
-        run.restore_rng()
-        generator.set_state(state["generator"])
-        run.note(f"resuming from {run.resume_from.path.name} (step {start} of {max_steps})")
-    result = StageResult(f"rlhf-{config.algo}", run.output, None, start, start, max_steps, "done",
-                         examples=len(train_prompts), held_out=len(held), skipped=skipped, notes=run.notes)
-    if start >= max_steps:
-        result.status, result.checkpoint = "up-to-date", run.resume_from.path if run.resume_from else None
-        return result
-    logger = run.open_logger()
-    bar = Progress(f"rlhf-{config.algo}", total=max_steps, unit="steps", enabled=None if progress else False)
-    bar.done = start
-    started = time.monotonic()
-    if start == 0:
-        baseline = evaluate_policy(policy, reference, held, config, tokenizer, reward_fn, device, dtype, max_prompt_len)
-        if baseline is not None:
-            logger.log({"step": 0, **baseline})
-            result.first_eval = baseline
+            if "critic" not in ckpt.train_state:
+                raise InputError(f"{ckpt.path}: has no value model state to resume PPO from")
+            critic.load_export(ckpt.train_state["critic"], str(ckpt.path), require_head=True)
+        generator.set_state(ckpt.train_state["generator"])
+
+    optimizer, result = run.begin(models, config, device, max_steps=max_steps, examples=len(train_prompts),
+                                  held_out=len(held), skipped=skipped, load_model=load_state)
     order = torch.Generator().manual_seed(config.seed)
+
+    def step_fn(step: int) -> dict[str, float]:
+        # Prompt batch: a seeded permutation per pass over the training prompts (pure
+        # function of the step, like the other stages, so resume needs only the step).
+        per_epoch = max(1, len(train_prompts) // config.batch_size)
+        epoch, offset = divmod(step, per_epoch)
+        order.manual_seed(config.seed * 1_000_003 + epoch)
+        perm = torch.randperm(len(train_prompts), generator=order).tolist()
+        picked = [train_prompts[perm[(offset * config.batch_size + i) % len(perm)]] for i in range(config.batch_size)]
+        batch = [p for p in picked for _ in range(config.samples_per_prompt)]
+        roll = make_rollout(policy, reference, batch, config, tokenizer, reward_fn, generator, device, dtype,
+                            max_prompt_len)
+        seq_rewards, stats = ppo_update(roll, policy, critic, models, optimizer, order, config, device, dtype)
+        kl_seq = (roll.logprobs - roll.ref_logprobs).sum(1)
+        return {
+            "score": float(roll.scores.mean()), "reward": float(seq_rewards.mean()), "kl": float(kl_seq.mean()),
+            "entropy": float(masked_mean(roll.entropy, roll.mask)),
+            "response_len": float(_lengths(roll.mask).float().mean()),
+            "ended": float(roll.ended.float().mean()),
+            **{k: sum(v) / len(v) for k, v in stats.items()},
+        }
+
+    def save_fn(step: int) -> Path:
+        extra_state: dict[str, Any] = {"generator": generator.get_state()}
+        if critic is not None:
+            extra_state["critic"] = critic.export_state()
+        return run.save(
+            step, model_state=policy.state_dict(), model_config=policy.config.to_dict(), kind="policy",
+            optimizer=optimizer, tokenizer=tokenizer, extra_state=extra_state,
+            extra_meta={"algo": config.algo, "reward": str(reward_name), "val_score": result.eval.get("val_score")},
+        )
+
     models.train()
-    try:
-        for step in range(start, max_steps):
-            lr = schedule_lr(optimizer, config.optim, step, max_steps)
-            # Prompt batch: a seeded permutation per pass over the training prompts (pure
-            # function of the step, like the other stages, so resume needs only the step).
-            per_epoch = max(1, len(train_prompts) // config.batch_size)
-            epoch, offset = divmod(step, per_epoch)
-            order.manual_seed(config.seed * 1_000_003 + epoch)
-            perm = torch.randperm(len(train_prompts), generator=order).tolist()
-            picked = [train_prompts[perm[(offset * config.batch_size + i) % len(perm)]] for i in range(config.batch_size)]
-            batch = [p for p in picked for _ in range(config.samples_per_prompt)]
-
-            roll = make_rollout(policy, reference, batch, config, tokenizer, reward_fn, generator, device, dtype,
-                                max_prompt_len)
-            tokens = roll.sequences[:, roll.prompt_len :]
-            if critic is not None:
-                with torch.no_grad(), autocast_context(device, dtype):
-                    old_values = critic.values(roll.sequences[:, :-1], roll.attention[:, :-1])[:, roll.prompt_len - 1 :]
-                old_values = old_values.float() * roll.mask
-                seq_rewards_tok, advantages, returns = ppo_targets(roll, old_values, config)
-                seq_rewards = seq_rewards_tok.sum(1)
-            else:
-                seq_rewards, advantages = rloo_targets(roll, config)
-                returns = old_values = None
-
-            stats: dict[str, list[float]] = {}
-            n = roll.sequences.shape[0]
-            mb_size = max(1, n // config.minibatches)
-            for _ in range(config.ppo_epochs):
-                perm_mb = torch.randperm(n, generator=order)
-                for mb_start in range(0, n, mb_size):
-                    idx = perm_mb[mb_start : mb_start + mb_size].to(device)
-                    with autocast_context(device, dtype):
-                        logits = response_token_logits(policy, roll.sequences[idx], roll.attention[idx], roll.prompt_len)
-                    new_logp = gather_logprobs(logits, tokens[idx])
-                    pg_loss, pg_info = ppo_policy_loss(new_logp, roll.logprobs[idx], advantages[idx], roll.mask[idx],
-                                                       config.clip_range)
-                    loss = pg_loss
-                    if critic is not None:
-                        with autocast_context(device, dtype):
-                            values = critic.values(roll.sequences[idx, :-1], roll.attention[idx, :-1])
-                        values = values[:, roll.prompt_len - 1 :].float()
-                        vf_loss, vf_info = ppo_value_loss(values, old_values[idx], returns[idx], roll.mask[idx],
-                                                          config.vf_clip_range)
-                        loss = loss + config.vf_coef * vf_loss
-                        stats.setdefault("vf_loss", []).append(vf_loss.item())
-                        stats.setdefault("vf_clipfrac", []).append(float(vf_info["vf_clipfrac"]))
-                    loss.backward()
-                    grad_norm = clip_gradients(models, config.optim.grad_clip)
-                    optimizer.step()
-                    optimizer.zero_grad(set_to_none=True)
-                    stats.setdefault("pg_loss", []).append(pg_loss.item())
-                    stats.setdefault("clipfrac", []).append(float(pg_info["clipfrac"]))
-                    stats.setdefault("approx_kl", []).append(float(pg_info["approx_kl"]))
-                    stats.setdefault("grad_norm", []).append(grad_norm)
-
-            done = step + 1
-            bar.advance()
-            last = done == max_steps or done == stop_at_step
-            kl_seq = (roll.logprobs - roll.ref_logprobs).sum(1)
-            metrics = {
-                "score": float(roll.scores.mean()), "reward": float(seq_rewards.mean()), "kl": float(kl_seq.mean()),
-                "entropy": float(masked_mean(roll.entropy, roll.mask)),
-                "response_len": float(_lengths(roll.mask).float().mean()),
-                "ended": float(roll.ended.float().mean()),
-                **{k: sum(v) / len(v) for k, v in stats.items()},
-            }
-            record: dict[str, Any] = {}
-            if done % config.log_every == 0 or done == start + 1 or last:
-                record = {"step": done, **metrics, "lr": lr}
-                result.first = result.first or dict(metrics)
-                result.last = dict(metrics)
-            if (config.eval_every and done % config.eval_every == 0) or last:
-                val = evaluate_policy(policy, reference, held, config, tokenizer, reward_fn, device, dtype, max_prompt_len)
-                if val is not None:
-                    record.setdefault("step", done)
-                    record.update(val)
-                    result.first_eval = result.first_eval or dict(val)
-                    result.eval = dict(val)
-            if record:
-                logger.log(record)
-            if last or (config.checkpoint_every and done % config.checkpoint_every == 0):
-                extra_state: dict[str, Any] = {"generator": generator.get_state()}
-                if critic is not None:
-                    extra_state["critic"] = critic.export_state()
-                result.checkpoint = run.save(
-                    done, model_state=policy.state_dict(), model_config=policy.config.to_dict(), kind="policy",
-                    optimizer=optimizer, tokenizer=tokenizer, extra_state=extra_state,
-                    extra_meta={"algo": config.algo, "reward": str(reward_name), "val_score": result.eval.get("val_score")},
-                )
-            result.step = done
-            if done == stop_at_step and done < max_steps:
-                result.status = "stopped"
-                break
-    finally:
-        bar.close()
-        run.close()
-    result.elapsed_s = time.monotonic() - started
-    return result
+    return run_steps(run, result, config, optimizer, step_fn=step_fn,
+                     eval_fn=lambda: evaluate_policy(policy, reference, held, config, tokenizer, reward_fn, device,
+                                                     dtype, max_prompt_len),
+                     save_fn=save_fn, stop_at_step=stop_at_step, progress=progress)

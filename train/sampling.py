@@ -27,7 +27,7 @@ from curate.errors import ConfigError
 from .chat import decode_response, encode_prompt, end_id
 from .loop import select_device
 from .rlhf import left_pad, read_prompts
-from .sft import Skipped, load_policy
+from .align import Skipped, load_policy
 
 
 @dataclass
