@@ -324,7 +324,7 @@ def _run_reward(pipe: Pipeline, overwrite: bool, log: Callable[[str], None]) -> 
 
     cfg, data = _align_config(RewardConfig, pipe.stages["reward"], "reward", pipe, "data")
     result = train_reward(cfg, pipe.out("sft"), data, pipe.out("reward"), overwrite=overwrite, progress=True, on_message=log)
-    return _metrics(result, {"last_loss": ("last", "loss"), "val_accuracy_before": ("first_eval", "val_accuracy"),
+    return _metrics(result, {"final_loss": ("last", "loss"), "val_accuracy_before": ("first_eval", "val_accuracy"),
                              "val_accuracy": ("eval", "val_accuracy")})
 
 
@@ -436,7 +436,7 @@ def _fmt(value: Any) -> str:
 
 
 _NOTE_LABELS = {
-    "first_loss": "loss", "last_loss": "->", "val_loss": "val loss", "val_accuracy": "held-out acc",
+    "first_loss": "loss", "last_loss": "->", "final_loss": "loss", "val_loss": "val loss", "val_accuracy": "held-out acc",
     "val_accuracy_before": "acc before", "reward_before": "reward", "reward_after": "->", "kl": "KL",
     "vocab_size": "vocab", "training_cutoff": "cutoff",
 }
