@@ -235,25 +235,21 @@ class GopherRepetition(Filter):
             return None  # nothing repeated in an empty text; length rules live elsewhere
         reason = None
 
-        paragraphs = v.paragraphs
-        if paragraphs:
-            n_dup, dup_chars = duplicate_elements(paragraphs)
-            frac, char_frac = n_dup / len(paragraphs), dup_chars / total
-            self.score(doc, "dup_para_frac", frac)
-            self.score(doc, "dup_para_char_frac", char_frac)
-            reason = self._check(reason, "duplicate_paragraphs", frac, self.dup_para_frac)
-            reason = self._check(reason, "duplicate_paragraph_chars", char_frac, self.dup_para_char_frac)
-            if reason and not self.annotate:
-                return reason
-
-        lines = v.nonempty_lines
-        if lines:
-            n_dup, dup_chars = duplicate_elements(lines)
-            frac, char_frac = n_dup / len(lines), dup_chars / total
-            self.score(doc, "dup_line_frac", frac)
-            self.score(doc, "dup_line_char_frac", char_frac)
-            reason = self._check(reason, "duplicate_lines", frac, self.dup_line_frac)
-            reason = self._check(reason, "duplicate_line_chars", char_frac, self.dup_line_char_frac)
+        # The same two rules (share of repeated elements, share of characters in them) for
+        # paragraphs, then for lines.
+        for elements, kind, frac_limit, char_limit in (
+            (v.paragraphs, "paragraph", self.dup_para_frac, self.dup_para_char_frac),
+            (v.nonempty_lines, "line", self.dup_line_frac, self.dup_line_char_frac),
+        ):
+            if not elements:
+                continue
+            n_dup, dup_chars = duplicate_elements(elements)
+            frac, char_frac = n_dup / len(elements), dup_chars / total
+            short = "para" if kind == "paragraph" else "line"
+            self.score(doc, f"dup_{short}_frac", frac)
+            self.score(doc, f"dup_{short}_char_frac", char_frac)
+            reason = self._check(reason, f"duplicate_{kind}s", frac, frac_limit)
+            reason = self._check(reason, f"duplicate_{kind}_chars", char_frac, char_limit)
             if reason and not self.annotate:
                 return reason
 
