@@ -216,6 +216,8 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     kind = config.pop("kind", "lm")
     if model_config.get("tie_embeddings", True) and _TIED_KEY not in state and _EMBED_KEY in state:
         state[_TIED_KEY] = state[_EMBED_KEY]  # restore the alias so load_state_dict(strict) works
+    elif model_config.get("tie_embeddings", True) and _EMBED_KEY not in state and _TIED_KEY in state:
+        state[_EMBED_KEY] = state[_TIED_KEY]  # a writer that listed the head first kept that name
     optimizer_state = train_state = None
     if with_optimizer:
         optimizer_state = _load_pt(step_dir / OPTIMIZER_FILE, map_location)

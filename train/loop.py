@@ -403,10 +403,22 @@ def setup_distributed(device_name: str = "auto") -> DistContext:
     return DistContext(rank=rank, world_size=world_size, local_rank=local_rank, device=device)
 
 
-def teardown_distributed() -> None:
+def teardown_distributed(synchronize: bool = False) -> None:
+    """Leave the process group. ``synchronize`` (only after a run that ended normally on every
+    rank: a rank that failed would never arrive) waits for all ranks first.
+
+    Wrappers such as DistributedDataParallel sit in reference cycles and may still be alive
+    here; destroying the gloo group under them aborted the process now and then ("terminate
+    called without an active exception"), so they are collected first.
+    """
+    import gc
+
     import torch.distributed as dist
 
     if dist.is_available() and dist.is_initialized():
+        gc.collect()
+        if synchronize:
+            dist.barrier()
         dist.destroy_process_group()
 
 

@@ -14,6 +14,15 @@ schedule), every RNG state and each rank's data position, so continuing from it 
 the uninterrupted run's losses bit for bit on CPU (on GPU up to non-deterministic kernels).
 Rerunning into the same output directory resumes automatically; SIGINT/SIGTERM make the run
 write a checkpoint at the end of the current step and stop cleanly.
+
+Several processes (``torchrun``, or ``curate train pretrain --nproc N``) split the data by
+document. ``distributed = "ddp"`` (the default) keeps a full model per process and averages
+gradients; ``distributed = "fsdp"`` shards weights, gradients and optimizer state across the
+processes (train/fsdp.py). Both write the same checkpoint files. On CPU an FSDP run's losses
+and weights equal the DDP run's bit for bit when ``grad_accum = 1`` and the gradient norm stays
+under ``optim.grad_clip`` (FSDP sums the norm over shards in another order, and reduces each
+micro-batch's gradients separately); either way an FSDP run resumed with the same number of
+processes continues exactly as it would have run uninterrupted.
 """
 
 from __future__ import annotations
@@ -36,6 +45,8 @@ from curate.progress import Progress
 
 from .checkpoint import LATEST_FILE, list_step_dirs, load_checkpoint, load_lm, save_checkpoint
 from .data import PackedReader, open_mix, pretokenized_usable, resolve_tokenizer, validation_sequences
+from .fsdp import clip_gradients as clip_sharded_gradients
+from .fsdp import gather_model_state, gather_optimizer_state, load_optimizer_state, shard_model
 from .loop import (
     DistContext,
     MetricsLogger,
@@ -63,6 +74,7 @@ from .model import GPT, PRESETS, GPTConfig
 
 METRICS_FILE = "metrics.jsonl"
 TRACE_DIR = "trace"
+DISTRIBUTED_STRATEGIES = ("ddp", "fsdp")
 
 
 # ----------------------------------------------------------------------------- config
@@ -133,6 +145,9 @@ class PretrainConfig:
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     dtype: str = "auto"  # auto (bf16 on CUDA, fp32 on CPU) | float32 | bfloat16 | float16
     compile: bool = False  # torch.compile the model (worth it on GPU for long runs)
+    # How several processes share the work: "ddp" keeps a full copy of the model per process;
+    # "fsdp" shards weights, gradients and optimizer state across them (models too big for one GPU).
+    distributed: str = "ddp"
     threads: int = 0  # CPU threads for torch ops (0 = torch's default: all cores)
     tensorboard: bool = False
 
@@ -147,6 +162,8 @@ class PretrainConfig:
             raise ConfigError(f"data.val_fraction must be in [0, 1), got {self.data.val_fraction}")
         if self.optim.lr <= 0:
             raise ConfigError(f"optim.lr must be positive, got {self.optim.lr}")
+        if self.distributed not in DISTRIBUTED_STRATEGIES:
+            raise ConfigError(f"distributed must be one of {', '.join(DISTRIBUTED_STRATEGIES)}, got {self.distributed!r}")
 
     def tokens_per_step(self, seq_len: int, world_size: int) -> int:
         return self.batch_size * self.grad_accum * seq_len * world_size
@@ -176,16 +193,25 @@ class PretrainResult:
 # ----------------------------------------------------------------------------- helpers
 
 @torch.no_grad()
-def evaluate(model: GPT, sequences: np.ndarray | None, batch_size: int, ctx: DistContext, dtype: torch.dtype) -> float | None:
-    """Mean loss over the held-out sequences (this rank's share; summed over ranks)."""
+def evaluate(model: GPT, sequences: np.ndarray | None, batch_size: int, ctx: DistContext, dtype: torch.dtype,
+             *, lockstep_batches: int | None = None, filler: np.ndarray | None = None) -> float | None:
+    """Mean loss over the held-out sequences (this rank's share; summed over ranks).
+
+    ``lockstep_batches``: under FSDP each forward pass all-gathers weights with every other
+    rank, so all ranks must make the same number of passes; a rank whose share is shorter makes
+    the rest over ``filler`` without counting them.
+    """
     totals = torch.zeros(2, dtype=torch.float64)
     was_training = model.training
     model.eval()
-    if sequences is not None:
-        for start in range(0, len(sequences), batch_size):
-            block = torch.from_numpy(sequences[start : start + batch_size].astype(np.int64)).to(ctx.device)
-            with autocast_context(ctx.device, dtype):
-                _, loss = model(block[:, :-1], block[:, 1:])
+    own = 0 if sequences is None else math.ceil(len(sequences) / batch_size)
+    for i in range(own if lockstep_batches is None else max(own, lockstep_batches)):
+        counted = i < own
+        rows = sequences[i * batch_size : (i + 1) * batch_size] if counted else filler
+        block = torch.from_numpy(rows.astype(np.int64)).to(ctx.device)
+        with autocast_context(ctx.device, dtype):
+            _, loss = model(block[:, :-1], block[:, 1:])
+        if counted:
             n = block[:, 1:].numel()
             totals += torch.tensor([float(loss) * n, n], dtype=torch.float64)
     model.train(was_training)
@@ -230,11 +256,14 @@ def pretrain(
     """
     config.validate()
     ctx = setup_distributed(config.device)
+    finished = False
     try:
-        return _run(config, ctx, Path(data), Path(output), tokenizer, resume, overwrite, init_from, stop_at_step,
-                    progress, on_message or (lambda msg: None))
+        result = _run(config, ctx, Path(data), Path(output), tokenizer, resume, overwrite, init_from, stop_at_step,
+                      progress, on_message or (lambda msg: None))
+        finished = True
+        return result
     finally:
-        teardown_distributed()
+        teardown_distributed(synchronize=finished)
 
 
 def _run(config, ctx: DistContext, data: Path, output: Path, tokenizer_arg, resume, overwrite, init_from,
@@ -279,10 +308,16 @@ def _run(config, ctx: DistContext, data: Path, output: Path, tokenizer_arg, resu
         raise CurateError(f"{output} already holds checkpoints; resume, or pass --overwrite to start over")
     resuming = bool(existing)
 
+    fsdp = config.distributed == "fsdp" and ctx.distributed
+    if config.distributed == "fsdp" and not ctx.distributed:
+        note("distributed = fsdp in a single process: nothing to shard, training unsharded")
+
     # -- model and optimizer. The same seed on every rank gives every rank the same initial
     # weights (DDP also broadcasts rank 0's); afterwards each rank gets its own RNG stream.
+    # Under FSDP the full model is built (and loaded) in host memory and reaches the device
+    # one shard at a time, so it never has to fit one GPU.
     seed_everything(config.seed)
-    model = GPT(gpt_config).to(ctx.device)
+    model = GPT(gpt_config).to("cpu" if fsdp else ctx.device)
     parent = None
     if init_from is not None and not resuming:
         source, source_ckpt = load_lm(init_from)
@@ -291,18 +326,9 @@ def _run(config, ctx: DistContext, data: Path, output: Path, tokenizer_arg, resu
                               f"({source.config.to_dict()} vs {gpt_config.to_dict()})")
         model.load_state_dict(source.state_dict())
         parent = str(source_ckpt.path)
-    optimizer = build_optimizer(
-        model, lr=config.optim.lr, weight_decay=config.optim.weight_decay,
-        betas=(config.optim.beta1, config.optim.beta2), eps=config.optim.eps, device=ctx.device,
-    )
-    seed_everything(config.seed + ctx.rank)
-    reader = PackedReader(mix, tokenizer, seq_len, rank=ctx.rank, world_size=ctx.world_size,
-                          val_fraction=config.data.val_fraction, seed=config.seed,
-                          shuffle_shards=config.data.shuffle_shards)
-
-    start_step = 0
+    ckpt = None
     if resuming:
-        ckpt = load_checkpoint(output, map_location=ctx.device, with_optimizer=True)
+        ckpt = load_checkpoint(output, map_location="cpu" if fsdp else ctx.device, with_optimizer=True)
         if GPTConfig.from_dict(ckpt.model_config) != gpt_config:
             raise ConfigError(f"{ckpt.path}: the checkpoint's model config differs from this run's; "
                               "use a new output directory or --overwrite")
@@ -316,7 +342,28 @@ def _run(config, ctx: DistContext, data: Path, output: Path, tokenizer_arg, resu
         if ckpt.meta.get("mix_manifest_sha256") != mix.manifest_sha256:
             note(f"the mix at {data} changed since {ckpt.path.name}; data positions may not line up")
         model.load_state_dict(ckpt.model_state)
-        optimizer.load_state_dict(ckpt.optimizer_state)
+    flops_per_token = model.flops_per_token(seq_len)
+    if fsdp:
+        shard_model(model, ctx, dtype)
+    optimizer = build_optimizer(
+        model, lr=config.optim.lr, weight_decay=config.optim.weight_decay,
+        betas=(config.optim.beta1, config.optim.beta2), eps=config.optim.eps, device=ctx.device,
+    )
+    seed_everything(config.seed + ctx.rank)
+    reader = PackedReader(mix, tokenizer, seq_len, rank=ctx.rank, world_size=ctx.world_size,
+                          val_fraction=config.data.val_fraction, seed=config.seed,
+                          shuffle_shards=config.data.shuffle_shards)
+
+    start_step = 0
+    if ckpt is not None:
+        state = ckpt.train_state
+        # The optimizer file has one format for every strategy (full tensors, numbered
+        # parameters), so a run may also switch between ddp and fsdp when it resumes.
+        if fsdp:
+            load_optimizer_state(optimizer, ckpt.optimizer_state)
+        else:
+            optimizer.load_state_dict(ckpt.optimizer_state)
+        ckpt.model_state = ckpt.optimizer_state = None  # loaded: don't hold a second copy
         rank_state = state["ranks"][ctx.rank]
         set_rng_state(rank_state["rng"])
         reader.load_state_dict(rank_state["data"])
@@ -333,11 +380,19 @@ def _run(config, ctx: DistContext, data: Path, output: Path, tokenizer_arg, resu
     if val is None and config.data.val_fraction > 0:
         note("no held-out documents found for validation (raise data.val_fraction); eval is skipped")
     val_rank = val[ctx.rank :: ctx.world_size] if val is not None else None
+    # FSDP forward passes are collective: every rank evaluates as many batches as rank 0 (the
+    # largest share) does.
+    eval_lockstep = math.ceil(len(val[0 :: ctx.world_size]) / config.batch_size) if fsdp and val is not None else None
+    eval_filler = val[:1] if val is not None else None
+
+    def run_eval() -> float | None:
+        return evaluate(raw_model, val_rank, config.batch_size, ctx, dtype, lockstep_batches=eval_lockstep,
+                        filler=eval_filler)
 
     raw_model = model
     if config.compile:
         model = torch.compile(model)  # type: ignore[assignment]
-    if ctx.distributed:
+    if ctx.distributed and not fsdp:
         from torch.nn.parallel import DistributedDataParallel as DDP
 
         model = DDP(model, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None)  # type: ignore[assignment]
@@ -348,7 +403,6 @@ def _run(config, ctx: DistContext, data: Path, output: Path, tokenizer_arg, resu
         note("tensorboard = true but TensorBoard is not installed (pip install tensorboard); logging JSONL only")
     trace = MetricsLogger(output / TRACE_DIR / f"rank-{ctx.rank:05d}.jsonl") if config.data.trace else None
     peak = device_peak_flops(ctx.device)
-    flops_per_token = raw_model.flops_per_token(seq_len)
     min_lr = config.optim.min_lr if config.optim.min_lr is not None else config.optim.lr / 10
     bar = Progress("pretrain", total=max_steps, unit="steps", enabled=None if show_progress else False) if ctx.is_main else None
     if bar is not None:
@@ -359,22 +413,30 @@ def _run(config, ctx: DistContext, data: Path, output: Path, tokenizer_arg, resu
             "step": step, "tokens_seen": step * tokens_per_step, "loss": loss, "val_loss": val_loss,
             "mix": str(data), "mix_manifest_sha256": mix.manifest_sha256, "training_cutoff": mix.training_cutoff,
             "train_config": to_dict(config), "parent": parent, "world_size": ctx.world_size,
+            "distributed": (config.distributed if ctx.distributed else None),
             "stage": "pretrain", "tool_version": __version__,
         }
 
     def checkpoint(step: int, loss: float | None, val_loss: float | None) -> Path | None:
         states = all_gather_objects({"rng": rng_state(), "data": reader.state_dict()}, ctx)
         info = meta(step, loss, val_loss)
+        if fsdp:
+            # Gathered tensor by tensor on every rank (rank 0 keeps them): the same files as DDP.
+            model_state, digest = gather_model_state(raw_model, ctx)
+            optimizer_state = gather_optimizer_state(optimizer, ctx)
+        else:
+            model_state, optimizer_state = raw_model.state_dict(), optimizer.state_dict()
+            digest = weights_digest(raw_model) if ctx.distributed else None
         if ctx.distributed:
-            digests = all_gather_objects(weights_digest(raw_model), ctx)
+            digests = all_gather_objects(digest, ctx)
             info["weights_sha256_by_rank"] = digests
             if len(set(digests)) != 1:
-                raise CurateError(f"step {step}: model weights differ between ranks (DDP out of sync)")
+                raise CurateError(f"step {step}: model weights differ between ranks ({config.distributed} out of sync)")
         path = None
         if ctx.is_main:
             path = save_checkpoint(
-                output, step, model_state=raw_model.state_dict(), model_config=gpt_config.to_dict(), meta=info,
-                kind="lm", optimizer_state=optimizer.state_dict(),
+                output, step, model_state=model_state, model_config=gpt_config.to_dict(), meta=info,
+                kind="lm", optimizer_state=optimizer_state,
                 train_state={"step": step, "world_size": ctx.world_size, "ranks": states},
                 tokenizer=tokenizer, keep_last=config.keep_last,
             )
@@ -403,8 +465,10 @@ def _run(config, ctx: DistContext, data: Path, output: Path, tokenizer_arg, resu
                 x, y, ids = reader.next_batch(config.batch_size)
                 x, y = x.to(ctx.device, non_blocking=True), y.to(ctx.device, non_blocking=True)
                 # Gradients are averaged across ranks only on the last micro-batch.
+                # (FSDP reduce-scatters every micro-batch instead: holding unsharded gradients
+                # until the last one would cost the memory sharding saves.)
                 sync = contextlib.nullcontext()
-                if ctx.distributed and micro < config.grad_accum - 1:
+                if ctx.distributed and not fsdp and micro < config.grad_accum - 1:
                     sync = model.no_sync()  # type: ignore[union-attr]
                 with sync:
                     with autocast_context(ctx.device, dtype):
@@ -413,7 +477,10 @@ def _run(config, ctx: DistContext, data: Path, output: Path, tokenizer_arg, resu
                 loss_sum += loss.detach()
                 if trace is not None:
                     trace.log({"step": step + 1, "micro": micro, "docs": ids})
-            grad_norm = clip_gradients(model, config.optim.grad_clip)
+            if fsdp:
+                grad_norm = clip_sharded_gradients(raw_model, config.optim.grad_clip)
+            else:
+                grad_norm = clip_gradients(model, config.optim.grad_clip)
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
             step += 1
@@ -441,14 +508,14 @@ def _run(config, ctx: DistContext, data: Path, output: Path, tokenizer_arg, resu
                     first_loss = mean_loss
                 last_loss = mean_loss
                 if config.eval_every and step % config.eval_every == 0 or is_last:
-                    val_loss = evaluate(raw_model, val_rank, config.batch_size, ctx, dtype)
+                    val_loss = run_eval()
                     if val_loss is not None:
                         record["val_loss"] = val_loss
                         record["val_ppl"] = math.exp(min(val_loss, 50.0))
                     window_start = time.perf_counter()  # eval time is not training throughput
                 logger.log(record)
             elif config.eval_every and step % config.eval_every == 0:
-                val_loss = evaluate(raw_model, val_rank, config.batch_size, ctx, dtype)
+                val_loss = run_eval()
                 if val_loss is not None:
                     logger.log({"step": step, "val_loss": val_loss, "val_ppl": math.exp(min(val_loss, 50.0))})
                 window_start = time.perf_counter()

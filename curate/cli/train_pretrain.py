@@ -58,15 +58,22 @@ def _torchrun_argv(nproc: int, params: dict) -> list[str]:
               help="Checkpoint and stop after this step, keeping the full run's schedule.")
 @click.option("--nproc", type=click.IntRange(min=1), default=1,
               help="Processes (GPUs) to train with: starts torchrun (gloo on CPU, nccl on GPU).")
+@click.option("--fsdp", is_flag=True,
+              help="Shard weights, gradients and optimizer state across the processes (FSDP) instead of "
+                   "replicating the model (DDP); the same as --set distributed=fsdp.")
 @quiet_option
-def pretrain(data, tokenizer, config_path, overrides, output, resume, overwrite, init_from, stop_at_step, nproc, quiet):
+def pretrain(data, tokenizer, config_path, overrides, output, resume, overwrite, init_from, stop_at_step, nproc, fsdp,
+             quiet):
     """Pretrain a GPT on a mix directory (next-token prediction), resumably.
 
     \b
     curate train pretrain --data work/mix --config samples/train/pretrain_tiny.toml -o work/ckpt/base
     curate train pretrain ... --nproc 2          # DDP over 2 processes via torchrun
+    curate train pretrain ... --nproc 8 --fsdp   # FSDP: the model sharded over 8 GPUs
     torchrun --nproc_per_node=8 -m curate train pretrain ...   # the same, launched yourself
     """
+    if fsdp:
+        overrides = tuple(overrides) + ('distributed="fsdp"',)
     config = load_pretrain_config(config_path, overrides)  # fail fast, before starting processes
     if nproc > 1 and int(os.environ.get("WORLD_SIZE", "1")) == 1:
         from train.data import open_mix, resolve_tokenizer
