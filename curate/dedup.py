@@ -37,10 +37,12 @@ rerun with the same inputs and configuration is a no-op.
 Modules: :mod:`curate.minhash` (normalization, signatures, bands), :mod:`curate.dedup_signatures`
 (pass 1 in the workers), :mod:`curate.dedup_index` (spilling key index, document store,
 union-find), :mod:`curate.dedup_plan` (configuration and resource plan),
+:mod:`curate.dedup_decide` (ranking and the decisions of step 2),
 :mod:`curate.dedup_output` (pass 2 and the commit), :mod:`curate.dedup_ray` (``--engine ray``:
 the signature pass and the near-duplicate edges as Ray tasks, through the ``_unit_results``,
 ``_make_indexes``, ``_index_keys`` and ``_near_edges`` hooks of :class:`_Run`); this one runs
-the stage and decides.
+the stage: pass 1 into the document store and key indexes, then the passes in order, the
+manifest and the summary.
 """
 
 from __future__ import annotations
@@ -56,18 +58,16 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 
-from .dedup_index import DocStore, KeyIndex, UnionFind, candidate_pairs, keep_groups, remove_tree, verify_pairs
-from .dedup_output import EXACT, KEPT, KIND_NAMES, NEAR, STAGE, URL, check_output, commit, state_path, write_outputs
+from .dedup_decide import Decisions, Ranker
+from .dedup_index import DocStore, KeyIndex, remove_tree
+from .dedup_output import STAGE, check_output, commit, state_path, write_outputs
 from .dedup_plan import DedupConfig, DedupPlan, InputInfo, inspect_inputs, plan_dedup
-from .dedup_signatures import NO_DATE, placeholder, signature_unit, unit_key_records
+from .dedup_signatures import placeholder, signature_unit, unit_key_records
 from .errors import CurateError
 from .minhash import char_classes
 from .pipeline import Stats, build_manifest, config_hash, current_execution
 from .progress import Progress
 from .shards import ShardInfo, atomic_write_json, expand_parquet_inputs
-
-_VERIFY_CHUNK = 32_768
-TOP_CLUSTERS = 10
 
 
 @dataclass
@@ -77,42 +77,10 @@ class DedupResult:
     skipped: bool  # True when a complete identical run was already there
 
 
-# --------------------------------------------------------------------------- ranking
-
-
-class _Ranker:
-    """Picks representatives: earliest date (latest for URL groups), higher quality, smaller id."""
-
-    def __init__(self, store: DocStore):
-        self.date = store["date"]
-        self.quality = store["quality"]
-        self.store = store
-
-    def order(self, docs: np.ndarray, newest: bool = False) -> np.ndarray:
-        """``docs`` sorted best first."""
-        date = self.date[docs]
-        quality = self.quality[docs].astype(np.float64)
-        quality = np.where(np.isnan(quality), -np.inf, quality)
-        if newest:
-            date_key = np.where(date == NO_DATE, np.iinfo(np.int64).max, -date)  # missing dates last
-        else:
-            date_key = date
-        order = np.lexsort((docs, -quality, date_key))
-        ranked = docs[order]
-        dk, qk = date_key[order], quality[order]
-        tied = int(np.count_nonzero((dk == dk[0]) & (qk == qk[0])))
-        if tied > 1:  # break the tie on the leading documents by id, then input order
-            head = ranked[:tied]
-            ids = self.store.doc_ids(head)
-            head = head[sorted(range(tied), key=lambda k: (ids[k], int(head[k])))]
-            ranked = np.concatenate((head, ranked[tied:]))
-        return ranked
-
-
 # --------------------------------------------------------------------------- the stage
 
 
-class _Run:
+class _Run(Decisions):
     """State of one dedup run (work files live under ``output_dir/.curate/work``)."""
 
     def __init__(self, inputs: list[InputInfo], output_dir: str, config: DedupConfig, workers: int,
@@ -179,7 +147,7 @@ class _Run:
         self.kind = np.memmap(self.work / "kind.bin", dtype="u1", mode="w+", shape=(max(n, 1),))[:n]
         self.dup_of = np.memmap(self.work / "dup_of.bin", dtype="<i8", mode="w+", shape=(max(n, 1),))[:n]
         self.dup_of[:] = -1
-        self.ranker = _Ranker(self.store)
+        self.ranker = Ranker(self.store)
 
     def _make_indexes(self, records: dict[str, int]) -> dict[str, Any]:
         """One key index per kind of key; each gets a share of the budget proportional to its
@@ -234,138 +202,6 @@ class _Run:
         """Add the unit's ``(key, doc)`` records to the key indexes."""
         for name, keys, key_docs in unit_key_records(result, docs, self.config):
             self.indexes[name].add(keys, key_docs)
-
-    # ---- decisions
-    def _alive_groups(self, name: str) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        """``(docs, group)`` of the named index restricted to documents still kept."""
-        for docs, group in self.indexes[name].groups():
-            kept = keep_groups(docs, group, self.alive[docs])
-            if kept is not None:
-                yield kept
-
-    def _remove(self, docs: np.ndarray, kind: int, keeper: int) -> None:
-        self.kind[docs] = kind
-        self.dup_of[docs] = keeper
-        self.alive[docs] = False
-        self.counters[f"removed_{KIND_NAMES[kind]}"] += len(docs)
-
-    def _keyed_dedup(self, name: str, column: str, kind: int, newest: bool) -> None:
-        """Keep one document per identical key (the index's 64 bits plus the stored other 64)."""
-        full = self.store[column]
-        for docs, group in self._alive_groups(name):
-            low = np.asarray(full[docs, 1])
-            date = np.asarray(self.store["date"][docs])
-            if newest:
-                date = np.where(date == NO_DATE, NO_DATE, -date)
-            quality = np.asarray(self.store["quality"][docs], dtype=np.float64)
-            quality = np.where(np.isnan(quality), -np.inf, quality)
-            order = np.lexsort((docs, -quality, date, low, group))
-            docs, group, low, date, quality = docs[order], group[order], low[order], date[order], quality[order]
-            first = np.ones(len(docs), dtype=bool)
-            first[1:] = (group[1:] != group[:-1]) | (low[1:] != low[:-1])
-            sub = np.cumsum(first) - 1
-            sizes = np.bincount(sub)
-            # Sub-groups whose two best share date and quality need the id tie-break.
-            second = np.flatnonzero(first) + 1
-            has_second = sizes >= 2
-            tied = np.zeros(len(sizes), dtype=bool)
-            s_idx = second[has_second]
-            tied[has_second] = (date[s_idx] == date[s_idx - 1]) & (quality[s_idx] == quality[s_idx - 1])
-            keeper = docs[np.flatnonzero(first)]
-            for k in np.flatnonzero(tied).tolist():
-                keeper[k] = self.ranker.order(docs[sub == k], newest=newest)[0]
-            losers = (sizes[sub] >= 2) & (docs != keeper[sub])
-            if losers.any():
-                self._remove_many(docs[losers], kind, keeper[sub[losers]])
-
-    def _remove_many(self, docs: np.ndarray, kind: int, keepers: np.ndarray) -> None:
-        self.kind[docs] = kind
-        self.dup_of[docs] = keepers
-        self.alive[docs] = False
-        self.counters[f"removed_{KIND_NAMES[kind]}"] += len(docs)
-
-    def decide(self) -> None:
-        cfg = self.config
-        if cfg.url:
-            self._keyed_dedup("url", "url", URL, newest=True)
-        if cfg.exact:
-            self._keyed_dedup("exact", "exact", EXACT, newest=False)
-        if cfg.near:
-            self._near()
-        for index in self.indexes.values():
-            index.close()
-
-    def _near(self) -> None:
-        uf = UnionFind()
-        self._near_edges(uf)
-        self._stars(uf)
-
-    def _near_edges(self, uf: UnionFind) -> None:
-        """Join every verified candidate pair of documents still kept in ``uf``."""
-        sig = self.store["sig"]
-        n = max(self.n_docs, 1)
-        for members, gid in self._alive_groups("band"):
-            pairs = candidate_pairs(members, gid, n)
-            self.counters["candidate_pairs"] += len(pairs)
-            for a, b in verify_pairs(pairs, n, sig, self.config.accept, _VERIFY_CHUNK):
-                self.counters["verified_pairs"] += len(a)
-                uf.union_many(a, b)
-
-    def _stars(self, uf: UnionFind) -> None:
-        """Stars inside each cluster: see the module docstring."""
-        sig = self.store["sig"]
-        accept = self.config.accept
-        for component in uf.components():
-            remaining = self.ranker.order(component)
-            while len(remaining) > 1:
-                center, rest = int(remaining[0]), remaining[1:]
-                sims = (sig[rest] == sig[center]).mean(axis=1)
-                take = sims >= accept
-                if take.any():
-                    self._remove(rest[take], NEAR, center)
-                remaining = rest[~take]
-
-    def resolve(self) -> None:
-        """Point every removed document at a kept one and fill similarities."""
-        removed = np.flatnonzero(self.kind != KEPT)
-        self.removed_docs = removed
-        if len(removed) == 0:
-            self.similarity = np.zeros(0, np.float32)
-            return
-        target = np.asarray(self.dup_of[removed])
-        for _ in range(8):  # chains are at most url -> exact -> near
-            chained = self.kind[target] != KEPT
-            if not chained.any():
-                break
-            target[chained] = self.dup_of[target[chained]]
-        self.dup_of[removed] = target
-        sig = self.store["sig"]
-        sims = np.empty(len(removed), dtype=np.float32)
-        for i in range(0, len(removed), _VERIFY_CHUNK):
-            a, b = removed[i : i + _VERIFY_CHUNK], target[i : i + _VERIFY_CHUNK]
-            sims[i : i + _VERIFY_CHUNK] = (sig[a] == sig[b]).mean(axis=1)
-        self.similarity = sims
-
-    def clusters(self) -> list[dict[str, Any]]:
-        if len(self.removed_docs) == 0:
-            self.top_reps = np.zeros(0, np.int64)
-            return []
-        targets = np.asarray(self.dup_of[self.removed_docs])
-        reps, counts = np.unique(targets, return_counts=True)
-        order = np.lexsort((reps, -counts))[:TOP_CLUSTERS]
-        self.top_reps = reps[order]
-        out = []
-        for rep, count in zip(reps[order].tolist(), counts[order].tolist()):
-            members = self.removed_docs[targets == rep]
-            kinds = Counter(KIND_NAMES[int(k)] for k in self.kind[members])
-            out.append({
-                "size": count + 1,
-                "representative": self.store.doc_id(rep),
-                "representative_url": None,  # filled by the write pass
-                "removed_by_kind": dict(sorted(kinds.items())),
-                "members": self.store.doc_ids(members[:5]),
-            })
-        return out
 
     # ---- pass 2
     def write(self, clusters: list[dict[str, Any]]) -> tuple[Stats, dict[str, list[ShardInfo]]]:

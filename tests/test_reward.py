@@ -14,7 +14,7 @@ from curate.tokenizer import ByteTokenizer
 from train.checkpoint import load_checkpoint, load_lm, save_checkpoint
 from train.model import GPT, GPTConfig
 from train.reward import RewardConfig, RewardScorer, ScalarHeadModel, load_pairs, score_file, train_reward
-from train.align import pad_right
+from train.align_data import pad_right
 
 
 def tiny_base(path, seed: int = 0):

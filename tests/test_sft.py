@@ -10,7 +10,8 @@ import torch
 
 from curate.errors import InputError
 from curate.tokenizer import ByteTokenizer
-from train.align import Skipped, StageRun, batch_indices, data_digest, read_records, run_steps
+from train.align import StageRun, run_steps
+from train.align_data import Skipped, batch_indices, data_digest, read_records
 from train.chat import encode_chat
 from train.checkpoint import load_checkpoint, save_checkpoint
 from train.model import GPT, GPTConfig

@@ -37,10 +37,10 @@ from .align import (
     check_max_len,
     load_policy,
     optimizer_step,
-    pad_right,
     run_steps,
     step_batch,
 )
+from .align_data import pad_right
 from .chat import encode_chat
 from .loop import autocast_context, resolve_dtype, seed_everything, select_device
 from .losses import preference_loss

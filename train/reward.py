@@ -36,18 +36,15 @@ from curate.tokenizer import Tokenizer
 from .align import (
     AlignOptim,
     DataStageConfig,
-    HeldOutSplit,
-    Skipped,
     StageResult,
     StageRun,
     check_max_len,
     check_positive,
     optimizer_step,
-    pad_right,
-    read_records,
     run_steps,
     step_batch,
 )
+from .align_data import HeldOutSplit, Skipped, pad_right, read_records
 from .chat import encode_chat
 from .checkpoint import Checkpoint, load_checkpoint, load_checkpoint_tokenizer
 from .losses import bradley_terry_loss

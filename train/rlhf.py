@@ -46,8 +46,6 @@ from curate.tokenizer import Tokenizer
 
 from .align import (
     AlignOptim,
-    HeldOutSplit,
-    Skipped,
     StageConfig,
     StageResult,
     StageRun,
@@ -55,9 +53,9 @@ from .align import (
     load_lm_weights,
     load_policy,
     optimizer_step,
-    read_records,
     run_steps,
 )
+from .align_data import HeldOutSplit, Skipped, read_records
 from .chat import decode_response, encode_prompt, end_id as chat_end_id
 from .checkpoint import Checkpoint
 from .loop import autocast_context, resolve_dtype, seed_everything, select_device

@@ -27,7 +27,8 @@ from curate.errors import ConfigError
 from .chat import decode_response, encode_prompt, end_id
 from .loop import select_device
 from .rlhf import left_pad, read_prompts
-from .align import Skipped, load_policy
+from .align import load_policy
+from .align_data import Skipped
 
 
 @dataclass

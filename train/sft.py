@@ -12,8 +12,8 @@ How this differs from nanochat's chat_sft.py: no task mixture and no padding-mas
 "packing"; examples are shuffled per epoch by a seeded permutation, which makes a resumed run
 (rerun into the same output directory) take exactly the batches the uninterrupted run would.
 
-What all alignment stages share (output directory, resume, the step loop, batch order,
-padding, record reading) lives in :mod:`train.align`.
+What all alignment stages share lives in :mod:`train.align` (output directory, resume, the
+step loop) and :mod:`train.align_data` (batch order, padding, record reading).
 """
 
 from __future__ import annotations
@@ -31,18 +31,15 @@ from curate.tokenizer import Tokenizer
 
 from .align import (
     DataStageConfig,
-    HeldOutSplit,
-    Skipped,
     StageResult,
     StageRun,
     check_max_len,
     load_policy,
     optimizer_step,
-    pad_right,
-    read_records,
     run_steps,
     step_batch,
 )
+from .align_data import HeldOutSplit, Skipped, pad_right, read_records
 from .chat import encode_chat, normalize_messages
 from .loop import autocast_context, resolve_dtype, seed_everything, select_device
 from .model import GPT
