@@ -5,8 +5,9 @@
 
 Deterministic: a fixed seed, fixed WARC dates and record ids, and gzip members without
 timestamps, so running it twice gives byte-identical files. The page texts are generated
-from hand-written sentence banks (below) per topic and language, so every page is different
-but the whole set is reproducible.
+from hand-written sentence banks (below) per topic and language, drawing each page's sentences
+without replacement, so a good page never repeats itself (it passes the Gopher, C4 and FineWeb
+rules at their published defaults), every page is different, and the whole set is reproducible.
 
 What is in there (a few hundred records), and what each part is for:
 
@@ -63,6 +64,18 @@ EN = {
         "Tasting as you go is the habit that separates confident cooks from anxious ones.",
         "Cast iron pans hold heat well, so they keep searing even after cold food lands in them.",
         "A sharp knife is safer than a dull one, since it does not slip off the skin of a tomato.",
+        "Blanching green beans for two minutes and plunging them into ice water keeps their colour bright.",
+        "A thermometer takes the guesswork out of roasting chicken, which is done at seventy-four degrees inside.",
+        "Soaking dried chickpeas overnight shortens their cooking time and makes them easier to digest.",
+        "Freshly ground black pepper tastes sharper and more floral than the dust sold in tins.",
+        "Deglazing the pan with a splash of wine lifts the browned bits that carry most of the flavour.",
+        "Herbs with soft leaves, such as basil and parsley, belong at the end of cooking rather than the start.",
+        "Weighing flour gives more reliable baking than scooping it with a cup, which packs it unevenly.",
+        "A pinch of sugar in a tomato sauce balances the acidity of tinned tomatoes picked too early.",
+        "Letting cookie dough chill overnight deepens its taste and keeps the cookies from spreading flat.",
+        "Cutting boards made of wood are gentle on knife edges and easy to sand smooth again.",
+        "Good olive oil is best used raw, drizzled over soup or salad, where its fruitiness survives.",
+        "Planning meals for the week reduces waste and makes the evening rush in the kitchen calmer.",
     ],
     "astronomy": [
         "On a clear night far from city lights, the band of the Milky Way is easy to see with the naked eye.",
@@ -79,6 +92,18 @@ EN = {
         "A total solar eclipse lasts only a few minutes at any one place on the ground.",
         "Mars looks reddish because its surface dust is rich in iron oxide, which is ordinary rust.",
         "Star charts and planisphere wheels still work well when a phone battery runs out in the cold.",
+        "The International Space Station crosses the evening sky as a bright, steady point that never blinks.",
+        "Venus is often called the evening star, although it is a planet wrapped in thick clouds of acid.",
+        "The Andromeda galaxy is the most distant object most people can see without any optical aid.",
+        "Light from the Sun takes a little over eight minutes to reach our planet.",
+        "Comets brighten as they approach the Sun because heat turns their ice into glowing gas.",
+        "A red flashlight preserves night vision far better than the white screen of a phone.",
+        "Neutron stars pack more mass than the Sun into a sphere about the size of a city.",
+        "The northern lights appear when charged particles from the Sun collide with gases high in the atmosphere.",
+        "Polaris stays almost fixed in the sky because it sits nearly above the northern axis of our planet.",
+        "Amateur observers have discovered many comets and supernovae by patiently comparing photographs.",
+        "Craters on the Moon are easiest to see near the terminator, where long shadows show their depth.",
+        "Every single star visible without a telescope belongs to our own galaxy.",
     ],
     "gardening": [
         "Tomatoes need at least six hours of direct sun a day to set a generous crop of fruit.",
@@ -95,6 +120,18 @@ EN = {
         "Garlic planted in autumn grows roots over winter and gives larger bulbs the next summer.",
         "A simple soil test tells you more about a struggling bed than any bottle of fertiliser.",
         "Keep a notebook of what you planted where, because memory fades long before the next spring.",
+        "Young sunflowers turn to follow the Sun, then settle facing east once they bloom.",
+        "Rainwater collected in barrels is softer than tap water, and most plants prefer it.",
+        "Marigolds planted among vegetables are said to discourage some pests with their strong scent.",
+        "Strawberries send out runners that can be pinned down to root new plants for next year.",
+        "Leaves that turn yellow from the bottom up often signal a plant that needs more nitrogen.",
+        "Raised beds warm up earlier in spring and spare the gardener's back during weeding.",
+        "Potatoes should be earthed up as they grow so that the tubers stay hidden from the light.",
+        "Thyme and rosemary thrive in poor, dry soil and dislike being overwatered.",
+        "Fallen leaves raked into a pile will break down into rich leaf mould within two years.",
+        "Sowing lettuce every two weeks gives a steady harvest instead of a glut all at once.",
+        "A hedge of native shrubs feeds birds in winter and shelters insects that eat aphids.",
+        "Frost pockets form at the bottom of slopes, where cold air settles on still nights.",
     ],
     "history": [
         "The printing press spread across Europe within fifty years of its invention in Mainz.",
@@ -111,6 +148,18 @@ EN = {
         "Many city walls were torn down in the nineteenth century to make room for wide boulevards.",
         "Archaeologists date layers of soil by the pottery styles and coins they find inside them.",
         "Public clocks on church towers taught whole towns to organise their days by the hour.",
+        "The Black Death killed perhaps a third of Europe's population in the middle of the fourteenth century.",
+        "Ancient Egyptians wrote on papyrus made from reeds that grew along the banks of the Nile.",
+        "The telegraph allowed news to cross an ocean in minutes once the first cables were laid.",
+        "Venice grew rich by controlling trade between Europe and the ports of the eastern Mediterranean.",
+        "Many surnames still recall the trades of medieval ancestors, such as smith, baker and miller.",
+        "The Industrial Revolution began in Britain, where coal and iron were found close together.",
+        "Maps drawn before the age of exploration often filled unknown regions with monsters and guesses.",
+        "The Incas kept records with knotted cords called quipu rather than with written words.",
+        "Canals dug in the eighteenth century carried heavy goods far more cheaply than carts on muddy roads.",
+        "Coffee houses in London became places where merchants traded gossip, news and shares.",
+        "Women worked in munitions factories during both world wars, changing ideas about their place in society.",
+        "The Rosetta Stone let scholars decipher hieroglyphs because it repeated one decree in three scripts.",
     ],
     "software": [
         "A test that never fails is not protecting anything, no matter how green the dashboard looks.",
@@ -127,6 +176,18 @@ EN = {
         "Deterministic builds mean that the same source always produces exactly the same program.",
         "Profiling before optimising prevents weeks of work on code that was never the bottleneck.",
         "Backups that have never been restored should be treated as if they did not exist.",
+        "Automated formatting ends arguments about style and lets reviewers focus on what the code does.",
+        "A flaky test teaches a team to ignore failures, which is worse than having no test at all.",
+        "Configuration kept in version control can be reviewed and rolled back like any other change.",
+        "Feature flags let new code ship to production while staying hidden from most users.",
+        "Measuring memory use under real load often reveals leaks that never show up on a laptop.",
+        "Retries with exponential backoff protect a service from its own clients during an outage.",
+        "Dependencies should be pinned, so that a build made next year uses the libraries chosen today.",
+        "Reading the source of a library is often faster than searching forums for an answer.",
+        "Atomic writes, a temporary file followed by a rename, keep a crash from leaving half a file behind.",
+        "An index on the right column can turn a query that takes minutes into one that takes milliseconds.",
+        "Pair programming spreads knowledge of a system faster than any amount of written documentation.",
+        "Deleting unused code is one of the most reliable ways to remove bugs.",
     ],
 }
 
@@ -144,6 +205,16 @@ OTHER = {
         "Vịnh Hạ Long có hàng nghìn hòn đảo đá vôi với hình dáng độc đáo.",
         "Các nhà khoa học đang nghiên cứu giống lúa chịu mặn cho vùng đồng bằng.",
         "Tết Nguyên Đán là dịp để các gia đình sum họp và chúc nhau năm mới an khang.",
+        "Mùa mưa ở miền Nam thường bắt đầu vào tháng năm và kéo dài đến tháng mười một.",
+        "Nhiều bạn trẻ chọn đi xe buýt để tiết kiệm chi phí và giảm ô nhiễm không khí.",
+        "Bánh mì Sài Gòn nổi tiếng với lớp vỏ giòn và nhân thịt đậm đà.",
+        "Làng gốm Bát Tràng đã có lịch sử hàng trăm năm bên bờ sông Hồng.",
+        "Các bác sĩ khuyên mọi người nên uống đủ nước và tập thể dục đều đặn mỗi ngày.",
+        "Đà Lạt được mệnh danh là thành phố ngàn hoa với khí hậu mát mẻ quanh năm.",
+        "Nghề dệt lụa truyền thống vẫn được gìn giữ ở nhiều làng quê miền Bắc.",
+        "Sinh viên năm nhất thường gặp khó khăn khi làm quen với cách học ở đại học.",
+        "Ruộng bậc thang ở Sa Pa đẹp nhất vào mùa lúa chín cuối tháng chín.",
+        "Ngư dân miền Trung ra khơi từ sớm và trở về khi mặt trời vừa lặn.",
     ]),
     "de": ("Artikel", [
         "Im Herbst färben sich die Wälder im Schwarzwald in leuchtendem Rot und Gold.",
@@ -158,6 +229,16 @@ OTHER = {
         "Die Altstadt wurde nach dem Krieg sorgfältig wieder aufgebaut.",
         "Schüler lernen heute schon früh, wie man sicher mit dem Internet umgeht.",
         "Ein Spaziergang am Sonntagnachmittag gehört für viele Familien einfach dazu.",
+        "Im Winter verwandeln sich viele Marktplätze in festlich beleuchtete Weihnachtsmärkte.",
+        "Die Universität hat ein neues Labor für erneuerbare Energien eröffnet.",
+        "Wanderer schätzen die gut markierten Wege im Harz und in der Sächsischen Schweiz.",
+        "Immer mehr Menschen bauen auf ihrem Balkon eigene Kräuter und Tomaten an.",
+        "Das Orchester probt seit Wochen für das große Konzert im Stadtpark.",
+        "An der Nordsee kann man bei Ebbe kilometerweit durch das Watt laufen.",
+        "Die Handwerkskammer sucht dringend junge Leute für eine Ausbildung im Bauwesen.",
+        "Im Museum erklären Modelle, wie die ersten Dampfmaschinen funktionierten.",
+        "Nach dem langen Regen führt die Elbe an manchen Stellen Hochwasser.",
+        "Ein Stück Apfelkuchen mit Sahne ist für viele der Höhepunkt des Nachmittags.",
     ]),
     "fr": ("Article", [
         "Le marché du samedi matin attire les habitants de tout le quartier.",
@@ -172,6 +253,16 @@ OTHER = {
         "Le musée a ouvert une salle consacrée aux peintres impressionnistes.",
         "Les pêcheurs bretons rentrent au port avant que la tempête n'arrive.",
         "Une soupe de légumes maison réchauffe les soirées d'hiver.",
+        "Les vendanges commencent dès que les raisins ont atteint la bonne maturité.",
+        "Le nouveau tramway relie désormais la gare au centre hospitalier.",
+        "Les enfants apprennent à nager dans la piscine municipale pendant les vacances.",
+        "La lavande fleurit en juillet et colore les plateaux de Provence en violet.",
+        "Un artisan boulanger se lève bien avant l'aube pour préparer les baguettes.",
+        "Le festival de cinéma attire chaque année des réalisateurs du monde entier.",
+        "Les agriculteurs plantent des haies pour protéger les champs contre le vent.",
+        "La cathédrale a retrouvé sa façade d'origine après des années de restauration.",
+        "Les étudiants se retrouvent au café pour réviser avant les examens de fin d'année.",
+        "En automne, les forêts des Vosges se couvrent de champignons.",
     ]),
     "es": ("Artículo", [
         "El mercado central de Valencia ofrece frutas y verduras frescas cada mañana.",
@@ -186,6 +277,16 @@ OTHER = {
         "En verano, la gente sale a pasear cuando baja el calor de la tarde.",
         "Los agricultores instalan sistemas de riego por goteo para ahorrar agua.",
         "El tren de alta velocidad une Madrid y Barcelona en menos de tres horas.",
+        "Los pueblos blancos de Andalucía brillan bajo el sol de mediodía.",
+        "La orquesta juvenil ofrecerá un concierto gratuito en la plaza mayor.",
+        "Muchos vecinos cultivan tomates y pimientos en los huertos urbanos del barrio.",
+        "El flamenco combina el cante, el baile y la guitarra en una expresión única.",
+        "Los pescadores del norte salen al mar antes del amanecer en busca de anchoas.",
+        "La universidad inauguró un laboratorio dedicado a la energía solar.",
+        "En invierno, las estaciones de esquí de los Pirineos reciben a miles de visitantes.",
+        "Un buen gazpacho se prepara con tomates maduros, pepino, pimiento y aceite de oliva.",
+        "Los niños esperan con ilusión la llegada de los Reyes Magos cada enero.",
+        "Las bibliotecas móviles llevan libros a los pueblos más pequeños de la provincia.",
     ]),
     "ru": ("Статья", [
         "Осенью в парках Москвы деревья покрываются золотой и красной листвой.",
@@ -200,6 +301,16 @@ OTHER = {
         "Студенты готовятся к сессии в читальных залах университета.",
         "На рынке продают свежий мёд, ягоды и грибы из соседних деревень.",
         "Белые ночи в Санкт-Петербурге привлекают туристов со всего мира.",
+        "Весной на реках начинается ледоход, и люди собираются на набережных посмотреть на него.",
+        "Новая линия метро сократила время поездки из пригорода в центр.",
+        "Бабушка научила внуков печь блины с тонкими кружевными краями.",
+        "Волга считается самой длинной рекой в европейской части России.",
+        "В театре готовят премьеру спектакля по пьесе Чехова.",
+        "Школьники посадили молодые берёзы вдоль дороги к новому стадиону.",
+        "Летом в горах Алтая можно встретить табуны лошадей и стада овец.",
+        "Исследователи наблюдают за миграцией птиц с помощью маленьких передатчиков.",
+        "В деревне до сих пор топят русскую печь, чтобы согреть дом зимой.",
+        "Фестиваль уличной музыки проходит в городе каждый август.",
     ]),
     "zh": ("文章", [
         "秋天的北京天高气爽，香山的红叶吸引了许多游客。",
@@ -214,6 +325,16 @@ OTHER = {
         "博物馆展出了一批出土的青铜器和陶器。",
         "春节期间，各地都会举办庙会和灯会。",
         "骑自行车上班既环保又有益于身体健康。",
+        "黄山以奇松、怪石和云海闻名于世。",
+        "越来越多的年轻人选择在网上购买新鲜蔬菜。",
+        "夏天的傍晚，人们喜欢在河边散步乘凉。",
+        "这所大学新建了一座现代化的实验楼。",
+        "西湖边的柳树在春风中轻轻摇摆。",
+        "农民们忙着收割金黄的小麦。",
+        "社区组织志愿者帮助老人学习使用智能手机。",
+        "桂林的山水风景被誉为甲天下。",
+        "冬天的哈尔滨举办冰雪节，吸引了各地游客。",
+        "孩子们在操场上快乐地踢足球。",
     ]),
     "ja": ("記事", [
         "秋の京都では、寺院の紅葉を見に多くの観光客が訪れます。",
@@ -228,6 +349,16 @@ OTHER = {
         "古い町並みが残る地区では、昔ながらの木造家屋が大切に保存されています。",
         "春になると、公園の桜の下でお花見をする人が増えます。",
         "自転車で通勤する人が、都市部で少しずつ増えています。",
+        "富士山の山頂から見る日の出は、多くの登山者の憧れです。",
+        "冬になると、北海道では雪まつりが開かれます。",
+        "駅前の商店街には、昔から続く和菓子屋があります。",
+        "地域のボランティアが、川の清掃活動に参加しました。",
+        "梅雨の季節には、紫陽花が美しく咲きます。",
+        "小学校では、子どもたちが田植えを体験しました。",
+        "沖縄の海は透明度が高く、ダイビングに人気があります。",
+        "新しい美術館が、港の近くに完成しました。",
+        "毎朝、味噌汁を作るのが祖母の習慣です。",
+        "秋には、各地で米の収穫を祝う行事が行われます。",
     ]),
 }
 
@@ -259,11 +390,20 @@ class Builder:
         seconds = self.rng.randrange(0, 2 * 365 * 86400)
         return (self.start + timedelta(seconds=seconds)).strftime("%Y-%m-%dT%H:%M:%SZ")
 
-    def paragraphs(self, bank: list[str], n_paras: int, per_para: tuple[int, int]) -> list[str]:
+    def paragraphs(self, bank: list[str], n_sentences: tuple[int, int], per_para: tuple[int, int]) -> list[str]:
+        """A page of distinct sentences from ``bank``, grouped into paragraphs of ``per_para``.
+
+        Sentences are drawn without replacement across the whole page: a sentence that recurs
+        within a page is exactly the repetition Gopher's duplicate n-gram rules catch (real
+        articles rarely repeat themselves), so good pages must pass them at their defaults.
+        """
+        n = min(self.rng.randint(*n_sentences), len(bank))
+        sentences = self.rng.sample(bank, k=n)
         paras = []
-        for _ in range(n_paras):
+        while sentences:
             k = self.rng.randint(*per_para)
-            paras.append(" ".join(self.rng.sample(bank, k=min(k, len(bank)))))
+            paras.append(" ".join(sentences[:k]))
+            sentences = sentences[k:]
         return paras
 
 
@@ -361,8 +501,8 @@ def build() -> None:
     # English articles: long enough for quality filters (several paragraphs, 300+ words).
     for i in range(150):
         topic = list(EN)[i % len(EN)]
-        paras = b.paragraphs(EN[topic], b.rng.randint(5, 8), (4, 6))
-        title = f"{topic.capitalize()} notes #{i // len(EN) + 1}: {EN[topic][i % 14].split(',')[0].rstrip('.')}"
+        paras = b.paragraphs(EN[topic], (17, 24), (3, 5))
+        title = f"{topic.capitalize()} notes #{i // len(EN) + 1}: {EN[topic][i % len(EN[topic])].split(',')[0].rstrip('.')}"
         url = f"https://{b.rng.choice(DOMAINS_EN)}/{topic}/{i:04d}-{slug(paras[0], 5)}"
         html = page_html(title, paras, cookie=(i % 7 == 0))
         encoding = i % 10
@@ -384,27 +524,29 @@ def build() -> None:
     # Other languages.
     for lang, (word, bank) in OTHER.items():
         for j in range(12):
-            paras = b.paragraphs(bank, b.rng.randint(4, 6), (3, 5))
-            title = f"{word} {j + 1}: {bank[j % len(bank)][:30]}"
+            paras = b.paragraphs(bank, (11, 16), (2, 4))
+            # The headline is a sentence that is not in the body, so it does not repeat it.
+            unused = [s for s in bank if s not in " ".join(paras)]
+            title = f"{word} {j + 1}: {unused[j % len(unused)][:30]}"
             url = f"https://{DOMAINS_OTHER[lang][j % 2]}/{lang}/{j:03d}.html"
             pick(counter).response(url, http_response(page_html(title, paras, lang=lang).encode()))
             counter += 1
 
     # Legacy charsets.
-    ru_paras = b.paragraphs(OTHER["ru"][1], 5, (3, 4))
+    ru_paras = b.paragraphs(OTHER["ru"][1], (12, 16), (3, 4))
     html = page_html("Новости города", ru_paras, lang="ru", charset=None)
     pick(counter).response("https://gorod-novosti.ru/cp1251.html",
                            http_response(html.encode("cp1251"), content_type="text/html; charset=windows-1251"))
     counter += 1
-    zh_paras = b.paragraphs(OTHER["zh"][1], 5, (3, 4))
+    zh_paras = b.paragraphs(OTHER["zh"][1], (12, 16), (3, 4))
     html = page_html("城市生活", zh_paras, lang="zh", charset="gb2312")
     pick(counter).response("https://shenghuo.example.cn/gb2312.html", http_response(html.encode("gb2312"), content_type="text/html"))
     counter += 1
-    ja_paras = b.paragraphs(OTHER["ja"][1], 5, (3, 4))
+    ja_paras = b.paragraphs(OTHER["ja"][1], (12, 16), (3, 4))
     html = page_html("くらしの話題", ja_paras, lang="ja", charset=None)
     pick(counter).response("https://kurashi.example.jp/eucjp.html", http_response(html.encode("euc_jp"), content_type="text/html; charset=EUC-JP"))
     counter += 1
-    html = page_html("季節のたより", b.paragraphs(OTHER["ja"][1], 4, (3, 4)), lang="ja", charset="shift_jis")
+    html = page_html("季節のたより", b.paragraphs(OTHER["ja"][1], (10, 14), (3, 4)), lang="ja", charset="shift_jis")
     pick(counter).response("https://kisetsu.example.jp/sjis.html", http_response(html.encode("shift_jis"), content_type="text/html"))
     counter += 1
 
@@ -440,14 +582,15 @@ def build() -> None:
         topic = url.split("/")[3]
         edited = list(paras)
         k = b.rng.randrange(len(edited))
-        edited[k] = edited[k] + " " + b.rng.choice(EN[topic])
+        unused = [s for s in EN[topic] if s not in " ".join(paras)]  # no sentence twice on a page
+        edited[k] = edited[k] + " " + b.rng.choice(unused)
         edited[-1] = "Updated: " + edited[-1]
         pick(counter).response(url + "-updated", http_response(page_html(title + " (updated)", edited).encode()))
         counter += 1
 
     # Safety-filter bait: blocklisted-looking domains and PII.
     for host in ("adult-xxx-cams.com", "free-crack-downloads.ru"):
-        paras = b.paragraphs(EN["software"], 4, (3, 4))
+        paras = b.paragraphs(EN["software"], (12, 16), (3, 4))
         pick(counter).response(f"https://{host}/page.html", http_response(page_html("Welcome", paras).encode()))
         counter += 1
     pii = [
@@ -457,7 +600,7 @@ def build() -> None:
         "Liên hệ với chúng tôi qua email hotro@example.vn hoặc số điện thoại 0912 345 678.",
     ]
     for j, line in enumerate(pii):
-        paras = b.paragraphs(EN["gardening"], 4, (3, 5)) + [line]
+        paras = b.paragraphs(EN["gardening"], (12, 18), (3, 5)) + [line]
         pick(counter).response(f"https://community.example.org/contact-{j}", http_response(page_html("Get in touch", paras).encode()))
         counter += 1
 
@@ -485,7 +628,7 @@ def build() -> None:
         for j in range(24):
             lang = ["en", "vi", "de", "fr"][j % 4]
             bank = EN[list(EN)[j % len(EN)]] if lang == "en" else OTHER[lang][1]
-            text = "\n".join(b.paragraphs(bank, 4, (3, 5))).encode()
+            text = "\n".join(b.paragraphs(bank, (10, 16), (3, 5))).encode()
             headers = {"WARC-Date": b.date(), "WARC-Record-ID": b.uid(),
                        "WARC-Identified-Content-Language": {"en": "eng", "vi": "vie", "de": "deu", "fr": "fra"}[lang]}
             w.write_record(w.create_warc_record(f"https://wet.example.org/{lang}/{j}", "conversion", payload=io.BytesIO(text),
