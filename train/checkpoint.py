@@ -237,17 +237,23 @@ def _load_pt(path: Path, map_location) -> dict[str, Any] | None:
         raise InputError(f"{path}: unreadable ({type(exc).__name__}: {exc})") from None
 
 
+def model_config_of(ckpt: Checkpoint):
+    """The checkpoint's GPTConfig; a config that does not build one is an InputError."""
+    from .model import GPTConfig
+
+    try:
+        return GPTConfig.from_dict(ckpt.model_config)
+    except (TypeError, ValueError) as exc:
+        raise InputError(f"{ckpt.path / CONFIG_FILE}: invalid model config ({exc})") from None
+
+
 def load_lm(path: str | os.PathLike, device: str | torch.device = "cpu"):
     """(GPT in eval mode on ``device``, Checkpoint) from any checkpoint kind: the language
     model trunk and head are taken, extra keys (reward/value heads) ignored."""
-    from .model import GPT, GPTConfig
+    from .model import GPT
 
     ckpt = load_checkpoint(path)
-    try:
-        config = GPTConfig.from_dict(ckpt.model_config)
-    except (TypeError, ValueError) as exc:
-        raise InputError(f"{ckpt.path / CONFIG_FILE}: invalid model config ({exc})") from None
-    model = GPT(config)
+    model = GPT(model_config_of(ckpt))
     wanted = model.state_dict()
     state = {k: v for k, v in ckpt.model_state.items() if k in wanted}
     missing = sorted(set(wanted) - set(state))

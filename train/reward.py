@@ -46,7 +46,7 @@ from .align import (
 )
 from .align_data import HeldOutSplit, Skipped, pad_right, read_records
 from .chat import encode_chat
-from .checkpoint import Checkpoint, load_checkpoint, load_checkpoint_tokenizer
+from .checkpoint import Checkpoint, load_checkpoint, load_checkpoint_tokenizer, model_config_of
 from .losses import bradley_terry_loss
 from .loop import autocast_context, resolve_dtype, seed_everything, select_device
 from .model import GPT, GPTConfig
@@ -111,10 +111,7 @@ def load_scalar_model(path: str | Path, device: torch.device | str = "cpu", requ
     """A ScalarHeadModel from a reward checkpoint (head included) or from any LM checkpoint
     (trunk only, a zero head; ``require_head`` refuses that)."""
     ckpt = load_checkpoint(path)
-    try:
-        config = GPTConfig.from_dict(ckpt.model_config)
-    except (TypeError, ValueError) as exc:
-        raise InputError(f"{ckpt.path}: invalid model config ({exc})") from None
+    config = model_config_of(ckpt)
     model = ScalarHeadModel(config)
     model.load_export(ckpt.model_state, str(ckpt.path), require_head=require_head or ckpt.kind == "reward")
     return model.to(device).eval(), ckpt
