@@ -7,7 +7,15 @@ file whole first:
 * a local file, a directory (its archive files, recursively, sorted), or a glob;
 * ``http(s)://`` URLs, streamed; a 5xx answer or a dropped connection is retried with
   exponential backoff, resuming a dropped body with a ``Range`` request where it stopped;
-* ``s3://`` URLs through fsspec (``pip install curate[s3]``);
+* ``s3://`` URLs through fsspec + s3fs (``pip install curate[s3]``): one object, or a prefix
+  (``s3://bucket/dir/``, a bare ``s3://bucket``, any key without an archive suffix) or a glob
+  (``s3://bucket/dir/*.warc.gz``) expanded to its archive objects, sorted. Objects are read
+  through s3fs's file object in ranged requests (readahead blocks, 50 MB by default), never
+  downloaded whole. Credentials, region and retries come from the usual AWS sources
+  (``AWS_ACCESS_KEY_ID`` ..., ``~/.aws``, ``AWS_MAX_ATTEMPTS``); an S3-compatible store (MinIO,
+  Ceph, R2, a test server) is named with ``AWS_ENDPOINT_URL_S3`` or ``AWS_ENDPOINT_URL``, which
+  botocore itself honours, or ``FSSPEC_S3_ENDPOINT_URL``; other s3fs settings (block size)
+  through fsspec's config (``FSSPEC_S3_*`` variables, ``~/.config/fsspec/``);
 * a Common Crawl snapshot name (``CC-MAIN-2024-10``), expanded through
   ``crawl-data/<name>/warc.paths.gz`` under the Common Crawl base URL;
 * ``*.paths`` / ``*.paths.gz`` listings (local or remote): one path or URL per line; relative
@@ -115,6 +123,56 @@ def _read_listing(name: str, cc_base_url: str, http: HttpOptions) -> list[str]:
     return out
 
 
+def _one_line(exc: BaseException) -> str:
+    """The first line of an exception's text (botocore messages can span lines)."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _s3_filesystem(name: str):
+    """The (cached) fsspec S3 filesystem, or an InputError naming the extra to install."""
+    try:
+        import fsspec  # noqa: PLC0415 (optional extra)
+
+        return fsspec.filesystem("s3")
+    except ImportError:
+        raise InputError(f"{name}: reading s3:// needs the s3 extra (pip install 'curate[s3]')") from None
+
+
+def _expand_s3(arg: str) -> list[str]:
+    """One ``s3://`` argument -> the object URLs it names (see the module docstring)."""
+    path = arg[len("s3://"):]
+    bucket, _, key = path.partition("/")
+    if not bucket:
+        raise InputError(f"{arg}: no bucket in this s3:// URL")
+    if key and not key.endswith("/") and not glob.has_magic(key) and _is_archive(key):
+        # One object: no request now; it is opened (and a missing key reported) in its turn.
+        return [arg]
+    fs = _s3_filesystem(arg)
+    try:
+        if glob.has_magic(key):
+            found = fs.glob(path)
+        elif key and not key.endswith("/") and fs.isfile(path):
+            return [arg]  # an object without an archive suffix, named on purpose
+        else:
+            found = fs.find(path.rstrip("/"))
+    except FileNotFoundError as exc:
+        raise InputError(f"{arg}: {_s3_not_found(exc)}") from None
+    except Exception as exc:  # noqa: BLE001 (botocore/aiohttp errors are not OSErrors)
+        raise InputError(f"{arg}: cannot list ({_one_line(exc)})") from None
+    archives = sorted("s3://" + p for p in found if _is_archive(p) and not p.rsplit("/", 1)[-1].startswith("."))
+    if not archives:
+        raise InputError(f"{arg}: no .warc/.arc/.wet objects (optionally .gz) under this prefix")
+    return archives
+
+
+def _s3_not_found(exc: FileNotFoundError) -> str:
+    # s3fs raises FileNotFoundError for a missing key (its text: the path, which may well contain
+    # "bucket") and for a missing bucket (botocore's NoSuchBucket text).
+    text = str(exc).lower()
+    return "no such bucket" if "bucket does not exist" in text or "nosuchbucket" in text else "no such object"
+
+
 def resolve_inputs(
     args: list[str] | tuple[str, ...],
     *,
@@ -137,6 +195,8 @@ def resolve_inputs(
             if not is_url(arg) and not os.path.isfile(arg):
                 raise InputError(f"{arg}: no such file or directory")
             out.extend(_read_listing(arg, cc_base_url, http))
+        elif arg.startswith("s3://"):
+            out.extend(_expand_s3(arg))
         elif is_url(arg):
             out.append(arg)
         else:
@@ -249,16 +309,14 @@ def open_input(name: str, http: HttpOptions | None = None) -> BinaryIO:
     if name.startswith(("http://", "https://")):
         return io.BufferedReader(HttpStream(name, http), buffer_size=1 << 16)  # type: ignore[return-value]
     if name.startswith("s3://"):
+        fs = _s3_filesystem(name)
         try:
-            import fsspec  # noqa: PLC0415 (optional extra)
-        except ImportError:
-            raise InputError(f"{name}: reading s3:// needs the s3 extra (pip install 'curate[s3]')") from None
-        try:
-            return fsspec.open(name, "rb").open()
-        except ImportError:
-            raise InputError(f"{name}: reading s3:// needs s3fs (pip install 'curate[s3]')") from None
-        except (OSError, ValueError) as exc:
-            raise InputError(f"{name}: cannot open ({exc})") from None
+            # A file object that fetches readahead blocks with ranged GETs as it is read.
+            return fs.open(name, "rb")
+        except FileNotFoundError as exc:
+            raise InputError(f"{name}: {_s3_not_found(exc)}") from None
+        except Exception as exc:  # noqa: BLE001 (botocore/aiohttp errors are not OSErrors)
+            raise InputError(f"{name}: cannot open ({_one_line(exc)})") from None
     try:
         return open(name, "rb")
     except FileNotFoundError:
