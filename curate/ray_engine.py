@@ -47,6 +47,15 @@ def ray_session(address: str | None = None, num_cpus: int | None = None) -> Iter
             ray.shutdown()
 
 
+def _get(ray: Any, ref: Any) -> Any:
+    """A task's result; a task that died (worker lost, out of memory) is a one-line error."""
+    try:
+        return ray.get(ref)
+    except ray.exceptions.RayError as exc:
+        first = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+        raise CurateError(f"a Ray task failed: {first}", exit_code=1) from None
+
+
 def run_tasks(
     items: Iterable[Any],
     fn: Callable[[Any], Any],
@@ -69,9 +78,9 @@ def run_tasks(
             if len(pending) >= limit:
                 done, pending = ray.wait(pending, num_returns=1)
                 for ref in done:
-                    on_result(ray.get(ref))
+                    on_result(_get(ray, ref))
             pending.append(remote_fn.remote(item))
         while pending:
             done, pending = ray.wait(pending, num_returns=1)
             for ref in done:
-                on_result(ray.get(ref))
+                on_result(_get(ray, ref))

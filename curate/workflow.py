@@ -22,7 +22,8 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator
 
 from .config import ConfigError, load_toml
 from .errors import CurateError
@@ -98,6 +99,7 @@ class Pipeline:
 
     workdir: Path
     stages: dict[str, dict[str, Any]]
+    raw: dict[str, dict[str, Any]] = field(default_factory=dict)  # before placeholder expansion
     workers: int = 1
     seed: int = 0
     source: str = "pipeline config"
@@ -128,7 +130,8 @@ def load_pipeline(path: str | os.PathLike, workdir: str | None = None, workers: 
     n_workers = workers or int(data.get("workers", 0)) or _cores()
     placeholders = {"workdir": str(wd), **{s: str(wd / OUTPUT_DIRS[s]) for s in STAGES}}
     stages = {s: _expand(data[s], placeholders, f"{where}[{s}]") for s in STAGES}
-    pipe = Pipeline(workdir=wd, stages=stages, workers=n_workers, seed=int(data.get("seed", 0)), source=where)
+    raw = {s: data[s] for s in STAGES}
+    pipe = Pipeline(workdir=wd, stages=stages, raw=raw, workers=n_workers, seed=int(data.get("seed", 0)), source=where)
     check_pipeline(pipe)
     return pipe
 
@@ -143,8 +146,10 @@ def check_pipeline(pipe: Pipeline) -> None:
     from .filtering import load_chain_config
 
     crawl = _take(pipe.stages["crawl"], CRAWL_KEYS, "crawl")
-    load_crawl_config(crawl.get("config"), crawl.get("set"))
-    load_chain_config(_take(pipe.stages["filter"], FILTER_KEYS, "filter").get("config"))
+    load_crawl_config(crawl.get("config"), _crawl_overrides(crawl))
+    from filters.registry import build_chain
+
+    build_chain(load_chain_config(_take(pipe.stages["filter"], FILTER_KEYS, "filter").get("config")))
     from_dict(TokenizerStage, _take(pipe.stages["tokenizer"], TOKENIZER_KEYS, "tokenizer"), where="[tokenizer]").validate()
     dedup = {k: v for k, v in pipe.stages["dedup"].items() if k != "memory_gb"}
     from_dict(DedupConfig, dedup, where="[dedup]").validate()
@@ -157,7 +162,9 @@ def check_pipeline(pipe: Pipeline) -> None:
 
     pre = dict(pipe.stages["pretrain"])
     config_path = pre.pop("config", None)
-    from_dict(PretrainConfig, deep_merge(load_toml(config_path) if config_path else {}, pre), where="[pretrain]")
+    pretrain_cfg = from_dict(PretrainConfig, deep_merge(load_toml(config_path) if config_path else {}, pre), where="[pretrain]")
+    pretrain_cfg.validate()
+    pretrain_cfg.model.build(vocab_size=256)
     for stage, cls, key in (("sft", SFTConfig, "data"), ("reward", RewardConfig, "data"), ("rlhf", RLHFConfig, "prompts")):
         _align_config(cls, pipe.stages[stage], stage, pipe, key)[0].validate()
 
@@ -179,6 +186,18 @@ def _expand(value: Any, placeholders: dict[str, str], where: str) -> Any:
     return value
 
 
+def _crawl_overrides(table: dict[str, Any]) -> dict[str, Any] | None:
+    """``set`` as a table ({extract = {mode = "full"}}) or as --set strings (["extract.mode=full"])."""
+    from .config import parse_set
+
+    value = table.get("set")
+    if value is None or isinstance(value, dict):
+        return value
+    if isinstance(value, list) and all(isinstance(v, str) for v in value):
+        return parse_set(value)
+    raise ConfigError(f"[crawl]: set must be a table or a list of KEY=VALUE strings, got {value!r}")
+
+
 def _take(table: dict[str, Any], allowed: set[str], stage: str) -> dict[str, Any]:
     unknown = sorted(set(table) - allowed)
     if unknown:
@@ -186,8 +205,32 @@ def _take(table: dict[str, Any], allowed: set[str], stage: str) -> dict[str, Any
     return table
 
 
+MAX_HASHED_FILE = 64 * 1024 * 1024
+
+
+def _referenced_files(value: Any) -> list[str]:
+    """Existing files named by a stage's settings (config TOMLs, JSONL data): their contents
+    are part of the stage's fingerprint. Directories are not hashed (crawl inputs can be huge;
+    the data stages resume per input on their own)."""
+    if isinstance(value, str):
+        return [value] if os.path.isfile(value) and os.path.getsize(value) <= MAX_HASHED_FILE else []
+    if isinstance(value, list):
+        return [f for v in value for f in _referenced_files(v)]
+    if isinstance(value, dict):
+        return [f for v in value.values() for f in _referenced_files(v)]
+    return []
+
+
 def _fingerprint(pipe: Pipeline, stage: str, upstream: str) -> str:
-    payload = json.dumps({"stage": stage, "settings": pipe.stages[stage], "upstream": upstream, "seed": pipe.seed}, sort_keys=True)
+    """What decides whether a completed stage is still up to date: its settings as written
+    (before {placeholders} are expanded, so the same work directory spelt differently does not
+    count as a change), the contents of the files they name, the seed and the stage before."""
+    from .shards import sha256_file
+
+    files = {f: sha256_file(f) for f in sorted(set(_referenced_files(pipe.stages[stage])))}
+    settings = pipe.raw.get(stage, pipe.stages[stage])
+    payload = json.dumps({"stage": stage, "settings": settings, "files": list(files.values()), "upstream": upstream,
+                          "seed": pipe.seed}, sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
@@ -206,7 +249,7 @@ def _run_crawl(pipe: Pipeline, overwrite: bool, log: Callable[[str], None]) -> d
     t = _take(pipe.stages["crawl"], CRAWL_KEYS, "crawl")
     if not t.get("inputs"):
         raise ConfigError("[crawl]: 'inputs' (WARC files or directories) is required")
-    cfg = load_config(t.get("config"), t.get("set"))
+    cfg = load_config(t.get("config"), _crawl_overrides(t))
     manifest, _ = crawl(t["inputs"], str(pipe.out("crawl")), cfg, workers=pipe.workers, overwrite=overwrite, progress=True)
     if manifest.get("inputs_failed"):
         raise CurateError(f"crawl: {manifest['inputs_failed']} input(s) could not be read (see {pipe.out('crawl')}/manifest.json)", 1)
@@ -286,7 +329,7 @@ def _run_pretrain(pipe: Pipeline, overwrite: bool, log: Callable[[str], None]) -
     result = pretrain(cfg, pipe.out("mix"), pipe.out("pretrain"), tokenizer=str(pipe.out("tokenizer")),
                       overwrite=overwrite, progress=True, on_message=log)
     return {"first_loss": result.first_loss, "last_loss": result.last_loss, "val_loss": result.val_loss,
-            "steps": result.step, "tokens_seen": result.tokens_seen}
+            "steps": result.step, "tokens_seen": result.tokens_seen, "_stopped": result.status == "stopped"}
 
 
 def _align_config(cls: type, table: dict[str, Any], stage: str, pipe: Pipeline, data_key: str) -> tuple[Any, str]:
@@ -302,7 +345,7 @@ def _align_config(cls: type, table: dict[str, Any], stage: str, pipe: Pipeline, 
 
 def _metrics(result: Any, keys: dict[str, tuple[str, str]]) -> dict[str, Any]:
     """Pick named metrics from a StageResult: note name -> (attribute, metric key)."""
-    notes: dict[str, Any] = {}
+    notes: dict[str, Any] = {"_stopped": result.status == "stopped"}
     for note, (attr, key) in keys.items():
         value = getattr(result, attr, {}).get(key)
         if value is not None:
@@ -392,6 +435,30 @@ def run_pipeline(
     if first > last:
         raise ConfigError(f"--from {from_stage} comes after --until {until}")
     pipe.workdir.mkdir(parents=True, exist_ok=True)
+    with _workdir_lock(pipe.workdir):
+        return _run_locked(pipe, first, last, from_stage, log)
+
+
+@contextmanager
+def _workdir_lock(workdir: Path) -> Iterator[None]:
+    """One pipeline at a time per work directory: a second one would overwrite stages under
+    the running one's feet."""
+    import fcntl
+
+    path = workdir / ".pipeline" / "lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise CurateError(f"another `curate pipeline` is running in {workdir}") from None
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _run_locked(pipe: Pipeline, first: int, last: int, from_stage: str | None, log: Callable[[str], None]) -> list[StageOutcome]:
     outcomes: list[StageOutcome] = []
     upstream = ""
     invalidated = False
@@ -414,6 +481,10 @@ def run_pipeline(
             log(f"[{stage}] running -> {pipe.out(stage)}")
             started = time.monotonic()
             notes = RUNNERS[stage](pipe, overwrite, log)
+            if notes.pop("_stopped", False):
+                # Ctrl-C / SIGTERM: the stage checkpointed and stopped early; no completion
+                # marker, so the next run resumes it.
+                raise CurateError(f"pipeline interrupted during {stage}; rerun the same command to resume", 130)
             outcome = StageOutcome(stage, str(pipe.out(stage)), "ran", time.monotonic() - started, notes=notes)
             atomic_write_json(marker, {"stage": stage, "fingerprint": fp, "notes": notes, "seconds": outcome.seconds})
         outcomes.append(outcome)

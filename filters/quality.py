@@ -140,13 +140,20 @@ class Quality(Filter):
 def iter_texts(paths: Iterable[str], text_field: str = "text", txt_unit: str = "line") -> Iterator[str]:
     """Texts from Parquet document shards (files or directories), JSONL (``text_field``) or
     plain text files (one document per line, or per blank-line-separated paragraph with
-    ``txt_unit="paragraph"``); ``.gz`` compressed files are read transparently."""
+    ``txt_unit="paragraph"``), or folders of such files; ``.gz`` files are read transparently."""
     from curate.shards import expand_parquet_inputs, read_tables
 
     for path in paths:
         p = Path(path)
         if not p.exists():
             raise InputError(f"{path}: no such file or directory")
+        if p.is_dir() and not any(p.glob("*.parquet")):
+            # A folder of text / Markdown / JSONL files (e.g. samples/books): each file in turn.
+            files = sorted(str(f) for f in p.iterdir() if f.is_file() and not f.name.startswith("."))
+            if not files:
+                raise InputError(f"{path}: empty directory")
+            yield from iter_texts(files, text_field=text_field, txt_unit=txt_unit)
+            continue
         if p.is_dir() or p.suffix == ".parquet":
             for f in expand_parquet_inputs([str(p)]):
                 for table in read_tables(f, columns=["text"]):
@@ -320,7 +327,7 @@ def train_quality_model(
 
     if not 0.0 < holdout < 1.0:
         raise ConfigError(f"--holdout must be between 0 and 1, got {holdout}")
-    out = Path(output)
+    out = Path(output).resolve()  # the fastText subprocess runs in another directory
     out.parent.mkdir(parents=True, exist_ok=True)
     n_buckets = 32
     rng = random.Random(seed)

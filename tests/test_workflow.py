@@ -179,3 +179,87 @@ def test_tokenizer_stage_limits():
     with pytest.raises(ConfigError, match="vocab_size must be at least"):
         TokenizerStage(vocab_size=10).validate()
     assert TokenizerStage(vocab_size=300).validate().vocab_size == 300
+
+
+@pytest.mark.parametrize(
+    "stage,line,match",
+    [
+        ("pretrain", "optim = { min_lr = -1.0 }", "min_lr must be between"),
+        ("pretrain", "dtype = 'float16'", "float16 is not supported"),
+        ("crawl", "set = [3]", "set must be a table or a list"),
+    ],
+)
+def test_more_settings_checked_up_front(tmp_path, stage, line, match):
+    from curate.errors import ConfigError
+
+    text = (ROOT / "samples" / "pipeline.toml").read_text().replace(f"[{stage}]\n", f"[{stage}]\n{line}\n", 1)
+    cfg = tmp_path / "p.toml"
+    cfg.write_text(text)
+    with pytest.raises(ConfigError, match=match):
+        load_pipeline(cfg, workdir=str(tmp_path / "w"))
+
+
+def test_filter_chain_and_model_are_built_up_front(tmp_path):
+    from curate.errors import ConfigError
+
+    chain = tmp_path / "chain.toml"
+    chain.write_text('[[filters]]\nname = "gopher_qualty"\n')
+    text = (ROOT / "samples" / "pipeline.toml").read_text().replace('config = "samples/filters.toml"', f'config = "{chain}"')
+    cfg = tmp_path / "p.toml"
+    cfg.write_text(text)
+    with pytest.raises(ConfigError, match="gopher_qualty"):
+        load_pipeline(cfg, workdir=str(tmp_path / "w"))
+    text = (ROOT / "samples" / "pipeline.toml").read_text().replace("max_steps = 600", "max_steps = 600\nmodel = { n_layer = 0 }")
+    cfg.write_text(text)
+    with pytest.raises(ConfigError):
+        load_pipeline(cfg, workdir=str(tmp_path / "w"))
+
+
+def test_crawl_set_accepts_cli_style_strings(tmp_path):
+    text = (ROOT / "samples" / "pipeline.toml").read_text().replace("[crawl]\n", "[crawl]\nset = ['extract.mode=full']\n", 1)
+    cfg = tmp_path / "p.toml"
+    cfg.write_text(text)
+    assert load_pipeline(cfg, workdir=str(tmp_path / "w")).stages["crawl"]["set"] == ["extract.mode=full"]
+
+
+def test_fingerprint_ignores_workdir_spelling_but_sees_file_contents(tmp_path, monkeypatch):
+    from curate.workflow import _fingerprint
+
+    monkeypatch.chdir(ROOT)
+    a = load_pipeline(ROOT / "samples" / "pipeline.toml", workdir=str(tmp_path / "work"))
+    b = load_pipeline(ROOT / "samples" / "pipeline.toml", workdir=str(tmp_path / "x" / ".." / "work"))
+    assert _fingerprint(a, "mix", "u") == _fingerprint(b, "mix", "u")
+    # the filter stage names samples/filters.toml: a copy with other contents changes its fingerprint
+    chain = tmp_path / "chain.toml"
+    chain.write_text((ROOT / "samples" / "filters.toml").read_text())
+    text = (ROOT / "samples" / "pipeline.toml").read_text().replace('config = "samples/filters.toml"', f'config = "{chain}"')
+    cfg = tmp_path / "p.toml"
+    cfg.write_text(text)
+    before = _fingerprint(load_pipeline(cfg, workdir=str(tmp_path / "w")), "filter", "u")
+    chain.write_text(chain.read_text() + "\n# edited\n")
+    after = _fingerprint(load_pipeline(cfg, workdir=str(tmp_path / "w")), "filter", "u")
+    assert before != after
+
+
+def test_an_interrupted_stage_is_not_marked_complete(tmp_path, monkeypatch):
+    from curate import workflow
+    from curate.errors import CurateError
+
+    monkeypatch.chdir(ROOT)
+    pipe = load_pipeline(ROOT / "samples" / "pipeline.toml", workdir=str(tmp_path / "w"))
+    monkeypatch.setitem(workflow.RUNNERS, "crawl", lambda p, overwrite, log: {"_stopped": True})
+    with pytest.raises(CurateError, match="interrupted during crawl") as err:
+        workflow.run_pipeline(pipe, until="crawl", log=lambda m: None)
+    assert err.value.exit_code == 130
+    assert not (tmp_path / "w" / ".pipeline" / "crawl.json").exists()
+
+
+def test_one_pipeline_per_workdir(tmp_path, monkeypatch):
+    from curate import workflow
+    from curate.errors import CurateError
+
+    monkeypatch.chdir(ROOT)
+    pipe = load_pipeline(ROOT / "samples" / "pipeline.toml", workdir=str(tmp_path / "w"))
+    with workflow._workdir_lock(pipe.workdir):
+        with pytest.raises(CurateError, match="another `curate pipeline` is running"):
+            workflow.run_pipeline(pipe, until="crawl", log=lambda m: None)

@@ -143,7 +143,7 @@ class PretrainConfig:
     checkpoint_every: int = 500  # 0 = only at the end
     keep_last: int = 3  # checkpoints kept (0 = all)
     device: str = "auto"  # auto | cpu | cuda | cuda:N
-    dtype: str = "auto"  # auto (bf16 on CUDA, fp32 on CPU) | float32 | bfloat16 | float16
+    dtype: str = "auto"  # auto (bf16 on CUDA, fp32 on CPU) | float32 | bfloat16
     compile: bool = False  # torch.compile the model (worth it on GPU for long runs)
     # How several processes share the work: "ddp" keeps a full copy of the model per process;
     # "fsdp" shards weights, gradients and optimizer state across them (models too big for one GPU).
@@ -162,6 +162,16 @@ class PretrainConfig:
             raise ConfigError(f"data.val_fraction must be in [0, 1), got {self.data.val_fraction}")
         if self.optim.lr <= 0:
             raise ConfigError(f"optim.lr must be positive, got {self.optim.lr}")
+        if self.optim.min_lr is not None and not 0 <= self.optim.min_lr <= self.optim.lr:
+            raise ConfigError(f"optim.min_lr must be between 0 and optim.lr, got {self.optim.min_lr}")
+        for name in ("warmup_steps", "weight_decay", "grad_clip"):
+            if getattr(self.optim, name) < 0:
+                raise ConfigError(f"optim.{name} must be 0 or more, got {getattr(self.optim, name)}")
+        if self.max_tokens is not None and parse_count(self.max_tokens) <= 0:
+            raise ConfigError(f"max_tokens must be positive, got {self.max_tokens!r}")
+        if str(getattr(self, "dtype", "auto")).lower() in ("float16", "fp16"):
+            # fp16 training needs loss scaling (a GradScaler), which this loop does not do.
+            raise ConfigError("dtype float16 is not supported for training (no loss scaling); use bf16 or fp32")
         if self.distributed not in DISTRIBUTED_STRATEGIES:
             raise ConfigError(f"distributed must be one of {', '.join(DISTRIBUTED_STRATEGIES)}, got {self.distributed!r}")
 
