@@ -136,3 +136,23 @@ def test_roc_auc():
     assert roc_auc([0.1, 0.2, 0.8, 0.9], [1, 1, 0, 0]) == 0.0
     assert roc_auc([0.5, 0.5, 0.5, 0.5], [1, 0, 1, 0]) == 0.5
     assert roc_auc([0.9, 0.3, 0.5, 0.1], [1, 1, 0, 0]) == 0.75
+
+
+def test_cli_trains_from_folders_of_text_files_with_a_relative_output(tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    from curate.cli import cli
+
+    for name, words, seed in (("good", GOOD, 1), ("spam", SPAM, 2)):
+        folder = tmp_path / name
+        folder.mkdir()
+        texts = generated(words, 120, seed)
+        for k in range(3):  # several .md files, one document per paragraph
+            (folder / f"part-{k}.md").write_text("\n\n".join(texts[k::3]) + "\n")
+    elsewhere = tmp_path / "run"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    result = CliRunner().invoke(cli, ["quality", "train", "-p", str(tmp_path / "good"), "-n", str(tmp_path / "spam"),
+                                      "-o", "models/q.bin", "--txt-unit", "paragraph", "--dim", "16", "--epoch", "5"])
+    assert result.exit_code == 0, result.output
+    assert "ROC AUC" in result.output and (elsewhere / "models" / "q.bin").exists()
