@@ -64,8 +64,10 @@ def build_filter(spec: dict[str, Any], where: str = "filter") -> Filter:
     """A filter from one ``[[filters]]`` table (``name`` + parameters)."""
     if not isinstance(spec, dict):
         raise ConfigError(f"{where}: expected a table with a 'name', got {spec!r}")
-    if not isinstance(spec.get("name"), str):
-        raise ConfigError(f"{where}: missing or non-text 'name' (one of: {', '.join(available())})")
+    if "name" not in spec:
+        raise ConfigError(f"{where}: missing 'name' (one of: {', '.join(available())})")
+    if not isinstance(spec["name"], str):
+        raise ConfigError(f"{where}: 'name' must be text, got {spec['name']!r} (one of: {', '.join(available())})")
     params = {k: v for k, v in spec.items() if k != "name"}
     cls = get_filter_class(spec["name"])
     return from_dict(cls, params, where=f"{where} ({spec['name']})")

@@ -197,3 +197,9 @@ def test_samples_chain_file_is_valid():
 
     chain = build_chain(load_chain_config(str(Path(__file__).resolve().parent.parent / "samples" / "filters.toml")))
     assert [f.name for f in chain.filters][:2] == ["url_blocklist", "language"]
+
+
+def test_filter_name_must_be_text(tmp_path):
+    inputs = write_inputs(tmp_path, n_files=1)
+    with pytest.raises(ConfigError, match="'name' must be text, got 3"):
+        run_filter(inputs, str(tmp_path / "o"), {"filters": [{"name": 3}]})
