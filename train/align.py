@@ -340,7 +340,7 @@ def optimizer_step(loss: torch.Tensor, model: torch.nn.Module, optimizer: torch.
     grad_norm = clip_gradients(model, grad_clip)
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
-    return grad_norm
+    return float(grad_norm)
 
 
 def load_policy(path: str | Path, device: torch.device) -> tuple[GPT, Checkpoint, Tokenizer]:

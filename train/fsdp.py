@@ -58,21 +58,21 @@ def shard_model(model: nn.Module, ctx: DistContext, compute_dtype: torch.dtype) 
     return model
 
 
-def clip_gradients(model: nn.Module, max_norm: float) -> float:
+def clip_gradients(model: nn.Module, max_norm: float) -> torch.Tensor:
     """Global gradient norm over the sharded gradients (clipped to ``max_norm`` unless 0).
 
     The norm is a DTensor with a pending sum over ranks; ``full_tensor`` completes it so every
-    rank clips with the same coefficient.
+    rank clips with the same coefficient. Returned as a 0-d tensor, like loop.clip_gradients.
     """
     grads = [p.grad for p in model.parameters() if p.grad is not None]
     if not grads:
-        return 0.0
+        return torch.zeros(())
     total = torch.nn.utils.get_total_norm(grads, norm_type=2.0)
     if _is_dtensor(total):
         total = total.full_tensor()
     if max_norm and max_norm > 0:
         torch.nn.utils.clip_grads_with_norm_([p for p in model.parameters() if p.grad is not None], max_norm, total)
-    return float(total)
+    return total
 
 
 def _full(value: torch.Tensor) -> torch.Tensor:

@@ -184,15 +184,16 @@ def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
         group["lr"] = lr
 
 
-def clip_gradients(model: nn.Module, max_norm: float) -> float:
+def clip_gradients(model: nn.Module, max_norm: float) -> torch.Tensor:
     """Clip the global gradient norm to ``max_norm`` (0 = no clipping); returns the norm
-    before clipping (a loss spike usually shows here first)."""
+    before clipping (a loss spike usually shows here first) as a 0-d tensor on the device:
+    reading it (``float``) waits for the GPU, so callers do that only when they log."""
     params = [p for p in model.parameters() if p.grad is not None]
     if not params:
-        return 0.0
+        return torch.zeros(())
     if max_norm and max_norm > 0:
-        return float(torch.nn.utils.clip_grad_norm_(params, max_norm))
-    return float(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(p.grad) for p in params])))
+        return torch.nn.utils.clip_grad_norm_(params, max_norm)
+    return torch.nn.utils.get_total_norm([p.grad for p in params], norm_type=2.0)
 
 
 # ------------------------------------------------------------------------------- peak FLOPs

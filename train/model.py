@@ -1,10 +1,13 @@
-"""A decoder-only transformer (GPT) in plain PyTorch, in one readable file.
+"""A decoder-only transformer (GPT) in plain PyTorch.
 
 The architecture is the one most open models settled on after GPT-2: rotary position
-embeddings (RoPE) instead of learned positions, RMSNorm before each sub-block, a SwiGLU MLP,
+embeddings (RoPE) instead of learned positions, RMSNorm before each sub-block (without
+learned gains unless ``norm_weight``), a SwiGLU MLP,
 optional grouped-query attention (fewer key/value heads than query heads, which shrinks the
 KV cache), ``F.scaled_dot_product_attention`` (flash / memory-efficient kernels where the
-device has them) and optionally tied input/output embeddings.
+device has them) and optionally tied input/output embeddings. The element-wise pieces
+(RMSNorm, the rotation, the SwiGLU gate) live in kernels.py, with backward passes written
+for fewer trips through memory.
 
 Everything the trainer and the alignment stages need from a model is here:
 
@@ -28,6 +31,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .kernels import rms_norm, rotary_qkv, swiglu
+
 IGNORE_INDEX = -100
 
 
@@ -42,6 +47,10 @@ class GPTConfig:
     mlp_hidden: int | None = None  # SwiGLU hidden size; None = 8/3 * n_embd rounded up
     rope_theta: float = 10000.0
     norm_eps: float = 1e-5
+    # Learned gains in the RMSNorms. Off by default, as in nanochat and modded-nanoGPT: before
+    # a linear layer a gain can be folded into that layer's weights, and leaving it out saves a
+    # third of the norm's memory passes (bench/train.py).
+    norm_weight: bool = False
     tie_embeddings: bool = True
     dropout: float = 0.0
 
@@ -76,7 +85,9 @@ class GPTConfig:
     def from_dict(cls, data: dict[str, Any]) -> "GPTConfig":
         """Build from a saved dict, ignoring keys a newer version may have added."""
         known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in known})
+        values = {k: v for k, v in data.items() if k in known}
+        values.setdefault("norm_weight", True)  # saved before the option existed: norms had gains
+        return cls(**values)
 
 
 # Model sizes. vocab_size is left out: it always comes from the tokenizer.
@@ -92,54 +103,6 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
-def _compiling() -> bool:
-    is_compiling = getattr(getattr(torch, "compiler", None), "is_compiling", None)
-    return bool(is_compiling and is_compiling())
-
-
-class _RMSNormCPU(torch.autograd.Function):
-    """RMSNorm with a hand-written backward, for eager CPU training.
-
-    PyTorch's CPU rms_norm is a chain of generic ops (square, mean, rsqrt, two multiplies)
-    whose autograd backward makes several more passes over the activations; for small models
-    that cost ~7% of a training step against LayerNorm's fused kernel. This saves the
-    normalised input and does the backward in five passes, about twice as fast (bench/train.py).
-    """
-
-    @staticmethod
-    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
-        rstd = torch.linalg.vector_norm(x, dim=-1, keepdim=True).square_().div_(x.shape[-1]).add_(eps).rsqrt_()
-        xhat = x * rstd
-        ctx.save_for_backward(xhat, weight, rstd)
-        return xhat * weight
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor):
-        xhat, weight, rstd = ctx.saved_tensors
-        grad_xhat_prod = grad * xhat
-        grad_weight = grad_xhat_prod.sum(dim=tuple(range(grad.dim() - 1)))
-        # d/dx of x * rstd(x), with g = grad * weight: rstd * (g - xhat * mean(g * xhat)); the
-        # mean reuses grad * xhat through a matrix-vector product with the weight.
-        neg_mean = (grad_xhat_prod @ weight).unsqueeze(-1).mul_(-1.0 / xhat.shape[-1])
-        grad_x = torch.addcmul(grad * weight, xhat, neg_mean).mul_(rstd)
-        return grad_x, grad_weight, None
-
-
-class RMSNorm(nn.Module):
-    """x / rms(x) * weight: LayerNorm without centring or bias; cheaper and as good."""
-
-    def __init__(self, dim: int, eps: float):
-        super().__init__()
-        self.eps = eps
-        self.weight = nn.Parameter(torch.ones(dim))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.device.type == "cpu" and x.dtype == torch.float32 and not _compiling():
-            return _RMSNormCPU.apply(x, self.weight, self.eps)
-        # Fused on CUDA, and accumulates in float32 under bf16 autocast.
-        return F.rms_norm(x, (x.shape[-1],), self.weight, self.eps)
-
-
 def rope_tables(head_dim: int, length: int, theta: float, device: torch.device | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """cos and sin of each (position, frequency) pair: (length, head_dim/2), float32."""
     inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, device=device, dtype=torch.float32) / head_dim))
@@ -147,26 +110,17 @@ def rope_tables(head_dim: int, length: int, theta: float, device: torch.device |
     return angles.cos(), angles.sin()
 
 
-def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate channel pairs (2i, 2i+1) of x (B, T, heads, D) by position-dependent angles.
+class RMSNorm(nn.Module):
+    """x / rms(x), times a learned gain vector when ``weight`` is true: LayerNorm without
+    centring or bias; cheaper and as good."""
 
-    cos/sin are (T, 1, D/2) when all rows share positions 0..T-1, or (B, T, 1, D/2) for
-    per-row positions (left padding, KV-cache decoding). The rotation runs in float32 whatever
-    the autocast dtype: angles need the precision.
-    """
-    pairs = x.float().unflatten(-1, (-1, 2))
-    if _compiling():
-        # Inductor does not generate code for complex numbers; spelled out, it fuses all of it.
-        even, odd = pairs[..., 0], pairs[..., 1]
-        rotated = torch.stack((even * cos - odd * sin, even * sin + odd * cos), dim=-1)
-    else:
-        # Eager: one complex multiply is a single kernel (and pass) instead of six.
-        try:
-            as_complex = torch.view_as_complex(pairs)  # a view: no copy when strides allow
-        except RuntimeError:
-            as_complex = torch.view_as_complex(pairs.contiguous())
-        rotated = torch.view_as_real(as_complex * torch.complex(cos, sin))
-    return rotated.flatten(-2).type_as(x)
+    def __init__(self, dim: int, eps: float, weight: bool = True):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim)) if weight else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return rms_norm(x, self.weight, self.eps)
 
 
 class KVCache:
@@ -206,11 +160,7 @@ class CausalSelfAttention(nn.Module):
     ) -> torch.Tensor:
         B, T, C = x.shape
         H, KV = self.n_head, self.n_kv_head
-        qk, v = self.qkv(x).view(B, T, H + 2 * KV, self.head_dim).split([H + KV, KV], dim=2)
-        # Queries and keys are rotated together: one pass over both instead of two. (split, not
-        # slicing: the backward of a split is one concatenation, that of slices a zero-fill and
-        # a copy per slice.)
-        q, k = apply_rope(qk, *rope).split([H, KV], dim=2)
+        q, k, v = rotary_qkv(self.qkv(x).view(B, T, H + 2 * KV, self.head_dim), *rope, H, KV)
         q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
         if cache is not None:
             start = cache.length
@@ -245,15 +195,15 @@ class SwiGLU(nn.Module):
         self.down = nn.Linear(config.mlp_hidden, config.n_embd, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.down(F.silu(self.gate(x)) * self.up(x))
+        return self.down(swiglu(self.gate(x), self.up(x)))
 
 
 class Block(nn.Module):
     def __init__(self, config: GPTConfig):
         super().__init__()
-        self.attn_norm = RMSNorm(config.n_embd, config.norm_eps)
+        self.attn_norm = RMSNorm(config.n_embd, config.norm_eps, config.norm_weight)
         self.attn = CausalSelfAttention(config)
-        self.mlp_norm = RMSNorm(config.n_embd, config.norm_eps)
+        self.mlp_norm = RMSNorm(config.n_embd, config.norm_eps, config.norm_weight)
         self.mlp = SwiGLU(config)
         self.drop = nn.Dropout(config.dropout) if config.dropout > 0 else nn.Identity()
 
@@ -270,7 +220,7 @@ class GPT(nn.Module):
         # Identity when dropout is off: nn.Dropout(0.0) still runs a kernel per call in training.
         self.drop = nn.Dropout(config.dropout) if config.dropout > 0 else nn.Identity()
         self.blocks = nn.ModuleList(Block(config) for _ in range(config.n_layer))
-        self.norm_f = RMSNorm(config.n_embd, config.norm_eps)
+        self.norm_f = RMSNorm(config.n_embd, config.norm_eps, config.norm_weight)
         self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
         if config.tie_embeddings:
             # One matrix both embeds tokens and scores them: fewer parameters, and the

@@ -508,7 +508,7 @@ def _run(config, ctx: DistContext, data: Path, output: Path, tokenizer_arg, resu
                 tokens_per_s = window_tokens / max(now - window_start, 1e-9)
                 window_start, window_tokens = now, 0
                 record: dict[str, Any] = {
-                    "step": step, "loss": mean_loss, "lr": lr, "grad_norm": grad_norm,
+                    "step": step, "loss": mean_loss, "lr": lr, "grad_norm": float(grad_norm),
                     "tokens": step * tokens_per_step, "tokens_per_s": round(tokens_per_s, 1),
                     "data_epoch": reader.epoch,
                 }

@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# The trainer's checks that need a CUDA GPU, as one script that fits a short GPU lease
+# (about 5 minutes on an H100/H200): bench/train.py's small preset in bf16 (eager and
+# compiled, with MFU), then `curate train pretrain` on the GPU: a bf16 tiny run stopped at
+# step 100 and resumed to 200, seeded generation twice, and a compiled `small` run whose
+# metrics log carries MFU.
+#
+#   bash bench/gpu_check.sh [MIX_DIR]     # MIX_DIR: a `curate mix` output (default work/mix)
+#
+# Only torch, pyarrow, click, numpy, safetensors and tokenizers need to be importable (the
+# training path imports nothing else), so it also runs from a plain checkout with
+# PYTHONPATH set, on a machine where the project is not installed. Results and logs go to
+# $OUT (default /tmp/gpu_check).
+set -u
+MIX=${1:-work/mix}
+OUT=${OUT:-/tmp/gpu_check}
+PY=${PYTHON:-python3}
+mkdir -p "$OUT"
+export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+CK=$(mktemp -d)
+status=0
+step() { echo; echo "== $*"; }
+check() { if "$@"; then echo "ok: $*"; else echo "FAILED: $*"; status=1; fi; }
+
+nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm --format=csv,noheader
+$PY -c "import torch, sys; print('torch', torch.__version__, 'cuda', torch.version.cuda, 'python', sys.version.split()[0])"
+
+step "bench/train.py small, bf16, eager"
+timeout 200 $PY bench/train.py --device cuda --presets small 2>&1 | tee "$OUT/bench_eager.txt"
+step "bench/train.py small, bf16, torch.compile"
+timeout 300 $PY bench/train.py --device cuda --presets small --compile 2>&1 | tee "$OUT/bench_compile.txt"
+
+train() { $PY -m curate train pretrain --data "$MIX" --config samples/train/pretrain_tiny.toml -q "$@"; }
+step "pretrain tiny on cuda: stop at 100, resume to 200"
+check train -o "$CK/tiny" --set max_steps=200 --stop-at-step 100
+check train -o "$CK/tiny" --set max_steps=200 --resume
+cp "$CK/tiny/metrics.jsonl" "$OUT/tiny_metrics.jsonl" 2>/dev/null
+$PY - "$CK/tiny" <<'EOF'
+import json, sys
+from pathlib import Path
+rows = [json.loads(l) for l in (Path(sys.argv[1]) / "metrics.jsonl").read_text().splitlines()]
+train = [r for r in rows if "loss" in r]
+print(f"steps logged {len(train)}: first loss {train[0]['loss']:.3f} -> last {train[-1]['loss']:.3f}; "
+      f"last step {train[-1].get('step')}; keys {sorted(train[-1])}")
+meta = sorted(Path(sys.argv[1]).glob("step-*/meta.json")) or sorted(Path(sys.argv[1]).rglob("*.json"))
+print("checkpoint files:", [str(p.relative_to(sys.argv[1])) for p in sorted(Path(sys.argv[1]).rglob("*"))][:12])
+EOF
+
+step "seeded generation on cuda, twice"
+$PY -m curate generate "$CK/tiny" "The history of" --seed 7 -n 40 --device cuda > "$OUT/gen1.txt"
+$PY -m curate generate "$CK/tiny" "The history of" --seed 7 -n 40 --device cuda > "$OUT/gen2.txt"
+cat "$OUT/gen1.txt"
+check cmp -s "$OUT/gen1.txt" "$OUT/gen2.txt"
+
+step "pretrain small (compiled, bf16) 30 steps: MFU in the log"
+check train -o "$CK/small" --set model.preset=small --set model.block_size=1024 --set batch_size=16 \
+    --set max_steps=30 --set log_every=5 --set eval_every=0 --set checkpoint_every=0 --set compile=true
+cp "$CK/small/metrics.jsonl" "$OUT/small_metrics.jsonl" 2>/dev/null
+tail -n 3 "$CK/small/metrics.jsonl"
+
+rm -rf "$CK"
+echo
+echo "gpu_check: $([ $status = 0 ] && echo all checks passed || echo SOME CHECKS FAILED)"
+exit $status
