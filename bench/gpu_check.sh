@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The trainer's checks that need a CUDA GPU, as one script that fits a short GPU lease
-# (about 5 minutes on an H100/H200): bench/train.py's small preset in bf16 (eager and
-# compiled, with MFU), then `curate train pretrain` on the GPU: a bf16 tiny run stopped at
+# (about 5 minutes on an H100/H200): the kernels' bf16 path against plain ops,
+# bench/train.py's small preset in bf16 (eager and compiled, with MFU), then `curate train pretrain` on the GPU: a bf16 tiny run stopped at
 # step 100 and resumed to 200, seeded generation twice, and a compiled `small` run whose
 # metrics log carries MFU.
 #
@@ -24,6 +24,28 @@ check() { if "$@"; then echo "ok: $*"; else echo "FAILED: $*"; status=1; fi; }
 
 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm --format=csv,noheader
 $PY -c "import torch, sys; print('torch', torch.__version__, 'cuda', torch.version.cuda, 'python', sys.version.split()[0])"
+
+step "train/kernels.py on cuda under bf16 autocast: loss and gradients vs plain ops"
+check $PY - <<'EOF2'
+import sys, torch
+import train.kernels as K
+from train.model import GPT, GPTConfig
+torch.manual_seed(0)
+model = GPT(GPTConfig(vocab_size=512, block_size=64, n_layer=2, n_head=4, n_kv_head=2, n_embd=64)).cuda()
+x, y = (torch.randint(0, 512, (4, 64), device="cuda") for _ in range(2))
+def run():
+    model.zero_grad()
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        _, loss = model(x, y)
+    loss.backward()
+    return loss.item(), {n: p.grad.float().clone() for n, p in model.named_parameters()}
+fast = run()
+K.compiling = lambda: True  # the plain-op branches
+plain = run()
+rel = max(((fast[1][n] - plain[1][n]).norm() / plain[1][n].norm()).item() for n in fast[1])
+print(f"loss {fast[0]:.5f} vs plain {plain[0]:.5f}; largest relative gradient difference {rel:.1e}")
+sys.exit(0 if abs(fast[0] - plain[0]) < 1e-2 and rel < 3e-2 else 1)
+EOF2
 
 step "bench/train.py small, bf16, eager"
 timeout 200 $PY bench/train.py --device cuda --presets small 2>&1 | tee "$OUT/bench_eager.txt"
