@@ -137,3 +137,10 @@ def test_norm_gains_are_optional_and_old_configs_keep_them():
     assert GPTConfig.from_dict(saved).norm_weight is False
     del saved["norm_weight"]  # a config written before the option existed
     assert GPTConfig.from_dict(saved).norm_weight is True
+
+
+def test_pretraining_config_turns_norm_gains_on():
+    from train.pretrain import ModelSettings
+
+    assert ModelSettings(preset="tiny").build(262).norm_weight is False
+    assert ModelSettings(preset="tiny", norm_weight=True).build(262).norm_weight is True

@@ -92,6 +92,7 @@ class ModelSettings:
     mlp_hidden: int | None = None
     rope_theta: float | None = None
     norm_eps: float | None = None
+    norm_weight: bool | None = None
     tie_embeddings: bool | None = None
     dropout: float | None = None
 
