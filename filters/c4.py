@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from curate.document import Document
 
-from .base import Filter, list_field, register
+from .base import COUNT, SIZE, Filter, list_field, register
 from .text import WORD_RE, ends_with_terminal, view
 
 CITATION_RE = re.compile(r"\[\d*\]|\[edit\]|\[citation needed\]", re.IGNORECASE)
@@ -72,6 +72,13 @@ class C4Quality(Filter):
     filter_lorem_ipsum: bool = True
     filter_curly_bracket: bool = True
     no_punctuation_languages: list[str] = list_field("th", "lo")
+
+    bounds = {
+        "min_words_per_line": COUNT.or_off(),
+        # 0 would remove every line with a token at all.
+        "max_word_length": SIZE.or_off(),
+        "min_sentences": COUNT.or_off(),
+    }
 
     def apply(self, doc: Document) -> str | None:
         v = view(doc)

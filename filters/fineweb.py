@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from curate.document import Document
 
-from .base import Filter, check_fraction, list_field, register
+from .base import COUNT, NON_NEGATIVE, RATIO, Filter, list_field, register
 from .text import duplicate_elements, ends_with_terminal, view
 
 
@@ -47,10 +47,14 @@ class FineWebQuality(Filter):
     max_newlines_per_word: float = 0.3
     no_punctuation_languages: list[str] = list_field("th", "lo")
 
-    def validate(self) -> None:
-        for key in ("min_punctuated_lines_ratio", "max_short_lines_ratio", "max_duplicate_line_chars_ratio"):
-            if getattr(self, key) != -1:
-                check_fraction(self.name, **{key: getattr(self, key)})
+    bounds = {
+        "min_punctuated_lines_ratio": RATIO.or_off(),
+        "max_short_lines_ratio": RATIO.or_off(),
+        "short_line_length": COUNT,
+        "max_duplicate_line_chars_ratio": RATIO.or_off(),
+        # Newlines per word: a list of one-word lines has 1, an empty-line-heavy page more.
+        "max_newlines_per_word": NON_NEGATIVE.or_off(),
+    }
 
     def apply(self, doc: Document) -> str | None:
         v = view(doc)

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from curate.document import Document
 from curate.errors import ConfigError
 
-from .base import Filter, check_fraction, list_field, register
+from .base import COUNT, NON_NEGATIVE, RATIO, SIZE, Filter, check_value, list_field, register
 from .text import (
     BULLETS,
     duplicate_elements,
@@ -83,12 +83,28 @@ class GopherQuality(Filter):
     stop_words: list[str] = field(default_factory=lambda: list(GOPHER_STOP_WORDS))
     stop_words_languages: list[str] = list_field("en")
 
+    bounds = {
+        "min_words": COUNT.or_off(),
+        "max_words": COUNT.or_off(),
+        "min_mean_word_length": NON_NEGATIVE.or_off(),
+        "max_mean_word_length": NON_NEGATIVE.or_off(),
+        # Symbols per word: a page of "# # #" has more hashes than words, so no upper bound.
+        "max_symbol_word_ratio": NON_NEGATIVE.or_off(),
+        "max_bullet_lines_ratio": RATIO.or_off(),
+        "max_ellipsis_lines_ratio": RATIO.or_off(),
+        "min_alpha_words_ratio": RATIO.or_off(),
+        "min_stop_words": COUNT.or_off(),
+    }
+    ordered = (("min_words", "max_words"), ("min_mean_word_length", "max_mean_word_length"))
+
     def validate(self) -> None:
-        for key in ("max_bullet_lines_ratio", "max_ellipsis_lines_ratio", "min_alpha_words_ratio"):
-            value = getattr(self, key)
-            if value != -1:
-                check_fraction(self.name, **{key: value})
         self._stop = frozenset(w.lower() for w in self.stop_words)
+        if self.min_stop_words != -1 and self.min_stop_words > len(self._stop):
+            # More distinct stop words than the list holds: every document would be dropped.
+            raise ConfigError(
+                f"{self.who}: min_stop_words = {self.min_stop_words} is out of range; allowed: an integer in "
+                f"[0, {len(self._stop)}] (the distinct entries of stop_words), or -1 to turn the rule off"
+            )
         self._stop_langs = frozenset(self.stop_words_languages)
 
     def apply(self, doc: Document) -> str | None:
@@ -156,13 +172,18 @@ class GopherQuality(Filter):
         return reason
 
 
-def _pairs(value: list[list[float]], key: str, name: str) -> list[tuple[int, float]]:
+def _pairs(value: list[list[float]], key: str, who: str) -> list[tuple[int, float]]:
+    """``[[n, max_fraction], ...]`` checked: n an integer >= 1, the fraction in [0, 1] or -1."""
     out = []
-    for item in value:
-        if not isinstance(item, (list, tuple)) or len(item) != 2 or int(item[0]) != item[0] or item[0] < 1:
-            raise ConfigError(f"{name}: {key} must be a list of [n, max_fraction] pairs, got {item!r}")
-        check_fraction(name, **{f"{key}[{int(item[0])}]": float(item[1])})
-        out.append((int(item[0]), float(item[1])))
+    for i, item in enumerate(value):
+        if not isinstance(item, (list, tuple)) or len(item) != 2:
+            raise ConfigError(f"{who}: {key}[{i}] = {item!r} is not an [n, max_fraction] pair")
+        n, limit = item
+        if not float(n).is_integer():
+            raise ConfigError(f"{who}: {key}[{i}] n-gram size = {n!r} is out of range; allowed: an integer >= 1")
+        check_value(who, f"{key}[{i}] n-gram size", int(n), SIZE, integer=True)
+        check_value(who, f"{key}[{i}] max fraction (n = {int(n)})", limit, RATIO.or_off())
+        out.append((int(n), float(limit)))
     return out
 
 
@@ -215,12 +236,17 @@ class GopherRepetition(Filter):
         default_factory=lambda: [[5, 0.15], [6, 0.14], [7, 0.13], [8, 0.12], [9, 0.11], [10, 0.10]]
     )
 
+    bounds = {
+        "dup_para_frac": RATIO.or_off(),
+        "dup_para_char_frac": RATIO.or_off(),
+        "dup_line_frac": RATIO.or_off(),
+        "dup_line_char_frac": RATIO.or_off(),
+    }
+
     def validate(self) -> None:
-        for key in ("dup_para_frac", "dup_para_char_frac", "dup_line_frac", "dup_line_char_frac"):
-            if getattr(self, key) != -1:
-                check_fraction(self.name, **{key: getattr(self, key)})
-        self._top = _pairs(self.top_ngrams, "top_ngrams", self.name)
-        self._dup = _pairs(self.dup_ngrams, "dup_ngrams", self.name)
+        # The n-gram lists are pairs, checked here (the same ranges: n >= 1, fraction in [0, 1]).
+        self._top = _pairs(self.top_ngrams, "top_ngrams", self.who)
+        self._dup = _pairs(self.dup_ngrams, "dup_ngrams", self.who)
         self._n_max = max([n for n, _ in self._top + self._dup], default=1)
 
     def _check(self, reason: str | None, candidate: str, value: float, limit: float) -> str | None:

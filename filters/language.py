@@ -16,7 +16,7 @@ from typing import Any
 from curate.document import Document
 from curate.errors import ConfigError
 
-from .base import DATA_DIR, Filter, check_fraction, file_digest, register, require_file
+from .base import COUNT, DATA_DIR, RATIO, SIZE, Filter, file_digest, register, require_file
 from .text import WORD_RE, flatten_lines
 
 DEFAULT_LID_MODEL = DATA_DIR / "lid.176.ftz"
@@ -73,12 +73,15 @@ class Language(Filter):
     max_chars: int = 2_000
     top_k: int = 3
 
+    bounds = {
+        "min_score": RATIO,
+        "max_chars": COUNT,  # 0: the whole text
+        "top_k": SIZE,
+    }
+
     def validate(self) -> None:
-        check_fraction(self.name, min_score=self.min_score)
         if self.model:
             require_file(self.model, "model", self.name)
-        if self.max_chars < 0 or self.top_k < 1:
-            raise ConfigError(f"{self.name}: max_chars must be >= 0 and top_k >= 1")
         self._keep = frozenset(self.languages)
         self._model_obj: Any = None
 

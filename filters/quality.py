@@ -31,7 +31,7 @@ from typing import Any, Iterable, Iterator
 from curate.document import Document
 from curate.errors import ConfigError, CurateError, InputError
 
-from .base import Filter, check_fraction, file_digest, register, require_file
+from .base import RATIO, Filter, Range, file_digest, register, require_file
 from .language import load_fasttext
 from .text import normalize_for_fasttext
 
@@ -86,13 +86,16 @@ class Quality(Filter):
     keep_top_threshold: float | None = None
     positive_label: str = ""
 
+    bounds = {
+        "threshold": RATIO,
+        "keep_top": Range(0.0, 1.0, low_open=True),  # keeping none of the documents is no filter
+        "keep_top_threshold": RATIO,
+    }
+
     def validate(self) -> None:
         if not self.model:
             raise ConfigError(f"{self.name}: parameter 'model' is required (train one with `curate quality train`)")
         require_file(self.model, "model", self.name)
-        check_fraction(self.name, threshold=self.threshold)
-        if self.keep_top is not None and not (0.0 < self.keep_top <= 1.0):
-            raise ConfigError(f"{self.name}: keep_top must be in (0, 1], got {self.keep_top!r}")
         info = load_model_info(self.model)
         self._label = self.positive_label or info.get("positive_label", POSITIVE_LABEL)
         norm = info.get("normalization", {})

@@ -230,7 +230,9 @@ def describe_filters() -> str:
                 default = f.default_factory()  # type: ignore[misc]
             else:
                 default = None
-            out.append(f"    {f.name} = {default!r}  ({_type_name(hints.get(f.name))})")
+            allowed = cls.bounds.get(f.name)
+            extra = f"; {allowed.short()}" if allowed is not None else ""
+            out.append(f"    {f.name} = {default!r}  ({_type_name(hints.get(f.name))}{extra})")
         out.append(f"    reasons: {', '.join(cls.reasons) if cls.reasons else '(transform; never drops)'}")
     return "\n".join(out)
 

@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 from curate.document import Document, domain_of
 from curate.errors import ConfigError
 
-from .base import DATA_DIR, Filter, check_fraction, file_digest, read_word_list, register, require_file
+from .base import DATA_DIR, RATIO, Filter, file_digest, read_word_list, register, require_file
 from .text import WORD_RE, view
 
 DEFAULT_BADWORDS = {"en": str(DATA_DIR / "badwords_en.txt")}
@@ -119,8 +119,9 @@ class BadWords(Filter):
     max_ratio: float = 0.005
     default_language: str = "en"
 
+    bounds = {"max_ratio": RATIO}
+
     def validate(self) -> None:
-        check_fraction(self.name, max_ratio=self.max_ratio)
         self._files = {**DEFAULT_BADWORDS, **self.word_lists}
         for lang, path in self._files.items():
             require_file(path, f"word list for {lang!r}", self.name)

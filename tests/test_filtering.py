@@ -203,3 +203,36 @@ def test_filter_name_must_be_text(tmp_path):
     inputs = write_inputs(tmp_path, n_files=1)
     with pytest.raises(ConfigError, match="'name' must be text, got 3"):
         run_filter(inputs, str(tmp_path / "o"), {"filters": [{"name": 3}]})
+
+
+def test_out_of_range_threshold_fails_before_any_input_is_read(tmp_path):
+    # The input does not exist: the config error must come first, and nothing is written.
+    with pytest.raises(ConfigError, match=r"^gopher_quality: max_words = 5 is below min_words = 50"):
+        run_filter([str(tmp_path / "not-there")], str(tmp_path / "out"),
+                   {"filters": [{"name": "language"}, {"name": "gopher_quality", "max_words": 5}]})
+    assert not (tmp_path / "out").exists()
+
+
+def test_cli_reports_a_bad_threshold_in_one_line(tmp_path):
+    from click.testing import CliRunner
+
+    from curate.cli import cli
+
+    inputs = write_inputs(tmp_path, n_files=1)
+    chain = tmp_path / "chain.toml"
+    chain.write_text('[[filters]]\nname = "fineweb"\nmax_short_lines_ratio = 1.7\n')
+    result = CliRunner().invoke(cli, ["filter", *inputs, "-o", str(tmp_path / "out"), "--config", str(chain)])
+    assert result.exit_code != 0
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert lines == ["error: fineweb: max_short_lines_ratio = 1.7 is out of range; "
+                     "allowed: a number in [0, 1], or -1 to turn the rule off"]
+    assert not (tmp_path / "out").exists()
+
+
+def test_samples_chain_and_defaults_pass_the_range_checks():
+    from filters.registry import build_chain
+
+    chain = build_chain(load_chain_config(str(Path(__file__).resolve().parent.parent / "samples" / "filters.toml")))
+    for f in chain.filters:
+        f.check_bounds()  # the declared ranges hold for every parameter the chain resolved
+    assert len(chain.filters) == 8

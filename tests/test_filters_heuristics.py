@@ -260,3 +260,90 @@ def test_repetition_scores_do_not_depend_on_the_process_hash_seed():
         for seed in ("1", "2", "3")
     }
     assert len(outputs) == 1 and "top_2gram" in outputs.pop()  # (30 short texts with many tied 2-grams)
+
+
+# -- parameter ranges ---------------------------------------------------------------------
+
+# (filter, parameters, text the one-line error must contain); the range checks run before
+# the filter's own validation, so "quality" needs no real model to reject a bad threshold.
+BAD_PARAMS = [
+    ("gopher_quality", {"min_words": -5}, "min_words = -5 is out of range; allowed: an integer >= 0, or -1"),
+    ("gopher_quality", {"max_bullet_lines_ratio": 1.7}, "max_bullet_lines_ratio = 1.7 is out of range; allowed: a number in [0, 1]"),
+    ("gopher_quality", {"min_alpha_words_ratio": -0.2}, "min_alpha_words_ratio = -0.2 is out of range"),
+    ("gopher_quality", {"min_words": 100, "max_words": 10}, "max_words = 10 is below min_words = 100"),
+    ("gopher_quality", {"min_mean_word_length": 8.0, "max_mean_word_length": 4.0}, "max_mean_word_length = 4.0 is below"),
+    ("gopher_quality", {"max_symbol_word_ratio": float("nan")}, "max_symbol_word_ratio = nan is out of range"),
+    ("gopher_quality", {"min_stop_words": 9}, "min_stop_words = 9 is out of range; allowed: an integer in [0, 8]"),
+    ("gopher_repetition", {"dup_line_frac": 1.5}, "dup_line_frac = 1.5 is out of range; allowed: a number in [0, 1]"),
+    ("gopher_repetition", {"top_ngrams": [[0, 0.2]]}, "top_ngrams[0] n-gram size = 0 is out of range; allowed: an integer >= 1"),
+    ("gopher_repetition", {"dup_ngrams": [[5, 0.1], [-3, 0.1]]}, "dup_ngrams[1] n-gram size = -3 is out of range"),
+    ("gopher_repetition", {"dup_ngrams": [[5, 2.0]]}, "dup_ngrams[0] max fraction (n = 5) = 2.0 is out of range"),
+    ("c4", {"min_sentences": -2}, "min_sentences = -2 is out of range; allowed: an integer >= 0, or -1"),
+    ("c4", {"max_word_length": 0}, "max_word_length = 0 is out of range; allowed: an integer >= 1, or -1"),
+    ("fineweb", {"max_short_lines_ratio": 1.01}, "max_short_lines_ratio = 1.01 is out of range"),
+    ("fineweb", {"short_line_length": -1}, "short_line_length = -1 is out of range; allowed: an integer >= 0"),
+    ("fineweb", {"max_newlines_per_word": -0.5}, "max_newlines_per_word = -0.5 is out of range; allowed: a number >= 0"),
+    ("language", {"max_chars": -3}, "max_chars = -3 is out of range; allowed: an integer >= 0"),
+    ("language", {"min_score": -1}, "min_score = -1.0 is out of range; allowed: a number in [0, 1]"),
+    ("language", {"top_k": 0}, "top_k = 0 is out of range; allowed: an integer >= 1"),
+    ("bad_words", {"max_ratio": 1.7}, "max_ratio = 1.7 is out of range; allowed: a number in [0, 1]"),
+    ("quality", {"model": "no-such-model.bin", "keep_top": 0}, "keep_top = 0.0 is out of range; allowed: a number in (0, 1]"),
+    ("quality", {"model": "no-such-model.bin", "threshold": 1.2}, "threshold = 1.2 is out of range"),
+]
+
+
+@pytest.mark.parametrize("name,params,message", BAD_PARAMS, ids=lambda v: v if isinstance(v, str) and " " not in v else None)
+def test_out_of_range_parameters_are_one_line_config_errors(name, params, message):
+    from curate.errors import ConfigError
+
+    with pytest.raises(ConfigError) as info:
+        build_filter({"name": name, **params})
+    text = str(info.value)
+    assert "\n" not in text
+    assert text.startswith(f"{name}: ")  # names the filter
+    assert message in text
+
+
+def test_range_errors_name_the_label_of_a_relabelled_filter():
+    from curate.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"^strict_c4 \(c4\): min_words_per_line = -7 is out of range"):
+        build_filter({"name": "c4", "label": "strict_c4", "min_words_per_line": -7})
+
+
+def test_off_values_and_edges_are_still_accepted():
+    f = build_filter({"name": "gopher_quality", "min_words": -1, "max_words": 10, "max_bullet_lines_ratio": -1,
+                      "min_alpha_words_ratio": 0, "max_ellipsis_lines_ratio": 1, "min_stop_words": 8})
+    assert f.max_words == 10 and f.min_alpha_words_ratio == 0.0
+    # An n-gram rule switched off with -1, as the docstring says.
+    build_filter({"name": "gopher_repetition", "top_ngrams": [[2, -1]], "dup_ngrams": []})
+    build_filter({"name": "c4", "max_word_length": -1, "min_sentences": 0})
+    build_filter({"name": "language", "max_chars": 0, "min_score": 1})
+
+
+def test_every_filter_builds_with_its_defaults(tmp_path):
+    """Defaults must sit inside the declared ranges; only the required parameters are given."""
+    model = tmp_path / "quality.bin"
+    model.write_bytes(b"not loaded until the first document")
+    required = {"url_blocklist": {"domains": ["example.com"]}, "quality": {"model": str(model)}}
+    names = list(available())
+    assert {"language", "gopher_quality", "gopher_repetition", "c4", "fineweb", "quality", "url_blocklist",
+            "bad_words", "pii"} <= set(names)
+    for name in names:
+        f = build_filter({"name": name, **required.get(name, {})})
+        assert f.name == name
+
+
+def test_every_numeric_parameter_declares_its_range():
+    """A new threshold without a declared range would be accepted unchecked again."""
+    import dataclasses
+    import typing
+
+    for name, cls in available().items():
+        hints = typing.get_type_hints(cls)
+        for fld in dataclasses.fields(cls):
+            hint = hints[fld.name]
+            numeric = hint in (int, float) or (
+                typing.get_origin(hint) is not None and set(typing.get_args(hint)) & {int, float})
+            if numeric and typing.get_origin(hint) is not list:
+                assert fld.name in cls.bounds, f"{name}.{fld.name} has no declared range"

@@ -192,3 +192,37 @@ def test_bad_inputs_are_one_line_errors(tmp_path, mix_dir):
     reader = PackedReader(open_mix(write_mix(tmp_path / "all-val", n_docs=3)), ByteTokenizer(), 8, val_fraction=0.999)
     with pytest.raises(InputError, match="no training documents"):
         reader.next_batch(1)
+
+
+def test_byte_fallback_is_noted_once_when_nothing_names_a_tokenizer(tmp_path, mix_dir):
+    # Bare Parquet shards: no manifest.json at all.
+    bare = tmp_path / "bare"
+    with ShardWriter(bare, prefix="part-00000") as writer:
+        writer.write(Document(id="a", text="hello there"))
+    notes: list[str] = []
+    tokenizer = resolve_tokenizer(None, open_mix(bare), note=notes.append)
+    assert isinstance(tokenizer, ByteTokenizer)
+    assert len(notes) == 1 and "\n" not in notes[0]
+    assert "no manifest.json" in notes[0] and "--tokenizer" in notes[0] and str(tokenizer.vocab_size) in notes[0]
+
+    # A manifest without a tokenizer entry.
+    manifest = json.loads((mix_dir / "manifest.json").read_text())
+    del manifest["tokenizer"]
+    (mix_dir / "manifest.json").write_text(json.dumps(manifest))
+    notes.clear()
+    assert isinstance(resolve_tokenizer(None, open_mix(mix_dir), note=notes.append), ByteTokenizer)
+    assert len(notes) == 1 and "names no tokenizer" in notes[0]
+    # Callers that pass no callback still get the byte tokenizer (no printing from the library).
+    assert isinstance(resolve_tokenizer(None, open_mix(mix_dir)), ByteTokenizer)
+
+
+def test_no_note_when_the_tokenizer_is_named(tmp_path, mix_dir):
+    notes: list[str] = []
+    # The mix says "bytes" itself: a choice, not a fallback.
+    assert isinstance(resolve_tokenizer(None, open_mix(mix_dir), note=notes.append), ByteTokenizer)
+    # --tokenizer given on bare shards.
+    bare = tmp_path / "bare"
+    with ShardWriter(bare, prefix="part-00000") as writer:
+        writer.write(Document(id="a", text="hello there"))
+    assert isinstance(resolve_tokenizer("bytes", open_mix(bare), note=notes.append), ByteTokenizer)
+    assert notes == []

@@ -32,7 +32,7 @@ import json
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import pyarrow as pa
@@ -154,12 +154,22 @@ def pretokenized_usable(mix: MixInfo, tokenizer: Tokenizer) -> bool:
     )
 
 
-def resolve_tokenizer(explicit: str | None, mix: MixInfo) -> Tokenizer:
-    """``--tokenizer`` when given, else the one the mix manifest names, else bytes."""
+def resolve_tokenizer(explicit: str | None, mix: MixInfo, note: Callable[[str], None] | None = None) -> Tokenizer:
+    """``--tokenizer`` when given, else the one the mix manifest names, else bytes.
+
+    Falling back to bytes because nothing names a tokenizer (bare Parquet shards, or a
+    manifest without a ``tokenizer`` entry) is a silent change of vocabulary and sequence
+    length, so it is said once through ``note`` (the trainer's "note: ..." lines). A mix that
+    names ``bytes`` itself gets no note."""
     if explicit:
         return load_tokenizer(explicit)
     hint = mix.tokenizer_hint
-    if hint in (None, "bytes"):
+    if hint is None:
+        tokenizer = ByteTokenizer()
+        if note is not None:
+            note(byte_fallback_note(mix, tokenizer))
+        return tokenizer
+    if hint == "bytes":
         return ByteTokenizer()
     if not Path(hint).exists():
         raise InputError(
@@ -167,6 +177,16 @@ def resolve_tokenizer(explicit: str | None, mix: MixInfo) -> Tokenizer:
             "pass --tokenizer DIR"
         )
     return load_tokenizer(hint)
+
+
+def byte_fallback_note(mix: MixInfo, tokenizer: Tokenizer) -> str:
+    """The one line said when training falls back to bytes for want of a named tokenizer."""
+    if mix.manifest_sha256 is None:
+        why = f"{mix.directory} has no {MANIFEST_NAME} (bare Parquet shards)"
+    else:
+        why = f"the manifest of {mix.directory} names no tokenizer"
+    return (f"no --tokenizer given and {why}: training on UTF-8 bytes (byte tokenizer, vocab "
+            f"{tokenizer.vocab_size}); pass --tokenizer DIR to train with a BPE tokenizer")
 
 
 def is_validation(doc_id: str, val_fraction: float) -> bool:

@@ -295,7 +295,7 @@ def _run(config, ctx: DistContext, data: Path, output: Path, tokenizer_arg, resu
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
     mix = open_mix(data)
-    tokenizer = resolve_tokenizer(tokenizer_arg, mix)
+    tokenizer = resolve_tokenizer(tokenizer_arg, mix, note=note)
     gpt_config = config.model.build(tokenizer.vocab_size)
     seq_len = gpt_config.block_size
     dtype = resolve_dtype(config.dtype, ctx.device)
