@@ -3,7 +3,7 @@
 # (about 5 minutes on an H100/H200): the kernels' bf16 path against plain ops,
 # bench/train.py's small preset in bf16 (eager and compiled, with MFU), then `curate train pretrain` on the GPU: a bf16 tiny run stopped at
 # step 100 and resumed to 200, seeded generation twice, and a compiled `small` run whose
-# metrics log carries MFU.
+# metrics log carries MFU, and DDP (nccl) and FSDP through torchrun on one GPU.
 #
 #   bash bench/gpu_check.sh [MIX_DIR]     # MIX_DIR: a `curate mix` output (default work/mix)
 #
@@ -79,6 +79,10 @@ check train -o "$CK/small" --set model.preset=small --set model.block_size=1024 
     --set max_steps=30 --set log_every=5 --set eval_every=0 --set checkpoint_every=0 --set compile=true
 cp "$CK/small/metrics.jsonl" "$OUT/small_metrics.jsonl" 2>/dev/null
 tail -n 3 "$CK/small/metrics.jsonl"
+
+step "torchrun on the GPU: DDP (nccl) and FSDP, one process each, 50 tiny steps"
+check train -o "$CK/ddp" --set max_steps=50 --nproc 1
+check train -o "$CK/fsdp" --set max_steps=50 --nproc 1 --fsdp
 
 rm -rf "$CK"
 echo
