@@ -3,7 +3,8 @@
 # (about 5 minutes on an H100/H200): the kernels' bf16 path against plain ops,
 # bench/train.py's small preset in bf16 (eager and compiled, with MFU), then `curate train pretrain` on the GPU: a bf16 tiny run stopped at
 # step 100 and resumed to 200, seeded generation twice, and a compiled `small` run whose
-# metrics log carries MFU, and DDP (nccl) and FSDP through torchrun on one GPU.
+# metrics log carries MFU, and torchrun with DDP over nccl on one GPU (FSDP there falls back
+# to unsharded training: sharding needs two GPUs).
 #
 #   bash bench/gpu_check.sh [MIX_DIR]     # MIX_DIR: a `curate mix` output (default work/mix)
 #
