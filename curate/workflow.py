@@ -6,9 +6,11 @@ directory and calls the same library function as its stand-alone command::
     crawl -> filter -> dedup -> tokenizer -> mix -> pretrain -> sft -> reward -> rlhf
 
 A stage that completed is recorded in ``WORKDIR/.pipeline/<stage>.json`` with a fingerprint of
-its settings and of the stages before it. A rerun skips stages whose fingerprint is unchanged,
-resumes an interrupted stage (every stage resumes on its own), and redoes a stage, and all
-after it, whose settings changed. ``until`` / ``from_stage`` run part of the sequence.
+its settings and of the stages before it (see :mod:`curate.workflow_state`). A rerun skips
+stages whose fingerprint is unchanged, resumes an interrupted stage (every stage resumes on its
+own), and redoes a stage, and all after it, whose settings changed. ``until`` / ``from_stage``
+run part of the sequence; ``from_stage`` first checks that the stages before it completed with
+their current settings. ``overwrite`` deletes the stages in range and redoes them from scratch.
 
 In the config, string values may use ``{workdir}`` and ``{stage}`` placeholders, e.g.
 ``paths = ["{dedup}"]`` for the dedup stage's output folder.
@@ -16,18 +18,27 @@ In the config, string values may use ``{workdir}`` and ``{stage}`` placeholders,
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from contextlib import contextmanager
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 from .config import ConfigError, load_toml
 from .errors import CurateError
 from .shards import atomic_write_json, load_manifest
+from .workflow_state import (
+    check_earlier_stages,
+    clear_stages,
+    fingerprint,
+    lock_path,
+    overwrite_targets,
+    pipeline_hint,
+    read_marker,
+    referenced_files,
+    workdir_lock,
+    write_marker,
+)
 
 STAGES = ["crawl", "filter", "dedup", "tokenizer", "mix", "pretrain", "sft", "reward", "rlhf"]
 OUTPUT_DIRS = {
@@ -205,37 +216,10 @@ def _take(table: dict[str, Any], allowed: set[str], stage: str) -> dict[str, Any
     return table
 
 
-MAX_HASHED_FILE = 64 * 1024 * 1024
-
-
-def _referenced_files(value: Any) -> list[str]:
-    """Existing files named by a stage's settings (config TOMLs, JSONL data): their contents
-    are part of the stage's fingerprint. Directories are not hashed (crawl inputs can be huge;
-    the data stages resume per input on their own)."""
-    if isinstance(value, str):
-        return [value] if os.path.isfile(value) and os.path.getsize(value) <= MAX_HASHED_FILE else []
-    if isinstance(value, list):
-        return [f for v in value for f in _referenced_files(v)]
-    if isinstance(value, dict):
-        return [f for v in value.values() for f in _referenced_files(v)]
-    return []
-
-
-def _fingerprint(pipe: Pipeline, stage: str, upstream: str) -> str:
-    """What decides whether a completed stage is still up to date: its settings as written
-    (before {placeholders} are expanded, so the same work directory spelt differently does not
-    count as a change), the contents of the files they name, the seed and the stage before."""
-    from .shards import sha256_file
-
-    files = {f: sha256_file(f) for f in sorted(set(_referenced_files(pipe.stages[stage])))}
-    settings = pipe.raw.get(stage, pipe.stages[stage])
-    payload = json.dumps({"stage": stage, "settings": settings, "files": list(files.values()), "upstream": upstream,
-                          "seed": pipe.seed}, sort_keys=True)
-    return hashlib.sha256(payload.encode()).hexdigest()[:16]
-
-
-def _marker(pipe: Pipeline, stage: str) -> Path:
-    return pipe.workdir / ".pipeline" / f"{stage}.json"
+# Kept under their old names: tests and callers use them.
+_referenced_files = referenced_files
+_fingerprint = fingerprint
+_workdir_lock = workdir_lock
 
 
 # --------------------------------------------------------------------------- stage runners
@@ -424,9 +408,14 @@ def run_pipeline(
     *,
     until: str | None = None,
     from_stage: str | None = None,
+    overwrite: bool = False,
     log: Callable[[str], None] = print,
 ) -> list[StageOutcome]:
-    """Run the stages in order (resuming), returning one outcome per stage that was in range."""
+    """Run the stages in order (resuming), returning one outcome per stage that was in range.
+
+    ``from_stage``: the stages before it must have completed with the settings they have now
+    (checked before anything is created or deleted). ``overwrite``: the stages in range are
+    deleted (folder and marker) and redone from scratch, even when up to date."""
     for name, value in (("--until", until), ("--from", from_stage)):
         if value is not None and value not in STAGES:
             raise ConfigError(f"{name} {value!r}: unknown stage; stages: {', '.join(STAGES)}")
@@ -434,43 +423,34 @@ def run_pipeline(
     last = STAGES.index(until) if until else len(STAGES) - 1
     if first > last:
         raise ConfigError(f"--from {from_stage} comes after --until {until}")
-    pipe.workdir.mkdir(parents=True, exist_ok=True)
-    with _workdir_lock(pipe.workdir):
-        return _run_locked(pipe, first, last, from_stage, log)
+    if not lock_path(pipe.workdir).exists():
+        # A new work directory: check before creating it, so that a failed check leaves no trace.
+        _preflight(pipe, first, last, from_stage, overwrite)
+        pipe.workdir.mkdir(parents=True, exist_ok=True)
+    with workdir_lock(pipe.workdir):
+        # (Again) under the lock: another run may have changed the markers meanwhile.
+        upstream = _preflight(pipe, first, last, from_stage, overwrite)
+        if overwrite:
+            clear_stages(pipe, STAGES[first : last + 1], log)
+        return _run_locked(pipe, first, last, upstream, log)
 
 
-@contextmanager
-def _workdir_lock(workdir: Path) -> Iterator[None]:
-    """One pipeline at a time per work directory: a second one would overwrite stages under
-    the running one's feet."""
-    import fcntl
-
-    path = workdir / ".pipeline" / "lock"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w") as fh:
-        try:
-            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise CurateError(f"another `curate pipeline` is running in {workdir}") from None
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
+def _preflight(pipe: Pipeline, first: int, last: int, from_stage: str | None, overwrite: bool) -> str:
+    """The read-only checks: earlier stages for --from, deletable folders for --overwrite.
+    Returns the fingerprint the first stage in range builds on."""
+    upstream = check_earlier_stages(pipe, STAGES[:first], from_stage) if from_stage else ""
+    if overwrite:
+        overwrite_targets(pipe, STAGES[first : last + 1])
+    return upstream
 
 
-def _run_locked(pipe: Pipeline, first: int, last: int, from_stage: str | None, log: Callable[[str], None]) -> list[StageOutcome]:
+def _run_locked(pipe: Pipeline, first: int, last: int, upstream: str, log: Callable[[str], None]) -> list[StageOutcome]:
     outcomes: list[StageOutcome] = []
-    upstream = ""
     invalidated = False
-    for i, stage in enumerate(STAGES[: last + 1]):
-        fp = _fingerprint(pipe, stage, upstream)
+    for stage in STAGES[first : last + 1]:
+        fp = fingerprint(pipe, stage, upstream)
         upstream = fp
-        marker = _marker(pipe, stage)
-        previous = json.loads(marker.read_text()) if marker.exists() else None
-        if i < first:
-            if previous is None:
-                raise CurateError(f"--from {from_stage}: stage {stage!r} has not completed in {pipe.workdir}")
-            continue
+        previous = read_marker(pipe.workdir, stage)
         if previous and previous.get("fingerprint") == fp and not invalidated:
             outcome = StageOutcome(stage, str(pipe.out(stage)), "skipped", notes=previous.get("notes", {}))
             log(f"[{stage}] up to date in {pipe.out(stage)}")
@@ -480,13 +460,20 @@ def _run_locked(pipe: Pipeline, first: int, last: int, from_stage: str | None, l
             invalidated = invalidated or overwrite
             log(f"[{stage}] running -> {pipe.out(stage)}")
             started = time.monotonic()
-            notes = RUNNERS[stage](pipe, overwrite, log)
+            try:
+                notes = RUNNERS[stage](pipe, overwrite, log)
+            except CurateError as exc:
+                rerun = f"--overwrite --from {stage}" + (f" --until {STAGES[last]}" if last < len(STAGES) - 1 else "")
+                hinted = pipeline_hint(exc, stage, rerun)
+                if hinted is exc:
+                    raise
+                raise hinted from exc
             if notes.pop("_stopped", False):
                 # Ctrl-C / SIGTERM: the stage checkpointed and stopped early; no completion
                 # marker, so the next run resumes it.
                 raise CurateError(f"pipeline interrupted during {stage}; rerun the same command to resume", 130)
             outcome = StageOutcome(stage, str(pipe.out(stage)), "ran", time.monotonic() - started, notes=notes)
-            atomic_write_json(marker, {"stage": stage, "fingerprint": fp, "notes": notes, "seconds": outcome.seconds})
+            write_marker(pipe.workdir, stage, fp, notes, outcome.seconds)
         outcomes.append(outcome)
     # Counted at the end, so that tokens of the early stages use the tokenizer trained later.
     for outcome in outcomes:

@@ -248,3 +248,168 @@ def test_one_pipeline_per_workdir(tmp_path, monkeypatch):
     with workflow._workdir_lock(pipe.workdir):
         with pytest.raises(CurateError, match="another `curate pipeline` is running"):
             workflow.run_pipeline(pipe, until="crawl", log=lambda m: None)
+
+
+# --------------------------------------------------------------------------- --from and --overwrite
+# On fresh work directories that stop after the data stages (a few seconds each).
+
+
+def _config(tmp_path, text=None):
+    path = tmp_path / "pipeline.toml"
+    path.write_text(text if text is not None else REDUCED.format(workdir=tmp_path / "work", root=ROOT))
+    return path
+
+
+def _pipeline(config, *args):
+    return CliRunner().invoke(cli, ["pipeline", str(config), "-j", "2", *args])
+
+
+def _snapshot(directory):
+    """Every path under a directory with its size and modification time, to tell that nothing
+    was created, deleted or rewritten."""
+    return {str(p.relative_to(directory)): (p.is_dir(), p.stat().st_size if p.is_file() else 0, p.stat().st_mtime_ns)
+            for p in sorted(directory.rglob("*"))}
+
+
+def _shards(directory):
+    return {str(p.relative_to(directory)): p.read_bytes() for p in sorted(directory.rglob("*.parquet"))}
+
+
+def test_from_needs_every_earlier_stage_completed(tmp_path):
+    config = _config(tmp_path)
+    work = tmp_path / "work"
+    result = _pipeline(config, "--from", "filter", "--until", "filter")
+    assert result.exit_code == 2
+    assert "stage 'crawl' has not completed" in result.output and "--from crawl" in result.output
+    assert not work.exists()  # the failed check created nothing
+    assert _pipeline(config, "--until", "crawl").exit_code == 0
+    before = _snapshot(work)
+    result = _pipeline(config, "--from", "dedup", "--until", "dedup")
+    assert result.exit_code == 2
+    assert "stage 'filter' has not completed" in result.output and "or --from filter" in result.output
+    assert len(result.output.strip().splitlines()) == 1
+    assert _snapshot(work) == before
+    # a marker whose folder was removed by hand does not count as done
+    assert _pipeline(config, "--until", "filter").exit_code == 0
+    (work / "filter").rename(tmp_path / "filter-moved")
+    result = _pipeline(config, "--from", "dedup", "--until", "dedup")
+    assert result.exit_code == 2 and "output of stage 'filter'" in result.output and "is missing" in result.output
+    assert not (work / "dedup").exists()
+
+
+def test_from_checks_earlier_settings_and_files_then_runs_when_unchanged(tmp_path):
+    chain = tmp_path / "filters.toml"
+    chain.write_text((ROOT / "samples" / "filters.toml").read_text())
+    text = REDUCED.format(workdir=tmp_path / "work", root=ROOT).replace(str(ROOT / "samples" / "filters.toml"), str(chain))
+    config = _config(tmp_path, text)
+    work = tmp_path / "work"
+    assert _pipeline(config, "--until", "filter").exit_code == 0
+    before = _snapshot(work)
+    changes = [
+        ("filter", text.replace("[filter]\n", "[filter]\nannotate = true\n")),  # its table
+        ("crawl", text.replace("seed = 3", "seed = 4")),  # the seed: the first stage is named
+    ]
+    for stage, changed in changes:
+        config.write_text(changed)
+        result = _pipeline(config, "--from", "dedup", "--until", "dedup")
+        assert result.exit_code == 2, result.output
+        assert f"stage '{stage}' settings changed since it ran" in result.output
+        assert f"run with --from {stage} (or without --from)" in result.output
+        assert _snapshot(work) == before  # nothing created, deleted or rewritten
+    # a file the stage names (its filter chain) changed
+    config.write_text(text)
+    original = chain.read_text()
+    chain.write_text(original + "\n# edited\n")
+    result = _pipeline(config, "--from", "dedup", "--until", "dedup")
+    assert result.exit_code == 2 and "stage 'filter' settings changed" in result.output
+    assert _snapshot(work) == before
+    # back as it was: --from dedup runs dedup alone, on the filter output that is there
+    chain.write_text(original)
+    result = _pipeline(config, "--from", "dedup", "--until", "dedup")
+    assert result.exit_code == 0, result.output
+    assert "[dedup] running" in result.output and "[filter]" not in result.output and "[crawl]" not in result.output
+    assert load_manifest(work / "dedup")["counts"]["read"] == load_manifest(work / "filter")["counts"]["kept"]
+    assert {k: v for k, v in _snapshot(work).items() if k.startswith(("crawl", "filter"))} == \
+        {k: v for k, v in before.items() if k.startswith(("crawl", "filter"))}
+
+
+def test_overwrite_redoes_stages_in_range_and_keeps_the_ones_before(tmp_path):
+    config = _config(tmp_path)
+    work = tmp_path / "work"
+    assert _pipeline(config, "--until", "dedup").exit_code == 0
+    shards = {s: _shards(work / s) for s in ("crawl", "filter", "dedup")}
+    markers = {s: (work / ".pipeline" / f"{s}.json").read_text() for s in ("crawl", "filter", "dedup")}
+    crawl_before = _snapshot(work / "crawl")
+    (work / "filter" / "stray.txt").write_text("left by hand")
+    (work / "dedup" / "stray.txt").write_text("left by hand")
+
+    # up to date, yet redone from scratch; crawl (before --from) is kept as it is
+    result = _pipeline(config, "--overwrite", "--from", "filter", "--until", "dedup")
+    assert result.exit_code == 0, result.output
+    assert "[filter] running" in result.output and "[dedup] running" in result.output
+    assert "skipped" not in result.output and "[crawl]" not in result.output
+    assert not (work / "filter" / "stray.txt").exists() and not (work / "dedup" / "stray.txt").exists()
+    assert _snapshot(work / "crawl") == crawl_before
+    assert (work / ".pipeline" / "crawl.json").read_text() == markers["crawl"]
+    for stage in ("filter", "dedup"):
+        assert _shards(work / stage) == shards[stage], stage  # deterministic: the same bytes again
+        marker = json.loads((work / ".pipeline" / f"{stage}.json").read_text())
+        assert marker["fingerprint"] == json.loads(markers[stage])["fingerprint"]
+        assert (work / ".pipeline" / f"{stage}.json").read_text() != markers[stage]  # written anew (its seconds)
+        assert _balanced(load_manifest(work / stage))
+
+    # --overwrite still checks the stages before --from, and deletes nothing when that fails
+    (work / ".pipeline" / "filter.json").unlink()
+    before = _snapshot(work)
+    result = _pipeline(config, "--overwrite", "--from", "dedup", "--until", "dedup")
+    assert result.exit_code == 2 and "stage 'filter' has not completed" in result.output
+    assert _snapshot(work) == before
+
+    # without --from: every stage up to --until is redone, the ones after are left alone
+    dedup_before = _snapshot(work / "dedup")
+    result = _pipeline(config, "--overwrite", "--until", "crawl")
+    assert result.exit_code == 0 and "[crawl] running" in result.output
+    assert _shards(work / "crawl") == shards["crawl"]
+    assert _snapshot(work / "dedup") == dedup_before
+
+
+def test_overwrite_never_deletes_through_a_link(tmp_path):
+    config = _config(tmp_path)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "keep.parquet").write_bytes(b"not the pipeline's")
+    (tmp_path / "work" / "ckpt").mkdir(parents=True)
+    (tmp_path / "work" / "crawl").symlink_to(elsewhere)
+    result = _pipeline(config, "--overwrite", "--until", "crawl")
+    assert result.exit_code == 2 and "is a symbolic link" in result.output
+    assert (elsewhere / "keep.parquet").read_bytes() == b"not the pipeline's"
+    assert (tmp_path / "work" / "crawl").is_symlink() and not (tmp_path / "work" / ".pipeline").exists()
+    # a link further up (work/ckpt -> elsewhere) is refused the same way
+    (tmp_path / "work" / "crawl").unlink()
+    (tmp_path / "work" / "ckpt").rmdir()
+    (tmp_path / "work" / "ckpt").symlink_to(elsewhere)
+    pipe = load_pipeline(config)
+    from curate.errors import CurateError
+    from curate.workflow_state import overwrite_targets
+
+    with pytest.raises(CurateError, match="ckpt is a symbolic link"):
+        overwrite_targets(pipe, ["crawl", "pretrain"])
+    assert overwrite_targets(pipe, ["crawl", "filter"]) == [tmp_path / "work" / "crawl", tmp_path / "work" / "filter"]
+
+
+def test_a_stage_left_with_other_settings_points_to_pipeline_overwrite(tmp_path):
+    config = _config(tmp_path)
+    work = tmp_path / "work"
+    assert _pipeline(config, "--until", "crawl").exit_code == 0
+    # as if the crawl had been interrupted (no marker), then its settings changed
+    (work / ".pipeline" / "crawl.json").unlink()
+    config.write_text(config.read_text().replace("[crawl]\n", "[crawl]\nset = { extract = { mode = 'full' } }\n", 1))
+    result = _pipeline(config, "--until", "filter")
+    assert result.exit_code == 2
+    line = result.output.strip().splitlines()[-1]
+    assert "different configuration" in line
+    assert "rerun the pipeline with --overwrite --from crawl --until filter" in line
+    assert "another output directory" not in line and "[filter]" not in result.output
+    result = _pipeline(config, "--overwrite", "--from", "crawl", "--until", "crawl")
+    assert result.exit_code == 0, result.output
+    assert _balanced(load_manifest(work / "crawl"))
