@@ -25,7 +25,6 @@ the median over rounds of ours/reference (>= 1.0 means ours is not slower).
 from __future__ import annotations
 
 import argparse
-import math
 import statistics
 import sys
 import time

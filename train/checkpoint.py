@@ -34,7 +34,7 @@ from typing import Any
 
 import torch
 
-from curate.errors import CurateError, InputError
+from curate.errors import InputError
 from curate.shards import atomic_write_bytes, atomic_write_json
 from curate.tokenizer import TOKENIZER_FILE, BPETokenizer, ByteTokenizer, Tokenizer, load_tokenizer
 

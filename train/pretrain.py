@@ -39,7 +39,7 @@ import numpy as np
 import torch
 
 from curate import __version__
-from curate.config import parse_count, to_dict
+from curate.config import to_dict
 from curate.errors import ConfigError, CurateError
 from curate.progress import Progress
 
@@ -70,119 +70,14 @@ from .loop import (
     tune_cpu_allocator,
     weights_digest,
 )
-from .model import GPT, PRESETS, GPTConfig
+from .model import GPT, GPTConfig
+from .pretrain_config import DISTRIBUTED_STRATEGIES, DataSettings, ModelSettings, OptimSettings, PretrainConfig
+
+__all__ = ["DISTRIBUTED_STRATEGIES", "DataSettings", "ModelSettings", "OptimSettings", "PretrainConfig",
+           "PretrainResult", "evaluate", "pretrain"]
 
 METRICS_FILE = "metrics.jsonl"
 TRACE_DIR = "trace"
-DISTRIBUTED_STRATEGIES = ("ddp", "fsdp")
-
-
-# ----------------------------------------------------------------------------- config
-
-@dataclass
-class ModelSettings:
-    """A preset plus per-field overrides (None = the preset's value)."""
-
-    preset: str = "tiny"
-    block_size: int | None = None
-    n_layer: int | None = None
-    n_head: int | None = None
-    n_kv_head: int | None = None
-    n_embd: int | None = None
-    mlp_hidden: int | None = None
-    rope_theta: float | None = None
-    norm_eps: float | None = None
-    norm_weight: bool | None = None
-    tie_embeddings: bool | None = None
-    dropout: float | None = None
-
-    def build(self, vocab_size: int) -> GPTConfig:
-        if self.preset not in PRESETS:
-            raise ConfigError(f"model.preset {self.preset!r} is unknown; known: {', '.join(PRESETS)}")
-        values = dict(PRESETS[self.preset])
-        for key, value in to_dict(self).items():
-            if key != "preset" and value is not None:
-                values[key] = value
-        try:
-            return GPTConfig(vocab_size=vocab_size, **values)
-        except ValueError as exc:
-            raise ConfigError(str(exc)) from None
-
-
-@dataclass
-class OptimSettings:
-    lr: float = 6e-4  # peak learning rate, reached after warmup
-    min_lr: float | None = None  # end of the cosine; None = lr / 10
-    warmup_steps: int = 100
-    weight_decay: float = 0.1
-    beta1: float = 0.9
-    beta2: float = 0.95
-    eps: float = 1e-8
-    grad_clip: float = 1.0  # max global gradient norm; 0 = off
-
-
-@dataclass
-class DataSettings:
-    val_fraction: float = 0.01  # documents held out for validation (by a hash of their id)
-    val_sequences: int = 64  # held-out sequences evaluated each time (split across ranks)
-    shuffle_shards: bool = True  # a seeded shard order per epoch over the mix
-    trace: bool = False  # write trace/rank-N.jsonl: the document ids behind every step
-
-
-@dataclass
-class PretrainConfig:
-    model: ModelSettings = field(default_factory=ModelSettings)
-    optim: OptimSettings = field(default_factory=OptimSettings)
-    data: DataSettings = field(default_factory=DataSettings)
-    batch_size: int = 8  # sequences per micro-batch per process
-    grad_accum: int = 1  # micro-batches per optimizer step
-    max_steps: int = 1000
-    max_tokens: int | str | None = None  # a token budget ("2B") instead of max_steps
-    seed: int = 1337
-    log_every: int = 10
-    eval_every: int = 200  # 0 = only at the end
-    checkpoint_every: int = 500  # 0 = only at the end
-    keep_last: int = 3  # checkpoints kept (0 = all)
-    device: str = "auto"  # auto | cpu | cuda | cuda:N
-    dtype: str = "auto"  # auto (bf16 on CUDA, fp32 on CPU) | float32 | bfloat16
-    compile: bool = False  # torch.compile the model (worth it on GPU for long runs)
-    # How several processes share the work: "ddp" keeps a full copy of the model per process;
-    # "fsdp" shards weights, gradients and optimizer state across them (models too big for one GPU).
-    distributed: str = "ddp"
-    threads: int = 0  # CPU threads for torch ops (0 = torch's default: all cores)
-    tensorboard: bool = False
-
-    def validate(self) -> None:
-        for name in ("batch_size", "grad_accum", "max_steps", "log_every"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
-        for name in ("eval_every", "checkpoint_every", "keep_last", "threads"):
-            if getattr(self, name) < 0:
-                raise ConfigError(f"{name} must be 0 or more, got {getattr(self, name)}")
-        if not 0.0 <= self.data.val_fraction < 1.0:
-            raise ConfigError(f"data.val_fraction must be in [0, 1), got {self.data.val_fraction}")
-        if self.optim.lr <= 0:
-            raise ConfigError(f"optim.lr must be positive, got {self.optim.lr}")
-        if self.optim.min_lr is not None and not 0 <= self.optim.min_lr <= self.optim.lr:
-            raise ConfigError(f"optim.min_lr must be between 0 and optim.lr, got {self.optim.min_lr}")
-        for name in ("warmup_steps", "weight_decay", "grad_clip"):
-            if getattr(self.optim, name) < 0:
-                raise ConfigError(f"optim.{name} must be 0 or more, got {getattr(self.optim, name)}")
-        if self.max_tokens is not None and parse_count(self.max_tokens) <= 0:
-            raise ConfigError(f"max_tokens must be positive, got {self.max_tokens!r}")
-        if str(getattr(self, "dtype", "auto")).lower() in ("float16", "fp16"):
-            # fp16 training needs loss scaling (a GradScaler), which this loop does not do.
-            raise ConfigError("dtype float16 is not supported for training (no loss scaling); use bf16 or fp32")
-        if self.distributed not in DISTRIBUTED_STRATEGIES:
-            raise ConfigError(f"distributed must be one of {', '.join(DISTRIBUTED_STRATEGIES)}, got {self.distributed!r}")
-
-    def tokens_per_step(self, seq_len: int, world_size: int) -> int:
-        return self.batch_size * self.grad_accum * seq_len * world_size
-
-    def total_steps(self, seq_len: int, world_size: int) -> int:
-        if self.max_tokens is None:
-            return self.max_steps
-        return max(1, math.ceil(parse_count(self.max_tokens) / self.tokens_per_step(seq_len, world_size)))
 
 
 @dataclass
