@@ -1,4 +1,4 @@
-"""Record accounting and the per-input stage runner shared by crawl and filter.
+"""The per-input stage runner shared by crawl and filter (record accounting: accounting.py).
 
 A stage is a function over an iterator of records (see ``Step``); the runner takes care of
 everything around it: splitting the work by input file, worker processes, atomic shards,
@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
 from . import __version__
+from .accounting import Stats
 from .document import SCHEMA_VERSION, Document
 from .errors import CurateError
 from .progress import Progress
@@ -45,7 +46,6 @@ from .shards import (
 # A processing step: documents in, documents out (lazily).
 Step = Callable[[Iterable[Document]], Iterator[Document]]
 
-MAX_EXAMPLES = 5
 STATE_DIR = ".curate"
 
 # Where stage work runs when a caller does not say: set for a block of code with
@@ -69,68 +69,6 @@ def execution(engine: str = "local", ray_address: str | None = None) -> Iterator
 
 def current_execution() -> dict[str, Any]:
     return dict(_EXECUTION)
-
-
-@dataclass
-class Stats:
-    """Counts of one unit of work. ``read == kept + sum(rejected) + sum(errors)`` must hold."""
-
-    read: int = 0
-    kept: int = 0
-    rejected: Counter = field(default_factory=Counter)
-    errors: Counter = field(default_factory=Counter)
-    examples: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
-    chars: Counter = field(default_factory=Counter)  # characters read/kept/per reason
-
-    def reject(self, reason: str, n_chars: int = 0) -> None:
-        self.rejected[reason] += 1
-        if n_chars:
-            self.chars[f"rejected:{reason}"] += n_chars
-
-    def error(self, reason: str, file: str | None = None, offset: int | None = None, detail: str | None = None) -> None:
-        self.errors[reason] += 1
-        self.example(reason, file=file, offset=offset, detail=detail)
-
-    def example(self, reason: str, **info: Any) -> None:
-        bucket = self.examples.setdefault(reason, [])
-        if len(bucket) < MAX_EXAMPLES:
-            bucket.append({k: v for k, v in info.items() if v is not None})
-
-    def merge(self, other: "Stats") -> "Stats":
-        self.read += other.read
-        self.kept += other.kept
-        self.rejected.update(other.rejected)
-        self.errors.update(other.errors)
-        self.chars.update(other.chars)
-        for reason, items in other.examples.items():
-            bucket = self.examples.setdefault(reason, [])
-            bucket.extend(items[: MAX_EXAMPLES - len(bucket)])
-        return self
-
-    @property
-    def balanced(self) -> bool:
-        return self.read == self.kept + sum(self.rejected.values()) + sum(self.errors.values())
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "read": self.read,
-            "kept": self.kept,
-            "rejected": dict(sorted(self.rejected.items())),
-            "errors": dict(sorted(self.errors.items())),
-            "error_examples": {k: v for k, v in sorted(self.examples.items())},
-            "chars": dict(sorted(self.chars.items())),
-        }
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> "Stats":
-        return cls(
-            read=data.get("read", 0),
-            kept=data.get("kept", 0),
-            rejected=Counter(data.get("rejected", {})),
-            errors=Counter(data.get("errors", {})),
-            examples={k: list(v) for k, v in data.get("error_examples", {}).items()},
-            chars=Counter(data.get("chars", {})),
-        )
 
 
 @dataclass
