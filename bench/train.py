@@ -214,7 +214,7 @@ def main() -> None:
                         help="vocabulary size (default: 262, the byte tokenizer, for tiny; 50304, GPT-2's padded, "
                              "for the others)")
     parser.add_argument("--rounds", type=int, default=None)
-    parser.add_argument("--compile", action="store_true", help="torch.compile both models (GPU)")
+    parser.add_argument("--compile", action="store_true", help="torch.compile every model (worth it on GPU)")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch CPU threads (default 1: then CPU time is measured, which a busy shared "
                              "machine does not distort; with more threads, wall-clock time)")
