@@ -8,7 +8,8 @@ near-duplicate editions (UTF-8 vs ASCII, old vs new releases) are added as whole
 true 5-gram Jaccard of every planted pair is computed exactly on our normalization.
 
 Both systems then run on the same Parquet shards, each in a fresh subprocess (so peak RSS is
-its own): ``curate dedup`` (library call, full run: read, signatures, index, write) and a
+its own): ``curate dedup`` (library call, full run: read, signatures, index, write), once with
+``verify="estimate"`` (the default) and once with ``verify="exact"``, and a
 plain per-document loop of ``datasketch.MinHash`` + ``MinHashLSH`` (threshold 0.8, num_perm
 112, keep-first). Printed: recall by true-Jaccard bin, removals by true Jaccard of the removed
 document with the one it was merged into (precision), documents/s, peak RSS and the speed
@@ -198,23 +199,25 @@ def _peak_rss_mb() -> tuple[float, float]:
 
 
 def child_ours(data: str, workdir: str, workers: int, threshold: float, num_perm: int,
-               verify_threshold: float | None = None) -> dict:
+               verify_threshold: float | None = None, verify: str = "estimate") -> dict:
     import pyarrow.parquet as pq
 
     from curate.dedup import DedupConfig, run_dedup
 
     start = time.perf_counter()
-    result = run_dedup([data], os.path.join(workdir, "ours"), DedupConfig(threshold=threshold, num_perm=num_perm,
-                                                                               verify_threshold=verify_threshold),
+    out = os.path.join(workdir, f"ours-{verify}")
+    result = run_dedup([data], out, DedupConfig(threshold=threshold, num_perm=num_perm,
+                                                verify_threshold=verify_threshold, verify=verify),
                        workers=workers, progress=False, overwrite=True)
     seconds = time.perf_counter() - start
     removed = {}
-    for f in sorted(Path(workdir, "ours", "removed").glob("*.parquet")):
+    for f in sorted(Path(out, "removed").glob("*.parquet")):
         t = pq.read_table(f, columns=["id", "dup_of"])
         removed.update(zip(t.column("id").to_pylist(), t.column("dup_of").to_pylist()))
     own, children = _peak_rss_mb()
     return {"seconds": seconds, "signature_seconds": result.manifest["seconds"]["signatures"],
-            "docs": result.manifest["counts"]["read"], "rss_mb": own, "worker_rss_mb": children, "removed": removed}
+            "docs": result.manifest["counts"]["read"], "rss_mb": own, "worker_rss_mb": children, "removed": removed,
+            "pairs": result.manifest["pairs"]}
 
 
 _WORD = re.compile(r"\w+")
@@ -248,9 +251,10 @@ def child_datasketch(data: str, threshold: float, num_perm: int) -> dict:
             "worker_rss_mb": 0.0, "removed": removed}
 
 
-def run_child(mode: str, args: argparse.Namespace, data: str, workdir: str) -> dict:
+def run_child(mode: str, args: argparse.Namespace, data: str, workdir: str, verify: str = "estimate") -> dict:
     cmd = [sys.executable, __file__, "--child", mode, "--data", data, "--workdir", workdir,
-           "--workers", str(args.workers), "--threshold", str(args.threshold), "--num-perm", str(args.num_perm)]
+           "--workers", str(args.workers), "--threshold", str(args.threshold), "--num-perm", str(args.num_perm),
+           "--verify", verify]
     if args.verify_threshold is not None:
         cmd += ["--verify-threshold", str(args.verify_threshold)]
     env = {**os.environ, "CURATE_PROGRESS": "0"}
@@ -281,7 +285,8 @@ def score(name: str, result: dict, pairs: list[tuple[str, str, float]], texts: d
         removal_bins[next(k for k, (lo, hi) in enumerate(BINS) if lo <= j < hi)] += 1
     editions = [(a, b, j) for a, b, j in pairs if a.startswith("book-")]
     caught = [(a, b, j) for a, b, j in editions if representative(removed, a) == representative(removed, b)]
-    return {"name": name, "recall": recall, "removals": removal_bins, "editions": (caught, editions), **{k: result[k] for k in
+    return {"name": name, "recall": recall, "removals": removal_bins, "editions": (caught, editions),
+            "pairs": result.get("pairs"), **{k: result[k] for k in
             ("seconds", "signature_seconds", "docs", "rss_mb", "worker_rss_mb")}}
 
 
@@ -295,6 +300,8 @@ def main() -> None:
     parser.add_argument("--num-perm", type=int, default=112)
     parser.add_argument("--verify-threshold", type=float, default=None,
                         help="curate dedup's --verify-threshold (default: the threshold)")
+    parser.add_argument("--verify", choices=["estimate", "exact"], default="estimate",
+                        help=argparse.SUPPRESS)  # set by the parent for each child run
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--child", choices=["ours", "datasketch"])
     parser.add_argument("--data")
@@ -302,7 +309,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.child == "ours":
         print(json.dumps(child_ours(args.data, args.workdir, args.workers, args.threshold, args.num_perm,
-                                    args.verify_threshold)))
+                                    args.verify_threshold, args.verify)))
         return
     if args.child == "datasketch":
         print(json.dumps(child_datasketch(args.data, args.threshold, args.num_perm)))
@@ -338,9 +345,10 @@ def main() -> None:
               f"{len(pairs):,} planted pairs; built in {time.perf_counter() - t:.1f} s")
         print("planted pairs by true 5-gram Jaccard: " + ", ".join(
             f"{name} {sum(lo <= j < hi for _, _, j in pairs)}" for name, (lo, hi) in zip(BIN_NAMES, BINS)))
+        label = f"curate (w={args.workers}" + ("" if args.verify_threshold is None else f", vt {args.verify_threshold}")
         results = [
-            score(f"curate dedup (workers={args.workers})" if args.verify_threshold is None
-                  else f"curate (verify {args.verify_threshold})", run_child("ours", args, data, tmp), pairs, texts, jaccard),
+            score(label + ", estimate)", run_child("ours", args, data, tmp), pairs, texts, jaccard),
+            score(label + ", exact)", run_child("ours", args, data, tmp, verify="exact"), pairs, texts, jaccard),
             score("datasketch loop", run_child("datasketch", args, data, tmp), pairs, texts, jaccard),
         ]
     print(f"\nrecall by true Jaccard of the planted pair (threshold {args.threshold}, num_perm {args.num_perm}):")
@@ -365,10 +373,18 @@ def main() -> None:
         print(f"  {r['name']:28s} {r['docs'] / r['seconds']:9,.0f} docs/s end to end, "
               f"{r['docs'] / max(r['signature_seconds'], 1e-9):9,.0f} docs/s signatures; "
               f"peak RSS {r['rss_mb']:,.0f} MB" + (f" (+ workers {r['worker_rss_mb']:,.0f} MB)" if r["worker_rss_mb"] else ""))
-    ours, peer = results
+    ours, exact, peer = results
     print(f"  speed ratio curate / datasketch: {peer['seconds'] / ours['seconds']:.1f}x end to end, "
           f"{peer['signature_seconds'] / max(ours['signature_seconds'], 1e-9):.1f}x signatures "
           f"(per worker: {peer['signature_seconds'] / max(ours['signature_seconds'] * args.workers, 1e-9):.1f}x)")
+    print(f"  exact verification costs {exact['seconds'] / ours['seconds']:.2f}x the estimate's end-to-end time "
+          f"({peer['seconds'] / exact['seconds']:.1f}x datasketch's speed)")
+    ex = (exact.get("pairs") or {}).get("exact")
+    if ex:
+        print(f"  exact verification: {ex['candidates']:,} candidate pairs, {ex['accepted']:,} accepted "
+              f"({ex['accepted_below_estimate']:,} below the estimate's cut), {ex['rejected']:,} rejected "
+              f"({ex['rejected_above_estimate']:,} above it); {ex['documents_hashed']:,} documents re-read, "
+              f"{ex['shingle_bytes'] / 1e6:.1f} MB of shingle sets on disk")
 
 
 if __name__ == "__main__":

@@ -15,10 +15,13 @@ runner. It makes two passes over the inputs:
    * ``exact``: documents whose normalized text is identical.
    * ``near``: documents sharing an LSH band are candidates; a candidate pair is *verified*
      when the fraction of agreeing signature values (estimated Jaccard) is at least the
-     verify threshold (default: the threshold), and verified pairs are joined by union-find.
+     verify threshold (default: the threshold), or with ``verify = "exact"`` when the true
+     Jaccard of the two shingle sets is (:mod:`curate.dedup_exact`: one more streaming pass
+     that hashes only the documents in a candidate pair, and pairs resolved in batches
+     within ``memory_bytes``), and verified pairs are joined by union-find.
      Union-find alone would chain A~B~C into one cluster even when A and C are far apart, so
      each cluster is then split into stars: the best-ranked document is kept and removes every
-     member whose estimated Jaccard *with it* passes the verify threshold; the best-ranked of
+     member whose Jaccard (estimated or exact, as above) *with it* passes the verify threshold; the best-ranked of
      the rest starts the next star. A removed document is therefore always within the
      threshold of the document that represents it.
 
@@ -28,7 +31,7 @@ runner. It makes two passes over the inputs:
 3. **Write** (second streaming pass): kept rows go to ``output_dir`` in input order, removed
    rows to ``output_dir/removed`` with ``dup_of`` (the id of the kept document that represents
    it, following url -> exact -> near chains), ``dup_kind`` (why it was removed) and
-   ``dup_similarity`` (estimated Jaccard with ``dup_of``).
+   ``dup_similarity`` (Jaccard with ``dup_of``: estimated, or exact with ``verify = "exact"``).
 
 Outputs are staged under ``.curate/`` and moved into place only once complete, then
 ``manifest.json`` is written; a killed run leaves the previous output (or none) intact, and a
@@ -37,7 +40,8 @@ rerun with the same inputs and configuration is a no-op.
 Modules: :mod:`curate.minhash` (normalization, signatures, bands), :mod:`curate.dedup_signatures`
 (pass 1 in the workers), :mod:`curate.dedup_index` (spilling key index, document store,
 union-find), :mod:`curate.dedup_plan` (configuration and resource plan),
-:mod:`curate.dedup_decide` (ranking and the decisions of step 2),
+:mod:`curate.dedup_decide` (ranking and the decisions of step 2), :mod:`curate.dedup_exact`
+(exact verification),
 :mod:`curate.dedup_output` (pass 2 and the commit), :mod:`curate.dedup_ray` (``--engine ray``:
 the signature pass and the near-duplicate edges as Ray tasks, through the ``_unit_results``,
 ``_make_indexes``, ``_index_keys`` and ``_near_edges`` hooks of :class:`_Run`); this one runs
@@ -63,7 +67,7 @@ from .dedup_index import DocStore, KeyIndex, remove_tree
 from .dedup_output import STAGE, check_output, commit, state_path, write_outputs
 from .dedup_plan import DedupConfig, DedupPlan, InputInfo, inspect_inputs, plan_dedup
 from .dedup_signatures import placeholder, signature_unit, unit_key_records
-from .errors import CurateError
+from .errors import ConfigError, CurateError
 from .minhash import char_classes
 from .pipeline import Stats, build_manifest, config_hash, current_execution
 from .progress import Progress
@@ -106,7 +110,6 @@ class _Run(Decisions):
         bands, _ = cfg.lsh() if cfg.near else (0, 0)
         n = self.n_docs
         records = {"exact": n if cfg.exact else 0, "url": n if cfg.url else 0, "band": n * bands if cfg.near else 0}
-        total = max(sum(records.values()), 1)
         self.indexes = self._make_indexes(records)
         self.store = DocStore(
             self.work / "store",
@@ -225,8 +228,12 @@ def _execute(run: _Run, started: float) -> tuple:
         spilled = {name: idx.partitions for name, idx in run.indexes.items()}
         spilled_bytes = sum(idx.spilled_bytes for idx in run.indexes.values())
         store_bytes = run.store.bytes_on_disk()
+        if getattr(run, "exact_verifier", None) is not None:
+            store_bytes += run.exact_verifier.stats["shingle_bytes"]
         run.store.close()
     finally:
+        if getattr(run, "exact_verifier", None) is not None:
+            run.exact_verifier.close()
         remove_tree(run.work)
     return t_signatures, t_decide, clusters, stats, shards, spilled, spilled_bytes, store_bytes
 
@@ -258,6 +265,9 @@ def run_dedup(
         engine, ray_address = current["engine"], ray_address or current["ray_address"]
     if engine not in ("local", "ray"):
         raise CurateError(f"unknown engine {engine!r}; use 'local' or 'ray'")
+    if engine == "ray" and config.verify == "exact":
+        raise ConfigError("verify 'exact' is not supported with the ray engine yet; use --engine local "
+                          "or --verify estimate")
     if not inputs:
         raise CurateError("no inputs given")
     paths = expand_parquet_inputs(inputs)
@@ -321,11 +331,14 @@ def run_dedup(
             "bands": bands,
             "rows": rows,
             "shingle_hash": config.shingle_hash,
+            "verify": config.verify,
             "candidate_probability": {
                 f"{s:.2f}": round(1 - (1 - s**rows) ** bands, 4) for s in (0.5, 0.7, 0.8, 0.9)
             } if bands else {},
         },
-        "pairs": {"candidates": run.counters["candidate_pairs"], "verified": run.counters["verified_pairs"]},
+        "pairs": {"candidates": run.counters["candidate_pairs"], "verified": run.counters["verified_pairs"],
+                  "verify": config.verify,
+                  **({"exact": run.exact_verifier.manifest()} if getattr(run, "exact_verifier", None) else {})},
         "clusters": clusters,
         "memory": {"budget_bytes": memory_bytes, "partitions": spilled, "spilled_bytes": spilled_bytes,
                    "work_bytes": store_bytes + spilled_bytes},
@@ -357,8 +370,15 @@ def summarize(result: DedupResult) -> str:
     if lsh.get("bands"):
         lines.append(
             f"  near: {lsh['bands']} bands x {lsh['rows']} rows, {m['pairs']['candidates']:,} candidate pairs, "
-            f"{m['pairs']['verified']:,} verified (estimated Jaccard >= {lsh['verify_threshold']})"
+            f"{m['pairs']['verified']:,} verified ({'exact' if lsh.get('verify') == 'exact' else 'estimated'} Jaccard >= {lsh['verify_threshold']})"
         )
+        exact = m["pairs"].get("exact")
+        if exact:
+            lines.append(
+                f"  exact verification: {exact['accepted']:,} accepted ({exact['accepted_below_estimate']:,} the "
+                f"estimate would have missed), {exact['rejected']:,} rejected ({exact['rejected_above_estimate']:,} "
+                f"the estimate would have merged); {exact['documents_hashed']:,} documents re-read"
+            )
     for cl in m.get("clusters", [])[:3]:
         lines.append(f"  cluster of {cl['size']:,}: keeps {cl['representative']} {cl.get('representative_url') or ''}".rstrip())
     for item in m.get("inputs", []):

@@ -5,7 +5,8 @@ represents each of them (the rules are in :mod:`curate.dedup`'s docstring).
 higher quality; then smaller id; then input order). :class:`Decisions` is the part of a dedup
 run (:class:`curate.dedup._Run`, and :class:`curate.dedup_ray.RayRun` through it) that, after
 the signature pass, removes URL and exact duplicates per key group, joins verified near-duplicate
-pairs and splits each cluster into stars around its best-ranked document, points every removed
+pairs (on estimated Jaccard, or on exact Jaccard through :mod:`curate.dedup_exact`) and splits
+each cluster into stars around its best-ranked document, points every removed
 document at the kept one that represents it, and lists the largest clusters for the manifest.
 ``_near_edges`` is the hook the Ray engine overrides.
 """
@@ -17,6 +18,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
+from .dedup_exact import ExactVerifier
 from .dedup_index import DocStore, KeyIndex, UnionFind, candidate_pairs, keep_groups, verify_pairs
 from .dedup_output import EXACT, KEPT, KIND_NAMES, NEAR, URL
 from .dedup_plan import DedupConfig
@@ -127,15 +129,30 @@ class Decisions:
             self._keyed_dedup("url", "url", URL, newest=True)
         if cfg.exact:
             self._keyed_dedup("exact", "exact", EXACT, newest=False)
+        self.exact_verifier = ExactVerifier(self) if cfg.verify == "exact" else None
         if cfg.near:
             self._near()
+        elif self.exact_verifier is not None:  # URL removals still get an exact similarity
+            self.exact_verifier.hash_documents()
         for index in self.indexes.values():
             index.close()
 
     def _near(self) -> None:
         uf = UnionFind()
-        self._near_edges(uf)
-        self._stars(uf)
+        verifier = self.exact_verifier
+        if verifier is None:
+            self._near_edges(uf)
+            self._stars(uf)
+            return
+        n = max(self.n_docs, 1)
+        for members, gid in self._alive_groups("band"):
+            verifier.add_candidates(candidate_pairs(members, gid, n))
+        self.indexes["band"].close()  # frees the in-memory index before the shingle pass
+        verifier.hash_documents()
+        verifier.verify(uf)
+        self.counters["candidate_pairs"] += verifier.stats["candidates"]
+        self.counters["verified_pairs"] += verifier.stats["accepted"]
+        self._stars(uf, verifier)
 
     def _near_edges(self, uf: UnionFind) -> None:
         """Join every verified candidate pair of documents still kept in ``uf``."""
@@ -148,18 +165,24 @@ class Decisions:
                 self.counters["verified_pairs"] += len(a)
                 uf.union_many(a, b)
 
-    def _stars(self, uf: UnionFind) -> None:
-        """Stars inside each cluster: see the module docstring."""
+    def _stars(self, uf: UnionFind, verifier: ExactVerifier | None = None) -> None:
+        """Stars inside each cluster: see the module docstring. Members are measured against
+        the centre by estimated Jaccard, or exact Jaccard with a ``verifier``."""
         sig = self.store["sig"]
         accept = self.config.accept
         for component in uf.components():
             remaining = self.ranker.order(component)
             while len(remaining) > 1:
                 center, rest = int(remaining[0]), remaining[1:]
-                sims = (sig[rest] == sig[center]).mean(axis=1)
+                if verifier is None:
+                    sims = (sig[rest] == sig[center]).mean(axis=1)
+                else:
+                    sims = verifier.similarities(center, rest)
                 take = sims >= accept
                 if take.any():
                     self._remove(rest[take], NEAR, center)
+                    if verifier is not None:
+                        verifier.record_near(rest[take], sims[take])
                 remaining = rest[~take]
 
     def resolve(self) -> None:
@@ -170,12 +193,17 @@ class Decisions:
             self.similarity = np.zeros(0, np.float32)
             return
         target = np.asarray(self.dup_of[removed])
+        direct = target.copy()
         for _ in range(8):  # chains are at most url -> exact -> near
             chained = self.kind[target] != KEPT
             if not chained.any():
                 break
             target[chained] = self.dup_of[target[chained]]
         self.dup_of[removed] = target
+        verifier = getattr(self, "exact_verifier", None)
+        if verifier is not None:
+            self.similarity = verifier.final_similarity(removed, direct, target)
+            return
         sig = self.store["sig"]
         sims = np.empty(len(removed), dtype=np.float32)
         for i in range(0, len(removed), _VERIFY_CHUNK):

@@ -28,6 +28,8 @@ from .shards import DEFAULT_SHARD_BYTES
 FALSE_POSITIVE_WEIGHT = 0.05
 FALSE_NEGATIVE_WEIGHT = 0.95
 
+VERIFY_MODES = ("estimate", "exact")
+
 # Characters of text tokenized together by one worker (bounds its memory, ~60 B per char).
 BATCH_CHARS = 1_000_000
 _BASE_MEMORY = 250 * 1024**2  # interpreter, numpy, pyarrow
@@ -44,8 +46,11 @@ class DedupConfig:
     seed: int = 1
     bands: int | None = None
     rows: int | None = None
-    # Estimated Jaccard a candidate pair needs to be merged (default: threshold).
+    # Jaccard a candidate pair needs to be merged (default: threshold).
     verify_threshold: float | None = None
+    # How a candidate pair's Jaccard is measured: "estimate" (share of agreeing signature
+    # values) or "exact" (true Jaccard of the two shingle sets; see curate.dedup_exact).
+    verify: str = "estimate"
     exact: bool = True
     near: bool = True
     url: bool = False
@@ -57,6 +62,8 @@ class DedupConfig:
             raise ConfigError(f"threshold must be in (0, 1], got {self.threshold}")
         if self.verify_threshold is not None and not 0.0 < self.verify_threshold <= 1.0:
             raise ConfigError(f"verify threshold must be in (0, 1], got {self.verify_threshold}")
+        if self.verify not in VERIFY_MODES:
+            raise ConfigError(f"verify must be 'estimate' or 'exact', got {self.verify!r}")
         if self.ngram < 1:
             raise ConfigError(f"ngram must be at least 1, got {self.ngram}")
         if not 2 <= self.num_perm <= 4096:
@@ -89,7 +96,12 @@ class DedupConfig:
 
     def to_json(self) -> dict[str, Any]:
         bands, rows = self.lsh() if self.near else (None, None)
-        return {**asdict(self), "bands": bands, "rows": rows, "verify_threshold": self.accept}
+        out = {**asdict(self), "bands": bands, "rows": rows, "verify_threshold": self.accept}
+        if self.verify == "estimate":
+            # Left out at its default so outputs written before the option existed keep their
+            # configuration hash (a rerun of them stays a no-op).
+            del out["verify"]
+        return out
 
 
 @dataclass
@@ -187,6 +199,7 @@ class DedupPlan:
     disk_bytes: int
     signature_rate: float  # docs/s per worker, measured on a sample (0 when not measured)
     seconds: float
+    verify: str = "estimate"
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -220,6 +233,11 @@ class DedupPlan:
         ]
         rate = f" at {self.signature_rate:,.0f} docs/s per worker (measured)" if self.signature_rate else ""
         lines.append(f"  time ~{duration} with {self.workers} worker(s){rate}")
+        if self.verify == "exact":
+            # What it costs depends on how many documents have a candidate, unknown until the
+            # bands are grouped: give the rule rather than a figure.
+            lines.append("  exact verification: one more pass tokenizing the documents that have a candidate "
+                         "pair; their shingle sets go to disk (~2 bytes per character of those documents)")
         if self.unreadable:
             lines.append(f"  {self.unreadable} input(s) cannot be read and will be skipped")
         return lines
@@ -298,4 +316,5 @@ def plan_dedup(
         disk_bytes=disk,
         signature_rate=rate_docs,
         seconds=seconds,
+        verify=config.verify,
     )

@@ -262,7 +262,8 @@ def shingle_ranges(doc_first_token: np.ndarray, ngram: int) -> tuple[np.ndarray,
     return shingle_starts, lengths, doc_of
 
 
-def fast_shingle_hashes(tok_hashes: np.ndarray, starts: np.ndarray, lengths: np.ndarray, ngram: int) -> np.ndarray:
+def fast_shingle_hashes64(tok_hashes: np.ndarray, starts: np.ndarray, lengths: np.ndarray, ngram: int) -> np.ndarray:
+    """Full 64-bit ``fast`` hash of every shingle (the 32-bit one is its top half)."""
     s = np.full(len(starts), _SHINGLE_INIT, dtype=np.uint64)
     for k in range(ngram):
         active = lengths > k
@@ -270,7 +271,43 @@ def fast_shingle_hashes(tok_hashes: np.ndarray, starts: np.ndarray, lengths: np.
             s = _combine_step(s, tok_hashes[starts + k])
         elif active.any():
             s[active] = _combine_step(s[active], tok_hashes[starts[active] + k])
-    return (s >> np.uint64(32)).astype(np.uint32)
+    return s
+
+
+def fast_shingle_hashes(tok_hashes: np.ndarray, starts: np.ndarray, lengths: np.ndarray, ngram: int) -> np.ndarray:
+    return (fast_shingle_hashes64(tok_hashes, starts, lengths, ngram) >> np.uint64(32)).astype(np.uint32)
+
+
+def shingle_sets(texts: Sequence[str], ngram: int = 5) -> tuple[np.ndarray, np.ndarray]:
+    """The shingle set of every document as sorted unique 64-bit hashes: ``(values, counts)``,
+    document ``d``'s set being ``values[sum(counts[:d]) : sum(counts[:d + 1])]``.
+
+    Same normalization and shingles as the signatures (:func:`shingles`), so the Jaccard of two
+    such sets is the figure a signature estimates; the 64-bit ``fast`` hash identifies a shingle
+    whatever ``shingle_hash`` the signatures use (a collision between two distinct shingles of a
+    pair has odds ~ n**2 / 2**64)."""
+    batch = tokenize_batch(texts)
+    tok = token_hashes(batch)
+    starts, lengths, doc_of = shingle_ranges(batch.doc_first_token, ngram)
+    values = fast_shingle_hashes64(tok, starts, lengths, ngram)
+    order = np.lexsort((values, doc_of))
+    values, doc_of = values[order], doc_of[order]
+    first = np.ones(len(values), dtype=bool)
+    first[1:] = (values[1:] != values[:-1]) | (doc_of[1:] != doc_of[:-1])
+    values, doc_of = values[first], doc_of[first]
+    return values, np.bincount(doc_of, minlength=batch.n_docs).astype(np.int64)
+
+
+def sorted_set_jaccard(a: np.ndarray, b: np.ndarray) -> float:
+    """Jaccard of two sorted arrays of unique values (1.0 for two empty sets)."""
+    if len(a) > len(b):
+        a, b = b, a
+    if len(a) == 0:
+        return 1.0 if len(b) == 0 else 0.0
+    where = np.searchsorted(b, a)
+    where[where == len(b)] = 0
+    inter = int(np.count_nonzero(b[where] == a))
+    return inter / (len(a) + len(b) - inter)
 
 
 def sha1_shingle_hashes(batch: TokenizedBatch, starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:

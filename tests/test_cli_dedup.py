@@ -176,3 +176,31 @@ def test_crawl_samples_then_dedup(tmp_path):
     removed = _rows(tmp_path / "dedup" / "removed")
     assert set(r["dup_of"] for r in removed) <= set(kept)
     assert os.path.exists(tmp_path / "dedup" / "removed")
+
+
+def test_verify_exact_from_the_command_line(corpus, tmp_path):
+    out = tmp_path / "out"
+    result = _invoke(corpus, "-o", out, "--url", "--verify", "exact", "-q")
+    assert result.exit_code == 0, result.output
+    assert "exact verification: 5 accepted" in result.output and "verified (exact Jaccard >= 0.8)" in result.output
+    plan = _invoke(corpus, "--plan", "--verify", "exact")
+    assert plan.exit_code == 0 and "exact verification: one more pass" in plan.output
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["counts"]["rejected"] == {"exact": 5, "near": 5, "url": 3}
+    assert manifest["pairs"]["verify"] == "exact" and manifest["config"]["verify"] == "exact"
+    near = [r for r in _rows(out / "removed") if r["dup_kind"] == "near"]
+    assert all(0.8 <= r["dup_similarity"] < 1.0 for r in near)
+    # Another verify mode is another configuration: it needs --overwrite, like any option.
+    again = _invoke(corpus, "-o", out, "--url", "--verify", "exact")
+    assert again.exit_code == 0 and "nothing to do" in again.output
+    other = _invoke(corpus, "-o", out, "--url")
+    assert other.exit_code == 2 and "--overwrite" in other.output
+
+
+def test_bad_verify_value_and_ray_are_one_line_errors(corpus, tmp_path):
+    bad = _invoke(corpus, "-o", tmp_path / "out", "--verify", "fuzzy")
+    assert bad.exit_code == 2 and bad.output.strip().count("\n") == 0, bad.output
+    assert bad.output.startswith("error:") and "'estimate' or 'exact'" in bad.output
+    ray = _invoke(corpus, "-o", tmp_path / "out", "--verify", "exact", "--engine", "ray")
+    assert ray.exit_code == 2 and ray.output.strip().count("\n") == 0, ray.output
+    assert "not supported with the ray engine yet" in ray.output and not (tmp_path / "out").exists()

@@ -430,3 +430,135 @@ def test_same_input_given_twice_is_read_once(tmp_path):
     m = result.manifest
     assert [i["path"] for i in m["inputs"]] == [f]
     assert m["counts"]["read"] == 3 and m["counts"]["kept"] == 3 and m["counts"]["rejected"] == {}
+
+
+# --------------------------------------------------------------------------- exact verification
+
+
+def _edited_pair(seed: int, edits: int, vocab: list[str]) -> tuple[str, str]:
+    """A 200-word text and a copy with ``edits`` words replaced, one per distinct 5-word slot
+    (so the true Jaccard is close to (196 - 5e) / (196 + 5e); the tests measure it anyway)."""
+    rng = random.Random(seed)
+    words = [rng.choice(vocab) for _ in range(200)]
+    slots = sorted(rng.sample(range(40), edits))
+    variant = list(words)
+    for slot in slots:
+        variant[slot * 5 + rng.randrange(5) if slot < 39 else 195] = f"edit{seed}x{slot}"
+    return " ".join(words), " ".join(variant)
+
+
+def _find_pair(edits: int, estimate_above: bool) -> tuple[str, str, float]:
+    """The first seed whose pair is an LSH candidate with its estimated Jaccard on the wanted
+    side of 0.8 (deterministic: the same pair every run)."""
+    from curate.minhash import band_keys
+
+    vocab = _vocab(random.Random(77), 5000)
+    hasher = MinHasher()
+    bands, rows = DedupConfig().lsh()
+    for seed in range(2000):
+        a, b = _edited_pair(seed, edits, vocab)
+        sig = hasher.signatures([a, b]).signatures
+        estimate = float(estimated_jaccard(sig[0], sig[1]))
+        keys = band_keys(sig, bands, rows)
+        if (keys[0] == keys[1]).any() and (estimate >= 0.8) == estimate_above:
+            return a, b, estimate
+    raise AssertionError("no such pair")
+
+
+def _filler(n: int) -> list[Document]:
+    rng = random.Random(31)
+    vocab = _vocab(rng, 3000)
+    return [_doc(f"f{i}", " ".join(rng.choice(vocab) for _ in range(120)), day=10 + i) for i in range(n)]
+
+
+def test_exact_verify_catches_a_pair_the_estimate_misses(tmp_path):
+    base, variant, estimate = _find_pair(edits=4, estimate_above=False)
+    true_j = _jaccard(base, variant)
+    assert 0.8 <= true_j < 0.85 and estimate < 0.8, (true_j, estimate)
+    _write(tmp_path / "in", [_doc("base", base, day=1), _doc("variant", variant, day=2)] + _filler(6))
+    est = run_dedup([str(tmp_path / "in")], str(tmp_path / "est"), progress=False)
+    assert est.manifest["counts"]["rejected"] == {} and not _read(tmp_path / "est" / "removed")
+    ex = run_dedup([str(tmp_path / "in")], str(tmp_path / "ex"), DedupConfig(verify="exact"), progress=False)
+    removed = _read(tmp_path / "ex" / "removed")
+    assert [(r["id"], r["dup_of"], r["dup_kind"]) for r in removed] == [("variant", "base", "near")]
+    # dup_similarity is the true Jaccard, computed here on shingle strings independently.
+    assert removed[0]["dup_similarity"] == pytest.approx(true_j, abs=1e-6)
+    pairs = ex.manifest["pairs"]
+    assert pairs["verify"] == "exact" and ex.manifest["lsh"]["verify"] == "exact"
+    assert pairs["exact"]["accepted"] == 1 and pairs["exact"]["accepted_below_estimate"] == 1
+    assert pairs["exact"]["documents_hashed"] == 2  # only the documents of candidate pairs
+    assert ex.manifest["config"]["verify"] == "exact" and "verify" not in est.manifest["config"]
+    c = ex.manifest["counts"]
+    assert c["read"] == 8 == c["kept"] + sum(c["rejected"].values()) + sum(c["errors"].values())
+
+
+def test_exact_verify_never_merges_below_the_threshold(tmp_path):
+    base, variant, estimate = _find_pair(edits=5, estimate_above=True)
+    true_j = _jaccard(base, variant)
+    assert true_j < 0.8 <= estimate, (true_j, estimate)
+    _write(tmp_path / "in", [_doc("base", base, day=1), _doc("variant", variant, day=2)] + _filler(4))
+    est = run_dedup([str(tmp_path / "in")], str(tmp_path / "est"), progress=False)
+    assert [r["id"] for r in _read(tmp_path / "est" / "removed")] == ["variant"]  # the estimate merges it
+    ex = run_dedup([str(tmp_path / "in")], str(tmp_path / "ex"), DedupConfig(verify="exact"), progress=False)
+    assert not _read(tmp_path / "ex" / "removed") and len(_read(tmp_path / "ex")) == 6
+    assert ex.manifest["pairs"]["exact"]["rejected_above_estimate"] == 1
+    assert ex.manifest["pairs"]["verified"] == 0
+
+
+def test_exact_verify_on_planted_pairs_is_exact_and_deterministic(planted, tmp_path):
+    runs = {}
+    for name, workers, memory in (("big", 1, 4 << 30), ("again", 1, 4 << 30), ("tiny", 2, 24_000)):
+        out = tmp_path / name
+        result = run_dedup([planted["dir"]], str(out), DedupConfig(verify="exact"), workers=workers,
+                           memory_bytes=memory, progress=False)
+        runs[name] = (_digest(out), result.manifest)
+    # Byte-identical whatever the workers and the memory budget (pairs in several partitions,
+    # sets loaded in many small batches, a star cache that cannot hold a cluster).
+    assert runs["big"][0] == runs["again"][0] == runs["tiny"][0]
+    big, tiny = runs["big"][1]["pairs"]["exact"], runs["tiny"][1]["pairs"]["exact"]
+    assert big["pair_partitions"] == 1 and big["batches"] == 1
+    assert tiny["pair_partitions"] > 1 and tiny["batches"] > 4
+    assert {k: v for k, v in big.items() if k not in ("pair_partitions", "batches")} == \
+        {k: v for k, v in tiny.items() if k not in ("pair_partitions", "batches")}
+    docs = planted["docs"]
+    removed = {r["id"]: r for r in _read(tmp_path / "big" / "removed")}
+    for rid, row in removed.items():
+        true_j = _jaccard(docs[rid].text, docs[row["dup_of"]].text)
+        assert true_j >= 0.8 and row["dup_similarity"] == pytest.approx(true_j, abs=1e-6), rid
+    merged = {(row["dup_of"], rid) for rid, row in removed.items()}
+    above = [(a, b) for a, b, j, _ in planted["pairs"] if j >= 0.8]
+    assert sum((a, b) in merged for a, b in above) / len(above) >= 0.95
+    assert big["documents_hashed"] < len(docs)
+
+
+def test_exact_verify_similarity_of_url_and_exact_chains(tmp_path):
+    near_words = LOREM.split()
+    near_words[60] = "changed"
+    docs = [
+        _doc("old", "first version of the news story", day=1, url="http://www.news.com/story/"),
+        _doc("new", "second version of the news story with an update", day=9, url="https://news.com/story#top"),
+        _doc("orig", LOREM, day=2, url="https://blog.com/p"),
+        _doc("copy", LOREM.upper(), day=3, url="https://copy.com/p"),
+        _doc("near", " ".join(near_words), day=0, url="https://first.com/p"),
+    ]
+    _write(tmp_path / "in", docs)
+    run_dedup([str(tmp_path / "in")], str(tmp_path / "out"), DedupConfig(url=True, verify="exact"), progress=False)
+    by_id = {d.id: d.text for d in docs}
+    removed = {r["id"]: r for r in _read(tmp_path / "out" / "removed")}
+    assert {k: (r["dup_of"], r["dup_kind"]) for k, r in removed.items()} == {
+        "old": ("new", "url"), "orig": ("near", "near"), "copy": ("near", "exact")}
+    for rid, row in removed.items():
+        assert row["dup_similarity"] == pytest.approx(_jaccard(by_id[rid], by_id[row["dup_of"]]), abs=1e-6), rid
+
+
+def test_verify_mode_is_checked_and_ray_refuses_exact(tmp_path):
+    from curate.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="verify must be 'estimate' or 'exact'"):
+        DedupConfig(verify="fuzzy").validate()
+    assert "verify" not in DedupConfig().to_json() and DedupConfig(verify="exact").to_json()["verify"] == "exact"
+    _write(tmp_path / "in", [_doc("a", LOREM)])
+    with pytest.raises(ConfigError, match="not supported with the ray engine yet"):
+        run_dedup([str(tmp_path / "in")], str(tmp_path / "out"), DedupConfig(verify="exact"), engine="ray",
+                  progress=False)
+    assert not (tmp_path / "out").exists()  # refused before any work

@@ -22,7 +22,11 @@ from .common import default_workers, engine_options, finish, overwrite_option, q
               help="LSH bands (with --rows; default: derived from the threshold and --num-perm).")
 @click.option("--rows", type=click.IntRange(min=1), default=None, help="Signature values per LSH band.")
 @click.option("--verify-threshold", type=click.FloatRange(0.0, 1.0, min_open=True), default=None,
-              help="Estimated Jaccard a candidate pair needs to be merged [default: --threshold].")
+              help="Jaccard (per --verify) a candidate pair needs to be merged [default: --threshold].")
+@click.option("--verify", "verify", default="estimate", show_default=True, metavar="estimate|exact",
+              help="How candidate pairs are verified: estimate (MinHash agreement; fastest) or exact "
+                   "(true shingle Jaccard: one more pass over the documents that have a candidate; "
+                   "more recall just above the threshold, no merges below it).")
 @click.option("--seed", type=int, default=1, show_default=True, help="Seed of the MinHash permutations.")
 @click.option("--url/--no-url", "url", default=False, show_default=True,
               help="Also remove documents with the same normalized URL (the newest fetch is kept).")
@@ -40,7 +44,7 @@ from .common import default_workers, engine_options, finish, overwrite_option, q
 @overwrite_option
 @engine_options
 @quiet_option
-def dedup(inputs, output, threshold, ngram, num_perm, bands, rows, verify_threshold, seed, url, exact, near,
+def dedup(inputs, output, threshold, ngram, num_perm, bands, rows, verify_threshold, verify, seed, url, exact, near,
           shingle_hash, memory_gb, shard_size, plan_only, workers, overwrite, engine, ray_address, quiet):
     """Remove URL, exact and near-duplicate documents across all INPUTS (Parquet files,
     directories or globs).
@@ -57,6 +61,7 @@ def dedup(inputs, output, threshold, ngram, num_perm, bands, rows, verify_thresh
     \b
     Example:
       curate dedup work/filtered -o work/dedup --threshold 0.8 --workers 8
+      curate dedup work/filtered -o work/dedup --verify exact
       curate dedup work/filtered --plan
       curate dedup /mnt/shared/filtered -o /mnt/shared/dedup --engine ray --ray-address auto
     """
@@ -64,7 +69,7 @@ def dedup(inputs, output, threshold, ngram, num_perm, bands, rows, verify_thresh
 
     config = DedupConfig(
         threshold=threshold, ngram=ngram, num_perm=num_perm, seed=seed, bands=bands, rows=rows,
-        verify_threshold=verify_threshold, exact=exact, near=near, url=url, shingle_hash=shingle_hash,
+        verify_threshold=verify_threshold, verify=verify, exact=exact, near=near, url=url, shingle_hash=shingle_hash,
         shard_bytes=parse_bytes(shard_size),
     )
     workers = workers or default_workers()
