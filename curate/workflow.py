@@ -30,6 +30,7 @@ from .shards import atomic_write_json, load_manifest
 from .workflow_state import (
     check_earlier_stages,
     clear_stages,
+    forget_stages,
     fingerprint,
     lock_path,
     overwrite_targets,
@@ -432,6 +433,10 @@ def run_pipeline(
         upstream = _preflight(pipe, first, last, from_stage, overwrite)
         if overwrite:
             clear_stages(pipe, STAGES[first : last + 1], log)
+            # A redone stage keeps its fingerprint (the settings did not change), so the stages
+            # after the range would still look up to date while built on the old output: mark
+            # them out of date, so the next run that reaches them redoes them.
+            forget_stages(pipe, STAGES[last + 1 :], log)
         return _run_locked(pipe, first, last, upstream, log)
 
 

@@ -92,6 +92,9 @@ def check_earlier_stages(pipe: "Pipeline", earlier: list[str], from_stage: str) 
                               f"run without --from, or --from {stage}")
         # The first mismatch in order is the stage that itself changed: every stage after it
         # differs too, because its fingerprint includes the one before.
+        if record.get("fingerprint") == STALE:
+            raise CurateError(f"--from {from_stage}: stage {stage!r} is out of date (a stage before it was redone "
+                              f"with --overwrite); run with --from {stage} (or without --from)")
         if record.get("fingerprint") != fp:
             raise CurateError(f"--from {from_stage}: stage {stage!r} settings changed since it ran (its table, a file "
                               f"it names, or the seed); run with --from {stage} (or without --from)")
@@ -135,6 +138,19 @@ def clear_stages(pipe: "Pipeline", stages: list[str], log: Callable[[str], None]
             log(f"[{stage}] --overwrite: removing {path}")
             # rmtree does not follow links inside the tree (it removes the links themselves).
             shutil.rmtree(path)
+
+
+STALE = "stale"  # the fingerprint of a stage whose input was redone under it
+
+
+def forget_stages(pipe: "Pipeline", stages: list[str], log: Callable[[str], None]) -> None:
+    """Mark completed ``stages`` out of date (their folders stay until then): the next run that
+    reaches them redoes them from scratch, as it does a stage whose settings changed."""
+    for stage in stages:
+        record = read_marker(pipe.workdir, stage)
+        if record is not None and record.get("fingerprint") != STALE:
+            atomic_write_json(marker_path(pipe.workdir, stage), {**record, "fingerprint": STALE})
+            log(f"[{stage}] out of date now that an earlier stage is redone: the next run that reaches it redoes it")
 
 
 def lock_path(workdir: Path) -> Path:

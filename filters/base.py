@@ -162,7 +162,7 @@ class Filter:
             value = getattr(self, key)
             if value is None and _accepts_none(hints.get(key)):
                 continue
-            check_value(self.who, key, value, allowed, integer=hints.get(key) is int)
+            check_value(self.who, key, value, allowed, integer=_is_integer(hints.get(key)))
         for low_key, high_key in self.ordered:
             low, high = getattr(self, low_key), getattr(self, high_key)
             if low is None or high is None or low in self.bounds[low_key].off or high in self.bounds[high_key].off:
@@ -247,6 +247,14 @@ def check_fraction(filter_name: str, **values: float | None) -> None:
 
 def _field_types(cls: type) -> dict[str, Any]:
     return typing.get_type_hints(cls)
+
+
+def _is_integer(hint: Any) -> bool:
+    """``int`` or ``int | None``: the parameter takes whole numbers."""
+    if hint is int:
+        return True
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    return _accepts_none(hint) and args == [int]
 
 
 def _accepts_none(hint: Any) -> bool:

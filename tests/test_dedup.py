@@ -562,3 +562,15 @@ def test_verify_mode_is_checked_and_ray_refuses_exact(tmp_path):
         run_dedup([str(tmp_path / "in")], str(tmp_path / "out"), DedupConfig(verify="exact"), engine="ray",
                   progress=False)
     assert not (tmp_path / "out").exists()  # refused before any work
+
+
+def test_exact_verification_bands_lean_towards_recall():
+    """Exact verification rejects false candidates cheaply, so its derived banding makes more
+    pairs near the threshold candidates than the estimate's; explicit bands/rows still win."""
+    from curate.minhash import candidate_probability
+
+    estimate, exact = DedupConfig().lsh(), DedupConfig(verify="exact").lsh()
+    assert estimate[0] * estimate[1] <= 112 and exact[0] * exact[1] <= 112
+    assert candidate_probability(0.8, *exact) > candidate_probability(0.8, *estimate) + 0.03
+    assert candidate_probability(0.8, *exact) > 0.97
+    assert DedupConfig(verify="exact", bands=14, rows=8).lsh() == (14, 8)

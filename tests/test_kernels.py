@@ -144,3 +144,12 @@ def test_pretraining_config_turns_norm_gains_on():
 
     assert ModelSettings(preset="tiny").build(262).norm_weight is False
     assert ModelSettings(preset="tiny", norm_weight=True).build(262).norm_weight is True
+
+
+def test_double_backward_through_the_kernels_fails_loudly():
+    """The hand-written backward passes are not themselves differentiable: asking for a second
+    derivative must be an error, never a silently wrong number."""
+    x = torch.randn(2, 3, 8, dtype=torch.float64, requires_grad=True)
+    (grad,) = torch.autograd.grad(_RMSNormCPU.apply(x, None, 1e-5).sum(), x, create_graph=True)
+    with pytest.raises(RuntimeError):
+        grad.sum().backward()

@@ -145,8 +145,11 @@ def test_output_directory_rules(mix_dir, tmp_path):
     pretrain(cfg, mix_dir, tmp_path / "run", progress=False)
     with pytest.raises(CurateError, match="--overwrite"):
         pretrain(cfg, mix_dir, tmp_path / "run", resume=False, progress=False)
-    with pytest.raises(ConfigError, match="model config differs"):
+    with pytest.raises(ConfigError, match="model differs") as info:
         pretrain(config(max_steps=4, model__n_layer=3), mix_dir, tmp_path / "run", progress=False)
+    assert "n_layer: saved 2, this run 3" in str(info.value) and "--set model.n_layer=2" in str(info.value)
+    with pytest.raises(ConfigError, match="norm_weight: saved False, this run True"):
+        pretrain(config(max_steps=4, model__norm_weight=True), mix_dir, tmp_path / "run", progress=False)
     fresh = pretrain(config(max_steps=3, eval_every=0), mix_dir, tmp_path / "run", overwrite=True, progress=False)
     assert fresh.start_step == 0 and losses(tmp_path / "run").keys() == {1, 2, 3}
     # Continued pretraining from another run's weights.

@@ -413,3 +413,28 @@ def test_a_stage_left_with_other_settings_points_to_pipeline_overwrite(tmp_path)
     result = _pipeline(config, "--overwrite", "--from", "crawl", "--until", "crawl")
     assert result.exit_code == 0, result.output
     assert _balanced(load_manifest(work / "crawl"))
+
+
+def test_overwrite_marks_the_later_stages_out_of_date(tmp_path):
+    """A stage redone with --overwrite keeps its fingerprint, so the stages after the range must
+    not keep looking up to date on top of its old output: the next run redoes them."""
+    config = _config(tmp_path)
+    work = tmp_path / "work"
+    assert _pipeline(config, "--until", "tokenizer").exit_code == 0
+    dedup_shards = _shards(work / "dedup")
+    result = _pipeline(config, "--overwrite", "--until", "filter")
+    assert result.exit_code == 0, result.output
+    assert "[dedup] out of date" in result.output and "[tokenizer] out of date" in result.output
+    assert (work / "dedup").is_dir()  # folders stay until a run redoes them
+    for stage in ("dedup", "tokenizer"):
+        assert json.loads((work / ".pipeline" / f"{stage}.json").read_text())["fingerprint"] == "stale"
+    # --from past an out-of-date stage names it
+    result = _pipeline(config, "--from", "mix", "--until", "mix")
+    assert result.exit_code == 2 and "stage 'dedup' is out of date" in result.output and "--from dedup" in result.output
+    # the next run keeps crawl and filter and redoes dedup and tokenizer
+    result = _pipeline(config, "--until", "tokenizer")
+    assert result.exit_code == 0, result.output
+    assert "[crawl] up to date" in result.output and "[filter] up to date" in result.output
+    assert "[dedup] running" in result.output and "[tokenizer] running" in result.output
+    assert _shards(work / "dedup") == dedup_shards
+    assert json.loads((work / ".pipeline" / "dedup.json").read_text())["fingerprint"] != "stale"

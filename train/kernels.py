@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from torch.autograd.function import once_differentiable
 
 
 def compiling() -> bool:
@@ -45,6 +46,7 @@ class _RMSNormCPU(torch.autograd.Function):
         return xhat if weight is None else xhat * weight
 
     @staticmethod
+    @once_differentiable  # the backward is not itself differentiable: a double backward must fail loudly
     def backward(ctx, grad: torch.Tensor):
         xhat, weight, rstd = ctx.saved_tensors
         grad_weight = None
@@ -100,6 +102,7 @@ class _RotaryQKV(torch.autograd.Function):
         return q, k, qkv[:, :, n_head + n_kv_head :]
 
     @staticmethod
+    @once_differentiable
     def backward(ctx, dq: torch.Tensor | None, dk: torch.Tensor | None, dv: torch.Tensor | None):
         cos, sin = ctx.saved_tensors
         H, KV = ctx.heads
@@ -153,6 +156,7 @@ class _SwiGLU(torch.autograd.Function):
         return activated * up
 
     @staticmethod
+    @once_differentiable
     def backward(ctx, grad: torch.Tensor):
         gate, up, activated = ctx.saved_tensors
         grad_up = grad * activated

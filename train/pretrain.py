@@ -125,6 +125,18 @@ def evaluate(model: GPT, sequences: np.ndarray | None, batch_size: int, ctx: Dis
     return float(totals[0] / totals[1]) if totals[1] > 0 else None
 
 
+def _model_difference(saved: GPTConfig, current: GPTConfig) -> str:
+    """The model settings that differ, as 'key: saved X, this run Y', and how to match them."""
+    a, b = saved.to_dict(), current.to_dict()
+    keys = [k for k in a if a[k] != b.get(k)]
+    text = "; ".join(f"{k}: saved {a[k]!r}, this run {b.get(k)!r}" for k in keys)
+    if keys:
+        text += f"; to match, --set {' '.join(f'model.{k}={str(a[k]).lower() if isinstance(a[k], bool) else a[k]}' for k in keys)}"
+    if "norm_weight" in keys and a["norm_weight"]:
+        text += " (runs from before norms without gains became the default have norm_weight true)"
+    return text
+
+
 def _reset_run_dir(output: Path) -> None:
     """--overwrite: remove what an earlier run wrote here (and nothing else)."""
     for step_dir in output.glob("step-*"):
@@ -228,16 +240,17 @@ def _run(config, ctx: DistContext, data: Path, output: Path, tokenizer_arg, resu
     if init_from is not None and not resuming:
         source, source_ckpt = load_lm(init_from)
         if source.config != gpt_config:
-            raise ConfigError(f"--init-from {init_from}: its model config differs from this run's "
-                              f"({source.config.to_dict()} vs {gpt_config.to_dict()})")
+            raise ConfigError(f"--init-from {init_from}: its model differs from this run's "
+                              f"({_model_difference(source.config, gpt_config)})")
         model.load_state_dict(source.state_dict())
         parent = str(source_ckpt.path)
     ckpt = None
     if resuming:
         ckpt = load_checkpoint(output, map_location="cpu" if fsdp else ctx.device, with_optimizer=True)
-        if GPTConfig.from_dict(ckpt.model_config) != gpt_config:
-            raise ConfigError(f"{ckpt.path}: the checkpoint's model config differs from this run's; "
-                              "use a new output directory or --overwrite")
+        saved = GPTConfig.from_dict(ckpt.model_config)
+        if saved != gpt_config:
+            raise ConfigError(f"{ckpt.path}: the checkpoint's model differs from this run's "
+                              f"({_model_difference(saved, gpt_config)}); use a new output directory or --overwrite")
         state = ckpt.train_state
         if state is None or ckpt.optimizer_state is None:
             raise CurateError(f"{ckpt.path}: has no optimizer/train state (a weights-only checkpoint); "
