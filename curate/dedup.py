@@ -44,7 +44,7 @@ union-find), :mod:`curate.dedup_plan` (configuration and resource plan),
 (exact verification),
 :mod:`curate.dedup_output` (pass 2 and the commit), :mod:`curate.dedup_ray` (``--engine ray``:
 the signature pass and the near-duplicate edges as Ray tasks, through the ``_unit_results``,
-``_make_indexes``, ``_index_keys`` and ``_near_edges`` hooks of :class:`_Run`); this one runs
+``_make_indexes``, ``_index_keys``, ``_near_edges`` and ``_near`` hooks of :class:`_Run`); this one runs
 the stage: pass 1 into the document store and key indexes, then the passes in order, the
 manifest and the summary.
 """
@@ -67,7 +67,7 @@ from .dedup_index import DocStore, KeyIndex, remove_tree
 from .dedup_output import STAGE, check_output, commit, state_path, write_outputs
 from .dedup_plan import DedupConfig, DedupPlan, InputInfo, inspect_inputs, plan_dedup
 from .dedup_signatures import placeholder, signature_unit, unit_key_records
-from .errors import ConfigError, CurateError
+from .errors import CurateError
 from .minhash import char_classes
 from .pipeline import Stats, build_manifest, config_hash, current_execution
 from .progress import Progress
@@ -265,9 +265,6 @@ def run_dedup(
         engine, ray_address = current["engine"], ray_address or current["ray_address"]
     if engine not in ("local", "ray"):
         raise CurateError(f"unknown engine {engine!r}; use 'local' or 'ray'")
-    if engine == "ray" and config.verify == "exact":
-        raise ConfigError("verify 'exact' is not supported with the ray engine yet; use --engine local "
-                          "or --verify estimate")
     if not inputs:
         raise CurateError("no inputs given")
     paths = expand_parquet_inputs(inputs)

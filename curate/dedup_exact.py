@@ -27,7 +27,10 @@ How, within the stage's memory budget (``memory_bytes``):
    centre the same way, through a cache of sets bounded by the same half budget.
 
 Nothing depends on ``workers`` or on the budget: pairs, sets and decisions are the same
-whatever the number of partitions or batches, so outputs are byte-identical. All files live
+whatever the number of partitions or batches, so outputs are byte-identical. With
+``--engine ray`` (:mod:`curate.dedup_ray`) the shingle pass runs as Ray tasks through the run's
+``_task_results`` hook, and pair partitions are verified by Ray tasks with
+:func:`verify_partition` over a :class:`ShingleReader`; the outputs are the same. All files live
 in the run's work directory, which the stage removes at its start and end (a killed run
 restarts from the signature pass, as without exact verification).
 """
@@ -104,16 +107,37 @@ def _shingle_unit_inner(path: str, row_group: int, n_rows: int, wanted: np.ndarr
 # --------------------------------------------------------------------------- storage
 
 
-class ShingleStore:
+class _SetFile:
+    """Reading sets back from the three files of a :class:`ShingleStore`: ``shingles.bin``
+    (the values), ``shingle_start.bin`` and ``shingle_count.bin`` (per document)."""
+
+    start: np.ndarray
+    count: np.ndarray
+    _fd: int | None
+
+    def set_bytes(self, docs: np.ndarray) -> np.ndarray:
+        return np.asarray(self.count[docs]) * _HASH.itemsize
+
+    def load(self, doc: int) -> np.ndarray:
+        n = int(self.count[doc])
+        if n == 0:
+            return np.zeros(0, _HASH)
+        raw = os.pread(self._fd, n * _HASH.itemsize, int(self.start[doc]) * _HASH.itemsize)
+        return np.frombuffer(raw, dtype=_HASH)
+
+
+class ShingleStore(_SetFile):
     """Shingle sets of the marked documents in one flat file, appended in document order;
     read back set by set with ``pread`` (so a batch holds only what it asked for)."""
 
     def __init__(self, directory: Path, n_docs: int):
         directory.mkdir(parents=True, exist_ok=True)
+        self.directory = directory
         self.path = directory / "shingles.bin"
         size = max(n_docs, 1)
-        self.start = np.memmap(directory / "shingle_start.bin", dtype="<i8", mode="w+", shape=(size,))[:n_docs]
-        self.count = np.memmap(directory / "shingle_count.bin", dtype="<i8", mode="w+", shape=(size,))[:n_docs]
+        self._start_map = np.memmap(directory / "shingle_start.bin", dtype="<i8", mode="w+", shape=(size,))
+        self._count_map = np.memmap(directory / "shingle_count.bin", dtype="<i8", mode="w+", shape=(size,))
+        self.start, self.count = self._start_map[:n_docs], self._count_map[:n_docs]
         self._fh = open(self.path, "wb")
         self._written = 0  # values
         self._fd: int | None = None
@@ -129,25 +153,36 @@ class ShingleStore:
 
     def finish(self) -> None:
         self._fh.close()
+        # Flushed so that other processes (Ray verification tasks, possibly on other nodes of
+        # a shared filesystem) read the offsets from the files, not from this page cache.
+        self._start_map.flush()
+        self._count_map.flush()
         self._fd = os.open(self.path, os.O_RDONLY)
 
     @property
     def bytes(self) -> int:
         return self._written * _HASH.itemsize
 
-    def set_bytes(self, docs: np.ndarray) -> np.ndarray:
-        return np.asarray(self.count[docs]) * _HASH.itemsize
-
-    def load(self, doc: int) -> np.ndarray:
-        n = int(self.count[doc])
-        if n == 0:
-            return np.zeros(0, _HASH)
-        raw = os.pread(self._fd, n * _HASH.itemsize, int(self.start[doc]) * _HASH.itemsize)
-        return np.frombuffer(raw, dtype=_HASH)
-
     def close(self) -> None:
         if not self._fh.closed:
             self._fh.close()
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
+class ShingleReader(_SetFile):
+    """Read-only view of a finished :class:`ShingleStore` in ``directory``, for another process
+    (a Ray verification task)."""
+
+    def __init__(self, directory: str | os.PathLike, n_docs: int):
+        directory = Path(directory)
+        size = max(n_docs, 1)
+        self.start = np.memmap(directory / "shingle_start.bin", dtype="<i8", mode="r", shape=(size,))[:n_docs]
+        self.count = np.memmap(directory / "shingle_count.bin", dtype="<i8", mode="r", shape=(size,))[:n_docs]
+        self._fd = os.open(directory / "shingles.bin", os.O_RDONLY)
+
+    def close(self) -> None:
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
@@ -239,6 +274,58 @@ class PairSpill:
             self._fh.close()
 
 
+# --------------------------------------------------------------------------- verification of pairs
+
+
+def jaccards(a: np.ndarray, b: np.ndarray, get: Callable[[int], np.ndarray]) -> np.ndarray:
+    """Exact Jaccard of the sets ``get(a[i])`` and ``get(b[i])``."""
+    return np.fromiter((sorted_set_jaccard(get(x), get(y)) for x, y in zip(a.tolist(), b.tolist())),
+                       dtype=np.float64, count=len(a))
+
+
+def pair_batches(pairs: np.ndarray, n: int, sets: _SetFile, limit: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """``(pairs, documents)`` of consecutive slices of ``pairs`` whose documents' sets fit
+    ``limit`` bytes (a single pair always forms a batch, whatever its size)."""
+    start = 0
+    while start < len(pairs):
+        stop = min(len(pairs), start + _MAX_BATCH_PAIRS)
+        while True:
+            part = pairs[start:stop]
+            docs = np.unique(np.concatenate((part // n, part % n)))
+            if stop - start == 1 or int(sets.set_bytes(docs).sum()) <= limit:
+                break
+            stop = start + (stop - start) // 2
+        yield part, docs
+        start = stop
+
+
+def new_pair_stats() -> dict[str, int]:
+    """The counters :func:`verify_partition` adds to."""
+    return {"candidates": 0, "accepted": 0, "rejected": 0, "accepted_below_estimate": 0,
+            "rejected_above_estimate": 0, "batches": 0}
+
+
+def verify_partition(pairs: np.ndarray, n: int, sets: _SetFile, sig: np.ndarray, accept: float, limit: int,
+                     uf: UnionFind, stats: dict[str, int]) -> None:
+    """Join in ``uf`` every pair of ``pairs`` (unique, encoded ``lo * n + hi``) whose exact
+    Jaccard is at least ``accept``, loading sets in batches of at most ``limit`` bytes, and
+    count the outcome (against the signatures' estimate too) in ``stats``."""
+    stats["candidates"] += len(pairs)
+    for batch, docs in pair_batches(pairs, n, sets, limit):
+        stats["batches"] += 1
+        a, b = batch // n, batch % n
+        loaded = {d: sets.load(d) for d in docs.tolist()}  # each set read once per batch
+        good = jaccards(a, b, loaded.__getitem__) >= accept
+        del loaded
+        estimate = (sig[a] == sig[b]).mean(axis=1) >= accept
+        stats["accepted"] += int(good.sum())
+        stats["rejected"] += int((~good).sum())
+        stats["accepted_below_estimate"] += int((good & ~estimate).sum())
+        stats["rejected_above_estimate"] += int((~good & estimate).sum())
+        if good.any():
+            uf.union_many(a[good], b[good])
+
+
 # --------------------------------------------------------------------------- the verifier
 
 
@@ -259,9 +346,7 @@ class ExactVerifier:
         self.pairs = PairSpill(self.work)
         self.store: ShingleStore | None = None
         self.cache: SetCache | None = None
-        self.stats = {"candidates": 0, "accepted": 0, "rejected": 0, "accepted_below_estimate": 0,
-                      "rejected_above_estimate": 0, "documents_hashed": 0, "shingle_bytes": 0,
-                      "pair_partitions": 0, "batches": 0}
+        self.stats = {**new_pair_stats(), "documents_hashed": 0, "shingle_bytes": 0, "pair_partitions": 0}
 
     # ---- 1. pairs
     def add_candidates(self, pairs: np.ndarray) -> None:
@@ -269,8 +354,13 @@ class ExactVerifier:
         if len(pairs) == 0:
             return
         self.pairs.add(pairs)
-        self.marked[pairs // self.n] = 1
-        self.marked[pairs % self.n] = 1
+        self.mark(pairs // self.n)
+        self.mark(pairs % self.n)
+
+    def mark(self, docs: np.ndarray) -> None:
+        """Documents whose shingle sets the shingle pass must store (the Ray engine marks the
+        documents of the candidate pairs its tasks found, without :meth:`add_candidates`)."""
+        self.marked[docs] = 1
 
     # ---- 2. shingle pass
     def url_targets(self) -> tuple[np.ndarray, np.ndarray]:
@@ -303,7 +393,14 @@ class ExactVerifier:
         progress = Progress("dedup: exact verification (shingles)", total=total, unit="docs",
                             enabled=None if run.show_progress else False)
         try:
-            with _ordered_results(shingle_unit, [u[1] for u in units], run.workers) as results:
+            # A run may provide its own ordered map (the Ray engine runs the units as Ray tasks).
+            task_results = getattr(run, "_task_results", None)
+            items = [u[1] for u in units]
+            if task_results is not None:
+                mapped = task_results(shingle_unit, items)
+            else:
+                mapped = _ordered_results(shingle_unit, items, run.workers)
+            with mapped as results:
                 for (docs, _), result in zip(units, results):
                     if "error" in result:
                         raise CurateError(f"{result['error']}; it was readable in the signature pass: "
@@ -318,46 +415,21 @@ class ExactVerifier:
         self.stats["shingle_bytes"] = self.store.bytes
 
     # ---- 3. verification
-    def _batches(self, pairs: np.ndarray) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        """``(pairs, documents)`` of consecutive slices of ``pairs`` whose documents' sets fit
-        half the budget (a single pair always forms a batch, whatever its size)."""
-        limit = self.budget // 2
-        start = 0
-        while start < len(pairs):
-            stop = min(len(pairs), start + _MAX_BATCH_PAIRS)
-            while True:
-                part = pairs[start:stop]
-                docs = np.unique(np.concatenate((part // self.n, part % self.n)))
-                if stop - start == 1 or int(self.store.set_bytes(docs).sum()) <= limit:
-                    break
-                stop = start + (stop - start) // 2
-            yield part, docs
-            start = stop
-
     def jaccards(self, a: np.ndarray, b: np.ndarray, get: Callable[[int], np.ndarray]) -> np.ndarray:
-        return np.fromiter((sorted_set_jaccard(get(x), get(y)) for x, y in zip(a.tolist(), b.tolist())),
-                           dtype=np.float64, count=len(a))
+        return jaccards(a, b, get)
 
     def verify(self, uf: UnionFind) -> None:
         """Join every candidate pair whose exact Jaccard passes the verify threshold."""
         accept = self.run.config.accept
         sig = self.run.store["sig"]
         for part in self.pairs.sorted_partitions(max(1, self.budget // 4)):
-            self.stats["candidates"] += len(part)
-            for batch, docs in self._batches(part):
-                self.stats["batches"] += 1
-                a, b = batch // self.n, batch % self.n
-                sets = {d: self.store.load(d) for d in docs.tolist()}  # each set read once per batch
-                good = self.jaccards(a, b, sets.__getitem__) >= accept
-                del sets
-                estimate = (sig[a] == sig[b]).mean(axis=1) >= accept
-                self.stats["accepted"] += int(good.sum())
-                self.stats["rejected"] += int((~good).sum())
-                self.stats["accepted_below_estimate"] += int((good & ~estimate).sum())
-                self.stats["rejected_above_estimate"] += int((~good & estimate).sum())
-                if good.any():
-                    uf.union_many(a[good], b[good])
+            verify_partition(part, self.n, self.store, sig, accept, self.budget // 2, uf, self.stats)
         self.stats["pair_partitions"] = self.pairs.partitions
+
+    def add_stats(self, stats: dict[str, int]) -> None:
+        """Counters of pairs verified elsewhere (a Ray task's :func:`verify_partition`)."""
+        for key, value in stats.items():
+            self.stats[key] += int(value)
 
     def similarities(self, center: int, others: np.ndarray) -> np.ndarray:
         """Exact Jaccard of ``center`` with each of ``others`` (the star split's measure)."""

@@ -27,9 +27,31 @@ directory itself. What runs where, for N documents, B LSH bands and P partitions
   split of clusters into stars, and the single sequential write pass, which keeps the output
   shards byte-identical to the local engine's.
 
+With ``verify = "exact"`` (:mod:`curate.dedup_exact`) the near-duplicate edges take three
+rounds instead (:meth:`RayRun._near`):
+
+* **Candidate pairs, on the cluster**: the same task per band partition
+  (:func:`exact_pairs_task`), which also returns the documents of its pairs; the driver marks
+  them (one byte a document, memory-mapped) and deletes the band files.
+* **Shingle pass, on the cluster**: one task per row group holding marked documents (or URL
+  removals and their targets), :func:`curate.dedup_exact.shingle_unit` as the local worker
+  processes run it, through the ``_task_results`` hook; the driver appends the returned sets,
+  in unit order, to the shingle store in the work directory (a flat file plus per-document
+  offsets), so the sets are on disk, never all in memory.
+* **Exact verification, on the cluster**: one task per pair partition
+  (:func:`exact_verify_task`): it de-duplicates its pairs, reads the sets it needs from the
+  shared store in batches of at most half the budget and returns a spanning forest of the
+  accepted pairs and its counters. A pair partition holds at most the pairs of a band
+  partition's share (two per band record, 8 bytes each against a record's 16), so it fits
+  where a band partition does.
+* **On the driver**, as locally: the union-find, the star split measured on exact Jaccard
+  (sets read through a cache bounded by half the budget) and the final similarities.
+
 Groups, candidate pairs and verified edges do not depend on the number of partitions or
 workers, and the union of the partitions' forests has the components of all verified edges,
-so the kept and removed documents (and the output shards) are exactly the local engine's.
+so the kept and removed documents (and the output shards) are exactly the local engine's. In
+exact mode only the manifest's ``pairs.exact.pair_partitions`` and ``batches`` differ: they
+count this engine's partitions.
 """
 
 from __future__ import annotations
@@ -44,6 +66,7 @@ from typing import Any, Callable, Iterable, Iterator
 import numpy as np
 
 from .dedup import _Run
+from .dedup_exact import ShingleReader, new_pair_stats, verify_partition
 from .dedup_index import RECORD, UnionFind, candidate_pairs, group_records, keep_groups, plan_partitions, verify_pairs
 from .dedup_signatures import signature_unit, unit_key_records
 from .errors import CurateError
@@ -156,11 +179,8 @@ def signature_task(args: tuple[int, int, tuple, dict[str, str], dict[str, int]])
     return result
 
 
-def pairs_task(args: tuple[list[tuple[str, int, int]], str, int, str, int]) -> list[int]:
-    """Candidate pairs of one band partition among documents still kept, written to
-    ``out_path`` partitioned by a hash of the pair (so that each pair, whichever bands it
-    shares, is verified by one task only); returns the partition offsets."""
-    ranges, alive_path, n_docs, out_path, partitions = args
+def _band_partition_pairs(ranges: list[tuple[str, int, int]], alive_path: str, n_docs: int) -> np.ndarray:
+    """Encoded candidate pairs of one band partition among documents still kept."""
     pairs = np.zeros(0, np.int64)
     grouped = group_records(read_ranges(ranges))
     if grouped is not None:
@@ -168,7 +188,25 @@ def pairs_task(args: tuple[list[tuple[str, int, int]], str, int, str, int]) -> l
         grouped = keep_groups(grouped[0], grouped[1], alive[grouped[0]])
         if grouped is not None:
             pairs = candidate_pairs(grouped[0], grouped[1], n_docs).astype(np.int64)
+    return pairs
+
+
+def pairs_task(args: tuple[list[tuple[str, int, int]], str, int, str, int]) -> list[int]:
+    """Candidate pairs of one band partition among documents still kept, written to
+    ``out_path`` partitioned by a hash of the pair (so that each pair, whichever bands it
+    shares, is verified by one task only); returns the partition offsets."""
+    ranges, alive_path, n_docs, out_path, partitions = args
+    pairs = _band_partition_pairs(ranges, alive_path, n_docs)
     return write_partitioned(out_path, pairs, fmix64(pairs.view(np.uint64)), partitions)
+
+
+def exact_pairs_task(args: tuple[list[tuple[str, int, int]], str, int, str, int]) -> dict[str, Any]:
+    """:func:`pairs_task` for ``verify = "exact"``: also returns the documents of the pairs
+    (at most the partition's records), which the driver marks for the shingle pass."""
+    ranges, alive_path, n_docs, out_path, partitions = args
+    pairs = _band_partition_pairs(ranges, alive_path, n_docs)
+    bounds = write_partitioned(out_path, pairs, fmix64(pairs.view(np.uint64)), partitions)
+    return {"bounds": bounds, "docs": np.unique(np.concatenate((pairs // n_docs, pairs % n_docs)))}
 
 
 def verify_task(args: tuple[list[tuple[str, int, int]], str, int, int, float]) -> dict[str, Any]:
@@ -184,6 +222,26 @@ def verify_task(args: tuple[list[tuple[str, int, int]], str, int, int, float]) -
             uf.union_many(a, b)
     members, roots = uf.forest()
     return {"candidates": len(pairs), "verified": verified, "members": members, "roots": roots}
+
+
+def exact_verify_task(args: tuple[list[tuple[str, int, int]], str, str, int, int, float, int]) -> dict[str, Any]:
+    """Exact verification of the candidate pairs of one pair partition
+    (:func:`curate.dedup_exact.verify_partition`): the shingle sets of each batch are read from
+    the driver's shingle store in the shared work directory, at most ``set_budget`` bytes at
+    once; returns a spanning forest of the accepted pairs and the counters."""
+    ranges, shingle_dir, sig_path, n_docs, num_perm, accept, set_budget = args
+    pairs = np.unique(read_ranges(ranges, np.int64))
+    uf = UnionFind()
+    stats = new_pair_stats()
+    if len(pairs):
+        sig = np.memmap(sig_path, dtype="<u4", mode="r", shape=(n_docs, num_perm))
+        sets = ShingleReader(shingle_dir, n_docs)
+        try:
+            verify_partition(pairs, n_docs, sets, sig, accept, set_budget, uf, stats)
+        finally:
+            sets.close()
+    members, roots = uf.forest()
+    return {"stats": stats, "members": members, "roots": roots}
 
 
 def ordered_map(ray: Any, fn: Callable[[Any], Any], items: Iterable[Any], in_flight: int) -> Iterator[Any]:
@@ -259,12 +317,21 @@ class RayRun(_Run):
         for name, (path, bounds) in result.get("index_files", {}).items():
             self.indexes[name].add_unit(path, bounds)
 
-    def _near_edges(self, uf: UnionFind) -> None:
-        """Two rounds of tasks: candidate pairs per band partition, then verification per
-        pair partition; the driver only joins the returned forests."""
+    @contextmanager
+    def _task_results(self, fn: Callable[[Any], Any], items: list[Any]) -> Iterator[Iterator[Any]]:
+        """``fn`` over ``items`` as Ray tasks, results in item order: the hook through which
+        :meth:`curate.dedup_exact.ExactVerifier.hash_documents` runs the shingle pass here."""
+        results = ordered_map(self.ray, fn, items, self.in_flight)
+        try:
+            yield results
+        finally:
+            results.close()
+
+    def _pair_round(self, task: Callable[[Any], Any], progress: Progress, then: int) -> Iterator[tuple[str, Any]]:
+        """Round 1: ``task`` (:func:`pairs_task` or :func:`exact_pairs_task`) over the band
+        partitions, yielding each pair file with the task's result (``then``: the steps
+        ``progress`` counts after this round)."""
         index = self.indexes["band"]
-        if index.records == 0 or self.n_docs == 0:
-            return
         n, partitions = self.n_docs, index.partitions
         alive_path = str(self.work / "alive.bin")
         np.asarray(self.alive, dtype=np.uint8).tofile(alive_path)  # what url/exact left
@@ -275,13 +342,28 @@ class RayRun(_Run):
             for p in range(partitions)
             if index.ranges(p)
         ]
-        progress = Progress("dedup: near pairs", total=len(band_items) + partitions, unit="partitions",
+        progress.total = len(band_items) + then
+        try:
+            for item, result in zip(band_items, ordered_map(self.ray, task, band_items, self.in_flight)):
+                yield item[3], result
+                progress.advance()
+        finally:
+            Path(alive_path).unlink(missing_ok=True)
+
+    def _has_band_records(self) -> bool:
+        index = self.indexes.get("band")
+        return index is not None and index.records > 0 and self.n_docs > 0
+
+    def _near_edges(self, uf: UnionFind) -> None:
+        """Two rounds of tasks: candidate pairs per band partition, then verification per
+        pair partition; the driver only joins the returned forests."""
+        if not self._has_band_records():
+            return
+        n, partitions = self.n_docs, self.indexes["band"].partitions
+        progress = Progress("dedup: near pairs", total=partitions, unit="partitions",
                             enabled=None if self.show_progress else False)
         try:
-            pair_files = []
-            for item, bounds in zip(band_items, ordered_map(self.ray, pairs_task, band_items, self.in_flight)):
-                pair_files.append((item[3], bounds))
-                progress.advance()
+            pair_files = list(self._pair_round(pairs_task, progress, then=partitions))
             sig_path = str(self.work / "store" / "sig.bin")
             verify_items = [
                 (partition_ranges(pair_files, q), sig_path, n, self.config.num_perm, self.config.accept)
@@ -294,4 +376,48 @@ class RayRun(_Run):
                 progress.advance()
         finally:
             progress.close()
-            Path(alive_path).unlink(missing_ok=True)
+
+    def _near(self) -> None:
+        """``verify = "exact"`` in three rounds of tasks: candidate pairs per band partition
+        (their documents marked on the driver), the shingle pass over the row groups holding
+        marked documents (sets appended on the driver to the store in the work directory), and
+        exact verification per pair partition; then the star split on the driver, as locally.
+        With estimated verification, :meth:`_near_edges` through the local ``_near``."""
+        verifier = self.exact_verifier
+        if verifier is None:
+            super()._near()
+            return
+        uf = UnionFind()
+        partitions = self.indexes["band"].partitions if self._has_band_records() else 0
+        enabled = None if self.show_progress else False
+        pair_files = []
+        if partitions:
+            progress = Progress("dedup: near pairs", total=partitions, unit="partitions", enabled=enabled)
+            try:
+                for path, result in self._pair_round(exact_pairs_task, progress, then=0):
+                    pair_files.append((path, result["bounds"]))
+                    verifier.mark(result["docs"])
+            finally:
+                progress.close()
+        if "band" in self.indexes:
+            self.indexes["band"].close()  # the band files are no longer needed
+        verifier.hash_documents()  # also marks URL removals and their targets
+        sig_path = str(self.work / "store" / "sig.bin")
+        shingle_dir = str(verifier.store.directory)
+        verify_items = [
+            (partition_ranges(pair_files, q), shingle_dir, sig_path, self.n_docs, self.config.num_perm,
+             self.config.accept, verifier.budget // 2)
+            for q in range(partitions)
+        ]
+        progress = Progress("dedup: exact verification (pairs)", total=partitions, unit="partitions", enabled=enabled)
+        try:
+            for result in ordered_map(self.ray, exact_verify_task, verify_items, self.in_flight):
+                verifier.add_stats(result["stats"])
+                uf.union_many(result["members"], result["roots"])
+                progress.advance()
+        finally:
+            progress.close()
+        verifier.stats["pair_partitions"] = partitions
+        self.counters["candidate_pairs"] += verifier.stats["candidates"]
+        self.counters["verified_pairs"] += verifier.stats["accepted"]
+        self._stars(uf, verifier)

@@ -197,10 +197,7 @@ def test_verify_exact_from_the_command_line(corpus, tmp_path):
     assert other.exit_code == 2 and "--overwrite" in other.output
 
 
-def test_bad_verify_value_and_ray_are_one_line_errors(corpus, tmp_path):
+def test_bad_verify_value_is_a_one_line_error(corpus, tmp_path):
     bad = _invoke(corpus, "-o", tmp_path / "out", "--verify", "fuzzy")
     assert bad.exit_code == 2 and bad.output.strip().count("\n") == 0, bad.output
     assert bad.output.startswith("error:") and "'estimate' or 'exact'" in bad.output
-    ray = _invoke(corpus, "-o", tmp_path / "out", "--verify", "exact", "--engine", "ray")
-    assert ray.exit_code == 2 and ray.output.strip().count("\n") == 0, ray.output
-    assert "not supported with the ray engine yet" in ray.output and not (tmp_path / "out").exists()

@@ -497,7 +497,7 @@ def test_exact_verify_never_merges_below_the_threshold(tmp_path):
     true_j = _jaccard(base, variant)
     assert true_j < 0.8 <= estimate, (true_j, estimate)
     _write(tmp_path / "in", [_doc("base", base, day=1), _doc("variant", variant, day=2)] + _filler(4))
-    est = run_dedup([str(tmp_path / "in")], str(tmp_path / "est"), progress=False)
+    run_dedup([str(tmp_path / "in")], str(tmp_path / "est"), progress=False)
     assert [r["id"] for r in _read(tmp_path / "est" / "removed")] == ["variant"]  # the estimate merges it
     ex = run_dedup([str(tmp_path / "in")], str(tmp_path / "ex"), DedupConfig(verify="exact"), progress=False)
     assert not _read(tmp_path / "ex" / "removed") and len(_read(tmp_path / "ex")) == 6
@@ -551,17 +551,12 @@ def test_exact_verify_similarity_of_url_and_exact_chains(tmp_path):
         assert row["dup_similarity"] == pytest.approx(_jaccard(by_id[rid], by_id[row["dup_of"]]), abs=1e-6), rid
 
 
-def test_verify_mode_is_checked_and_ray_refuses_exact(tmp_path):
+def test_verify_mode_is_checked():
     from curate.errors import ConfigError
 
     with pytest.raises(ConfigError, match="verify must be 'estimate' or 'exact'"):
         DedupConfig(verify="fuzzy").validate()
     assert "verify" not in DedupConfig().to_json() and DedupConfig(verify="exact").to_json()["verify"] == "exact"
-    _write(tmp_path / "in", [_doc("a", LOREM)])
-    with pytest.raises(ConfigError, match="not supported with the ray engine yet"):
-        run_dedup([str(tmp_path / "in")], str(tmp_path / "out"), DedupConfig(verify="exact"), engine="ray",
-                  progress=False)
-    assert not (tmp_path / "out").exists()  # refused before any work
 
 
 def test_exact_verification_bands_lean_towards_recall():

@@ -1,5 +1,5 @@
-"""crawl and dedup with ``--engine ray`` on a local Ray instance (num_cpus=2) give the local
-engine's kept documents, shards and manifests (filter's Ray test lives with filter's tests).
+"""crawl, filter and dedup (estimated and exact verification) with ``--engine ray`` on a local Ray
+instance (num_cpus=2) give the local engine's kept documents, shards and manifests.
 
 Ray is started once for the module (about 6 s); samples/warc is crawled once by the local engine.
 """
@@ -213,6 +213,72 @@ def test_dedup_on_ray_matches_local_on_planted_duplicates(tmp_path, ray_local):
         partitions = result.manifest["memory"]["partitions"]
         if name == "ray_small":
             assert partitions["band"] > 16 and partitions["exact"] > 1
+
+
+def _removed_rows(directory: str) -> dict[str, tuple[str, str, float]]:
+    rows = []
+    for f in sorted(glob.glob(os.path.join(directory, "removed", "*.parquet"))):
+        rows.extend(pq.read_table(f, columns=["id", "dup_of", "dup_kind", "dup_similarity"]).to_pylist())
+    return {r["id"]: (r["dup_of"], r["dup_kind"], r["dup_similarity"]) for r in rows}
+
+
+def _threshold_pairs(directory, paths: list[str]) -> list[str]:
+    """One more input: 48 documents each with a variant of 3 to 6 spaced word edits (true
+    Jaccard about 0.86 down to 0.73, around the 0.8 threshold, where exact and estimated
+    verification disagree), so the exact mode's accept and reject paths both run."""
+    rng = random.Random(11)
+    vocab = list({"".join(rng.choice("qrstuvwxyz") for _ in range(rng.randint(4, 9))) for _ in range(5000)})
+    docs = []
+    for i in range(48):
+        words = [rng.choice(vocab) for _ in range(200)]
+        variant = list(words)
+        for slot in sorted(rng.sample(range(39), 3 + i % 4)):
+            variant[slot * 5 + rng.randrange(5)] = f"edit{i}x{slot}"
+        docs.append(Document(id=f"t{i:03d}", text=" ".join(words), url=f"https://t{i}.org/", date=T0))
+        docs.append(Document(id=f"u{i:03d}", text=" ".join(variant), url=f"https://u{i}.org/",
+                             date=T0 + timedelta(days=1)))
+    out = directory / "in_threshold"
+    with ShardWriter(out, prefix="part-00000", row_group_bytes=30_000) as w:
+        for d in docs:
+            w.write(d)
+    return paths + sorted(glob.glob(str(out / "*.parquet")))
+
+
+def test_dedup_exact_verify_on_ray_matches_local(tmp_path, ray_local):
+    """``verify = "exact"``: candidate pairs, the shingle pass and the exact verification as
+    Ray tasks give the local engine's kept documents, removed rows (with their exact
+    similarities) and shards, with a tiny budget (many partitions, one set per batch) too."""
+    paths, _ = _planted_inputs(tmp_path)
+    paths = _threshold_pairs(tmp_path, paths)
+    config = DedupConfig(url=True, verify="exact")
+    local = run_dedup(paths, str(tmp_path / "local"), config, workers=1, progress=False)
+    removed = _removed_rows(str(tmp_path / "local"))
+    exact = local.manifest["pairs"]["exact"]
+    # The corpus exercises what makes exact mode differ: pairs the estimate would decide the
+    # other way, URL and exact removals, and near removals below a similarity of 1.
+    assert exact["accepted_below_estimate"] + exact["rejected_above_estimate"] > 0, exact
+    assert exact["accepted"] > 0 and exact["rejected"] > 0, exact
+    assert {kind for _, kind, _ in removed.values()} == {"exact", "near", "url"}
+    assert any(kind == "near" and sim < 0.9 for _, kind, sim in removed.values())
+
+    def comparable(pairs: dict) -> dict:
+        # Partitions and batches follow each engine's own partitioning; the rest must agree.
+        return {**pairs, "exact": {k: v for k, v in pairs["exact"].items() if k not in ("pair_partitions", "batches")}}
+
+    for name, memory in (("ray_small", 2048), ("ray_large", 1 << 30)):
+        out = str(tmp_path / name)
+        result = run_dedup(paths, out, config, workers=2, memory_bytes=memory, progress=False, engine="ray")
+        assert _ids(out) == _ids(str(tmp_path / "local"))
+        assert _removed_rows(out) == removed
+        assert _digest(out) == _digest(str(tmp_path / "local"))
+        m = result.manifest
+        assert m["counts"] == local.manifest["counts"] and m["engine"] == "ray"
+        assert comparable(m["pairs"]) == comparable(local.manifest["pairs"])
+        assert m["lsh"] == local.manifest["lsh"] and m["lsh"]["verify"] == "exact"
+        assert not os.path.exists(os.path.join(out, ".curate", "work"))
+        if name == "ray_small":
+            assert m["memory"]["partitions"]["band"] > 16 and m["pairs"]["exact"]["pair_partitions"] > 16
+            assert m["pairs"]["exact"]["batches"] > exact["batches"]
 
 
 def test_failed_ray_task_is_a_one_line_error(tmp_path, ray_local):
