@@ -194,16 +194,21 @@ def test_exact_duplicates_and_representative_rule(tmp_path):
     assert kept == ["a", "q2", "y", "u"]  # input order
 
 
-def test_url_dedup_keeps_newest_and_chains_resolve(tmp_path):
+def _url_chain_docs():
+    """Two fetches of one URL, and a document with an exact copy and an older near copy."""
     near_words = LOREM.split()
     near_words[60] = "changed"
-    docs = [
+    return [
         _doc("old", "first version of the news story", day=1, url="http://www.news.com/story/"),
         _doc("new", "second version of the news story with an update", day=9, url="https://news.com/story#top"),
         _doc("orig", LOREM, day=2, url="https://blog.com/p"),
         _doc("copy", LOREM.upper(), day=3, url="https://copy.com/p"),
         _doc("near", " ".join(near_words), day=0, url="https://first.com/p"),  # oldest near copy of orig
     ]
+
+
+def test_url_dedup_keeps_newest_and_chains_resolve(tmp_path):
+    docs = _url_chain_docs()
     _write(tmp_path / "in", docs)
     result = run_dedup([str(tmp_path / "in")], str(tmp_path / "out"), DedupConfig(url=True), progress=False)
     removed = {r["id"]: (r["dup_of"], r["dup_kind"]) for r in _read(tmp_path / "out" / "removed")}
@@ -532,15 +537,7 @@ def test_exact_verify_on_planted_pairs_is_exact_and_deterministic(planted, tmp_p
 
 
 def test_exact_verify_similarity_of_url_and_exact_chains(tmp_path):
-    near_words = LOREM.split()
-    near_words[60] = "changed"
-    docs = [
-        _doc("old", "first version of the news story", day=1, url="http://www.news.com/story/"),
-        _doc("new", "second version of the news story with an update", day=9, url="https://news.com/story#top"),
-        _doc("orig", LOREM, day=2, url="https://blog.com/p"),
-        _doc("copy", LOREM.upper(), day=3, url="https://copy.com/p"),
-        _doc("near", " ".join(near_words), day=0, url="https://first.com/p"),
-    ]
+    docs = _url_chain_docs()
     _write(tmp_path / "in", docs)
     run_dedup([str(tmp_path / "in")], str(tmp_path / "out"), DedupConfig(url=True, verify="exact"), progress=False)
     by_id = {d.id: d.text for d in docs}
