@@ -18,6 +18,14 @@ Speed (measured by ``bench/crawl.py``, interleaved with the plain ``trafilatura.
   and that every trafilatura stage discards anyway (script, style, svg, ...) are removed before
   extraction: trafilatura's cost is dominated by XPath passes that call back into Python for
   each element, and the text comes out byte-identical (checked on 513 real pages);
+* most of those XPath passes are trafilatura's boilerplate rules calling ``re:test()``, which
+  lxml runs as a Python callback per element, also on elements that lack the attribute tested
+  (~40% of the full cascade's time on Common Crawl portal pages). We evaluate the same
+  expressions with an attribute-presence test in front of each ``re:test`` whose pattern cannot
+  match '' (and plain-string callback arguments), swapped into trafilatura's rule lists only
+  during our own calls (:class:`_FastXPaths`): the same elements are selected, the text is
+  identical on 503 real pages in all three modes, and extraction is ~1.18x faster on the CC
+  capture, ~1.13x on the scrapinghub articles;
 * trafilatura's full cascade (its own extractor, then readability and justext as fallbacks)
   costs ~1.7x its ``fast`` mode, and the fallbacks change the result only on pages whose fast
   text is short. ``mode = "adaptive"`` (the default) sends pages with little ``<p>`` text
@@ -273,6 +281,8 @@ class ExtractOptions:
     full_below_paragraph_chars: int = 1000
     # Drop script/style/svg/... before extraction (same text, less work; see strip_inert).
     strip_inert: bool = True
+    # Evaluate trafilatura's regex XPath rules in an equivalent, cheaper form (see _FastXPaths).
+    fast_xpaths: bool = True
     favor_precision: bool = True
     favor_recall: bool = False
     include_comments: bool = False
@@ -394,6 +404,94 @@ def text_outside_links(tree: lxml.html.HtmlElement) -> int:
     return max(total - in_links, 0)
 
 
+# ---- faster, equivalent XPath expressions for trafilatura ---------------------------------------
+
+# trafilatura's boilerplate rules are XPath expressions whose predicates call the EXSLT regular
+# expression function ``re:test(@class, '...')``. lxml implements that function in Python, so
+# libxml2 calls back into Python, converting the attribute into a Python string, for every
+# element the predicate is tried on, *even when the element has no such attribute* (the test
+# then runs on ''). On real pages these callbacks are ~40% of the full cascade's time.
+# We evaluate the same expressions with two changes that cannot alter what they select:
+#   * ``re:test(ARG, 'P')`` becomes ``(ARG and re:test(ARG, 'P'))`` when P cannot match the
+#     empty string (checked with Python's ``re``, which is what lxml's re:test uses): an absent
+#     attribute then fails in C without a callback;
+#   * ``smart_strings=False``: the callback arguments are plain strings, not lxml's "smart"
+#     strings that remember their parent element (the results are elements either way).
+# The rewritten lists are swapped into trafilatura's (shared, module-level) lists only for the
+# duration of our own calls, so other trafilatura users in the process see the library as is.
+# (Threads racing on the swap can only see one version or the other; both select the same
+# elements, so at worst a call runs at the library's own speed.)
+_REGEX_NS = "http://exslt.org/regular-expressions"
+_RE_TEST_CALL = re.compile(r"re:test\((@[\w-]+(?:\s*\|\s*@[\w-]+)*)\s*,\s*'([^']*)'\s*\)")
+
+
+def guard_regex_tests(path: str) -> str:
+    """``path`` with each ``re:test(@attr, 'P')`` preceded by a presence test of ``@attr``
+    (left unchanged when P matches the empty string, or is not a valid Python regex)."""
+
+    def guarded(match: re.Match) -> str:
+        attrs, pattern = match.group(1), match.group(2)
+        try:
+            matches_empty = re.search(pattern, "") is not None
+        except re.error:
+            return match.group(0)
+        return match.group(0) if matches_empty else f"(({attrs}) and {match.group(0)})"
+
+    return _RE_TEST_CALL.sub(guarded, path)
+
+
+class _FastXPaths:
+    """trafilatura's XPath lists and their guarded equivalents, swapped in and out around a call."""
+
+    def __init__(self) -> None:
+        self.swaps: list[tuple[list, list, list]] = []  # (trafilatura's list, original, guarded)
+        self.depth = 0  # nesting of active() (restore only when the outermost call ends)
+        try:
+            from trafilatura import xpaths  # noqa: PLC0415
+        except ImportError:  # pragma: no cover
+            return
+        for value in vars(xpaths).values():
+            if not (isinstance(value, list) and value and all(isinstance(x, lxml.etree.XPath) for x in value)):
+                continue
+            if not any("re:test(" in x.path for x in value):
+                continue
+            faster = []
+            for expression in value:
+                try:
+                    faster.append(
+                        lxml.etree.XPath(guard_regex_tests(expression.path), namespaces={"re": _REGEX_NS}, smart_strings=False)
+                        if "re:test(" in expression.path
+                        else expression
+                    )
+                except lxml.etree.XPathError:  # pragma: no cover - keep the original then
+                    faster.append(expression)
+            self.swaps.append((value, list(value), faster))
+
+    @contextlib.contextmanager
+    def active(self) -> Iterator[None]:
+        self.depth += 1
+        if self.depth == 1:
+            for target, _, faster in self.swaps:
+                target[:] = faster
+        try:
+            yield
+        finally:
+            self.depth -= 1
+            if self.depth == 0:
+                for target, original, _ in self.swaps:
+                    target[:] = original
+
+
+_fast_xpaths: _FastXPaths | None = None
+
+
+def fast_xpaths() -> _FastXPaths:
+    global _fast_xpaths
+    if _fast_xpaths is None:
+        _fast_xpaths = _FastXPaths()
+    return _fast_xpaths
+
+
 class TextExtractor:
     """Main-text extraction with fixed options, reusable across pages (one per worker)."""
 
@@ -425,7 +523,11 @@ class TextExtractor:
 
         settings.url = url
         settings.source = url
-        doc = bare_extraction(tree, options=settings)
+        if self.options.fast_xpaths:
+            with fast_xpaths().active():
+                doc = bare_extraction(tree, options=settings)
+        else:
+            doc = bare_extraction(tree, options=settings)
         text = (doc.text if doc is not None else None) or ""
         return unicodedata.normalize("NFC", text).strip()
 

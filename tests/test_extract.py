@@ -195,3 +195,63 @@ def test_adaptive_routes_pages_by_paragraph_text():
         + "</div></body></html>")
     assert ex.extract(portal) == TextExtractor(ExtractOptions(mode="full")).extract(portal)
     assert ex.direct_full == 1
+
+
+def test_guard_regex_tests_only_guards_patterns_that_cannot_match_empty():
+    from curate.extract import guard_regex_tests
+
+    path = ".//*[re:test(@class, 'foot|nav') or re:test(@id|@class, '^x') or re:test(@id, 'a?')]"
+    out = guard_regex_tests(path)
+    assert "((@class) and re:test(@class, 'foot|nav'))" in out
+    assert "((@id|@class) and re:test(@id|@class, '^x'))" in out
+    # 'a?' matches '' (an element without an id passes): must stay unguarded.
+    assert "re:test(@id, 'a?')" in out and "((@id) and re:test(@id, 'a?'))" not in out
+    assert guard_regex_tests(".//p[contains(@class, 'x')]") == ".//p[contains(@class, 'x')]"
+
+
+# Attributes chosen to hit trafilatura's rules (and near misses): absent, empty, several values.
+_XPATH_PROBE = "<html><body>" + "".join(
+    f"<{tag} {attrs}><p>text {i}</p><span class='author'>by me</span></{tag}>"
+    for i, (tag, attrs) in enumerate(
+        (tag, attrs)
+        for tag in ("div", "section", "span", "p", "ul", "ol", "aside", "article", "main", "details")
+        for attrs in ("", "class=''", "id=''", "class='footer nav'", "id='comments' class='x'",
+                      "class='x' id='comments'", "id='hidden-box'", "style='display:none'",
+                      "class='post-content article-body'", "id='sidebar'", "class='bottom-bar'",
+                      "class='link'", "class='Commentary'", "id='disqus_thread'", "aria-hidden='true'",
+                      "class='share-buttons'", "role='navigation'", "class='byline author-name'",
+                      "id='infinite-scroll'", "class='caption'", "class='teaser'"))
+) + "</body></html>"
+
+
+def test_fast_xpaths_select_exactly_what_trafilatura_selects_and_are_restored():
+    import lxml.html
+    from trafilatura import xpaths
+
+    from curate.extract import fast_xpaths, parse_html
+
+    swaps = fast_xpaths().swaps
+    assert len(swaps) >= 5  # the rule lists trafilatura evaluates on every page
+    trees = [lxml.html.fromstring(_XPATH_PROBE), parse_html(article_html("Probe", n_paras=3))]
+    changed = 0
+    for target, original, faster in swaps:
+        assert target == original  # outside our calls trafilatura's lists are its own
+        for slow, fast in zip(original, faster):
+            changed += slow is not fast
+            for tree in trees:
+                assert fast(tree) == slow(tree), slow.path
+    assert changed >= 10
+    with fast_xpaths().active():
+        assert all(target == faster for target, _, faster in swaps)
+        assert xpaths.OVERALL_DISCARD_XPATH is swaps[[t for t, _, _ in swaps].index(xpaths.OVERALL_DISCARD_XPATH)][0]
+    assert all(target == original for target, original, _ in swaps)
+
+
+@pytest.mark.parametrize("mode", ["full", "fast"])
+def test_fast_xpaths_give_the_same_text(mode):
+    pages = [article_html("Same text", n_paras=5), _XPATH_PROBE]
+    fast = TextExtractor(ExtractOptions(mode=mode, fast_xpaths=True))
+    plain = TextExtractor(ExtractOptions(mode=mode, fast_xpaths=False))
+    for page in pages:
+        assert fast.extract(page) == plain.extract(page)
+    assert "Paragraph number 4." in fast.extract(pages[0])
