@@ -198,7 +198,7 @@ def test_adaptive_routes_pages_by_paragraph_text():
 
 
 def test_guard_regex_tests_only_guards_patterns_that_cannot_match_empty():
-    from curate.extract import guard_regex_tests
+    from curate.extract_xpaths import guard_regex_tests
 
     path = ".//*[re:test(@class, 'foot|nav') or re:test(@id|@class, '^x') or re:test(@id, 'a?')]"
     out = guard_regex_tests(path)
@@ -220,7 +220,12 @@ _XPATH_PROBE = "<html><body>" + "".join(
                       "class='post-content article-body'", "id='sidebar'", "class='bottom-bar'",
                       "class='link'", "class='Commentary'", "id='disqus_thread'", "aria-hidden='true'",
                       "class='share-buttons'", "role='navigation'", "class='byline author-name'",
-                      "id='infinite-scroll'", "class='caption'", "class='teaser'"))
+                      "id='infinite-scroll'", "class='caption'", "class='teaser'",
+                      # BODY_XPATH hits (several siblings match: positional [1] rules), a
+                      # case-insensitive re:test and translate() on mixed case.
+                      "class='post'", "class='entry'", "id='article-content' class='x'",
+                      "class='FullText story'", "id='content'", "class='Main-Content'",
+                      "class='x' id='main-wrap'", "style='border: 1px'"))
 ) + "</body></html>"
 
 
@@ -228,7 +233,8 @@ def test_fast_xpaths_select_exactly_what_trafilatura_selects_and_are_restored():
     import lxml.html
     from trafilatura import xpaths
 
-    from curate.extract import fast_xpaths, parse_html
+    from curate.extract import parse_html
+    from curate.extract_xpaths import fast_xpaths
 
     swaps = fast_xpaths().swaps
     assert len(swaps) >= 5  # the rule lists trafilatura evaluates on every page
@@ -241,6 +247,11 @@ def test_fast_xpaths_select_exactly_what_trafilatura_selects_and_are_restored():
             for tree in trees:
                 assert fast(tree) == slow(tree), slow.path
     assert changed >= 10
+    # Most of trafilatura's boilerplate rules run as Python rules, BODY_XPATH's positional ones too.
+    from curate.extract_xpaths import PythonRule
+
+    assert sum(isinstance(f, PythonRule) for _, _, faster in swaps for f in faster) >= 15
+    assert sum(isinstance(f, PythonRule) and bool(f.first) for _, _, faster in swaps for f in faster) >= 3
     with fast_xpaths().active():
         assert all(target == faster for target, _, faster in swaps)
         assert xpaths.OVERALL_DISCARD_XPATH is swaps[[t for t, _, _ in swaps].index(xpaths.OVERALL_DISCARD_XPATH)][0]
@@ -255,3 +266,70 @@ def test_fast_xpaths_give_the_same_text(mode):
     for page in pages:
         assert fast.extract(page) == plain.extract(page)
     assert "Paragraph number 4." in fast.extract(pages[0])
+
+
+# Expressions outside trafilatura's lists that probe the XPath semantics PythonRule reproduces:
+# the string value of @a|@b (first attribute in document order), @a|@b = 'v' (any of them),
+# translate() with a longer source than target, the 'i' flag, not(), descendant tests,
+# positional [1] per parent and (...)[1] per document, tags and attributes outside the rule.
+_SEMANTICS_PAGE = """<html><body>
+<div id='navx' class='main'><p class='main'>a</p><div class='a-main'>b<h1>t</h1></div></div>
+<div class='navx' id='other'><span class='Nav Bar'>c</span><div id='main'>d</div></div>
+<section class='' id=''><div class='main' data-x='1'>e</div><div class='main' data-x='2'>f</div></section>
+<ul><li id='QxyZ'>g</li><li class='qxz' style='display:none'>h</li></ul>
+<div role='mainnav' aria-hidden='true'><div class='main second'>i</div></div>
+</body></html>"""
+_SEMANTICS_RULES = [
+    ".//*[starts-with(@id|@class, 'nav')]",
+    ".//*[re:test(@class|@id, '^nav')]",
+    ".//*[@id|@class = 'main']",
+    ".//*[contains(translate(@id, 'QXYZ', 'qx'), 'qx')]",
+    ".//*[re:test(@class, 'nav bar', 'i') or re:test(@id, 'QXY', 'i')]",
+    ".//*[self::div or self::span][not(.//h1) and re:test(@class, 'main')]",
+    ".//*[self::div or self::p][@class='main'][1]",
+    "(.//*[self::div or self::section][re:test(@class, 'main')])[1]",
+    ".//*[@aria-hidden='true' or contains(@style, 'display:none') or @role]",
+    ".//*[not(@class) and not(self::li)]",
+    ".//*[@class='' or @id='']",
+]
+
+
+def test_python_rules_match_xpath_semantics():
+    import lxml.etree
+    import lxml.html
+
+    from curate.extract_xpaths import PythonRule
+
+    tree = lxml.html.fromstring(_SEMANTICS_PAGE)
+    for path in _SEMANTICS_RULES:
+        xpath = lxml.etree.XPath(path, namespaces={"re": "http://exslt.org/regular-expressions"})
+        rule = PythonRule(path)
+        want = xpath(tree)
+        assert rule(tree) == want, path
+        assert rule(tree) == want, path  # again, from the verdict cache
+        assert want, path  # every probe selects something
+    # A descendant test is re-evaluated on a changed tree (no stale cached verdict).
+    rule = PythonRule(".//*[self::div][not(.//h1)]")
+    before = len(rule(tree))
+    tree.find(".//h1").drop_tree()
+    assert len(rule(tree)) == before + 2
+
+
+@pytest.mark.parametrize("path", [
+    "//*[@class='x']",            # absolute: the whole document, not the subtree
+    ".//*[rel='me']",             # a child element's text
+    ".//*[position() > 1]",
+    ".//*[@class][2]",
+    ".//p[@class='x']",
+    ".//*[count(@*) = 2]",
+    "(.//*[@id])[1]|(.//main)[1]",
+])
+def test_python_rules_refuse_what_they_do_not_understand(path):
+    from curate.extract_xpaths import PythonRule, _FastXPaths, _Unsupported
+
+    import lxml.etree
+
+    with pytest.raises(_Unsupported):
+        PythonRule(path)
+    kept = _FastXPaths.faster(lxml.etree.XPath(path))
+    assert not isinstance(kept, PythonRule)
