@@ -30,7 +30,8 @@ T0 = datetime(2024, 1, 1, tzinfo=timezone.utc)
 
 def _vocab(rng: random.Random, n: int = 20000) -> list[str]:
     letters = "abcdefghijklmnopqrstuvwxyz"
-    return list({"".join(rng.choice(letters) for _ in range(rng.randint(3, 9))) for _ in range(n)})
+    # sorted: a set's order depends on the per-process string hash seed
+    return sorted({"".join(rng.choice(letters) for _ in range(rng.randint(3, 9))) for _ in range(n)})
 
 
 def _base_text(rng: random.Random, vocab: list[str]) -> list[str]:
@@ -453,19 +454,21 @@ def _edited_pair(seed: int, edits: int, vocab: list[str]) -> tuple[str, str]:
 
 
 def _find_pair(edits: int, estimate_above: bool) -> tuple[str, str, float]:
-    """The first seed whose pair is an LSH candidate with its estimated Jaccard on the wanted
-    side of 0.8 (deterministic: the same pair every run)."""
+    """The first seed whose pair is an LSH candidate under both the estimate's and exact
+    verification's bands, with its estimated Jaccard on the wanted side of 0.8 and its true
+    Jaccard on the other (deterministic: the same pair every run)."""
     from curate.minhash import band_keys
 
     vocab = _vocab(random.Random(77), 5000)
     hasher = MinHasher()
-    bands, rows = DedupConfig().lsh()
+    band_settings = [DedupConfig().lsh(), DedupConfig(verify="exact").lsh()]
     for seed in range(2000):
         a, b = _edited_pair(seed, edits, vocab)
         sig = hasher.signatures([a, b]).signatures
         estimate = float(estimated_jaccard(sig[0], sig[1]))
-        keys = band_keys(sig, bands, rows)
-        if (keys[0] == keys[1]).any() and (estimate >= 0.8) == estimate_above:
+        if (estimate >= 0.8) != estimate_above or (_jaccard(a, b) >= 0.8) == estimate_above:
+            continue
+        if all((keys[0] == keys[1]).any() for keys in (band_keys(sig, *br) for br in band_settings)):
             return a, b, estimate
     raise AssertionError("no such pair")
 

@@ -153,7 +153,7 @@ def _planted_inputs(directory) -> tuple[list[str], dict[str, str]]:
     light edits, exact copies, URL refetches and a chain A~B~C. Returns the paths and, for each
     planted duplicate, the id of the document that must represent it."""
     rng = random.Random(7)
-    vocab = list({"".join(rng.choice("abcdefghijklmnop") for _ in range(rng.randint(3, 8))) for _ in range(5000)})
+    vocab = sorted({"".join(rng.choice("abcdefghijklmnop") for _ in range(rng.randint(3, 8))) for _ in range(5000)})
     docs: list[Document] = []
     expected: dict[str, str] = {}
     for i in range(150):
@@ -227,7 +227,7 @@ def _threshold_pairs(directory, paths: list[str]) -> list[str]:
     Jaccard about 0.86 down to 0.73, around the 0.8 threshold, where exact and estimated
     verification disagree), so the exact mode's accept and reject paths both run."""
     rng = random.Random(11)
-    vocab = list({"".join(rng.choice("qrstuvwxyz") for _ in range(rng.randint(4, 9))) for _ in range(5000)})
+    vocab = sorted({"".join(rng.choice("qrstuvwxyz") for _ in range(rng.randint(4, 9))) for _ in range(5000)})
     docs = []
     for i in range(48):
         words = [rng.choice(vocab) for _ in range(200)]
