@@ -109,7 +109,10 @@ class _Run(Decisions):
         cfg = self.config
         bands, _ = cfg.lsh() if cfg.near else (0, 0)
         n = self.n_docs
-        records = {"exact": n if cfg.exact else 0, "url": n if cfg.url else 0, "band": n * bands if cfg.near else 0}
+        # One index per kind of key that is on, even with no documents at all (an empty
+        # corpus then goes through every pass and writes empty outputs).
+        records = {name: count for name, count, on in (("exact", n, cfg.exact), ("url", n, cfg.url),
+                                                       ("band", n * bands, cfg.near)) if on}
         self.indexes = self._make_indexes(records)
         self.store = DocStore(
             self.work / "store",
@@ -159,7 +162,6 @@ class _Run(Decisions):
         return {
             name: KeyIndex(self.work / "index", name, max(1, self.memory_bytes * count // total), count)
             for name, count in records.items()
-            if count
         }
 
     @contextmanager

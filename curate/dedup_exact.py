@@ -73,7 +73,8 @@ def shingle_unit(args: tuple[str, int, int, np.ndarray, int]) -> dict[str, Any]:
     try:
         return _shingle_unit_inner(path, row_group, n_rows, wanted, ngram)
     except Exception as exc:
-        return {"error": f"{path}: row group {row_group} unreadable ({type(exc).__name__}: {exc})"}
+        first_line = (str(exc).strip().splitlines() or [""])[0]  # errors are one line
+        return {"error": f"{path}: row group {row_group} unreadable ({type(exc).__name__}: {first_line})"}
 
 
 def _shingle_unit_inner(path: str, row_group: int, n_rows: int, wanted: np.ndarray, ngram: int) -> dict[str, Any]:

@@ -257,9 +257,12 @@ def ordered_map(ray: Any, fn: Callable[[Any], Any], items: Iterable[Any], in_fli
         except ray.exceptions.RayError as exc:
             cause = getattr(exc, "cause", None) or exc
             first_line = (str(cause).strip().splitlines() or [type(cause).__name__])[-1]
+            # A missing or unreadable work file usually means a node does not see the output
+            # directory; other failures are reported as they are.
+            hint = (" (the output directory must be storage every node of the cluster sees)"
+                    if isinstance(cause, OSError) else "")
             raise CurateError(
-                f"dedup: a Ray task ({fn.__name__}) failed: {type(cause).__name__}: {first_line} "
-                "(the output directory must be storage every node of the cluster sees)"
+                f"dedup: a Ray task ({fn.__name__}) failed: {type(cause).__name__}: {first_line}{hint}"
             ) from None
 
     try:
@@ -291,13 +294,12 @@ class RayRun(_Run):
         directory.mkdir(parents=True, exist_ok=True)
         indexes = {}
         for name, count in records.items():
-            if count:
-                # The driver decides URL and exact groups one partition at a time, and a near
-                # task holds one band partition: each may use the whole budget.
-                partitions = plan_partitions(count, self.memory_bytes)
-                if name == "band":
-                    partitions = max(partitions, MIN_BAND_PARTITIONS)
-                indexes[name] = PartitionedKeys(directory, name, partitions)
+            # The driver decides URL and exact groups one partition at a time, and a near task
+            # holds one band partition: each may use the whole budget.
+            partitions = plan_partitions(count, self.memory_bytes)
+            if name == "band":
+                partitions = max(partitions, MIN_BAND_PARTITIONS)
+            indexes[name] = PartitionedKeys(directory, name, partitions)
         return indexes
 
     @contextmanager

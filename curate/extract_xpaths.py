@@ -78,6 +78,8 @@ def guard_regex_tests(path: str) -> str:
 # occurrence of a character and drops characters with no counterpart; re:test is lxml's
 # (Python ``re.search``, IGNORECASE for flag 'i').
 
+_CACHED_VALUE_CHARS = 256  # attribute values longer than this are not cached
+
 _TOKEN_RE = re.compile(
     r"\s*(?:(?P<lit>'[^']*'|\"[^\"]*\")|(?P<desc>\.//[A-Za-z][\w-]*)|(?P<self>self::[A-Za-z][\w-]*)"
     r"|(?P<attr>@[A-Za-z][\w-]*)|(?P<name>re:test|starts-with|contains|translate|not|and|or)(?![\w:-])"
@@ -315,7 +317,14 @@ class PythonRule:
         for element in elements:
             items = element.items()
             # The verdict depends only on the tag and the attributes the rule reads.
-            key = (element.tag, tuple([kv for kv in items if kv[0] in names]) if items else ())
+            read = [kv for kv in items if kv[0] in names] if items else []
+            if any(len(v) > _CACHED_VALUE_CHARS for _, v in read):
+                # Long values (inline styles with data: URIs) rarely repeat; caching them would
+                # make the cache's size unbounded in bytes.
+                if all(t(element.tag, dict(read), element) for t in tests):
+                    yield element
+                continue
+            key = (element.tag, tuple(read))
             verdict = cache.get(key)
             if verdict is None:
                 if len(cache) >= 4096:  # bounded: a crawl sees endless class strings
@@ -326,7 +335,8 @@ class PythonRule:
 
     def __call__(self, tree) -> list:
         if self.first == "document":
-            return [e for e, _ in zip(self._matches(tree), range(1))]
+            first = next(self._matches(tree), None)  # stops at the first match
+            return [] if first is None else [first]
         if self.first == "siblings":
             # Document order visits a parent's first matching child before its others.
             parents: set = set()
@@ -374,14 +384,17 @@ class _FastXPaths:
 
     @contextlib.contextmanager
     def active(self) -> Iterator[None]:
-        self.depth += 1
-        if self.depth == 1:
-            for target, _, faster in self.swaps:
-                target[:] = faster
+        # Everything inside the try: an ExtractTimeout (SIGALRM) can land anywhere, and the
+        # finally must then undo what was done, so no list stays swapped outside our calls.
         try:
+            self.depth += 1
+            if self.depth == 1:
+                for target, _, faster in self.swaps:
+                    target[:] = faster
             yield
         finally:
-            self.depth -= 1
+            # max(): a signal before the increment above must not leave the count negative.
+            self.depth = max(self.depth - 1, 0)
             if self.depth == 0:
                 for target, original, _ in self.swaps:
                     target[:] = original

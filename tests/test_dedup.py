@@ -569,3 +569,18 @@ def test_exact_verification_bands_lean_towards_recall():
     assert candidate_probability(0.8, *exact) > candidate_probability(0.8, *estimate) + 0.03
     assert candidate_probability(0.8, *exact) > 0.97
     assert DedupConfig(verify="exact", bands=14, rows=8).lsh() == (14, 8)
+
+
+@pytest.mark.parametrize("verify", ["estimate", "exact"])
+def test_inputs_holding_no_documents_give_empty_outputs(tmp_path, verify):
+    """A 0-row Parquet file (which still has one, empty, row group) is a corpus of no documents,
+    not a crash."""
+    from curate.document import SCHEMA
+
+    (tmp_path / "in").mkdir()
+    pq.write_table(SCHEMA.empty_table(), tmp_path / "in" / "empty.parquet")
+    result = run_dedup([str(tmp_path / "in")], str(tmp_path / "out"), DedupConfig(url=True, verify=verify),
+                       progress=False)
+    c = result.manifest["counts"]
+    assert (c["read"], c["kept"], c["rejected"], c["errors"]) == (0, 0, {}, {})
+    assert _read(tmp_path / "out") == [] and result.manifest["pairs"]["candidates"] == 0

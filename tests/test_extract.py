@@ -333,3 +333,31 @@ def test_python_rules_refuse_what_they_do_not_understand(path):
         PythonRule(path)
     kept = _FastXPaths.faster(lxml.etree.XPath(path))
     assert not isinstance(kept, PythonRule)
+
+
+def test_fast_xpaths_are_restored_when_an_extraction_is_interrupted():
+    """An ExtractTimeout (a BaseException raised by SIGALRM at any point) inside our call must
+    leave trafilatura's own rule lists in place for everyone else."""
+    from curate.extract import ExtractTimeout
+    from curate.extract_xpaths import fast_xpaths
+
+    swaps = fast_xpaths().swaps
+    assert swaps
+    with pytest.raises(ExtractTimeout):
+        with fast_xpaths().active():
+            assert all(target == faster for target, _, faster in swaps)
+            raise ExtractTimeout()
+    assert fast_xpaths().depth == 0
+    assert all(target == original for target, original, _ in swaps)
+
+
+def test_python_rules_do_not_cache_long_attribute_values():
+    import lxml.html
+
+    from curate.extract_xpaths import PythonRule
+
+    rule = PythonRule(".//*[contains(@style, 'display:none')]")
+    long_style = "background:url(data:image/png;base64," + "A" * 2000 + ");display:none"
+    tree = lxml.html.fromstring(f'<div><p style="{long_style}">x</p><p style="color:red">y</p></div>')
+    assert [e.text for e in rule(tree)] == ["x"]
+    assert all(len(v) <= 256 for _, attrs in rule.cache for _, v in attrs)

@@ -289,3 +289,17 @@ def test_failed_ray_task_is_a_one_line_error(tmp_path, ray_local):
     missing = str(tmp_path / "not-on-this-node.bin")
     with pytest.raises(CurateError, match="verify_task.*FileNotFoundError.*every node"):
         list(ordered_map(ray_local, verify_task, [([(missing, 0, 4)], missing, 10, 4, 0.8)], in_flight=2))
+
+
+def test_dedup_on_ray_of_inputs_holding_no_documents(tmp_path, ray_local):
+    import pyarrow.parquet as pq
+
+    from curate.dedup import DedupConfig, run_dedup
+    from curate.document import SCHEMA
+
+    (tmp_path / "in").mkdir()
+    pq.write_table(SCHEMA.empty_table(), tmp_path / "in" / "empty.parquet")
+    for verify in ("estimate", "exact"):
+        result = run_dedup([str(tmp_path / "in")], str(tmp_path / verify), DedupConfig(verify=verify), workers=2,
+                           progress=False, engine="ray")
+        assert result.manifest["counts"]["read"] == 0 == result.manifest["counts"]["kept"]
