@@ -51,11 +51,10 @@ manifest and the summary.
 
 from __future__ import annotations
 
-import multiprocessing as mp
 import os
 import time
 from collections import Counter
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -63,12 +62,12 @@ from typing import Any, Callable, Iterator
 import numpy as np
 
 from .dedup_decide import Decisions, Ranker
+from .dedup_exact import ordered_results
 from .dedup_index import DocStore, KeyIndex, remove_tree
 from .dedup_output import STAGE, check_output, commit, state_path, write_outputs
 from .dedup_plan import DedupConfig, DedupPlan, InputInfo, inspect_inputs, plan_dedup
 from .dedup_signatures import placeholder, signature_unit, unit_key_records
 from .errors import CurateError
-from .minhash import char_classes
 from .pipeline import Stats, build_manifest, config_hash, current_execution
 from .progress import Progress
 from .shards import ShardInfo, atomic_write_json, expand_parquet_inputs
@@ -164,21 +163,9 @@ class _Run(Decisions):
             for name, count in records.items()
         }
 
-    @contextmanager
     def _unit_results(self, units: list[tuple[int, int, tuple]]) -> Iterator[Iterator[dict[str, Any]]]:
-        """The results of :func:`signature_unit` over ``units``, in unit order (so nothing
-        depends on the number of workers)."""
-        char_classes()  # build the character table once, before forking
-        if self.workers > 1 and len(units) > 1:
-            ctx = mp.get_context("fork")
-            pool = ctx.Pool(min(self.workers, len(units)))
-            try:
-                yield pool.imap(signature_unit, [u[2] for u in units], chunksize=1)
-            finally:
-                pool.terminate()
-                pool.join()
-        else:
-            yield (signature_unit(u[2]) for u in units)
+        """The results of :func:`signature_unit` over ``units``, in unit order."""
+        return ordered_results(signature_unit, [u[2] for u in units], self.workers)
 
     def _absorb(self, input_index: int, doc_offset: int, result: dict[str, Any]) -> None:
         cfg = self.config

@@ -400,7 +400,7 @@ class ExactVerifier:
             if task_results is not None:
                 mapped = task_results(shingle_unit, items)
             else:
-                mapped = _ordered_results(shingle_unit, items, run.workers)
+                mapped = ordered_results(shingle_unit, items, run.workers)
             with mapped as results:
                 for (docs, _), result in zip(units, results):
                     if "error" in result:
@@ -471,8 +471,9 @@ class ExactVerifier:
 
 
 @contextmanager
-def _ordered_results(fn: Callable[[Any], Any], items: list[Any], workers: int) -> Iterator[Iterator[Any]]:
-    """``fn`` over ``items`` in order, in ``workers`` forked processes when there are several."""
+def ordered_results(fn: Callable[[Any], Any], items: list[Any], workers: int) -> Iterator[Iterator[Any]]:
+    """``fn`` over ``items``, results in item order (so nothing depends on the number of workers),
+    in ``workers`` forked processes when there are several. The signature pass uses it too."""
     char_classes()  # build the character table once, before forking
     if workers > 1 and len(items) > 1:
         pool = mp.get_context("fork").Pool(min(workers, len(items)))
