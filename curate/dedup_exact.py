@@ -50,7 +50,7 @@ import pyarrow.parquet as pq
 
 from .dedup_index import UnionFind
 from .dedup_output import EXACT, NEAR, URL
-from .dedup_plan import BATCH_CHARS, cast_column
+from .dedup_plan import cast_column, char_batches, unreadable
 from .errors import CurateError
 from .minhash import char_classes, shingle_sets, sorted_set_jaccard
 from .progress import Progress
@@ -73,8 +73,7 @@ def shingle_unit(args: tuple[str, int, int, np.ndarray, int]) -> dict[str, Any]:
     try:
         return _shingle_unit_inner(path, row_group, n_rows, wanted, ngram)
     except Exception as exc:
-        first_line = (str(exc).strip().splitlines() or [""])[0]  # errors are one line
-        return {"error": f"{path}: row group {row_group} unreadable ({type(exc).__name__}: {first_line})"}
+        return {"error": unreadable(path, row_group, exc)}
 
 
 def _shingle_unit_inner(path: str, row_group: int, n_rows: int, wanted: np.ndarray, ngram: int) -> dict[str, Any]:
@@ -92,16 +91,10 @@ def _shingle_unit_inner(path: str, row_group: int, n_rows: int, wanted: np.ndarr
         raise ValueError(f"expected {n_rows} rows, read {seen}")
     values: list[np.ndarray] = []
     counts = np.zeros(len(texts), dtype=np.int64)
-    start = 0
-    while start < len(texts):  # batches of ~BATCH_CHARS characters bound the worker's memory
-        end, chars = start, 0
-        while end < len(texts) and (end == start or chars + len(texts[end]) <= BATCH_CHARS):
-            chars += len(texts[end])
-            end += 1
+    for start, end in char_batches(texts):
         v, c = shingle_sets(texts[start:end], ngram)
         values.append(v)
         counts[start:end] = c
-        start = end
     return {"values": np.concatenate(values) if values else np.zeros(0, _HASH), "counts": counts}
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Iterator
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -38,6 +38,26 @@ VERIFY_MODES = ("estimate", "exact")
 # Characters of text tokenized together by one worker (bounds its memory, ~60 B per char).
 BATCH_CHARS = 1_000_000
 _BASE_MEMORY = 250 * 1024**2  # interpreter, numpy, pyarrow
+
+
+def char_batches(texts: list[str]) -> Iterator[tuple[int, int]]:
+    """``(start, end)`` slices of ``texts`` of about BATCH_CHARS characters (at least one text
+    each): tokenizing a batch at a time bounds a worker's memory."""
+    start = 0
+    while start < len(texts):
+        end, chars = start, 0
+        while end < len(texts) and (end == start or chars + len(texts[end]) <= BATCH_CHARS):
+            chars += len(texts[end])
+            end += 1
+        yield start, end
+        start = end
+
+
+def unreadable(path: str, row_group: int, exc: Exception) -> str:
+    """The one-line error of a row group that could not be read (pyarrow's messages can span
+    several lines)."""
+    first_line = (str(exc).strip().splitlines() or [""])[0]
+    return f"{path}: row group {row_group} unreadable ({type(exc).__name__}: {first_line})"
 _BYTES_PER_BATCH_CHAR = 60
 
 

@@ -11,7 +11,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from .dedup_plan import BATCH_CHARS, DedupConfig, cast_column, cast_columns
+from .dedup_plan import DedupConfig, cast_column, cast_columns, char_batches, unreadable
 from .minhash import MinHasher, band_keys, hash128, normalize_url
 
 NO_DATE = np.iinfo(np.int64).max  # missing dates sort last
@@ -41,7 +41,7 @@ def signature_unit(args: tuple[str, int, int, DedupConfig]) -> dict[str, Any]:
     try:
         return _signature_unit_inner(path, row_group, n_rows, config)
     except Exception as exc:
-        return {"error": f"{path}: row group {row_group} unreadable ({type(exc).__name__}: {exc})", "n": n_rows}
+        return {"error": unreadable(path, row_group, exc), "n": n_rows}
 
 
 def _signature_unit_inner(path: str, row_group: int, n_rows: int, config: DedupConfig) -> dict[str, Any]:
@@ -91,15 +91,9 @@ def _signature_unit_inner(path: str, row_group: int, n_rows: int, config: DedupC
     sig = np.empty((n, config.num_perm), dtype=np.uint32)
     n_shingles = np.empty(n, dtype=np.int64)
     exact = np.empty((n, 2), dtype=np.uint64)
-    start = 0
-    while start < n:  # batches of ~BATCH_CHARS characters bound the worker's memory
-        end, chars = start, 0
-        while end < n and (end == start or chars + len(texts[end]) <= BATCH_CHARS):
-            chars += len(texts[end])
-            end += 1
+    for start, end in char_batches(texts):
         out = hasher.signatures(texts[start:end])
         sig[start:end], n_shingles[start:end], exact[start:end] = out.signatures, out.n_shingles, out.exact
-        start = end
     url_hash = np.zeros((n, 2), dtype=np.uint64)
     has_url = np.zeros(n, dtype=np.uint8)
     if config.url:

@@ -584,3 +584,16 @@ def test_inputs_holding_no_documents_give_empty_outputs(tmp_path, verify):
     c = result.manifest["counts"]
     assert (c["read"], c["kept"], c["rejected"], c["errors"]) == (0, 0, {}, {})
     assert _read(tmp_path / "out") == [] and result.manifest["pairs"]["candidates"] == 0
+
+
+def test_char_batches_cover_every_text_once_within_the_budget_and_errors_are_one_line():
+    from curate.dedup_plan import BATCH_CHARS, char_batches, unreadable
+
+    texts = ["a" * 400_000, "b" * 400_000, "c" * 400_000, "d" * 3_000_000, "", "e"]
+    batches = list(char_batches(texts))
+    assert [i for s, e in batches for i in range(s, e)] == list(range(len(texts)))
+    assert all(e > s for s, e in batches)
+    assert all(e - s == 1 or sum(map(len, texts[s:e])) <= BATCH_CHARS for s, e in batches)
+    assert batches[:2] == [(0, 2), (2, 3)]
+    message = unreadable("x.parquet", 3, OSError("Couldn't deserialize thrift\nDeserializing page header failed.\n"))
+    assert message == "x.parquet: row group 3 unreadable (OSError: Couldn't deserialize thrift)"
