@@ -3,7 +3,7 @@
 
     python bench/crawl.py [WARC ...] [--repeat N] [--rounds N] [--workers N] [--aeb DIR] [--aeb-warc]
 
-Speed: documents/s and input MB/s of our crawl stage (``curate.crawl.crawl``, Parquet shards
+Speed: documents/s and input MB/s of our crawl stage (``curate.stages.crawl.stage.crawl``, Parquet shards
 written) and of the reference loop (one process: warcio iteration over response records,
 ``trafilatura.extract`` on each payload with the same settings as our default:
 favor_precision, no comments, tables kept), and the ratio per core. The machine this runs on
@@ -49,8 +49,8 @@ logging.getLogger("trafilatura").setLevel(logging.CRITICAL)
 import trafilatura  # noqa: E402
 from warcio.archiveiterator import ArchiveIterator  # noqa: E402
 
-from curate.crawl import CrawlConfig, crawl  # noqa: E402
-from curate.extract import ExtractOptions, TextExtractor, decode_html  # noqa: E402
+from curate.stages.crawl.stage import CrawlConfig, crawl  # noqa: E402
+from curate.stages.crawl.extract import ExtractOptions, TextExtractor, decode_html  # noqa: E402
 
 REF_SETTINGS = dict(favor_precision=True, include_comments=False, include_tables=True)
 

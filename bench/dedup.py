@@ -149,8 +149,8 @@ def build_corpus(root: Path, out_dir: Path, max_docs: int, seed: int) -> list[tu
     """Write the corpus as Parquet shards; return the planted (id_a, id_b) pairs."""
     from datetime import datetime, timedelta, timezone
 
-    from curate.document import Document
-    from curate.shards import ShardWriter
+    from curate.core.document import Document
+    from curate.core.shards import ShardWriter
 
     rng = random.Random(seed)
     texts, editions = load_sources(root)
@@ -202,7 +202,7 @@ def child_ours(data: str, workdir: str, workers: int, threshold: float, num_perm
                verify_threshold: float | None = None, verify: str = "estimate") -> dict:
     import pyarrow.parquet as pq
 
-    from curate.dedup import DedupConfig, run_dedup
+    from curate.stages.dedup.run import DedupConfig, run_dedup
 
     start = time.perf_counter()
     out = os.path.join(workdir, f"ours-{verify}")
@@ -317,7 +317,7 @@ def main() -> None:
 
     import pyarrow.parquet as pq
 
-    from curate.minhash import shingles
+    from curate.stages.dedup.minhash import shingles
 
     root = Path(args.corpus)
     if not root.is_dir():

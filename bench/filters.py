@@ -29,7 +29,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-from curate.document import Document  # noqa: E402
+from curate.core.document import Document  # noqa: E402
 from filters.registry import build_chain, build_filter  # noqa: E402
 
 CORPUS = HERE.parent.parent / "shared" / "corpus"
@@ -109,7 +109,7 @@ def build_corpus(n_docs: int) -> list[Document]:
 
 
 def load_parquet(inputs: list[str], n_docs: int) -> list[Document]:
-    from curate.shards import read_documents
+    from curate.core.shards import read_documents
 
     docs = []
     for doc in read_documents(inputs):

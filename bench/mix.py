@@ -25,9 +25,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from curate.document import Document  # noqa: E402
-from curate.mix import MixConfig, SourceSpec, run_mix  # noqa: E402
-from curate.shards import ShardWriter, expand_parquet_inputs, read_tables  # noqa: E402
+from curate.core.document import Document  # noqa: E402
+from curate.stages.mix.run import MixConfig, SourceSpec, run_mix  # noqa: E402
+from curate.core.shards import ShardWriter, expand_parquet_inputs, read_tables  # noqa: E402
 
 WORDS = ("the of and to in is was for on that with as by at from this be are it an which or "
          "river stone light paper garden window market station letter harbour winter engine").split()

@@ -1,5 +1,5 @@
 """``python -m curate`` runs the CLI."""
 
-from .cli import main
+from curate.cli import main
 
 main()

@@ -1,7 +1,7 @@
 """The filter contract: a registered name, typed parameters with defaults, keep-or-reason.
 
 A filter is a dataclass whose fields are its parameters (read from a ``[[filters]]`` table of
-the chain's TOML file, unknown keys rejected). Calling it on a :class:`~curate.document.Document`
+the chain's TOML file, unknown keys rejected). Calling it on a :class:`~curate.core.document.Document`
 returns ``None`` to keep the document or a short reason (``"too_few_words"``) to drop it; the
 chain prefixes the reason with the filter's label (``gopher_quality/too_few_words``). Filters
 may write scores onto the document (``doc.scores["gopher_quality.n_words"]``,
@@ -23,7 +23,7 @@ Numeric parameters declare their allowed values in ``bounds`` (parameter -> :cla
 an "off" value such as ``-1``), and pairs that must be ordered in ``ordered``
 (``("min_words", "max_words")``). They are checked once, when the filter is built, before its
 :meth:`Filter.validate` runs and before any document is read: a bad value is a one-line
-:class:`~curate.errors.ConfigError` naming the filter, the parameter, the value and the range.
+:class:`~curate.core.errors.ConfigError` naming the filter, the parameter, the value and the range.
 ``None`` is always accepted for parameters whose type allows it (``keep_top``: unset).
 
 Models and word lists are loaded in :meth:`Filter.setup`, which the chain calls lazily before
@@ -43,8 +43,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
-from curate.document import Document
-from curate.errors import ConfigError
+from curate.core.document import Document
+from curate.core.errors import ConfigError
 
 DATA_DIR = Path(__file__).resolve().parent / "data"
 MODES = ("filter", "annotate")

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from curate.document import Document
+from curate.core.document import Document
 
 from .base import COUNT, SIZE, Filter, list_field, register
 from .text import WORD_RE, ends_with_terminal, view

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from curate.document import Document
+from curate.core.document import Document
 
 from .base import COUNT, NON_NEGATIVE, RATIO, Filter, list_field, register
 from .text import duplicate_elements, ends_with_terminal, view

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from curate.document import Document
-from curate.errors import ConfigError
+from curate.core.document import Document
+from curate.core.errors import ConfigError
 
 from .base import COUNT, NON_NEGATIVE, RATIO, SIZE, Filter, check_value, list_field, register
 from .text import (

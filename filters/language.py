@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from curate.document import Document
-from curate.errors import ConfigError
+from curate.core.document import Document
+from curate.core.errors import ConfigError
 
 from .base import COUNT, DATA_DIR, RATIO, SIZE, Filter, file_digest, register, require_file
 from .text import WORD_RE, flatten_lines

@@ -28,8 +28,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
-from curate.document import Document
-from curate.errors import ConfigError, CurateError, InputError
+from curate.core.document import Document
+from curate.core.errors import ConfigError, CurateError, InputError
 
 from .base import RATIO, Filter, Range, file_digest, register, require_file
 from .language import load_fasttext
@@ -144,7 +144,7 @@ def iter_texts(paths: Iterable[str], text_field: str = "text", txt_unit: str = "
     """Texts from Parquet document shards (files or directories), JSONL (``text_field``) or
     plain text files (one document per line, or per blank-line-separated paragraph with
     ``txt_unit="paragraph"``), or folders of such files; ``.gz`` files are read transparently."""
-    from curate.shards import expand_parquet_inputs, read_tables
+    from curate.core.shards import expand_parquet_inputs, read_tables
 
     for path in paths:
         p = Path(path)
@@ -418,7 +418,7 @@ def train_quality_model(
                     "accuracy": report.accuracy, "roc_auc": report.roc_auc},
         "model_sha256": file_digest(out),
     }
-    from curate.shards import atomic_write_json
+    from curate.core.shards import atomic_write_json
 
     atomic_write_json(sidecar_path(out), info)
     return report

@@ -11,7 +11,7 @@ parameters, applied in order::
     name = "gopher_quality"
     mode = "annotate"
 
-An unknown filter or parameter is a one-line :class:`~curate.errors.ConfigError` listing what
+An unknown filter or parameter is a one-line :class:`~curate.core.errors.ConfigError` listing what
 exists. :class:`FilterChain` runs the filters on one document at a time and keeps, per filter,
 how many documents it saw, dropped (and their characters) per reason, would have dropped
 (annotate mode), and its own counters (lines removed, replacements ...).
@@ -27,9 +27,9 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from curate.config import from_dict
-from curate.document import Document
-from curate.errors import ConfigError, CurateError
+from curate.core.config import from_dict
+from curate.core.document import Document
+from curate.core.errors import ConfigError, CurateError
 
 from .base import REGISTRY, Filter
 

@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
-from curate.document import Document, domain_of
-from curate.errors import ConfigError
+from curate.core.document import Document, domain_of
+from curate.core.errors import ConfigError
 
 from .base import DATA_DIR, RATIO, Filter, file_digest, read_word_list, register, require_file
 from .text import WORD_RE, view

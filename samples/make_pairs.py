@@ -1,6 +1,6 @@
 """Build ``samples/pairs.parquet``: a dozen answer pairs to try ``curate rate`` on.
 
-The same schema ``curate train sample-pairs`` writes (``curate.comparisons.PAIRS_SCHEMA``):
+The same schema ``curate train sample-pairs`` writes (``curate.core.comparisons.PAIRS_SCHEMA``):
 ``pair_id`` (a hash of prompt and both responses), ``prompt``, ``response_1``, ``response_2``,
 ``model``, ``meta``. Written for this project by hand: in each pair one answer is correct,
 complete and gives an example, the other is wrong, vague or cut short; which one is
@@ -23,7 +23,7 @@ import pyarrow.parquet as pq
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
-from curate.comparisons import PAIRS_SCHEMA  # noqa: E402
+from curate.core.comparisons import PAIRS_SCHEMA  # noqa: E402
 
 SEED = 20261128
 

@@ -13,7 +13,7 @@ os.environ.setdefault("CURATE_PROGRESS", "0")
 @pytest.fixture
 def make_docs():
     """Build simple Documents: make_docs(n, source="web", text=lambda i: ...)."""
-    from curate.document import Document
+    from curate.core.document import Document
 
     def build(n: int, source: str = "web", text=None, start_day: int = 1):
         return [

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from curate.errors import InputError
-from curate.tokenizer import ByteTokenizer
+from curate.core.errors import InputError
+from curate.core.tokenizer import ByteTokenizer
 from train import chat
 
 

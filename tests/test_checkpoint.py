@@ -8,8 +8,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from curate.errors import CurateError
-from curate.tokenizer import BPETokenizer, ByteTokenizer, train_bpe
+from curate.core.errors import CurateError
+from curate.core.tokenizer import BPETokenizer, ByteTokenizer, train_bpe
 from train.checkpoint import (
     list_step_dirs,
     load_checkpoint,

@@ -53,7 +53,7 @@ def test_plain_duckdb_reads_the_shards(tmp_path, make_docs):
     import sys
     from pathlib import Path
 
-    from curate.shards import ShardWriter
+    from curate.core.shards import ShardWriter
 
     exe = shutil.which("duckdb") or str(Path(sys.executable).parent / "duckdb")
     if not Path(exe).exists():

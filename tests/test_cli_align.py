@@ -12,8 +12,8 @@ import torch
 from click.testing import CliRunner
 
 from curate.cli import cli
-from curate.comparisons import PAIRS_SCHEMA
-from curate.tokenizer import ByteTokenizer
+from curate.core.comparisons import PAIRS_SCHEMA
+from curate.core.tokenizer import ByteTokenizer
 from train.checkpoint import load_checkpoint, save_checkpoint
 from train.model import GPT, GPTConfig
 

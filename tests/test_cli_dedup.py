@@ -15,8 +15,8 @@ import pytest
 from click.testing import CliRunner
 
 from curate.cli import cli
-from curate.document import Document
-from curate.shards import ShardWriter
+from curate.core.document import Document
+from curate.core.shards import ShardWriter
 
 T0 = datetime(2024, 3, 1, tzinfo=timezone.utc)
 

@@ -12,8 +12,8 @@ import pytest
 from click.testing import CliRunner
 
 from curate.cli import cli
-from curate.document import Document
-from curate.shards import ShardWriter, read_documents
+from curate.core.document import Document
+from curate.core.shards import ShardWriter, read_documents
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLES_CHAIN = ROOT / "samples" / "filters.toml"

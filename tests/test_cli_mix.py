@@ -9,7 +9,7 @@ import pyarrow.parquet as pq
 from click.testing import CliRunner
 
 from curate.cli import cli
-from curate.tokenizer import load_tokenizer
+from curate.core.tokenizer import load_tokenizer
 
 SAMPLES = Path(__file__).resolve().parent.parent / "samples"
 
@@ -70,7 +70,7 @@ def test_mix_config_file_plan_and_errors(tmp_path):
 
 
 def test_sample_mix_config_is_valid():
-    from curate.mix import load_mix_config
+    from curate.stages.mix.run import load_mix_config
 
     cfg = load_mix_config(str(SAMPLES / "mix.toml"))
     assert [s.name for s in cfg.sources] == ["web", "books", "papers", "code", "conversations"]

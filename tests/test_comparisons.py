@@ -6,8 +6,8 @@ from datetime import datetime, timezone
 import pyarrow.parquet as pq
 import pytest
 
-from curate.comparisons import COMPARISON_SCHEMA, read_comparisons, write_comparisons
-from curate.errors import InputError
+from curate.core.comparisons import COMPARISON_SCHEMA, read_comparisons, write_comparisons
+from curate.core.errors import InputError
 
 
 def test_jsonl_to_parquet_round_trip_with_dates(tmp_path):

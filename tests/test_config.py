@@ -4,8 +4,8 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from curate.config import deep_merge, from_dict, load_toml, parse_bytes, parse_count, parse_set
-from curate.errors import ConfigError
+from curate.core.config import deep_merge, from_dict, load_toml, parse_bytes, parse_count, parse_set
+from curate.core.errors import ConfigError
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""curate.crawl: the stage on the project's samples and on generated damaged inputs."""
+"""curate.stages.crawl.stage: the stage on the project's samples and on generated damaged inputs."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from curate.crawl import CrawlConfig, crawl, load_config, record_uuid
-from curate.errors import ConfigError
-from curate.shards import read_documents
+from curate.stages.crawl.stage import CrawlConfig, crawl, load_config, record_uuid
+from curate.core.errors import ConfigError
+from curate.core.shards import read_documents
 
 from crawl_helpers import SAMPLES, env_without, http_block, make_warc, member_offsets, simple_pages
 

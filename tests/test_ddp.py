@@ -13,9 +13,9 @@ import torch
 from click.testing import CliRunner
 
 from curate.cli import cli
-from curate.document import Document
-from curate.pipeline import Stats, build_manifest
-from curate.shards import ShardWriter, write_manifest
+from curate.core.document import Document
+from curate.runtime.stage import Stats, build_manifest
+from curate.core.shards import ShardWriter, write_manifest
 from train.checkpoint import load_checkpoint, load_lm
 from train.loop import read_metrics
 

@@ -1,4 +1,4 @@
-"""curate.dedup: accuracy on planted near duplicates, representatives, determinism across
+"""curate.stages.dedup.run: accuracy on planted near duplicates, representatives, determinism across
 workers and memory budgets, accounting, resume and bad inputs."""
 
 from __future__ import annotations
@@ -13,14 +13,14 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from curate import dedup as dedup_mod
-from curate.dedup import DedupConfig, run_dedup
-from curate.dedup_index import KeyIndex, UnionFind
-from curate.dedup_plan import inspect_inputs, plan_dedup
-from curate.document import Document
-from curate.errors import CurateError
-from curate.minhash import MinHasher, estimated_jaccard, shingles
-from curate.shards import ShardWriter, sha256_file
+from curate.stages.dedup import run as dedup_mod
+from curate.stages.dedup.run import DedupConfig, run_dedup
+from curate.stages.dedup.index import KeyIndex, UnionFind
+from curate.stages.dedup.plan import inspect_inputs, plan_dedup
+from curate.core.document import Document
+from curate.core.errors import CurateError
+from curate.stages.dedup.minhash import MinHasher, estimated_jaccard, shingles
+from curate.core.shards import ShardWriter, sha256_file
 
 T0 = datetime(2024, 1, 1, tzinfo=timezone.utc)
 
@@ -416,7 +416,7 @@ def test_columns_that_cannot_be_cast_fail_their_input_in_the_signature_pass(tmp_
 def test_check_schema_names_incompatible_columns(tmp_path):
     import pyarrow as pa
 
-    from curate.dedup_plan import check_schema
+    from curate.stages.dedup.plan import check_schema
 
     check_schema(pa.schema([("id", pa.string()), ("text", pa.large_string()), ("n_chars", pa.string())]))
     with pytest.raises(ValueError, match="missing column.*text"):
@@ -457,7 +457,7 @@ def _find_pair(edits: int, estimate_above: bool) -> tuple[str, str, float]:
     """The first seed whose pair is an LSH candidate under both the estimate's and exact
     verification's bands, with its estimated Jaccard on the wanted side of 0.8 and its true
     Jaccard on the other (deterministic: the same pair every run)."""
-    from curate.minhash import band_keys
+    from curate.stages.dedup.minhash import band_keys
 
     vocab = _vocab(random.Random(77), 5000)
     hasher = MinHasher()
@@ -552,7 +552,7 @@ def test_exact_verify_similarity_of_url_and_exact_chains(tmp_path):
 
 
 def test_verify_mode_is_checked():
-    from curate.errors import ConfigError
+    from curate.core.errors import ConfigError
 
     with pytest.raises(ConfigError, match="verify must be 'estimate' or 'exact'"):
         DedupConfig(verify="fuzzy").validate()
@@ -562,7 +562,7 @@ def test_verify_mode_is_checked():
 def test_exact_verification_bands_lean_towards_recall():
     """Exact verification rejects false candidates cheaply, so its derived banding makes more
     pairs near the threshold candidates than the estimate's; explicit bands/rows still win."""
-    from curate.minhash import candidate_probability
+    from curate.stages.dedup.minhash import candidate_probability
 
     estimate, exact = DedupConfig().lsh(), DedupConfig(verify="exact").lsh()
     assert estimate[0] * estimate[1] <= 112 and exact[0] * exact[1] <= 112
@@ -575,7 +575,7 @@ def test_exact_verification_bands_lean_towards_recall():
 def test_inputs_holding_no_documents_give_empty_outputs(tmp_path, verify):
     """A 0-row Parquet file (which still has one, empty, row group) is a corpus of no documents,
     not a crash."""
-    from curate.document import SCHEMA
+    from curate.core.document import SCHEMA
 
     (tmp_path / "in").mkdir()
     pq.write_table(SCHEMA.empty_table(), tmp_path / "in" / "empty.parquet")
@@ -587,7 +587,7 @@ def test_inputs_holding_no_documents_give_empty_outputs(tmp_path, verify):
 
 
 def test_char_batches_cover_every_text_once_within_the_budget_and_errors_are_one_line():
-    from curate.dedup_plan import BATCH_CHARS, char_batches, unreadable
+    from curate.stages.dedup.plan import BATCH_CHARS, char_batches, unreadable
 
     texts = ["a" * 400_000, "b" * 400_000, "c" * 400_000, "d" * 3_000_000, "", "e"]
     batches = list(char_batches(texts))

@@ -5,7 +5,7 @@ from datetime import datetime, timezone
 import pyarrow as pa
 import pytest
 
-from curate.document import (
+from curate.core.document import (
     SCHEMA,
     SCHEMA_VERSION,
     Document,
@@ -15,7 +15,7 @@ from curate.document import (
     stable_id,
     table_to_documents,
 )
-from curate.errors import InputError
+from curate.core.errors import InputError
 
 
 def test_round_trip_through_arrow_keeps_every_field():

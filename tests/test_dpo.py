@@ -8,7 +8,7 @@ import random
 
 import torch
 
-from curate.tokenizer import ByteTokenizer
+from curate.core.tokenizer import ByteTokenizer
 from train.checkpoint import load_checkpoint, save_checkpoint
 from train.dpo import DPOConfig, dpo
 from train.model import GPT, GPTConfig

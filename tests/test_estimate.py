@@ -6,7 +6,7 @@ import pytest
 from click.testing import CliRunner
 
 from curate.cli import cli
-from curate.errors import ConfigError
+from curate.core.errors import ConfigError
 from train.estimate import estimate, preset_params
 
 

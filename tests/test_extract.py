@@ -1,4 +1,4 @@
-"""curate.extract: payload decoding, charsets, main-text extraction, the time limit."""
+"""curate.stages.crawl.extract: payload decoding, charsets, main-text extraction, the time limit."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import zlib
 import brotli
 import pytest
 
-from curate.extract import (
+from curate.stages.crawl.extract import (
     DecodeError,
     ExtractOptions,
     ExtractTimeout,
@@ -113,7 +113,7 @@ def test_extract_modes_agree_on_a_clear_article():
 
 
 def test_bad_mode_is_a_config_error():
-    from curate.errors import ConfigError
+    from curate.core.errors import ConfigError
 
     with pytest.raises(ConfigError):
         TextExtractor(ExtractOptions(mode="turbo"))
@@ -151,7 +151,7 @@ def test_extract_timeout_propagates_through_trafilatura(monkeypatch):
 
 
 def test_strip_inert_drops_textless_elements_keeps_tails_and_json_ld():
-    from curate.extract import parse_html
+    from curate.stages.crawl.extract import parse_html
 
     html = ("<html><head><meta charset='utf-8'><link rel=x href=y><style>p{}</style>"
             "<script type='application/ld+json'>{\"@type\": \"NewsArticle\"}</script></head><body>"
@@ -177,7 +177,7 @@ def test_stripping_does_not_change_the_extracted_text():
 
 
 def test_adaptive_routes_pages_by_paragraph_text():
-    from curate.extract import paragraph_chars, parse_html, text_outside_links
+    from curate.stages.crawl.extract import paragraph_chars, parse_html, text_outside_links
 
     article = article_html("Routing article", n_paras=12)
     tree = parse_html(article)
@@ -198,7 +198,7 @@ def test_adaptive_routes_pages_by_paragraph_text():
 
 
 def test_guard_regex_tests_only_guards_patterns_that_cannot_match_empty():
-    from curate.extract_xpaths import guard_regex_tests
+    from curate.stages.crawl.xpaths import guard_regex_tests
 
     path = ".//*[re:test(@class, 'foot|nav') or re:test(@id|@class, '^x') or re:test(@id, 'a?')]"
     out = guard_regex_tests(path)
@@ -233,8 +233,8 @@ def test_fast_xpaths_select_exactly_what_trafilatura_selects_and_are_restored():
     import lxml.html
     from trafilatura import xpaths
 
-    from curate.extract import parse_html
-    from curate.extract_xpaths import fast_xpaths
+    from curate.stages.crawl.extract import parse_html
+    from curate.stages.crawl.xpaths import fast_xpaths
 
     swaps = fast_xpaths().swaps
     assert len(swaps) >= 5  # the rule lists trafilatura evaluates on every page
@@ -248,7 +248,7 @@ def test_fast_xpaths_select_exactly_what_trafilatura_selects_and_are_restored():
                 assert fast(tree) == slow(tree), slow.path
     assert changed >= 10
     # Most of trafilatura's boilerplate rules run as Python rules, BODY_XPATH's positional ones too.
-    from curate.extract_xpaths import PythonRule
+    from curate.stages.crawl.xpaths import PythonRule
 
     assert sum(isinstance(f, PythonRule) for _, _, faster in swaps for f in faster) >= 15
     assert sum(isinstance(f, PythonRule) and bool(f.first) for _, _, faster in swaps for f in faster) >= 3
@@ -298,7 +298,7 @@ def test_python_rules_match_xpath_semantics():
     import lxml.etree
     import lxml.html
 
-    from curate.extract_xpaths import PythonRule
+    from curate.stages.crawl.xpaths import PythonRule
 
     tree = lxml.html.fromstring(_SEMANTICS_PAGE)
     for path in _SEMANTICS_RULES:
@@ -325,7 +325,7 @@ def test_python_rules_match_xpath_semantics():
     "(.//*[@id])[1]|(.//main)[1]",
 ])
 def test_python_rules_refuse_what_they_do_not_understand(path):
-    from curate.extract_xpaths import PythonRule, _FastXPaths, _Unsupported
+    from curate.stages.crawl.xpaths import PythonRule, _FastXPaths, _Unsupported
 
     import lxml.etree
 
@@ -338,8 +338,8 @@ def test_python_rules_refuse_what_they_do_not_understand(path):
 def test_fast_xpaths_are_restored_when_an_extraction_is_interrupted():
     """An ExtractTimeout (a BaseException raised by SIGALRM at any point) inside our call must
     leave trafilatura's own rule lists in place for everyone else."""
-    from curate.extract import ExtractTimeout
-    from curate.extract_xpaths import fast_xpaths
+    from curate.stages.crawl.extract import ExtractTimeout
+    from curate.stages.crawl.xpaths import fast_xpaths
 
     swaps = fast_xpaths().swaps
     assert swaps
@@ -354,7 +354,7 @@ def test_fast_xpaths_are_restored_when_an_extraction_is_interrupted():
 def test_python_rules_do_not_cache_long_attribute_values():
     import lxml.html
 
-    from curate.extract_xpaths import PythonRule
+    from curate.stages.crawl.xpaths import PythonRule
 
     rule = PythonRule(".//*[contains(@style, 'display:none')]")
     long_style = "background:url(data:image/png;base64," + "A" * 2000 + ");display:none"

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from curate.document import Document
-from curate.errors import ConfigError, CurateError
-from curate.filtering import DEFAULT_CHAIN, load_chain_config, run_filter
-from curate.shards import ShardWriter, read_documents
+from curate.core.document import Document
+from curate.core.errors import ConfigError, CurateError
+from curate.stages.filter.stage import DEFAULT_CHAIN, load_chain_config, run_filter
+from curate.core.shards import ShardWriter, read_documents
 from filters.base import Filter, register
 
 ARTICLE = (

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from curate.document import Document
+from curate.core.document import Document
 from filters.registry import available, build_chain, build_filter
 
 CLEAN = (
@@ -246,7 +246,7 @@ def test_repetition_scores_do_not_depend_on_the_process_hash_seed():
     import sys
 
     code = (
-        "import random; from curate.document import Document; from filters.gopher import GopherRepetition;"
+        "import random; from curate.core.document import Document; from filters.gopher import GopherRepetition;"
         "f = GopherRepetition(mode='annotate'); f.validate(); out = [];"
         "words = ['ab', 'cde', 'fghi', 'jklmn', 'op', 'qrs'];"
         "rngs = [random.Random(s) for s in range(30)];"
@@ -294,7 +294,7 @@ BAD_PARAMS = [
 
 @pytest.mark.parametrize("name,params,message", BAD_PARAMS, ids=lambda v: v if isinstance(v, str) and " " not in v else None)
 def test_out_of_range_parameters_are_one_line_config_errors(name, params, message):
-    from curate.errors import ConfigError
+    from curate.core.errors import ConfigError
 
     with pytest.raises(ConfigError) as info:
         build_filter({"name": name, **params})
@@ -305,7 +305,7 @@ def test_out_of_range_parameters_are_one_line_config_errors(name, params, messag
 
 
 def test_range_errors_name_the_label_of_a_relabelled_filter():
-    from curate.errors import ConfigError
+    from curate.core.errors import ConfigError
 
     with pytest.raises(ConfigError, match=r"^strict_c4 \(c4\): min_words_per_line = -7 is out of range"):
         build_filter({"name": "c4", "label": "strict_c4", "min_words_per_line": -7})

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from curate.document import Document
-from curate.errors import ConfigError
+from curate.core.document import Document
+from curate.core.errors import ConfigError
 from filters.registry import build_filter
 
 # One everyday sentence per language, written for this test suite.

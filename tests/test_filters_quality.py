@@ -7,9 +7,9 @@ import random
 
 import pytest
 
-from curate.document import Document
-from curate.errors import ConfigError, CurateError, InputError
-from curate.shards import ShardWriter
+from curate.core.document import Document
+from curate.core.errors import ConfigError, CurateError, InputError
+from curate.core.shards import ShardWriter
 from filters.quality import roc_auc, train_quality_model
 from filters.registry import build_filter
 
@@ -87,7 +87,7 @@ def test_keep_top_needs_calibration(model):
 
 
 def test_keep_top_through_the_stage_keeps_exactly_the_fraction(model, tmp_path):
-    from curate.filtering import run_filter
+    from curate.stages.filter.stage import run_filter
 
     path, _ = model
     inputs = []
@@ -106,7 +106,7 @@ def test_keep_top_through_the_stage_keeps_exactly_the_fraction(model, tmp_path):
     assert c["rejected"] == {"quality/not_in_top_fraction": 24}
     cal = manifest["calibration"][0]
     assert cal["scored"] == 30 and cal["expected_kept"] == 6
-    from curate.shards import read_documents
+    from curate.core.shards import read_documents
 
     kept_scores = sorted(d.quality_score for d in read_documents([str(tmp_path / "out")]))
     rejected_scores = [d.quality_score for d in read_documents([str(tmp_path / "out" / "rejected")])]

@@ -7,7 +7,7 @@ import torch
 from click.testing import CliRunner
 
 from curate.cli import cli
-from curate.tokenizer import ByteTokenizer
+from curate.core.tokenizer import ByteTokenizer
 from train.checkpoint import save_checkpoint
 from train.generate import generate_text
 from train.model import GPT, GPTConfig

@@ -1,4 +1,4 @@
-"""curate.inspect and `curate inspect` / `curate sql`: DuckDB summaries on known shards, and the
+"""curate.explore.query and `curate inspect` / `curate sql`: DuckDB summaries on known shards, and the
 manifest chain from crawl to mix."""
 
 from __future__ import annotations
@@ -13,12 +13,12 @@ import pytest
 from click.testing import CliRunner
 
 from curate.cli import cli
-from curate.document import Document
-from curate.errors import CurateError, InputError
-from curate.inspect import connect, format_rows, manifest_chain, run_query, summarize
-from curate.mix import MixConfig, SourceSpec, run_mix
-from curate.pipeline import Stats, build_manifest
-from curate.shards import ShardWriter, write_manifest
+from curate.core.document import Document
+from curate.core.errors import CurateError, InputError
+from curate.explore.query import connect, format_rows, manifest_chain, run_query, summarize
+from curate.stages.mix.run import MixConfig, SourceSpec, run_mix
+from curate.runtime.stage import Stats, build_manifest
+from curate.core.shards import ShardWriter, write_manifest
 
 
 def known_docs() -> list[Document]:

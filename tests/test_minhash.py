@@ -1,4 +1,4 @@
-"""curate.minhash: normalization, shingles, signatures (vs datasketch), LSH bands, URLs."""
+"""curate.stages.dedup.minhash: normalization, shingles, signatures (vs datasketch), LSH bands, URLs."""
 
 from __future__ import annotations
 
@@ -9,8 +9,7 @@ import pytest
 from datasketch import MinHash
 from datasketch.lsh import _optimal_param
 
-from curate import minhash as mh
-
+from curate.stages.dedup import minhash as mh
 TEXTS = [
     "The quick brown fox jumps over the lazy dog. It's a “classic” — isn’t it…",
     "",

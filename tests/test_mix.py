@@ -1,4 +1,4 @@
-"""curate.mix and curate.sources_text: exact budgets by weight, epoch caps, the external
+"""curate.stages.mix.run and curate.core.readers: exact budgets by weight, epoch caps, the external
 shuffle, determinism, the manifest (shares, cutoff) and converting JSONL/text/code sources."""
 
 from __future__ import annotations
@@ -14,9 +14,9 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from curate.document import Document
-from curate.errors import ConfigError, CurateError, InputError
-from curate.mix import (
+from curate.core.document import Document
+from curate.core.errors import ConfigError, CurateError, InputError
+from curate.stages.mix.run import (
     MixConfig,
     SourceSpec,
     allocate,
@@ -25,8 +25,8 @@ from curate.mix import (
     run_mix,
     select_documents,
 )
-from curate.shards import ShardWriter, sha256_file
-from curate.sources_text import SourceReader, resolve_files
+from curate.core.shards import ShardWriter, sha256_file
+from curate.core.readers import SourceReader, resolve_files
 
 WORDS = ("river stone light paper garden window orange quiet market station letter harbour winter "
          "engine signal forest valley silver copper lantern").split()

@@ -5,10 +5,10 @@ import os
 
 import pytest
 
-from curate.document import Document
-from curate.errors import CurateError
-from curate.pipeline import Stats, run_stage, summarize
-from curate.shards import read_documents, sha256_file
+from curate.core.document import Document
+from curate.core.errors import CurateError
+from curate.runtime.stage import Stats, run_stage, summarize
+from curate.core.shards import read_documents, sha256_file
 
 
 def _lines_stage(task):
@@ -118,7 +118,7 @@ def test_unknown_engine_is_an_error(tmp_path, inputs):
 
 
 def test_execution_block_sets_the_default_engine(tmp_path, inputs):
-    from curate.pipeline import current_execution, execution
+    from curate.runtime.stage import current_execution, execution
 
     with pytest.raises(CurateError, match="unknown engine"):
         with execution("dask"):

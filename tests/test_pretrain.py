@@ -13,11 +13,11 @@ import torch
 from click.testing import CliRunner
 
 from curate.cli import cli
-from curate.config import from_dict
-from curate.document import Document
-from curate.errors import ConfigError, CurateError
-from curate.pipeline import Stats, build_manifest
-from curate.shards import ShardWriter, write_manifest
+from curate.core.config import from_dict
+from curate.core.document import Document
+from curate.core.errors import ConfigError, CurateError
+from curate.runtime.stage import Stats, build_manifest
+from curate.core.shards import ShardWriter, write_manifest
 from train.checkpoint import list_step_dirs, load_checkpoint
 from train.loop import StopRequest, read_metrics
 from train.pretrain import PretrainConfig, pretrain

@@ -2,7 +2,7 @@
 
 import io
 
-from curate.progress import Progress
+from curate.core.progress import Progress
 
 
 class FakeTTY(io.StringIO):

@@ -19,7 +19,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from curate.comparisons import PAIRS_SCHEMA, read_comparisons
+from curate.core.comparisons import PAIRS_SCHEMA, read_comparisons
 from curate.rate.export import export_ratings
 from curate.rate.server import RateServer
 from curate.rate.session import Rater, RatingSession

@@ -10,8 +10,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from curate.comparisons import COMPARISON_SCHEMA, PAIRS_SCHEMA, read_comparisons
-from curate.errors import ConfigError, CurateError, InputError
+from curate.core.comparisons import COMPARISON_SCHEMA, PAIRS_SCHEMA, read_comparisons
+from curate.core.errors import ConfigError, CurateError, InputError
 from curate.rate import RATINGS_LOG
 from curate.rate.assign import Assignment, a_is, is_overlap_pair, raters_for_pair
 from curate.rate.export import export_ratings

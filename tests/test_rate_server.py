@@ -19,7 +19,7 @@ import pyarrow.parquet as pq
 from click.testing import CliRunner
 
 from curate.cli import cli
-from curate.comparisons import PAIRS_SCHEMA, read_comparisons
+from curate.core.comparisons import PAIRS_SCHEMA, read_comparisons
 from curate.rate import RATINGS_LOG
 from curate.rate.server import RateServer, json_bytes
 from curate.rate.session import Rater, RatingSession

@@ -2,8 +2,8 @@
 
 import pytest
 
-from curate.pipeline import run_stage
-from curate.shards import read_documents
+from curate.runtime.stage import run_stage
+from curate.core.shards import read_documents
 
 from test_pipeline import _lines_stage
 
@@ -14,7 +14,7 @@ ray = pytest.importorskip("ray")
 def ray_local():
     import os
 
-    from curate.ray_engine import ray_session
+    from curate.runtime.ray import ray_session
 
     # Ray workers import the stage function by module name: let them find this test package.
     here = os.path.dirname(os.path.abspath(__file__))

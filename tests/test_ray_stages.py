@@ -17,10 +17,10 @@ import pytest
 from click.testing import CliRunner
 
 from curate.cli import cli
-from curate.crawl import crawl
-from curate.dedup import DedupConfig, run_dedup
-from curate.document import Document
-from curate.shards import ShardWriter, read_documents, sha256_file
+from curate.stages.crawl.stage import crawl
+from curate.stages.dedup.run import DedupConfig, run_dedup
+from curate.core.document import Document
+from curate.core.shards import ShardWriter, read_documents, sha256_file
 
 ray = pytest.importorskip("ray")
 
@@ -30,7 +30,7 @@ T0 = datetime(2024, 1, 1, tzinfo=timezone.utc)
 
 @pytest.fixture(scope="module")
 def ray_local():
-    from curate.ray_engine import ray_session
+    from curate.runtime.ray import ray_session
 
     with ray_session(num_cpus=2) as r:
         yield r
@@ -94,7 +94,7 @@ def test_crawl_on_ray_resumes_a_partial_local_run(tmp_path, ray_local, samples_c
     out = str(tmp_path / "mixed")
     inputs = sorted(glob.glob(os.path.join(SAMPLES_WARC, "*.warc.gz")))
     crawl(inputs, out, workers=1, max_files=2)
-    from curate.pipeline import execution
+    from curate.runtime.stage import execution
 
     with execution("ray"):
         manifest, _ = crawl(inputs, out, workers=2)
@@ -283,8 +283,8 @@ def test_dedup_exact_verify_on_ray_matches_local(tmp_path, ray_local):
 
 def test_failed_ray_task_is_a_one_line_error(tmp_path, ray_local):
     """A worker that cannot see the work files (output not on shared storage) fails cleanly."""
-    from curate.dedup_ray import ordered_map, verify_task
-    from curate.errors import CurateError
+    from curate.stages.dedup.ray import ordered_map, verify_task
+    from curate.core.errors import CurateError
 
     missing = str(tmp_path / "not-on-this-node.bin")
     with pytest.raises(CurateError, match="verify_task.*FileNotFoundError.*every node"):
@@ -294,8 +294,8 @@ def test_failed_ray_task_is_a_one_line_error(tmp_path, ray_local):
 def test_dedup_on_ray_of_inputs_holding_no_documents(tmp_path, ray_local):
     import pyarrow.parquet as pq
 
-    from curate.dedup import DedupConfig, run_dedup
-    from curate.document import SCHEMA
+    from curate.stages.dedup.run import DedupConfig, run_dedup
+    from curate.core.document import SCHEMA
 
     (tmp_path / "in").mkdir()
     pq.write_table(SCHEMA.empty_table(), tmp_path / "in" / "empty.parquet")

@@ -1,4 +1,4 @@
-"""curate.report and `curate report`: one self-contained HTML page with its plots embedded."""
+"""curate.explore.report and `curate report`: one self-contained HTML page with its plots embedded."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from pathlib import Path
 from click.testing import CliRunner
 
 from curate.cli import cli
-from curate.mix import MixConfig, SourceSpec, run_mix
+from curate.stages.mix.run import MixConfig, SourceSpec, run_mix
 
 from test_inspect import _stage, known_docs  # shared builders of known shards and manifests
 
@@ -55,7 +55,7 @@ def test_report_of_mix_with_funnel(tmp_path):
 
 
 def test_report_without_manifests(tmp_path):
-    from curate.shards import ShardWriter
+    from curate.core.shards import ShardWriter
 
     with ShardWriter(tmp_path / "shards", prefix="part-00000") as w:
         for d in known_docs():
@@ -77,7 +77,7 @@ def _umask() -> int:
 
 
 def test_report_file_gets_usual_permissions(tmp_path):
-    from curate.shards import ShardWriter
+    from curate.core.shards import ShardWriter
 
     with ShardWriter(tmp_path / "shards", prefix="part-00000") as w:
         for d in known_docs():

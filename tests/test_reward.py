@@ -9,8 +9,8 @@ import random
 import pytest
 import torch
 
-from curate.errors import InputError
-from curate.tokenizer import ByteTokenizer
+from curate.core.errors import InputError
+from curate.core.tokenizer import ByteTokenizer
 from train.checkpoint import load_checkpoint, load_lm, save_checkpoint
 from train.model import GPT, GPTConfig
 from train.reward import RewardConfig, RewardScorer, ScalarHeadModel, load_pairs, score_file, train_reward

@@ -8,8 +8,8 @@ import json
 import pytest
 import torch
 
-from curate.errors import ConfigError, InputError
-from curate.tokenizer import ByteTokenizer
+from curate.core.errors import ConfigError, InputError
+from curate.core.tokenizer import ByteTokenizer
 from train.checkpoint import load_checkpoint, save_checkpoint
 from train.model import GPT, GPTConfig
 from train.rlhf import RLHFConfig, Rollout, ppo_targets, read_prompts, rlhf, rloo_targets

@@ -8,8 +8,8 @@ import json
 import pytest
 import torch
 
-from curate.errors import InputError
-from curate.tokenizer import ByteTokenizer
+from curate.core.errors import InputError
+from curate.core.tokenizer import ByteTokenizer
 from train.align import StageRun, run_steps
 from train.align_data import Skipped, batch_indices, data_digest, read_records
 from train.chat import encode_chat

@@ -6,9 +6,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from curate.document import SCHEMA
-from curate.errors import InputError
-from curate.shards import (
+from curate.core.document import SCHEMA
+from curate.core.errors import InputError
+from curate.core.shards import (
     ShardWriter,
     atomic_write_json,
     count_rows,

@@ -1,4 +1,4 @@
-"""curate.sources: input expansion, listings, snapshots, and streamed HTTP with retries."""
+"""curate.stages.crawl.sources: input expansion, listings, snapshots, and streamed HTTP with retries."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import gzip
 
 import pytest
 
-from curate.errors import InputError
-from curate.sources import HttpOptions, crawl_name_of, open_input, resolve_inputs
+from curate.core.errors import InputError
+from curate.stages.crawl.sources import HttpOptions, crawl_name_of, open_input, resolve_inputs
 
 from crawl_helpers import LoopbackServer, free_port_unreachable, make_warc, simple_pages
 

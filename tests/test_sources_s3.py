@@ -22,9 +22,9 @@ import s3fs  # noqa: E402
 from click.testing import CliRunner  # noqa: E402
 
 from curate.cli import cli  # noqa: E402
-from curate.errors import InputError  # noqa: E402
-from curate.shards import read_documents  # noqa: E402
-from curate.sources import open_input, resolve_inputs  # noqa: E402
+from curate.core.errors import InputError  # noqa: E402
+from curate.core.shards import read_documents  # noqa: E402
+from curate.stages.crawl.sources import open_input, resolve_inputs  # noqa: E402
 
 from crawl_helpers import SAMPLES, free_port_unreachable  # noqa: E402
 

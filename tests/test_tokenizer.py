@@ -1,4 +1,4 @@
-"""curate.tokenizer: the byte fallback, BPE training from sources, special tokens, loading."""
+"""curate.core.tokenizer: the byte fallback, BPE training from sources, special tokens, loading."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from curate.errors import ConfigError, InputError
-from curate.tokenizer import (
+from curate.core.errors import ConfigError, InputError
+from curate.core.tokenizer import (
     SPECIAL_TOKENS,
     BPETokenizer,
     ByteTokenizer,

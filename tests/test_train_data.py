@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 import torch
 
-from curate.document import Document
-from curate.errors import InputError
-from curate.pipeline import Stats, build_manifest
-from curate.shards import ShardWriter, write_manifest
-from curate.tokenizer import ByteTokenizer
+from curate.core.document import Document
+from curate.core.errors import InputError
+from curate.runtime.stage import Stats, build_manifest
+from curate.core.shards import ShardWriter, write_manifest
+from curate.core.tokenizer import ByteTokenizer
 from train.data import (
     PackedReader,
     is_validation,

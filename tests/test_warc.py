@@ -1,11 +1,11 @@
-"""curate.warc: record framing, offsets, and recovery from damaged archives."""
+"""curate.stages.crawl.warc: record framing, offsets, and recovery from damaged archives."""
 
 from __future__ import annotations
 
 import io
 import zlib
 
-from curate.warc import Record, RecordError, iter_records, parse_http
+from curate.stages.crawl.warc import Record, RecordError, iter_records, parse_http
 
 from crawl_helpers import http_block, make_warc, member_offsets, simple_pages
 

@@ -8,8 +8,8 @@ import pytest
 from click.testing import CliRunner
 
 from curate.cli import cli
-from curate.shards import load_manifest
-from curate.workflow import STAGES, load_pipeline
+from curate.core.shards import load_manifest
+from curate.workflow.pipeline import STAGES, load_pipeline
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -149,7 +149,7 @@ def test_partial_runs_and_errors(finished, tmp_path):
     ],
 )
 def test_typos_in_any_stage_fail_before_anything_runs(tmp_path, stage, line, match):
-    from curate.errors import ConfigError
+    from curate.core.errors import ConfigError
 
     text = (ROOT / "samples" / "pipeline.toml").read_text().replace(f"[{stage}]\n", f"[{stage}]\n{line}\n", 1)
     cfg = tmp_path / "p.toml"
@@ -161,7 +161,7 @@ def test_typos_in_any_stage_fail_before_anything_runs(tmp_path, stage, line, mat
 
 @pytest.mark.parametrize("line,match", [("seed = 'x'", "seed must be an integer"), ("workers = 0", "workers must be at least 1")])
 def test_bad_top_level_values(tmp_path, line, match):
-    from curate.errors import ConfigError
+    from curate.core.errors import ConfigError
 
     cfg = tmp_path / "p.toml"
     cfg.write_text(line + "\n" + (ROOT / "samples" / "pipeline.toml").read_text().replace("seed = 0\n", ""))
@@ -176,8 +176,8 @@ def test_sample_pipeline_config_loads():
 
 
 def test_tokenizer_stage_limits():
-    from curate.errors import ConfigError
-    from curate.workflow import TokenizerStage
+    from curate.core.errors import ConfigError
+    from curate.workflow.pipeline import TokenizerStage
 
     with pytest.raises(ConfigError, match="vocab_size must be at least"):
         TokenizerStage(vocab_size=10).validate()
@@ -185,7 +185,7 @@ def test_tokenizer_stage_limits():
 
 
 def test_filter_chain_and_model_are_built_up_front(tmp_path):
-    from curate.errors import ConfigError
+    from curate.core.errors import ConfigError
 
     chain = tmp_path / "chain.toml"
     chain.write_text('[[filters]]\nname = "gopher_qualty"\n')
@@ -208,7 +208,7 @@ def test_crawl_set_accepts_cli_style_strings(tmp_path):
 
 
 def test_fingerprint_ignores_workdir_spelling_but_sees_file_contents(tmp_path, monkeypatch):
-    from curate.workflow import _fingerprint
+    from curate.workflow.pipeline import _fingerprint
 
     monkeypatch.chdir(ROOT)
     a = load_pipeline(ROOT / "samples" / "pipeline.toml", workdir=str(tmp_path / "work"))
@@ -227,8 +227,8 @@ def test_fingerprint_ignores_workdir_spelling_but_sees_file_contents(tmp_path, m
 
 
 def test_an_interrupted_stage_is_not_marked_complete(tmp_path, monkeypatch):
-    from curate import workflow
-    from curate.errors import CurateError
+    from curate.workflow import pipeline as workflow
+    from curate.core.errors import CurateError
 
     monkeypatch.chdir(ROOT)
     pipe = load_pipeline(ROOT / "samples" / "pipeline.toml", workdir=str(tmp_path / "w"))
@@ -240,8 +240,8 @@ def test_an_interrupted_stage_is_not_marked_complete(tmp_path, monkeypatch):
 
 
 def test_one_pipeline_per_workdir(tmp_path, monkeypatch):
-    from curate import workflow
-    from curate.errors import CurateError
+    from curate.workflow import pipeline as workflow
+    from curate.core.errors import CurateError
 
     monkeypatch.chdir(ROOT)
     pipe = load_pipeline(ROOT / "samples" / "pipeline.toml", workdir=str(tmp_path / "w"))
@@ -389,8 +389,8 @@ def test_overwrite_never_deletes_through_a_link(tmp_path):
     (tmp_path / "work" / "ckpt").rmdir()
     (tmp_path / "work" / "ckpt").symlink_to(elsewhere)
     pipe = load_pipeline(config)
-    from curate.errors import CurateError
-    from curate.workflow_state import overwrite_targets
+    from curate.core.errors import CurateError
+    from curate.workflow.state import overwrite_targets
 
     with pytest.raises(CurateError, match="ckpt is a symbolic link"):
         overwrite_targets(pipe, ["crawl", "pretrain"])

@@ -19,10 +19,10 @@ from typing import Any, Callable, Sequence
 import torch
 
 from curate import __version__
-from curate.config import to_dict
-from curate.errors import ConfigError, CurateError
-from curate.progress import Progress
-from curate.tokenizer import Tokenizer
+from curate.core.config import to_dict
+from curate.core.errors import ConfigError, CurateError
+from curate.core.progress import Progress
+from curate.core.tokenizer import Tokenizer
 
 from .align_data import Skipped, batch_indices, data_digest
 from .checkpoint import (

@@ -18,8 +18,8 @@ from typing import Any, Iterator, Sequence
 
 import torch
 
-from curate.errors import InputError
-from curate.shards import sha256_file
+from curate.core.errors import InputError
+from curate.core.shards import sha256_file
 
 
 def stable_fraction(key: str) -> float:

@@ -4,7 +4,7 @@ A conversation is rendered as::
 
     <|endoftext|><|system|>…<|end|><|user|>…<|end|><|assistant|>…<|end|>
 
-with the role markers being the tokenizer's special tokens (curate.tokenizer.SPECIAL_TOKENS),
+with the role markers being the tokenizer's special tokens (curate.core.tokenizer.SPECIAL_TOKENS),
 never their spelling as text, so a user cannot forge a role marker by typing it. The leading
 ``<|endoftext|>`` is the document separator the pretraining stream uses, so a chat starts the
 way every pretraining document starts.
@@ -19,8 +19,8 @@ from __future__ import annotations
 import re
 from typing import Any, Sequence
 
-from curate.errors import InputError
-from curate.tokenizer import EOT, SPECIAL_TOKENS, Tokenizer
+from curate.core.errors import InputError
+from curate.core.tokenizer import EOT, SPECIAL_TOKENS, Tokenizer
 
 ROLES = ("system", "user", "assistant")
 ROLE_TOKENS = {"system": "<|system|>", "user": "<|user|>", "assistant": "<|assistant|>"}

@@ -34,9 +34,9 @@ from typing import Any
 
 import torch
 
-from curate.errors import InputError
-from curate.shards import atomic_write_bytes, atomic_write_json
-from curate.tokenizer import TOKENIZER_FILE, BPETokenizer, ByteTokenizer, Tokenizer, load_tokenizer
+from curate.core.errors import InputError
+from curate.core.shards import atomic_write_bytes, atomic_write_json
+from curate.core.tokenizer import TOKENIZER_FILE, BPETokenizer, ByteTokenizer, Tokenizer, load_tokenizer
 
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"

@@ -39,9 +39,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
-from curate.errors import InputError
-from curate.shards import MANIFEST_NAME, expand_parquet_inputs, sha256_file
-from curate.tokenizer import ByteTokenizer, Tokenizer, load_tokenizer
+from curate.core.errors import InputError
+from curate.core.shards import MANIFEST_NAME, expand_parquet_inputs, sha256_file
+from curate.core.tokenizer import ByteTokenizer, Tokenizer, load_tokenizer
 
 _READ_COLUMNS = ["id", "text"]
 

@@ -26,8 +26,8 @@ from typing import Callable, Sequence
 
 import torch
 
-from curate.errors import ConfigError
-from curate.tokenizer import Tokenizer
+from curate.core.errors import ConfigError
+from curate.core.tokenizer import Tokenizer
 
 from .align import (
     AlignOptim,

@@ -12,8 +12,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from curate.config import parse_count
-from curate.errors import ConfigError
+from curate.core.config import parse_count
+from curate.core.errors import ConfigError
 
 from .loop import GPU_PEAK_FLOPS
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import torch
 
-from curate.errors import ConfigError
+from curate.core.errors import ConfigError
 
 from .checkpoint import load_checkpoint_tokenizer, load_lm
 from .loop import select_device

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from curate.errors import ConfigError
+from curate.core.errors import ConfigError
 
 # ------------------------------------------------------------------------------- device
 

@@ -39,9 +39,9 @@ import numpy as np
 import torch
 
 from curate import __version__
-from curate.config import to_dict
-from curate.errors import ConfigError, CurateError
-from curate.progress import Progress
+from curate.core.config import to_dict
+from curate.core.errors import ConfigError, CurateError
+from curate.core.progress import Progress
 
 from .checkpoint import LATEST_FILE, list_step_dirs, load_checkpoint, load_lm, save_checkpoint
 from .data import PackedReader, open_mix, pretokenized_usable, resolve_tokenizer, validation_sequences

@@ -1,7 +1,7 @@
 """The settings of a pretraining run: what ``[model]``, ``[optim]``, ``[data]`` and the top-level
 keys of a pretraining TOML (samples/train/pretrain_tiny.toml) may hold, their defaults, and the
 checks that turn a bad value into a one-line error before anything runs. train/pretrain.py
-runs them; ``curate.config.from_dict`` builds them from TOML and ``--set`` overrides.
+runs them; ``curate.core.config.from_dict`` builds them from TOML and ``--set`` overrides.
 """
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from curate.config import parse_count, to_dict
-from curate.errors import ConfigError
+from curate.core.config import parse_count, to_dict
+from curate.core.errors import ConfigError
 
 from .model import PRESETS, GPTConfig
 

@@ -4,7 +4,7 @@
     curate train score work/ckpt/rm --data answers.jsonl
 
 Each comparison (``prompt``, ``chosen``, ``rejected``; JSONL, Parquet or a directory, see
-:mod:`curate.comparisons`) is rendered twice in the chat template, prompt + answer, and the
+:mod:`curate.core.comparisons`) is rendered twice in the chat template, prompt + answer, and the
 model reads one number at the last real token of each (the ``<|end|>`` closing the answer).
 The loss is Bradley–Terry, ``-log sigmoid(r_chosen - r_rejected - margin)``; the margin is a
 per-row ``margin`` field when the data has one (Llama 2 style: larger for clearer
@@ -30,8 +30,8 @@ from typing import Any, Callable, Sequence
 import torch
 import torch.nn as nn
 
-from curate.errors import InputError
-from curate.tokenizer import Tokenizer
+from curate.core.errors import InputError
+from curate.core.tokenizer import Tokenizer
 
 from .align import (
     AlignOptim,

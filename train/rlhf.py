@@ -41,8 +41,8 @@ from typing import Any, Callable, Sequence
 import torch
 import torch.nn as nn
 
-from curate.errors import ConfigError, InputError
-from curate.tokenizer import Tokenizer
+from curate.core.errors import ConfigError, InputError
+from curate.core.tokenizer import Tokenizer
 
 from .align import (
     AlignOptim,

@@ -4,7 +4,7 @@
 
 Each prompt is answered twice by the same checkpoint, with two sampling settings (by default
 temperatures 0.7 and 1.0 and two seeds), in the chat template. The output is Parquet with
-:data:`curate.comparisons.PAIRS_SCHEMA` (``pair_id`` is a hash of the prompt and both
+:data:`curate.core.comparisons.PAIRS_SCHEMA` (``pair_id`` is a hash of the prompt and both
 answers, so it is stable across reruns), read by ``curate rate``. Prompts whose two answers
 came out identical are counted and left out: there is nothing to compare.
 """
@@ -21,8 +21,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
-from curate.comparisons import PAIRS_SCHEMA
-from curate.errors import ConfigError
+from curate.core.comparisons import PAIRS_SCHEMA
+from curate.core.errors import ConfigError
 
 from .chat import decode_response, encode_prompt, end_id
 from .loop import select_device

@@ -26,8 +26,8 @@ from typing import Callable, Sequence
 import torch
 import torch.nn.functional as F
 
-from curate.errors import InputError
-from curate.tokenizer import Tokenizer
+from curate.core.errors import InputError
+from curate.core.tokenizer import Tokenizer
 
 from .align import (
     DataStageConfig,

@@ -1,7 +1,7 @@
 """The ``curate`` command line: a thin click layer over the library.
 
 Sub-commands live in sibling modules and are imported only when used, so ``curate crawl``
-never pays for importing torch. Every :class:`~curate.errors.CurateError` raised below is
+never pays for importing torch. Every :class:`~curate.core.errors.CurateError` raised below is
 turned into a one-line ``error: ...`` message and its exit code, never a traceback.
 """
 
@@ -13,8 +13,8 @@ import sys
 
 import click
 
-from .. import __version__
-from ..errors import CurateError
+from curate import __version__
+from curate.core.errors import CurateError
 
 # name -> "module:attribute", in the order `curate --help` lists them.
 COMMANDS: dict[str, str] = {

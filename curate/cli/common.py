@@ -7,7 +7,7 @@ from typing import Any, Callable
 
 import click
 
-from ..errors import CurateError
+from curate.core.errors import CurateError
 
 
 def default_workers() -> int:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from .common import (
+from curate.cli.common import (
     default_workers, engine_options, finish, output_dir_option, overwrite_option, quiet_option, workers_option,
 )
 
@@ -15,7 +15,7 @@ from .common import (
 @workers_option
 @overwrite_option
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None,
-              help="crawl.toml with settings (see curate.crawl.CrawlConfig).")
+              help="crawl.toml with settings (see curate.stages.crawl.stage.CrawlConfig).")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
               help="Override a config key, e.g. --set extract.mode=full (repeatable).")
 @click.option("--max-files", type=click.IntRange(min=1), default=None,
@@ -38,10 +38,10 @@ def crawl(inputs, output, workers, overwrite, config_path, overrides, max_files,
     node of the cluster sees (NFS, a mounted bucket). Output and resume are those of the local
     engine.
     """
-    from ..config import parse_set
-    from ..crawl import crawl as run_crawl, load_config
-    from ..pipeline import execution, summarize
-    from ..sources import DEFAULT_CC_BASE_URL
+    from curate.core.config import parse_set
+    from curate.stages.crawl.stage import crawl as run_crawl, load_config
+    from curate.runtime.stage import execution, summarize
+    from curate.stages.crawl.sources import DEFAULT_CC_BASE_URL
 
     cfg = load_config(config_path, parse_set(overrides) if overrides else None)
     # The engine is a property of the block, not of crawl(): run_stage picks it up.

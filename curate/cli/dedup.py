@@ -1,12 +1,12 @@
-"""``curate dedup``: the command line over :func:`curate.dedup.run_dedup`."""
+"""``curate dedup``: the command line over :func:`curate.stages.dedup.run.run_dedup`."""
 
 from __future__ import annotations
 
 import click
 
-from ..config import parse_bytes
-from ..errors import ConfigError
-from .common import default_workers, engine_options, finish, overwrite_option, quiet_option, workers_option
+from curate.core.config import parse_bytes
+from curate.core.errors import ConfigError
+from curate.cli.common import default_workers, engine_options, finish, overwrite_option, quiet_option, workers_option
 
 
 @click.command("dedup")
@@ -65,7 +65,7 @@ def dedup(inputs, output, threshold, ngram, num_perm, bands, rows, verify_thresh
       curate dedup work/filtered --plan
       curate dedup /mnt/shared/filtered -o /mnt/shared/dedup --engine ray --ray-address auto
     """
-    from ..dedup import DedupConfig, run_dedup, summarize
+    from curate.stages.dedup.run import DedupConfig, run_dedup, summarize
 
     config = DedupConfig(
         threshold=threshold, ngram=ngram, num_perm=num_perm, seed=seed, bands=bands, rows=rows,

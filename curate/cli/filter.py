@@ -1,12 +1,12 @@
 """``curate filter`` and ``curate quality train``: thin click wrappers over
-:mod:`curate.filtering` and :mod:`filters.quality`."""
+:mod:`curate.stages.filter.stage` and :mod:`filters.quality`."""
 
 from __future__ import annotations
 
 import click
 
-from ..errors import ConfigError
-from .common import default_workers, engine_options, finish, overwrite_option, quiet_option, workers_option
+from curate.core.errors import ConfigError
+from curate.cli.common import default_workers, engine_options, finish, overwrite_option, quiet_option, workers_option
 
 
 @click.command("filter")
@@ -39,13 +39,13 @@ def filter_cmd(inputs, output, config_path, annotate, list_filters, workers, ove
     if not output:
         raise ConfigError("missing -o/--output directory")
 
-    from ..filtering import load_chain_config, run_filter, summarize_filters
-    from ..pipeline import summarize
-    from ..progress import Progress
+    from curate.stages.filter.stage import load_chain_config, run_filter, summarize_filters
+    from curate.runtime.stage import summarize
+    from curate.core.progress import Progress
 
     chain = load_chain_config(config_path)
     progress = None if quiet else Progress("filter")
-    from ..pipeline import execution
+    from curate.runtime.stage import execution
 
     with execution(engine, ray_address):
         manifest, _ = run_filter(

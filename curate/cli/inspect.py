@@ -1,5 +1,5 @@
 """``curate inspect``, ``curate sql`` and ``curate report``: thin click wrappers over
-curate.inspect and curate.report (DuckDB over the shards)."""
+curate.explore.query and curate.explore.report (DuckDB over the shards)."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ import click
 def inspect_cmd(path, top, as_json) -> None:
     """Summarize a stage's shards: documents, tokens, sources, languages, domains, lengths,
     score histograms, and drop reasons along the manifests of the stages that fed it."""
-    from ..inspect import format_summary, summarize
+    from curate.explore.query import format_summary, summarize
 
     summary = summarize(path, top=top)
     click.echo(json.dumps(summary, indent=2, default=str) if as_json else format_summary(summary))
@@ -37,7 +37,7 @@ def sql(path, query, fmt, max_rows) -> None:
       curate sql work/mix "SELECT source, count(*), sum(n_tokens) FROM docs GROUP BY 1"
       curate sql work/filter "SELECT reject_reason, count(*) FROM rejected GROUP BY 1" -f csv
     """
-    from ..inspect import connect, format_rows, run_query
+    from curate.explore.query import connect, format_rows, run_query
 
     con = connect(path)
     names, rows = run_query(con, query)
@@ -55,7 +55,7 @@ def sql(path, query, fmt, max_rows) -> None:
 def report(path, output, top) -> None:
     """Write one self-contained HTML page (plots embedded as PNG) about PATH's shards and the
     funnel from crawl to PATH."""
-    from ..report import write_report
+    from curate.explore.report import write_report
 
     written = write_report(path, output, top=top)
     click.echo(f"report: {written}", err=True)

@@ -1,5 +1,5 @@
-"""``curate mix`` and ``curate tokenizer train``: thin click wrappers over curate.mix and
-curate.tokenizer."""
+"""``curate mix`` and ``curate tokenizer train``: thin click wrappers over curate.stages.mix.run and
+curate.core.tokenizer."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import json
 
 import click
 
-from ..errors import CurateError
-from .common import overwrite_option, quiet_option
+from curate.core.errors import CurateError
+from curate.cli.common import overwrite_option, quiet_option
 
 
 @click.command()
@@ -45,7 +45,7 @@ def mix(sources, config_path, tokens, output, tokenizer, max_epochs, seed, stric
                -s papers=samples/papers:0.15 -s code=samples/code:0.1 --tokens 2M -o work/mix
     curate mix --config samples/mix.toml
     """
-    from ..mix import load_mix_config, parse_source_option, run_mix, summarize_mix
+    from curate.stages.mix.run import load_mix_config, parse_source_option, run_mix, summarize_mix
 
     specs = [parse_source_option(s) for s in sources]
     overrides = {
@@ -87,8 +87,8 @@ def train_tokenizer(inputs, output, vocab_size, min_frequency, max_docs, max_cha
     Special tokens for end of text and chat turns are reserved; `curate mix --tokenizer DIR`
     and `curate train` load the result from DIR.
     """
-    from ..config import parse_count
-    from ..tokenizer import train_from_paths
+    from curate.core.config import parse_count
+    from curate.core.tokenizer import train_from_paths
 
     stats = train_from_paths(
         list(inputs), output, vocab_size=vocab_size, min_frequency=min_frequency,

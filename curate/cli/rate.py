@@ -16,7 +16,7 @@ from typing import Any
 
 import click
 
-from ..errors import ConfigError, CurateError
+from curate.core.errors import ConfigError, CurateError
 
 
 class RateGroup(click.Group):
@@ -63,8 +63,8 @@ def rate() -> None:
 def serve(pairs: str, output: str, port: int, host: str | None, raters_path: str | None, overlap: float | None,
           overlap_raters: int | None, rater_name: str, verbose: bool) -> None:
     """Serve the rating page for PAIRS, recording choices in -o DIR."""
-    from ..rate.server import RateServer, is_loopback
-    from ..rate.session import EXAMPLE_TOKEN_PREFIX, RATER_NAME, Rater, RatingSession, load_raters
+    from curate.rate.server import RateServer, is_loopback
+    from curate.rate.session import EXAMPLE_TOKEN_PREFIX, RATER_NAME, Rater, RatingSession, load_raters
 
     host = host or "127.0.0.1"
     loopback = is_loopback(host)
@@ -132,7 +132,7 @@ def serve(pairs: str, output: str, port: int, host: str | None, raters_path: str
               help="Leave out pairs whose raters preferred different responses.")
 def export(directory: str, output: str, drop_disagreements: bool) -> None:
     """Write the choices in DIRECTORY as comparisons (prompt, chosen, rejected, rater, date, reason)."""
-    from ..rate.export import export_ratings
+    from curate.rate.export import export_ratings
 
     stats = export_ratings(directory, output, drop_disagreements=drop_disagreements)
     click.echo(stats.summary(), err=True)
@@ -144,7 +144,7 @@ def export(directory: str, output: str, drop_disagreements: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the figures as JSON.")
 def stats(directory: str, as_json: bool) -> None:
     """Ratings per rater, time per rating, and agreement (Cohen's kappa) on overlapping pairs."""
-    from ..rate.stats import compute_stats, format_stats
+    from curate.rate.stats import compute_stats, format_stats
 
     figures = compute_stats(directory)
     click.echo(json.dumps(figures, indent=2, sort_keys=True) if as_json else format_stats(figures))

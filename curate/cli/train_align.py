@@ -12,8 +12,8 @@ from typing import Any, Callable
 
 import click
 
-from ..config import deep_merge, from_dict, load_toml, parse_set
-from .common import output_dir_option, overwrite_option, quiet_option
+from curate.core.config import deep_merge, from_dict, load_toml, parse_set
+from curate.cli.common import output_dir_option, overwrite_option, quiet_option
 
 
 def _common_options(f: Callable) -> Callable:

@@ -12,9 +12,9 @@ import sys
 
 import click
 
-from ..config import deep_merge, from_dict, load_toml, parse_set
-from ..errors import CurateError
-from .common import output_dir_option, overwrite_option, quiet_option
+from curate.core.config import deep_merge, from_dict, load_toml, parse_set
+from curate.core.errors import CurateError
+from curate.cli.common import output_dir_option, overwrite_option, quiet_option
 
 
 def load_pretrain_config(config_path: str | None, overrides: tuple[str, ...]):

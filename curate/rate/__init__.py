@@ -6,7 +6,7 @@ The pieces, each usable without the web server:
 - :mod:`.assign`  decides which rater sees which pair, in which A/B order (deterministic hashes),
 - :mod:`.store`   the append-only, fsync'd ratings log ``DIR/ratings.jsonl`` (idempotent by rating id),
 - :mod:`.server`  the HTTP server and JSON API behind the rating page (:mod:`.page`),
-- :mod:`.export`  writes the final choices as comparisons (``curate.comparisons.COMPARISON_SCHEMA``),
+- :mod:`.export`  writes the final choices as comparisons (``curate.core.comparisons.COMPARISON_SCHEMA``),
 - :mod:`.stats`   ratings per rater, time per rating, A/B position bias, Cohen's kappa.
 
 A rating directory holds everything needed to export or resume: the imported pairs, the log and

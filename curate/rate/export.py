@@ -21,12 +21,12 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from ..comparisons import write_comparisons
-from ..errors import InputError
-from ..shards import atomic_write_bytes
-from . import PAIRS_DB, RATINGS_LOG
-from .pairs import PairStore
-from .store import LogReadReport, latest_ratings
+from curate.core.comparisons import write_comparisons
+from curate.core.errors import InputError
+from curate.core.shards import atomic_write_bytes
+from curate.rate import PAIRS_DB, RATINGS_LOG
+from curate.rate.pairs import PairStore
+from curate.rate.store import LogReadReport, latest_ratings
 
 
 @dataclass

@@ -1,6 +1,6 @@
 """The pairs to rate, imported once into ``DIR/pairs.sqlite`` so the rating directory stands alone.
 
-Input is ``curate.comparisons.PAIRS_SCHEMA`` (``pair_id``, ``prompt``, ``response_1``,
+Input is ``curate.core.comparisons.PAIRS_SCHEMA`` (``pair_id``, ``prompt``, ``response_1``,
 ``response_2``, ``model``, ``meta``) as Parquet or JSONL, a file or a directory of them, read in
 batches (bounded memory). The server then fetches one pair at a time by id; export and stats
 read the same database, so they work after the input file is gone.
@@ -23,7 +23,7 @@ from typing import Any, Iterator
 
 import pyarrow.parquet as pq
 
-from ..errors import InputError
+from curate.core.errors import InputError
 
 REQUIRED = ("pair_id", "prompt", "response_1", "response_2")
 OPTIONAL = ("model", "meta")

@@ -30,9 +30,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, quote, urlsplit
 
-from ..errors import CurateError
-from . import page
-from .session import Rater, RateError, RatingSession
+from curate.core.errors import CurateError
+from curate.rate import page
+from curate.rate.session import Rater, RateError, RatingSession
 
 MAX_BODY_BYTES = 64 * 1024
 LOOPBACK_NAMES = {"localhost", "127.0.0.1", "::1"}

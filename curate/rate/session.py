@@ -23,13 +23,13 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from ..config import load_toml
-from ..errors import ConfigError, CurateError
-from ..shards import atomic_write_json
-from . import CHOICES, PAIRS_DB, RATINGS_LOG, SESSION_FILE
-from .assign import Assignment, a_is
-from .pairs import ImportStats, Pair, PairStore, import_pairs
-from .store import RatingsLog
+from curate.core.config import load_toml
+from curate.core.errors import ConfigError, CurateError
+from curate.core.shards import atomic_write_json
+from curate.rate import CHOICES, PAIRS_DB, RATINGS_LOG, SESSION_FILE
+from curate.rate.assign import Assignment, a_is
+from curate.rate.pairs import ImportStats, Pair, PairStore, import_pairs
+from curate.rate.store import RatingsLog
 
 try:
     import fcntl

@@ -19,10 +19,10 @@ from itertools import combinations
 from pathlib import Path
 from typing import Any, Hashable, Sequence
 
-from . import PAIRS_DB, SESSION_FILE
-from .assign import Assignment
-from .export import load_latest
-from .pairs import PairStore
+from curate.rate import PAIRS_DB, SESSION_FILE
+from curate.rate.assign import Assignment
+from curate.rate.export import load_latest
+from curate.rate.pairs import PairStore
 
 
 def cohen_kappa(first: Sequence[Hashable], second: Sequence[Hashable]) -> float | None:

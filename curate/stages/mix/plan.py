@@ -1,0 +1,325 @@
+"""Configuration, token counting (pass 1) and planning of ``curate mix``.
+
+:class:`MixConfig` / :class:`SourceSpec` hold what the user asked for (``--source`` options or
+a TOML file with ``[[sources]]``); :func:`count_source` tokenizes every document of a source
+once and keeps only its token count; :func:`plan_mix` turns weights, the budget and the epoch
+caps into per-source targets (:func:`allocate`, water filling) and document selections
+(:func:`select_documents`). See :mod:`curate.stages.mix.run` for the whole algorithm.
+"""
+
+from __future__ import annotations
+
+import math
+import zlib
+from array import array
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from curate.core.config import from_dict, load_toml, parse_bytes, parse_count
+from curate.core.errors import ConfigError, CurateError
+from curate.runtime.stage import Stats
+from curate.core.progress import Progress
+from curate.core.readers import FORMATS, SourceReader
+from curate.core.tokenizer import ByteTokenizer, Tokenizer
+
+# --- configuration -----------------------------------------------------------------------
+
+
+@dataclass
+class SourceSpec:
+    """One source: a name, its inputs, and its target share of output tokens."""
+
+    name: str
+    paths: list[str]
+    weight: float
+    format: str = "auto"  # auto | parquet | jsonl | text | code
+    text_field: str = "text"  # JSONL field holding the text
+    id_field: str = "id"
+    date_field: str = "date"
+    max_epochs: float | None = None  # overrides the mix-wide cap for this source
+
+
+@dataclass
+class MixConfig:
+    sources: list[SourceSpec] = field(default_factory=list)
+    tokens: int | str = 0  # the budget: 2000000, "2M", "500k"
+    max_epochs: float = 4.0
+    seed: int = 0
+    strict: bool = False
+    tokenizer: str | None = None  # directory with tokenizer.json; None = UTF-8 bytes
+    shard_size: int | str = "64MB"  # text bytes per output shard
+    shuffle_memory: int | str = "512MB"  # upper bound on one shuffle bucket held in memory
+    pretokenize: bool = False
+    output: str | None = None  # output directory when -o is not given
+
+    def validate(self) -> None:
+        if not self.sources:
+            raise ConfigError("no sources given (use --source NAME=PATH:WEIGHT or [[sources]] in --config)")
+        names = [s.name for s in self.sources]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ConfigError(f"source name(s) given twice: {', '.join(dup)}")
+        for s in self.sources:
+            if not s.name or any(c in s.name for c in "=:,/ "):
+                raise ConfigError(f"source name {s.name!r}: use letters, digits, '-' or '_'")
+            if not s.paths:
+                raise ConfigError(f"source {s.name!r}: no paths")
+            if not (isinstance(s.weight, (int, float)) and math.isfinite(s.weight) and s.weight > 0):
+                raise ConfigError(f"source {s.name!r}: weight must be a positive number, got {s.weight!r}")
+            if s.format not in FORMATS:
+                raise ConfigError(f"source {s.name!r}: unknown format {s.format!r} (known: {', '.join(FORMATS)})")
+            if s.max_epochs is not None and not s.max_epochs > 0:
+                raise ConfigError(f"source {s.name!r}: max_epochs must be > 0")
+        if self.budget <= 0:
+            raise ConfigError("the token budget must be positive (--tokens 2M)")
+        if not self.max_epochs > 0:
+            raise ConfigError("max_epochs must be > 0")
+        if self.shard_bytes <= 0 or self.shuffle_bytes <= 0:
+            raise ConfigError("shard_size and shuffle_memory must be positive sizes")
+
+    @property
+    def budget(self) -> int:
+        return parse_count(self.tokens)
+
+    @property
+    def shard_bytes(self) -> int:
+        return parse_bytes(self.shard_size)
+
+    @property
+    def shuffle_bytes(self) -> int:
+        return parse_bytes(self.shuffle_memory)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "sources": [
+                {k: v for k, v in vars(s).items() if v is not None} for s in self.sources
+            ],
+            "tokens": self.budget,
+            "max_epochs": self.max_epochs,
+            "seed": self.seed,
+            "strict": self.strict,
+            "tokenizer": self.tokenizer,
+            "shard_size": self.shard_bytes,
+            "shuffle_memory": self.shuffle_bytes,
+            "pretokenize": self.pretokenize,
+        }
+
+
+def parse_source_option(text: str) -> SourceSpec:
+    """``web=work/dedup:0.55`` or ``books=a.txt,b.txt:0.2`` -> SourceSpec."""
+    usage = "expected NAME=PATH[,PATH...]:WEIGHT, e.g. books=samples/books:0.2"
+    if "=" not in text:
+        raise ConfigError(f"--source {text!r}: {usage}")
+    name, rest = text.split("=", 1)
+    if ":" not in rest:
+        raise ConfigError(f"--source {text!r}: no weight; {usage}")
+    paths_part, weight_part = rest.rsplit(":", 1)
+    try:
+        weight = float(weight_part)
+    except ValueError:
+        raise ConfigError(f"--source {text!r}: weight {weight_part!r} is not a number; {usage}") from None
+    paths = [p for p in paths_part.split(",") if p]
+    if not name.strip() or not paths:
+        raise ConfigError(f"--source {text!r}: {usage}")
+    return SourceSpec(name=name.strip(), paths=paths, weight=weight)
+
+
+def load_mix_config(
+    path: str | None, overrides: dict[str, Any] | None = None, extra_sources: list[SourceSpec] | None = None
+) -> MixConfig:
+    """A MixConfig from a TOML file (``[[sources]]`` tables), option overrides (None = keep) and
+    ``--source`` specs, which replace config sources of the same name and add the others."""
+    data: dict[str, Any] = dict(load_toml(path)) if path else {}
+    where = str(path) if path else "mix options"
+    for key, value in (overrides or {}).items():
+        if value is not None:
+            data[key] = value
+    sources = data.get("sources", [])
+    if not isinstance(sources, list):
+        raise ConfigError(f"{where}: 'sources' must be an array of tables ([[sources]])")
+    for i, s in enumerate(sources):
+        if isinstance(s, dict):
+            if isinstance(s.get("paths"), str):
+                s["paths"] = [s["paths"]]  # a single path is fine too
+            if "path" in s and "paths" not in s:
+                raise ConfigError(f"{where}.sources[{i}]: unknown key 'path' (did you mean 'paths'?)")
+    if extra_sources:
+        given = {s.name for s in extra_sources}
+        sources = [s for s in sources if not (isinstance(s, dict) and s.get("name") in given)]
+        sources += [dict(vars(s)) for s in extra_sources]
+    data["sources"] = sources
+    cfg = from_dict(MixConfig, data, where=where)
+    cfg.validate()
+    return cfg
+
+
+# --- pass 1: counting --------------------------------------------------------------------
+
+
+@dataclass
+class SourceCount:
+    """What pass 1 learned about one source."""
+
+    spec: SourceSpec
+    n_tokens: np.ndarray  # int32 per document position (4 bytes a document)
+    stats: Stats
+    files: list[str]
+    chars: int
+    bytes: int
+    id_digest: int  # crc32 of the ids in order, to catch inputs changing between passes
+
+    @property
+    def docs(self) -> int:
+        return int(self.n_tokens.shape[0])
+
+    @property
+    def tokens(self) -> int:
+        return int(self.n_tokens.sum(dtype=np.int64))
+
+
+def count_tokens(texts: pa.ChunkedArray | pa.Array, tokenizer: Tokenizer) -> np.ndarray:
+    if isinstance(tokenizer, ByteTokenizer):
+        return np.asarray(pc.binary_length(pc.cast(texts, pa.binary())).to_numpy(zero_copy_only=False), dtype=np.int64)
+    return np.asarray(tokenizer.count(texts.to_pylist()), dtype=np.int64)
+
+
+def source_reader(spec: SourceSpec) -> SourceReader:
+    return SourceReader(spec.name, spec.paths, spec.format, spec.text_field, spec.id_field, spec.date_field)
+
+
+def crc_ids(crc: int, table: pa.Table) -> int:
+    return zlib.crc32("\x1f".join(table.column("id").to_pylist()).encode("utf-8", "replace"), crc)
+
+
+def count_source(spec: SourceSpec, tokenizer: Tokenizer, progress: Progress | None = None) -> SourceCount:
+    reader = source_reader(spec)
+    counts = array("i")
+    chars = nbytes = 0
+    crc = 0
+    for table in reader.tables():
+        text = table.column("text")
+        counts.extend(count_tokens(text, tokenizer).tolist())
+        chars += pc.sum(pc.utf8_length(text)).as_py() or 0
+        nbytes += pc.sum(pc.binary_length(pc.cast(text, pa.binary()))).as_py() or 0
+        crc = crc_ids(crc, table)
+        if progress is not None:
+            progress.add(docs=table.num_rows)
+    return SourceCount(spec, np.frombuffer(counts, dtype=np.int32).copy() if counts else np.zeros(0, np.int32),
+                       reader.stats, [f.path for f in reader.files], chars, nbytes, crc)
+
+
+# --- planning ----------------------------------------------------------------------------
+
+
+def allocate(budget: int, weights: dict[str, float], caps: dict[str, int]) -> dict[str, float]:
+    """Token targets per source: ``budget`` split by normalized weight, no source above its
+    cap; what a capped source cannot take goes to the others in proportion to their weights."""
+    total_w = sum(weights.values())
+    targets: dict[str, float] = {}
+    active = [n for n in weights]
+    remaining = float(budget)
+    while active:
+        w = sum(weights[n] for n in active)
+        share = {n: remaining * weights[n] / w for n in active}
+        capped = [n for n in active if share[n] > caps[n]]
+        if not capped:
+            targets.update(share)
+            break
+        for n in capped:
+            targets[n] = float(caps[n])
+            remaining -= caps[n]
+            active.remove(n)
+    assert total_w > 0
+    return targets
+
+
+@dataclass
+class SourcePlan:
+    name: str
+    weight: float  # as given
+    share_requested: float  # normalized
+    tokens_requested: float  # share_requested * budget
+    tokens_target: int  # after caps and redistribution
+    tokens_available: int
+    docs_available: int
+    max_epochs: float
+    full_epochs: int
+    partial: np.ndarray  # bool per document: taken in the last, partial epoch
+    tokens_planned: int
+    rows_planned: int
+    docs_selected: int
+
+    @property
+    def capped(self) -> bool:
+        return self.tokens_target + 0.5 < self.tokens_requested
+
+
+
+def select_documents(n_tokens: np.ndarray, target: int, rng: np.random.Generator) -> tuple[int, np.ndarray]:
+    """(whole epochs, partial-epoch mask) whose tokens reach ``target``: whole passes over the
+    source, then documents in a random order until the target is reached (the last document
+    may overshoot it)."""
+    total = int(n_tokens.sum(dtype=np.int64))
+    partial = np.zeros(n_tokens.shape[0], dtype=bool)
+    if total == 0 or target <= 0:
+        return 0, partial
+    full, rest = divmod(int(target), total)
+    if rest:
+        order = rng.permutation(n_tokens.shape[0])
+        reached = np.cumsum(n_tokens[order], dtype=np.int64)
+        k = int(np.searchsorted(reached, rest, side="left"))
+        partial[order[: k + 1]] = True
+    return full, partial
+
+
+def _source_seed(seed: int, name: str) -> list[int]:
+    return [int(seed) & 0xFFFFFFFF, zlib.crc32(name.encode("utf-8"))]
+
+
+def plan_mix(cfg: MixConfig, counted: list[SourceCount]) -> tuple[list[SourcePlan], list[str]]:
+    """Targets and document selections per source, and notes for the user."""
+    budget = cfg.budget
+    notes: list[str] = []
+    total_w = sum(c.spec.weight for c in counted)
+    if abs(total_w - 1.0) > 1e-9:
+        notes.append(f"weights sum to {total_w:g}, not 1: normalized to shares of the output tokens")
+    weights = {c.spec.name: c.spec.weight / total_w for c in counted}
+    max_ep = {c.spec.name: c.spec.max_epochs if c.spec.max_epochs is not None else cfg.max_epochs for c in counted}
+    caps = {c.spec.name: int(math.floor(max_ep[c.spec.name] * c.tokens)) for c in counted}
+    targets = allocate(budget, weights, caps)
+    plans: list[SourcePlan] = []
+    short = []
+    for c in counted:
+        name = c.spec.name
+        requested = weights[name] * budget
+        target = int(round(targets[name]))
+        full, partial = select_documents(c.n_tokens, target, np.random.default_rng(_source_seed(cfg.seed, name)))
+        rows = partial.astype(np.int64) + full
+        plan = SourcePlan(
+            name=name, weight=c.spec.weight, share_requested=weights[name], tokens_requested=requested,
+            tokens_target=target, tokens_available=c.tokens, docs_available=c.docs, max_epochs=max_ep[name],
+            full_epochs=full, partial=partial, tokens_planned=int((rows * c.n_tokens).sum()),
+            rows_planned=int(rows.sum()), docs_selected=int((rows > 0).sum()),
+        )
+        plans.append(plan)
+        if plan.capped:
+            short.append(plan)
+            need = requested / c.tokens if c.tokens else float("inf")
+            notes.append(
+                f"source {name!r}: {c.tokens:,} tokens would need {need:.1f} epochs for its share "
+                f"(max {plan.max_epochs:g}); capped at {plan.tokens_target:,} tokens, shortfall "
+                f"{requested - plan.tokens_target:,.0f} tokens given to the other sources by weight"
+            )
+    planned = sum(p.tokens_planned for p in plans)
+    if planned < budget:
+        notes.append(
+            f"all sources together hold only {planned:,} tokens within their epoch caps: the mix is "
+            f"{budget - planned:,} tokens short of the budget {budget:,}"
+        )
+    if cfg.strict and (short or planned < budget):
+        raise CurateError("--strict: " + "; ".join(n for n in notes if "weights sum" not in n))
+    return plans, notes

@@ -1,0 +1,266 @@
+"""The external shuffle and output writing of ``curate mix`` (its passes 2 and 3).
+
+Every selected (source, document, epoch) row gets a seeded 64-bit key (:func:`shuffle_keys`)
+and goes to one of N bucket files by key range (:class:`Buckets`); buckets are then sorted one
+at a time and streamed into shards (:class:`OutputWriter`). The output order is the global
+key order whatever N is, so memory is bounded by one bucket and the bytes written do not
+depend on it. :class:`Cutoff` tracks the training cutoff over the selected documents.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import os
+import zlib
+from collections import Counter
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.ipc as ipc
+
+from curate.core.document import SCHEMA
+from curate.core.shards import ShardInfo, ShardWriter, sha256_file
+from curate.core.tokenizer import Tokenizer
+
+TOKENS_DIR = "tokens"
+ROW_OVERHEAD = 200  # bytes per row beside its text, as ShardWriter counts it
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+
+def _mix64(x: np.ndarray) -> np.ndarray:
+    """splitmix64 finalizer on a uint64 array (wrapping arithmetic)."""
+    with np.errstate(over="ignore"):
+        x = x.copy()
+        x ^= x >> np.uint64(30)
+        x *= np.uint64(0xBF58476D1CE4E5B9)
+        x ^= x >> np.uint64(27)
+        x *= np.uint64(0x94D049BB133111EB)
+        x ^= x >> np.uint64(31)
+    return x
+
+
+def shuffle_keys(seed: int, source_name: str, positions: np.ndarray, epochs: np.ndarray) -> np.ndarray:
+    """A seeded random 64-bit key per (source, document position, epoch)."""
+    base = (np.uint64(int(seed) & 0xFFFFFFFF) << np.uint64(32)) | np.uint64(zlib.crc32(source_name.encode()))
+    with np.errstate(over="ignore"):
+        x = positions.astype(np.uint64) * _GOLDEN + epochs.astype(np.uint64) * np.uint64(0xD6E8FEB86659FD93)
+        x ^= _mix64(np.full(positions.shape, base, dtype=np.uint64))
+    return _mix64(x)
+
+
+BUCKET_SCHEMA = SCHEMA.append(pa.field("_key", pa.uint64())).append(pa.field("_src", pa.int32())).append(
+    pa.field("_pos", pa.int64())
+)
+
+
+class Buckets:
+    """N append-only Arrow IPC files; each holds rows whose keys fall in one range."""
+
+    def __init__(self, directory: Path, n: int, flush_bytes: int):
+        self.directory = directory
+        directory.mkdir(parents=True, exist_ok=True)
+        self.n = n
+        self.flush_bytes = flush_bytes
+        self.paths = [directory / f"bucket-{i:05d}.arrow" for i in range(n)]
+        self._writers: list[Any] = [None] * n
+        self._pending: list[list[pa.Table]] = [[] for _ in range(n)]
+        self._pending_bytes = [0] * n
+
+    def add(self, bucket: int, table: pa.Table) -> None:
+        self._pending[bucket].append(table)
+        self._pending_bytes[bucket] += table.nbytes
+        if self._pending_bytes[bucket] >= self.flush_bytes:
+            self._flush(bucket)
+
+    def _flush(self, bucket: int) -> None:
+        if not self._pending[bucket]:
+            return
+        if self._writers[bucket] is None:
+            sink = pa.OSFile(str(self.paths[bucket]), "wb")
+            self._writers[bucket] = (sink, ipc.new_stream(sink, BUCKET_SCHEMA, options=ipc.IpcWriteOptions(compression="lz4")))
+        table = pa.concat_tables(self._pending[bucket])
+        self._writers[bucket][1].write_table(table)
+        self._pending[bucket], self._pending_bytes[bucket] = [], 0
+
+    def close(self) -> None:
+        for b in range(self.n):
+            self._flush(b)
+            if self._writers[b] is not None:
+                self._writers[b][1].close()
+                self._writers[b][0].close()
+                self._writers[b] = None
+
+    def read_sorted(self, bucket: int) -> pa.Table | None:
+        path = self.paths[bucket]
+        if not path.exists():
+            return None
+        with pa.OSFile(str(path), "rb") as src:
+            table = ipc.open_stream(src).read_all()
+        order = pc.sort_indices(
+            table, sort_keys=[("_key", "ascending"), ("_src", "ascending"), ("_pos", "ascending"), ("epoch", "ascending")]
+        )
+        return table.take(order).drop_columns(["_key", "_src", "_pos"])
+
+
+class OutputWriter:
+    """Writes sorted rows into shards of ``shard_bytes`` text (``part-NNNNN-000.parquet``),
+    with an optional ``tokens/part-NNNNN-000.bin`` of token ids per shard."""
+
+    def __init__(self, output_dir: str, shard_bytes: int, tokenizer: Tokenizer | None):
+        self.output_dir = output_dir
+        self.shard_bytes = shard_bytes
+        self.row_group_bytes = min(32 * 1024 * 1024, shard_bytes)
+        self.tokenizer = tokenizer
+        self.dtype = np.uint16 if tokenizer is not None and tokenizer.vocab_size <= 65536 else np.uint32
+        self.shards: list[ShardInfo] = []
+        self.token_files: list[dict[str, Any]] = []
+        self._writer: ShardWriter | None = None
+        self._filled = 0
+        self._tok_fh: Any = None
+        self._tok_tmp: str | None = None
+        self._tok_count = 0
+        self._pending: list[pa.Table] = []
+        self._pending_bytes = 0
+
+    def _open(self) -> None:
+        index = len(self.shards)
+        self._writer = ShardWriter(self.output_dir, prefix=f"part-{index:05d}", shard_bytes=1 << 62,
+                                   row_group_bytes=self.row_group_bytes)
+        self._filled = 0
+        if self.tokenizer is not None:
+            tok_dir = os.path.join(self.output_dir, TOKENS_DIR)
+            os.makedirs(tok_dir, exist_ok=True)
+            self._tok_tmp = os.path.join(tok_dir, f".part-{index:05d}-000.bin.tmp")
+            self._tok_fh = open(self._tok_tmp, "wb")
+            self._tok_count = 0
+
+    def _close(self) -> None:
+        if self._writer is None:
+            return
+        infos = self._writer.close()
+        self.shards.extend(infos)
+        if self._tok_fh is not None:
+            self._tok_fh.close()
+            final = os.path.join(self.output_dir, TOKENS_DIR, infos[0].path.replace(".parquet", ".bin"))
+            os.replace(self._tok_tmp, final)
+            self.token_files.append({
+                "shard": infos[0].path, "path": os.path.relpath(final, self.output_dir), "tokens": self._tok_count,
+                "bytes": os.path.getsize(final), "sha256": sha256_file(final),
+            })
+            self._tok_fh = None
+        self._writer = None
+
+    def write(self, table: pa.Table) -> None:
+        """Append rows. Shard and row-group cuts depend only on the row stream, never on how
+        it was split into calls, so the bucket count cannot change the bytes written."""
+        if table.num_rows == 0:
+            return
+        self._pending.append(table)
+        self._pending_bytes += int(self._sizes(table).sum())
+        while self._pending_bytes >= self._room():
+            self._emit(final=False)
+
+    def _sizes(self, table: pa.Table) -> np.ndarray:
+        return np.asarray(pc.binary_length(pc.cast(table.column("text"), pa.binary())).to_numpy(zero_copy_only=False),
+                          dtype=np.int64) + ROW_OVERHEAD
+
+    def _room(self) -> int:
+        return min(self.shard_bytes - self._filled, self.row_group_bytes)
+
+    def _emit(self, final: bool) -> None:
+        """Write one row group: the pending rows up to the one that fills the room left."""
+        table = pa.concat_tables(self._pending) if len(self._pending) > 1 else self._pending[0]
+        sizes = self._sizes(table)
+        reached = np.cumsum(sizes)
+        k = int(np.searchsorted(reached, self._room(), side="left"))
+        end = table.num_rows if final and k >= table.num_rows else min(table.num_rows, k + 1)
+        part, rest = table.slice(0, end), table.slice(end)
+        if self._writer is None:
+            self._open()
+        self._writer.write_table(part)
+        if self.tokenizer is not None:
+            self._write_tokens(part)
+        self._filled += int(sizes[:end].sum())
+        self._pending = [rest] if rest.num_rows else []
+        self._pending_bytes = int(sizes[end:].sum())
+        if self._filled >= self.shard_bytes:
+            self._close()
+
+    def _write_tokens(self, table: pa.Table) -> None:
+        eot = self.tokenizer.eot_id
+        ids = self.tokenizer.encode_batch(table.column("text").to_pylist())
+        flat = np.fromiter(itertools.chain.from_iterable(doc + [eot] for doc in ids), dtype=np.int64)
+        # Fixed little-endian layout, whatever the machine, so the files are portable.
+        self._tok_fh.write(flat.astype(np.dtype(self.dtype).newbyteorder("<")).tobytes())
+        self._tok_count += int(flat.shape[0])
+
+    def close(self) -> list[ShardInfo]:
+        while self._pending:
+            self._emit(final=True)
+        self._close()
+        return self.shards
+
+    def abort(self) -> None:
+        if self._writer is not None:
+            self._writer.abort()
+            self._writer = None
+        if self._tok_fh is not None:
+            self._tok_fh.close()
+            if self._tok_tmp and os.path.exists(self._tok_tmp):
+                os.unlink(self._tok_tmp)
+            self._tok_fh = None
+
+
+class Cutoff:
+    """Latest document date and the 99th percentile over the mix's distinct documents, in
+    bounded memory: exact maximum; the percentile from an hourly histogram (rounded down to
+    the hour)."""
+
+    HOUR_US = 3600 * 1_000_000
+
+    def __init__(self) -> None:
+        self.hours: Counter[int] = Counter()
+        self.max_us: int | None = None
+        self.min_us: int | None = None
+        self.undated = 0
+        self.dated = 0
+
+    def add(self, dates: pa.ChunkedArray | pa.Array) -> None:
+        self.undated += dates.null_count
+        valid = pc.drop_null(dates)
+        if len(valid) == 0:
+            return
+        us = np.asarray(pc.cast(valid, pa.int64()).to_numpy(zero_copy_only=False), dtype=np.int64)
+        self.dated += int(us.shape[0])
+        hi, lo = int(us.max()), int(us.min())
+        self.max_us = hi if self.max_us is None else max(self.max_us, hi)
+        self.min_us = lo if self.min_us is None else min(self.min_us, lo)
+        hours, counts = np.unique(us // self.HOUR_US, return_counts=True)
+        for h, n in zip(hours.tolist(), counts.tolist()):
+            self.hours[h] += n
+
+    @staticmethod
+    def _iso(us: int) -> str:
+        return (datetime(1970, 1, 1, tzinfo=timezone.utc) + timedelta(microseconds=us)).isoformat().replace("+00:00", "Z")
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"max": None, "p99": None, "min": None, "dated_docs": self.dated,
+                               "undated_docs": self.undated}
+        if self.max_us is None:
+            return out
+        rank = math.ceil(0.99 * self.dated)  # nearest-rank percentile
+        seen = 0
+        p99_hour = None
+        for hour in sorted(self.hours):
+            seen += self.hours[hour]
+            if seen >= rank:
+                p99_hour = hour
+                break
+        out["max"] = self._iso(self.max_us)
+        out["min"] = self._iso(self.min_us)
+        out["p99"] = self._iso(max(self.min_us, p99_hour * self.HOUR_US)) if p99_hour is not None else None
+        return out
