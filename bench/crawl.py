@@ -35,8 +35,8 @@ import sys
 import tempfile
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -49,8 +49,8 @@ logging.getLogger("trafilatura").setLevel(logging.CRITICAL)
 import trafilatura  # noqa: E402
 from warcio.archiveiterator import ArchiveIterator  # noqa: E402
 
-from curate.stages.crawl.stage import CrawlConfig, crawl  # noqa: E402
 from curate.stages.crawl.extract import ExtractOptions, TextExtractor, decode_html  # noqa: E402
+from curate.stages.crawl.stage import CrawlConfig, crawl  # noqa: E402
 
 REF_SETTINGS = dict(favor_precision=True, include_comments=False, include_tables=True)
 
@@ -124,15 +124,19 @@ def load_aeb(aeb: Path) -> tuple[dict, dict]:
 
 def write_aeb_warc(truth: dict, pages: dict, path: Path) -> None:
     """A CC-style WARC (per-record gzip, request + response + metadata) of the benchmark pages."""
-    from warcio.statusandheaders import StatusAndHeaders  # noqa: PLC0415
-    from warcio.warcwriter import WARCWriter  # noqa: PLC0415
+    from warcio.statusandheaders import StatusAndHeaders
+    from warcio.warcwriter import WARCWriter
 
     with open(path, "wb") as fh:
         writer = WARCWriter(fh, gzip=True)
         for key, raw in pages.items():
             url = truth[key].get("url") or f"https://example.org/{key}"
-            http = StatusAndHeaders("200 OK", [("Content-Type", "text/html"), ("Content-Length", str(len(raw)))], protocol="HTTP/1.1")
-            writer.write_record(writer.create_warc_record(url, "request", payload=io.BytesIO(b"GET / HTTP/1.1\r\n\r\n")))
+            http = StatusAndHeaders(
+                "200 OK", [("Content-Type", "text/html"), ("Content-Length", str(len(raw)))], protocol="HTTP/1.1"
+            )
+            writer.write_record(
+                writer.create_warc_record(url, "request", payload=io.BytesIO(b"GET / HTTP/1.1\r\n\r\n"))
+            )
             writer.write_record(writer.create_warc_record(url, "response", payload=io.BytesIO(raw), http_headers=http))
             writer.write_record(writer.create_warc_record(url, "metadata", payload=io.BytesIO(b"fetchTimeMs: 100\r\n")))
 
@@ -142,7 +146,9 @@ def extraction_quality(truth: dict, pages: dict, rounds: int) -> None:
     for ex in extractors.values():
         ex.warm_up()
     funcs: dict[str, Callable[[bytes], str | None]] = {
-        f"curate ({mode}{', default' if mode == ExtractOptions().mode else ''})": (lambda raw, ex=ex: ex.extract(decode_html(raw)[0]))
+        f"curate ({mode}{', default' if mode == ExtractOptions().mode else ''})": (
+            lambda raw, ex=ex: ex.extract(decode_html(raw)[0])
+        )
         for mode, ex in extractors.items()
     }
     funcs["trafilatura.extract"] = lambda raw: trafilatura.extract(raw, **REF_SETTINGS)
@@ -151,25 +157,32 @@ def extraction_quality(truth: dict, pages: dict, rounds: int) -> None:
     def runner(name):
         def go():
             outputs[name] = [funcs[name](raw) for raw in pages.values()]
+
         return go
 
     timings = interleaved({name: runner(name) for name in funcs}, rounds)
-    print(f"\nextraction quality on {len(pages)} pages of the scrapinghub benchmark (token F1 vs ground truth; "
-          f"pages/s from the best of {rounds} interleaved CPU timings):")
+    print(
+        f"\nextraction quality on {len(pages)} pages of the scrapinghub benchmark (token F1 vs ground truth; "
+        f"pages/s from the best of {rounds} interleaved CPU timings):"
+    )
     for name in funcs:
         score = sum(f1(text, truth[k]["articleBody"]) for text, k in zip(outputs[name], pages)) / len(pages)
         rate = len(pages) / min(timings[name]["cpu"])
         print(f"  {name:30s} F1 {score:.4f}   {rate:6.1f} pages/s")
     ex = extractors["adaptive"]
-    print(f"  (adaptive, per pass: {ex.direct_full // rounds} pages sent straight to the full cascade, "
-          f"{ex.reruns // rounds} re-run after a short fast result, of {len(pages)})")
+    print(
+        f"  (adaptive, per pass: {ex.direct_full // rounds} pages sent straight to the full cascade, "
+        f"{ex.reruns // rounds} re-run after a short fast result, of {len(pages)})"
+    )
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("warcs", nargs="*")
     ap.add_argument("--workers", type=int, default=1)
-    ap.add_argument("--repeat", type=int, default=0, help="copies of the inputs (default: 1 for given WARCs, auto for the samples)")
+    ap.add_argument(
+        "--repeat", type=int, default=0, help="copies of the inputs (default: 1 for given WARCs, auto for the samples)"
+    )
     ap.add_argument("--rounds", type=int, default=3, help="interleaved timing rounds (best and median printed)")
     ap.add_argument("--aeb", default=str(ROOT.parent / "shared" / "corpus" / "extraction" / "scrapinghub-aeb"))
     ap.add_argument("--aeb-warc", action="store_true", help="also crawl a WARC built from the benchmark pages")
@@ -198,10 +211,14 @@ def main() -> None:
                 os.symlink(p, link)
                 paths.append(str(link))
         size_mb = sum(os.path.getsize(p) for p in paths) / 1e6
-        print(f"inputs: {len(given)} file(s) x {repeat} = {size_mb:.2f} MB; curate workers: {args.workers}; "
-              f"{args.rounds} interleaved rounds")
+        print(
+            f"inputs: {len(given)} file(s) x {repeat} = {size_mb:.2f} MB; curate workers: {args.workers}; "
+            f"{args.rounds} interleaved rounds"
+        )
 
-        t = interleaved({"reference": lambda: reference_loop(paths), "curate": lambda: run_ours(paths, args.workers)}, args.rounds)
+        t = interleaved(
+            {"reference": lambda: reference_loop(paths), "curate": lambda: run_ours(paths, args.workers)}, args.rounds
+        )
         ref_docs = t["reference"]["result"]
         c = t["curate"]["result"]["counts"]
         our_docs = c["kept"]
@@ -209,19 +226,30 @@ def main() -> None:
         for name, docs in (("reference", ref_docs), ("curate", our_docs)):
             wall, cpu = t[name]["wall"], t[name]["cpu"]
             rates[name] = {
-                "best": docs / min(wall), "median": docs / statistics.median(wall), "cpu": docs / min(cpu),
+                "best": docs / min(wall),
+                "median": docs / statistics.median(wall),
+                "cpu": docs / min(cpu),
             }
             label = "reference loop" if name == "reference" else "curate crawl"
-            extra = "(1 process)" if name == "reference" else (
-                f"({args.workers} worker(s); read {c['read']}, rejected {dict(c['rejected'])}, errors {dict(c['errors'])})")
-            print(f"  {label:15s} {docs:6d} docs  best {min(wall):7.2f} s  {rates[name]['best']:7.1f} docs/s "
-                  f"(median {rates[name]['median']:6.1f}, per CPU s {rates[name]['cpu']:6.1f})  "
-                  f"{size_mb / min(wall):6.2f} MB/s  {extra}")
+            extra = (
+                "(1 process)"
+                if name == "reference"
+                else (
+                    f"({args.workers} worker(s); read {c['read']}, rejected {dict(c['rejected'])}, errors {dict(c['errors'])})"
+                )
+            )
+            print(
+                f"  {label:15s} {docs:6d} docs  best {min(wall):7.2f} s  {rates[name]['best']:7.1f} docs/s "
+                f"(median {rates[name]['median']:6.1f}, per CPU s {rates[name]['cpu']:6.1f})  "
+                f"{size_mb / min(wall):6.2f} MB/s  {extra}"
+            )
         w = args.workers
-        print(f"  ratio per core (curate docs/s / workers) / reference docs/s: "
-              f"best {rates['curate']['best'] / w / rates['reference']['best']:.2f}x, "
-              f"median {rates['curate']['median'] / w / rates['reference']['median']:.2f}x"
-              + (f", CPU {rates['curate']['cpu'] / rates['reference']['cpu']:.2f}x" if w == 1 else ""))
+        print(
+            f"  ratio per core (curate docs/s / workers) / reference docs/s: "
+            f"best {rates['curate']['best'] / w / rates['reference']['best']:.2f}x, "
+            f"median {rates['curate']['median'] / w / rates['reference']['median']:.2f}x"
+            + (f", CPU {rates['curate']['cpu'] / rates['reference']['cpu']:.2f}x" if w == 1 else "")
+        )
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

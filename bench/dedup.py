@@ -32,11 +32,18 @@ import sys
 import tarfile
 import tempfile
 import time
+from datetime import UTC
 from pathlib import Path
 
 BINS = [(0.0, 0.5), (0.5, 0.7), (0.7, 0.8), (0.8, 0.9), (0.9, 1.01)]
 BIN_NAMES = ["<0.5", "0.5-0.7", "0.7-0.8", "0.8-0.9", ">=0.9"]
-EDITIONS = [("1342-0", "1342"), ("11-0", "11"), ("972", "old-dvldc10"), ("2701-0", "old-moby10b"), ("44157-0", "44157-8")]
+EDITIONS = [
+    ("1342-0", "1342"),
+    ("11-0", "11"),
+    ("972", "old-dvldc10"),
+    ("2701-0", "old-moby10b"),
+    ("44157-0", "44157-8"),
+]
 PRIMARY_BOOKS = ["1342-0", "11-0", "972", "2701-0", "2000-8", "22367-8", "44157-0"]
 
 
@@ -108,8 +115,34 @@ def chunk(text: str, rng: random.Random) -> list[str]:
     return out
 
 
-BOILERPLATE = ("Share this article on Facebook Twitter and LinkedIn. Subscribe to our newsletter to get "
-               "the latest stories delivered to your inbox every week. All rights reserved.").split()
+BOILERPLATE = [
+    "Share",
+    "this",
+    "article",
+    "on",
+    "Facebook",
+    "Twitter",
+    "and",
+    "LinkedIn.",
+    "Subscribe",
+    "to",
+    "our",
+    "newsletter",
+    "to",
+    "get",
+    "the",
+    "latest",
+    "stories",
+    "delivered",
+    "to",
+    "your",
+    "inbox",
+    "every",
+    "week.",
+    "All",
+    "rights",
+    "reserved.",
+]
 
 
 def plant(text: str, rng: random.Random, vocab: list[str]) -> str:
@@ -147,7 +180,7 @@ def plant(text: str, rng: random.Random, vocab: list[str]) -> str:
 
 def build_corpus(root: Path, out_dir: Path, max_docs: int, seed: int) -> list[tuple[str, str]]:
     """Write the corpus as Parquet shards; return the planted (id_a, id_b) pairs."""
-    from datetime import datetime, timedelta, timezone
+    from datetime import datetime, timedelta
 
     from curate.core.document import Document
     from curate.core.shards import ShardWriter
@@ -158,16 +191,22 @@ def build_corpus(root: Path, out_dir: Path, max_docs: int, seed: int) -> list[tu
     rng.shuffle(pieces)
     vocab = sorted({w for _, c in pieces[:300] for w in c.split()})
     docs, pairs = [], []
-    t0 = datetime(2020, 1, 1, tzinfo=timezone.utc)
+    t0 = datetime(2020, 1, 1, tzinfo=UTC)
     for i, (src, text) in enumerate(pieces):
         if len(docs) >= max_docs:
             break
-        base = Document(id=f"{src}-{i:06d}", text=text, source=src, url=f"https://{src}.example/{i}",
-                        date=t0 + timedelta(hours=i))
+        base = Document(
+            id=f"{src}-{i:06d}", text=text, source=src, url=f"https://{src}.example/{i}", date=t0 + timedelta(hours=i)
+        )
         docs.append(base)
         if rng.random() < 0.6:
-            var = Document(id=f"{src}-{i:06d}-v", text=plant(text, rng, vocab), source=src,
-                           url=f"https://mirror.example/{i}", date=t0 + timedelta(days=1000, hours=i))
+            var = Document(
+                id=f"{src}-{i:06d}-v",
+                text=plant(text, rng, vocab),
+                source=src,
+                url=f"https://mirror.example/{i}",
+                date=t0 + timedelta(days=1000, hours=i),
+            )
             docs.append(var)
             pairs.append((base.id, var.id))
     for a, b in EDITIONS:
@@ -198,26 +237,44 @@ def _peak_rss_mb() -> tuple[float, float]:
     return own, children
 
 
-def child_ours(data: str, workdir: str, workers: int, threshold: float, num_perm: int,
-               verify_threshold: float | None = None, verify: str = "estimate") -> dict:
+def child_ours(
+    data: str,
+    workdir: str,
+    workers: int,
+    threshold: float,
+    num_perm: int,
+    verify_threshold: float | None = None,
+    verify: str = "estimate",
+) -> dict:
     import pyarrow.parquet as pq
 
     from curate.stages.dedup.run import DedupConfig, run_dedup
 
     start = time.perf_counter()
     out = os.path.join(workdir, f"ours-{verify}")
-    result = run_dedup([data], out, DedupConfig(threshold=threshold, num_perm=num_perm,
-                                                verify_threshold=verify_threshold, verify=verify),
-                       workers=workers, progress=False, overwrite=True)
+    result = run_dedup(
+        [data],
+        out,
+        DedupConfig(threshold=threshold, num_perm=num_perm, verify_threshold=verify_threshold, verify=verify),
+        workers=workers,
+        progress=False,
+        overwrite=True,
+    )
     seconds = time.perf_counter() - start
     removed = {}
     for f in sorted(Path(out, "removed").glob("*.parquet")):
         t = pq.read_table(f, columns=["id", "dup_of"])
         removed.update(zip(t.column("id").to_pylist(), t.column("dup_of").to_pylist()))
     own, children = _peak_rss_mb()
-    return {"seconds": seconds, "signature_seconds": result.manifest["seconds"]["signatures"],
-            "docs": result.manifest["counts"]["read"], "rss_mb": own, "worker_rss_mb": children, "removed": removed,
-            "pairs": result.manifest["pairs"]}
+    return {
+        "seconds": seconds,
+        "signature_seconds": result.manifest["seconds"]["signatures"],
+        "docs": result.manifest["counts"]["read"],
+        "rss_mb": own,
+        "worker_rss_mb": children,
+        "removed": removed,
+        "pairs": result.manifest["pairs"],
+    }
 
 
 _WORD = re.compile(r"\w+")
@@ -247,14 +304,35 @@ def child_datasketch(data: str, threshold: float, num_perm: int) -> dict:
                     lsh.insert(doc_id, m)
     seconds = time.perf_counter() - start
     own, _ = _peak_rss_mb()
-    return {"seconds": seconds, "signature_seconds": minhash_seconds, "docs": docs, "rss_mb": own,
-            "worker_rss_mb": 0.0, "removed": removed}
+    return {
+        "seconds": seconds,
+        "signature_seconds": minhash_seconds,
+        "docs": docs,
+        "rss_mb": own,
+        "worker_rss_mb": 0.0,
+        "removed": removed,
+    }
 
 
 def run_child(mode: str, args: argparse.Namespace, data: str, workdir: str, verify: str = "estimate") -> dict:
-    cmd = [sys.executable, __file__, "--child", mode, "--data", data, "--workdir", workdir,
-           "--workers", str(args.workers), "--threshold", str(args.threshold), "--num-perm", str(args.num_perm),
-           "--verify", verify]
+    cmd = [
+        sys.executable,
+        __file__,
+        "--child",
+        mode,
+        "--data",
+        data,
+        "--workdir",
+        workdir,
+        "--workers",
+        str(args.workers),
+        "--threshold",
+        str(args.threshold),
+        "--num-perm",
+        str(args.num_perm),
+        "--verify",
+        verify,
+    ]
     if args.verify_threshold is not None:
         cmd += ["--verify-threshold", str(args.verify_threshold)]
     env = {**os.environ, "CURATE_PROGRESS": "0"}
@@ -285,9 +363,14 @@ def score(name: str, result: dict, pairs: list[tuple[str, str, float]], texts: d
         removal_bins[next(k for k, (lo, hi) in enumerate(BINS) if lo <= j < hi)] += 1
     editions = [(a, b, j) for a, b, j in pairs if a.startswith("book-")]
     caught = [(a, b, j) for a, b, j in editions if representative(removed, a) == representative(removed, b)]
-    return {"name": name, "recall": recall, "removals": removal_bins, "editions": (caught, editions),
-            "pairs": result.get("pairs"), **{k: result[k] for k in
-            ("seconds", "signature_seconds", "docs", "rss_mb", "worker_rss_mb")}}
+    return {
+        "name": name,
+        "recall": recall,
+        "removals": removal_bins,
+        "editions": (caught, editions),
+        "pairs": result.get("pairs"),
+        **{k: result[k] for k in ("seconds", "signature_seconds", "docs", "rss_mb", "worker_rss_mb")},
+    }
 
 
 def main() -> None:
@@ -298,18 +381,34 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--threshold", type=float, default=0.8)
     parser.add_argument("--num-perm", type=int, default=112)
-    parser.add_argument("--verify-threshold", type=float, default=None,
-                        help="curate dedup's --verify-threshold (default: the threshold)")
-    parser.add_argument("--verify", choices=["estimate", "exact"], default="estimate",
-                        help=argparse.SUPPRESS)  # set by the parent for each child run
+    parser.add_argument(
+        "--verify-threshold",
+        type=float,
+        default=None,
+        help="curate dedup's --verify-threshold (default: the threshold)",
+    )
+    parser.add_argument(
+        "--verify", choices=["estimate", "exact"], default="estimate", help=argparse.SUPPRESS
+    )  # set by the parent for each child run
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--child", choices=["ours", "datasketch"])
     parser.add_argument("--data")
     parser.add_argument("--workdir")
     args = parser.parse_args()
     if args.child == "ours":
-        print(json.dumps(child_ours(args.data, args.workdir, args.workers, args.threshold, args.num_perm,
-                                    args.verify_threshold, args.verify)))
+        print(
+            json.dumps(
+                child_ours(
+                    args.data,
+                    args.workdir,
+                    args.workers,
+                    args.threshold,
+                    args.num_perm,
+                    args.verify_threshold,
+                    args.verify,
+                )
+            )
+        )
         return
     if args.child == "datasketch":
         print(json.dumps(child_datasketch(args.data, args.threshold, args.num_perm)))
@@ -341,10 +440,14 @@ def main() -> None:
             return len(sa & sb) / len(sa | sb) if sa | sb else 1.0
 
         pairs = [(a, b, jaccard(a, b)) for a, b in raw_pairs]
-        print(f"corpus: {len(texts):,} documents ({sum(map(len, texts.values())) / 1e6:.1f} M chars), "
-              f"{len(pairs):,} planted pairs; built in {time.perf_counter() - t:.1f} s")
-        print("planted pairs by true 5-gram Jaccard: " + ", ".join(
-            f"{name} {sum(lo <= j < hi for _, _, j in pairs)}" for name, (lo, hi) in zip(BIN_NAMES, BINS)))
+        print(
+            f"corpus: {len(texts):,} documents ({sum(map(len, texts.values())) / 1e6:.1f} M chars), "
+            f"{len(pairs):,} planted pairs; built in {time.perf_counter() - t:.1f} s"
+        )
+        print(
+            "planted pairs by true 5-gram Jaccard: "
+            + ", ".join(f"{name} {sum(lo <= j < hi for _, _, j in pairs)}" for name, (lo, hi) in zip(BIN_NAMES, BINS))
+        )
         label = f"curate (w={args.workers}" + ("" if args.verify_threshold is None else f", vt {args.verify_threshold}")
         results = [
             score(label + ", estimate)", run_child("ours", args, data, tmp), pairs, texts, jaccard),
@@ -361,30 +464,44 @@ def main() -> None:
     for r in results:
         total = sum(r["removals"])
         good = r["removals"][3] + r["removals"][4]
-        print(f"  {r['name']:28s}" + "".join(f"{c:>10d}" for c in r["removals"])
-              + f"   {100 * good / total if total else 100:17.1f}%   {r['removals'][0]:>17d}")
+        print(
+            f"  {r['name']:28s}"
+            + "".join(f"{c:>10d}" for c in r["removals"])
+            + f"   {100 * good / total if total else 100:17.1f}%   {r['removals'][0]:>17d}"
+        )
     print("\nProject Gutenberg editions (whole books: UTF-8 vs ASCII quotes, old vs new releases):")
     for r in results:
         caught, editions = r["editions"]
-        detail = ", ".join(f"{a[5:]}/{b[5:]} J={j:.2f}{'' if (a, b, j) in caught else ' MISSED'}" for a, b, j in editions)
+        detail = ", ".join(
+            f"{a[5:]}/{b[5:]} J={j:.2f}{'' if (a, b, j) in caught else ' MISSED'}" for a, b, j in editions
+        )
         print(f"  {r['name']:28s} {len(caught)}/{len(editions)} merged: {detail}")
     print("\nspeed and memory (same corpus, same machine, this run):")
     for r in results:
-        print(f"  {r['name']:28s} {r['docs'] / r['seconds']:9,.0f} docs/s end to end, "
-              f"{r['docs'] / max(r['signature_seconds'], 1e-9):9,.0f} docs/s signatures; "
-              f"peak RSS {r['rss_mb']:,.0f} MB" + (f" (+ workers {r['worker_rss_mb']:,.0f} MB)" if r["worker_rss_mb"] else ""))
+        print(
+            f"  {r['name']:28s} {r['docs'] / r['seconds']:9,.0f} docs/s end to end, "
+            f"{r['docs'] / max(r['signature_seconds'], 1e-9):9,.0f} docs/s signatures; "
+            f"peak RSS {r['rss_mb']:,.0f} MB"
+            + (f" (+ workers {r['worker_rss_mb']:,.0f} MB)" if r["worker_rss_mb"] else "")
+        )
     ours, exact, peer = results
-    print(f"  speed ratio curate / datasketch: {peer['seconds'] / ours['seconds']:.1f}x end to end, "
-          f"{peer['signature_seconds'] / max(ours['signature_seconds'], 1e-9):.1f}x signatures "
-          f"(per worker: {peer['signature_seconds'] / max(ours['signature_seconds'] * args.workers, 1e-9):.1f}x)")
-    print(f"  exact verification costs {exact['seconds'] / ours['seconds']:.2f}x the estimate's end-to-end time "
-          f"({peer['seconds'] / exact['seconds']:.1f}x datasketch's speed)")
+    print(
+        f"  speed ratio curate / datasketch: {peer['seconds'] / ours['seconds']:.1f}x end to end, "
+        f"{peer['signature_seconds'] / max(ours['signature_seconds'], 1e-9):.1f}x signatures "
+        f"(per worker: {peer['signature_seconds'] / max(ours['signature_seconds'] * args.workers, 1e-9):.1f}x)"
+    )
+    print(
+        f"  exact verification costs {exact['seconds'] / ours['seconds']:.2f}x the estimate's end-to-end time "
+        f"({peer['seconds'] / exact['seconds']:.1f}x datasketch's speed)"
+    )
     ex = (exact.get("pairs") or {}).get("exact")
     if ex:
-        print(f"  exact verification: {ex['candidates']:,} candidate pairs, {ex['accepted']:,} accepted "
-              f"({ex['accepted_below_estimate']:,} below the estimate's cut), {ex['rejected']:,} rejected "
-              f"({ex['rejected_above_estimate']:,} above it); {ex['documents_hashed']:,} documents re-read, "
-              f"{ex['shingle_bytes'] / 1e6:.1f} MB of shingle sets on disk")
+        print(
+            f"  exact verification: {ex['candidates']:,} candidate pairs, {ex['accepted']:,} accepted "
+            f"({ex['accepted_below_estimate']:,} below the estimate's cut), {ex['rejected']:,} rejected "
+            f"({ex['rejected_above_estimate']:,} above it); {ex['documents_hashed']:,} documents re-read, "
+            f"{ex['shingle_bytes'] / 1e6:.1f} MB of shingle sets on disk"
+        )
 
 
 if __name__ == "__main__":

@@ -80,7 +80,9 @@ def build_corpus(n_docs: int) -> list[Document]:
     gt = CORPUS / "extraction" / "scrapinghub-aeb" / "ground-truth.json"
     if gt.exists():
         for key, item in sorted(json.loads(gt.read_text()).items()):
-            docs.append(Document(id=f"article-{key[:12]}", text=item["articleBody"], url=item.get("url"), source="articles"))
+            docs.append(
+                Document(id=f"article-{key[:12]}", text=item["articleBody"], url=item.get("url"), source="articles")
+            )
     wiki = c / "wikipedia" / "wtf_wikipedia-wikitext.tar.gz"
     if wiki.exists():
         with tarfile.open(wiki) as tar:
@@ -93,7 +95,9 @@ def build_corpus(n_docs: int) -> list[Document]:
     for p in sorted(langid.glob("*.txt")):
         sents = [s.strip() for s in p.read_text(encoding="utf-8").splitlines() if s.strip()]
         for i in range(0, len(sents) - 7, 8):
-            multi.append(Document(id=f"sent-{p.stem}-{i}", text=" ".join(sents[i:i + 8]), source=f"sentences-{p.stem}"))
+            multi.append(
+                Document(id=f"sent-{p.stem}-{i}", text=" ".join(sents[i : i + 8]), source=f"sentences-{p.stem}")
+            )
     books: list[Document] = []
     for p in sorted((c / "books" / "gutenberg").glob("*.txt.gz")):
         raw = gzip.decompress(p.read_bytes())
@@ -103,7 +107,7 @@ def build_corpus(n_docs: int) -> list[Document]:
             text = raw.decode("latin-1")
         books += _paragraph_docs(text, f"book-{p.name.split('.')[0]}")
     # Web-like material first, then books and multilingual documents interleaved up to n.
-    rest = [d for pair in zip(books, multi[: len(books)]) for d in pair] + multi[len(books):] + books[len(multi):]
+    rest = [d for pair in zip(books, multi[: len(books)]) for d in pair] + multi[len(books) :] + books[len(multi) :]
     docs += rest
     return docs[:n_docs]
 
@@ -129,7 +133,9 @@ def spec_of(name: str) -> dict:
 
 
 # Parameters for filters that need some (set in main: the quality model is trained there).
-EXTRA_PARAMS: dict[str, dict] = {"url_blocklist": {"domains": ["example.com", "wikipedia.org"], "patterns": ["*/tag/*"]}}
+EXTRA_PARAMS: dict[str, dict] = {
+    "url_blocklist": {"domains": ["example.com", "wikipedia.org"], "patterns": ["*/tag/*"]}
+}
 
 
 def train_bench_quality_model(docs: list[Document], tmp: str) -> str:
@@ -139,7 +145,9 @@ def train_bench_quality_model(docs: list[Document], tmp: str) -> str:
     from filters.quality import train_quality_model
 
     pos = [d.text for d in docs if (d.source or "").startswith(("book", "articles"))][:1500]
-    neg = [d.text for d in docs if (d.source or "").startswith(("web", "redpajama", "stackexchange", "the", "wikipedia"))]
+    neg = [
+        d.text for d in docs if (d.source or "").startswith(("web", "redpajama", "stackexchange", "the", "wikipedia"))
+    ]
     paths = []
     for name, texts in (("pos.jsonl", pos), ("neg.jsonl", neg)):
         path = os.path.join(tmp, name)
@@ -154,7 +162,11 @@ def train_bench_quality_model(docs: list[Document], tmp: str) -> str:
 
 
 def time_ours(name_or_chain, docs: list[Document]) -> tuple[float, Counter]:
-    chain = build_chain([spec_of(n) for n in name_or_chain]) if isinstance(name_or_chain, list) else build_chain([spec_of(name_or_chain)])
+    chain = (
+        build_chain([spec_of(n) for n in name_or_chain])
+        if isinstance(name_or_chain, list)
+        else build_chain([spec_of(name_or_chain)])
+    )
     chain.process(Document(id="warm", text="warm up the model " * 20))  # model load outside the timing
     chain.reset_stats()
     batch = fresh(docs)
@@ -229,8 +241,11 @@ def main() -> None:
     ap.add_argument("--input", nargs="*", help="Parquet shards to use instead of ../shared/corpus")
     ap.add_argument("--docs", type=int, default=5000)
     ap.add_argument("--no-datatrove", action="store_true")
-    ap.add_argument("--datatrove-path", default=os.environ.get("DATATROVE_PATH", ""),
-                    help="directory appended to sys.path to find datatrove (e.g. a pip --target dir)")
+    ap.add_argument(
+        "--datatrove-path",
+        default=os.environ.get("DATATROVE_PATH", ""),
+        help="directory appended to sys.path to find datatrove (e.g. a pip --target dir)",
+    )
     args = ap.parse_args()
 
     docs = load_parquet(args.input, args.docs) if args.input else build_corpus(args.docs)
@@ -245,7 +260,7 @@ def main() -> None:
             sys.path.append(args.datatrove_path)
         try:
             dt = datatrove_filters()
-        except Exception as exc:  # noqa: BLE001 - the comparison is optional
+        except Exception as exc:
             print(f"  (datatrove not available: {type(exc).__name__}: {exc}; ours only)")
 
     print(f"\n{'filter':<20}{'ours docs/s':>12}{'datatrove':>12}{'ratio':>8}{'agree':>8}  our drops")
@@ -289,8 +304,10 @@ def main() -> None:
     for d in fresh(docs):
         src = (d.source or "?").split("-")[0]
         by_source.setdefault(src, Counter())["kept" if chain.process(d) is None else "dropped"] += 1
-    print("  kept by source: " + ", ".join(
-        f"{s} {c['kept']}/{c['kept'] + c['dropped']}" for s, c in sorted(by_source.items())))
+    print(
+        "  kept by source: "
+        + ", ".join(f"{s} {c['kept']}/{c['kept'] + c['dropped']}" for s, c in sorted(by_source.items()))
+    )
 
     if (CORPUS / "langid").exists():
         mean, acc = language_accuracy()
@@ -299,9 +316,11 @@ def main() -> None:
         known = {label.replace("__label__", "") for label in lang._model_obj.get_labels()} | {"nb"}
         supported = {k: v for k, v in acc.items() if k in known}
         worst = sorted(supported.items(), key=lambda kv: kv[1])[:6]
-        print(f"\nlanguage ID on single lingua sentences (100 per language): mean accuracy {mean:.1%} over all "
-              f"{len(acc)} languages; {sum(supported.values()) / len(supported):.1%} over the {len(supported)} "
-              f"that lid.176 knows (unknown: {', '.join(sorted(set(acc) - known))})")
+        print(
+            f"\nlanguage ID on single lingua sentences (100 per language): mean accuracy {mean:.1%} over all "
+            f"{len(acc)} languages; {sum(supported.values()) / len(supported):.1%} over the {len(supported)} "
+            f"that lid.176 knows (unknown: {', '.join(sorted(set(acc) - known))})"
+        )
         print("  lowest: " + ", ".join(f"{k} {v:.0%}" for k, v in worst))
         ten = ["en", "de", "fr", "es", "it", "pt", "ru", "zh", "ja", "ar", "hi", "th", "ko", "tr", "vi"]
         print("  " + ", ".join(f"{k} {acc[k]:.0%}" for k in ten if k in acc))

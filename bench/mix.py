@@ -25,12 +25,46 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from curate.core.document import Document  # noqa: E402
-from curate.stages.mix.run import MixConfig, SourceSpec, run_mix  # noqa: E402
-from curate.core.shards import ShardWriter, expand_parquet_inputs, read_tables  # noqa: E402
+from curate.core.document import Document
+from curate.core.shards import ShardWriter, expand_parquet_inputs, read_tables
+from curate.stages.mix.run import MixConfig, SourceSpec, run_mix
 
-WORDS = ("the of and to in is was for on that with as by at from this be are it an which or "
-         "river stone light paper garden window market station letter harbour winter engine").split()
+WORDS = [
+    "the",
+    "of",
+    "and",
+    "to",
+    "in",
+    "is",
+    "was",
+    "for",
+    "on",
+    "that",
+    "with",
+    "as",
+    "by",
+    "at",
+    "from",
+    "this",
+    "be",
+    "are",
+    "it",
+    "an",
+    "which",
+    "or",
+    "river",
+    "stone",
+    "light",
+    "paper",
+    "garden",
+    "window",
+    "market",
+    "station",
+    "letter",
+    "harbour",
+    "winter",
+    "engine",
+]
 
 
 def build(directory: Path, n: int, seed: int) -> int:
@@ -72,19 +106,28 @@ def main() -> None:
         total_docs = args.docs + args.docs // 10
         # 70 % from big (downsampled), 30 % from small (repeated ~2 times): a budget about the data size.
         budget = int((big + small) * 0.9)
-        cfg = MixConfig(sources=[SourceSpec("big", [str(root / "big")], 0.7), SourceSpec("small", [str(root / "small")], 0.3)],
-                        tokens=budget, tokenizer=args.tokenizer)
+        cfg = MixConfig(
+            sources=[SourceSpec("big", [str(root / "big")], 0.7), SourceSpec("small", [str(root / "small")], 0.3)],
+            tokens=budget,
+            tokenizer=args.tokenizer,
+        )
         t_mix = timed(lambda: run_mix(cfg, str(root / "mix"), progress=False))
         cfg.shuffle_memory = "6MB"
         m = {}
         t_small = timed(lambda: m.update(run_mix(cfg, str(root / "mix2"), progress=False)))
         print(f"reference copy      {ref:7.2f} s  {total_docs / ref:>10,.0f} docs/s  1.00x")
         print(f"mix                 {t_mix:7.2f} s  {total_docs / t_mix:>10,.0f} docs/s  {t_mix / ref:.2f}x the copy")
-        print(f"mix, {m['shuffle']['buckets']:>3} buckets     {t_small:7.2f} s  {total_docs / t_small:>10,.0f} docs/s  "
-              f"{t_small / ref:.2f}x the copy")
-        print(f"realized {m['tokens']['realized']:,} of {budget:,} tokens; shares "
-              + ", ".join(f"{s['name']} {100 * s['share_realized']:.2f}% (asked {100 * s['share_requested']:.0f}%)"
-                          for s in m["sources"]))
+        print(
+            f"mix, {m['shuffle']['buckets']:>3} buckets     {t_small:7.2f} s  {total_docs / t_small:>10,.0f} docs/s  "
+            f"{t_small / ref:.2f}x the copy"
+        )
+        print(
+            f"realized {m['tokens']['realized']:,} of {budget:,} tokens; shares "
+            + ", ".join(
+                f"{s['name']} {100 * s['share_realized']:.2f}% (asked {100 * s['share_requested']:.0f}%)"
+                for s in m["sources"]
+            )
+        )
 
 
 if __name__ == "__main__":

@@ -36,11 +36,11 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from train.loop import autocast_context, build_optimizer, device_peak_flops, tune_cpu_allocator  # noqa: E402
-from train.model import GPT, PRESETS, GPTConfig  # noqa: E402
-
+from train.loop import autocast_context, build_optimizer, device_peak_flops, tune_cpu_allocator
+from train.model import GPT, PRESETS, GPTConfig
 
 # ----------------------------------------------------------------------------- reference
+
 
 class RefBlock(nn.Module):
     def __init__(self, n_embd: int, n_head: int):
@@ -142,6 +142,7 @@ class PlainGPT(nn.Module):
 
 # ----------------------------------------------------------------------------- timing
 
+
 def make_step(model: nn.Module, device: torch.device, dtype: torch.dtype):
     opt = build_optimizer(model, lr=1e-4, device=device)
 
@@ -161,8 +162,19 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def bench_preset(name: str, *, device: torch.device, dtype: torch.dtype, vocab: int, block: int, batch: int,
-                 rounds: int, steps: int, compile_models: bool, clock=time.perf_counter) -> dict:
+def bench_preset(
+    name: str,
+    *,
+    device: torch.device,
+    dtype: torch.dtype,
+    vocab: int,
+    block: int,
+    batch: int,
+    rounds: int,
+    steps: int,
+    compile_models: bool,
+    clock=time.perf_counter,
+) -> dict:
     torch.manual_seed(0)
     preset = dict(PRESETS[name])
     dims = dict(n_layer=preset["n_layer"], n_head=preset["n_head"], n_embd=preset["n_embd"])
@@ -210,14 +222,21 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
     parser.add_argument("--presets", default=None, help="comma-separated (default: tiny,small on CPU; small on CUDA)")
-    parser.add_argument("--vocab", type=int, default=None,
-                        help="vocabulary size (default: 262, the byte tokenizer, for tiny; 50304, GPT-2's padded, "
-                             "for the others)")
+    parser.add_argument(
+        "--vocab",
+        type=int,
+        default=None,
+        help="vocabulary size (default: 262, the byte tokenizer, for tiny; 50304, GPT-2's padded, for the others)",
+    )
     parser.add_argument("--rounds", type=int, default=None)
     parser.add_argument("--compile", action="store_true", help="torch.compile every model (worth it on GPU)")
-    parser.add_argument("--threads", type=int, default=1,
-                        help="torch CPU threads (default 1: then CPU time is measured, which a busy shared "
-                             "machine does not distort; with more threads, wall-clock time)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch CPU threads (default 1: then CPU time is measured, which a busy shared "
+        "machine does not distort; with more threads, wall-clock time)",
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     # One thread: the process's CPU time counts only the work done, not the time spent
@@ -237,23 +256,36 @@ def main() -> None:
         "cpu": {"tiny": dict(block=128, batch=8, steps=5), "small": dict(block=128, batch=2, steps=1)},
         "cuda": {"tiny": dict(block=128, batch=64, steps=20), "small": dict(block=1024, batch=16, steps=10)},
     }[device.type]
-    print(f"device {device} ({torch.cuda.get_device_name(device) if device.type == 'cuda' else 'cpu'}), "
-          f"dtype {str(dtype).replace('torch.', '')}, torch {torch.__version__}, threads {torch.get_num_threads()}, "
-          f"{'compiled' if args.compile else 'eager'}, {'CPU' if clock is time.process_time else 'wall'}-clock; "
-          "ratio = median over rounds of ours/reference tokens/s; plain = the same architecture written plainly, "
-          "gpt2 = a GPT-2 block")
+    print(
+        f"device {device} ({torch.cuda.get_device_name(device) if device.type == 'cuda' else 'cpu'}), "
+        f"dtype {str(dtype).replace('torch.', '')}, torch {torch.__version__}, threads {torch.get_num_threads()}, "
+        f"{'compiled' if args.compile else 'eager'}, {'CPU' if clock is time.process_time else 'wall'}-clock; "
+        "ratio = median over rounds of ours/reference tokens/s; plain = the same architecture written plainly, "
+        "gpt2 = a GPT-2 block"
+    )
     for name in presets:
         shape = shapes.get(name, dict(block=min(PRESETS[name]["block_size"], 1024), batch=4, steps=2))
         rounds = args.rounds or (7 if device.type == "cpu" else 5)
         vocab = args.vocab or (262 if name == "tiny" else 50304)
-        r = bench_preset(name, device=device, dtype=dtype, vocab=vocab, block=shape["block"],
-                         batch=shape["batch"], rounds=rounds, steps=shape["steps"], compile_models=args.compile,
-                         clock=clock)
+        r = bench_preset(
+            name,
+            device=device,
+            dtype=dtype,
+            vocab=vocab,
+            block=shape["block"],
+            batch=shape["batch"],
+            rounds=rounds,
+            steps=shape["steps"],
+            compile_models=args.compile,
+            clock=clock,
+        )
         mfu = f", MFU {r['mfu']:.1%}" if "mfu" in r else ""
-        print(f"{name:6s} {r['params']['ours'] / 1e6:.1f}M params (gpt2 {r['params']['gpt2'] / 1e6:.1f}M), "
-              f"V={r['vocab']} B={r['batch']} T={r['block']}: ours {r['ours']:,.0f} tok/s{mfu}; "
-              f"plain {r['plain']:,.0f} tok/s, ratio {r['ratio']['plain']:.2f}; "
-              f"gpt2 {r['gpt2']:,.0f} tok/s, ratio {r['ratio']['gpt2']:.2f}")
+        print(
+            f"{name:6s} {r['params']['ours'] / 1e6:.1f}M params (gpt2 {r['params']['gpt2'] / 1e6:.1f}M), "
+            f"V={r['vocab']} B={r['batch']} T={r['block']}: ours {r['ours']:,.0f} tok/s{mfu}; "
+            f"plain {r['plain']:,.0f} tok/s, ratio {r['ratio']['plain']:.2f}; "
+            f"gpt2 {r['gpt2']:,.0f} tok/s, ratio {r['ratio']['gpt2']:.2f}"
+        )
         sys.stdout.flush()
 
 

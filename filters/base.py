@@ -61,7 +61,7 @@ class Range:
     low_open: bool = False
     off: tuple[float, ...] = ()
 
-    def or_off(self, *values: float) -> "Range":
+    def or_off(self, *values: float) -> Range:
         """The same range also accepting ``values`` (default: -1) as "rule off"."""
         return dataclasses.replace(self, off=values or (OFF,))
 
@@ -73,9 +73,7 @@ class Range:
         # Written as "inside" tests so that NaN (TOML's nan) is never inside.
         if self.low is not None and not (value > self.low if self.low_open else value >= self.low):
             return False
-        if self.high is not None and not (value <= self.high):
-            return False
-        return True
+        return not (self.high is not None and not value <= self.high)
 
     def describe(self, integer: bool = False) -> str:
         kind = "an integer" if integer else "a number"

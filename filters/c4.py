@@ -93,8 +93,10 @@ class C4Quality(Filter):
             if not line:
                 continue
             n_lines += 1
-            if self.max_word_length != -1 and len(line) > self.max_word_length and any(
-                len(tok) > self.max_word_length for tok in line.split()
+            if (
+                self.max_word_length != -1
+                and len(line) > self.max_word_length
+                and any(len(tok) > self.max_word_length for tok in line.split())
             ):
                 removed["long_word"] = removed.get("long_word", 0) + 1
                 continue

@@ -85,7 +85,11 @@ class FineWebQuality(Filter):
         denominator = len(text) - text.count("\n")
         dup_ratio = dup_chars / denominator if denominator else 0.0
         self.score(doc, "duplicate_line_chars_ratio", dup_ratio)
-        if reason is None and self.max_duplicate_line_chars_ratio != -1 and dup_ratio > self.max_duplicate_line_chars_ratio:
+        if (
+            reason is None
+            and self.max_duplicate_line_chars_ratio != -1
+            and dup_ratio > self.max_duplicate_line_chars_ratio
+        ):
             reason = "duplicate_line_chars"
             if not self.annotate:
                 return reason

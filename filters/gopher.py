@@ -306,4 +306,3 @@ class GopherRepetition(Filter):
             if reason and not self.annotate:
                 return reason
         return reason
-

@@ -24,9 +24,10 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any
 
 from curate.core.document import Document
 from curate.core.errors import ConfigError, CurateError, InputError
@@ -208,7 +209,11 @@ class QualityReport:
 
     def lines(self) -> list[str]:
         return [
-            *([f"note: training diverged at the requested learning rate; used lr={self.lr:g}"] if self.lr_lowered else []),
+            *(
+                [f"note: training diverged at the requested learning rate; used lr={self.lr:g}"]
+                if self.lr_lowered
+                else []
+            ),
             f"trained on {self.n_train['positive']:,} positive + {self.n_train['negative']:,} negative documents",
             f"held out {self.n_holdout['positive']:,} positive + {self.n_holdout['negative']:,} negative",
             f"precision {self.precision:.3f}  recall {self.recall:.3f}  accuracy {self.accuracy:.3f}  ROC AUC {self.roc_auc:.3f}",
@@ -287,7 +292,9 @@ def _train_fasttext(output: str, **params: Any) -> float:
     env = dict(os.environ)
     env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     payload = json.dumps({"output": output, "params": params})
-    proc = subprocess.run([sys.executable, "-c", _TRAIN_SCRIPT, payload], capture_output=True, text=True, env=env, cwd=root)
+    proc = subprocess.run(
+        [sys.executable, "-c", _TRAIN_SCRIPT, payload], capture_output=True, text=True, env=env, cwd=root
+    )
     lines = proc.stdout.strip().splitlines()
     try:
         result = json.loads(lines[-1]) if lines else None
@@ -374,8 +381,18 @@ def train_quality_model(
                 os.unlink(path)
         tmp_model = os.path.join(tmp, "model.bin")
         lr_used = _train_fasttext(
-            tmp_model, input=train_path, epoch=epoch, lr=lr, dim=dim, wordNgrams=word_ngrams,
-            minCount=min_count, bucket=bucket, thread=threads, seed=seed, verbose=0, loss="softmax",
+            tmp_model,
+            input=train_path,
+            epoch=epoch,
+            lr=lr,
+            dim=dim,
+            wordNgrams=word_ngrams,
+            minCount=min_count,
+            bucket=bucket,
+            thread=threads,
+            seed=seed,
+            verbose=0,
+            loss="softmax",
         )
         model = fasttext.load_model(tmp_model)
         scores: list[float] = []
@@ -410,12 +427,27 @@ def train_quality_model(
         "positive_label": POSITIVE_LABEL,
         "negative_label": NEGATIVE_LABEL,
         "normalization": {"max_chars": max_chars, "lowercase": True, "split_punct": True},
-        "train": {"positive": positive, "negative": negative, "seed": seed, "holdout": holdout,
-                  "epoch": epoch, "lr": lr_used, "lr_requested": lr, "dim": dim, "word_ngrams": word_ngrams,
-                  "min_count": min_count, "bucket": bucket, "max_docs": max_docs},
+        "train": {
+            "positive": positive,
+            "negative": negative,
+            "seed": seed,
+            "holdout": holdout,
+            "epoch": epoch,
+            "lr": lr_used,
+            "lr_requested": lr,
+            "dim": dim,
+            "word_ngrams": word_ngrams,
+            "min_count": min_count,
+            "bucket": bucket,
+            "max_docs": max_docs,
+        },
         "counts": {"train": n_train, "holdout": n_hold},
-        "metrics": {"precision": report.precision, "recall": report.recall,
-                    "accuracy": report.accuracy, "roc_auc": report.roc_auc},
+        "metrics": {
+            "precision": report.precision,
+            "recall": report.recall,
+            "accuracy": report.accuracy,
+            "roc_auc": report.roc_auc,
+        },
         "model_sha256": file_digest(out),
     }
     from curate.core.shards import atomic_write_json

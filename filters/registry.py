@@ -78,7 +78,7 @@ def resolved_spec(f: Filter) -> dict[str, Any]:
     return {"name": f.name, **f.params()}
 
 
-def build_chain(config: dict[str, Any] | list[dict[str, Any]], annotate: bool = False) -> "FilterChain":
+def build_chain(config: dict[str, Any] | list[dict[str, Any]], annotate: bool = False) -> FilterChain:
     """A chain from a parsed chain file (``{"filters": [...]}``) or a list of tables.
     ``annotate`` (or ``annotate = true`` in the file) puts every filter in annotate mode."""
     if isinstance(config, dict):
@@ -198,8 +198,16 @@ def merge_reports(reports: list[list[dict[str, Any]]]) -> list[dict[str, Any]]:
     merged: list[dict[str, Any]] = []
     for report in reports:
         if not merged:
-            merged = [dict(r, dropped=dict(r["dropped"]), chars_dropped=dict(r["chars_dropped"]),
-                           would_drop=dict(r["would_drop"]), counters=dict(r["counters"])) for r in report]
+            merged = [
+                dict(
+                    r,
+                    dropped=dict(r["dropped"]),
+                    chars_dropped=dict(r["chars_dropped"]),
+                    would_drop=dict(r["would_drop"]),
+                    counters=dict(r["counters"]),
+                )
+                for r in report
+            ]
             continue
         for into, r in zip(merged, report):
             into["docs_in"] += r["docs_in"]
@@ -214,7 +222,7 @@ def merge_reports(reports: list[list[dict[str, Any]]]) -> list[dict[str, Any]]:
 def describe_filters() -> str:
     """Human listing of every filter: summary, parameters with defaults, reasons."""
     out = [
-        "Every filter also takes mode = \"filter\" (drop) or \"annotate\" (score only) and label "
+        'Every filter also takes mode = "filter" (drop) or "annotate" (score only) and label '
         "(name in reasons and scores; default: the filter's name).",
         "",
     ]

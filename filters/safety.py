@@ -172,7 +172,7 @@ class BadWords(Filter):
                 if w in singles:
                     hits += 1
                 if w in phrases:
-                    hits += sum(1 for ph in phrases[w] if tuple(words[i:i + len(ph)]) == ph)
+                    hits += sum(1 for ph in phrases[w] if tuple(words[i : i + len(ph)]) == ph)
         ratio = hits / n_words
         self.score(doc, "count", hits)
         self.score(doc, "ratio", ratio)
@@ -191,9 +191,7 @@ IPV4_RE = re.compile(
 IPV6_CANDIDATE_RE = re.compile(r"(?<![\w:.])(?:[0-9A-Fa-f]{0,4}:){2,7}[0-9A-Fa-f]{0,4}(?:%\w+)?(?![\w:])")
 # Phone numbers: an optional +country code, then groups of digits separated by spaces, dots,
 # dashes or a parenthesised area code; validated to 9-15 digits (E.164 allows at most 15).
-PHONE_RE = re.compile(
-    r"(?<![\w+])(?:\+\d{1,3}[\s.-]?)?(?:\(\d{1,4}\)[\s.-]?)?\d{2,4}(?:[\s.-]\d{2,4}){1,4}(?![\w])"
-)
+PHONE_RE = re.compile(r"(?<![\w+])(?:\+\d{1,3}[\s.-]?)?(?:\(\d{1,4}\)[\s.-]?)?\d{2,4}(?:[\s.-]\d{2,4}){1,4}(?![\w])")
 _DATE_LIKE = re.compile(r"^\d{4}[-./]\d{1,2}[-./]\d{1,2}$|^\d{1,2}[-./]\d{1,2}[-./]\d{2,4}$")
 
 
@@ -235,6 +233,7 @@ class Pii(Filter):
             if "." in text:
                 text, counts["ipv4"] = IPV4_RE.subn(self.ip_placeholder, text)
             if ":" in text:
+
                 def ipv6(m: re.Match[str]) -> str:
                     candidate = m.group()
                     address = candidate.split("%")[0]
@@ -251,6 +250,7 @@ class Pii(Filter):
 
                 text = IPV6_CANDIDATE_RE.sub(ipv6, text)
         if self.phones:
+
             def phone(m: re.Match[str]) -> str:
                 s = m.group()
                 digits = sum(c.isdigit() for c in s)
@@ -274,4 +274,3 @@ class Pii(Filter):
             self.count("docs_changed")
             doc.text = new_text
         return None
-

@@ -95,9 +95,7 @@ def _build_classes() -> tuple[str, str, str]:
 _WORD_CLASS, _NO_SPACE_CLASS, _MARK_CLASS = _build_classes()
 _CONNECTORS = r"['’\-.,:/_@&]"
 # A no-space-script character with its marks, or a run of word characters with connectors.
-WORD_RE = re.compile(
-    rf"[{_NO_SPACE_CLASS}][{_MARK_CLASS}]*|[{_WORD_CLASS}]+(?:{_CONNECTORS}[{_WORD_CLASS}]+)*"
-)
+WORD_RE = re.compile(rf"[{_NO_SPACE_CLASS}][{_MARK_CLASS}]*|[{_WORD_CLASS}]+(?:{_CONNECTORS}[{_WORD_CLASS}]+)*")
 _NO_SPACE_CHAR_RE = re.compile(rf"[{_NO_SPACE_CLASS}]")
 _LETTER_RE = re.compile(r"[^\W\d_]")
 
@@ -146,7 +144,7 @@ class TextView:
     def paragraphs(self) -> list[str]:
         """Blocks separated by blank lines."""
         stripped = self.text.strip()
-        return [p for p in re.split(r"\n\s*\n", stripped)] if stripped else []
+        return list(re.split(r"\n\s*\n", stripped)) if stripped else []
 
     @cached_property
     def words(self) -> list[str]:
@@ -208,7 +206,7 @@ class TextView:
         text = self.text if text is None else text
         ends = list(SENTENCE_END_RE.finditer(text))
         n = len(ends)
-        tail = text[ends[-1].end():] if ends else text
+        tail = text[ends[-1].end() :] if ends else text
         if WORD_RE.search(tail):
             n += 1
         return n
@@ -246,7 +244,7 @@ def ngram_hashes(ids: np.ndarray, n_max: int) -> dict[int, np.ndarray]:
     out[1] = h
     with np.errstate(over="ignore"):
         for n in range(2, min(n_max, len(ids)) + 1):
-            h = h[:-1] * _HASH_MUL + (ids[n - 1:].astype(np.uint64) + np.uint64(1))
+            h = h[:-1] * _HASH_MUL + (ids[n - 1 :].astype(np.uint64) + np.uint64(1))
             out[n] = h
     return out
 
@@ -255,7 +253,10 @@ def _coverage(starts: np.ndarray, n: int, length: int) -> np.ndarray:
     """Boolean mask of word positions covered by n-grams starting at ``starts``."""
     if len(starts) == 0:
         return np.zeros(length, dtype=bool)
-    delta = np.bincount(starts, minlength=length + 1)[: length + 1] - np.bincount(starts + n, minlength=length + 1)[: length + 1]
+    delta = (
+        np.bincount(starts, minlength=length + 1)[: length + 1]
+        - np.bincount(starts + n, minlength=length + 1)[: length + 1]
+    )
     return np.cumsum(delta[:length]) > 0
 
 
@@ -293,7 +294,7 @@ class NgramGroups:
             return self.order[:0]
         run_starts, sizes = self._runs()
         best = int(np.argmax(sizes))
-        return self.order[run_starts[best]: run_starts[best] + sizes[best]]
+        return self.order[run_starts[best] : run_starts[best] + sizes[best]]
 
 
 def top_ngram_chars(hashes: np.ndarray, lengths: np.ndarray, n: int) -> int:
@@ -355,4 +356,3 @@ def flatten_lines(text: str, max_chars: int = 0) -> str:
     if max_chars and len(text) > max_chars:
         text = text[:max_chars]
     return " ".join(text.split())
-

@@ -22,10 +22,22 @@ SEED = 20261128
 
 # An invented world, so "facts" can be checked against this file and nothing else.
 CAPITALS = {
-    "Veloria": "Tamsk", "Orrin": "Quell", "Bastavia": "Lune", "Kestrel Isles": "Port Amber",
-    "Marrow": "Dunhollow", "Seravin": "Ilt", "Cardova": "Mirest", "Ythra": "Sol Vey",
-    "Pellan": "Corbin", "Anthelia": "Rask", "Dromund": "Velt", "Isola Minor": "Brine",
-    "Tarsk": "Hallow", "Ghent Reach": "Oarsby", "Calveth": "Nim", "Umbria Nova": "Treve",
+    "Veloria": "Tamsk",
+    "Orrin": "Quell",
+    "Bastavia": "Lune",
+    "Kestrel Isles": "Port Amber",
+    "Marrow": "Dunhollow",
+    "Seravin": "Ilt",
+    "Cardova": "Mirest",
+    "Ythra": "Sol Vey",
+    "Pellan": "Corbin",
+    "Anthelia": "Rask",
+    "Dromund": "Velt",
+    "Isola Minor": "Brine",
+    "Tarsk": "Hallow",
+    "Ghent Reach": "Oarsby",
+    "Calveth": "Nim",
+    "Umbria Nova": "Treve",
 }
 DEFINITIONS = {
     "a shard": "a file holding one slice of a larger dataset, so work can be split and resumed",
@@ -50,11 +62,47 @@ DEFINITIONS = {
     "a prompt": "the text given to a model for it to continue or answer",
 }
 WEEKDAYS = ["Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"]
-WORDS = ["curate", "shard", "token", "river", "lantern", "garden", "signal", "harbor", "meadow", "copper",
-         "window", "pebble", "forest", "planet", "candle", "bridge", "marble", "orchid", "violin", "castle",
-         "pepper", "rocket", "tunnel", "wander", "silver", "kettle", "ladder", "mirror", "puzzle", "anchor"]
-UNITS = [("minutes", "hours", 60), ("seconds", "minutes", 60), ("hours", "days", 24), ("days", "weeks", 7),
-         ("months", "years", 12), ("centimetres", "metres", 100), ("grams", "kilograms", 1000)]
+WORDS = [
+    "curate",
+    "shard",
+    "token",
+    "river",
+    "lantern",
+    "garden",
+    "signal",
+    "harbor",
+    "meadow",
+    "copper",
+    "window",
+    "pebble",
+    "forest",
+    "planet",
+    "candle",
+    "bridge",
+    "marble",
+    "orchid",
+    "violin",
+    "castle",
+    "pepper",
+    "rocket",
+    "tunnel",
+    "wander",
+    "silver",
+    "kettle",
+    "ladder",
+    "mirror",
+    "puzzle",
+    "anchor",
+]
+UNITS = [
+    ("minutes", "hours", 60),
+    ("seconds", "minutes", 60),
+    ("hours", "days", 24),
+    ("days", "weeks", 7),
+    ("months", "years", 12),
+    ("centimetres", "metres", 100),
+    ("grams", "kilograms", 1000),
+]
 RUDE = ["Figure it out yourself.", "Obviously.", "Why would you even ask that?", "Ugh, fine.", "Stop wasting my time."]
 
 
@@ -87,8 +135,11 @@ def definition(rng: random.Random) -> tuple[str, str, str]:
 def weekday(rng: random.Random) -> tuple[str, str, str]:
     i, k = rng.randrange(7), rng.randint(1, 6)
     day = WEEKDAYS[(i + k) % 7]
-    return (f"What day comes {k} day{'s' if k > 1 else ''} after {WEEKDAYS[i]}?",
-            f"{k} day{'s' if k > 1 else ''} after {WEEKDAYS[i]} comes {day}.", day)
+    return (
+        f"What day comes {k} day{'s' if k > 1 else ''} after {WEEKDAYS[i]}?",
+        f"{k} day{'s' if k > 1 else ''} after {WEEKDAYS[i]} comes {day}.",
+        day,
+    )
 
 
 def reverse_word(rng: random.Random) -> tuple[str, str, str]:
@@ -146,9 +197,15 @@ def main() -> None:
     sft_rows: list[dict] = []
     for i, (p, a, _) in enumerate(qa):
         if i % 10 == 9:  # some examples in the messages form, with a system turn
-            sft_rows.append({"messages": [{"role": "system", "content": system},
-                                          {"role": "user", "content": p},
-                                          {"role": "assistant", "content": a}]})
+            sft_rows.append(
+                {
+                    "messages": [
+                        {"role": "system", "content": system},
+                        {"role": "user", "content": p},
+                        {"role": "assistant", "content": a},
+                    ]
+                }
+            )
         else:
             sft_rows.append({"prompt": p, "response": a})
     write_jsonl(HERE / "sft" / "qa.jsonl", sft_rows)
@@ -168,12 +225,20 @@ def main() -> None:
         else:
             rejected = rng.choice(RUDE)
         chosen = a if kind != "rude" else f"Happy to help! {a}"
-        comparisons.append({
-            "prompt": p, "chosen": chosen, "rejected": rejected, "rater": "template",
-            "source": "samples/make_align_samples.py",
-            "reason": {"wrong": "rejected answer is wrong", "truncated": "rejected answer is cut short",
-                       "rude": "rejected answer is rude and unhelpful"}[kind],
-        })
+        comparisons.append(
+            {
+                "prompt": p,
+                "chosen": chosen,
+                "rejected": rejected,
+                "rater": "template",
+                "source": "samples/make_align_samples.py",
+                "reason": {
+                    "wrong": "rejected answer is wrong",
+                    "truncated": "rejected answer is cut short",
+                    "rude": "rejected answer is rude and unhelpful",
+                }[kind],
+            }
+        )
     write_jsonl(HERE / "comparisons.jsonl", comparisons)
     print(f"wrote {len(sft_rows)} SFT examples, {len(prompts)} prompts, {len(comparisons)} comparisons")
 

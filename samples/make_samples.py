@@ -36,7 +36,7 @@ import random
 import struct
 import uuid
 import zlib
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import brotli
@@ -192,196 +192,258 @@ EN = {
 }
 
 OTHER = {
-    "vi": ("Bài viết", [
-        "Hà Nội vào mùa thu có tiết trời mát mẻ và những con phố rợp bóng cây xanh.",
-        "Phở bò là món ăn sáng quen thuộc của nhiều gia đình Việt Nam.",
-        "Người nông dân thường dậy từ sáng sớm để ra đồng trước khi trời nắng gắt.",
-        "Sông Mê Kông chảy qua nhiều quốc gia trước khi đổ ra Biển Đông.",
-        "Học sinh chuẩn bị kỹ lưỡng cho kỳ thi tốt nghiệp trung học phổ thông.",
-        "Chợ nổi Cái Răng là điểm đến nổi tiếng của du khách khi ghé thăm Cần Thơ.",
-        "Cà phê sữa đá được nhiều người yêu thích trong những ngày hè oi bức.",
-        "Thư viện thành phố vừa mở thêm phòng đọc dành riêng cho thiếu nhi.",
-        "Những cánh đồng lúa chín vàng trải dài đến tận chân trời vào tháng mười.",
-        "Vịnh Hạ Long có hàng nghìn hòn đảo đá vôi với hình dáng độc đáo.",
-        "Các nhà khoa học đang nghiên cứu giống lúa chịu mặn cho vùng đồng bằng.",
-        "Tết Nguyên Đán là dịp để các gia đình sum họp và chúc nhau năm mới an khang.",
-        "Mùa mưa ở miền Nam thường bắt đầu vào tháng năm và kéo dài đến tháng mười một.",
-        "Nhiều bạn trẻ chọn đi xe buýt để tiết kiệm chi phí và giảm ô nhiễm không khí.",
-        "Bánh mì Sài Gòn nổi tiếng với lớp vỏ giòn và nhân thịt đậm đà.",
-        "Làng gốm Bát Tràng đã có lịch sử hàng trăm năm bên bờ sông Hồng.",
-        "Các bác sĩ khuyên mọi người nên uống đủ nước và tập thể dục đều đặn mỗi ngày.",
-        "Đà Lạt được mệnh danh là thành phố ngàn hoa với khí hậu mát mẻ quanh năm.",
-        "Nghề dệt lụa truyền thống vẫn được gìn giữ ở nhiều làng quê miền Bắc.",
-        "Sinh viên năm nhất thường gặp khó khăn khi làm quen với cách học ở đại học.",
-        "Ruộng bậc thang ở Sa Pa đẹp nhất vào mùa lúa chín cuối tháng chín.",
-        "Ngư dân miền Trung ra khơi từ sớm và trở về khi mặt trời vừa lặn.",
-    ]),
-    "de": ("Artikel", [
-        "Im Herbst färben sich die Wälder im Schwarzwald in leuchtendem Rot und Gold.",
-        "Viele Pendler fahren morgens mit der Bahn in die Innenstadt zur Arbeit.",
-        "Ein gutes Brot braucht Zeit, denn der Teig muss langsam und gründlich gehen.",
-        "Die Stadtbibliothek bietet jeden Samstag eine Lesestunde für Kinder an.",
-        "Der Rhein ist seit Jahrhunderten eine der wichtigsten Wasserstraßen Europas.",
-        "Im Sommer treffen sich die Nachbarn gern im Biergarten unter alten Kastanien.",
-        "Die Forscher untersuchen, wie sich der Klimawandel auf die Alpengletscher auswirkt.",
-        "Wer Fahrrad fährt, sollte auch bei kurzen Strecken einen Helm tragen.",
-        "Auf dem Wochenmarkt gibt es frisches Gemüse direkt von den Bauern aus der Region.",
-        "Die Altstadt wurde nach dem Krieg sorgfältig wieder aufgebaut.",
-        "Schüler lernen heute schon früh, wie man sicher mit dem Internet umgeht.",
-        "Ein Spaziergang am Sonntagnachmittag gehört für viele Familien einfach dazu.",
-        "Im Winter verwandeln sich viele Marktplätze in festlich beleuchtete Weihnachtsmärkte.",
-        "Die Universität hat ein neues Labor für erneuerbare Energien eröffnet.",
-        "Wanderer schätzen die gut markierten Wege im Harz und in der Sächsischen Schweiz.",
-        "Immer mehr Menschen bauen auf ihrem Balkon eigene Kräuter und Tomaten an.",
-        "Das Orchester probt seit Wochen für das große Konzert im Stadtpark.",
-        "An der Nordsee kann man bei Ebbe kilometerweit durch das Watt laufen.",
-        "Die Handwerkskammer sucht dringend junge Leute für eine Ausbildung im Bauwesen.",
-        "Im Museum erklären Modelle, wie die ersten Dampfmaschinen funktionierten.",
-        "Nach dem langen Regen führt die Elbe an manchen Stellen Hochwasser.",
-        "Ein Stück Apfelkuchen mit Sahne ist für viele der Höhepunkt des Nachmittags.",
-    ]),
-    "fr": ("Article", [
-        "Le marché du samedi matin attire les habitants de tout le quartier.",
-        "La Loire est célèbre pour ses châteaux construits pendant la Renaissance.",
-        "Un bon croissant doit être feuilleté, léger et doré à souhait.",
-        "Les chercheurs étudient l'impact de la sécheresse sur les vignobles du sud.",
-        "La bibliothèque municipale organise des ateliers d'écriture pour les adolescents.",
-        "Beaucoup de Parisiens préfèrent circuler à vélo depuis l'ouverture des nouvelles pistes.",
-        "Le fromage affiné dans les caves garde une saveur plus profonde.",
-        "Les randonneurs partent tôt pour profiter de la fraîcheur en montagne.",
-        "La rentrée scolaire marque le retour des embouteillages dans les grandes villes.",
-        "Le musée a ouvert une salle consacrée aux peintres impressionnistes.",
-        "Les pêcheurs bretons rentrent au port avant que la tempête n'arrive.",
-        "Une soupe de légumes maison réchauffe les soirées d'hiver.",
-        "Les vendanges commencent dès que les raisins ont atteint la bonne maturité.",
-        "Le nouveau tramway relie désormais la gare au centre hospitalier.",
-        "Les enfants apprennent à nager dans la piscine municipale pendant les vacances.",
-        "La lavande fleurit en juillet et colore les plateaux de Provence en violet.",
-        "Un artisan boulanger se lève bien avant l'aube pour préparer les baguettes.",
-        "Le festival de cinéma attire chaque année des réalisateurs du monde entier.",
-        "Les agriculteurs plantent des haies pour protéger les champs contre le vent.",
-        "La cathédrale a retrouvé sa façade d'origine après des années de restauration.",
-        "Les étudiants se retrouvent au café pour réviser avant les examens de fin d'année.",
-        "En automne, les forêts des Vosges se couvrent de champignons.",
-    ]),
-    "es": ("Artículo", [
-        "El mercado central de Valencia ofrece frutas y verduras frescas cada mañana.",
-        "Muchas familias se reúnen los domingos para comer una paella al aire libre.",
-        "La biblioteca del barrio amplió su horario durante la temporada de exámenes.",
-        "Los científicos estudian cómo la sequía afecta a los olivares del sur.",
-        "El camino de Santiago atrae a miles de peregrinos de todo el mundo.",
-        "Una buena tortilla de patatas necesita paciencia y fuego lento.",
-        "Las calles del casco antiguo se llenan de música durante las fiestas.",
-        "Los estudiantes preparan sus proyectos de ciencias para la feria escolar.",
-        "El Museo del Prado guarda algunas de las obras más importantes de Velázquez.",
-        "En verano, la gente sale a pasear cuando baja el calor de la tarde.",
-        "Los agricultores instalan sistemas de riego por goteo para ahorrar agua.",
-        "El tren de alta velocidad une Madrid y Barcelona en menos de tres horas.",
-        "Los pueblos blancos de Andalucía brillan bajo el sol de mediodía.",
-        "La orquesta juvenil ofrecerá un concierto gratuito en la plaza mayor.",
-        "Muchos vecinos cultivan tomates y pimientos en los huertos urbanos del barrio.",
-        "El flamenco combina el cante, el baile y la guitarra en una expresión única.",
-        "Los pescadores del norte salen al mar antes del amanecer en busca de anchoas.",
-        "La universidad inauguró un laboratorio dedicado a la energía solar.",
-        "En invierno, las estaciones de esquí de los Pirineos reciben a miles de visitantes.",
-        "Un buen gazpacho se prepara con tomates maduros, pepino, pimiento y aceite de oliva.",
-        "Los niños esperan con ilusión la llegada de los Reyes Magos cada enero.",
-        "Las bibliotecas móviles llevan libros a los pueblos más pequeños de la provincia.",
-    ]),
-    "ru": ("Статья", [
-        "Осенью в парках Москвы деревья покрываются золотой и красной листвой.",
-        "Многие семьи проводят летние выходные на даче за городом.",
-        "Учёные изучают, как меняется толщина льда на озере Байкал.",
-        "Городская библиотека открыла новый читальный зал для школьников.",
-        "Хороший борщ получается только тогда, когда овощи нарезаны тонко и аккуратно.",
-        "Транссибирская магистраль соединяет Москву с Владивостоком.",
-        "Зимой дети катаются на санках с высоких снежных горок.",
-        "В музее открылась выставка работ русских художников девятнадцатого века.",
-        "Рыбаки выходят на реку рано утром, пока вода ещё спокойна.",
-        "Студенты готовятся к сессии в читальных залах университета.",
-        "На рынке продают свежий мёд, ягоды и грибы из соседних деревень.",
-        "Белые ночи в Санкт-Петербурге привлекают туристов со всего мира.",
-        "Весной на реках начинается ледоход, и люди собираются на набережных посмотреть на него.",
-        "Новая линия метро сократила время поездки из пригорода в центр.",
-        "Бабушка научила внуков печь блины с тонкими кружевными краями.",
-        "Волга считается самой длинной рекой в европейской части России.",
-        "В театре готовят премьеру спектакля по пьесе Чехова.",
-        "Школьники посадили молодые берёзы вдоль дороги к новому стадиону.",
-        "Летом в горах Алтая можно встретить табуны лошадей и стада овец.",
-        "Исследователи наблюдают за миграцией птиц с помощью маленьких передатчиков.",
-        "В деревне до сих пор топят русскую печь, чтобы согреть дом зимой.",
-        "Фестиваль уличной музыки проходит в городе каждый август.",
-    ]),
-    "zh": ("文章", [
-        "秋天的北京天高气爽，香山的红叶吸引了许多游客。",
-        "许多家庭在周末一起包饺子，享受团聚的时光。",
-        "科学家正在研究气候变化对长江流域农业的影响。",
-        "城市图书馆新开设了儿童阅览室，深受家长欢迎。",
-        "高速铁路让城市之间的旅行变得更加方便快捷。",
-        "江南的古镇保留了许多明清时期的老房子。",
-        "学生们正在为期末考试认真复习功课。",
-        "茶农在清晨采摘新鲜的茶叶，然后进行炒制。",
-        "公园里经常可以看到老人们打太极拳。",
-        "博物馆展出了一批出土的青铜器和陶器。",
-        "春节期间，各地都会举办庙会和灯会。",
-        "骑自行车上班既环保又有益于身体健康。",
-        "黄山以奇松、怪石和云海闻名于世。",
-        "越来越多的年轻人选择在网上购买新鲜蔬菜。",
-        "夏天的傍晚，人们喜欢在河边散步乘凉。",
-        "这所大学新建了一座现代化的实验楼。",
-        "西湖边的柳树在春风中轻轻摇摆。",
-        "农民们忙着收割金黄的小麦。",
-        "社区组织志愿者帮助老人学习使用智能手机。",
-        "桂林的山水风景被誉为甲天下。",
-        "冬天的哈尔滨举办冰雪节，吸引了各地游客。",
-        "孩子们在操场上快乐地踢足球。",
-    ]),
-    "ja": ("記事", [
-        "秋の京都では、寺院の紅葉を見に多くの観光客が訪れます。",
-        "朝早く市場へ行くと、新鮮な魚や野菜が並んでいます。",
-        "研究者たちは、海水温の上昇が漁業に与える影響を調べています。",
-        "市立図書館では、子ども向けの読み聞かせ会が毎週開かれています。",
-        "新幹線のおかげで、東京から大阪まで数時間で移動できます。",
-        "おいしいご飯を炊くには、お米をよく研いで水加減に気をつけることが大切です。",
-        "夏祭りの夜には、浴衣姿の人々が花火を楽しみます。",
-        "学生たちは試験に向けて図書館で遅くまで勉強しています。",
-        "山の温泉旅館では、地元の食材を使った料理が出されます。",
-        "古い町並みが残る地区では、昔ながらの木造家屋が大切に保存されています。",
-        "春になると、公園の桜の下でお花見をする人が増えます。",
-        "自転車で通勤する人が、都市部で少しずつ増えています。",
-        "富士山の山頂から見る日の出は、多くの登山者の憧れです。",
-        "冬になると、北海道では雪まつりが開かれます。",
-        "駅前の商店街には、昔から続く和菓子屋があります。",
-        "地域のボランティアが、川の清掃活動に参加しました。",
-        "梅雨の季節には、紫陽花が美しく咲きます。",
-        "小学校では、子どもたちが田植えを体験しました。",
-        "沖縄の海は透明度が高く、ダイビングに人気があります。",
-        "新しい美術館が、港の近くに完成しました。",
-        "毎朝、味噌汁を作るのが祖母の習慣です。",
-        "秋には、各地で米の収穫を祝う行事が行われます。",
-    ]),
+    "vi": (
+        "Bài viết",
+        [
+            "Hà Nội vào mùa thu có tiết trời mát mẻ và những con phố rợp bóng cây xanh.",
+            "Phở bò là món ăn sáng quen thuộc của nhiều gia đình Việt Nam.",
+            "Người nông dân thường dậy từ sáng sớm để ra đồng trước khi trời nắng gắt.",
+            "Sông Mê Kông chảy qua nhiều quốc gia trước khi đổ ra Biển Đông.",
+            "Học sinh chuẩn bị kỹ lưỡng cho kỳ thi tốt nghiệp trung học phổ thông.",
+            "Chợ nổi Cái Răng là điểm đến nổi tiếng của du khách khi ghé thăm Cần Thơ.",
+            "Cà phê sữa đá được nhiều người yêu thích trong những ngày hè oi bức.",
+            "Thư viện thành phố vừa mở thêm phòng đọc dành riêng cho thiếu nhi.",
+            "Những cánh đồng lúa chín vàng trải dài đến tận chân trời vào tháng mười.",
+            "Vịnh Hạ Long có hàng nghìn hòn đảo đá vôi với hình dáng độc đáo.",
+            "Các nhà khoa học đang nghiên cứu giống lúa chịu mặn cho vùng đồng bằng.",
+            "Tết Nguyên Đán là dịp để các gia đình sum họp và chúc nhau năm mới an khang.",
+            "Mùa mưa ở miền Nam thường bắt đầu vào tháng năm và kéo dài đến tháng mười một.",
+            "Nhiều bạn trẻ chọn đi xe buýt để tiết kiệm chi phí và giảm ô nhiễm không khí.",
+            "Bánh mì Sài Gòn nổi tiếng với lớp vỏ giòn và nhân thịt đậm đà.",
+            "Làng gốm Bát Tràng đã có lịch sử hàng trăm năm bên bờ sông Hồng.",
+            "Các bác sĩ khuyên mọi người nên uống đủ nước và tập thể dục đều đặn mỗi ngày.",
+            "Đà Lạt được mệnh danh là thành phố ngàn hoa với khí hậu mát mẻ quanh năm.",
+            "Nghề dệt lụa truyền thống vẫn được gìn giữ ở nhiều làng quê miền Bắc.",
+            "Sinh viên năm nhất thường gặp khó khăn khi làm quen với cách học ở đại học.",
+            "Ruộng bậc thang ở Sa Pa đẹp nhất vào mùa lúa chín cuối tháng chín.",
+            "Ngư dân miền Trung ra khơi từ sớm và trở về khi mặt trời vừa lặn.",
+        ],
+    ),
+    "de": (
+        "Artikel",
+        [
+            "Im Herbst färben sich die Wälder im Schwarzwald in leuchtendem Rot und Gold.",
+            "Viele Pendler fahren morgens mit der Bahn in die Innenstadt zur Arbeit.",
+            "Ein gutes Brot braucht Zeit, denn der Teig muss langsam und gründlich gehen.",
+            "Die Stadtbibliothek bietet jeden Samstag eine Lesestunde für Kinder an.",
+            "Der Rhein ist seit Jahrhunderten eine der wichtigsten Wasserstraßen Europas.",
+            "Im Sommer treffen sich die Nachbarn gern im Biergarten unter alten Kastanien.",
+            "Die Forscher untersuchen, wie sich der Klimawandel auf die Alpengletscher auswirkt.",
+            "Wer Fahrrad fährt, sollte auch bei kurzen Strecken einen Helm tragen.",
+            "Auf dem Wochenmarkt gibt es frisches Gemüse direkt von den Bauern aus der Region.",
+            "Die Altstadt wurde nach dem Krieg sorgfältig wieder aufgebaut.",
+            "Schüler lernen heute schon früh, wie man sicher mit dem Internet umgeht.",
+            "Ein Spaziergang am Sonntagnachmittag gehört für viele Familien einfach dazu.",
+            "Im Winter verwandeln sich viele Marktplätze in festlich beleuchtete Weihnachtsmärkte.",
+            "Die Universität hat ein neues Labor für erneuerbare Energien eröffnet.",
+            "Wanderer schätzen die gut markierten Wege im Harz und in der Sächsischen Schweiz.",
+            "Immer mehr Menschen bauen auf ihrem Balkon eigene Kräuter und Tomaten an.",
+            "Das Orchester probt seit Wochen für das große Konzert im Stadtpark.",
+            "An der Nordsee kann man bei Ebbe kilometerweit durch das Watt laufen.",
+            "Die Handwerkskammer sucht dringend junge Leute für eine Ausbildung im Bauwesen.",
+            "Im Museum erklären Modelle, wie die ersten Dampfmaschinen funktionierten.",
+            "Nach dem langen Regen führt die Elbe an manchen Stellen Hochwasser.",
+            "Ein Stück Apfelkuchen mit Sahne ist für viele der Höhepunkt des Nachmittags.",
+        ],
+    ),
+    "fr": (
+        "Article",
+        [
+            "Le marché du samedi matin attire les habitants de tout le quartier.",
+            "La Loire est célèbre pour ses châteaux construits pendant la Renaissance.",
+            "Un bon croissant doit être feuilleté, léger et doré à souhait.",
+            "Les chercheurs étudient l'impact de la sécheresse sur les vignobles du sud.",
+            "La bibliothèque municipale organise des ateliers d'écriture pour les adolescents.",
+            "Beaucoup de Parisiens préfèrent circuler à vélo depuis l'ouverture des nouvelles pistes.",
+            "Le fromage affiné dans les caves garde une saveur plus profonde.",
+            "Les randonneurs partent tôt pour profiter de la fraîcheur en montagne.",
+            "La rentrée scolaire marque le retour des embouteillages dans les grandes villes.",
+            "Le musée a ouvert une salle consacrée aux peintres impressionnistes.",
+            "Les pêcheurs bretons rentrent au port avant que la tempête n'arrive.",
+            "Une soupe de légumes maison réchauffe les soirées d'hiver.",
+            "Les vendanges commencent dès que les raisins ont atteint la bonne maturité.",
+            "Le nouveau tramway relie désormais la gare au centre hospitalier.",
+            "Les enfants apprennent à nager dans la piscine municipale pendant les vacances.",
+            "La lavande fleurit en juillet et colore les plateaux de Provence en violet.",
+            "Un artisan boulanger se lève bien avant l'aube pour préparer les baguettes.",
+            "Le festival de cinéma attire chaque année des réalisateurs du monde entier.",
+            "Les agriculteurs plantent des haies pour protéger les champs contre le vent.",
+            "La cathédrale a retrouvé sa façade d'origine après des années de restauration.",
+            "Les étudiants se retrouvent au café pour réviser avant les examens de fin d'année.",
+            "En automne, les forêts des Vosges se couvrent de champignons.",
+        ],
+    ),
+    "es": (
+        "Artículo",
+        [
+            "El mercado central de Valencia ofrece frutas y verduras frescas cada mañana.",
+            "Muchas familias se reúnen los domingos para comer una paella al aire libre.",
+            "La biblioteca del barrio amplió su horario durante la temporada de exámenes.",
+            "Los científicos estudian cómo la sequía afecta a los olivares del sur.",
+            "El camino de Santiago atrae a miles de peregrinos de todo el mundo.",
+            "Una buena tortilla de patatas necesita paciencia y fuego lento.",
+            "Las calles del casco antiguo se llenan de música durante las fiestas.",
+            "Los estudiantes preparan sus proyectos de ciencias para la feria escolar.",
+            "El Museo del Prado guarda algunas de las obras más importantes de Velázquez.",
+            "En verano, la gente sale a pasear cuando baja el calor de la tarde.",
+            "Los agricultores instalan sistemas de riego por goteo para ahorrar agua.",
+            "El tren de alta velocidad une Madrid y Barcelona en menos de tres horas.",
+            "Los pueblos blancos de Andalucía brillan bajo el sol de mediodía.",
+            "La orquesta juvenil ofrecerá un concierto gratuito en la plaza mayor.",
+            "Muchos vecinos cultivan tomates y pimientos en los huertos urbanos del barrio.",
+            "El flamenco combina el cante, el baile y la guitarra en una expresión única.",
+            "Los pescadores del norte salen al mar antes del amanecer en busca de anchoas.",
+            "La universidad inauguró un laboratorio dedicado a la energía solar.",
+            "En invierno, las estaciones de esquí de los Pirineos reciben a miles de visitantes.",
+            "Un buen gazpacho se prepara con tomates maduros, pepino, pimiento y aceite de oliva.",
+            "Los niños esperan con ilusión la llegada de los Reyes Magos cada enero.",
+            "Las bibliotecas móviles llevan libros a los pueblos más pequeños de la provincia.",
+        ],
+    ),
+    "ru": (
+        "Статья",
+        [
+            "Осенью в парках Москвы деревья покрываются золотой и красной листвой.",
+            "Многие семьи проводят летние выходные на даче за городом.",
+            "Учёные изучают, как меняется толщина льда на озере Байкал.",
+            "Городская библиотека открыла новый читальный зал для школьников.",
+            "Хороший борщ получается только тогда, когда овощи нарезаны тонко и аккуратно.",
+            "Транссибирская магистраль соединяет Москву с Владивостоком.",
+            "Зимой дети катаются на санках с высоких снежных горок.",
+            "В музее открылась выставка работ русских художников девятнадцатого века.",
+            "Рыбаки выходят на реку рано утром, пока вода ещё спокойна.",
+            "Студенты готовятся к сессии в читальных залах университета.",
+            "На рынке продают свежий мёд, ягоды и грибы из соседних деревень.",
+            "Белые ночи в Санкт-Петербурге привлекают туристов со всего мира.",
+            "Весной на реках начинается ледоход, и люди собираются на набережных посмотреть на него.",
+            "Новая линия метро сократила время поездки из пригорода в центр.",
+            "Бабушка научила внуков печь блины с тонкими кружевными краями.",
+            "Волга считается самой длинной рекой в европейской части России.",
+            "В театре готовят премьеру спектакля по пьесе Чехова.",
+            "Школьники посадили молодые берёзы вдоль дороги к новому стадиону.",
+            "Летом в горах Алтая можно встретить табуны лошадей и стада овец.",
+            "Исследователи наблюдают за миграцией птиц с помощью маленьких передатчиков.",
+            "В деревне до сих пор топят русскую печь, чтобы согреть дом зимой.",
+            "Фестиваль уличной музыки проходит в городе каждый август.",
+        ],
+    ),
+    "zh": (
+        "文章",
+        [
+            "秋天的北京天高气爽，香山的红叶吸引了许多游客。",
+            "许多家庭在周末一起包饺子，享受团聚的时光。",
+            "科学家正在研究气候变化对长江流域农业的影响。",
+            "城市图书馆新开设了儿童阅览室，深受家长欢迎。",
+            "高速铁路让城市之间的旅行变得更加方便快捷。",
+            "江南的古镇保留了许多明清时期的老房子。",
+            "学生们正在为期末考试认真复习功课。",
+            "茶农在清晨采摘新鲜的茶叶，然后进行炒制。",
+            "公园里经常可以看到老人们打太极拳。",
+            "博物馆展出了一批出土的青铜器和陶器。",
+            "春节期间，各地都会举办庙会和灯会。",
+            "骑自行车上班既环保又有益于身体健康。",
+            "黄山以奇松、怪石和云海闻名于世。",
+            "越来越多的年轻人选择在网上购买新鲜蔬菜。",
+            "夏天的傍晚，人们喜欢在河边散步乘凉。",
+            "这所大学新建了一座现代化的实验楼。",
+            "西湖边的柳树在春风中轻轻摇摆。",
+            "农民们忙着收割金黄的小麦。",
+            "社区组织志愿者帮助老人学习使用智能手机。",
+            "桂林的山水风景被誉为甲天下。",
+            "冬天的哈尔滨举办冰雪节，吸引了各地游客。",
+            "孩子们在操场上快乐地踢足球。",
+        ],
+    ),
+    "ja": (
+        "記事",
+        [
+            "秋の京都では、寺院の紅葉を見に多くの観光客が訪れます。",
+            "朝早く市場へ行くと、新鮮な魚や野菜が並んでいます。",
+            "研究者たちは、海水温の上昇が漁業に与える影響を調べています。",
+            "市立図書館では、子ども向けの読み聞かせ会が毎週開かれています。",
+            "新幹線のおかげで、東京から大阪まで数時間で移動できます。",
+            "おいしいご飯を炊くには、お米をよく研いで水加減に気をつけることが大切です。",
+            "夏祭りの夜には、浴衣姿の人々が花火を楽しみます。",
+            "学生たちは試験に向けて図書館で遅くまで勉強しています。",
+            "山の温泉旅館では、地元の食材を使った料理が出されます。",
+            "古い町並みが残る地区では、昔ながらの木造家屋が大切に保存されています。",
+            "春になると、公園の桜の下でお花見をする人が増えます。",
+            "自転車で通勤する人が、都市部で少しずつ増えています。",
+            "富士山の山頂から見る日の出は、多くの登山者の憧れです。",
+            "冬になると、北海道では雪まつりが開かれます。",
+            "駅前の商店街には、昔から続く和菓子屋があります。",
+            "地域のボランティアが、川の清掃活動に参加しました。",
+            "梅雨の季節には、紫陽花が美しく咲きます。",
+            "小学校では、子どもたちが田植えを体験しました。",
+            "沖縄の海は透明度が高く、ダイビングに人気があります。",
+            "新しい美術館が、港の近くに完成しました。",
+            "毎朝、味噌汁を作るのが祖母の習慣です。",
+            "秋には、各地で米の収穫を祝う行事が行われます。",
+        ],
+    ),
 }
 
-SPAM_KEYWORDS = ["cheap watches", "best price replica", "buy now discount", "free shipping watches", "luxury watches sale"]
-NAV = ["Home", "News", "World", "Business", "Technology", "Science", "Health", "Sports", "Travel", "Food",
-       "Opinion", "Video", "Podcasts", "Newsletters", "Subscribe", "Log in", "Contact", "About us"]
-COOKIE = ("We use cookies and similar technologies to improve your experience, measure traffic and show "
-          "personalised ads. By clicking Accept all you agree to the storing of cookies on your device. "
-          "Manage preferences | Accept all | Reject all")
-FOOTER = ("Copyright 2024 Example Media Group. All rights reserved. Terms of use | Privacy policy | "
-          "Cookie settings | Accessibility | Careers | Advertise with us | Sitemap")
-DOMAINS_EN = ["dailykitchen.example.com", "skywatch-notes.org", "greenfingers.example.net", "pastlives-history.com",
-              "codecraft.example.org", "thegazette.example.com", "weekendreader.net", "fieldjournal.example.org"]
-DOMAINS_OTHER = {"vi": ["tintuc.example.vn", "baomoi-mau.vn"], "de": ["nachrichten.example.de", "stadtblatt.de"],
-                 "fr": ["journal.example.fr", "lequotidien-exemple.fr"], "es": ["diario.example.es", "noticias-ejemplo.es"],
-                 "ru": ["novosti.example.ru", "gazeta-primer.ru"], "zh": ["xinwen.example.cn", "shenghuo-zhinan.cn"],
-                 "ja": ["nyusu.example.jp", "kurashi-memo.jp"]}
+SPAM_KEYWORDS = [
+    "cheap watches",
+    "best price replica",
+    "buy now discount",
+    "free shipping watches",
+    "luxury watches sale",
+]
+NAV = [
+    "Home",
+    "News",
+    "World",
+    "Business",
+    "Technology",
+    "Science",
+    "Health",
+    "Sports",
+    "Travel",
+    "Food",
+    "Opinion",
+    "Video",
+    "Podcasts",
+    "Newsletters",
+    "Subscribe",
+    "Log in",
+    "Contact",
+    "About us",
+]
+COOKIE = (
+    "We use cookies and similar technologies to improve your experience, measure traffic and show "
+    "personalised ads. By clicking Accept all you agree to the storing of cookies on your device. "
+    "Manage preferences | Accept all | Reject all"
+)
+FOOTER = (
+    "Copyright 2024 Example Media Group. All rights reserved. Terms of use | Privacy policy | "
+    "Cookie settings | Accessibility | Careers | Advertise with us | Sitemap"
+)
+DOMAINS_EN = [
+    "dailykitchen.example.com",
+    "skywatch-notes.org",
+    "greenfingers.example.net",
+    "pastlives-history.com",
+    "codecraft.example.org",
+    "thegazette.example.com",
+    "weekendreader.net",
+    "fieldjournal.example.org",
+]
+DOMAINS_OTHER = {
+    "vi": ["tintuc.example.vn", "baomoi-mau.vn"],
+    "de": ["nachrichten.example.de", "stadtblatt.de"],
+    "fr": ["journal.example.fr", "lequotidien-exemple.fr"],
+    "es": ["diario.example.es", "noticias-ejemplo.es"],
+    "ru": ["novosti.example.ru", "gazeta-primer.ru"],
+    "zh": ["xinwen.example.cn", "shenghuo-zhinan.cn"],
+    "ja": ["nyusu.example.jp", "kurashi-memo.jp"],
+}
 
 
 class Builder:
     def __init__(self, seed: int):
         self.rng = random.Random(seed)
-        self.start = datetime(2023, 1, 1, tzinfo=timezone.utc)
+        self.start = datetime(2023, 1, 1, tzinfo=UTC)
 
     def uid(self) -> str:
         return f"<urn:uuid:{uuid.UUID(int=self.rng.getrandbits(128), version=4)}>"
@@ -407,8 +469,16 @@ class Builder:
         return paras
 
 
-def page_html(title: str, paras: list[str], lang: str = "en", charset: str | None = "utf-8", nav: list[str] | None = None,
-              cookie: bool = False, footer: str = FOOTER, extra_head: str = "") -> str:
+def page_html(
+    title: str,
+    paras: list[str],
+    lang: str = "en",
+    charset: str | None = "utf-8",
+    nav: list[str] | None = None,
+    cookie: bool = False,
+    footer: str = FOOTER,
+    extra_head: str = "",
+) -> str:
     meta = f'<meta charset="{charset}">' if charset else ""
     nav_html = "".join(f'<li><a href="/{n.lower().replace(" ", "-")}">{n}</a></li>' for n in (nav or NAV[:8]))
     body = "\n".join(f"<p>{p}</p>" for p in paras)
@@ -423,8 +493,12 @@ def page_html(title: str, paras: list[str], lang: str = "en", charset: str | Non
     )
 
 
-def http_response(body: bytes, content_type: str = "text/html; charset=utf-8", status: str = "200 OK",
-                  extra: list[tuple[str, str]] | None = None) -> bytes:
+def http_response(
+    body: bytes,
+    content_type: str = "text/html; charset=utf-8",
+    status: str = "200 OK",
+    extra: list[tuple[str, str]] | None = None,
+) -> bytes:
     headers = [("Content-Type", content_type)] if content_type else []
     headers += extra or []
     if not any(k.lower() == "transfer-encoding" for k, _ in headers):
@@ -434,15 +508,23 @@ def http_response(body: bytes, content_type: str = "text/html; charset=utf-8", s
 
 
 def chunked(body: bytes, size: int = 700) -> bytes:
-    out = b"".join(f"{len(body[i:i + size]):x}\r\n".encode() + body[i:i + size] + b"\r\n" for i in range(0, len(body), size))
+    out = b"".join(
+        f"{len(body[i : i + size]):x}\r\n".encode() + body[i : i + size] + b"\r\n" for i in range(0, len(body), size)
+    )
     return out + b"0\r\n\r\n"
 
 
 def tiny_png() -> bytes:
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
     raw = b"".join(b"\x00" + b"\xff\x80\x00" * 4 for _ in range(4))
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 4, 4, 8, 2, 0, 0, 0)) + chunk(b"IDAT", zlib.compress(raw, 9)) + chunk(b"IEND", b"")
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", struct.pack(">IIBBBBB", 4, 4, 8, 2, 0, 0, 0))
+        + chunk(b"IDAT", zlib.compress(raw, 9))
+        + chunk(b"IEND", b"")
+    )
 
 
 class Archive:
@@ -452,15 +534,25 @@ class Archive:
         self.fh = open(path, "wb")
         self.w = WARCWriter(self.fh, gzip=True)
         self.b = b
-        info = (f"software: curate samples/make_samples.py\r\nformat: WARC File Format 1.0\r\n"
-                f"isPartOf: {CRAWL_NAME}\r\ndescription: synthetic pages written for the curate project\r\n").encode()
-        self._write(None, "warcinfo", info, "application/warc-fields", "2024-12-31T00:00:00Z", {"WARC-Filename": path.name})
+        info = (
+            f"software: curate samples/make_samples.py\r\nformat: WARC File Format 1.0\r\n"
+            f"isPartOf: {CRAWL_NAME}\r\ndescription: synthetic pages written for the curate project\r\n"
+        ).encode()
+        self._write(
+            None, "warcinfo", info, "application/warc-fields", "2024-12-31T00:00:00Z", {"WARC-Filename": path.name}
+        )
 
     def _write(self, uri, rtype, payload: bytes, ctype: str, date: str, extra: dict | None = None) -> str:
         rid = self.b.uid()
         headers = {"WARC-Date": date, "WARC-Record-ID": rid, **(extra or {})}
-        rec = self.w.create_warc_record(uri, rtype, payload=io.BytesIO(payload), length=len(payload),
-                                        warc_headers_dict=headers, warc_content_type=ctype)
+        rec = self.w.create_warc_record(
+            uri,
+            rtype,
+            payload=io.BytesIO(payload),
+            length=len(payload),
+            warc_headers_dict=headers,
+            warc_content_type=ctype,
+        )
         self.w.write_record(rec)
         return rid
 
@@ -471,14 +563,24 @@ class Archive:
         self._write(url, "request", req, "application/http; msgtype=request", date)
         rid = self._write(url, "response", http, "application/http; msgtype=response", date)
         if metadata:
-            self._write(url, "metadata", b"fetchTimeMs: 112\r\n", "application/warc-fields", date, {"WARC-Concurrent-To": rid})
+            self._write(
+                url, "metadata", b"fetchTimeMs: 112\r\n", "application/warc-fields", date, {"WARC-Concurrent-To": rid}
+            )
         return rid
 
     def revisit(self, url: str, date: str) -> None:
-        http = b"HTTP/1.1 304 Not Modified\r\nETag: \"abc\"\r\n\r\n"
-        self._write(url, "revisit", http, "application/http; msgtype=response", date,
-                    {"WARC-Profile": "http://netpreserve.org/warc/1.0/revisit/identical-payload-digest",
-                     "WARC-Refers-To-Target-URI": url})
+        http = b'HTTP/1.1 304 Not Modified\r\nETag: "abc"\r\n\r\n'
+        self._write(
+            url,
+            "revisit",
+            http,
+            "application/http; msgtype=response",
+            date,
+            {
+                "WARC-Profile": "http://netpreserve.org/warc/1.0/revisit/identical-payload-digest",
+                "WARC-Refers-To-Target-URI": url,
+            },
+        )
 
     def close(self) -> None:
         self.fh.close()
@@ -502,13 +604,14 @@ def build() -> None:
     for i in range(150):
         topic = list(EN)[i % len(EN)]
         paras = b.paragraphs(EN[topic], (17, 24), (3, 5))
-        title = f"{topic.capitalize()} notes #{i // len(EN) + 1}: {EN[topic][i % len(EN[topic])].split(',')[0].rstrip('.')}"
+        title = (
+            f"{topic.capitalize()} notes #{i // len(EN) + 1}: {EN[topic][i % len(EN[topic])].split(',')[0].rstrip('.')}"
+        )
         url = f"https://{b.rng.choice(DOMAINS_EN)}/{topic}/{i:04d}-{slug(paras[0], 5)}"
         html = page_html(title, paras, cookie=(i % 7 == 0))
         encoding = i % 10
         if encoding == 1:  # gzip content encoding
-            http = http_response(_gzip(html.encode()),
-                                 extra=[("Content-Encoding", "gzip")])
+            http = http_response(_gzip(html.encode()), extra=[("Content-Encoding", "gzip")])
         elif encoding == 2:  # chunked transfer encoding
             http = http_response(chunked(html.encode()), extra=[("Transfer-Encoding", "chunked")])
         elif encoding == 3:  # brotli
@@ -535,27 +638,41 @@ def build() -> None:
     # Legacy charsets.
     ru_paras = b.paragraphs(OTHER["ru"][1], (12, 16), (3, 4))
     html = page_html("Новости города", ru_paras, lang="ru", charset=None)
-    pick(counter).response("https://gorod-novosti.ru/cp1251.html",
-                           http_response(html.encode("cp1251"), content_type="text/html; charset=windows-1251"))
+    pick(counter).response(
+        "https://gorod-novosti.ru/cp1251.html",
+        http_response(html.encode("cp1251"), content_type="text/html; charset=windows-1251"),
+    )
     counter += 1
     zh_paras = b.paragraphs(OTHER["zh"][1], (12, 16), (3, 4))
     html = page_html("城市生活", zh_paras, lang="zh", charset="gb2312")
-    pick(counter).response("https://shenghuo.example.cn/gb2312.html", http_response(html.encode("gb2312"), content_type="text/html"))
+    pick(counter).response(
+        "https://shenghuo.example.cn/gb2312.html", http_response(html.encode("gb2312"), content_type="text/html")
+    )
     counter += 1
     ja_paras = b.paragraphs(OTHER["ja"][1], (12, 16), (3, 4))
     html = page_html("くらしの話題", ja_paras, lang="ja", charset=None)
-    pick(counter).response("https://kurashi.example.jp/eucjp.html", http_response(html.encode("euc_jp"), content_type="text/html; charset=EUC-JP"))
+    pick(counter).response(
+        "https://kurashi.example.jp/eucjp.html",
+        http_response(html.encode("euc_jp"), content_type="text/html; charset=EUC-JP"),
+    )
     counter += 1
     html = page_html("季節のたより", b.paragraphs(OTHER["ja"][1], (10, 14), (3, 4)), lang="ja", charset="shift_jis")
-    pick(counter).response("https://kisetsu.example.jp/sjis.html", http_response(html.encode("shift_jis"), content_type="text/html"))
+    pick(counter).response(
+        "https://kisetsu.example.jp/sjis.html", http_response(html.encode("shift_jis"), content_type="text/html")
+    )
     counter += 1
 
     # Boilerplate-heavy pages: big menus, cookie banner, footer, one short paragraph.
     for j in range(15):
         topic = list(EN)[j % len(EN)]
         big_nav = NAV + [f"Section {k}" for k in range(1, 25)]
-        html = page_html(f"Latest from {topic}", [b.rng.choice(EN[topic])], nav=big_nav, cookie=True,
-                         footer=FOOTER + " | " + " | ".join(f"Partner site {k}" for k in range(1, 15)))
+        html = page_html(
+            f"Latest from {topic}",
+            [b.rng.choice(EN[topic])],
+            nav=big_nav,
+            cookie=True,
+            footer=FOOTER + " | " + " | ".join(f"Partner site {k}" for k in range(1, 15)),
+        )
         pick(counter).response(f"https://portal.example.com/{topic}/index-{j}.html", http_response(html.encode()))
         counter += 1
 
@@ -564,7 +681,7 @@ def build() -> None:
         kw = SPAM_KEYWORDS[j % len(SPAM_KEYWORDS)]
         if j % 2 == 0:
             words = [b.rng.choice(SPAM_KEYWORDS) for _ in range(120)]
-            paras = [" ".join(words[k:k + 30]) for k in range(0, 120, 30)]
+            paras = [" ".join(words[k : k + 30]) for k in range(0, 120, 30)]
         else:
             paras = [f"Best {kw} online, order today and save 70 percent!"] * 25
         html = page_html(f"{kw.title()} | {kw} | {kw} online", paras)
@@ -574,8 +691,10 @@ def build() -> None:
     # Exact duplicates (same HTML, another URL) and near duplicates (a few sentences changed).
     for j in range(8):
         url, title, paras = articles[j * 3]
-        pick(counter).response(url.replace("https://", "https://mirror.").replace(".com/", ".com/copy/"),
-                               http_response(page_html(title, paras).encode()))
+        pick(counter).response(
+            url.replace("https://", "https://mirror.").replace(".com/", ".com/copy/"),
+            http_response(page_html(title, paras).encode()),
+        )
         counter += 1
     for j in range(8):
         url, title, paras = articles[j * 3 + 1]
@@ -601,19 +720,34 @@ def build() -> None:
     ]
     for j, line in enumerate(pii):
         paras = b.paragraphs(EN["gardening"], (12, 18), (3, 5)) + [line]
-        pick(counter).response(f"https://community.example.org/contact-{j}", http_response(page_html("Get in touch", paras).encode()))
+        pick(counter).response(
+            f"https://community.example.org/contact-{j}", http_response(page_html("Get in touch", paras).encode())
+        )
         counter += 1
 
     # Not pages: robots.txt, an image, JSON, a redirect, a 404, a revisit.
     a = archives[0]
-    a.response("https://thegazette.example.com/robots.txt",
-               http_response(b"User-agent: *\nDisallow: /admin/\n", content_type="text/plain"))
+    a.response(
+        "https://thegazette.example.com/robots.txt",
+        http_response(b"User-agent: *\nDisallow: /admin/\n", content_type="text/plain"),
+    )
     a.response("https://thegazette.example.com/logo.png", http_response(tiny_png(), content_type="image/png"))
-    a.response("https://api.example.com/v1/items", http_response(b'{"items": [1, 2, 3]}', content_type="application/json"))
-    a.response("http://thegazette.example.com/old-page", http_response(b"", content_type="text/html",
-               status="301 Moved Permanently", extra=[("Location", "https://thegazette.example.com/new-page")]))
-    a.response("https://thegazette.example.com/missing", http_response(b"<html><body><h1>Not Found</h1></body></html>",
-               status="404 Not Found"))
+    a.response(
+        "https://api.example.com/v1/items", http_response(b'{"items": [1, 2, 3]}', content_type="application/json")
+    )
+    a.response(
+        "http://thegazette.example.com/old-page",
+        http_response(
+            b"",
+            content_type="text/html",
+            status="301 Moved Permanently",
+            extra=[("Location", "https://thegazette.example.com/new-page")],
+        ),
+    )
+    a.response(
+        "https://thegazette.example.com/missing",
+        http_response(b"<html><body><h1>Not Found</h1></body></html>", status="404 Not Found"),
+    )
     a.revisit(articles[0][0], "2024-12-30T10:00:00Z")
     for arc in archives:
         arc.close()
@@ -622,17 +756,35 @@ def build() -> None:
     with open(OUT / "curate-sample-00000.warc.wet.gz", "wb") as fh:
         w = WARCWriter(fh, gzip=True)
         info = f"isPartOf: {CRAWL_NAME}\r\ndescription: WET text of synthetic pages\r\n".encode()
-        w.write_record(w.create_warc_record(None, "warcinfo", payload=io.BytesIO(info), length=len(info),
-                                            warc_headers_dict={"WARC-Date": "2024-12-31T00:00:00Z", "WARC-Record-ID": b.uid()},
-                                            warc_content_type="application/warc-fields"))
+        w.write_record(
+            w.create_warc_record(
+                None,
+                "warcinfo",
+                payload=io.BytesIO(info),
+                length=len(info),
+                warc_headers_dict={"WARC-Date": "2024-12-31T00:00:00Z", "WARC-Record-ID": b.uid()},
+                warc_content_type="application/warc-fields",
+            )
+        )
         for j in range(24):
             lang = ["en", "vi", "de", "fr"][j % 4]
             bank = EN[list(EN)[j % len(EN)]] if lang == "en" else OTHER[lang][1]
             text = "\n".join(b.paragraphs(bank, (10, 16), (3, 5))).encode()
-            headers = {"WARC-Date": b.date(), "WARC-Record-ID": b.uid(),
-                       "WARC-Identified-Content-Language": {"en": "eng", "vi": "vie", "de": "deu", "fr": "fra"}[lang]}
-            w.write_record(w.create_warc_record(f"https://wet.example.org/{lang}/{j}", "conversion", payload=io.BytesIO(text),
-                                                length=len(text), warc_headers_dict=headers, warc_content_type="text/plain"))
+            headers = {
+                "WARC-Date": b.date(),
+                "WARC-Record-ID": b.uid(),
+                "WARC-Identified-Content-Language": {"en": "eng", "vi": "vie", "de": "deu", "fr": "fra"}[lang],
+            }
+            w.write_record(
+                w.create_warc_record(
+                    f"https://wet.example.org/{lang}/{j}",
+                    "conversion",
+                    payload=io.BytesIO(text),
+                    length=len(text),
+                    warc_headers_dict=headers,
+                    warc_content_type="text/plain",
+                )
+            )
 
 
 def _gzip(data: bytes) -> bytes:

@@ -20,11 +20,27 @@ SEED = 20261128
 # --- books: short stories --------------------------------------------------------------
 
 NAMES = ["Ada", "Tomas", "Mirela", "Oskar", "Hana", "Felix", "Ines", "Ravi", "Lotte", "Jonah", "Yara", "Emil"]
-PLACES = ["the lighthouse at the end of the spit", "a bakery that never closed", "the river ferry",
-          "an observatory above the town", "the last stop of the night tram", "a greenhouse full of lemons",
-          "the archive under the old mill", "a village where clocks ran slow", "the glassworks by the harbour"]
-OBJECTS = ["a brass key", "a letter with no stamp", "a map drawn in pencil", "a jar of blue ink",
-           "a broken compass", "a recipe in a child's hand", "a photograph of a stranger", "a tin of seeds"]
+PLACES = [
+    "the lighthouse at the end of the spit",
+    "a bakery that never closed",
+    "the river ferry",
+    "an observatory above the town",
+    "the last stop of the night tram",
+    "a greenhouse full of lemons",
+    "the archive under the old mill",
+    "a village where clocks ran slow",
+    "the glassworks by the harbour",
+]
+OBJECTS = [
+    "a brass key",
+    "a letter with no stamp",
+    "a map drawn in pencil",
+    "a jar of blue ink",
+    "a broken compass",
+    "a recipe in a child's hand",
+    "a photograph of a stranger",
+    "a tin of seeds",
+]
 OPENINGS = [
     "{name} had lived near {place} for eleven years before anything unusual happened.",
     "Nobody in the family could say when {name} first noticed {object}.",
@@ -119,8 +135,12 @@ PAPER_SENTENCES = [
 def paper(rng: random.Random, topic: tuple[str, str, str]) -> tuple[str, str]:
     quantity, decision, units = topic
     fill = {
-        "interval": rng.choice([5, 10, 15, 30]), "months": rng.randint(4, 18), "n": rng.randint(12, 240),
-        "units": units, "missing": round(rng.uniform(0.5, 7.5), 1), "holdout": rng.randint(2, 8),
+        "interval": rng.choice([5, 10, 15, 30]),
+        "months": rng.randint(4, 18),
+        "n": rng.randint(12, 240),
+        "units": units,
+        "missing": round(rng.uniform(0.5, 7.5), 1),
+        "holdout": rng.randint(2, 8),
     }
     method = rng.choice(METHODS)
     gain = round(rng.uniform(8, 35), 1)
@@ -163,39 +183,69 @@ def paper(rng: random.Random, topic: tuple[str, str, str]) -> tuple[str, str]:
 # --- conversations --------------------------------------------------------------------------
 
 EXCHANGES = [
-    ("How long should I rest bread dough?",
-     "For a basic loaf, let it rise until roughly doubled, usually one to two hours at room temperature. "
-     "A cooler kitchen just means a slower rise; poke the dough, and if the dent springs back slowly, it is ready."),
-    ("Why does my Python loop get slower as the list grows?",
-     "If you call list.remove or check `x in some_list` inside the loop, each call scans the list, so the total "
-     "work grows with the square of its length. Use a set for membership tests, or build a new list instead of removing items."),
-    ("What is a good way to learn a new language's grammar?",
-     "Read short texts you mostly understand and notice one pattern at a time. Write a few sentences using it the "
-     "same day. Grammar sticks when it is attached to sentences you have actually used."),
-    ("Can you explain what a median is?",
-     "Sort the numbers; the median is the one in the middle, or the average of the two middle ones when the count "
-     "is even. Unlike the mean, it barely moves when one value is extremely large."),
-    ("My tomato leaves are turning yellow from the bottom. What should I check?",
-     "Lower leaves yellowing is often a sign of uneven watering or a lack of nitrogen. Water deeply but less often, "
-     "remove the affected leaves, and add compost around the base."),
-    ("How do I split a large CSV file without loading it all?",
-     "Read it line by line and start a new output file every N lines, copying the header into each part. "
-     "Streaming like this keeps memory flat no matter how big the input is."),
-    ("What should I pack for a two-day hike?",
-     "Layers rather than one heavy coat, a rain shell, enough water or a filter, simple food that needs no "
-     "cooking, a map even if you have a phone, a headlamp, and a small first-aid kit."),
-    ("Why do we round numbers when reporting results?",
-     "Extra digits suggest more precision than the measurement has. Rounding to what you can defend makes a "
-     "result easier to read and more honest about its uncertainty."),
+    (
+        "How long should I rest bread dough?",
+        "For a basic loaf, let it rise until roughly doubled, usually one to two hours at room temperature. "
+        "A cooler kitchen just means a slower rise; poke the dough, and if the dent springs back slowly, it is ready.",
+    ),
+    (
+        "Why does my Python loop get slower as the list grows?",
+        "If you call list.remove or check `x in some_list` inside the loop, each call scans the list, so the total "
+        "work grows with the square of its length. Use a set for membership tests, or build a new list instead of removing items.",
+    ),
+    (
+        "What is a good way to learn a new language's grammar?",
+        "Read short texts you mostly understand and notice one pattern at a time. Write a few sentences using it the "
+        "same day. Grammar sticks when it is attached to sentences you have actually used.",
+    ),
+    (
+        "Can you explain what a median is?",
+        "Sort the numbers; the median is the one in the middle, or the average of the two middle ones when the count "
+        "is even. Unlike the mean, it barely moves when one value is extremely large.",
+    ),
+    (
+        "My tomato leaves are turning yellow from the bottom. What should I check?",
+        "Lower leaves yellowing is often a sign of uneven watering or a lack of nitrogen. Water deeply but less often, "
+        "remove the affected leaves, and add compost around the base.",
+    ),
+    (
+        "How do I split a large CSV file without loading it all?",
+        "Read it line by line and start a new output file every N lines, copying the header into each part. "
+        "Streaming like this keeps memory flat no matter how big the input is.",
+    ),
+    (
+        "What should I pack for a two-day hike?",
+        "Layers rather than one heavy coat, a rain shell, enough water or a filter, simple food that needs no "
+        "cooking, a map even if you have a phone, a headlamp, and a small first-aid kit.",
+    ),
+    (
+        "Why do we round numbers when reporting results?",
+        "Extra digits suggest more precision than the measurement has. Rounding to what you can defend makes a "
+        "result easier to read and more honest about its uncertainty.",
+    ),
 ]
 FOLLOW_UPS = [
-    ("Thanks. Is there anything I should avoid?", "Avoid changing several things at once; if you change one thing at a time you will know what helped."),
-    ("Could you give me a short example?", "Sure. Start small, check the result, and only then repeat the step at full size."),
-    ("That makes sense. How do I know it worked?", "Write down what you expect before you try it, then compare. A surprise is information, not failure."),
-    ("Is this different for beginners?", "Only in pace. Beginners benefit from the same steps, taken more slowly and with more checking."),
+    (
+        "Thanks. Is there anything I should avoid?",
+        "Avoid changing several things at once; if you change one thing at a time you will know what helped.",
+    ),
+    (
+        "Could you give me a short example?",
+        "Sure. Start small, check the result, and only then repeat the step at full size.",
+    ),
+    (
+        "That makes sense. How do I know it worked?",
+        "Write down what you expect before you try it, then compare. A surprise is information, not failure.",
+    ),
+    (
+        "Is this different for beginners?",
+        "Only in pace. Beginners benefit from the same steps, taken more slowly and with more checking.",
+    ),
 ]
-SYSTEM = ["You are a patient assistant who answers briefly and plainly.",
-          "You are a helpful assistant. Prefer practical advice over theory."]
+SYSTEM = [
+    "You are a patient assistant who answers briefly and plainly.",
+    "You are a helpful assistant. Prefer practical advice over theory.",
+]
 
 
 def conversation(rng: random.Random, i: int) -> dict:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 
@@ -22,7 +22,7 @@ def make_docs():
                 text=text(i) if text else f"Document {i} from {source}. " * 5,
                 url=f"https://www.example{i % 7}.com/page/{i}",
                 source=source,
-                date=datetime(2024, 1, 1 + (start_day + i) % 28, tzinfo=timezone.utc),
+                date=datetime(2024, 1, 1 + (start_day + i) % 28, tzinfo=UTC),
             )
             for i in range(n)
         ]

@@ -9,8 +9,8 @@ import io
 import os
 import threading
 import zlib
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from warcio.warcwriter import WARCWriter
 
@@ -18,24 +18,37 @@ SAMPLES = Path(__file__).resolve().parent.parent / "samples" / "warc"
 
 
 def article_html(title: str, n_paras: int = 4, lang: str = "en", charset: str | None = "utf-8") -> str:
-    para = ("This paragraph about {t} is long enough to look like real content written for readers, "
-            "with several clauses, some detail and a clear point that a main text extractor should keep. ")
+    para = (
+        "This paragraph about {t} is long enough to look like real content written for readers, "
+        "with several clauses, some detail and a clear point that a main text extractor should keep. "
+    )
     body = "".join(f"<p>{para.format(t=title)}Paragraph number {i}.</p>" for i in range(n_paras))
     meta = f'<meta charset="{charset}">' if charset else ""
-    return (f'<!DOCTYPE html><html lang="{lang}"><head>{meta}<title>{title}</title></head><body>'
-            f'<nav><a href="/">Home</a> <a href="/news">News</a> <a href="/about">About</a></nav>'
-            f"<article><h1>{title}</h1>{body}</article><footer>Copyright footer text</footer></body></html>")
+    return (
+        f'<!DOCTYPE html><html lang="{lang}"><head>{meta}<title>{title}</title></head><body>'
+        f'<nav><a href="/">Home</a> <a href="/news">News</a> <a href="/about">About</a></nav>'
+        f"<article><h1>{title}</h1>{body}</article><footer>Copyright footer text</footer></body></html>"
+    )
 
 
-def http_block(body: bytes, content_type: str = "text/html; charset=utf-8", status: str = "200 OK",
-               headers: list[tuple[str, str]] | None = None) -> bytes:
+def http_block(
+    body: bytes,
+    content_type: str = "text/html; charset=utf-8",
+    status: str = "200 OK",
+    headers: list[tuple[str, str]] | None = None,
+) -> bytes:
     lines = [f"HTTP/1.1 {status}"] + ([f"Content-Type: {content_type}"] if content_type else [])
     lines += [f"{k}: {v}" for k, v in (headers or [])]
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
 
 
-def make_warc(pages: list[tuple[str, bytes]], gzip: bool = True, info: str | None = "isPartOf: CC-MAIN-2024-10",
-              rtype: str = "response", date: str = "2024-03-01T12:00:00Z") -> bytes:
+def make_warc(
+    pages: list[tuple[str, bytes]],
+    gzip: bool = True,
+    info: str | None = "isPartOf: CC-MAIN-2024-10",
+    rtype: str = "response",
+    date: str = "2024-03-01T12:00:00Z",
+) -> bytes:
     """A WARC (one gzip member per record when ``gzip``) with a warcinfo record and one
     ``rtype`` record per (url, block); record ids are fixed (uuid ...0001, ...0002 ...)."""
     buf = io.BytesIO()
@@ -49,19 +62,36 @@ def make_warc(pages: list[tuple[str, bytes]], gzip: bool = True, info: str | Non
 
     if info is not None:
         data = (info + "\r\n").encode()
-        w.write_record(w.create_warc_record(None, "warcinfo", payload=io.BytesIO(data), length=len(data),
-                                            warc_headers_dict={"WARC-Date": date, "WARC-Record-ID": rid()},
-                                            warc_content_type="application/warc-fields"))
+        w.write_record(
+            w.create_warc_record(
+                None,
+                "warcinfo",
+                payload=io.BytesIO(data),
+                length=len(data),
+                warc_headers_dict={"WARC-Date": date, "WARC-Record-ID": rid()},
+                warc_content_type="application/warc-fields",
+            )
+        )
     for url, block in pages:
         ctype = "application/http; msgtype=response" if rtype == "response" else "text/plain"
-        w.write_record(w.create_warc_record(url, rtype, payload=io.BytesIO(block), length=len(block),
-                                            warc_headers_dict={"WARC-Date": date, "WARC-Record-ID": rid()},
-                                            warc_content_type=ctype))
+        w.write_record(
+            w.create_warc_record(
+                url,
+                rtype,
+                payload=io.BytesIO(block),
+                length=len(block),
+                warc_headers_dict={"WARC-Date": date, "WARC-Record-ID": rid()},
+                warc_content_type=ctype,
+            )
+        )
     return buf.getvalue()
 
 
 def simple_pages(n: int, prefix: str = "page") -> list[tuple[str, bytes]]:
-    return [(f"https://example.com/{prefix}/{i}", http_block(article_html(f"{prefix} title {i}").encode())) for i in range(n)]
+    return [
+        (f"https://example.com/{prefix}/{i}", http_block(article_html(f"{prefix} title {i}").encode()))
+        for i in range(n)
+    ]
 
 
 def member_offsets(data: bytes) -> list[int]:
@@ -85,7 +115,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     def log_message(self, *args) -> None:  # keep test output clean
         pass
 
-    def do_GET(self) -> None:  # noqa: N802
+    def do_GET(self) -> None:
         route = self.server.routes.get(self.path.split("?")[0])  # type: ignore[attr-defined]
         self.server.hits.append((self.path, self.headers.get("Range")))  # type: ignore[attr-defined]
         if route is None:

@@ -15,13 +15,23 @@ def tok():
 
 
 def test_encode_chat_masks_only_assistant_tokens(tok):
-    msgs = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi?"},
-            {"role": "assistant", "content": "Hello."}]
+    msgs = [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "Hi?"},
+        {"role": "assistant", "content": "Hello."},
+    ]
     ids, mask = chat.encode_chat(msgs, tok)
     assert len(ids) == len(mask)
     end = tok.token_id("<|end|>")
-    expected = ([tok.eot_id, tok.token_id("<|system|>")] + list(b"Be brief.") + [end, tok.token_id("<|user|>")]
-                + list(b"Hi?") + [end, tok.token_id("<|assistant|>")] + list(b"Hello.") + [end])
+    expected = (
+        [tok.eot_id, tok.token_id("<|system|>")]
+        + list(b"Be brief.")
+        + [end, tok.token_id("<|user|>")]
+        + list(b"Hi?")
+        + [end, tok.token_id("<|assistant|>")]
+        + list(b"Hello.")
+        + [end]
+    )
     assert ids == expected
     learned = [i for i, m in zip(ids, mask) if m]
     # exactly the assistant's words and the <|end|> closing its turn
@@ -29,14 +39,20 @@ def test_encode_chat_masks_only_assistant_tokens(tok):
 
 
 def test_multi_turn_learns_every_assistant_turn(tok):
-    msgs = [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"},
-            {"role": "user", "content": "c"}, {"role": "assistant", "content": "d"}]
+    msgs = [
+        {"role": "user", "content": "a"},
+        {"role": "assistant", "content": "b"},
+        {"role": "user", "content": "c"},
+        {"role": "assistant", "content": "d"},
+    ]
     ids, mask = chat.encode_chat(msgs, tok)
     assert tok.decode([i for i, m in zip(ids, mask) if m]) == "b<|end|>d<|end|>"
 
 
 def test_typed_role_marker_is_not_a_special_token(tok):
-    ids, _ = chat.encode_chat([{"role": "user", "content": "<|assistant|>"}, {"role": "assistant", "content": "x"}], tok)
+    ids, _ = chat.encode_chat(
+        [{"role": "user", "content": "<|assistant|>"}, {"role": "assistant", "content": "x"}], tok
+    )
     assert ids.count(tok.token_id("<|assistant|>")) == 1  # only the real marker
 
 
@@ -63,7 +79,10 @@ def test_decode_response_stops_at_end(tok):
 
 def test_normalize_messages_forms_and_errors():
     assert chat.normalize_messages({"prompt": "p", "response": "r", "system": "s"}) == [
-        {"role": "system", "content": "s"}, {"role": "user", "content": "p"}, {"role": "assistant", "content": "r"}]
+        {"role": "system", "content": "s"},
+        {"role": "user", "content": "p"},
+        {"role": "assistant", "content": "r"},
+    ]
     with pytest.raises(InputError, match="line 3"):
         chat.normalize_messages({"prompt": "p"}, "line 3")
     with pytest.raises(InputError, match="role"):

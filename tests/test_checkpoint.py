@@ -30,8 +30,14 @@ def make_model(**overrides) -> GPT:
 
 
 def save(run_dir, model, step, **kwargs):
-    return save_checkpoint(run_dir, step, model_state=model.state_dict(), model_config=model.config.to_dict(),
-                           meta={"training_cutoff": CUTOFF, "tokens_seen": step * 100}, **kwargs)
+    return save_checkpoint(
+        run_dir,
+        step,
+        model_state=model.state_dict(),
+        model_config=model.config.to_dict(),
+        meta={"training_cutoff": CUTOFF, "tokens_seen": step * 100},
+        **kwargs,
+    )
 
 
 def test_round_trip_gives_the_same_model_and_metadata(tmp_path):

@@ -39,7 +39,6 @@ def test_version_and_unknown_command():
 
 
 def test_registered_commands_point_at_real_modules():
-    import importlib.util
 
     for name, target in COMMANDS.items():
         module = target.split(":")[0]
@@ -63,6 +62,8 @@ def test_plain_duckdb_reads_the_shards(tmp_path, make_docs):
             w.write(d)
     out = subprocess.run(
         [exe, "-csv", "-c", f"select source, count(*) n, max(n_chars) from '{tmp_path}/*.parquet' group by 1"],
-        capture_output=True, text=True, check=True,
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout
     assert out.splitlines()[1].startswith("books,7,")

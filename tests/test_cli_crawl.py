@@ -7,10 +7,9 @@ import json
 
 import pytest
 from click.testing import CliRunner
+from crawl_helpers import SAMPLES, LoopbackServer, free_port_unreachable, make_warc, simple_pages
 
 from curate.cli import cli
-
-from crawl_helpers import SAMPLES, LoopbackServer, free_port_unreachable, make_warc, simple_pages
 
 
 @pytest.fixture
@@ -49,8 +48,21 @@ def test_http_snapshot_and_unreachable_input(runner, tmp_path):
             srv.serve_bytes("/" + name, make_warc(simple_pages(4, f"f{i}")), fail_first=1 if i == 1 else 0)
         srv.serve_bytes("/crawl-data/CC-MAIN-2024-10/warc.paths.gz", gzip.compress("\n".join(names).encode(), mtime=0))
         out = tmp_path / "cc"
-        args = ["crawl", "CC-MAIN-2024-10", "--cc-base-url", srv.url, "--max-files", "2", "-o", str(out), "-j", "1", "-q",
-                "--set", "http.backoff=0.01"]
+        args = [
+            "crawl",
+            "CC-MAIN-2024-10",
+            "--cc-base-url",
+            srv.url,
+            "--max-files",
+            "2",
+            "-o",
+            str(out),
+            "-j",
+            "1",
+            "-q",
+            "--set",
+            "http.backoff=0.01",
+        ]
         result = runner.invoke(cli, args)
         assert result.exit_code == 0, result.output
         manifest = json.loads((out / "manifest.json").read_text())
@@ -59,8 +71,23 @@ def test_http_snapshot_and_unreachable_input(runner, tmp_path):
         # An unreachable URL: that input failed, the others were crawled, exit 1.
         bad = free_port_unreachable()
         out2 = tmp_path / "mixed"
-        result = runner.invoke(cli, ["crawl", f"{srv.url}/{names[2]}", bad, "-o", str(out2), "-j", "1", "-q",
-                                     "--set", "http.retries=1", "--set", "http.backoff=0.01"])
+        result = runner.invoke(
+            cli,
+            [
+                "crawl",
+                f"{srv.url}/{names[2]}",
+                bad,
+                "-o",
+                str(out2),
+                "-j",
+                "1",
+                "-q",
+                "--set",
+                "http.retries=1",
+                "--set",
+                "http.backoff=0.01",
+            ],
+        )
         assert result.exit_code == 1
         assert "unreadable input" in result.output and "1 input(s) could not be read" in result.output
         manifest = json.loads((out2 / "manifest.json").read_text())

@@ -7,7 +7,7 @@ import importlib.util
 import json
 import os
 import random
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -18,7 +18,7 @@ from curate.cli import cli
 from curate.core.document import Document
 from curate.core.shards import ShardWriter
 
-T0 = datetime(2024, 3, 1, tzinfo=timezone.utc)
+T0 = datetime(2024, 3, 1, tzinfo=UTC)
 
 
 @pytest.fixture
@@ -27,16 +27,28 @@ def corpus(tmp_path):
     rng = random.Random(7)
     vocab = [f"tok{i}" for i in range(4000)]
     texts = [" ".join(rng.choice(vocab) for _ in range(150)) for _ in range(40)]
-    docs = [Document(id=f"d{i:02d}", text=t, url=f"https://site.org/{i}", date=T0 + timedelta(days=i))
-            for i, t in enumerate(texts)]
+    docs = [
+        Document(id=f"d{i:02d}", text=t, url=f"https://site.org/{i}", date=T0 + timedelta(days=i))
+        for i, t in enumerate(texts)
+    ]
     for i in range(5):
-        docs.append(Document(id=f"x{i}", text=texts[i].upper() + "!", url=f"https://copy.org/{i}", date=T0 + timedelta(days=60)))
+        docs.append(
+            Document(id=f"x{i}", text=texts[i].upper() + "!", url=f"https://copy.org/{i}", date=T0 + timedelta(days=60))
+        )
         words = texts[10 + i].split()
         words[75] = "edited"
-        docs.append(Document(id=f"n{i}", text=" ".join(words), url=f"https://near.org/{i}", date=T0 + timedelta(days=60)))
+        docs.append(
+            Document(id=f"n{i}", text=" ".join(words), url=f"https://near.org/{i}", date=T0 + timedelta(days=60))
+        )
     for i in range(3):
-        docs.append(Document(id=f"r{i}", text=f"updated page {i}", url=f"https://www.site.org/{20 + i}/",
-                             date=T0 + timedelta(days=90)))
+        docs.append(
+            Document(
+                id=f"r{i}",
+                text=f"updated page {i}",
+                url=f"https://www.site.org/{20 + i}/",
+                date=T0 + timedelta(days=90),
+            )
+        )
     src = tmp_path / "in"
     for part in range(2):  # two input files: duplicates across files are found
         with ShardWriter(src, prefix=f"part-{part:05d}") as w:
@@ -46,7 +58,9 @@ def corpus(tmp_path):
 
 
 def _rows(directory) -> list[dict]:
-    return [row for f in sorted(glob.glob(os.path.join(directory, "*.parquet"))) for row in pq.read_table(f).to_pylist()]
+    return [
+        row for f in sorted(glob.glob(os.path.join(directory, "*.parquet"))) for row in pq.read_table(f).to_pylist()
+    ]
 
 
 def _invoke(*args):
@@ -93,12 +107,15 @@ def test_out_of_core_cli_run_matches_in_memory(corpus, tmp_path):
         assert [Path(x).read_bytes() for x in a] == [Path(x).read_bytes() for x in b]
 
 
-@pytest.mark.parametrize("args,message", [
-    (["--bands", "4"], "both --bands and --rows"),
-    (["--bands", "20", "--rows", "10"], "exceeds num_perm"),
-    (["--no-exact", "--no-near"], "nothing to do"),
-    (["--shard-size", "12 parsecs"], "unknown size unit"),
-])
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["--bands", "4"], "both --bands and --rows"),
+        (["--bands", "20", "--rows", "10"], "exceeds num_perm"),
+        (["--no-exact", "--no-near"], "nothing to do"),
+        (["--shard-size", "12 parsecs"], "unknown size unit"),
+    ],
+)
 def test_bad_options_are_one_line_errors(corpus, tmp_path, args, message):
     result = _invoke(corpus, "-o", tmp_path / "out", *args)
     assert result.exit_code == 2 and message in result.output, result.output
@@ -122,11 +139,14 @@ def test_unreadable_input_exits_1_after_processing_the_rest(corpus, tmp_path):
     assert manifest["counts"]["read"] == 53 and manifest["inputs_failed"] == 1
 
 
-@pytest.mark.parametrize("column,values", [
-    ("scores", ["q=1", "q=2"]),      # a type that can never be cast (caught from the schema)
-    ("n_chars", ["12", "many"]),     # values that do not cast (caught by the signature pass)
-    ("date", ["2024-01-01", "later"]),
-])
+@pytest.mark.parametrize(
+    "column,values",
+    [
+        ("scores", ["q=1", "q=2"]),  # a type that can never be cast (caught from the schema)
+        ("n_chars", ["12", "many"]),  # values that do not cast (caught by the signature pass)
+        ("date", ["2024-01-01", "later"]),
+    ],
+)
 def test_input_with_uncastable_column_exits_1_after_processing_the_rest(corpus, tmp_path, column, values):
     import pyarrow as pa
 
@@ -174,7 +194,7 @@ def test_crawl_samples_then_dedup(tmp_path):
     assert counts["read"] == counts["kept"] + sum(counts["rejected"].values()) + sum(counts["errors"].values())
     kept = [r["id"] for r in _rows(tmp_path / "dedup")]
     removed = _rows(tmp_path / "dedup" / "removed")
-    assert set(r["dup_of"] for r in removed) <= set(kept)
+    assert {r["dup_of"] for r in removed} <= set(kept)
     assert os.path.exists(tmp_path / "dedup" / "removed")
 
 

@@ -43,8 +43,17 @@ def shards(tmp_path: Path) -> str:
 def test_list_shows_filters_parameters_and_reasons():
     result = run("filter", "--list")
     assert result.exit_code == 0
-    for name in ("language", "gopher_quality", "gopher_repetition", "c4", "fineweb", "quality",
-                 "url_blocklist", "bad_words", "pii"):
+    for name in (
+        "language",
+        "gopher_quality",
+        "gopher_repetition",
+        "c4",
+        "fineweb",
+        "quality",
+        "url_blocklist",
+        "bad_words",
+        "pii",
+    ):
         assert f"{name}:" in result.output
     assert "min_score = 0.65" in result.output
     assert "too_few_stop_words" in result.output
@@ -84,19 +93,53 @@ def test_errors_are_one_line(tmp_path):
 
 def test_quality_train_prints_metrics(tmp_path):
     rng = random.Random(0)
-    good = "report committee water history research measured careful evidence archive survey".split()
-    spam = "click buy cheap free bonus casino deal discount winner offer".split()
+    good = [
+        "report",
+        "committee",
+        "water",
+        "history",
+        "research",
+        "measured",
+        "careful",
+        "evidence",
+        "archive",
+        "survey",
+    ]
+    spam = ["click", "buy", "cheap", "free", "bonus", "casino", "deal", "discount", "winner", "offer"]
     for name, words in (("pos.jsonl", good), ("neg.jsonl", spam)):
         with open(tmp_path / name, "w") as fh:
             for _ in range(150):
                 fh.write(json.dumps({"text": " ".join(rng.choice(words) for _ in range(30))}) + "\n")
     model = tmp_path / "q.bin"
-    result = run("quality", "train", "--positive", str(tmp_path / "pos.jsonl"), "--negative", str(tmp_path / "neg.jsonl"),
-                 "-o", str(model), "--dim", "8", "--bucket", "10000", "--lr", "0.05")
+    result = run(
+        "quality",
+        "train",
+        "--positive",
+        str(tmp_path / "pos.jsonl"),
+        "--negative",
+        str(tmp_path / "neg.jsonl"),
+        "-o",
+        str(model),
+        "--dim",
+        "8",
+        "--bucket",
+        "10000",
+        "--lr",
+        "0.05",
+    )
     assert result.exit_code == 0, result.output
     assert "precision" in result.output and "recall" in result.output and "ROC AUC" in result.output
     assert model.exists() and Path(f"{model}.json").exists()
-    result = run("quality", "train", "--positive", str(tmp_path / "none.jsonl"), "--negative", str(tmp_path / "neg.jsonl"), "-o", str(model))
+    result = run(
+        "quality",
+        "train",
+        "--positive",
+        str(tmp_path / "none.jsonl"),
+        "--negative",
+        str(tmp_path / "neg.jsonl"),
+        "-o",
+        str(model),
+    )
     assert result.exit_code == 2 and result.output.startswith("error:")
 
 

@@ -20,13 +20,38 @@ def invoke(*args: str):
 
 def test_mix_from_options_with_trained_tokenizer(tmp_path):
     tok = tmp_path / "tok"
-    r = invoke("tokenizer", "train", SAMPLES / "books", SAMPLES / "papers", SAMPLES / "code",
-               SAMPLES / "conversations", "-o", tok, "--vocab-size", "500")
+    r = invoke(
+        "tokenizer",
+        "train",
+        SAMPLES / "books",
+        SAMPLES / "papers",
+        SAMPLES / "code",
+        SAMPLES / "conversations",
+        "-o",
+        tok,
+        "--vocab-size",
+        "500",
+    )
     assert r.exit_code == 0, r.output
     assert "vocab 500" in r.output and (tok / "tokenizer.json").exists()
     out = tmp_path / "mix"
-    r = invoke("mix", "-s", f"books={SAMPLES / 'books'}:0.5", "-s", f"papers={SAMPLES / 'papers'}:0.3",
-               "-s", f"code={SAMPLES / 'code'}:0.2", "--tokens", "20k", "--tokenizer", tok, "-o", out, "--seed", "3")
+    r = invoke(
+        "mix",
+        "-s",
+        f"books={SAMPLES / 'books'}:0.5",
+        "-s",
+        f"papers={SAMPLES / 'papers'}:0.3",
+        "-s",
+        f"code={SAMPLES / 'code'}:0.2",
+        "--tokens",
+        "20k",
+        "--tokenizer",
+        tok,
+        "-o",
+        out,
+        "--seed",
+        "3",
+    )
     assert r.exit_code == 0, r.output
     assert "books" in r.output and "training cutoff" in r.output
     m = json.loads((out / "manifest.json").read_text())
@@ -64,8 +89,18 @@ def test_mix_config_file_plan_and_errors(tmp_path):
     assert r.exit_code == 2 and "not a number" in r.output
     r = invoke("mix", "-s", f"books={SAMPLES / 'books'}:1", "--tokens", "1k")
     assert r.exit_code == 2 and "no output directory" in r.output
-    r = invoke("mix", "-s", f"books={SAMPLES / 'books'}:1", "-s", f"code={SAMPLES / 'code'}:1",
-               "--tokens", "200k", "--strict", "-o", tmp_path / "o5")
+    r = invoke(
+        "mix",
+        "-s",
+        f"books={SAMPLES / 'books'}:1",
+        "-s",
+        f"code={SAMPLES / 'code'}:1",
+        "--tokens",
+        "200k",
+        "--strict",
+        "-o",
+        tmp_path / "o5",
+    )
     assert r.exit_code == 2 and r.output.startswith("error: --strict") and "capped" in r.output
 
 

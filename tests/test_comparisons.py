@@ -1,7 +1,7 @@
 """The comparison record: reading JSONL/Parquet, dates, schema errors, round trip."""
 
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pyarrow.parquet as pq
 import pytest
@@ -20,8 +20,8 @@ def test_jsonl_to_parquet_round_trip_with_dates(tmp_path):
     src.write_text("\n".join(json.dumps(r) for r in rows) + "\n\n")
     got = read_comparisons(src)
     assert [r["prompt"] for r in got] == ["p1", "p2", "p3"]
-    assert got[0]["date"] == datetime(2024, 5, 1, 10, tzinfo=timezone.utc)
-    assert got[1]["date"] == datetime(2024, 5, 2, tzinfo=timezone.utc) and got[2]["date"] is None
+    assert got[0]["date"] == datetime(2024, 5, 1, 10, tzinfo=UTC)
+    assert got[1]["date"] == datetime(2024, 5, 2, tzinfo=UTC) and got[2]["date"] is None
     out = tmp_path / "c.parquet"
     assert write_comparisons(got, out) == 3
     assert pq.read_schema(out).equals(COMPARISON_SCHEMA)

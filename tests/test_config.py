@@ -29,7 +29,10 @@ def test_from_dict_builds_nested_and_coerces_ints_to_floats():
 
 
 def test_unknown_key_names_known_ones_and_suggests():
-    with pytest.raises(ConfigError, match=r"config\.model: unknown key 'n_layers' \(did you mean 'n_layer'\?\); known keys: lr, n_layer"):
+    with pytest.raises(
+        ConfigError,
+        match=r"config\.model: unknown key 'n_layers' \(did you mean 'n_layer'\?\); known keys: lr, n_layer",
+    ):
         from_dict(Outer, {"model": {"n_layers": 4}})
 
 
@@ -55,7 +58,7 @@ def test_load_toml_errors(tmp_path):
     with pytest.raises(ConfigError, match="invalid TOML"):
         load_toml(bad)
     good = tmp_path / "good.toml"
-    good.write_text('[model]\nn_layer = 3\n')
+    good.write_text("[model]\nn_layer = 3\n")
     assert load_toml(good) == {"model": {"n_layer": 3}}
 
 
@@ -68,7 +71,10 @@ def test_parse_set_and_merge():
         parse_set(["oops"])
 
 
-@pytest.mark.parametrize("text,value", [("2M", 2_000_000), ("500k", 500_000), ("1.5B", 1_500_000_000), ("1e6", 1_000_000), (42, 42), ("3_000", 3000)])
+@pytest.mark.parametrize(
+    "text,value",
+    [("2M", 2_000_000), ("500k", 500_000), ("1.5B", 1_500_000_000), ("1e6", 1_000_000), (42, 42), ("3_000", 3000)],
+)
 def test_parse_count(text, value):
     assert parse_count(text) == value
 

@@ -3,19 +3,16 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 
-import pyarrow.parquet as pq
 import pytest
+from crawl_helpers import SAMPLES, env_without, http_block, make_warc, member_offsets, simple_pages
 
-from curate.stages.crawl.stage import CrawlConfig, crawl, load_config, record_uuid
 from curate.core.errors import ConfigError
 from curate.core.shards import read_documents
-
-from crawl_helpers import SAMPLES, env_without, http_block, make_warc, member_offsets, simple_pages
+from curate.stages.crawl.stage import CrawlConfig, crawl, load_config, record_uuid
 
 SAMPLE_FILES = sorted(str(p) for p in SAMPLES.glob("*.gz"))
 
@@ -32,7 +29,7 @@ def sample_run(tmp_path_factory):
 
 
 def test_samples_counts_add_up_and_reasons(sample_run):
-    out, manifest = sample_run
+    _out, manifest = sample_run
     c = manifest["counts"]
     assert c["read"] == c["kept"] + sum(c["rejected"].values()) + sum(c["errors"].values())
     assert c["errors"] == {}
@@ -48,7 +45,10 @@ def test_samples_documents(sample_run):
     docs = rows(out)
     assert len({d["id"] for d in docs}) == len(docs)
     by_url = {d["url"]: d for d in docs}
-    assert "Зимой" in by_url["https://gorod-novosti.ru/cp1251.html"]["text"] or "Осенью" in by_url["https://gorod-novosti.ru/cp1251.html"]["text"]
+    assert (
+        "Зимой" in by_url["https://gorod-novosti.ru/cp1251.html"]["text"]
+        or "Осенью" in by_url["https://gorod-novosti.ru/cp1251.html"]["text"]
+    )
     assert by_url["https://gorod-novosti.ru/cp1251.html"]["charset"] == "cp1251"
     assert by_url["https://shenghuo.example.cn/gb2312.html"]["charset"] == "gb18030"
     assert "的" in by_url["https://shenghuo.example.cn/gb2312.html"]["text"]
@@ -79,18 +79,26 @@ def test_damaged_inputs_are_counted_and_the_rest_kept(tmp_path):
     pages = simple_pages(6)
     good = make_warc(pages)
     offs = member_offsets(good) + [len(good)]
-    truncated = good[: offs[3] + 100] + good[offs[4]:]  # record 3 cut mid-member
+    truncated = good[: offs[3] + 100] + good[offs[4] :]  # record 3 cut mid-member
     (tmp_path / "a-truncated.warc.gz").write_bytes(truncated)
     (tmp_path / "b-trailing.warc.gz").write_bytes(good + b"garbage" * 100)
     (tmp_path / "c-notwarc.warc").write_bytes(b"<html>hello</html>" * 100)
-    not_html = make_warc([("https://e.com/x.json", http_block(b"{}", "application/json")),
-                          ("https://e.com/404", http_block(b"<html></html>", status="404 Not Found")),
-                          ("https://e.com/empty", http_block(b"<html><body></body></html>"))])
+    not_html = make_warc(
+        [
+            ("https://e.com/x.json", http_block(b"{}", "application/json")),
+            ("https://e.com/404", http_block(b"<html></html>", status="404 Not Found")),
+            ("https://e.com/empty", http_block(b"<html><body></body></html>")),
+        ]
+    )
     (tmp_path / "d-mixed.warc.gz").write_bytes(not_html)
     manifest, results = crawl([str(tmp_path)], str(tmp_path / "out"), workers=1)
     status = {Path(r.path).name: r.status for r in results}
-    assert status == {"a-truncated.warc.gz": "done_with_errors", "b-trailing.warc.gz": "done_with_errors",
-                      "c-notwarc.warc": "failed", "d-mixed.warc.gz": "done"}
+    assert status == {
+        "a-truncated.warc.gz": "done_with_errors",
+        "b-trailing.warc.gz": "done_with_errors",
+        "c-notwarc.warc": "failed",
+        "d-mixed.warc.gz": "done",
+    }
     c = manifest["counts"]
     assert c["read"] == c["kept"] + sum(c["rejected"].values()) + sum(c["errors"].values())
     assert c["kept"] == 5 + 6
@@ -119,8 +127,20 @@ def test_killed_run_resumes_without_duplicates(tmp_path):
     for i in range(3):
         (tmp_path / f"in-{i}.warc.gz").write_bytes(make_warc(simple_pages(12, f"f{i}")))
     out = tmp_path / "out"
-    cmd = [sys.executable, "-m", "curate", "crawl", str(tmp_path), "-o", str(out), "-j", "1", "-q",
-           "--set", "shard_size=4KB"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "curate",
+        "crawl",
+        str(tmp_path),
+        "-o",
+        str(out),
+        "-j",
+        "1",
+        "-q",
+        "--set",
+        "shard_size=4KB",
+    ]
     env = env_without("CURATE_TEST_CRASH_AFTER")
     env["CURATE_PROGRESS"] = "0"
     killed = subprocess.run(cmd, env={**env, "CURATE_TEST_CRASH_AFTER": "1:7"}, capture_output=True, timeout=120)

@@ -14,8 +14,8 @@ from click.testing import CliRunner
 
 from curate.cli import cli
 from curate.core.document import Document
-from curate.runtime.stage import Stats, build_manifest
 from curate.core.shards import ShardWriter, write_manifest
+from curate.runtime.stage import Stats, build_manifest
 from train.checkpoint import load_checkpoint, load_lm
 from train.loop import read_metrics
 
@@ -28,13 +28,21 @@ def write_mix(directory: Path, n_docs: int = 200) -> Path:
     words = ["alpha", "beta", "gamma", "delta", "river", "stone", "light", "green"]
     writer = ShardWriter(directory, prefix="part-00000", shard_bytes=8_000, row_group_bytes=2_000)
     for i in range(n_docs):
-        writer.write(Document(id=f"doc-{i:05d}", text=" ".join(rng.choice(words) for _ in range(20)) + ".",
-                              source="web"))
+        writer.write(
+            Document(id=f"doc-{i:05d}", text=" ".join(rng.choice(words) for _ in range(20)) + ".", source="web")
+        )
     shards = writer.close()
-    manifest = build_manifest("mix", {}, [], Stats(read=n_docs, kept=n_docs), {"": shards}, extra={
-        "training_cutoff": {"max": "2024-01-01", "p99": "2024-01-01", "undated_docs": n_docs},
-        "tokenizer": {"name": "bytes", "vocab_size": 262},
-    })
+    manifest = build_manifest(
+        "mix",
+        {},
+        [],
+        Stats(read=n_docs, kept=n_docs),
+        {"": shards},
+        extra={
+            "training_cutoff": {"max": "2024-01-01", "p99": "2024-01-01", "undated_docs": n_docs},
+            "tokenizer": {"name": "bytes", "vocab_size": 262},
+        },
+    )
     write_manifest(directory, manifest)
     return directory
 
@@ -42,9 +50,20 @@ def write_mix(directory: Path, n_docs: int = 200) -> Path:
 def test_two_processes_read_disjoint_data_and_stay_in_sync(tmp_path):
     mix = write_mix(tmp_path / "mix")
     run = tmp_path / "run"
-    settings = ["max_steps=4", "batch_size=2", "grad_accum=2", "model.block_size=32", "model.n_embd=32",
-                "model.n_layer=1", "log_every=1", "eval_every=2", "checkpoint_every=2", "data.trace=true", "data.val_fraction=0.05",
-                "device=\"cpu\""]
+    settings = [
+        "max_steps=4",
+        "batch_size=2",
+        "grad_accum=2",
+        "model.block_size=32",
+        "model.n_embd=32",
+        "model.n_layer=1",
+        "log_every=1",
+        "eval_every=2",
+        "checkpoint_every=2",
+        "data.trace=true",
+        "data.val_fraction=0.05",
+        'device="cpu"',
+    ]
     args = ["train", "pretrain", "--data", str(mix), "-o", str(run), "--nproc", "2", "--quiet"]
     for item in settings:
         args += ["--set", item]
@@ -87,9 +106,22 @@ def test_fsdp_matches_ddp_and_resumes_exactly(tmp_path):
     mix = write_mix(tmp_path / "mix")
     # grad_clip high enough never to bite (the clipping code still runs): FSDP sums the norm
     # over shards in another order, so a clip that bites would differ in the last bits.
-    settings = ["max_steps=4", "batch_size=2", "grad_accum=1", "model.block_size=32", "model.n_embd=32",
-                "model.n_layer=2", "log_every=1", "eval_every=2", "checkpoint_every=2", "data.val_fraction=0.05",
-                "optim.grad_clip=100", "optim.warmup_steps=1", "optim.lr=3e-3", "device=\"cpu\""]
+    settings = [
+        "max_steps=4",
+        "batch_size=2",
+        "grad_accum=1",
+        "model.block_size=32",
+        "model.n_embd=32",
+        "model.n_layer=2",
+        "log_every=1",
+        "eval_every=2",
+        "checkpoint_every=2",
+        "data.val_fraction=0.05",
+        "optim.grad_clip=100",
+        "optim.warmup_steps=1",
+        "optim.lr=3e-3",
+        'device="cpu"',
+    ]
     fsdp_run, ddp_run = tmp_path / "fsdp", tmp_path / "ddp"
     _launch(mix, fsdp_run, settings, "--fsdp", "--stop-at-step", "2")
     assert load_checkpoint(fsdp_run).step == 2
@@ -109,8 +141,9 @@ def test_fsdp_matches_ddp_and_resumes_exactly(tmp_path):
     assert set(fsdp_ckpt.model_state) == set(ddp_ckpt.model_state)
     for name, tensor in ddp_ckpt.model_state.items():
         assert torch.equal(fsdp_ckpt.model_state[name], tensor), name
-    assert (fsdp_run / "step-000004" / "model.safetensors").stat().st_size == \
-        (ddp_run / "step-000004" / "model.safetensors").stat().st_size
+    assert (fsdp_run / "step-000004" / "model.safetensors").stat().st_size == (
+        ddp_run / "step-000004" / "model.safetensors"
+    ).stat().st_size
     model, _ = load_lm(fsdp_run)
     assert model.lm_head.weight is model.tok_emb.weight
     assert torch.equal(model.tok_emb.weight, ddp_ckpt.model_state["tok_emb.weight"])
@@ -141,8 +174,21 @@ def test_fsdp_matches_ddp_and_resumes_exactly(tmp_path):
 
 def test_unknown_distributed_strategy_is_one_line(tmp_path):
     mix = write_mix(tmp_path / "mix", n_docs=10)
-    result = CliRunner().invoke(cli, ["train", "pretrain", "--data", str(mix), "-o", str(tmp_path / "run"),
-                                      "--nproc", "2", "--set", "distributed=zero3"])
+    result = CliRunner().invoke(
+        cli,
+        [
+            "train",
+            "pretrain",
+            "--data",
+            str(mix),
+            "-o",
+            str(tmp_path / "run"),
+            "--nproc",
+            "2",
+            "--set",
+            "distributed=zero3",
+        ],
+    )
     assert result.exit_code != 0
     assert "distributed must be one of ddp, fsdp" in result.output
     assert not (tmp_path / "run").exists()

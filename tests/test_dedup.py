@@ -7,22 +7,22 @@ import glob
 import json
 import os
 import random
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from curate.stages.dedup import run as dedup_mod
-from curate.stages.dedup.run import DedupConfig, run_dedup
-from curate.stages.dedup.index import KeyIndex, UnionFind
-from curate.stages.dedup.plan import inspect_inputs, plan_dedup
 from curate.core.document import Document
 from curate.core.errors import CurateError
-from curate.stages.dedup.minhash import MinHasher, estimated_jaccard, shingles
 from curate.core.shards import ShardWriter, sha256_file
+from curate.stages.dedup import run as dedup_mod
+from curate.stages.dedup.index import KeyIndex, UnionFind
+from curate.stages.dedup.minhash import MinHasher, estimated_jaccard, shingles
+from curate.stages.dedup.plan import inspect_inputs, plan_dedup
+from curate.stages.dedup.run import DedupConfig, run_dedup
 
-T0 = datetime(2024, 1, 1, tzinfo=timezone.utc)
+T0 = datetime(2024, 1, 1, tzinfo=UTC)
 
 
 # --------------------------------------------------------------------------- helpers
@@ -55,7 +55,24 @@ def _variant(rng: random.Random, words: list[str], vocab: list[str], kind: str) 
         for _ in range(1 + int(strength * len(w) * 0.25)):
             del w[rng.randrange(len(w))]
     elif kind == "boilerplate":
-        w += "Subscribe to our newsletter for more stories like this one and follow us on social media".split()
+        w += [
+            "Subscribe",
+            "to",
+            "our",
+            "newsletter",
+            "for",
+            "more",
+            "stories",
+            "like",
+            "this",
+            "one",
+            "and",
+            "follow",
+            "us",
+            "on",
+            "social",
+            "media",
+        ]
         w += [rng.choice(vocab) for _ in range(int(strength * 60))]
     elif kind == "reorder":
         paras = [w[i : i + 40] for i in range(0, len(w), 40)]
@@ -92,7 +109,9 @@ def _read(directory) -> list[dict]:
 def _digest(directory) -> list[tuple[str, str]]:
     return [
         (os.path.relpath(f, directory), sha256_file(f))
-        for f in sorted(glob.glob(os.path.join(directory, "*.parquet")) + glob.glob(os.path.join(directory, "removed", "*.parquet")))
+        for f in sorted(
+            glob.glob(os.path.join(directory, "*.parquet")) + glob.glob(os.path.join(directory, "removed", "*.parquet"))
+        )
     ]
 
 
@@ -105,11 +124,19 @@ def planted(tmp_path_factory):
     docs, pairs = [], []
     for i in range(300):
         words = _base_text(rng, vocab)
-        base = Document(id=f"b{i:04d}", text=_paragraphs(words), url=f"https://site{i % 13}.org/{i}",
-                        date=T0 + timedelta(days=i % 50))
+        base = Document(
+            id=f"b{i:04d}",
+            text=_paragraphs(words),
+            url=f"https://site{i % 13}.org/{i}",
+            date=T0 + timedelta(days=i % 50),
+        )
         variant_text = _variant(rng, words, vocab, kinds[i % len(kinds)])
-        var = Document(id=f"v{i:04d}", text=variant_text, url=f"https://mirror{i % 5}.net/{i}",
-                       date=T0 + timedelta(days=100 + i % 50))
+        var = Document(
+            id=f"v{i:04d}",
+            text=variant_text,
+            url=f"https://mirror{i % 5}.net/{i}",
+            date=T0 + timedelta(days=100 + i % 50),
+        )
         docs += [base, var]
         pairs.append((base.id, var.id, _jaccard(base.text, var.text), kinds[i % len(kinds)]))
     rng.shuffle(docs)
@@ -152,8 +179,9 @@ def test_same_output_whatever_workers_and_memory(planted, tmp_path):
     runs = {}
     for name, workers, memory in (("w1", 1, 4 << 30), ("w2", 2, 4 << 30), ("disk", 2, 50_000)):
         out = tmp_path / name
-        result = run_dedup([planted["dir"]], str(out), DedupConfig(url=True), workers=workers,
-                           memory_bytes=memory, progress=False)
+        result = run_dedup(
+            [planted["dir"]], str(out), DedupConfig(url=True), workers=workers, memory_bytes=memory, progress=False
+        )
         runs[name] = (_digest(out), result.manifest)
     assert runs["w1"][0] == runs["w2"][0] == runs["disk"][0]
     assert runs["w1"][1]["counts"] == runs["disk"][1]["counts"]
@@ -167,8 +195,9 @@ def test_same_output_whatever_workers_and_memory(planted, tmp_path):
 
 
 def _doc(id_: str, text: str, day: int = 1, quality: float | None = None, url: str | None = None) -> Document:
-    return Document(id=id_, text=text, url=url or f"https://example.com/{id_}", date=T0 + timedelta(days=day),
-                    quality_score=quality)
+    return Document(
+        id=id_, text=text, url=url or f"https://example.com/{id_}", date=T0 + timedelta(days=day), quality_score=quality
+    )
 
 
 LOREM = " ".join(f"word{i}" for i in range(120))
@@ -189,7 +218,10 @@ def test_exact_duplicates_and_representative_rule(tmp_path):
     run_dedup([str(tmp_path / "in")], str(tmp_path / "out"), DedupConfig(near=False), progress=False)
     removed = {r["id"]: (r["dup_of"], r["dup_kind"], r["dup_similarity"]) for r in _read(tmp_path / "out" / "removed")}
     assert removed == {
-        "c": ("a", "exact", 1.0), "b": ("a", "exact", 1.0), "q1": ("q2", "exact", 1.0), "z": ("y", "exact", 1.0),
+        "c": ("a", "exact", 1.0),
+        "b": ("a", "exact", 1.0),
+        "q1": ("q2", "exact", 1.0),
+        "z": ("y", "exact", 1.0),
     }
     kept = [r["id"] for r in _read(tmp_path / "out")]
     assert kept == ["a", "q2", "y", "u"]  # input order
@@ -362,7 +394,7 @@ def test_input_failing_after_its_first_row_group_is_left_out_entirely(tmp_path):
     docs = [_doc(f"a{i}", t) for i, t in enumerate(texts)]
     _write(tmp_path / "in", docs[:20], row_group_bytes=2_000)  # several row groups
     with ShardWriter(tmp_path / "in", prefix="part-00001") as w:
-        for i, d in enumerate(docs[20:]):
+        for _i, d in enumerate(docs[20:]):
             w.write(d)
         w.write(Document(id="dup", text=texts[0], date=T0))
     path = tmp_path / "in" / "part-00000-000.parquet"
@@ -389,13 +421,16 @@ def test_columns_that_cannot_be_cast_fail_their_input_in_the_signature_pass(tmp_
     # scores as text can never become a map: caught from the schema alone.
     pq.write_table(pa.table({"id": ["s1"], "text": [LOREM], "scores": ["q=1"]}), d / "part-00001-000.parquet")
     # n_chars as text casts only where the text is a number: caught by the signature pass.
-    pq.write_table(pa.table({"id": ["n1", "n2"], "text": [LOREM, "x y z"], "n_chars": ["12", "many"]}),
-                   d / "part-00002-000.parquet")
+    pq.write_table(
+        pa.table({"id": ["n1", "n2"], "text": [LOREM, "x y z"], "n_chars": ["12", "many"]}),
+        d / "part-00002-000.parquet",
+    )
     # Same kind of failure on a column the signature pass reads itself (date).
     pq.write_table(pa.table({"id": ["t1"], "text": [LOREM], "date": ["yesterday"]}), d / "part-00003-000.parquet")
     # Values that do cast are fine: this input is deduplicated like the others.
-    pq.write_table(pa.table({"id": ["ok1"], "text": ["a fresh document"], "n_chars": ["16"]}),
-                   d / "part-00004-000.parquet")
+    pq.write_table(
+        pa.table({"id": ["ok1"], "text": ["a fresh document"], "n_chars": ["16"]}), d / "part-00004-000.parquet"
+    )
     infos = inspect_inputs([str(d / f"part-0000{i}-000.parquet") for i in range(5)])
     # Only the never-castable type is seen from the metadata; the others need their values.
     assert [i.error is not None for i in infos] == [False, True, False, False, False]
@@ -431,8 +466,11 @@ def test_same_input_given_twice_is_read_once(tmp_path):
     docs = [_doc("a", LOREM), _doc("b", "another text altogether"), _doc("c", "and a third one here")]
     _write(tmp_path / "in", docs)
     f = str(tmp_path / "in" / "part-00000-000.parquet")
-    result = run_dedup([f, f, str(tmp_path / "in"), str(tmp_path / "in" / "..") + "/in/*.parquet"],
-                       str(tmp_path / "out"), progress=False)
+    result = run_dedup(
+        [f, f, str(tmp_path / "in"), str(tmp_path / "in" / "..") + "/in/*.parquet"],
+        str(tmp_path / "out"),
+        progress=False,
+    )
     m = result.manifest
     assert [i["path"] for i in m["inputs"]] == [f]
     assert m["counts"]["read"] == 3 and m["counts"]["kept"] == 3 and m["counts"]["rejected"] == {}
@@ -517,8 +555,14 @@ def test_exact_verify_on_planted_pairs_is_exact_and_deterministic(planted, tmp_p
     runs = {}
     for name, workers, memory in (("big", 1, 4 << 30), ("again", 1, 4 << 30), ("tiny", 2, 24_000)):
         out = tmp_path / name
-        result = run_dedup([planted["dir"]], str(out), DedupConfig(verify="exact"), workers=workers,
-                           memory_bytes=memory, progress=False)
+        result = run_dedup(
+            [planted["dir"]],
+            str(out),
+            DedupConfig(verify="exact"),
+            workers=workers,
+            memory_bytes=memory,
+            progress=False,
+        )
         runs[name] = (_digest(out), result.manifest)
     # Byte-identical whatever the workers and the memory budget (pairs in several partitions,
     # sets loaded in many small batches, a star cache that cannot hold a cluster).
@@ -526,8 +570,9 @@ def test_exact_verify_on_planted_pairs_is_exact_and_deterministic(planted, tmp_p
     big, tiny = runs["big"][1]["pairs"]["exact"], runs["tiny"][1]["pairs"]["exact"]
     assert big["pair_partitions"] == 1 and big["batches"] == 1
     assert tiny["pair_partitions"] > 1 and tiny["batches"] > 4
-    assert {k: v for k, v in big.items() if k not in ("pair_partitions", "batches")} == \
-        {k: v for k, v in tiny.items() if k not in ("pair_partitions", "batches")}
+    assert {k: v for k, v in big.items() if k not in ("pair_partitions", "batches")} == {
+        k: v for k, v in tiny.items() if k not in ("pair_partitions", "batches")
+    }
     docs = planted["docs"]
     removed = {r["id"]: r for r in _read(tmp_path / "big" / "removed")}
     for rid, row in removed.items():
@@ -546,7 +591,10 @@ def test_exact_verify_similarity_of_url_and_exact_chains(tmp_path):
     by_id = {d.id: d.text for d in docs}
     removed = {r["id"]: r for r in _read(tmp_path / "out" / "removed")}
     assert {k: (r["dup_of"], r["dup_kind"]) for k, r in removed.items()} == {
-        "old": ("new", "url"), "orig": ("near", "near"), "copy": ("near", "exact")}
+        "old": ("new", "url"),
+        "orig": ("near", "near"),
+        "copy": ("near", "exact"),
+    }
     for rid, row in removed.items():
         assert row["dup_similarity"] == pytest.approx(_jaccard(by_id[rid], by_id[row["dup_of"]]), abs=1e-6), rid
 
@@ -579,8 +627,9 @@ def test_inputs_holding_no_documents_give_empty_outputs(tmp_path, verify):
 
     (tmp_path / "in").mkdir()
     pq.write_table(SCHEMA.empty_table(), tmp_path / "in" / "empty.parquet")
-    result = run_dedup([str(tmp_path / "in")], str(tmp_path / "out"), DedupConfig(url=True, verify=verify),
-                       progress=False)
+    result = run_dedup(
+        [str(tmp_path / "in")], str(tmp_path / "out"), DedupConfig(url=True, verify=verify), progress=False
+    )
     c = result.manifest["counts"]
     assert (c["read"], c["kept"], c["rejected"], c["errors"]) == (0, 0, {}, {})
     assert _read(tmp_path / "out") == [] and result.manifest["pairs"]["candidates"] == 0

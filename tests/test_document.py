@@ -1,6 +1,6 @@
 """The one Document record and its Arrow schema."""
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pyarrow as pa
 import pytest
@@ -25,7 +25,7 @@ def test_round_trip_through_arrow_keeps_every_field():
         url="https://www.Example.org/a?b=1",
         source="web",
         crawl="CC-MAIN-2024-10",
-        date=datetime(2024, 3, 1, 12, 30, tzinfo=timezone.utc),
+        date=datetime(2024, 3, 1, 12, 30, tzinfo=UTC),
         warc_offset=1234,
         language="de",
         language_score=0.5,

@@ -17,8 +17,14 @@ from train.model import GPT, GPTConfig
 def tiny_base(path, seed: int = 0):
     cfg = GPTConfig(vocab_size=ByteTokenizer().vocab_size, block_size=48, n_layer=2, n_head=2, n_embd=32)
     torch.manual_seed(seed)
-    return save_checkpoint(path, 0, model_state=GPT(cfg).state_dict(), model_config=cfg.to_dict(),
-                           meta={"stage": "sft", "training_cutoff": "2026-01-01"}, kind="policy")
+    return save_checkpoint(
+        path,
+        0,
+        model_state=GPT(cfg).state_dict(),
+        model_config=cfg.to_dict(),
+        meta={"stage": "sft", "training_cutoff": "2026-01-01"},
+        kind="policy",
+    )
 
 
 def pairs(path, n: int, seed: int = 0):

@@ -44,8 +44,10 @@ def test_bad_values_are_config_errors():
 
 
 def test_cli_prints_the_figures():
-    result = CliRunner().invoke(cli, ["train", "estimate", "--params", "7e9", "--tokens", "2e12", "--gpu", "h100",
-                                      "--mfu", "0.4", "--price", "2.5"])
+    result = CliRunner().invoke(
+        cli,
+        ["train", "estimate", "--params", "7e9", "--tokens", "2e12", "--gpu", "h100", "--mfu", "0.4", "--price", "2.5"],
+    )
     assert result.exit_code == 0, result.output
     assert "8.4e+22 FLOPs" in result.output
     assert "58,982 GPU-hours" in result.output

@@ -8,19 +8,18 @@ import zlib
 
 import brotli
 import pytest
+from crawl_helpers import article_html
 
 from curate.stages.crawl.extract import (
     DecodeError,
     ExtractOptions,
     ExtractTimeout,
     TextExtractor,
+    dechunk,
     decode_html,
     decode_payload,
-    dechunk,
     time_limit,
 )
-
-from crawl_helpers import article_html
 
 
 def _gzip(data: bytes) -> bytes:
@@ -34,13 +33,16 @@ def test_dechunk():
     assert dechunk(b"5\r\nhello\r\n8\r\ncut") == b"hellocut"  # last chunk cut short: keep it
 
 
-@pytest.mark.parametrize("coding,encode", [
-    ("gzip", _gzip),
-    ("x-gzip", _gzip),
-    ("deflate", lambda d: zlib.compress(d)),
-    ("deflate", lambda d: zlib.compress(d)[2:-4]),  # raw deflate, as many servers send
-    ("br", lambda d: brotli.compress(d)),
-])
+@pytest.mark.parametrize(
+    "coding,encode",
+    [
+        ("gzip", _gzip),
+        ("x-gzip", _gzip),
+        ("deflate", lambda d: zlib.compress(d)),
+        ("deflate", lambda d: zlib.compress(d)[2:-4]),  # raw deflate, as many servers send
+        ("br", lambda d: brotli.compress(d)),
+    ],
+)
 def test_content_encodings(coding, encode):
     html = article_html("Encoded page").encode()
     assert decode_payload(encode(html), {"content-encoding": coding}) == html
@@ -49,7 +51,10 @@ def test_content_encodings(coding, encode):
 def test_chunked_then_gzip_and_stored_decoded():
     html = article_html("Stacked").encode()
     body = _gzip(html)
-    chunked = b"".join(b"%x\r\n" % len(body[i:i + 100]) + body[i:i + 100] + b"\r\n" for i in range(0, len(body), 100)) + b"0\r\n\r\n"
+    chunked = (
+        b"".join(b"%x\r\n" % len(body[i : i + 100]) + body[i : i + 100] + b"\r\n" for i in range(0, len(body), 100))
+        + b"0\r\n\r\n"
+    )
     assert decode_payload(chunked, {"transfer-encoding": "chunked", "content-encoding": "gzip"}) == html
     # Crawlers often store the decoded body but keep the header.
     assert decode_payload(html, {"content-encoding": "gzip"}) == html
@@ -70,12 +75,15 @@ ZH = "秋天的北京天高气爽，香山的红叶吸引了许多游客。"
 JA = "秋の京都では、寺院の紅葉を見に多くの観光客が訪れます。"
 
 
-@pytest.mark.parametrize("text,codec,declared_in", [
-    (RU, "windows-1251", "header"),
-    (ZH, "gb2312", "meta"),
-    (JA, "euc-jp", "header"),
-    (JA, "shift_jis", "meta"),
-])
+@pytest.mark.parametrize(
+    "text,codec,declared_in",
+    [
+        (RU, "windows-1251", "header"),
+        (ZH, "gb2312", "meta"),
+        (JA, "euc-jp", "header"),
+        (JA, "shift_jis", "meta"),
+    ],
+)
 def test_legacy_charsets_decode_to_unicode(text, codec, declared_in):
     meta = f'<meta charset="{codec}">' if declared_in == "meta" else ""
     html = f"<html><head>{meta}<title>t</title></head><body><p>{text}</p></body></html>"
@@ -92,7 +100,7 @@ def test_http_equiv_meta_and_detection_and_wrong_declaration():
     assert RU in decode_html(html.encode("cp1251"), "utf-8")[0]
     # Nothing declared at all: detection.
     bare = f"<html><body><p>{RU * 4}</p></body></html>".encode("cp1251")
-    decoded, used = decode_html(bare)
+    decoded, _used = decode_html(bare)
     assert RU in decoded
     # latin-1 declared but valid UTF-8 (a common lie) is UTF-8.
     assert decode_html("<p>café</p>".encode(), "iso-8859-1") == ("<p>café</p>", "utf-8")
@@ -153,11 +161,13 @@ def test_extract_timeout_propagates_through_trafilatura(monkeypatch):
 def test_strip_inert_drops_textless_elements_keeps_tails_and_json_ld():
     from curate.stages.crawl.extract import parse_html
 
-    html = ("<html><head><meta charset='utf-8'><link rel=x href=y><style>p{}</style>"
-            "<script type='application/ld+json'>{\"@type\": \"NewsArticle\"}</script></head><body>"
-            "<p>before<script>var x = 'hidden script text';</script>after</p>"
-            "<svg><text>icon label</text></svg>tail of svg<noscript>kept fallback</noscript>"
-            "<iframe>frame</iframe></body></html>")
+    html = (
+        "<html><head><meta charset='utf-8'><link rel=x href=y><style>p{}</style>"
+        '<script type=\'application/ld+json\'>{"@type": "NewsArticle"}</script></head><body>'
+        "<p>before<script>var x = 'hidden script text';</script>after</p>"
+        "<svg><text>icon label</text></svg>tail of svg<noscript>kept fallback</noscript>"
+        "<iframe>frame</iframe></body></html>"
+    )
     stripped = parse_html(html)
     kept = parse_html(html, strip=False)
     text = stripped.text_content()
@@ -170,7 +180,8 @@ def test_strip_inert_drops_textless_elements_keeps_tails_and_json_ld():
 
 def test_stripping_does_not_change_the_extracted_text():
     html = article_html("Inert elements", n_paras=6).replace(
-        "<article>", "<article><script>track('x')</script><svg><path d='M0'/></svg><style>.a{}</style>")
+        "<article>", "<article><script>track('x')</script><svg><path d='M0'/></svg><style>.a{}</style>"
+    )
     with_strip = TextExtractor(ExtractOptions(mode="full")).extract(html)
     without = TextExtractor(ExtractOptions(mode="full", strip_inert=False)).extract(html)
     assert with_strip == without and "Paragraph number 5." in with_strip
@@ -190,9 +201,14 @@ def test_adaptive_routes_pages_by_paragraph_text():
     assert "Paragraph number 11." in text and (ex.direct_full, ex.reruns) == (0, 0)
     # A page whose text is not in <p> elements goes straight to the full cascade, and gets
     # the same text as mode=full.
-    portal = ("<html><body><div class='main'>" + "".join(
-        f"<div>Item {i}: a longer description of the item with words enough to be read as text.</div>" for i in range(30))
-        + "</div></body></html>")
+    portal = (
+        "<html><body><div class='main'>"
+        + "".join(
+            f"<div>Item {i}: a longer description of the item with words enough to be read as text.</div>"
+            for i in range(30)
+        )
+        + "</div></body></html>"
+    )
     assert ex.extract(portal) == TextExtractor(ExtractOptions(mode="full")).extract(portal)
     assert ex.direct_full == 1
 
@@ -210,23 +226,50 @@ def test_guard_regex_tests_only_guards_patterns_that_cannot_match_empty():
 
 
 # Attributes chosen to hit trafilatura's rules (and near misses): absent, empty, several values.
-_XPATH_PROBE = "<html><body>" + "".join(
-    f"<{tag} {attrs}><p>text {i}</p><span class='author'>by me</span></{tag}>"
-    for i, (tag, attrs) in enumerate(
-        (tag, attrs)
-        for tag in ("div", "section", "span", "p", "ul", "ol", "aside", "article", "main", "details")
-        for attrs in ("", "class=''", "id=''", "class='footer nav'", "id='comments' class='x'",
-                      "class='x' id='comments'", "id='hidden-box'", "style='display:none'",
-                      "class='post-content article-body'", "id='sidebar'", "class='bottom-bar'",
-                      "class='link'", "class='Commentary'", "id='disqus_thread'", "aria-hidden='true'",
-                      "class='share-buttons'", "role='navigation'", "class='byline author-name'",
-                      "id='infinite-scroll'", "class='caption'", "class='teaser'",
-                      # BODY_XPATH hits (several siblings match: positional [1] rules), a
-                      # case-insensitive re:test and translate() on mixed case.
-                      "class='post'", "class='entry'", "id='article-content' class='x'",
-                      "class='FullText story'", "id='content'", "class='Main-Content'",
-                      "class='x' id='main-wrap'", "style='border: 1px'"))
-) + "</body></html>"
+_XPATH_PROBE = (
+    "<html><body>"
+    + "".join(
+        f"<{tag} {attrs}><p>text {i}</p><span class='author'>by me</span></{tag}>"
+        for i, (tag, attrs) in enumerate(
+            (tag, attrs)
+            for tag in ("div", "section", "span", "p", "ul", "ol", "aside", "article", "main", "details")
+            for attrs in (
+                "",
+                "class=''",
+                "id=''",
+                "class='footer nav'",
+                "id='comments' class='x'",
+                "class='x' id='comments'",
+                "id='hidden-box'",
+                "style='display:none'",
+                "class='post-content article-body'",
+                "id='sidebar'",
+                "class='bottom-bar'",
+                "class='link'",
+                "class='Commentary'",
+                "id='disqus_thread'",
+                "aria-hidden='true'",
+                "class='share-buttons'",
+                "role='navigation'",
+                "class='byline author-name'",
+                "id='infinite-scroll'",
+                "class='caption'",
+                "class='teaser'",
+                # BODY_XPATH hits (several siblings match: positional [1] rules), a
+                # case-insensitive re:test and translate() on mixed case.
+                "class='post'",
+                "class='entry'",
+                "id='article-content' class='x'",
+                "class='FullText story'",
+                "id='content'",
+                "class='Main-Content'",
+                "class='x' id='main-wrap'",
+                "style='border: 1px'",
+            )
+        )
+    )
+    + "</body></html>"
+)
 
 
 def test_fast_xpaths_select_exactly_what_trafilatura_selects_and_are_restored():
@@ -315,19 +358,22 @@ def test_python_rules_match_xpath_semantics():
     assert len(rule(tree)) == before + 2
 
 
-@pytest.mark.parametrize("path", [
-    "//*[@class='x']",            # absolute: the whole document, not the subtree
-    ".//*[rel='me']",             # a child element's text
-    ".//*[position() > 1]",
-    ".//*[@class][2]",
-    ".//p[@class='x']",
-    ".//*[count(@*) = 2]",
-    "(.//*[@id])[1]|(.//main)[1]",
-])
+@pytest.mark.parametrize(
+    "path",
+    [
+        "//*[@class='x']",  # absolute: the whole document, not the subtree
+        ".//*[rel='me']",  # a child element's text
+        ".//*[position() > 1]",
+        ".//*[@class][2]",
+        ".//p[@class='x']",
+        ".//*[count(@*) = 2]",
+        "(.//*[@id])[1]|(.//main)[1]",
+    ],
+)
 def test_python_rules_refuse_what_they_do_not_understand(path):
-    from curate.stages.crawl.xpaths import PythonRule, _FastXPaths, _Unsupported
-
     import lxml.etree
+
+    from curate.stages.crawl.xpaths import PythonRule, _FastXPaths, _Unsupported
 
     with pytest.raises(_Unsupported):
         PythonRule(path)

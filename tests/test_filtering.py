@@ -10,8 +10,8 @@ import pytest
 
 from curate.core.document import Document
 from curate.core.errors import ConfigError, CurateError
-from curate.stages.filter.stage import DEFAULT_CHAIN, load_chain_config, run_filter
 from curate.core.shards import ShardWriter, read_documents
+from curate.stages.filter.stage import DEFAULT_CHAIN, load_chain_config, run_filter
 from filters.base import Filter, register
 
 ARTICLE = (
@@ -67,7 +67,7 @@ def outputs(out: Path) -> tuple[list[Document], list[Document]]:
 
 def test_kept_rejected_and_manifest(tmp_path):
     inputs = write_inputs(tmp_path)
-    manifest, results = run_filter(inputs, str(tmp_path / "out"))
+    manifest, _results = run_filter(inputs, str(tmp_path / "out"))
     kept, rejected = outputs(tmp_path / "out")
     c = manifest["counts"]
     assert c["read"] == 12 == c["kept"] + sum(c["rejected"].values()) + sum(c["errors"].values())
@@ -167,7 +167,9 @@ def test_unreadable_input_fails_alone(tmp_path):
 
 def test_chain_config_errors(tmp_path):
     inputs = write_inputs(tmp_path, n_files=1)
-    with pytest.raises(ConfigError, match="unknown filter 'gopher'.*did you mean 'gopher_quality'.*available: .*language"):
+    with pytest.raises(
+        ConfigError, match="unknown filter 'gopher'.*did you mean 'gopher_quality'.*available: .*language"
+    ):
         run_filter(inputs, str(tmp_path / "o"), {"filters": [{"name": "gopher"}]})
     with pytest.raises(ConfigError, match="unknown key 'min_wrds'.*did you mean 'min_words'.*known keys"):
         run_filter(inputs, str(tmp_path / "o"), {"filters": [{"name": "gopher_quality", "min_wrds": 3}]})
@@ -208,8 +210,11 @@ def test_filter_name_must_be_text(tmp_path):
 def test_out_of_range_threshold_fails_before_any_input_is_read(tmp_path):
     # The input does not exist: the config error must come first, and nothing is written.
     with pytest.raises(ConfigError, match=r"^gopher_quality: max_words = 5 is below min_words = 50"):
-        run_filter([str(tmp_path / "not-there")], str(tmp_path / "out"),
-                   {"filters": [{"name": "language"}, {"name": "gopher_quality", "max_words": 5}]})
+        run_filter(
+            [str(tmp_path / "not-there")],
+            str(tmp_path / "out"),
+            {"filters": [{"name": "language"}, {"name": "gopher_quality", "max_words": 5}]},
+        )
     assert not (tmp_path / "out").exists()
 
 
@@ -224,8 +229,10 @@ def test_cli_reports_a_bad_threshold_in_one_line(tmp_path):
     result = CliRunner().invoke(cli, ["filter", *inputs, "-o", str(tmp_path / "out"), "--config", str(chain)])
     assert result.exit_code != 0
     lines = [line for line in result.output.splitlines() if line.strip()]
-    assert lines == ["error: fineweb: max_short_lines_ratio = 1.7 is out of range; "
-                     "allowed: a number in [0, 1], or -1 to turn the rule off"]
+    assert lines == [
+        "error: fineweb: max_short_lines_ratio = 1.7 is out of range; "
+        "allowed: a number in [0, 1], or -1 to turn the rule off"
+    ]
     assert not (tmp_path / "out").exists()
 
 

@@ -51,7 +51,7 @@ def dup_ngram_text(copies: int = 6) -> str:
     filler = distinct_words(150)
     parts = []
     for i in range(copies):
-        parts.append(" ".join(filler[i * 25:(i + 1) * 25]))
+        parts.append(" ".join(filler[i * 25 : (i + 1) * 25]))
         parts.append(phrase)
     return " ".join(parts)
 
@@ -74,41 +74,79 @@ def _top_params(n: int) -> dict:
 CASES: dict[tuple[str, str], tuple[dict, str, dict | str]] = {
     ("gopher_quality", "too_few_words"): ({}, "The cat sat on the mat with the dog.", {}),
     ("gopher_quality", "too_many_words"): ({"max_words": 100}, CLEAN, CLEAN.rsplit("\n", 1)[0]),
-    ("gopher_quality", "mean_word_length_too_short"): ({}, " ".join(["a", "i", "o", "u"] * 12 + ["the", "and", "of", "to"]), {}),
+    ("gopher_quality", "mean_word_length_too_short"): (
+        {},
+        " ".join(["a", "i", "o", "u"] * 12 + ["the", "and", "of", "to"]),
+        {},
+    ),
     ("gopher_quality", "mean_word_length_too_long"): (
-        {}, " ".join(w * 2 for w in distinct_words(55, width=7)) + " the and of", {}),
+        {},
+        " ".join(w * 2 for w in distinct_words(55, width=7)) + " the and of",
+        {},
+    ),
     ("gopher_quality", "too_many_hashes"): ({}, CLEAN + " #news" * 20, {}),
     ("gopher_quality", "too_many_ellipses"): ({}, CLEAN + " ..." * 20, {}),
     ("gopher_quality", "too_many_bullet_lines"): (
-        {}, "\n".join(f"- the item {w} is listed with the others" for w in distinct_words(20)), {}),
+        {},
+        "\n".join(f"- the item {w} is listed with the others" for w in distinct_words(20)),
+        {},
+    ),
     ("gopher_quality", "too_many_ellipsis_lines"): (
-        {}, CLEAN + "\n" + "\n".join(f"And then the story of {w} went on and on..." for w in distinct_words(6)), {}),
+        {},
+        CLEAN + "\n" + "\n".join(f"And then the story of {w} went on and on..." for w in distinct_words(6)),
+        {},
+    ),
     ("gopher_quality", "too_few_alpha_words"): ({}, CLEAN + " " + " ".join(str(1000 + i) for i in range(150)), {}),
-    ("gopher_quality", "too_few_stop_words"): (
-        {}, " ".join(w.capitalize() for w in distinct_words(60)) + ".", {}),
+    ("gopher_quality", "too_few_stop_words"): ({}, " ".join(w.capitalize() for w in distinct_words(60)) + ".", {}),
     ("gopher_repetition", "duplicate_paragraphs"): (
-        {}, "\n\n".join([CLEAN.split("\n")[0]] * 4 + CLEAN.split("\n")[1:4]), {}),
+        {},
+        "\n\n".join([CLEAN.split("\n")[0]] * 4 + CLEAN.split("\n")[1:4]),
+        {},
+    ),
     ("gopher_repetition", "duplicate_paragraph_chars"): (
-        {}, "\n\n".join([CLEAN.replace("\n", " ")] * 2 + [f"Short note {w}." for w in distinct_words(6)]), {}),
+        {},
+        "\n\n".join([CLEAN.replace("\n", " ")] * 2 + [f"Short note {w}." for w in distinct_words(6)]),
+        {},
+    ),
     ("gopher_repetition", "duplicate_lines"): (
-        {}, "\n".join(["Click here to subscribe."] * 5 + [s for s in CLEAN.split("\n") if s][:6]), {}),
+        {},
+        "\n".join(["Click here to subscribe."] * 5 + [s for s in CLEAN.split("\n") if s][:6]),
+        {},
+    ),
     ("gopher_repetition", "duplicate_line_chars"): (
-        {}, "\n".join([CLEAN.replace("\n", " ")] * 2 + [f"Note {w}." for w in distinct_words(6)]), {}),
+        {},
+        "\n".join([CLEAN.replace("\n", " ")] * 2 + [f"Note {w}." for w in distinct_words(6)]),
+        {},
+    ),
     ("gopher_repetition", "top_2gram"): (_top_params(2), repeated_phrase(2), {}),
     ("gopher_repetition", "top_3gram"): (_top_params(3), repeated_phrase(3), {}),
     ("gopher_repetition", "top_4gram"): (_top_params(4), repeated_phrase(4), {}),
     **{("gopher_repetition", f"duplicate_{n}grams"): (_dup_params(n), dup_ngram_text(), {}) for n in range(5, 11)},
     ("c4", "lorem_ipsum"): ({}, CLEAN + "\nLorem ipsum dolor sit amet, consectetur adipiscing elit.", {}),
     ("c4", "curly_bracket"): ({}, CLEAN + "\nThe function returns {value} to the caller every time.", {}),
-    ("c4", "too_few_sentences"): ({}, "One proper sentence is here.\nAnd a second one follows it.\nMenu Home About", {}),
+    ("c4", "too_few_sentences"): (
+        {},
+        "One proper sentence is here.\nAnd a second one follows it.\nMenu Home About",
+        {},
+    ),
     ("fineweb", "empty"): ({}, "\n   \n\n", {}),
     ("fineweb", "too_few_punctuated_lines"): (
-        {}, "\n".join(f"Category page listing for the product {w} and more" for w in distinct_words(12)), {}),
+        {},
+        "\n".join(f"Category page listing for the product {w} and more" for w in distinct_words(12)),
+        {},
+    ),
     ("fineweb", "too_many_short_lines"): ({}, "\n".join(f"Buy {w} now." for w in distinct_words(12)), {}),
     ("fineweb", "duplicate_line_chars"): (
-        {}, CLEAN + "\nAll rights reserved by the publisher of this page.\nAll rights reserved by the publisher of this page.", {}),
+        {},
+        CLEAN
+        + "\nAll rights reserved by the publisher of this page.\nAll rights reserved by the publisher of this page.",
+        {},
+    ),
     ("fineweb", "too_many_newlines"): (
-        {}, "\n".join(f"Remarkably {w}ness everywhere." for w in distinct_words(12, width=9)), {}),
+        {},
+        "\n".join(f"Remarkably {w}ness everywhere." for w in distinct_words(12, width=9)),
+        {},
+    ),
 }
 
 
@@ -183,7 +221,10 @@ def test_stop_word_rule_is_scoped_to_english_and_unknown_language():
     f = build_filter({"name": "gopher_quality"})
     assert f(doc(german, language="de")) is None
     assert f(doc(german)) == "too_few_stop_words"  # no language known: Gopher's English setting
-    assert build_filter({"name": "gopher_quality", "stop_words_languages": ["en", "de"]})(doc(german, language="de")) == "too_few_stop_words"
+    assert (
+        build_filter({"name": "gopher_quality", "stop_words_languages": ["en", "de"]})(doc(german, language="de"))
+        == "too_few_stop_words"
+    )
 
 
 def test_c4_removes_lines_and_counts_them():
@@ -255,8 +296,13 @@ def test_repetition_scores_do_not_depend_on_the_process_hash_seed():
         "print([sorted(d.scores.items()) for d in docs])"
     )
     outputs = {
-        subprocess.run([sys.executable, "-c", code], env={**__import__("os").environ, "PYTHONHASHSEED": seed},
-                       capture_output=True, text=True, check=True).stdout
+        subprocess.run(
+            [sys.executable, "-c", code],
+            env={**__import__("os").environ, "PYTHONHASHSEED": seed},
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
         for seed in ("1", "2", "3")
     }
     assert len(outputs) == 1 and "top_2gram" in outputs.pop()  # (30 short texts with many tied 2-grams)
@@ -268,31 +314,53 @@ def test_repetition_scores_do_not_depend_on_the_process_hash_seed():
 # the filter's own validation, so "quality" needs no real model to reject a bad threshold.
 BAD_PARAMS = [
     ("gopher_quality", {"min_words": -5}, "min_words = -5 is out of range; allowed: an integer >= 0, or -1"),
-    ("gopher_quality", {"max_bullet_lines_ratio": 1.7}, "max_bullet_lines_ratio = 1.7 is out of range; allowed: a number in [0, 1]"),
+    (
+        "gopher_quality",
+        {"max_bullet_lines_ratio": 1.7},
+        "max_bullet_lines_ratio = 1.7 is out of range; allowed: a number in [0, 1]",
+    ),
     ("gopher_quality", {"min_alpha_words_ratio": -0.2}, "min_alpha_words_ratio = -0.2 is out of range"),
     ("gopher_quality", {"min_words": 100, "max_words": 10}, "max_words = 10 is below min_words = 100"),
-    ("gopher_quality", {"min_mean_word_length": 8.0, "max_mean_word_length": 4.0}, "max_mean_word_length = 4.0 is below"),
+    (
+        "gopher_quality",
+        {"min_mean_word_length": 8.0, "max_mean_word_length": 4.0},
+        "max_mean_word_length = 4.0 is below",
+    ),
     ("gopher_quality", {"max_symbol_word_ratio": float("nan")}, "max_symbol_word_ratio = nan is out of range"),
     ("gopher_quality", {"min_stop_words": 9}, "min_stop_words = 9 is out of range; allowed: an integer in [0, 8]"),
     ("gopher_repetition", {"dup_line_frac": 1.5}, "dup_line_frac = 1.5 is out of range; allowed: a number in [0, 1]"),
-    ("gopher_repetition", {"top_ngrams": [[0, 0.2]]}, "top_ngrams[0] n-gram size = 0 is out of range; allowed: an integer >= 1"),
+    (
+        "gopher_repetition",
+        {"top_ngrams": [[0, 0.2]]},
+        "top_ngrams[0] n-gram size = 0 is out of range; allowed: an integer >= 1",
+    ),
     ("gopher_repetition", {"dup_ngrams": [[5, 0.1], [-3, 0.1]]}, "dup_ngrams[1] n-gram size = -3 is out of range"),
     ("gopher_repetition", {"dup_ngrams": [[5, 2.0]]}, "dup_ngrams[0] max fraction (n = 5) = 2.0 is out of range"),
     ("c4", {"min_sentences": -2}, "min_sentences = -2 is out of range; allowed: an integer >= 0, or -1"),
     ("c4", {"max_word_length": 0}, "max_word_length = 0 is out of range; allowed: an integer >= 1, or -1"),
     ("fineweb", {"max_short_lines_ratio": 1.01}, "max_short_lines_ratio = 1.01 is out of range"),
     ("fineweb", {"short_line_length": -1}, "short_line_length = -1 is out of range; allowed: an integer >= 0"),
-    ("fineweb", {"max_newlines_per_word": -0.5}, "max_newlines_per_word = -0.5 is out of range; allowed: a number >= 0"),
+    (
+        "fineweb",
+        {"max_newlines_per_word": -0.5},
+        "max_newlines_per_word = -0.5 is out of range; allowed: a number >= 0",
+    ),
     ("language", {"max_chars": -3}, "max_chars = -3 is out of range; allowed: an integer >= 0"),
     ("language", {"min_score": -1}, "min_score = -1.0 is out of range; allowed: a number in [0, 1]"),
     ("language", {"top_k": 0}, "top_k = 0 is out of range; allowed: an integer >= 1"),
     ("bad_words", {"max_ratio": 1.7}, "max_ratio = 1.7 is out of range; allowed: a number in [0, 1]"),
-    ("quality", {"model": "no-such-model.bin", "keep_top": 0}, "keep_top = 0.0 is out of range; allowed: a number in (0, 1]"),
+    (
+        "quality",
+        {"model": "no-such-model.bin", "keep_top": 0},
+        "keep_top = 0.0 is out of range; allowed: a number in (0, 1]",
+    ),
     ("quality", {"model": "no-such-model.bin", "threshold": 1.2}, "threshold = 1.2 is out of range"),
 ]
 
 
-@pytest.mark.parametrize("name,params,message", BAD_PARAMS, ids=lambda v: v if isinstance(v, str) and " " not in v else None)
+@pytest.mark.parametrize(
+    "name,params,message", BAD_PARAMS, ids=lambda v: v if isinstance(v, str) and " " not in v else None
+)
 def test_out_of_range_parameters_are_one_line_config_errors(name, params, message):
     from curate.core.errors import ConfigError
 
@@ -312,8 +380,17 @@ def test_range_errors_name_the_label_of_a_relabelled_filter():
 
 
 def test_off_values_and_edges_are_still_accepted():
-    f = build_filter({"name": "gopher_quality", "min_words": -1, "max_words": 10, "max_bullet_lines_ratio": -1,
-                      "min_alpha_words_ratio": 0, "max_ellipsis_lines_ratio": 1, "min_stop_words": 8})
+    f = build_filter(
+        {
+            "name": "gopher_quality",
+            "min_words": -1,
+            "max_words": 10,
+            "max_bullet_lines_ratio": -1,
+            "min_alpha_words_ratio": 0,
+            "max_ellipsis_lines_ratio": 1,
+            "min_stop_words": 8,
+        }
+    )
     assert f.max_words == 10 and f.min_alpha_words_ratio == 0.0
     # An n-gram rule switched off with -1, as the docstring says.
     build_filter({"name": "gopher_repetition", "top_ngrams": [[2, -1]], "dup_ngrams": []})
@@ -327,8 +404,17 @@ def test_every_filter_builds_with_its_defaults(tmp_path):
     model.write_bytes(b"not loaded until the first document")
     required = {"url_blocklist": {"domains": ["example.com"]}, "quality": {"model": str(model)}}
     names = list(available())
-    assert {"language", "gopher_quality", "gopher_repetition", "c4", "fineweb", "quality", "url_blocklist",
-            "bad_words", "pii"} <= set(names)
+    assert {
+        "language",
+        "gopher_quality",
+        "gopher_repetition",
+        "c4",
+        "fineweb",
+        "quality",
+        "url_blocklist",
+        "bad_words",
+        "pii",
+    } <= set(names)
     for name in names:
         f = build_filter({"name": name, **required.get(name, {})})
         assert f.name == name
@@ -344,6 +430,7 @@ def test_every_numeric_parameter_declares_its_range():
         for fld in dataclasses.fields(cls):
             hint = hints[fld.name]
             numeric = hint in (int, float) or (
-                typing.get_origin(hint) is not None and set(typing.get_args(hint)) & {int, float})
+                typing.get_origin(hint) is not None and set(typing.get_args(hint)) & {int, float}
+            )
             if numeric and typing.get_origin(hint) is not list:
                 assert fld.name in cls.bounds, f"{name}.{fld.name} has no declared range"

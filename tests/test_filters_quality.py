@@ -13,11 +13,74 @@ from curate.core.shards import ShardWriter
 from filters.quality import roc_auc, train_quality_model
 from filters.registry import build_filter
 
-GOOD = ("the committee published a detailed report on regional water supply and the long term "
-        "effects of drought on agriculture researchers measured rainfall across several decades "
-        "historians describe how the city grew around the harbour during the century").split()
-SPAM = ("click here best price buy now free shipping limited offer casino bonus win cash hot deals "
-        "subscribe today cheap pills discount coupon login register cart checkout sale").split()
+GOOD = [
+    "the",
+    "committee",
+    "published",
+    "a",
+    "detailed",
+    "report",
+    "on",
+    "regional",
+    "water",
+    "supply",
+    "and",
+    "the",
+    "long",
+    "term",
+    "effects",
+    "of",
+    "drought",
+    "on",
+    "agriculture",
+    "researchers",
+    "measured",
+    "rainfall",
+    "across",
+    "several",
+    "decades",
+    "historians",
+    "describe",
+    "how",
+    "the",
+    "city",
+    "grew",
+    "around",
+    "the",
+    "harbour",
+    "during",
+    "the",
+    "century",
+]
+SPAM = [
+    "click",
+    "here",
+    "best",
+    "price",
+    "buy",
+    "now",
+    "free",
+    "shipping",
+    "limited",
+    "offer",
+    "casino",
+    "bonus",
+    "win",
+    "cash",
+    "hot",
+    "deals",
+    "subscribe",
+    "today",
+    "cheap",
+    "pills",
+    "discount",
+    "coupon",
+    "login",
+    "register",
+    "cart",
+    "checkout",
+    "sale",
+]
 
 
 def generated(words: list[str], n: int, seed: int) -> list[str]:
@@ -152,7 +215,24 @@ def test_cli_trains_from_folders_of_text_files_with_a_relative_output(tmp_path, 
     elsewhere = tmp_path / "run"
     elsewhere.mkdir()
     monkeypatch.chdir(elsewhere)
-    result = CliRunner().invoke(cli, ["quality", "train", "-p", str(tmp_path / "good"), "-n", str(tmp_path / "spam"),
-                                      "-o", "models/q.bin", "--txt-unit", "paragraph", "--dim", "16", "--epoch", "5"])
+    result = CliRunner().invoke(
+        cli,
+        [
+            "quality",
+            "train",
+            "-p",
+            str(tmp_path / "good"),
+            "-n",
+            str(tmp_path / "spam"),
+            "-o",
+            "models/q.bin",
+            "--txt-unit",
+            "paragraph",
+            "--dim",
+            "16",
+            "--epoch",
+            "5",
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert "ROC AUC" in result.output and (elsewhere / "models" / "q.bin").exists()

@@ -54,7 +54,10 @@ def test_bad_words_ratio_and_default_list():
     # One incidental word in a long text stays under the ratio.
     long_text = " ".join([PROSE] * 6) + " He said the referee's decision was bullshit."
     assert build_filter({"name": "bad_words"})(Document(id="l", text=long_text, language="en")) is None
-    assert build_filter({"name": "bad_words", "max_ratio": 0.0})(Document(id="l", text=long_text, language="en")) == "too_many_bad_words"
+    assert (
+        build_filter({"name": "bad_words", "max_ratio": 0.0})(Document(id="l", text=long_text, language="en"))
+        == "too_many_bad_words"
+    )
 
 
 def test_bad_words_lists_per_language(tmp_path):
@@ -63,7 +66,9 @@ def test_bad_words_lists_per_language(tmp_path):
     zh = tmp_path / "zh.txt"
     zh.write_text("色情\n")
     f = build_filter({"name": "bad_words", "word_lists": {"de": str(de), "zh": str(zh)}, "max_ratio": 0.01})
-    assert f(Document(id="de", text="So ein Mist, alles Mist und Scheisse heute.", language="de")) == "too_many_bad_words"
+    assert (
+        f(Document(id="de", text="So ein Mist, alles Mist und Scheisse heute.", language="de")) == "too_many_bad_words"
+    )
     assert f(Document(id="zh", text="这个网站有很多色情内容，色情图片。", language="zh")) == "too_many_bad_words"
     assert f(Document(id="zh2", text="这个网站有很多有趣的内容。", language="zh")) is None
     # A language without a list is kept and counted; English words do not count in German.

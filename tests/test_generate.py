@@ -40,8 +40,23 @@ def test_greedy_generation_follows_what_the_model_learned(ckpt):
 
 def test_cli_generation_is_reproducible_with_a_seed(ckpt):
     def run(*extra):
-        result = CliRunner().invoke(cli, ["generate", str(ckpt), "xy", "-n", "24", "--temperature", "2.0",
-                                          "--top-k", "0", "--device", "cpu", *extra])
+        result = CliRunner().invoke(
+            cli,
+            [
+                "generate",
+                str(ckpt),
+                "xy",
+                "-n",
+                "24",
+                "--temperature",
+                "2.0",
+                "--top-k",
+                "0",
+                "--device",
+                "cpu",
+                *extra,
+            ],
+        )
         assert result.exit_code == 0, result.output
         return result.output
 
@@ -52,8 +67,9 @@ def test_cli_generation_is_reproducible_with_a_seed(ckpt):
 
 
 def test_top_p_and_echo(ckpt):
-    result = CliRunner().invoke(cli, ["generate", str(ckpt), "ab", "-n", "6", "--top-p", "0.5", "--seed", "1",
-                                      "--device", "cpu", "--echo"])
+    result = CliRunner().invoke(
+        cli, ["generate", str(ckpt), "ab", "-n", "6", "--top-p", "0.5", "--seed", "1", "--device", "cpu", "--echo"]
+    )
     assert result.exit_code == 0, result.output
     assert result.output.startswith("ab")
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import csv
 import io
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -15,26 +15,28 @@ from click.testing import CliRunner
 from curate.cli import cli
 from curate.core.document import Document
 from curate.core.errors import CurateError, InputError
-from curate.explore.query import connect, format_rows, manifest_chain, run_query, summarize
-from curate.stages.mix.run import MixConfig, SourceSpec, run_mix
-from curate.runtime.stage import Stats, build_manifest
 from curate.core.shards import ShardWriter, write_manifest
+from curate.explore.query import connect, format_rows, manifest_chain, run_query, summarize
+from curate.runtime.stage import Stats, build_manifest
+from curate.stages.mix.run import MixConfig, SourceSpec, run_mix
 
 
 def known_docs() -> list[Document]:
     docs = []
     for i in range(10):
-        docs.append(Document(
-            id=f"d{i}",
-            text="x" * (100 * (i + 1)),
-            source="a" if i < 6 else "b",
-            language="en" if i < 7 else "de",
-            language_score=0.525 + 0.05 * i,  # bin centres: float32 edges are fuzzy
-            quality_score=0.05 + 0.1 * i,
-            url=("https://x.com/%d" % i) if i < 5 else ("https://www.y.org/%d" % i) if i < 8 else None,
-            n_tokens=10 * (i + 1) if i < 6 else 100,
-            date=datetime(2024, 1 + i, 1, tzinfo=timezone.utc) if i != 9 else None,
-        ))
+        docs.append(
+            Document(
+                id=f"d{i}",
+                text="x" * (100 * (i + 1)),
+                source="a" if i < 6 else "b",
+                language="en" if i < 7 else "de",
+                language_score=0.525 + 0.05 * i,  # bin centres: float32 edges are fuzzy
+                quality_score=0.05 + 0.1 * i,
+                url=f"https://x.com/{i}" if i < 5 else f"https://www.y.org/{i}" if i < 8 else None,
+                n_tokens=10 * (i + 1) if i < 6 else 100,
+                date=datetime(2024, 1 + i, 1, tzinfo=UTC) if i != 9 else None,
+            )
+        )
     return docs
 
 
@@ -55,7 +57,9 @@ def test_summary_numbers(known):
     assert (s["docs"], s["measure"], s["tokens"], s["chars"]) == (10, "tokens", 610, 5500)
     assert s["views"] == ["docs", "rejected"]
     assert [(r["source"], r["docs"], r["tokens"], r["chars"]) for r in s["sources"]] == [
-        ("b", 4, 400, 3400), ("a", 6, 210, 2100)]
+        ("b", 4, 400, 3400),
+        ("a", 6, 210, 2100),
+    ]
     assert s["sources"][0]["share"] == pytest.approx(400 / 610)
     assert [(r["language"], r["docs"], r["tokens"]) for r in s["languages"]] == [("en", 7, 310), ("de", 3, 300)]
     assert s["top_domains"] == [{"domain": "x.com", "docs": 5}, {"domain": "y.org", "docs": 3}]
@@ -93,7 +97,10 @@ def test_sql_queries_and_formats(known):
     table = list(format_rows(names, rows, "table"))
     assert table[0].split() == ["id", "n_tokens"] and table[2].split() == ["d0", "10"] and table[-1] == "(3 rows)"
     names, rows = run_query(con, "SELECT id, language FROM docs ORDER BY id")
-    assert list(csv.reader(io.StringIO("\n".join(format_rows(names, rows, "csv")))))[:2] == [["id", "language"], ["d0", "en"]]
+    assert list(csv.reader(io.StringIO("\n".join(format_rows(names, rows, "csv")))))[:2] == [
+        ["id", "language"],
+        ["d0", "en"],
+    ]
     names, rows = run_query(con, "SELECT id, date FROM docs WHERE id IN ('d0', 'd9') ORDER BY id")
     parsed = json.loads("\n".join(format_rows(names, rows, "json")))
     assert parsed[0]["id"] == "d0" and parsed[0]["date"].startswith("2024-01-01") and parsed[1]["date"] is None
@@ -118,8 +125,16 @@ def test_cli_sql_and_inspect(known):
     assert json.loads(r.output)["docs"] == 10
 
 
-def _stage(directory: Path, stage: str, inputs: list[str], read: int, kept: int, rejected: dict, errors: dict,
-           docs: list[Document] | None = None) -> None:
+def _stage(
+    directory: Path,
+    stage: str,
+    inputs: list[str],
+    read: int,
+    kept: int,
+    rejected: dict,
+    errors: dict,
+    docs: list[Document] | None = None,
+) -> None:
     shards = []
     if docs:
         with ShardWriter(directory, prefix="part-00000") as w:
@@ -135,8 +150,10 @@ def _stage(directory: Path, stage: str, inputs: list[str], read: int, kept: int,
 
 
 def test_manifest_chain_and_funnel_from_mix(tmp_path):
-    docs = [Document(id=f"w{i}", text="web text " * (10 + i), url=f"https://s{i % 3}.net/{i}", language="en")
-            for i in range(20)]
+    docs = [
+        Document(id=f"w{i}", text="web text " * (10 + i), url=f"https://s{i % 3}.net/{i}", language="en")
+        for i in range(20)
+    ]
     _stage(tmp_path / "crawl", "crawl", ["/data/a.warc.gz"], 40, 30, {}, {"bad_record": 10}, docs[:30])
     crawl_shard = str(tmp_path / "crawl" / "part-00000-000.parquet")
     _stage(tmp_path / "filter", "filter", [crawl_shard], 30, 25, {"gopher_quality": 3, "language": 2}, {}, docs[:25])
@@ -145,8 +162,15 @@ def test_manifest_chain_and_funnel_from_mix(tmp_path):
     books = tmp_path / "books"
     books.mkdir()
     (books / "b.md").write_text("A short book. " * 20)
-    m = run_mix(MixConfig(sources=[SourceSpec("web", [str(tmp_path / "dedup")], 0.8), SourceSpec("books", [str(books)], 0.2)],
-                          tokens=10**7, max_epochs=1), str(tmp_path / "mix"), progress=False)
+    m = run_mix(
+        MixConfig(
+            sources=[SourceSpec("web", [str(tmp_path / "dedup")], 0.8), SourceSpec("books", [str(books)], 0.2)],
+            tokens=10**7,
+            max_epochs=1,
+        ),
+        str(tmp_path / "mix"),
+        progress=False,
+    )
     chain = manifest_chain(str(tmp_path / "mix"))
     assert [n["stage"] for n in chain] == ["crawl", "filter", "dedup", "mix"]
     s = summarize(str(tmp_path / "mix"))
@@ -177,7 +201,9 @@ def test_not_parquet_is_a_one_line_error_naming_the_file(known, tmp_path):
     garbage.write_text("this is not parquet\n")
     runner = CliRunner()
     _one_line_error(runner.invoke(cli, ["inspect", str(garbage)]), "notpq.parquet", "not a readable Parquet file")
-    _one_line_error(runner.invoke(cli, ["sql", str(garbage), "select 1"]), "notpq.parquet", "not a readable Parquet file")
+    _one_line_error(
+        runner.invoke(cli, ["sql", str(garbage), "select 1"]), "notpq.parquet", "not a readable Parquet file"
+    )
     _one_line_error(runner.invoke(cli, ["report", str(garbage), "-o", str(tmp_path / "r.html")]), "notpq.parquet")
     assert not (tmp_path / "r.html").exists()
     # One bad shard among good ones: the bad one is named, in the side views too.
@@ -209,9 +235,19 @@ def test_optional_columns_of_unusable_types_are_left_out_with_a_note(known, tmp_
     import pyarrow.parquet as pq
 
     # One foreign shard among the good ones: dates as text, scores as text, n_chars as text.
-    pq.write_table(pa.table({"id": ["f1", "f2"], "text": ["hello", "hi"], "source": ["a", "a"],
-                             "date": ["2024-01-01", "not a date"], "scores": ["q=1", "q=2"],
-                             "n_chars": ["5", "many"]}), known / "part-00001-000.parquet")
+    pq.write_table(
+        pa.table(
+            {
+                "id": ["f1", "f2"],
+                "text": ["hello", "hi"],
+                "source": ["a", "a"],
+                "date": ["2024-01-01", "not a date"],
+                "scores": ["q=1", "q=2"],
+                "n_chars": ["5", "many"],
+            }
+        ),
+        known / "part-00001-000.parquet",
+    )
     s = summarize(str(known))
     assert s["docs"] == 12
     # Characters come from the text itself where n_chars is left out: 5500 + 5 + 2.
@@ -238,9 +274,16 @@ def test_dates_stored_as_calendar_dates_are_reported(tmp_path):
 
     d = tmp_path / "d"
     d.mkdir()
-    pq.write_table(pa.table({"id": ["a", "b"], "text": ["x", "yy"],
-                             "date": pa.array([dt.date(2023, 5, 2), dt.date(2024, 2, 3)], pa.date32())}),
-                   d / "part.parquet")
+    pq.write_table(
+        pa.table(
+            {
+                "id": ["a", "b"],
+                "text": ["x", "yy"],
+                "date": pa.array([dt.date(2023, 5, 2), dt.date(2024, 2, 3)], pa.date32()),
+            }
+        ),
+        d / "part.parquet",
+    )
     s = summarize(str(d))
     assert s["notes"] == [] and (s["dates"]["min"], s["dates"]["max"]) == ("2023-05-02", "2024-02-03")
     assert [m["month"] for m in s["dates"]["per_month"]] == ["2023-05", "2024-02"]

@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from train.kernels import _RMSNormCPU, _RotaryQKV, _SwiGLU, _rotate, rms_norm, rotary_qkv, swiglu
+from train.kernels import _RMSNormCPU, _RotaryQKV, _rotate, _SwiGLU, rms_norm, rotary_qkv, swiglu
 from train.model import GPT, GPTConfig, rope_tables
 
 

@@ -145,8 +145,7 @@ def test_dpo_loss_by_hand():
     approx(rj[1], 0.5)
     ls, _, _ = L.dpo_loss(pc, pr, rc, rr, beta=beta, label_smoothing=0.1)
     exp_ls = (
-        -(0.9 * math.log(sig(1.0)) + 0.1 * math.log(sig(-1.0)))
-        - (0.9 * math.log(sig(-0.5)) + 0.1 * math.log(sig(0.5)))
+        -(0.9 * math.log(sig(1.0)) + 0.1 * math.log(sig(-1.0))) - (0.9 * math.log(sig(-0.5)) + 0.1 * math.log(sig(0.5)))
     ) / 2
     approx(ls, exp_ls)
 

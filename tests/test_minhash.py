@@ -10,6 +10,7 @@ from datasketch import MinHash
 from datasketch.lsh import _optimal_param
 
 from curate.stages.dedup import minhash as mh
+
 TEXTS = [
     "The quick brown fox jumps over the lazy dog. It's a “classic” — isn’t it…",
     "",
@@ -70,8 +71,10 @@ def test_sha1_signatures_equal_plain_datasketch(num_perm, seed):
 
 def test_signatures_do_not_depend_on_batching(monkeypatch):
     rng = random.Random(3)
-    texts = [" ".join(rng.choice(["alpha", "beta", "gamma", "delta", "eps", "zeta"]) for _ in range(rng.randrange(0, 90)))
-             for _ in range(40)] + ["", "x"]
+    texts = [
+        " ".join(rng.choice(["alpha", "beta", "gamma", "delta", "eps", "zeta"]) for _ in range(rng.randrange(0, 90)))
+        for _ in range(40)
+    ] + ["", "x"]
     hasher = mh.MinHasher(112, 1, 5)
     together = hasher.signatures(texts)
     # Tiny permutation blocks: documents are cut across blocks.
@@ -108,9 +111,16 @@ def test_estimated_jaccard_tracks_true_jaccard():
     assert max(errors) < 0.1  # 256 permutations: standard error <= 0.031
 
 
-@pytest.mark.parametrize("threshold,num_perm,fp,fn", [
-    (0.8, 112, 0.5, 0.5), (0.8, 112, 0.05, 0.95), (0.7, 64, 0.5, 0.5), (0.9, 128, 0.3, 0.7), (0.5, 32, 0.5, 0.5),
-])
+@pytest.mark.parametrize(
+    "threshold,num_perm,fp,fn",
+    [
+        (0.8, 112, 0.5, 0.5),
+        (0.8, 112, 0.05, 0.95),
+        (0.7, 64, 0.5, 0.5),
+        (0.9, 128, 0.3, 0.7),
+        (0.5, 32, 0.5, 0.5),
+    ],
+)
 def test_optimal_bands_matches_datasketch(threshold, num_perm, fp, fn):
     assert mh.optimal_bands(threshold, num_perm, fp, fn) == _optimal_param(threshold, num_perm, fp, fn)
 

@@ -7,7 +7,7 @@ import json
 import math
 import random
 from collections import Counter
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +16,8 @@ import pytest
 
 from curate.core.document import Document
 from curate.core.errors import ConfigError, CurateError, InputError
+from curate.core.readers import SourceReader, resolve_files
+from curate.core.shards import ShardWriter, sha256_file
 from curate.stages.mix.run import (
     MixConfig,
     SourceSpec,
@@ -25,12 +27,30 @@ from curate.stages.mix.run import (
     run_mix,
     select_documents,
 )
-from curate.core.shards import ShardWriter, sha256_file
-from curate.core.readers import SourceReader, resolve_files
 
-WORDS = ("river stone light paper garden window orange quiet market station letter harbour winter "
-         "engine signal forest valley silver copper lantern").split()
-BASE_DAY = datetime(2024, 1, 1, tzinfo=timezone.utc)
+WORDS = [
+    "river",
+    "stone",
+    "light",
+    "paper",
+    "garden",
+    "window",
+    "orange",
+    "quiet",
+    "market",
+    "station",
+    "letter",
+    "harbour",
+    "winter",
+    "engine",
+    "signal",
+    "forest",
+    "valley",
+    "silver",
+    "copper",
+    "lantern",
+]
+BASE_DAY = datetime(2024, 1, 1, tzinfo=UTC)
 
 
 def _text(rng: random.Random, lo: int, hi: int) -> str:
@@ -43,16 +63,22 @@ def write_web(directory: Path, n: int, seed: int = 1, undated_every: int = 0) ->
     with ShardWriter(directory, prefix="part-00000", shard_bytes=60_000, row_group_bytes=20_000) as w:
         for i in range(n):
             undated = undated_every and i % undated_every == 0
-            w.write(Document(
-                id=f"web-{i:05d}", text=_text(rng, 40, 200), url=f"https://site{i % 9}.example.org/{i}",
-                source="commoncrawl", language="en",
-                date=None if undated else BASE_DAY + timedelta(days=i % 300),
-            ))
+            w.write(
+                Document(
+                    id=f"web-{i:05d}",
+                    text=_text(rng, 40, 200),
+                    url=f"https://site{i % 9}.example.org/{i}",
+                    source="commoncrawl",
+                    language="en",
+                    date=None if undated else BASE_DAY + timedelta(days=i % 300),
+                )
+            )
     return directory
 
 
-def write_text_source(directory: Path, n: int, seed: int, ext: str = ".md", lo: int = 150, hi: int = 400,
-                      dated: bool = True) -> Path:
+def write_text_source(
+    directory: Path, n: int, seed: int, ext: str = ".md", lo: int = 150, hi: int = 400, dated: bool = True
+) -> Path:
     rng = random.Random(seed)
     directory.mkdir(parents=True, exist_ok=True)
     for i in range(n):
@@ -108,8 +134,10 @@ def test_config_typo_is_one_line_error_with_suggestion(tmp_path):
 
 def test_cli_sources_replace_config_sources_by_name(tmp_path):
     conf = tmp_path / "mix.toml"
-    conf.write_text('tokens = "2M"\nseed = 3\n[[sources]]\nname = "a"\npaths = "x"\nweight = 1\n'
-                    '[[sources]]\nname = "b"\npaths = ["y"]\nweight = 2\n')
+    conf.write_text(
+        'tokens = "2M"\nseed = 3\n[[sources]]\nname = "a"\npaths = "x"\nweight = 1\n'
+        '[[sources]]\nname = "b"\npaths = ["y"]\nweight = 2\n'
+    )
     cfg = load_mix_config(str(conf), {"seed": None, "max_epochs": 2.0}, [parse_source_option("b=z:0.5")])
     assert cfg.budget == 2_000_000 and cfg.seed == 3 and cfg.max_epochs == 2.0
     assert [(s.name, s.paths, s.weight) for s in cfg.sources] == [("a", ["x"], 1.0), ("b", ["z"], 0.5)]
@@ -202,7 +230,9 @@ def test_epoch_cap_and_redistribution(sources, tmp_path):
 
 def test_partial_repeats_and_shortfall_of_whole_mix(sources, tmp_path):
     # papers alone, 2.5 epochs: every document appears 2 or 3 times.
-    papers_tokens = run_mix(cfg_for(sources, {"papers": 1}, 1), None, plan_only=True, progress=False)["sources"][0]["tokens_available"]
+    papers_tokens = run_mix(cfg_for(sources, {"papers": 1}, 1), None, plan_only=True, progress=False)["sources"][0][
+        "tokens_available"
+    ]
     m = run_mix(cfg_for(sources, {"papers": 1}, int(2.5 * papers_tokens)), str(tmp_path / "a"), progress=False)
     rows = read_rows(tmp_path / "a")
     assert set(Counter(r["id"] for r in rows).values()) == {2, 3}
@@ -218,8 +248,11 @@ def test_deterministic_and_bucket_count_independent(sources, tmp_path):
     weights = {"web": 0.6, "books": 0.25, "code": 0.15}
     digests = []
     for name, memory in (("a", "512MB"), ("b", "512MB"), ("c", "150kB")):
-        m = run_mix(cfg_for(sources, weights, 150_000, seed=11, shard_size="50kB", shuffle_memory=memory),
-                    str(tmp_path / name), progress=False)
+        m = run_mix(
+            cfg_for(sources, weights, 150_000, seed=11, shard_size="50kB", shuffle_memory=memory),
+            str(tmp_path / name),
+            progress=False,
+        )
         digests.append([s["sha256"] for s in m["shards"]])
         if name == "c":
             assert m["shuffle"]["buckets"] > 3
@@ -234,8 +267,15 @@ def test_deterministic_and_bucket_count_independent(sources, tmp_path):
 def test_training_cutoff_and_undated(tmp_path):
     web = write_web(tmp_path / "web", 200, undated_every=10)  # 20 undated, dates day 1..199
     code = write_text_source(tmp_path / "code", 5, seed=5, ext=".py", dated=False)
-    m = run_mix(MixConfig(sources=[SourceSpec("web", [str(web)], 0.9), SourceSpec("code", [str(code)], 0.1)],
-                          tokens=10**9, max_epochs=1), str(tmp_path / "mix"), progress=False)
+    m = run_mix(
+        MixConfig(
+            sources=[SourceSpec("web", [str(web)], 0.9), SourceSpec("code", [str(code)], 0.1)],
+            tokens=10**9,
+            max_epochs=1,
+        ),
+        str(tmp_path / "mix"),
+        progress=False,
+    )
     # Everything is taken once (the budget is far above the data): 180 dated docs.
     cut = m["training_cutoff"]
     assert cut["undated_docs"] == 20 + 5 and cut["dated_docs"] == 180
@@ -245,8 +285,11 @@ def test_training_cutoff_and_undated(tmp_path):
 
 
 def test_pretokenized_tokens_match_text(sources, tmp_path):
-    m = run_mix(cfg_for(sources, {"books": 0.5, "papers": 0.5}, 40_000, pretokenize=True, shard_size="20kB"),
-                str(tmp_path / "mix"), progress=False)
+    m = run_mix(
+        cfg_for(sources, {"books": 0.5, "papers": 0.5}, 40_000, pretokenize=True, shard_size="20kB"),
+        str(tmp_path / "mix"),
+        progress=False,
+    )
     p = m["pretokenized"]
     assert p["dtype"] == "uint16" and p["eot_id"] == 256 and len(p["files"]) == len(m["shards"]) > 1
     for shard, tok in zip(m["shards"], p["files"]):
@@ -255,7 +298,7 @@ def test_pretokenized_tokens_match_text(sources, tmp_path):
         assert ids.shape[0] == tok["tokens"] == sum(r["n_tokens"] + 1 for r in table)
         pos = 0
         for r in table:
-            assert bytes(ids[pos: pos + r["n_tokens"]].astype(np.uint8)).decode() == r["text"]
+            assert bytes(ids[pos : pos + r["n_tokens"]].astype(np.uint8)).decode() == r["text"]
             assert ids[pos + r["n_tokens"]] == 256
             pos += r["n_tokens"] + 1
 
@@ -272,7 +315,8 @@ def test_rerun_resume_and_overwrite(sources, tmp_path):
     again = run_mix(cfg, str(out), progress=False)
     assert [s["sha256"] for s in again["shards"]] == [s["sha256"] for s in first["shards"]]
     assert sorted(p.name for p in out.iterdir() if p.is_file()) == sorted(
-        [s["path"] for s in first["shards"]] + ["manifest.json"])
+        [s["path"] for s in first["shards"]] + ["manifest.json"]
+    )
     assert not (out / ".curate" / "buckets").exists()
     logged = []
     same = run_mix(cfg, str(out), progress=False, log=logged.append)
@@ -291,9 +335,18 @@ def test_rerun_resume_and_overwrite(sources, tmp_path):
 def test_jsonl_conversion_counts_bad_lines(tmp_path):
     path = tmp_path / "conv.jsonl"
     lines = [
-        json.dumps({"id": "c1", "date": "2024-03-01", "messages": [
-            {"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi?"},
-            {"role": "assistant", "content": "Hello."}], "topic": "greeting"}),
+        json.dumps(
+            {
+                "id": "c1",
+                "date": "2024-03-01",
+                "messages": [
+                    {"role": "system", "content": "Be brief."},
+                    {"role": "user", "content": "Hi?"},
+                    {"role": "assistant", "content": "Hello."},
+                ],
+                "topic": "greeting",
+            }
+        ),
         "{not json",
         json.dumps({"text": "plain text record", "url": "https://www.example.com/a", "date": 1700000000}),
         json.dumps({"text": ""}),
@@ -305,9 +358,9 @@ def test_jsonl_conversion_counts_bad_lines(tmp_path):
     path.write_text("\n".join(lines) + "\n")
     reader = SourceReader("chat", [str(path)])
     rows = [r for t in reader.tables() for r in t.to_pylist()]
-    assert [r["id"] for r in rows][0] == "c1" and len(rows) == 3
+    assert next(r["id"] for r in rows) == "c1" and len(rows) == 3
     assert rows[0]["text"] == "System: Be brief.\n\nUser: Hi?\n\nAssistant: Hello."
-    assert rows[0]["date"] == datetime(2024, 3, 1, tzinfo=timezone.utc)
+    assert rows[0]["date"] == datetime(2024, 3, 1, tzinfo=UTC)
     assert json.loads(rows[0]["meta"]) == {"topic": "greeting", "format": "conversation", "path": "conv.jsonl"}
     assert rows[1]["domain"] == "example.com" and rows[1]["date"].year == 2023
     assert rows[2]["text"] == "User: Q\n\nAssistant: A"
@@ -335,7 +388,7 @@ def test_text_and_code_files(tmp_path):
     latin, notes, code = rows
     assert "crème brûlée" in latin["text"] and latin["charset"] != "utf-8"
     assert notes["text"] == "Body here.\n" and notes["language"] == "en"
-    assert notes["date"] == datetime(2022, 5, 6, tzinfo=timezone.utc)
+    assert notes["date"] == datetime(2022, 5, 6, tzinfo=UTC)
     assert json.loads(notes["meta"])["title"] == "Notes"
     assert json.loads(code["meta"]) == {"lang": "python", "path": "pkg/mod.py"} and code["date"] is None
     with pytest.raises(InputError, match="no such file"):
@@ -346,7 +399,12 @@ def test_text_and_code_files(tmp_path):
 
 def test_project_samples_are_usable_sources():
     root = Path(__file__).resolve().parent.parent / "samples"
-    for name, fmt, least in (("books", "text", 6), ("papers", "text", 6), ("code", "code", 5), ("conversations", "jsonl", 40)):
+    for name, fmt, least in (
+        ("books", "text", 6),
+        ("papers", "text", 6),
+        ("code", "code", 5),
+        ("conversations", "jsonl", 40),
+    ):
         reader = SourceReader(name, [str(root / name)])
         rows = [r for t in reader.tables() for r in t.to_pylist()]
         assert len(rows) >= least and not reader.stats.errors

@@ -7,8 +7,8 @@ import pytest
 
 from curate.core.document import Document
 from curate.core.errors import CurateError
-from curate.runtime.stage import Stats, run_stage, summarize
 from curate.core.shards import read_documents, sha256_file
+from curate.runtime.stage import Stats, run_stage, summarize
 
 
 def _lines_stage(task):
@@ -45,14 +45,20 @@ def test_counts_add_up_and_manifest_lists_everything(tmp_path, inputs):
     bad = tmp_path / "bad.txt"
     bad.write_text("x\n")
     out = tmp_path / "out"
-    manifest, results = run_stage("lines", inputs + [str(bad)], str(out), _lines_stage, {"k": 1}, outputs=["rejected"])
+    manifest, _results = run_stage("lines", inputs + [str(bad)], str(out), _lines_stage, {"k": 1}, outputs=["rejected"])
     c = manifest["counts"]
     assert c["read"] == 40 and c["errors"] == {"parse_error": 1}
     assert c["read"] == c["kept"] + sum(c["rejected"].values()) + sum(c["errors"].values())
     assert c["error_examples"]["parse_error"][0]["offset"] == 4
     assert manifest["inputs_failed"] == 1 and manifest["complete"] is False
     statuses = {os.path.basename(i["path"]): i["status"] for i in manifest["inputs"]}
-    assert statuses == {"in0.txt": "done", "in1.txt": "done", "in2.txt": "done_with_errors", "in3.txt": "done", "bad.txt": "failed"}
+    assert statuses == {
+        "in0.txt": "done",
+        "in1.txt": "done",
+        "in2.txt": "done_with_errors",
+        "in3.txt": "done",
+        "bad.txt": "failed",
+    }
     assert manifest["outputs"]["rejected"]["rows"] == sum(c["rejected"].values())
     assert sum(s["rows"] for s in manifest["shards"]) == c["kept"] == len(list(read_documents([str(out)])))
     assert json.loads((out / "manifest.json").read_text()) == manifest

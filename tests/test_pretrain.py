@@ -16,8 +16,8 @@ from curate.cli import cli
 from curate.core.config import from_dict
 from curate.core.document import Document
 from curate.core.errors import ConfigError, CurateError
-from curate.runtime.stage import Stats, build_manifest
 from curate.core.shards import ShardWriter, write_manifest
+from curate.runtime.stage import Stats, build_manifest
 from train.checkpoint import list_step_dirs, load_checkpoint
 from train.loop import StopRequest, read_metrics
 from train.pretrain import PretrainConfig, pretrain
@@ -28,9 +28,15 @@ VERBS = ["sees", "likes", "finds", "paints", "reads about", "walks to"]
 OBJECTS = ["the red house", "a small boat", "the old tree", "a green apple", "the quiet river", "a blue bird"]
 
 # A model small enough for a few dozen steps in seconds on one CPU thread.
-SMALL = {"model": {"preset": "tiny", "block_size": 64, "n_embd": 64, "n_head": 4, "n_layer": 2},
-         "optim": {"lr": 3e-3, "warmup_steps": 5}, "batch_size": 4, "log_every": 1, "eval_every": 10,
-         "checkpoint_every": 10, "data": {"val_fraction": 0.05, "val_sequences": 8}}
+SMALL = {
+    "model": {"preset": "tiny", "block_size": 64, "n_embd": 64, "n_head": 4, "n_layer": 2},
+    "optim": {"lr": 3e-3, "warmup_steps": 5},
+    "batch_size": 4,
+    "log_every": 1,
+    "eval_every": 10,
+    "checkpoint_every": 10,
+    "data": {"val_fraction": 0.05, "val_sequences": 8},
+}
 
 
 @pytest.fixture(autouse=True)
@@ -47,13 +53,22 @@ def write_mix(directory: Path, n_docs: int = 300) -> Path:
     rng = random.Random(0)
     writer = ShardWriter(directory, prefix="part-00000", shard_bytes=20_000, row_group_bytes=5_000)
     for i in range(n_docs):
-        text = " ".join(f"{rng.choice(SUBJECTS)} {rng.choice(VERBS)} {rng.choice(OBJECTS)}."
-                        for _ in range(rng.randint(3, 8)))
+        text = " ".join(
+            f"{rng.choice(SUBJECTS)} {rng.choice(VERBS)} {rng.choice(OBJECTS)}." for _ in range(rng.randint(3, 8))
+        )
         writer.write(Document(id=f"doc-{i:05d}", text=text, source="web"))
     shards = writer.close()
-    manifest = build_manifest("mix", {}, [], Stats(read=n_docs, kept=n_docs), {"": shards}, extra={
-        "training_cutoff": CUTOFF, "tokenizer": {"name": "bytes", "vocab_size": 262},
-    })
+    manifest = build_manifest(
+        "mix",
+        {},
+        [],
+        Stats(read=n_docs, kept=n_docs),
+        {"": shards},
+        extra={
+            "training_cutoff": CUTOFF,
+            "tokenizer": {"name": "bytes", "vocab_size": 262},
+        },
+    )
     write_manifest(directory, manifest)
     return directory
 
@@ -100,6 +115,7 @@ def test_loss_falls_and_checkpoint_carries_the_training_cutoff(mix_dir, tmp_path
     assert ckpt.meta["train_config"]["optim"]["lr"] == 3e-3
     # Checkpoints every 10 steps, the newest keep_last (3) kept.
     assert [p.name for p in list_step_dirs(tmp_path / "run")] == ["step-000020", "step-000030", "step-000040"]
+
 
 def test_resume_reproduces_the_uninterrupted_loss_curve_exactly(mix_dir, tmp_path):
     # Dropout and grad accumulation on, so RNG state and micro-batching are part of the check.
@@ -168,9 +184,25 @@ def test_stop_request_catches_sigterm_and_restores_the_handler():
 
 def test_cli_trains_resumes_and_reports(mix_dir, tmp_path):
     sample = Path(__file__).resolve().parents[1] / "samples" / "train" / "pretrain_tiny.toml"
-    args = ["train", "pretrain", "--data", str(mix_dir), "--config", str(sample), "-o", str(tmp_path / "run"),
-            "--set", "max_steps=6", "--set", "model.block_size=32", "--set", "batch_size=2", "--set", "eval_every=3",
-            "--quiet"]
+    args = [
+        "train",
+        "pretrain",
+        "--data",
+        str(mix_dir),
+        "--config",
+        str(sample),
+        "-o",
+        str(tmp_path / "run"),
+        "--set",
+        "max_steps=6",
+        "--set",
+        "model.block_size=32",
+        "--set",
+        "batch_size=2",
+        "--set",
+        "eval_every=3",
+        "--quiet",
+    ]
     result = CliRunner().invoke(cli, args + ["--stop-at-step", "3"])
     assert result.exit_code == 0, result.output
     assert "steps 0 -> 3 of 6" in result.output and "rerun the same command" in result.output
@@ -180,12 +212,15 @@ def test_cli_trains_resumes_and_reports(mix_dir, tmp_path):
     assert "checkpoint: " in result.output and "val loss" in result.output
 
 
-@pytest.mark.parametrize("extra, message", [
-    (["--set", "optim.learning_rate=1"], "unknown key 'learning_rate'"),
-    (["--set", "model.preset=huge"], "model.preset 'huge' is unknown"),
-    (["--set", "batch_size=0"], "batch_size must be at least 1"),
-    (["--config", "/nonexistent.toml"], "config file not found"),
-])
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--set", "optim.learning_rate=1"], "unknown key 'learning_rate'"),
+        (["--set", "model.preset=huge"], "model.preset 'huge' is unknown"),
+        (["--set", "batch_size=0"], "batch_size must be at least 1"),
+        (["--config", "/nonexistent.toml"], "config file not found"),
+    ],
+)
 def test_cli_config_errors_are_one_line(mix_dir, tmp_path, extra, message):
     result = CliRunner().invoke(cli, ["train", "pretrain", "--data", str(mix_dir), "-o", str(tmp_path / "r"), *extra])
     assert result.exit_code == 2

@@ -30,14 +30,22 @@ pytestmark = pytest.mark.skipif(
     not (CHROMIUM and CHROMEDRIVER),
     reason="Chromium not installed (apt-get install -y chromium chromium-driver)",
 )
-XSS = "<script>window.__pwned = 1</script><img id=injected src=x onerror=\"window.__pwned = 2\">"
+XSS = '<script>window.__pwned = 1</script><img id=injected src=x onerror="window.__pwned = 2">'
 TOKEN = "browser-test-token-0123456789"
 
 
 def write_pairs(path: Path) -> Path:
-    rows = [{"pair_id": f"b{i}", "prompt": f"Question {i}: what is {i} + {i}? {XSS}",
-             "response_1": f"It is {2 * i}. {XSS}", "response_2": f"Maybe {2 * i + 1}? <b>not bold</b>",
-             "model": "test", "meta": None} for i in range(3)]
+    rows = [
+        {
+            "pair_id": f"b{i}",
+            "prompt": f"Question {i}: what is {i} + {i}? {XSS}",
+            "response_1": f"It is {2 * i}. {XSS}",
+            "response_2": f"Maybe {2 * i + 1}? <b>not bold</b>",
+            "model": "test",
+            "meta": None,
+        }
+        for i in range(3)
+    ]
     pq.write_table(pa.Table.from_pylist(rows, schema=PAIRS_SCHEMA), path)
     return path
 
@@ -51,9 +59,19 @@ def browser(tmp_path):
         pytest.fail("the browser test needs selenium: pip install -e '.[test]'")
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
-    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 "--disable-dev-shm-usage", "--window-size=1280,900", f"--user-data-dir={tmp_path / 'profile'}"):
+    for flag in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--disable-dev-shm-usage",
+        "--window-size=1280,900",
+        f"--user-data-dir={tmp_path / 'profile'}",
+    ):
         options.add_argument(flag)
     # An explicit driver path: Selenium Manager never tries to download one.
     driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
@@ -133,8 +151,11 @@ def test_rate_three_pairs_by_click_and_keyboard(tmp_path, browser):
         wait.until(lambda d: d.find_element(By.ID, "revising").is_displayed())
         assert pair_on_screen() == "b2" and "previous" in browser.find_element(By.ID, "btn-a").get_attribute("class")
         # No script errors and nothing blocked by the Content-Security-Policy along the way.
-        problems = [e["message"] for e in browser.get_log("browser")
-                    if "Uncaught" in e["message"] or "Content Security Policy" in e["message"]]
+        problems = [
+            e["message"]
+            for e in browser.get_log("browser")
+            if "Uncaught" in e["message"] or "Content Security Policy" in e["message"]
+        ]
         assert problems == []
     finally:
         server.shutdown()

@@ -24,8 +24,17 @@ SAMPLE_PAIRS = Path(__file__).resolve().parent.parent / "samples" / "pairs.parqu
 
 
 def write_pairs(path: Path, n: int, prefix: str = "p", text: str = "answer") -> Path:
-    rows = [{"pair_id": f"{prefix}{i:03d}", "prompt": f"question {i}", "response_1": f"{text} one {i}",
-             "response_2": f"{text} two {i}", "model": "m", "meta": None} for i in range(n)]
+    rows = [
+        {
+            "pair_id": f"{prefix}{i:03d}",
+            "prompt": f"question {i}",
+            "response_1": f"{text} one {i}",
+            "response_2": f"{text} two {i}",
+            "model": "m",
+            "meta": None,
+        }
+        for i in range(n)
+    ]
     pq.write_table(pa.Table.from_pylist(rows, schema=PAIRS_SCHEMA), path)
     return path
 
@@ -90,8 +99,17 @@ def test_reimport_adds_new_pairs_and_retires_missing_ones(tmp_path):
     db = tmp_path / "db.sqlite"
     write_pairs(tmp_path / "a.parquet", 3)  # p000 p001 p002
     import_pairs(tmp_path / "a.parquet", db)
-    rows = [{"pair_id": pid, "prompt": f"question {i}", "response_1": f"answer one {i}",
-             "response_2": f"answer two {i}", "model": "m", "meta": None} for pid, i in (("new", 9), ("p001", 1))]
+    rows = [
+        {
+            "pair_id": pid,
+            "prompt": f"question {i}",
+            "response_1": f"answer one {i}",
+            "response_2": f"answer two {i}",
+            "model": "m",
+            "meta": None,
+        }
+        for pid, i in (("new", 9), ("p001", 1))
+    ]
     pq.write_table(pa.Table.from_pylist(rows, schema=PAIRS_SCHEMA), tmp_path / "b.parquet")
     stats = import_pairs(tmp_path / "b.parquet", db)
     assert (stats.read, stats.ready) == (2, 2) and not stats.reused
@@ -147,11 +165,13 @@ def test_session_validates_and_resumes(tmp_path):
         first = session.next_pair("solo")
         assert first["pair_id"] == "p000" and {first["a"], first["b"]} == {"answer one 0", "answer two 0"}
         assert session.next_pair("solo")["pair_id"] == "p000"  # same pair until answered
-        for bad, status in [({"rating_id": "short", "pair_id": "p000", "choice": "a"}, 400),
-                            ({"rating_id": rid(1), "pair_id": "p000", "choice": "maybe"}, 400),
-                            ({"rating_id": rid(1), "pair_id": "nope", "choice": "a"}, 404),
-                            ({"rating_id": rid(1), "pair_id": "p000", "choice": "a", "reason": "x" * 6000}, 400),
-                            ({"rating_id": rid(1), "pair_id": "p000", "choice": "a", "client_ms": -5}, 400)]:
+        for bad, status in [
+            ({"rating_id": "short", "pair_id": "p000", "choice": "a"}, 400),
+            ({"rating_id": rid(1), "pair_id": "p000", "choice": "maybe"}, 400),
+            ({"rating_id": rid(1), "pair_id": "nope", "choice": "a"}, 404),
+            ({"rating_id": rid(1), "pair_id": "p000", "choice": "a", "reason": "x" * 6000}, 400),
+            ({"rating_id": rid(1), "pair_id": "p000", "choice": "a", "client_ms": -5}, 400),
+        ]:
             with pytest.raises(RateError) as err:
                 session.rate("solo", bad)
             assert err.value.status == status
@@ -197,8 +217,10 @@ def test_load_raters_rules(tmp_path):
         load('[[raters]]\nname = "ann"\ntokn = "abcdefghijklmnopqrstuvwx"')
     with pytest.raises(ConfigError, match="no raters"):
         load("")
-    assert len(load_raters(Path(__file__).resolve().parent.parent / "samples" / "raters.toml",
-                           allow_example_tokens=True)) == 3
+    assert (
+        len(load_raters(Path(__file__).resolve().parent.parent / "samples" / "raters.toml", allow_example_tokens=True))
+        == 3
+    )
 
 
 # -- export and stats ------------------------------------------------------------------------
@@ -209,9 +231,16 @@ def rate_all(session: RatingSession, rater: str, choose) -> None:
     n = 0
     while (view := session.next_pair(rater)) is not None:
         n += 1
-        session.rate(rater, {"rating_id": rid(f"{rater}-{n}"), "pair_id": view["pair_id"],
-                             "choice": choose(view["pair_id"], view), "client_ms": 1000 * n,
-                             "reason": f"because {n}"})
+        session.rate(
+            rater,
+            {
+                "rating_id": rid(f"{rater}-{n}"),
+                "pair_id": view["pair_id"],
+                "choice": choose(view["pair_id"], view),
+                "client_ms": 1000 * n,
+                "reason": f"because {n}",
+            },
+        )
 
 
 def test_export_maps_ab_back_and_accounts_for_every_line(tmp_path):

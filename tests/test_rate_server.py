@@ -25,14 +25,22 @@ from curate.rate.server import RateServer, json_bytes
 from curate.rate.session import Rater, RatingSession
 
 ROOT = Path(__file__).resolve().parent.parent
-XSS = "<script>window.__pwned = 1</script><img src=x onerror=\"window.__pwned = 2\">"
+XSS = '<script>window.__pwned = 1</script><img src=x onerror="window.__pwned = 2">'
 ANN, BEN = "ann-token-0123456789abcdef", "ben-token-0123456789abcdef"
 
 
 def write_pairs(path: Path, n: int) -> Path:
-    rows = [{"pair_id": f"p{i:03d}", "prompt": f"question {i} {XSS if i == 0 else ''}",
-             "response_1": f"first answer {i} & <b>bold</b>", "response_2": f"second answer {i} {XSS}",
-             "model": "m", "meta": None} for i in range(n)]
+    rows = [
+        {
+            "pair_id": f"p{i:03d}",
+            "prompt": f"question {i} {XSS if i == 0 else ''}",
+            "response_1": f"first answer {i} & <b>bold</b>",
+            "response_2": f"second answer {i} {XSS}",
+            "model": "m",
+            "meta": None,
+        }
+        for i in range(n)
+    ]
     pq.write_table(pa.Table.from_pylist(rows, schema=PAIRS_SCHEMA), path)
     return path
 
@@ -64,8 +72,9 @@ def call(port: int, method: str, path: str, body=None, headers: dict | None = No
 
 
 def rate(port, pair_id, choice, rating_id, headers=None, **extra):
-    return call(port, "POST", "/api/rate", {"rating_id": rating_id, "pair_id": pair_id, "choice": choice, **extra},
-                headers)
+    return call(
+        port, "POST", "/api/rate", {"rating_id": rating_id, "pair_id": pair_id, "choice": choice, **extra}, headers
+    )
 
 
 def test_api_flow_and_escaping(tmp_path):
@@ -76,7 +85,7 @@ def test_api_flow_and_escaping(tmp_path):
         assert status == 200 and headers["content-type"].startswith("text/html")
         assert "script-src 'self'" in headers["content-security-policy"]
         assert headers["x-content-type-options"] == "nosniff"
-        assert b"question" not in page and b"<script src=\"/app.js\"></script>" in page  # no data in the HTML
+        assert b"question" not in page and b'<script src="/app.js"></script>' in page  # no data in the HTML
         status, _, script = call(port, "GET", "/app.js")
         assert status == 200 and b"textContent" in script and b"innerHTML" not in script
 
@@ -138,8 +147,10 @@ def test_request_checks_without_tokens(tmp_path):
 def test_tokens(tmp_path):
     pairs = write_pairs(tmp_path / "pairs.parquet", 30)
     raters = [Rater("ann", ANN), Rater("ben", BEN)]
-    with RatingSession(tmp_path / "out", pairs, raters, require_tokens=True) as session, \
-            serving(session, host="127.0.0.1") as server:
+    with (
+        RatingSession(tmp_path / "out", pairs, raters, require_tokens=True) as session,
+        serving(session, host="127.0.0.1") as server,
+    ):
         port = server.server_port
         for path in ("/", "/app.js", "/api/next"):
             assert call(port, "GET", path)[0] == 401
@@ -172,8 +183,19 @@ def test_cli_refuses_open_host_without_tokens(tmp_path):
     runner = CliRunner()
     result = runner.invoke(cli, ["rate", pairs, "-o", str(tmp_path / "r"), "--host", "0.0.0.0"])
     assert result.exit_code == 2 and "--raters" in result.output and "Traceback" not in result.output
-    result = runner.invoke(cli, ["rate", pairs, "-o", str(tmp_path / "r"), "--host", "0.0.0.0",
-                                 "--raters", str(ROOT / "samples" / "raters.toml")])
+    result = runner.invoke(
+        cli,
+        [
+            "rate",
+            pairs,
+            "-o",
+            str(tmp_path / "r"),
+            "--host",
+            "0.0.0.0",
+            "--raters",
+            str(ROOT / "samples" / "raters.toml"),
+        ],
+    )
     assert result.exit_code == 2 and "example token" in result.output
     result = runner.invoke(cli, ["rate", str(tmp_path / "missing.parquet"), "-o", str(tmp_path / "r")])
     assert result.exit_code == 2 and "error: " in result.output and "no such file" in result.output
@@ -184,8 +206,14 @@ def test_cli_refuses_open_host_without_tokens(tmp_path):
 
 def start_server(pairs: Path, out: Path) -> tuple[subprocess.Popen, int]:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "curate", "rate", str(pairs), "-o", str(out), "--port", "0"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "curate", "rate", str(pairs), "-o", str(out), "--port", "0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        cwd=ROOT,
+    )
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         line = proc.stdout.readline()

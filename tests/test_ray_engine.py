@@ -1,11 +1,10 @@
 """The Ray engine runs the same per-input stage code and gives the local engine's output."""
 
 import pytest
-
-from curate.runtime.stage import run_stage
-from curate.core.shards import read_documents
-
 from test_pipeline import _lines_stage
+
+from curate.core.shards import read_documents
+from curate.runtime.stage import run_stage
 
 ray = pytest.importorskip("ray")
 
@@ -34,7 +33,9 @@ def test_ray_engine_matches_local(tmp_path, ray_local):
     on_ray, _ = run_stage("lines", paths, str(tmp_path / "ray"), _lines_stage, {}, outputs=["rejected"], engine="ray")
     assert on_ray["counts"] == local["counts"]
     assert [s["sha256"] for s in on_ray["shards"]] == [s["sha256"] for s in local["shards"]]
-    assert [d.id for d in read_documents([str(tmp_path / "ray")])] == [d.id for d in read_documents([str(tmp_path / "local")])]
+    assert [d.id for d in read_documents([str(tmp_path / "ray")])] == [
+        d.id for d in read_documents([str(tmp_path / "local")])
+    ]
     # resumes the same way: nothing left to do, same manifest counts
     again, _ = run_stage("lines", paths, str(tmp_path / "ray"), _lines_stage, {}, outputs=["rejected"], engine="ray")
     assert again["counts"] == local["counts"]

@@ -10,22 +10,22 @@ import glob
 import json
 import os
 import random
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
 
 from curate.cli import cli
-from curate.stages.crawl.stage import crawl
-from curate.stages.dedup.run import DedupConfig, run_dedup
 from curate.core.document import Document
 from curate.core.shards import ShardWriter, read_documents, sha256_file
+from curate.stages.crawl.stage import crawl
+from curate.stages.dedup.run import DedupConfig, run_dedup
 
 ray = pytest.importorskip("ray")
 
 SAMPLES_WARC = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "samples", "warc")
-T0 = datetime(2024, 1, 1, tzinfo=timezone.utc)
+T0 = datetime(2024, 1, 1, tzinfo=UTC)
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +50,9 @@ def _ids(directory: str) -> list[str]:
 
 
 def _digest(directory: str) -> list[tuple[str, str]]:
-    files = sorted(glob.glob(os.path.join(directory, "*.parquet")) + glob.glob(os.path.join(directory, "removed", "*.parquet")))
+    files = sorted(
+        glob.glob(os.path.join(directory, "*.parquet")) + glob.glob(os.path.join(directory, "removed", "*.parquet"))
+    )
     return [(os.path.relpath(f, directory), sha256_file(f)) for f in files]
 
 
@@ -114,7 +116,8 @@ def test_filter_on_ray_matches_local(tmp_path, ray_local, samples_crawl):
     for engine in ("local", "ray"):
         outs[engine] = str(tmp_path / engine)
         result = CliRunner().invoke(
-            cli, ["filter", samples_crawl, "-o", outs[engine], "--config", chain, "--engine", engine, "-j", "2", "--quiet"]
+            cli,
+            ["filter", samples_crawl, "-o", outs[engine], "--config", chain, "--engine", engine, "-j", "2", "--quiet"],
         )
         assert result.exit_code == 0, result.output
     local, on_ray = _manifest(outs["local"]), _manifest(outs["ray"])
@@ -164,19 +167,27 @@ def _planted_inputs(directory) -> tuple[list[str], dict[str, str]]:
         # and then represents the light edit too.
         keeper = f"a{i:03d}" if i % 5 == 0 else f"b{i:03d}"
         if i % 5 == 0:
-            docs.append(Document(id=f"a{i:03d}", text=" ".join(words).upper(), url=f"https://dup{i}.com/",
-                                 date=day))
+            docs.append(Document(id=f"a{i:03d}", text=" ".join(words).upper(), url=f"https://dup{i}.com/", date=day))
             expected[f"b{i:03d}"] = keeper
         if i % 3 == 0:  # a light edit published later: removed as near duplicate
             edited = list(words)
             edited[rng.randrange(len(edited))] = rng.choice(vocab)  # Jaccard about 0.95
-            docs.append(Document(id=f"n{i:03d}", text=" ".join(edited), url=f"https://copy{i}.net/x",
-                                 date=day + timedelta(days=3)))
+            docs.append(
+                Document(
+                    id=f"n{i:03d}", text=" ".join(edited), url=f"https://copy{i}.net/x", date=day + timedelta(days=3)
+                )
+            )
             expected[f"n{i:03d}"] = keeper
         elif i % 7 == 0 and i % 5:  # a refetch of the same URL with new text: the newest fetch is kept
             other = [rng.choice(vocab) for _ in range(200)]
-            docs.append(Document(id=f"r{i:03d}", text=" ".join(other), url=f"http://www.site{i}.org/a/",
-                                 date=day + timedelta(days=30)))
+            docs.append(
+                Document(
+                    id=f"r{i:03d}",
+                    text=" ".join(other),
+                    url=f"http://www.site{i}.org/a/",
+                    date=day + timedelta(days=30),
+                )
+            )
             expected[f"b{i:03d}"] = f"r{i:03d}"
     rng.shuffle(docs)
     paths = []
@@ -235,8 +246,9 @@ def _threshold_pairs(directory, paths: list[str]) -> list[str]:
         for slot in sorted(rng.sample(range(39), 3 + i % 4)):
             variant[slot * 5 + rng.randrange(5)] = f"edit{i}x{slot}"
         docs.append(Document(id=f"t{i:03d}", text=" ".join(words), url=f"https://t{i}.org/", date=T0))
-        docs.append(Document(id=f"u{i:03d}", text=" ".join(variant), url=f"https://u{i}.org/",
-                             date=T0 + timedelta(days=1)))
+        docs.append(
+            Document(id=f"u{i:03d}", text=" ".join(variant), url=f"https://u{i}.org/", date=T0 + timedelta(days=1))
+        )
     out = directory / "in_threshold"
     with ShardWriter(out, prefix="part-00000", row_group_bytes=30_000) as w:
         for d in docs:
@@ -283,8 +295,8 @@ def test_dedup_exact_verify_on_ray_matches_local(tmp_path, ray_local):
 
 def test_failed_ray_task_is_a_one_line_error(tmp_path, ray_local):
     """A worker that cannot see the work files (output not on shared storage) fails cleanly."""
-    from curate.stages.dedup.ray import ordered_map, verify_task
     from curate.core.errors import CurateError
+    from curate.stages.dedup.ray import ordered_map, verify_task
 
     missing = str(tmp_path / "not-on-this-node.bin")
     with pytest.raises(CurateError, match="verify_task.*FileNotFoundError.*every node"):
@@ -294,12 +306,18 @@ def test_failed_ray_task_is_a_one_line_error(tmp_path, ray_local):
 def test_dedup_on_ray_of_inputs_holding_no_documents(tmp_path, ray_local):
     import pyarrow.parquet as pq
 
-    from curate.stages.dedup.run import DedupConfig, run_dedup
     from curate.core.document import SCHEMA
+    from curate.stages.dedup.run import DedupConfig, run_dedup
 
     (tmp_path / "in").mkdir()
     pq.write_table(SCHEMA.empty_table(), tmp_path / "in" / "empty.parquet")
     for verify in ("estimate", "exact"):
-        result = run_dedup([str(tmp_path / "in")], str(tmp_path / verify), DedupConfig(verify=verify), workers=2,
-                           progress=False, engine="ray")
+        result = run_dedup(
+            [str(tmp_path / "in")],
+            str(tmp_path / verify),
+            DedupConfig(verify=verify),
+            workers=2,
+            progress=False,
+            engine="ray",
+        )
         assert result.manifest["counts"]["read"] == 0 == result.manifest["counts"]["kept"]

@@ -10,11 +10,10 @@ import struct
 from pathlib import Path
 
 from click.testing import CliRunner
+from test_inspect import _stage, known_docs  # shared builders of known shards and manifests
 
 from curate.cli import cli
 from curate.stages.mix.run import MixConfig, SourceSpec, run_mix
-
-from test_inspect import _stage, known_docs  # shared builders of known shards and manifests
 
 SAMPLES = Path(__file__).resolve().parent.parent / "samples"
 IMG = re.compile(r'<img alt="([^"]*)" src="data:image/png;base64,([A-Za-z0-9+/=]+)">')
@@ -36,9 +35,17 @@ def test_report_of_mix_with_funnel(tmp_path):
     docs = known_docs()
     _stage(tmp_path / "crawl", "crawl", ["/data/a.warc.gz"], 14, 10, {}, {"bad_record": 4}, docs)
     _stage(tmp_path / "filter", "filter", [str(tmp_path / "crawl")], 10, 8, {"gopher_quality": 2}, {}, docs[:8])
-    run_mix(MixConfig(sources=[SourceSpec("web", [str(tmp_path / "filter")], 0.7),
-                               SourceSpec("papers", [str(SAMPLES / "papers")], 0.3)], tokens=30_000),
-            str(tmp_path / "mix"), progress=False)
+    run_mix(
+        MixConfig(
+            sources=[
+                SourceSpec("web", [str(tmp_path / "filter")], 0.7),
+                SourceSpec("papers", [str(SAMPLES / "papers")], 0.3),
+            ],
+            tokens=30_000,
+        ),
+        str(tmp_path / "mix"),
+        progress=False,
+    )
     out = tmp_path / "report.html"
     r = CliRunner().invoke(cli, ["report", str(tmp_path / "mix"), "-o", str(out)])
     assert r.exit_code == 0, r.output
@@ -46,8 +53,17 @@ def test_report_of_mix_with_funnel(tmp_path):
     assert page.startswith("<!doctype html>") and page.rstrip().endswith("</html>")
     assert "http://" not in page and "https://" not in page.replace("https://x.com", "")  # nothing fetched
     images = pngs(page)
-    for alt in ("share per source", "funnel documents", "funnel tokens", "drops by reason",
-                "document lengths", "Quality score", "Language score", "Top domains", "documents per month"):
+    for alt in (
+        "share per source",
+        "funnel documents",
+        "funnel tokens",
+        "drops by reason",
+        "document lengths",
+        "Quality score",
+        "Language score",
+        "Top domains",
+        "documents per month",
+    ):
         assert alt in images, (alt, sorted(images))
     # The funnel table names every stage and the drop reasons.
     for word in ("crawl", "filter", "mix", "gopher_quality=2", "error:bad_record=4", "Training cutoff"):
@@ -96,8 +112,10 @@ def test_report_notes_columns_left_out_and_refuses_bad_files(tmp_path):
 
     d = tmp_path / "foreign"
     d.mkdir()
-    pq.write_table(pa.table({"id": ["a", "b"], "text": ["some text", "more text"],
-                             "date": ["2024-01-01", "garbage"]}), d / "part.parquet")
+    pq.write_table(
+        pa.table({"id": ["a", "b"], "text": ["some text", "more text"], "date": ["2024-01-01", "garbage"]}),
+        d / "part.parquet",
+    )
     out = tmp_path / "r.html"
     r = CliRunner().invoke(cli, ["report", str(d), "-o", str(out)])
     assert r.exit_code == 0, r.output

@@ -11,17 +11,23 @@ import torch
 
 from curate.core.errors import InputError
 from curate.core.tokenizer import ByteTokenizer
+from train.align_data import pad_right
 from train.checkpoint import load_checkpoint, load_lm, save_checkpoint
 from train.model import GPT, GPTConfig
 from train.reward import RewardConfig, RewardScorer, ScalarHeadModel, load_pairs, score_file, train_reward
-from train.align_data import pad_right
 
 
 def tiny_base(path, seed: int = 0):
     cfg = GPTConfig(vocab_size=ByteTokenizer().vocab_size, block_size=64, n_layer=2, n_head=2, n_embd=32)
     torch.manual_seed(seed)
-    return save_checkpoint(path, 0, model_state=GPT(cfg).state_dict(), model_config=cfg.to_dict(),
-                           meta={"stage": "pretrain", "training_cutoff": "2026-01-01"}, kind="lm")
+    return save_checkpoint(
+        path,
+        0,
+        model_state=GPT(cfg).state_dict(),
+        model_config=cfg.to_dict(),
+        meta={"stage": "pretrain", "training_cutoff": "2026-01-01"},
+        kind="lm",
+    )
 
 
 def preference_data(path, n: int, seed: int = 0):
@@ -30,12 +36,14 @@ def preference_data(path, n: int, seed: int = 0):
     words = ["red", "blue", "green", "cat", "dog", "sun", "tree", "box", "cup", "hat"]
     rude = ["idiot", "stupid", "shut up"]
     with open(path, "w") as fh:
-        for i in range(n):
+        for _i in range(n):
             prompt = " ".join(rng.choice(words) for _ in range(3)) + "?"
             body = " ".join(rng.choice(words) for _ in range(rng.randint(2, 4)))
             bad = " ".join(rng.choice(words) for _ in range(rng.randint(1, 3)))
-            fh.write(json.dumps({"prompt": prompt, "chosen": f"{body}, thanks.",
-                                 "rejected": f"{bad} {rng.choice(rude)}."}) + "\n")
+            fh.write(
+                json.dumps({"prompt": prompt, "chosen": f"{body}, thanks.", "rejected": f"{bad} {rng.choice(rude)}."})
+                + "\n"
+            )
     return path
 
 
@@ -89,11 +97,17 @@ def test_margin_column_and_bad_rows(tmp_path):
     tok = ByteTokenizer()
     path = tmp_path / "c.jsonl"
     path.write_text(
-        json.dumps({"prompt": "p", "chosen": "a", "rejected": "b", "margin": 2}) + "\n"
-        + json.dumps({"prompt": "p", "chosen": "a", "rejected": "c"}) + "\n"
-        + json.dumps({"prompt": "p", "chosen": "same", "rejected": "same"}) + "\n"
-        + "{broken\n" + json.dumps({"prompt": "p"}) + "\n")
-    train, held, skipped = load_pairs(path, tok, 64, 0.0, default_margin=0.5)
+        json.dumps({"prompt": "p", "chosen": "a", "rejected": "b", "margin": 2})
+        + "\n"
+        + json.dumps({"prompt": "p", "chosen": "a", "rejected": "c"})
+        + "\n"
+        + json.dumps({"prompt": "p", "chosen": "same", "rejected": "same"})
+        + "\n"
+        + "{broken\n"
+        + json.dumps({"prompt": "p"})
+        + "\n"
+    )
+    train, _held, skipped = load_pairs(path, tok, 64, 0.0, default_margin=0.5)
     assert [p.margin for p in train] == [2.0, 0.5]
     assert skipped.total == 3
     with pytest.raises(InputError, match="not a reward model"):

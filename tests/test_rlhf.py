@@ -25,8 +25,14 @@ def lowercase_share(prompts, responses):
 def tiny_policy(path, seed: int = 0):
     cfg = GPTConfig(vocab_size=ByteTokenizer().vocab_size, block_size=48, n_layer=2, n_head=2, n_embd=32)
     torch.manual_seed(seed)
-    return save_checkpoint(path, 0, model_state=GPT(cfg).state_dict(), model_config=cfg.to_dict(),
-                           meta={"stage": "sft", "training_cutoff": "2026-01-01"}, kind="policy")
+    return save_checkpoint(
+        path,
+        0,
+        model_state=GPT(cfg).state_dict(),
+        model_config=cfg.to_dict(),
+        meta={"stage": "sft", "training_cutoff": "2026-01-01"},
+        kind="policy",
+    )
 
 
 def prompts_file(path, n=60):
@@ -38,8 +44,19 @@ def prompts_file(path, n=60):
 def test_rl_raises_heldout_reward_with_bounded_kl(tmp_path, algo):
     policy = tiny_policy(tmp_path / "policy")
     prompts = prompts_file(tmp_path / "prompts.jsonl")
-    cfg = RLHFConfig(algo=algo, batch_size=8 if algo == "ppo" else 4, rloo_k=4, max_steps=20, max_new_tokens=12,
-                     kl_coef=0.05, eval_every=0, val_fraction=0.2, eval_samples=2, log_every=5, seed=0)
+    cfg = RLHFConfig(
+        algo=algo,
+        batch_size=8 if algo == "ppo" else 4,
+        rloo_k=4,
+        max_steps=20,
+        max_new_tokens=12,
+        kl_coef=0.05,
+        eval_every=0,
+        val_fraction=0.2,
+        eval_samples=2,
+        log_every=5,
+        seed=0,
+    )
     cfg.optim.lr = 1e-2
     out = tmp_path / algo
     res = rlhf(cfg, policy, prompts, out, reward=lowercase_share, progress=False)
@@ -75,9 +92,18 @@ def test_rlhf_resume_matches_uninterrupted_run(tmp_path):
 
 def _rollout(mask, logp, ref, scores):
     B, R = mask.shape
-    return Rollout(sequences=torch.zeros(B, R + 1, dtype=torch.long), attention=torch.ones(B, R + 1), prompt_len=1,
-                   mask=mask, logprobs=logp * mask, ref_logprobs=ref * mask, entropy=torch.zeros(B, R),
-                   scores=scores, ended=torch.ones(B, dtype=torch.bool), responses=[""] * B)
+    return Rollout(
+        sequences=torch.zeros(B, R + 1, dtype=torch.long),
+        attention=torch.ones(B, R + 1),
+        prompt_len=1,
+        mask=mask,
+        logprobs=logp * mask,
+        ref_logprobs=ref * mask,
+        entropy=torch.zeros(B, R),
+        scores=scores,
+        ended=torch.ones(B, dtype=torch.bool),
+        responses=[""] * B,
+    )
 
 
 def test_ppo_score_lands_on_last_response_token():
@@ -85,7 +111,7 @@ def test_ppo_score_lands_on_last_response_token():
     logp = torch.full((2, 4), -1.0)
     ref = torch.full((2, 4), -1.5)  # k1 = 0.5 per token
     cfg = RLHFConfig(kl_coef=0.1, whiten_advantages=False, gamma=1.0, lam=1.0)
-    rewards, adv, ret = ppo_targets(_rollout(mask, logp, ref, torch.tensor([2.0, -1.0])), torch.zeros(2, 4), cfg)
+    rewards, adv, _ret = ppo_targets(_rollout(mask, logp, ref, torch.tensor([2.0, -1.0])), torch.zeros(2, 4), cfg)
     assert torch.allclose(rewards[0], torch.tensor([-0.05, -0.05, 2.0 - 0.05, 0.0]))
     assert torch.allclose(rewards[1], torch.tensor([-1.0 - 0.05, 0.0, 0.0, 0.0]))
     # with V = 0 and gamma = lam = 1 the advantage is the reward still to come
@@ -96,15 +122,20 @@ def test_rloo_targets_leave_one_out():
     mask = torch.ones(4, 2)
     zero = torch.zeros(4, 2)
     cfg = RLHFConfig(algo="rloo", rloo_k=2, kl_coef=0.0, whiten_advantages=False)
-    seq, adv = rloo_targets(_rollout(mask, zero, zero, torch.tensor([1.0, 0.0, 3.0, 3.0])), cfg)
+    _seq, adv = rloo_targets(_rollout(mask, zero, zero, torch.tensor([1.0, 0.0, 3.0, 3.0])), cfg)
     assert torch.allclose(adv[:, 0], torch.tensor([1.0, -1.0, 0.0, 0.0]))
 
 
 def test_read_prompts_and_config_errors(tmp_path):
     path = tmp_path / "p.jsonl"
-    path.write_text(json.dumps({"prompt": "a"}) + "\nbad\n"
-                    + json.dumps({"messages": [{"role": "user", "content": "b"}]}) + "\n"
-                    + json.dumps({"other": 1}) + "\n")
+    path.write_text(
+        json.dumps({"prompt": "a"})
+        + "\nbad\n"
+        + json.dumps({"messages": [{"role": "user", "content": "b"}]})
+        + "\n"
+        + json.dumps({"other": 1})
+        + "\n"
+    )
     prompts, skipped = read_prompts(path)
     assert [p.text for p in prompts] == ["a", "b"] and skipped.total == 2
     txt = tmp_path / "p.txt"

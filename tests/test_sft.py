@@ -22,8 +22,14 @@ def tiny_base(path, seed: int = 0):
     cfg = GPTConfig(vocab_size=ByteTokenizer().vocab_size, block_size=64, n_layer=2, n_head=2, n_embd=32)
     torch.manual_seed(seed)
     model = GPT(cfg)
-    return save_checkpoint(path, 0, model_state=model.state_dict(), model_config=cfg.to_dict(),
-                           meta={"stage": "pretrain", "training_cutoff": "2026-01-01"}, kind="lm")
+    return save_checkpoint(
+        path,
+        0,
+        model_state=model.state_dict(),
+        model_config=cfg.to_dict(),
+        meta={"stage": "pretrain", "training_cutoff": "2026-01-01"},
+        kind="lm",
+    )
 
 
 def write_qa(path, n=40):
@@ -79,8 +85,11 @@ def test_padded_examples_do_not_attend_to_each_other():
     torch.manual_seed(0)
     model = GPT(GPTConfig(vocab_size=tok.vocab_size, block_size=64, n_layer=2, n_head=2, n_embd=32)).eval()
     short = ChatExample(*encode_chat([{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}], tok))
-    long = ChatExample(*encode_chat([{"role": "user", "content": "long question"},
-                                     {"role": "assistant", "content": "long answer"}], tok))
+    long = ChatExample(
+        *encode_chat(
+            [{"role": "user", "content": "long question"}, {"role": "assistant", "content": "long answer"}], tok
+        )
+    )
     x, _, attn, _ = sft_batch([short, long], tok.pad_id, torch.device("cpu"))
     batched, _ = model(x, attention_mask=attn)
     alone, _ = model(torch.tensor([short.ids[:-1]]))
@@ -98,8 +107,10 @@ def test_batch_indices_cover_each_epoch_once():
 def test_load_examples_counts_bad_records(tmp_path):
     tok = ByteTokenizer()
     path = tmp_path / "d.jsonl"
-    path.write_text('{"prompt": "a", "response": "b"}\nnot json\n{"prompt": "only"}\n'
-                    '{"messages": [{"role": "user", "content": "x"}, {"role": "assistant", "content": "y"}]}\n')
+    path.write_text(
+        '{"prompt": "a", "response": "b"}\nnot json\n{"prompt": "only"}\n'
+        '{"messages": [{"role": "user", "content": "x"}, {"role": "assistant", "content": "y"}]}\n'
+    )
     train, held, skipped = load_sft_examples(path, tok, 64, 0.0)
     assert len(train) == 2 and not held
     assert skipped.total == 2 and any("invalid JSON" in line for line in skipped.lines())
@@ -140,7 +151,7 @@ def test_sft_resume_matches_uninterrupted_run(tmp_path):
     assert first.status == "stopped" and first.step == 4
     rest = sft(cfg, base, data, tmp_path / "a", progress=False)
     assert rest.start_step == 4 and rest.step == 10
-    whole = sft(cfg, base, data, tmp_path / "b", progress=False)
+    sft(cfg, base, data, tmp_path / "b", progress=False)
     a, b = load_checkpoint(tmp_path / "a").model_state, load_checkpoint(tmp_path / "b").model_state
     assert all(torch.equal(a[k], b[k]) for k in a)
 
@@ -186,8 +197,9 @@ def test_run_steps_eval_log_and_checkpoint_schedule(tmp_path):
     the last; checkpoints every checkpoint_every and at the last; stop_at_step stops there."""
     cfg = SFTConfig(eval_every=4, log_every=3, checkpoint_every=5)
     run = StageRun("sft", tmp_path / "out", overwrite=False, parent=None, config=cfg)
-    optimizer, result = run.begin(torch.nn.Linear(1, 1), cfg, torch.device("cpu"), max_steps=10, examples=1,
-                                  held_out=1, skipped=Skipped())
+    optimizer, result = run.begin(
+        torch.nn.Linear(1, 1), cfg, torch.device("cpu"), max_steps=10, examples=1, held_out=1, skipped=Skipped()
+    )
     evals, saves, steps = [], [], []
 
     def eval_fn():
@@ -198,8 +210,17 @@ def test_run_steps_eval_log_and_checkpoint_schedule(tmp_path):
         saves.append(step)
         return tmp_path / f"step-{step}"
 
-    res = run_steps(run, result, cfg, optimizer, step_fn=lambda s: steps.append(s) or {"loss": float(s)},
-                    eval_fn=eval_fn, save_fn=save_fn, stop_at_step=9, progress=False)
+    res = run_steps(
+        run,
+        result,
+        cfg,
+        optimizer,
+        step_fn=lambda s: steps.append(s) or {"loss": float(s)},
+        eval_fn=eval_fn,
+        save_fn=save_fn,
+        stop_at_step=9,
+        progress=False,
+    )
     assert steps == list(range(9)) and res.status == "stopped" and res.step == 9
     assert evals == [0, 4, 8, 9] and saves == [5, 9]
     assert res.first_eval == {"val_loss": 10.0} and res.eval == {"val_loss": 1.0}

@@ -61,7 +61,9 @@ def test_writes_are_deterministic(tmp_path, make_docs):
         with ShardWriter(tmp_path / name) as w:
             for d in make_docs(20):
                 w.write(d)
-    assert sha256_file(tmp_path / "a" / "part-00000-000.parquet") == sha256_file(tmp_path / "b" / "part-00000-000.parquet")
+    assert sha256_file(tmp_path / "a" / "part-00000-000.parquet") == sha256_file(
+        tmp_path / "b" / "part-00000-000.parquet"
+    )
 
 
 def test_expand_inputs_errors_and_skips_hidden(tmp_path, make_docs):

@@ -5,11 +5,10 @@ from __future__ import annotations
 import gzip
 
 import pytest
+from crawl_helpers import LoopbackServer, free_port_unreachable, make_warc, simple_pages
 
 from curate.core.errors import InputError
 from curate.stages.crawl.sources import HttpOptions, crawl_name_of, open_input, resolve_inputs
-
-from crawl_helpers import LoopbackServer, free_port_unreachable, make_warc, simple_pages
 
 FAST = HttpOptions(retries=3, backoff=0.01, timeout=5)
 
@@ -44,7 +43,10 @@ def test_local_listing(tmp_path):
     listing = tmp_path / "my.paths.gz"
     listing.write_bytes(gzip.compress(b"x.warc.gz\ncrawl-data/CC-MAIN-2024-10/segments/1/warc/y.warc.gz\n\n", mtime=0))
     got = resolve_inputs([str(listing)], cc_base_url="http://base.example")
-    assert got == [str(tmp_path / "x.warc.gz"), "http://base.example/crawl-data/CC-MAIN-2024-10/segments/1/warc/y.warc.gz"]
+    assert got == [
+        str(tmp_path / "x.warc.gz"),
+        "http://base.example/crawl-data/CC-MAIN-2024-10/segments/1/warc/y.warc.gz",
+    ]
 
 
 def test_crawl_name_of():

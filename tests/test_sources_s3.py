@@ -20,13 +20,12 @@ moto_server = pytest.importorskip("moto.server")  # needs moto[server] (flask, w
 
 import s3fs  # noqa: E402
 from click.testing import CliRunner  # noqa: E402
+from crawl_helpers import SAMPLES, free_port_unreachable  # noqa: E402
 
 from curate.cli import cli  # noqa: E402
 from curate.core.errors import InputError  # noqa: E402
 from curate.core.shards import read_documents  # noqa: E402
 from curate.stages.crawl.sources import open_input, resolve_inputs  # noqa: E402
-
-from crawl_helpers import SAMPLES, free_port_unreachable  # noqa: E402
 
 # "bucket" in the name: a missing key must not be mistaken for a missing bucket.
 BUCKET = "curate-test-bucket"
@@ -37,8 +36,16 @@ OBJECTS = {f"crawl/warc/{p.name}": p for p in ARCHIVES}
 
 def _isolated_aws_env(mp: pytest.MonkeyPatch, endpoint: str, tmp: Path) -> None:
     """Dummy credentials and our endpoint; nothing read from the real ~/.aws or the shell."""
-    for var in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL_S3", "AWS_CA_BUNDLE",
-                "HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"):
+    for var in (
+        "AWS_PROFILE",
+        "AWS_SESSION_TOKEN",
+        "AWS_ENDPOINT_URL_S3",
+        "AWS_CA_BUNDLE",
+        "HTTP_PROXY",
+        "HTTPS_PROXY",
+        "http_proxy",
+        "https_proxy",
+    ):
         mp.delenv(var, raising=False)
     mp.setenv("AWS_CONFIG_FILE", str(tmp / "aws-config"))
     mp.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp / "aws-credentials"))
@@ -68,9 +75,11 @@ def s3(tmp_path_factory):
         for key, path in OBJECTS.items():
             fs.put_file(str(path), f"{BUCKET}/{key}")
         fs.pipe_file(f"{BUCKET}/crawl/warc/README.txt", b"not an archive\n")
-        listing = [f"s3://{BUCKET}/crawl/warc/{ARCHIVES[0].name}",
-                   f"s3://{BUCKET}/crawl/warc/missing-00009.warc.gz",
-                   f"s3://{BUCKET}/crawl/warc/{ARCHIVES[2].name}"]
+        listing = [
+            f"s3://{BUCKET}/crawl/warc/{ARCHIVES[0].name}",
+            f"s3://{BUCKET}/crawl/warc/missing-00009.warc.gz",
+            f"s3://{BUCKET}/crawl/warc/{ARCHIVES[2].name}",
+        ]
         fs.pipe_file(f"{BUCKET}/lists/some.paths", ("# two samples and a typo\n" + "\n".join(listing) + "\n").encode())
         fs.invalidate_cache()
         yield {"fs": fs, "endpoint": f"http://{host}:{port}", "listing": listing}
@@ -174,7 +183,10 @@ def test_missing_key_in_listing_is_a_failed_input(s3, local_crawl, tmp_path):
     assert result.output.strip().splitlines()[-1].startswith("error: 1 input(s) could not be read")
     manifest = json.loads((out / "manifest.json").read_text())
     assert [(i["path"], i["status"]) for i in manifest["inputs"]] == [
-        (s3["listing"][0], "done"), (missing, "failed"), (s3["listing"][2], "done")]
+        (s3["listing"][0], "done"),
+        (missing, "failed"),
+        (s3["listing"][2], "done"),
+    ]
     # The two readable files give exactly their documents from the local crawl.
     wanted = {ARCHIVES[0].name, ARCHIVES[2].name}
     expected = {i: d for i, d in _docs_by_id(local_crawl).items() if d[2] in wanted}

@@ -11,9 +11,9 @@ import torch
 
 from curate.core.document import Document
 from curate.core.errors import InputError
-from curate.runtime.stage import Stats, build_manifest
 from curate.core.shards import ShardWriter, write_manifest
 from curate.core.tokenizer import ByteTokenizer
+from curate.runtime.stage import Stats, build_manifest
 from train.data import (
     PackedReader,
     is_validation,
@@ -31,11 +31,18 @@ def write_mix(directory: Path, n_docs: int = 60, shard_bytes: int = 2_000, extra
         writer.write(Document(id=f"doc-{i:04d}", text=f"Document number {i} says hello. " * (1 + i % 4), source="web"))
     shards = writer.close()
     stats = Stats(read=n_docs, kept=n_docs)
-    manifest = build_manifest("mix", {}, [], stats, {"": shards}, extra={
-        "training_cutoff": {"max": "2024-05-01", "p99": "2024-04-20", "undated_docs": 0},
-        "tokenizer": {"name": "bytes", "vocab_size": 262},
-        **(extra or {}),
-    })
+    manifest = build_manifest(
+        "mix",
+        {},
+        [],
+        stats,
+        {"": shards},
+        extra={
+            "training_cutoff": {"max": "2024-05-01", "p99": "2024-04-20", "undated_docs": 0},
+            "tokenizer": {"name": "bytes", "vocab_size": 262},
+            **(extra or {}),
+        },
+    )
     write_manifest(directory, manifest)
     return directory
 
@@ -79,8 +86,9 @@ def test_ranks_read_disjoint_documents_covering_the_training_set(tmp_path):
     mix = open_mix(write_mix(tmp_path / "mix", n_docs=40))
     per_rank = []
     for rank in range(3):
-        reader = PackedReader(mix, ByteTokenizer(), seq_len=8, rank=rank, world_size=3, val_fraction=0.1,
-                              shuffle_shards=True, seed=5)
+        reader = PackedReader(
+            mix, ByteTokenizer(), seq_len=8, rank=rank, world_size=3, val_fraction=0.1, shuffle_shards=True, seed=5
+        )
         docs = []
         while True:
             doc = reader._pull()
@@ -159,8 +167,13 @@ def test_pretokenized_token_files_give_the_same_sequences(tmp_path):
         path = f"tokens/{shard['path'].replace('.parquet', '.bin')}"
         np.asarray(tokens, dtype="<u2").tofile(mix_dir / path)
         files.append({"shard": shard["path"], "path": path, "tokens": len(tokens)})
-    manifest["pretokenized"] = {"dir": "tokens", "dtype": "uint16", "byteorder": "little", "eot_id": 256,
-                                "files": files}
+    manifest["pretokenized"] = {
+        "dir": "tokens",
+        "dtype": "uint16",
+        "byteorder": "little",
+        "eot_id": 256,
+        "files": files,
+    }
     (mix_dir / "manifest.json").write_text(json.dumps(manifest))
     mix = open_mix(mix_dir)
     assert pretokenized_usable(mix, ByteTokenizer())

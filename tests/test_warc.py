@@ -5,9 +5,9 @@ from __future__ import annotations
 import io
 import zlib
 
-from curate.stages.crawl.warc import Record, RecordError, iter_records, parse_http
-
 from crawl_helpers import http_block, make_warc, member_offsets, simple_pages
+
+from curate.stages.crawl.warc import Record, RecordError, iter_records, parse_http
 
 
 def read_all(data: bytes, **kw) -> tuple[list[Record], list[RecordError]]:
@@ -27,7 +27,7 @@ def test_gzip_records_and_offsets_match_members():
     assert [r.offset for r in records] == member_offsets(data)
     # An offset is where a reader can start: the record found there is the same one.
     third = records[3]
-    again, _ = read_all(data[third.offset:])
+    again, _ = read_all(data[third.offset :])
     assert again[0].header("warc-record-id") == third.header("warc-record-id")
     assert again[0].content == third.content
 
@@ -52,7 +52,7 @@ def test_truncated_member_in_the_middle_loses_only_that_record():
     data = make_warc(simple_pages(6))
     offs = member_offsets(data) + [len(data)]
     k = 3  # cut record #3 (2nd page... index in members) in half
-    cut = data[: offs[k] + (offs[k + 1] - offs[k]) // 2] + data[offs[k + 1]:]
+    cut = data[: offs[k] + (offs[k + 1] - offs[k]) // 2] + data[offs[k + 1] :]
     records, errors = read_all(cut)
     assert len(urls(records)) == 5
     assert "https://example.com/page/2" not in urls(records)
@@ -141,7 +141,7 @@ def test_not_a_warc():
 
 def test_lf_only_warc():
     data = make_warc(simple_pages(3), gzip=False).replace(b"\r\n", b"\n")
-    records, errors = read_all(data)
+    records, _errors = read_all(data)
     assert len(urls(records)) == 3
 
 
@@ -150,7 +150,7 @@ def test_oversized_record_is_streamed_past():
     data = make_warc([("https://example.com/big", big)] + simple_pages(2))
     records, errors = read_all(data, max_content_bytes=100_000)
     assert errors == []
-    big_rec = [r for r in records if r.header("warc-target-uri") == "https://example.com/big"][0]
+    big_rec = next(r for r in records if r.header("warc-target-uri") == "https://example.com/big")
     assert big_rec.oversized and big_rec.content is None and big_rec.length == len(big)
     assert len(urls(records)) == 3
 
@@ -159,8 +159,14 @@ def test_arc_file():
     html = b"<html><body><p>Hello ARC</p></body></html>"
     http = b"HTTP/1.0 200 OK\nContent-Type: text/html\n\n" + html
     version = b"1 0 Test\nURL IP-address Archive-date Content-type Archive-length\n"
-    data = (b"filedesc://test.arc 0.0.0.0 20140216050221 text/plain %d\n" % len(version) + version + b"\n"
-            + b"http://example.com/a b 93.184.216.119 20140216050221 text/html %d\n" % len(http) + http + b"\n")
+    data = (
+        b"filedesc://test.arc 0.0.0.0 20140216050221 text/plain %d\n" % len(version)
+        + version
+        + b"\n"
+        + b"http://example.com/a b 93.184.216.119 20140216050221 text/html %d\n" % len(http)
+        + http
+        + b"\n"
+    )
     records, errors = read_all(data)
     assert errors == []
     assert [r.type for r in records] == ["warcinfo", "response"]
@@ -174,5 +180,5 @@ def test_parse_http():
     assert resp.status == 404 and resp.headers["x-a"] == "1, 2" and resp.headers["content-type"] == "text/html"
     block = b"HTTP/1.1 200 OK\nContent-Type: text/plain\n\nhello"
     resp = parse_http(block)
-    assert resp.status == 200 and block[resp.body_offset:] == b"hello"
+    assert resp.status == 200 and block[resp.body_offset :] == b"hello"
     assert parse_http(b"<html>") is None

@@ -110,7 +110,7 @@ def test_final_checkpoint_carries_lineage_and_cutoff(finished):
 
 
 def test_rerun_skips_completed_stages(finished):
-    workdir, config, _ = finished
+    _workdir, config, _ = finished
     result = CliRunner().invoke(cli, ["pipeline", str(config)])
     assert result.exit_code == 0, result.output
     assert result.output.count("skipped") == len(STAGES)
@@ -159,7 +159,9 @@ def test_typos_in_any_stage_fail_before_anything_runs(tmp_path, stage, line, mat
     assert not (tmp_path / "w").exists()
 
 
-@pytest.mark.parametrize("line,match", [("seed = 'x'", "seed must be an integer"), ("workers = 0", "workers must be at least 1")])
+@pytest.mark.parametrize(
+    "line,match", [("seed = 'x'", "seed must be an integer"), ("workers = 0", "workers must be at least 1")]
+)
 def test_bad_top_level_values(tmp_path, line, match):
     from curate.core.errors import ConfigError
 
@@ -189,19 +191,31 @@ def test_filter_chain_and_model_are_built_up_front(tmp_path):
 
     chain = tmp_path / "chain.toml"
     chain.write_text('[[filters]]\nname = "gopher_qualty"\n')
-    text = (ROOT / "samples" / "pipeline.toml").read_text().replace('config = "samples/filters.toml"', f'config = "{chain}"')
+    text = (
+        (ROOT / "samples" / "pipeline.toml")
+        .read_text()
+        .replace('config = "samples/filters.toml"', f'config = "{chain}"')
+    )
     cfg = tmp_path / "p.toml"
     cfg.write_text(text)
     with pytest.raises(ConfigError, match="gopher_qualty"):
         load_pipeline(cfg, workdir=str(tmp_path / "w"))
-    text = (ROOT / "samples" / "pipeline.toml").read_text().replace("max_steps = 600", "max_steps = 600\nmodel = { n_layer = 0 }")
+    text = (
+        (ROOT / "samples" / "pipeline.toml")
+        .read_text()
+        .replace("max_steps = 600", "max_steps = 600\nmodel = { n_layer = 0 }")
+    )
     cfg.write_text(text)
     with pytest.raises(ConfigError):
         load_pipeline(cfg, workdir=str(tmp_path / "w"))
 
 
 def test_crawl_set_accepts_cli_style_strings(tmp_path):
-    text = (ROOT / "samples" / "pipeline.toml").read_text().replace("[crawl]\n", "[crawl]\nset = ['extract.mode=full']\n", 1)
+    text = (
+        (ROOT / "samples" / "pipeline.toml")
+        .read_text()
+        .replace("[crawl]\n", "[crawl]\nset = ['extract.mode=full']\n", 1)
+    )
     cfg = tmp_path / "p.toml"
     cfg.write_text(text)
     assert load_pipeline(cfg, workdir=str(tmp_path / "w")).stages["crawl"]["set"] == ["extract.mode=full"]
@@ -217,7 +231,11 @@ def test_fingerprint_ignores_workdir_spelling_but_sees_file_contents(tmp_path, m
     # the filter stage names samples/filters.toml: a copy with other contents changes its fingerprint
     chain = tmp_path / "chain.toml"
     chain.write_text((ROOT / "samples" / "filters.toml").read_text())
-    text = (ROOT / "samples" / "pipeline.toml").read_text().replace('config = "samples/filters.toml"', f'config = "{chain}"')
+    text = (
+        (ROOT / "samples" / "pipeline.toml")
+        .read_text()
+        .replace('config = "samples/filters.toml"', f'config = "{chain}"')
+    )
     cfg = tmp_path / "p.toml"
     cfg.write_text(text)
     before = _fingerprint(load_pipeline(cfg, workdir=str(tmp_path / "w")), "filter", "u")
@@ -227,8 +245,8 @@ def test_fingerprint_ignores_workdir_spelling_but_sees_file_contents(tmp_path, m
 
 
 def test_an_interrupted_stage_is_not_marked_complete(tmp_path, monkeypatch):
-    from curate.workflow import pipeline as workflow
     from curate.core.errors import CurateError
+    from curate.workflow import pipeline as workflow
 
     monkeypatch.chdir(ROOT)
     pipe = load_pipeline(ROOT / "samples" / "pipeline.toml", workdir=str(tmp_path / "w"))
@@ -240,8 +258,8 @@ def test_an_interrupted_stage_is_not_marked_complete(tmp_path, monkeypatch):
 
 
 def test_one_pipeline_per_workdir(tmp_path, monkeypatch):
-    from curate.workflow import pipeline as workflow
     from curate.core.errors import CurateError
+    from curate.workflow import pipeline as workflow
 
     monkeypatch.chdir(ROOT)
     pipe = load_pipeline(ROOT / "samples" / "pipeline.toml", workdir=str(tmp_path / "w"))
@@ -267,8 +285,10 @@ def _pipeline(config, *args):
 def _snapshot(directory):
     """Every path under a directory with its size and modification time, to tell that nothing
     was created, deleted or rewritten."""
-    return {str(p.relative_to(directory)): (p.is_dir(), p.stat().st_size if p.is_file() else 0, p.stat().st_mtime_ns)
-            for p in sorted(directory.rglob("*"))}
+    return {
+        str(p.relative_to(directory)): (p.is_dir(), p.stat().st_size if p.is_file() else 0, p.stat().st_mtime_ns)
+        for p in sorted(directory.rglob("*"))
+    }
 
 
 def _shards(directory):
@@ -300,7 +320,9 @@ def test_from_needs_every_earlier_stage_completed(tmp_path):
 def test_from_checks_earlier_settings_and_files_then_runs_when_unchanged(tmp_path):
     chain = tmp_path / "filters.toml"
     chain.write_text((ROOT / "samples" / "filters.toml").read_text())
-    text = REDUCED.format(workdir=tmp_path / "work", root=ROOT).replace(str(ROOT / "samples" / "filters.toml"), str(chain))
+    text = REDUCED.format(workdir=tmp_path / "work", root=ROOT).replace(
+        str(ROOT / "samples" / "filters.toml"), str(chain)
+    )
     config = _config(tmp_path, text)
     work = tmp_path / "work"
     assert _pipeline(config, "--until", "filter").exit_code == 0
@@ -329,8 +351,9 @@ def test_from_checks_earlier_settings_and_files_then_runs_when_unchanged(tmp_pat
     assert result.exit_code == 0, result.output
     assert "[dedup] running" in result.output and "[filter]" not in result.output and "[crawl]" not in result.output
     assert load_manifest(work / "dedup")["counts"]["read"] == load_manifest(work / "filter")["counts"]["kept"]
-    assert {k: v for k, v in _snapshot(work).items() if k.startswith(("crawl", "filter"))} == \
-        {k: v for k, v in before.items() if k.startswith(("crawl", "filter"))}
+    assert {k: v for k, v in _snapshot(work).items() if k.startswith(("crawl", "filter"))} == {
+        k: v for k, v in before.items() if k.startswith(("crawl", "filter"))
+    }
 
 
 def test_overwrite_redoes_stages_in_range_and_keeps_the_ones_before(tmp_path):

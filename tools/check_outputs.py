@@ -38,9 +38,29 @@ WORK = ".golden"
 
 # Keys whose values measure time or speed, not behaviour.
 VOLATILE_KEYS = {
-    "seconds", "elapsed", "elapsed_s", "time", "wall_time", "started", "finished", "created", "created_at",
-    "updated_at", "written_at", "timestamp", "tokens_per_sec", "tok_per_s", "tokens_per_s", "mfu", "dt",
-    "step_time", "docs_per_s", "records_per_s", "duration", "mtime_ns", "mtime",
+    "seconds",
+    "elapsed",
+    "elapsed_s",
+    "time",
+    "wall_time",
+    "started",
+    "finished",
+    "created",
+    "created_at",
+    "updated_at",
+    "written_at",
+    "timestamp",
+    "tokens_per_sec",
+    "tok_per_s",
+    "tokens_per_s",
+    "mfu",
+    "dt",
+    "step_time",
+    "docs_per_s",
+    "records_per_s",
+    "duration",
+    "mtime_ns",
+    "mtime",
 }
 NS_CLOCK = 10**18  # an integer this large is a file time in nanoseconds (input fingerprints)
 # Stdout/stderr: durations ("1.2s", "31s"), rates ("123 tok/s", "(12/s)"), clock times.
@@ -56,68 +76,323 @@ _MASKS = [
 
 def commands(g: str) -> list[tuple[str, list[str]]]:
     """(name, argv) for every run; ``g`` is the relative work folder."""
-    pretrain = ["--config", "samples/train/pretrain_tiny.toml", "--set", "max_steps=40", "--set", "eval_every=20",
-                "--set", "checkpoint_every=20", "--set", "threads=1"]
+    pretrain = [
+        "--config",
+        "samples/train/pretrain_tiny.toml",
+        "--set",
+        "max_steps=40",
+        "--set",
+        "eval_every=20",
+        "--set",
+        "checkpoint_every=20",
+        "--set",
+        "threads=1",
+    ]
     return [
         ("pipeline", ["pipeline", "samples/pipeline.toml", "--workdir", f"{g}/pipeline", "--workers", "2"]),
         ("crawl", ["crawl", "samples/warc", "-o", f"{g}/crawl", "-j", "2", "-q"]),
         ("filter", ["filter", f"{g}/crawl", "-o", f"{g}/filter", "--config", "samples/filters.toml", "-j", "2", "-q"]),
         ("filter-default", ["filter", f"{g}/crawl", "-o", f"{g}/filter-default", "-j", "1", "-q"]),
-        ("annotate", ["filter", f"{g}/crawl", "-o", f"{g}/annotated", "--config", "samples/filters.toml",
-                      "--annotate", "-q"]),
+        (
+            "annotate",
+            ["filter", f"{g}/crawl", "-o", f"{g}/annotated", "--config", "samples/filters.toml", "--annotate", "-q"],
+        ),
         ("dedup", ["dedup", f"{g}/filter", "-o", f"{g}/dedup", "-j", "2", "-q"]),
-        ("dedup-exact", ["dedup", f"{g}/filter", "-o", f"{g}/dedup-exact", "--verify", "exact", "--url", "-j", "2",
-                         "-q"]),
-        ("filter-ray", ["filter", f"{g}/crawl", "-o", f"{g}/filter-ray", "--config", "samples/filters.toml",
-                        "--engine", "ray", "-j", "2", "-q"]),
-        ("dedup-ray", ["dedup", f"{g}/filter", "-o", f"{g}/dedup-ray", "--verify", "exact", "--engine", "ray", "-j", "2",
-                       "-q"]),
+        (
+            "dedup-exact",
+            ["dedup", f"{g}/filter", "-o", f"{g}/dedup-exact", "--verify", "exact", "--url", "-j", "2", "-q"],
+        ),
+        (
+            "filter-ray",
+            [
+                "filter",
+                f"{g}/crawl",
+                "-o",
+                f"{g}/filter-ray",
+                "--config",
+                "samples/filters.toml",
+                "--engine",
+                "ray",
+                "-j",
+                "2",
+                "-q",
+            ],
+        ),
+        (
+            "dedup-ray",
+            ["dedup", f"{g}/filter", "-o", f"{g}/dedup-ray", "--verify", "exact", "--engine", "ray", "-j", "2", "-q"],
+        ),
         ("dedup-plan", ["dedup", f"{g}/filter", "-o", f"{g}/dedup-plan", "--plan"]),
-        ("tokenizer", ["tokenizer", "train", f"{g}/dedup", "samples/books", "samples/papers", "-o", f"{g}/tokenizer",
-                       "--vocab-size", "4096", "-q"]),
-        ("mix", ["mix", "--source", f"web={g}/dedup:0.55", "--source", "books=samples/books:0.2",
-                 "--source", "papers=samples/papers:0.15", "--source", "code=samples/code:0.1",
-                 "--tokenizer", f"{g}/tokenizer", "--tokens", "300k", "-o", f"{g}/mix", "-q"]),
-        ("mix-pretok", ["mix", "--config", "samples/mix.toml", "--source", f"web={g}/dedup:0.6",
-                        "--source", "code=samples/code:0.4", "--tokens", "50k", "--pretokenize",
-                        "--tokenizer", f"{g}/tokenizer", "-o", f"{g}/mix-pretok", "-q"]),
-        ("mix-plan", ["mix", "--source", f"web={g}/dedup:0.7", "--source", "books=samples/books:0.3", "--tokens", "1M",
-                      "--tokenizer", f"{g}/tokenizer", "--plan", "--json"]),
+        (
+            "tokenizer",
+            [
+                "tokenizer",
+                "train",
+                f"{g}/dedup",
+                "samples/books",
+                "samples/papers",
+                "-o",
+                f"{g}/tokenizer",
+                "--vocab-size",
+                "4096",
+                "-q",
+            ],
+        ),
+        (
+            "mix",
+            [
+                "mix",
+                "--source",
+                f"web={g}/dedup:0.55",
+                "--source",
+                "books=samples/books:0.2",
+                "--source",
+                "papers=samples/papers:0.15",
+                "--source",
+                "code=samples/code:0.1",
+                "--tokenizer",
+                f"{g}/tokenizer",
+                "--tokens",
+                "300k",
+                "-o",
+                f"{g}/mix",
+                "-q",
+            ],
+        ),
+        (
+            "mix-pretok",
+            [
+                "mix",
+                "--config",
+                "samples/mix.toml",
+                "--source",
+                f"web={g}/dedup:0.6",
+                "--source",
+                "code=samples/code:0.4",
+                "--tokens",
+                "50k",
+                "--pretokenize",
+                "--tokenizer",
+                f"{g}/tokenizer",
+                "-o",
+                f"{g}/mix-pretok",
+                "-q",
+            ],
+        ),
+        (
+            "mix-plan",
+            [
+                "mix",
+                "--source",
+                f"web={g}/dedup:0.7",
+                "--source",
+                "books=samples/books:0.3",
+                "--tokens",
+                "1M",
+                "--tokenizer",
+                f"{g}/tokenizer",
+                "--plan",
+                "--json",
+            ],
+        ),
         ("mix-missing", ["mix", "--config", "samples/mix.toml", "--tokenizer", f"{g}/tokenizer", "--plan"]),
-        ("quality", ["quality", "train", "-p", "samples/books", "-p", "samples/papers", "-n", f"{g}/crawl",
-                     "-o", f"{g}/quality.bin", "--txt-unit", "paragraph"]),
+        (
+            "quality",
+            [
+                "quality",
+                "train",
+                "-p",
+                "samples/books",
+                "-p",
+                "samples/papers",
+                "-n",
+                f"{g}/crawl",
+                "-o",
+                f"{g}/quality.bin",
+                "--txt-unit",
+                "paragraph",
+            ],
+        ),
         ("inspect", ["inspect", f"{g}/mix"]),
         ("inspect-json", ["inspect", f"{g}/filter", "--json"]),
-        ("sql", ["sql", f"{g}/mix", "select source, count(*) docs, sum(n_tokens) tokens, max(epoch) max_epoch "
-                                    "from docs group by 1 order by tokens desc"]),
-        ("sql-removed", ["sql", f"{g}/dedup", "select dup_kind, count(*) n from removed group by 1 order by 1",
-                         "--format", "csv"]),
+        (
+            "sql",
+            [
+                "sql",
+                f"{g}/mix",
+                "select source, count(*) docs, sum(n_tokens) tokens, max(epoch) max_epoch "
+                "from docs group by 1 order by tokens desc",
+            ],
+        ),
+        (
+            "sql-removed",
+            ["sql", f"{g}/dedup", "select dup_kind, count(*) n from removed group by 1 order by 1", "--format", "csv"],
+        ),
         ("report", ["report", f"{g}/mix", "-o", f"{g}/report.html"]),
         ("pretrain", ["train", "pretrain", "--data", f"{g}/mix", "-o", f"{g}/ckpt/base", *pretrain]),
-        ("pretrain-bytes", ["train", "pretrain", "--data", f"{g}/mix-pretok", "-o", f"{g}/ckpt/pretok", *pretrain,
-                            "--set", "max_steps=10"]),
+        (
+            "pretrain-bytes",
+            [
+                "train",
+                "pretrain",
+                "--data",
+                f"{g}/mix-pretok",
+                "-o",
+                f"{g}/ckpt/pretok",
+                *pretrain,
+                "--set",
+                "max_steps=10",
+            ],
+        ),
         ("generate", ["generate", f"{g}/ckpt/base", "The history of", "--seed", "1", "--max-new-tokens", "20"]),
-        ("estimate", ["train", "estimate", "--params", "7e9", "--tokens", "2e12", "--gpu", "h100", "--mfu", "0.4",
-                      "--price", "2.5"]),
-        ("sft", ["train", "sft", "--base", f"{g}/ckpt/base", "--data", "samples/sft/qa.jsonl", "-o", f"{g}/ckpt/sft",
-                 "--steps", "20"]),
-        ("generate-chat", ["generate", f"{g}/ckpt/sft", "What is the capital of France?", "--chat", "--seed", "3",
-                           "--max-new-tokens", "16"]),
-        ("sample-pairs", ["train", "sample-pairs", "--model", f"{g}/ckpt/sft", "--prompts", "samples/prompts.jsonl",
-                          "-o", f"{g}/pairs.parquet", "--max-new-tokens", "12"]),
-        ("reward", ["train", "reward", "--base", f"{g}/ckpt/sft", "--data", "samples/comparisons.jsonl",
-                    "-o", f"{g}/ckpt/rm", "--steps", "15"]),
+        (
+            "estimate",
+            [
+                "train",
+                "estimate",
+                "--params",
+                "7e9",
+                "--tokens",
+                "2e12",
+                "--gpu",
+                "h100",
+                "--mfu",
+                "0.4",
+                "--price",
+                "2.5",
+            ],
+        ),
+        (
+            "sft",
+            [
+                "train",
+                "sft",
+                "--base",
+                f"{g}/ckpt/base",
+                "--data",
+                "samples/sft/qa.jsonl",
+                "-o",
+                f"{g}/ckpt/sft",
+                "--steps",
+                "20",
+            ],
+        ),
+        (
+            "generate-chat",
+            [
+                "generate",
+                f"{g}/ckpt/sft",
+                "What is the capital of France?",
+                "--chat",
+                "--seed",
+                "3",
+                "--max-new-tokens",
+                "16",
+            ],
+        ),
+        (
+            "sample-pairs",
+            [
+                "train",
+                "sample-pairs",
+                "--model",
+                f"{g}/ckpt/sft",
+                "--prompts",
+                "samples/prompts.jsonl",
+                "-o",
+                f"{g}/pairs.parquet",
+                "--max-new-tokens",
+                "12",
+            ],
+        ),
+        (
+            "reward",
+            [
+                "train",
+                "reward",
+                "--base",
+                f"{g}/ckpt/sft",
+                "--data",
+                "samples/comparisons.jsonl",
+                "-o",
+                f"{g}/ckpt/rm",
+                "--steps",
+                "15",
+            ],
+        ),
         ("score", ["train", "score", f"{g}/ckpt/rm", "--data", "samples/comparisons.jsonl"]),
-        ("rlhf", ["train", "rlhf", "--policy", f"{g}/ckpt/sft", "--reward", f"{g}/ckpt/rm",
-                  "--prompts", "samples/prompts.jsonl", "-o", f"{g}/ckpt/rlhf", "--steps", "4",
-                  "--max-new-tokens", "12"]),
-        ("rloo", ["train", "rlhf", "--policy", f"{g}/ckpt/sft", "--reward", f"{g}/ckpt/rm",
-                  "--prompts", "samples/prompts.jsonl", "-o", f"{g}/ckpt/rloo", "--algo", "rloo", "--steps", "3",
-                  "--max-new-tokens", "12"]),
-        ("dpo", ["train", "dpo", "--policy", f"{g}/ckpt/sft", "--data", "samples/comparisons.jsonl",
-                 "-o", f"{g}/ckpt/dpo", "--steps", "10"]),
-        ("ipo", ["train", "dpo", "--policy", f"{g}/ckpt/sft", "--data", "samples/comparisons.jsonl",
-                 "-o", f"{g}/ckpt/ipo", "--steps", "5", "--loss", "ipo"]),
+        (
+            "rlhf",
+            [
+                "train",
+                "rlhf",
+                "--policy",
+                f"{g}/ckpt/sft",
+                "--reward",
+                f"{g}/ckpt/rm",
+                "--prompts",
+                "samples/prompts.jsonl",
+                "-o",
+                f"{g}/ckpt/rlhf",
+                "--steps",
+                "4",
+                "--max-new-tokens",
+                "12",
+            ],
+        ),
+        (
+            "rloo",
+            [
+                "train",
+                "rlhf",
+                "--policy",
+                f"{g}/ckpt/sft",
+                "--reward",
+                f"{g}/ckpt/rm",
+                "--prompts",
+                "samples/prompts.jsonl",
+                "-o",
+                f"{g}/ckpt/rloo",
+                "--algo",
+                "rloo",
+                "--steps",
+                "3",
+                "--max-new-tokens",
+                "12",
+            ],
+        ),
+        (
+            "dpo",
+            [
+                "train",
+                "dpo",
+                "--policy",
+                f"{g}/ckpt/sft",
+                "--data",
+                "samples/comparisons.jsonl",
+                "-o",
+                f"{g}/ckpt/dpo",
+                "--steps",
+                "10",
+            ],
+        ),
+        (
+            "ipo",
+            [
+                "train",
+                "dpo",
+                "--policy",
+                f"{g}/ckpt/sft",
+                "--data",
+                "samples/comparisons.jsonl",
+                "-o",
+                f"{g}/ckpt/ipo",
+                "--steps",
+                "5",
+                "--loss",
+                "ipo",
+            ],
+        ),
         ("errors", ["crawl", "samples/missing-folder", "-o", f"{g}/none"]),
         ("errors-config", ["filter", f"{g}/crawl", "-o", f"{g}/none", "--config", "samples/mix.toml"]),
         ("errors-set", ["train", "pretrain", "--data", f"{g}/mix", "-o", f"{g}/none", "--set", "model.n_layr=2"]),
@@ -202,8 +477,12 @@ def snapshot(only: set[str] | None = None) -> dict[str, Any]:
         if only and name not in only:
             continue
         proc = subprocess.run(curate + argv, capture_output=True, text=True, env=env)
-        runs[name] = {"argv": argv, "exit": proc.returncode, "stdout": _mask(proc.stdout).splitlines(),
-                      "stderr": _mask(proc.stderr).splitlines()}
+        runs[name] = {
+            "argv": argv,
+            "exit": proc.returncode,
+            "stdout": _mask(proc.stdout).splitlines(),
+            "stderr": _mask(proc.stderr).splitlines(),
+        }
         print(f"{name:16s} exit {proc.returncode}", file=sys.stderr, flush=True)
     files = {}
     for path in sorted(Path(g).rglob("*")):
@@ -223,8 +502,11 @@ def compare(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
             if key != "exit":  # masks added since the snapshot was recorded apply to it too
                 a[key], b[key] = [_mask(line) for line in a[key]], [_mask(line) for line in b[key]]
             if a[key] != b[key]:
-                diff = "\n".join(difflib.unified_diff(a[key], b[key], "old", "new", lineterm="", n=1)) \
-                    if isinstance(a[key], list) else f"{a[key]} -> {b[key]}"
+                diff = (
+                    "\n".join(difflib.unified_diff(a[key], b[key], "old", "new", lineterm="", n=1))
+                    if isinstance(a[key], list)
+                    else f"{a[key]} -> {b[key]}"
+                )
                 problems.append(f"run {name}: {key} differs\n{diff}")
     for path in sorted(set(old["files"]) | set(new["files"])):
         a, b = old["files"].get(path), new["files"].get(path)
@@ -256,8 +538,10 @@ def main() -> int:
     problems = compare(old, result)
     for p in problems:
         print(p)
-    print(f"{'PASSED' if not problems else 'FAILED'}: {len(result['runs'])} runs, {len(result['files'])} files, "
-          f"{len(problems)} difference(s)")
+    print(
+        f"{'PASSED' if not problems else 'FAILED'}: {len(result['runs'])} runs, {len(result['files'])} files, "
+        f"{len(problems)} difference(s)"
+    )
     return 1 if problems else 0
 
 

@@ -12,9 +12,10 @@ from __future__ import annotations
 import math
 import shutil
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import torch
 
@@ -158,8 +159,17 @@ class StageRun:
     tokenizer forward, so the lineage base -> sft -> rm/rlhf/dpo stays visible.
     """
 
-    def __init__(self, stage: str, output: str | Path, *, overwrite: bool, parent: Checkpoint | None,
-                 config: StageConfig, data: str | Path | None = None, say: Callable[[str], None] | None = None):
+    def __init__(
+        self,
+        stage: str,
+        output: str | Path,
+        *,
+        overwrite: bool,
+        parent: Checkpoint | None,
+        config: StageConfig,
+        data: str | Path | None = None,
+        say: Callable[[str], None] | None = None,
+    ):
         self.stage = stage
         self.output = Path(output)
         self.parent = parent
@@ -177,8 +187,10 @@ class StageRun:
         if list_step_dirs(self.output):
             ckpt = load_checkpoint(self.output, with_optimizer=True)
             if ckpt.meta.get("stage") != stage:
-                raise CurateError(f"{self.output} holds a {ckpt.meta.get('stage') or ckpt.kind} checkpoint, not {stage}; "
-                                  "use another output directory or --overwrite")
+                raise CurateError(
+                    f"{self.output} holds a {ckpt.meta.get('stage') or ckpt.kind} checkpoint, not {stage}; "
+                    "use another output directory or --overwrite"
+                )
             if ckpt.train_state is None or ckpt.optimizer_state is None:
                 raise CurateError(f"{ckpt.path}: has no optimizer/train state to resume from; use --overwrite")
             self.resume_from = ckpt
@@ -202,9 +214,18 @@ class StageRun:
     def start_step(self) -> int:
         return int(self.resume_from.train_state["step"]) if self.resume_from else 0
 
-    def begin(self, model: torch.nn.Module, config: StageConfig, device: torch.device, *, examples: int,
-              held_out: int, skipped: Skipped, max_steps: int | None = None,
-              load_model: Callable[[Checkpoint], None] | None = None) -> tuple[torch.optim.AdamW, StageResult]:
+    def begin(
+        self,
+        model: torch.nn.Module,
+        config: StageConfig,
+        device: torch.device,
+        *,
+        examples: int,
+        held_out: int,
+        skipped: Skipped,
+        max_steps: int | None = None,
+        load_model: Callable[[Checkpoint], None] | None = None,
+    ) -> tuple[torch.optim.AdamW, StageResult]:
         """Note the skipped records, build the optimizer over ``model``, resume from the newest
         checkpoint when there is one (weights via ``load_model``, default
         :func:`load_lm_weights`; optimizer; RNG) and give the result to fill. ``max_steps``
@@ -214,8 +235,9 @@ class StageRun:
         if max_steps is None:  # a DataStageConfig: max_steps, else epochs over the examples
             max_steps = config.max_steps or max(1, math.ceil(examples * config.epochs / config.batch_size))
         optim = config.optim
-        optimizer = build_optimizer(model, lr=optim.lr, weight_decay=optim.weight_decay,
-                                    betas=(optim.beta1, optim.beta2), device=device)
+        optimizer = build_optimizer(
+            model, lr=optim.lr, weight_decay=optim.weight_decay, betas=(optim.beta1, optim.beta2), device=device
+        )
         ckpt, start = self.resume_from, self.start_step
         if ckpt is not None:
             (load_model or (lambda c: load_lm_weights(model, c)))(ckpt)
@@ -223,8 +245,19 @@ class StageRun:
             set_rng_state(ckpt.train_state["rng"])
             self.note(f"resuming from {ckpt.path.name} (step {start} of {max_steps})")
         # The result's notes list is this run's, kept live.
-        return optimizer, StageResult(self.stage, self.output, None, start, start, max_steps, "done",
-                                      examples=examples, held_out=held_out, skipped=skipped, notes=self.notes)
+        return optimizer, StageResult(
+            self.stage,
+            self.output,
+            None,
+            start,
+            start,
+            max_steps,
+            "done",
+            examples=examples,
+            held_out=held_out,
+            skipped=skipped,
+            notes=self.notes,
+        )
 
     def open_logger(self) -> MetricsLogger:
         if self.resume_from is not None:
@@ -235,12 +268,16 @@ class StageRun:
     def meta(self, step: int, extra: dict[str, Any] | None = None) -> dict[str, Any]:
         parent_meta = self.parent.meta if self.parent is not None else {}
         info = {
-            "stage": self.stage, "step": step, "parent": str(self.parent.path) if self.parent is not None else None,
+            "stage": self.stage,
+            "step": step,
+            "parent": str(self.parent.path) if self.parent is not None else None,
             "parent_stage": parent_meta.get("stage"),
             "training_cutoff": parent_meta.get("training_cutoff"),
             "mix_manifest_sha256": parent_meta.get("mix_manifest_sha256"),
-            "data": self.data, "data_sha256": self.data_sha256,
-            "train_config": to_dict(self.config), "tool_version": __version__,
+            "data": self.data,
+            "data_sha256": self.data_sha256,
+            "train_config": to_dict(self.config),
+            "tool_version": __version__,
         }
         if self.resume_from is not None:
             # Lineage of a resumed run is the lineage recorded when it started.
@@ -250,13 +287,29 @@ class StageRun:
             info["tokenizer"] = parent_meta["tokenizer"]
         return {**info, **(extra or {})}
 
-    def save(self, step: int, *, model_state: dict[str, torch.Tensor], model_config: dict[str, Any], kind: str,
-             optimizer: torch.optim.Optimizer, tokenizer: Tokenizer, extra_meta: dict[str, Any] | None = None,
-             extra_state: dict[str, Any] | None = None) -> Path:
+    def save(
+        self,
+        step: int,
+        *,
+        model_state: dict[str, torch.Tensor],
+        model_config: dict[str, Any],
+        kind: str,
+        optimizer: torch.optim.Optimizer,
+        tokenizer: Tokenizer,
+        extra_meta: dict[str, Any] | None = None,
+        extra_state: dict[str, Any] | None = None,
+    ) -> Path:
         train_state = {"step": step, "rng": rng_state(), **(extra_state or {})}
         return save_checkpoint(
-            self.output, step, model_state=model_state, model_config=model_config, meta=self.meta(step, extra_meta),
-            kind=kind, optimizer_state=optimizer.state_dict(), train_state=train_state, tokenizer=tokenizer,
+            self.output,
+            step,
+            model_state=model_state,
+            model_config=model_config,
+            meta=self.meta(step, extra_meta),
+            kind=kind,
+            optimizer_state=optimizer.state_dict(),
+            train_state=train_state,
+            tokenizer=tokenizer,
             keep_last=self.config.keep_last,
         )
 
@@ -265,10 +318,19 @@ class StageRun:
             self.logger.close()
 
 
-def run_steps(run: StageRun, result: StageResult, config: StageConfig, optimizer: torch.optim.Optimizer, *,
-              step_fn: Callable[[int], dict[str, float]], eval_fn: Callable[[], dict[str, float] | None],
-              save_fn: Callable[[int], Path], stop_at_step: int | None = None, progress: bool = True,
-              label: str | None = None) -> StageResult:
+def run_steps(
+    run: StageRun,
+    result: StageResult,
+    config: StageConfig,
+    optimizer: torch.optim.Optimizer,
+    *,
+    step_fn: Callable[[int], dict[str, float]],
+    eval_fn: Callable[[], dict[str, float] | None],
+    save_fn: Callable[[int], Path],
+    stop_at_step: int | None = None,
+    progress: bool = True,
+    label: str | None = None,
+) -> StageResult:
     """The step loop of every alignment stage, from ``result.start_step`` to ``result.max_steps``.
 
     ``step_fn(step)`` does one optimisation step (the learning rate already set) and returns
@@ -295,13 +357,18 @@ def run_steps(run: StageRun, result: StageResult, config: StageConfig, optimizer
             if start == 0:
                 logger.log({"step": 0, **baseline})
         for step in range(start, max_steps):
-            lr = lr_at(step, max_lr=config.optim.lr, warmup_steps=config.optim.warmup_steps, max_steps=max_steps,
-                       min_lr=config.optim.min_lr if config.optim.min_lr is not None else config.optim.lr / 10)
+            lr = lr_at(
+                step,
+                max_lr=config.optim.lr,
+                warmup_steps=config.optim.warmup_steps,
+                max_steps=max_steps,
+                min_lr=config.optim.min_lr if config.optim.min_lr is not None else config.optim.lr / 10,
+            )
             set_lr(optimizer, lr)
             metrics = step_fn(step)
             done = step + 1
             bar.advance()
-            last = done == max_steps or done == stop_at_step
+            last = done in (max_steps, stop_at_step)
             record: dict[str, Any] = {}
             if done % config.log_every == 0 or done == start + 1 or last:
                 record = {"step": done, **metrics, "lr": lr}
@@ -333,8 +400,9 @@ def step_batch(examples: Sequence[Any], config: StageConfig, step: int) -> list[
     return [examples[i] for i in batch_indices(len(examples), config.batch_size, step, config.seed)]
 
 
-def optimizer_step(loss: torch.Tensor, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-                   grad_clip: float) -> float:
+def optimizer_step(
+    loss: torch.Tensor, model: torch.nn.Module, optimizer: torch.optim.Optimizer, grad_clip: float
+) -> float:
     """Backward, clip, step, clear; the gradient norm before clipping."""
     loss.backward()
     grad_norm = clip_gradients(model, grad_clip)

@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 import torch
 
@@ -46,8 +47,9 @@ def batch_indices(n: int, batch_size: int, step: int, seed: int) -> list[int]:
     return out
 
 
-def pad_right(seqs: Sequence[Sequence[int]], pad_id: int, masks: Sequence[Sequence[int]] | None = None
-              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+def pad_right(
+    seqs: Sequence[Sequence[int]], pad_id: int, masks: Sequence[Sequence[int]] | None = None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """(ids, attention_mask, loss_mask or None) for sequences padded on the right."""
     width = max(len(s) for s in seqs)
     ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
@@ -124,16 +126,21 @@ def _jsonl_rows(file: Path) -> Iterator[tuple[str, dict[str, Any]]]:
             yield where, row
 
 
-def read_records(path: str | Path, what: str = "examples", skipped: Skipped | None = None
-                 ) -> Iterator[tuple[str, dict[str, Any]]]:
+def read_records(
+    path: str | Path, what: str = "examples", skipped: Skipped | None = None
+) -> Iterator[tuple[str, dict[str, Any]]]:
     """(where, row) from a ``.jsonl``/``.json`` file, a ``.parquet`` file or a directory of
     them. A line that is not a JSON object is counted in ``skipped`` or, without it, yielded
     as ``(where, {"__error__": message})``: either way the caller goes on. An unreadable
     Parquet file is an InputError naming it."""
     path = Path(path)
     if path.is_dir():
-        files = sorted(p for p in path.rglob("*") if p.suffix in (".jsonl", ".json", ".parquet")
-                       and not any(part.startswith(".") for part in p.relative_to(path).parts))
+        files = sorted(
+            p
+            for p in path.rglob("*")
+            if p.suffix in (".jsonl", ".json", ".parquet")
+            and not any(part.startswith(".") for part in p.relative_to(path).parts)
+        )
         if not files:
             raise InputError(f"{path}: no .jsonl or .parquet {what} files")
     elif path.exists():
@@ -141,7 +148,7 @@ def read_records(path: str | Path, what: str = "examples", skipped: Skipped | No
     else:
         raise InputError(f"{path}: no such file or directory")
     for file in files:
-        for where, row in (_parquet_rows(file) if file.suffix == ".parquet" else _jsonl_rows(file)):
+        for where, row in _parquet_rows(file) if file.suffix == ".parquet" else _jsonl_rows(file):
             if skipped is not None and "__error__" in row:
                 skipped.add(row["__error__"], where)
             else:

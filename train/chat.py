@@ -17,7 +17,8 @@ wrote and on the role markers: SFT trains only on what the assistant says.
 from __future__ import annotations
 
 import re
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from curate.core.errors import InputError
 from curate.core.tokenizer import EOT, SPECIAL_TOKENS, Tokenizer
@@ -42,9 +43,7 @@ def normalize_messages(row: dict[str, Any], where: str = "example") -> list[Mess
         out: list[Message] = []
         for i, m in enumerate(messages):
             if not isinstance(m, dict) or m.get("role") not in ROLES or not isinstance(m.get("content"), str):
-                raise InputError(
-                    f"{where}: message {i} needs a role (system, user or assistant) and string content"
-                )
+                raise InputError(f"{where}: message {i} needs a role (system, user or assistant) and string content")
             out.append({"role": m["role"], "content": m["content"]})
         return out
     prompt, response = row.get("prompt"), row.get("response")

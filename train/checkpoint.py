@@ -79,7 +79,7 @@ def _clean_state(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
             stripped = False
             for prefix in _WRAPPER_PREFIXES:
                 if name.startswith(prefix):
-                    name, stripped = name[len(prefix):], True
+                    name, stripped = name[len(prefix) :], True
         tensor = tensor.detach()
         key = (tensor.untyped_storage().data_ptr(), tensor.storage_offset(), tuple(tensor.shape))
         if tensor.numel() and key in seen:
@@ -100,7 +100,12 @@ def _tokenizer_info(tokenizer: Tokenizer | str | os.PathLike | None) -> tuple[di
     if isinstance(tokenizer, BPETokenizer):
         path = Path(tokenizer.path)
         source = path / TOKENIZER_FILE if path.is_dir() else path
-        info = {"name": "bpe", "vocab_size": tokenizer.vocab_size, "source": str(tokenizer.path), "file": TOKENIZER_FILE}
+        info = {
+            "name": "bpe",
+            "vocab_size": tokenizer.vocab_size,
+            "source": str(tokenizer.path),
+            "file": TOKENIZER_FILE,
+        }
     return info, source
 
 
@@ -197,7 +202,9 @@ def _read_config(step_dir: Path) -> dict[str, Any]:
         raise InputError(f"{step_dir / CONFIG_FILE}: unreadable checkpoint config ({exc})") from None
 
 
-def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu", with_optimizer: bool = False) -> Checkpoint:
+def load_checkpoint(
+    path: str | os.PathLike, map_location: str | torch.device = "cpu", with_optimizer: bool = False
+) -> Checkpoint:
     """Read a checkpoint (run dir or step dir). The optimizer and train state are read only
     when ``with_optimizer`` is set (they can be larger than the weights)."""
     from safetensors import SafetensorError
@@ -223,8 +230,13 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
         optimizer_state = _load_pt(step_dir / OPTIMIZER_FILE, map_location)
         train_state = _load_pt(step_dir / TRAIN_STATE_FILE, "cpu")
     return Checkpoint(
-        path=step_dir, model_state=state, model_config=model_config, kind=kind, meta=config,
-        optimizer_state=optimizer_state, train_state=train_state,
+        path=step_dir,
+        model_state=state,
+        model_config=model_config,
+        kind=kind,
+        meta=config,
+        optimizer_state=optimizer_state,
+        train_state=train_state,
     )
 
 
@@ -261,7 +273,9 @@ def load_lm(path: str | os.PathLike, device: str | torch.device = "cpu"):
         raise InputError(f"{ckpt.path}: weights lack {len(missing)} model tensor(s), e.g. {missing[0]}")
     for name, tensor in state.items():
         if tensor.shape != wanted[name].shape:
-            raise InputError(f"{ckpt.path}: {name} has shape {tuple(tensor.shape)}, config expects {tuple(wanted[name].shape)}")
+            raise InputError(
+                f"{ckpt.path}: {name} has shape {tuple(tensor.shape)}, config expects {tuple(wanted[name].shape)}"
+            )
     model.load_state_dict(state, strict=True)
     model.to(device).eval()
     return model, ckpt

@@ -30,9 +30,10 @@ from __future__ import annotations
 import hashlib
 import json
 from collections import deque
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -127,8 +128,13 @@ def open_mix(path: str | Path) -> MixInfo:
             rows.append(pq.ParquetFile(shard).metadata.num_rows)
         except (pa.ArrowInvalid, OSError) as exc:
             raise InputError(f"{shard}: not a readable Parquet file ({exc})") from None
-    mix = MixInfo(directory=directory if directory.is_dir() else directory.parent, shards=shards,
-                  shard_rows=rows, manifest=manifest, manifest_sha256=manifest_sha)
+    mix = MixInfo(
+        directory=directory if directory.is_dir() else directory.parent,
+        shards=shards,
+        shard_rows=rows,
+        manifest=manifest,
+        manifest_sha256=manifest_sha,
+    )
     pretok = manifest.get("pretokenized")
     if isinstance(pretok, dict) and pretok.get("byteorder", "little") == "little":
         by_shard = {f.get("shard"): mix.directory / f["path"] for f in pretok.get("files", []) if f.get("path")}
@@ -173,8 +179,7 @@ def resolve_tokenizer(explicit: str | None, mix: MixInfo, note: Callable[[str], 
         return ByteTokenizer()
     if not Path(hint).exists():
         raise InputError(
-            f"{mix.directory}: the mix was tokenized with {hint}, which does not exist here; "
-            "pass --tokenizer DIR"
+            f"{mix.directory}: the mix was tokenized with {hint}, which does not exist here; pass --tokenizer DIR"
         )
     return load_tokenizer(hint)
 
@@ -185,8 +190,10 @@ def byte_fallback_note(mix: MixInfo, tokenizer: Tokenizer) -> str:
         why = f"{mix.directory} has no {MANIFEST_NAME} (bare Parquet shards)"
     else:
         why = f"the manifest of {mix.directory} names no tokenizer"
-    return (f"no --tokenizer given and {why}: training on UTF-8 bytes (byte tokenizer, vocab "
-            f"{tokenizer.vocab_size}); pass --tokenizer DIR to train with a BPE tokenizer")
+    return (
+        f"no --tokenizer given and {why}: training on UTF-8 bytes (byte tokenizer, vocab "
+        f"{tokenizer.vocab_size}); pass --tokenizer DIR to train with a BPE tokenizer"
+    )
 
 
 def is_validation(doc_id: str, val_fraction: float) -> bool:
@@ -216,8 +223,18 @@ class _Doc:
 class _DocStream:
     """Documents of one rank, from a position, forever (epoch after epoch)."""
 
-    def __init__(self, mix: MixInfo, tokenizer: Tokenizer, *, rank: int, world_size: int, val_fraction: float,
-                 seed: int, shuffle_shards: bool, batch_rows: int = 256):
+    def __init__(
+        self,
+        mix: MixInfo,
+        tokenizer: Tokenizer,
+        *,
+        rank: int,
+        world_size: int,
+        val_fraction: float,
+        seed: int,
+        shuffle_shards: bool,
+        batch_rows: int = 256,
+    ):
         self.mix = mix
         self.tokenizer = tokenizer
         self.eot = tokenizer.eot_id
@@ -296,7 +313,6 @@ class _DocStream:
         except KeyError as exc:
             raise InputError(f"{path}: missing column {exc}") from None
 
-
     def _read_token_file(self, shard: int, start_row: int) -> Iterator[tuple[int, str, np.ndarray]]:
         path = self.mix.shards[shard]
         try:
@@ -309,10 +325,14 @@ class _DocStream:
             raise InputError(f"{path}: pre-tokenized shard has rows without n_tokens")
         counts = counts.astype(np.int64)
         ends = np.cumsum(counts + 1)  # each row's ids, then eot
-        tokens = np.memmap(self.mix.token_files[shard], dtype=np.dtype(self.mix.token_dtype).newbyteorder("<"), mode="r")
+        tokens = np.memmap(
+            self.mix.token_files[shard], dtype=np.dtype(self.mix.token_dtype).newbyteorder("<"), mode="r"
+        )
         if len(tokens) != (int(ends[-1]) if len(ends) else 0):
-            raise InputError(f"{self.mix.token_files[shard]}: holds {len(tokens)} tokens, {path} accounts for "
-                             f"{int(ends[-1]) if len(ends) else 0}; the mix's token files are inconsistent")
+            raise InputError(
+                f"{self.mix.token_files[shard]}: holds {len(tokens)} tokens, {path} accounts for "
+                f"{int(ends[-1]) if len(ends) else 0}; the mix's token files are inconsistent"
+            )
         base = int(self.row_offsets[shard])
         for r in range(start_row, len(ids)):
             if counts[r] == 0 or (base + r) % self.world_size != self.rank:
@@ -329,11 +349,30 @@ class PackedReader:
     the ids of the documents each row drew from (for data traces).
     """
 
-    def __init__(self, mix: MixInfo, tokenizer: Tokenizer, seq_len: int, *, rank: int = 0, world_size: int = 1,
-                 val_fraction: float = 0.0, seed: int = 0, shuffle_shards: bool = True, batch_rows: int = 256):
+    def __init__(
+        self,
+        mix: MixInfo,
+        tokenizer: Tokenizer,
+        seq_len: int,
+        *,
+        rank: int = 0,
+        world_size: int = 1,
+        val_fraction: float = 0.0,
+        seed: int = 0,
+        shuffle_shards: bool = True,
+        batch_rows: int = 256,
+    ):
         self.seq_len = seq_len
-        self.stream = _DocStream(mix, tokenizer, rank=rank, world_size=world_size, val_fraction=val_fraction,
-                                 seed=seed, shuffle_shards=shuffle_shards, batch_rows=batch_rows)
+        self.stream = _DocStream(
+            mix,
+            tokenizer,
+            rank=rank,
+            world_size=world_size,
+            val_fraction=val_fraction,
+            seed=seed,
+            shuffle_shards=shuffle_shards,
+            batch_rows=batch_rows,
+        )
         # Segments of the documents not fully consumed yet: [doc, offset of first unused token].
         self._segments: deque[list[Any]] = deque()
         self._next_position = (0, 0, 0)  # (epoch, order, row) of the next document to read
@@ -350,8 +389,14 @@ class PackedReader:
             epoch, order, row = doc.epoch, doc.order, doc.row
         else:
             (epoch, order, row), offset = self._next_position, 0
-        return {"epoch": epoch, "order": order, "row": row, "offset": int(offset),
-                "docs_read": self.docs_read, "tokens_read": self.tokens_read}
+        return {
+            "epoch": epoch,
+            "order": order,
+            "row": row,
+            "offset": int(offset),
+            "docs_read": self.docs_read,
+            "tokens_read": self.tokens_read,
+        }
 
     def load_state_dict(self, state: dict[str, int]) -> None:
         self._segments.clear()
@@ -416,8 +461,9 @@ class PackedReader:
         return block[:, :-1].contiguous(), block[:, 1:].contiguous(), ids
 
 
-def validation_sequences(mix: MixInfo, tokenizer: Tokenizer, seq_len: int, *, val_fraction: float,
-                         max_sequences: int, batch_rows: int = 256) -> np.ndarray | None:
+def validation_sequences(
+    mix: MixInfo, tokenizer: Tokenizer, seq_len: int, *, val_fraction: float, max_sequences: int, batch_rows: int = 256
+) -> np.ndarray | None:
     """The held-out slice packed like training data: up to ``max_sequences`` windows of
     ``seq_len + 1`` tokens (int32), the same on every rank; None when nothing is held out.
 
@@ -434,8 +480,11 @@ def validation_sequences(mix: MixInfo, tokenizer: Tokenizer, seq_len: int, *, va
         try:
             pf = pq.ParquetFile(path)
             for batch in pf.iter_batches(batch_size=batch_rows, columns=_READ_COLUMNS):
-                picked = [t for i, t in zip(batch.column(0).to_pylist(), batch.column(1).to_pylist())
-                          if t and is_validation(i or "", val_fraction)]
+                picked = [
+                    t
+                    for i, t in zip(batch.column(0).to_pylist(), batch.column(1).to_pylist())
+                    if t and is_validation(i or "", val_fraction)
+                ]
                 for tokens in _encode(tokenizer, picked):
                     chunks.append(np.append(tokens, eot))
                     have += len(tokens) + 1

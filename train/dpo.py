@@ -20,9 +20,9 @@ size; ``label_smoothing`` gives the conservative DPO variant.
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
 
 import torch
 
@@ -71,13 +71,15 @@ class DPOConfig(DataStageConfig):
 
 def encode_side(prompt: str, response: str, tokenizer: Tokenizer, max_len: int) -> tuple[list[int], list[int]]:
     """(ids, assistant mask) of prompt + answer, cut from the left to ``max_len``."""
-    ids, mask = encode_chat([{"role": "user", "content": prompt}, {"role": "assistant", "content": response}],
-                            tokenizer)
+    ids, mask = encode_chat(
+        [{"role": "user", "content": prompt}, {"role": "assistant", "content": response}], tokenizer
+    )
     return ids[-max_len:], mask[-max_len:]
 
 
-def response_logprobs(model: GPT, ids: torch.Tensor, attn: torch.Tensor, loss_mask: torch.Tensor
-                      ) -> tuple[torch.Tensor, torch.Tensor]:
+def response_logprobs(
+    model: GPT, ids: torch.Tensor, attn: torch.Tensor, loss_mask: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-token log-probs of ``ids[:, 1:]`` under ``model`` and the mask of the tokens that
     count (``loss_mask[:, 1:]``, padding excluded): both (B, T-1)."""
     logits, _ = model(ids[:, :-1], attention_mask=attn[:, :-1])
@@ -87,8 +89,9 @@ def response_logprobs(model: GPT, ids: torch.Tensor, attn: torch.Tensor, loss_ma
     return token_logp * mask, mask
 
 
-def sequence_logps(model: GPT, sides: Sequence[tuple[list[int], list[int]]], pad_id: int, device: torch.device,
-                   average: bool) -> torch.Tensor:
+def sequence_logps(
+    model: GPT, sides: Sequence[tuple[list[int], list[int]]], pad_id: int, device: torch.device, average: bool
+) -> torch.Tensor:
     """Sum (or per-token mean) of each answer's token log-probs: (N,)."""
     ids, attn, lm = pad_right([s[0] for s in sides], pad_id, [s[1] for s in sides])
     token_logp, mask = response_logprobs(model, ids.to(device), attn.to(device), lm.to(device))
@@ -96,32 +99,41 @@ def sequence_logps(model: GPT, sides: Sequence[tuple[list[int], list[int]]], pad
     return total / mask.sum(-1).clamp(min=1) if average else total
 
 
-def pair_logps(model: GPT, batch, pad_id: int, device: torch.device, average: bool) -> tuple[torch.Tensor, torch.Tensor]:
+def pair_logps(
+    model: GPT, batch, pad_id: int, device: torch.device, average: bool
+) -> tuple[torch.Tensor, torch.Tensor]:
     logps = sequence_logps(model, [p.chosen for p in batch] + [p.rejected for p in batch], pad_id, device, average)
     return logps[: len(batch)], logps[len(batch) :]
 
 
-def dpo_step_metrics(config: DPOConfig, policy: GPT, reference: GPT, batch, pad_id: int, device: torch.device,
-                     dtype: torch.dtype) -> tuple[torch.Tensor, dict[str, float]]:
+def dpo_step_metrics(
+    config: DPOConfig, policy: GPT, reference: GPT, batch, pad_id: int, device: torch.device, dtype: torch.dtype
+) -> tuple[torch.Tensor, dict[str, float]]:
     """Loss (with graph) and metrics of one batch of pairs."""
     average = config.loss == "ipo"
     with torch.no_grad(), autocast_context(device, dtype):
         ref_c, ref_r = pair_logps(reference, batch, pad_id, device, average)
     with autocast_context(device, dtype):
         pol_c, pol_r = pair_logps(policy, batch, pad_id, device, average)
-    loss, reward_c, reward_r = preference_loss(config.loss, pol_c, pol_r, ref_c, ref_r, beta=config.beta,
-                                               label_smoothing=config.label_smoothing)
+    loss, reward_c, reward_r = preference_loss(
+        config.loss, pol_c, pol_r, ref_c, ref_r, beta=config.beta, label_smoothing=config.label_smoothing
+    )
     margin = reward_c - reward_r
     return loss, {
-        "loss": loss.item(), "reward_chosen": float(reward_c.mean()), "reward_rejected": float(reward_r.mean()),
-        "margin": float(margin.mean()), "accuracy": float((margin > 0).float().mean()),
-        "logp_chosen": float(pol_c.detach().mean()), "logp_rejected": float(pol_r.detach().mean()),
+        "loss": loss.item(),
+        "reward_chosen": float(reward_c.mean()),
+        "reward_rejected": float(reward_r.mean()),
+        "margin": float(margin.mean()),
+        "accuracy": float((margin > 0).float().mean()),
+        "logp_chosen": float(pol_c.detach().mean()),
+        "logp_rejected": float(pol_r.detach().mean()),
     }
 
 
 @torch.no_grad()
-def evaluate_dpo(config: DPOConfig, policy: GPT, reference: GPT, pairs, pad_id: int, device: torch.device,
-                 dtype: torch.dtype) -> dict[str, float] | None:
+def evaluate_dpo(
+    config: DPOConfig, policy: GPT, reference: GPT, pairs, pad_id: int, device: torch.device, dtype: torch.dtype
+) -> dict[str, float] | None:
     """Held-out loss, implicit-reward margin and accuracy (pairs where chosen gains more)."""
     if not pairs:
         return None
@@ -137,9 +149,18 @@ def evaluate_dpo(config: DPOConfig, policy: GPT, reference: GPT, pairs, pad_id: 
     return {f"val_{k}": v / len(pairs) for k, v in sums.items()}
 
 
-def dpo(config: DPOConfig, policy_path: str | Path, data: str | Path, output: str | Path, *,
-        reference_path: str | Path | None = None, overwrite: bool = False, stop_at_step: int | None = None,
-        progress: bool = True, on_message: Callable[[str], None] | None = None) -> StageResult:
+def dpo(
+    config: DPOConfig,
+    policy_path: str | Path,
+    data: str | Path,
+    output: str | Path,
+    *,
+    reference_path: str | Path | None = None,
+    overwrite: bool = False,
+    stop_at_step: int | None = None,
+    progress: bool = True,
+    on_message: Callable[[str], None] | None = None,
+) -> StageResult:
     """Train the policy at ``policy_path`` on the comparisons at ``data`` with DPO/IPO against a
     frozen reference (``reference_path``, default the starting policy). Resumable."""
     config.validate()
@@ -157,9 +178,11 @@ def dpo(config: DPOConfig, policy_path: str | Path, data: str | Path, output: st
     max_len = check_max_len(config.max_len, policy.config.block_size + 1, "block_size + 1")
     run = StageRun("dpo", output, overwrite=overwrite, parent=policy_ckpt, config=config, data=data, say=on_message)
     train_pairs, held_pairs, skipped = load_pairs(
-        data, tokenizer, max_len, config.val_fraction, 0.0, encode=lambda p, r: encode_side(p, r, tokenizer, max_len))
-    optimizer, result = run.begin(policy, config, device, examples=len(train_pairs),
-                                  held_out=len(held_pairs), skipped=skipped)
+        data, tokenizer, max_len, config.val_fraction, 0.0, encode=lambda p, r: encode_side(p, r, tokenizer, max_len)
+    )
+    optimizer, result = run.begin(
+        policy, config, device, examples=len(train_pairs), held_out=len(held_pairs), skipped=skipped
+    )
     pad_id = tokenizer.pad_id
 
     def step_fn(step: int) -> dict[str, float]:
@@ -169,14 +192,32 @@ def dpo(config: DPOConfig, policy_path: str | Path, data: str | Path, output: st
         return {**metrics, "grad_norm": grad_norm}
 
     def save_fn(step: int) -> Path:
-        return run.save(step, model_state=policy.state_dict(), model_config=policy.config.to_dict(), kind="policy",
-                        optimizer=optimizer, tokenizer=tokenizer,
-                        extra_meta={"loss_type": config.loss, "beta": config.beta,
-                                    "reference": str(reference_path or policy_ckpt.path)})
+        return run.save(
+            step,
+            model_state=policy.state_dict(),
+            model_config=policy.config.to_dict(),
+            kind="policy",
+            optimizer=optimizer,
+            tokenizer=tokenizer,
+            extra_meta={
+                "loss_type": config.loss,
+                "beta": config.beta,
+                "reference": str(reference_path or policy_ckpt.path),
+            },
+        )
 
     # The held-out margin before any update is 0 by construction; the baseline eval still
     # gives the starting loss (log 2 for DPO) to compare with.
     policy.train()
-    return run_steps(run, result, config, optimizer, step_fn=step_fn,
-                     eval_fn=lambda: evaluate_dpo(config, policy, reference, held_pairs, pad_id, device, dtype),
-                     save_fn=save_fn, stop_at_step=stop_at_step, progress=progress, label=config.loss)
+    return run_steps(
+        run,
+        result,
+        config,
+        optimizer,
+        step_fn=step_fn,
+        eval_fn=lambda: evaluate_dpo(config, policy, reference, held_pairs, pad_id, device, dtype),
+        save_fn=save_fn,
+        stop_at_step=stop_at_step,
+        progress=progress,
+        label=config.loss,
+    )

@@ -108,8 +108,16 @@ def estimate(
     flops = 6.0 * n * d
     gpu_hours = flops / (mfu * peak) / 3600.0
     return Estimate(
-        params=n, tokens=d, gpu=key, peak_flops=peak, mfu=mfu, gpus=gpus, price_per_gpu_hour=price,
-        flops=flops, gpu_hours=gpu_hours, wall_hours=gpu_hours / gpus,
+        params=n,
+        tokens=d,
+        gpu=key,
+        peak_flops=peak,
+        mfu=mfu,
+        gpus=gpus,
+        price_per_gpu_hour=price,
+        flops=flops,
+        gpu_hours=gpu_hours,
+        wall_hours=gpu_hours / gpus,
         cost=gpu_hours * price if price is not None else None,
         optimal_tokens=CHINCHILLA_TOKENS_PER_PARAM * n,
         optimal_params=math.sqrt(flops / (6.0 * CHINCHILLA_TOKENS_PER_PARAM)),

@@ -146,8 +146,9 @@ def load_optimizer_state(optimizer: torch.optim.Optimizer, full_state: dict[str,
         out = {}
         for key, value in entry.items():
             if _is_dtensor(param) and isinstance(value, torch.Tensor) and value.shape == param.shape:
-                value = distribute_tensor(value.to(param.device), param.device_mesh, param.placements,
-                                          src_data_rank=None)
+                value = distribute_tensor(
+                    value.to(param.device), param.device_mesh, param.placements, src_data_rank=None
+                )
             out[key] = value
         sharded[int(index)] = out
     optimizer.load_state_dict({"state": sharded, "param_groups": full_state["param_groups"]})

@@ -72,15 +72,16 @@ def generate_text(
     else:
         ids, stop_id = [tokenizer.eot_id] + tokenizer.encode(prompt), tokenizer.eot_id
     # Keep the end of an over-long prompt: the tokens next to the continuation matter most.
-    ids = ids[-(model.config.block_size - 1):]
+    ids = ids[-(model.config.block_size - 1) :]
     idx = torch.tensor([ids] * num_samples, dtype=torch.long, device=dev)
     generator = None
     if seed is not None:
         generator = torch.Generator(device=dev).manual_seed(seed)
-    out = model.generate(idx, max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
-                         eos_id=stop_id, generator=generator)
+    out = model.generate(
+        idx, max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p, eos_id=stop_id, generator=generator
+    )
     completions, counts = [], []
-    for row in out[:, len(ids):].tolist():
+    for row in out[:, len(ids) :].tolist():
         if stop_id in row:
             row = row[: row.index(stop_id)]
         completions.append(tokenizer.decode(row))

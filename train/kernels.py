@@ -35,6 +35,7 @@ def compiling() -> bool:
 
 # ----------------------------------------------------------------------------- RMSNorm
 
+
 class _RMSNormCPU(torch.autograd.Function):
     """x / rms(x) * weight with the backward written out (CPU, float32)."""
 
@@ -147,6 +148,7 @@ def rotary_qkv(qkv: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, n_head: 
 
 
 # ----------------------------------------------------------------------------- SwiGLU
+
 
 class _SwiGLU(torch.autograd.Function):
     @staticmethod

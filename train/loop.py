@@ -17,9 +17,10 @@ import os
 import random
 import signal
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import torch
@@ -29,6 +30,7 @@ from curate.core.errors import ConfigError
 
 # ------------------------------------------------------------------------------- device
 
+
 def select_device(name: str = "auto", local_rank: int = 0) -> torch.device:
     """``auto`` -> the process's CUDA device when there is one (``cuda:LOCAL_RANK``), else CPU."""
     if name in ("auto", "", None):
@@ -37,8 +39,10 @@ def select_device(name: str = "auto", local_rank: int = 0) -> torch.device:
         if not torch.cuda.is_available():
             raise ConfigError("device 'cuda' requested but CUDA is not available")
         if local_rank >= torch.cuda.device_count():
-            raise ConfigError(f"process {local_rank} has no GPU: {torch.cuda.device_count()} visible; "
-                              "start at most one process per GPU")
+            raise ConfigError(
+                f"process {local_rank} has no GPU: {torch.cuda.device_count()} visible; "
+                "start at most one process per GPU"
+            )
         name = f"cuda:{local_rank}"
     try:
         device = torch.device(name)
@@ -55,8 +59,14 @@ def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
         if device.type == "cuda" and torch.cuda.is_bf16_supported():
             return torch.bfloat16
         return torch.float32
-    table = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
-             "float16": torch.float16, "fp16": torch.float16}
+    table = {
+        "float32": torch.float32,
+        "fp32": torch.float32,
+        "bfloat16": torch.bfloat16,
+        "bf16": torch.bfloat16,
+        "float16": torch.float16,
+        "fp16": torch.float16,
+    }
     if name not in table:
         raise ConfigError(f"unknown dtype {name!r}; known: auto, {', '.join(table)}")
     return table[name]
@@ -106,6 +116,7 @@ def tune_cpu_allocator() -> bool:
 
 # ------------------------------------------------------------------------------- seeding
 
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % (2**32))
@@ -138,6 +149,7 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 
 # ------------------------------------------------------------------------------- optimisation
+
 
 def lr_at(step: int, *, max_lr: float, warmup_steps: int, max_steps: int, min_lr: float) -> float:
     """Linear warmup over ``warmup_steps`` then cosine decay to ``min_lr`` at ``max_steps``
@@ -221,9 +233,21 @@ GPU_PEAK_FLOPS: dict[str, float] = {
 # How CUDA device names map onto the table, most specific first ("l40s" before "l4",
 # "a100" before "a10"); names are compared lower-cased with spaces removed.
 _NAME_PATTERNS: list[tuple[str, str]] = [
-    ("b200", "b200"), ("gh200", "gh200"), ("h200", "h200"), ("h100pcie", "h100-pcie"), ("h100", "h100"),
-    ("a100", "a100"), ("l40s", "l40s"), ("l4", "l4"), ("a10g", ""), ("a10", "a10"), ("4090", "rtx4090"),
-    ("3090", "rtx3090"), ("v100", "v100"), ("mi300x", "mi300x"), ("mi250x", "mi250x"),
+    ("b200", "b200"),
+    ("gh200", "gh200"),
+    ("h200", "h200"),
+    ("h100pcie", "h100-pcie"),
+    ("h100", "h100"),
+    ("a100", "a100"),
+    ("l40s", "l40s"),
+    ("l4", "l4"),
+    ("a10g", ""),
+    ("a10", "a10"),
+    ("4090", "rtx4090"),
+    ("3090", "rtx3090"),
+    ("v100", "v100"),
+    ("mi300x", "mi300x"),
+    ("mi250x", "mi250x"),
 ]
 
 
@@ -244,6 +268,7 @@ def device_peak_flops(device: torch.device) -> float | None:
 
 
 # ------------------------------------------------------------------------------- metrics
+
 
 class MetricsLogger:
     """One JSON object per line in ``path`` (flushed per line, so `tail -f` works and a killed
@@ -269,7 +294,7 @@ class MetricsLogger:
     def log(self, record: dict[str, Any]) -> None:
         if not self.enabled:
             return
-        record = {"time": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), **record}
+        record = {"time": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"), **record}
         self._fh.write(json.dumps(record, sort_keys=False, default=_json_default) + "\n")
         self._fh.flush()
         if self._tb is not None and "step" in record:
@@ -289,7 +314,7 @@ class MetricsLogger:
     def tensorboard(self) -> bool:
         return self._tb is not None
 
-    def __enter__(self) -> "MetricsLogger":
+    def __enter__(self) -> MetricsLogger:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -332,6 +357,7 @@ def read_metrics(path: str | os.PathLike) -> Iterator[dict[str, Any]]:
 
 # ------------------------------------------------------------------------------- stopping
 
+
 class StopRequest:
     """``requested`` turns true on SIGINT/SIGTERM, so a loop can finish its step, write a
     checkpoint and stop cleanly (a preempted cluster job, Ctrl-C). A second SIGINT interrupts
@@ -341,7 +367,7 @@ class StopRequest:
         self.requested = False
         self._previous: dict[int, Any] = {}
 
-    def __enter__(self) -> "StopRequest":
+    def __enter__(self) -> StopRequest:
         if threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGINT, signal.SIGTERM):
                 self._previous[sig] = signal.signal(sig, self._handle)
@@ -366,8 +392,8 @@ def weights_digest(model: torch.nn.Module) -> str:
     return h.hexdigest()
 
 
-
 # ------------------------------------------------------------------------------- distributed
+
 
 @dataclass
 class DistContext:

@@ -12,20 +12,20 @@ import torch
 import torch.nn.functional as F
 
 __all__ = [
+    "bradley_terry_loss",
+    "dpo_loss",
+    "entropy_from_logits",
+    "gae",
+    "ipo_loss",
+    "kl_penalty",
     "masked_mean",
     "masked_sum",
     "masked_var",
     "masked_whiten",
-    "bradley_terry_loss",
     "ppo_policy_loss",
     "ppo_value_loss",
-    "kl_penalty",
-    "gae",
-    "rloo_advantages",
-    "dpo_loss",
-    "ipo_loss",
     "preference_loss",
-    "entropy_from_logits",
+    "rloo_advantages",
     "token_logprobs",
 ]
 

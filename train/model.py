@@ -82,7 +82,7 @@ class GPTConfig:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "GPTConfig":
+    def from_dict(cls, data: dict[str, Any]) -> GPTConfig:
         """Build from a saved dict, ignoring keys a newer version may have added."""
         known = {f.name for f in fields(cls)}
         values = {k: v for k, v in data.items() if k in known}
@@ -103,7 +103,9 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
-def rope_tables(head_dim: int, length: int, theta: float, device: torch.device | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def rope_tables(
+    head_dim: int, length: int, theta: float, device: torch.device | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """cos and sin of each (position, frequency) pair: (length, head_dim/2), float32."""
     inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, device=device, dtype=torch.float32) / head_dim))
     angles = torch.outer(torch.arange(length, device=device, dtype=torch.float32), inv_freq)
@@ -274,7 +276,9 @@ class GPT(nn.Module):
             return cos[:T].unsqueeze(1), sin[:T].unsqueeze(1)
         # Positions past the precomputed table only happen in long generation; compute them.
         if int(positions.max()) >= cos.shape[0]:
-            cos, sin = rope_tables(self.config.head_dim, int(positions.max()) + 1, self.config.rope_theta, positions.device)
+            cos, sin = rope_tables(
+                self.config.head_dim, int(positions.max()) + 1, self.config.rope_theta, positions.device
+            )
         return cos[positions].unsqueeze(2), sin[positions].unsqueeze(2)
 
     @staticmethod
@@ -298,9 +302,9 @@ class GPT(nn.Module):
         positions: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Final-normed hidden states (B, T, C)."""
-        B, T = idx.shape
+        _B, T = idx.shape
         mask = None
-        if cache is None and T > self.config.block_size:
+        if cache is None and self.config.block_size < T:
             raise ValueError(f"sequence length {T} exceeds the model's block_size {self.config.block_size}")
         if cache is not None:
             # Prefill or decode step: positions and key validity come from the caller/cache.
@@ -346,8 +350,9 @@ class GPT(nn.Module):
         if loss_mask is not None:
             targets = targets.masked_fill(~loss_mask.bool(), IGNORE_INDEX)
         targets = targets.reshape(-1)
-        total = F.cross_entropy(logits.float().view(-1, logits.size(-1)), targets, ignore_index=IGNORE_INDEX,
-                                reduction="sum")
+        total = F.cross_entropy(
+            logits.float().view(-1, logits.size(-1)), targets, ignore_index=IGNORE_INDEX, reduction="sum"
+        )
         # Sum / count rather than reduction="mean": a batch with no target at all gives 0 (with
         # a graph) instead of NaN, and the count needs no host sync (a stall on GPU).
         count = (targets != IGNORE_INDEX).sum().clamp(min=1)
@@ -380,23 +385,28 @@ class GPT(nn.Module):
         was_training = self.training
         self.eval()
         try:
-            return self._generate(idx, max_new_tokens, temperature, top_k, top_p, eos_id, generator,
-                                  attention_mask, pad_id, use_cache)
+            return self._generate(
+                idx, max_new_tokens, temperature, top_k, top_p, eos_id, generator, attention_mask, pad_id, use_cache
+            )
         finally:
             self.train(was_training)
 
-    def _generate(self, idx, max_new_tokens, temperature, top_k, top_p, eos_id, generator, attention_mask, pad_id, use_cache):
+    def _generate(
+        self, idx, max_new_tokens, temperature, top_k, top_p, eos_id, generator, attention_mask, pad_id, use_cache
+    ):
         B, T = idx.shape
         device = idx.device
         block = self.config.block_size
-        mask = attention_mask.to(device=device, dtype=torch.long) if attention_mask is not None else torch.ones_like(idx)
+        mask = (
+            attention_mask.to(device=device, dtype=torch.long) if attention_mask is not None else torch.ones_like(idx)
+        )
         fill = pad_id if pad_id is not None else eos_id
         done = torch.zeros(B, dtype=torch.bool, device=device)
         out, out_mask = idx, mask
         # The cache holds the prompt plus the continuation while that fits in the context the
         # model was trained on; past that, fall back to re-running the last block_size tokens.
         cache = None
-        if use_cache and T < block:
+        if use_cache and block > T:
             capacity = min(block, T + max_new_tokens)
             dtype = self.tok_emb.weight.dtype
             if device.type == "cuda" and torch.is_autocast_enabled("cuda"):

@@ -31,9 +31,10 @@ import contextlib
 import math
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -50,6 +51,7 @@ from .fsdp import gather_model_state, gather_optimizer_state, load_optimizer_sta
 from .loop import (
     DistContext,
     MetricsLogger,
+    StopRequest,
     all_gather_objects,
     all_reduce_sum,
     autocast_context,
@@ -65,7 +67,6 @@ from .loop import (
     set_rng_state,
     setup_distributed,
     teardown_distributed,
-    StopRequest,
     truncate_metrics,
     tune_cpu_allocator,
     weights_digest,
@@ -73,8 +74,16 @@ from .loop import (
 from .model import GPT, GPTConfig
 from .pretrain_config import DISTRIBUTED_STRATEGIES, DataSettings, ModelSettings, OptimSettings, PretrainConfig
 
-__all__ = ["DISTRIBUTED_STRATEGIES", "DataSettings", "ModelSettings", "OptimSettings", "PretrainConfig",
-           "PretrainResult", "evaluate", "pretrain"]
+__all__ = [
+    "DISTRIBUTED_STRATEGIES",
+    "DataSettings",
+    "ModelSettings",
+    "OptimSettings",
+    "PretrainConfig",
+    "PretrainResult",
+    "evaluate",
+    "pretrain",
+]
 
 METRICS_FILE = "metrics.jsonl"
 TRACE_DIR = "trace"
@@ -98,9 +107,18 @@ class PretrainResult:
 
 # ----------------------------------------------------------------------------- helpers
 
+
 @torch.no_grad()
-def evaluate(model: GPT, sequences: np.ndarray | None, batch_size: int, ctx: DistContext, dtype: torch.dtype,
-             *, lockstep_batches: int | None = None, filler: np.ndarray | None = None) -> float | None:
+def evaluate(
+    model: GPT,
+    sequences: np.ndarray | None,
+    batch_size: int,
+    ctx: DistContext,
+    dtype: torch.dtype,
+    *,
+    lockstep_batches: int | None = None,
+    filler: np.ndarray | None = None,
+) -> float | None:
     """Mean loss over the held-out sequences (this rank's share; summed over ranks).
 
     ``lockstep_batches``: under FSDP each forward pass all-gathers weights with every other
@@ -152,6 +170,7 @@ def _reset_run_dir(output: Path) -> None:
 
 # ----------------------------------------------------------------------------- the run
 
+
 def pretrain(
     config: PretrainConfig,
     data: str | Path,
@@ -176,16 +195,38 @@ def pretrain(
     ctx = setup_distributed(config.device)
     finished = False
     try:
-        result = _run(config, ctx, Path(data), Path(output), tokenizer, resume, overwrite, init_from, stop_at_step,
-                      progress, on_message or (lambda msg: None))
+        result = _run(
+            config,
+            ctx,
+            Path(data),
+            Path(output),
+            tokenizer,
+            resume,
+            overwrite,
+            init_from,
+            stop_at_step,
+            progress,
+            on_message or (lambda msg: None),
+        )
         finished = True
         return result
     finally:
         teardown_distributed(synchronize=finished)
 
 
-def _run(config, ctx: DistContext, data: Path, output: Path, tokenizer_arg, resume, overwrite, init_from,
-         stop_at_step, show_progress, say) -> PretrainResult:
+def _run(
+    config,
+    ctx: DistContext,
+    data: Path,
+    output: Path,
+    tokenizer_arg,
+    resume,
+    overwrite,
+    init_from,
+    stop_at_step,
+    show_progress,
+    say,
+) -> PretrainResult:
     notes: list[str] = []
 
     def note(msg: str) -> None:
@@ -209,8 +250,10 @@ def _run(config, ctx: DistContext, data: Path, output: Path, tokenizer_arg, resu
     max_steps = config.total_steps(seq_len, ctx.world_size)
     tokens_per_step = config.tokens_per_step(seq_len, ctx.world_size)
     if mix.total_tokens and max_steps * tokens_per_step > mix.total_tokens:
-        note(f"the run reads {max_steps * tokens_per_step:,} tokens; the mix holds about {mix.total_tokens:,}, "
-             f"so it is repeated ~{max_steps * tokens_per_step / mix.total_tokens:.1f} times")
+        note(
+            f"the run reads {max_steps * tokens_per_step:,} tokens; the mix holds about {mix.total_tokens:,}, "
+            f"so it is repeated ~{max_steps * tokens_per_step / mix.total_tokens:.1f} times"
+        )
     if mix.token_files and pretokenized_usable(mix, tokenizer):
         note("reading the mix's pre-tokenized token files")
 
@@ -240,8 +283,10 @@ def _run(config, ctx: DistContext, data: Path, output: Path, tokenizer_arg, resu
     if init_from is not None and not resuming:
         source, source_ckpt = load_lm(init_from)
         if source.config != gpt_config:
-            raise ConfigError(f"--init-from {init_from}: its model differs from this run's "
-                              f"({_model_difference(source.config, gpt_config)})")
+            raise ConfigError(
+                f"--init-from {init_from}: its model differs from this run's "
+                f"({_model_difference(source.config, gpt_config)})"
+            )
         model.load_state_dict(source.state_dict())
         parent = str(source_ckpt.path)
     ckpt = None
@@ -249,15 +294,21 @@ def _run(config, ctx: DistContext, data: Path, output: Path, tokenizer_arg, resu
         ckpt = load_checkpoint(output, map_location="cpu" if fsdp else ctx.device, with_optimizer=True)
         saved = GPTConfig.from_dict(ckpt.model_config)
         if saved != gpt_config:
-            raise ConfigError(f"{ckpt.path}: the checkpoint's model differs from this run's "
-                              f"({_model_difference(saved, gpt_config)}); use a new output directory or --overwrite")
+            raise ConfigError(
+                f"{ckpt.path}: the checkpoint's model differs from this run's "
+                f"({_model_difference(saved, gpt_config)}); use a new output directory or --overwrite"
+            )
         state = ckpt.train_state
         if state is None or ckpt.optimizer_state is None:
-            raise CurateError(f"{ckpt.path}: has no optimizer/train state (a weights-only checkpoint); "
-                              "use --init-from to start from its weights")
+            raise CurateError(
+                f"{ckpt.path}: has no optimizer/train state (a weights-only checkpoint); "
+                "use --init-from to start from its weights"
+            )
         if int(state.get("world_size", 1)) != ctx.world_size:
-            raise CurateError(f"{ckpt.path} was written by {state.get('world_size')} process(es); resume with the "
-                              f"same number (now {ctx.world_size}), or --init-from it in a new run")
+            raise CurateError(
+                f"{ckpt.path} was written by {state.get('world_size')} process(es); resume with the "
+                f"same number (now {ctx.world_size}), or --init-from it in a new run"
+            )
         if ckpt.meta.get("mix_manifest_sha256") != mix.manifest_sha256:
             note(f"the mix at {data} changed since {ckpt.path.name}; data positions may not line up")
         model.load_state_dict(ckpt.model_state)
@@ -265,13 +316,24 @@ def _run(config, ctx: DistContext, data: Path, output: Path, tokenizer_arg, resu
     if fsdp:
         shard_model(model, ctx, dtype)
     optimizer = build_optimizer(
-        model, lr=config.optim.lr, weight_decay=config.optim.weight_decay,
-        betas=(config.optim.beta1, config.optim.beta2), eps=config.optim.eps, device=ctx.device,
+        model,
+        lr=config.optim.lr,
+        weight_decay=config.optim.weight_decay,
+        betas=(config.optim.beta1, config.optim.beta2),
+        eps=config.optim.eps,
+        device=ctx.device,
     )
     seed_everything(config.seed + ctx.rank)
-    reader = PackedReader(mix, tokenizer, seq_len, rank=ctx.rank, world_size=ctx.world_size,
-                          val_fraction=config.data.val_fraction, seed=config.seed,
-                          shuffle_shards=config.data.shuffle_shards)
+    reader = PackedReader(
+        mix,
+        tokenizer,
+        seq_len,
+        rank=ctx.rank,
+        world_size=ctx.world_size,
+        val_fraction=config.data.val_fraction,
+        seed=config.seed,
+        shuffle_shards=config.data.shuffle_shards,
+    )
 
     start_step = 0
     if ckpt is not None:
@@ -294,8 +356,9 @@ def _run(config, ctx: DistContext, data: Path, output: Path, tokenizer_arg, resu
     if config.data.trace:
         truncate_metrics(output / TRACE_DIR / f"rank-{ctx.rank:05d}.jsonl", start_step)
 
-    val = validation_sequences(mix, tokenizer, seq_len, val_fraction=config.data.val_fraction,
-                               max_sequences=config.data.val_sequences)
+    val = validation_sequences(
+        mix, tokenizer, seq_len, val_fraction=config.data.val_fraction, max_sequences=config.data.val_sequences
+    )
     if val is None and config.data.val_fraction > 0:
         note("no held-out documents found for validation (raise data.val_fraction); eval is skipped")
     val_rank = val[ctx.rank :: ctx.world_size] if val is not None else None
@@ -305,8 +368,9 @@ def _run(config, ctx: DistContext, data: Path, output: Path, tokenizer_arg, resu
     eval_filler = val[:1] if val is not None else None
 
     def run_eval() -> float | None:
-        return evaluate(raw_model, val_rank, config.batch_size, ctx, dtype, lockstep_batches=eval_lockstep,
-                        filler=eval_filler)
+        return evaluate(
+            raw_model, val_rank, config.batch_size, ctx, dtype, lockstep_batches=eval_lockstep, filler=eval_filler
+        )
 
     raw_model = model
     if config.compile:
@@ -316,24 +380,37 @@ def _run(config, ctx: DistContext, data: Path, output: Path, tokenizer_arg, resu
 
         model = DDP(model, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None)  # type: ignore[assignment]
 
-    logger = MetricsLogger(output / METRICS_FILE, output / "tensorboard" if config.tensorboard else None,
-                           enabled=ctx.is_main)
+    logger = MetricsLogger(
+        output / METRICS_FILE, output / "tensorboard" if config.tensorboard else None, enabled=ctx.is_main
+    )
     if config.tensorboard and ctx.is_main and not logger.tensorboard:
         note("tensorboard = true but TensorBoard is not installed (pip install tensorboard); logging JSONL only")
     trace = MetricsLogger(output / TRACE_DIR / f"rank-{ctx.rank:05d}.jsonl") if config.data.trace else None
     peak = device_peak_flops(ctx.device)
     min_lr = config.optim.min_lr if config.optim.min_lr is not None else config.optim.lr / 10
-    bar = Progress("pretrain", total=max_steps, unit="steps", enabled=None if show_progress else False) if ctx.is_main else None
+    bar = (
+        Progress("pretrain", total=max_steps, unit="steps", enabled=None if show_progress else False)
+        if ctx.is_main
+        else None
+    )
     if bar is not None:
         bar.done = start_step
 
     def meta(step: int, loss: float | None, val_loss: float | None) -> dict[str, Any]:
         return {
-            "step": step, "tokens_seen": step * tokens_per_step, "loss": loss, "val_loss": val_loss,
-            "mix": str(data), "mix_manifest_sha256": mix.manifest_sha256, "training_cutoff": mix.training_cutoff,
-            "train_config": to_dict(config), "parent": parent, "world_size": ctx.world_size,
+            "step": step,
+            "tokens_seen": step * tokens_per_step,
+            "loss": loss,
+            "val_loss": val_loss,
+            "mix": str(data),
+            "mix_manifest_sha256": mix.manifest_sha256,
+            "training_cutoff": mix.training_cutoff,
+            "train_config": to_dict(config),
+            "parent": parent,
+            "world_size": ctx.world_size,
             "distributed": (config.distributed if ctx.distributed else None),
-            "stage": "pretrain", "tool_version": __version__,
+            "stage": "pretrain",
+            "tool_version": __version__,
         }
 
     def checkpoint(step: int, loss: float | None, val_loss: float | None) -> Path | None:
@@ -354,10 +431,16 @@ def _run(config, ctx: DistContext, data: Path, output: Path, tokenizer_arg, resu
         path = None
         if ctx.is_main:
             path = save_checkpoint(
-                output, step, model_state=model_state, model_config=gpt_config.to_dict(), meta=info,
-                kind="lm", optimizer_state=optimizer_state,
+                output,
+                step,
+                model_state=model_state,
+                model_config=gpt_config.to_dict(),
+                meta=info,
+                kind="lm",
+                optimizer_state=optimizer_state,
                 train_state={"step": step, "world_size": ctx.world_size, "ranks": states},
-                tokenizer=tokenizer, keep_last=config.keep_last,
+                tokenizer=tokenizer,
+                keep_last=config.keep_last,
             )
         barrier(ctx)
         return path
@@ -376,8 +459,9 @@ def _run(config, ctx: DistContext, data: Path, output: Path, tokenizer_arg, resu
         if bar is not None:
             closing.callback(bar.close)
         while step < max_steps:
-            lr = lr_at(step, max_lr=config.optim.lr, warmup_steps=config.optim.warmup_steps,
-                       max_steps=max_steps, min_lr=min_lr)
+            lr = lr_at(
+                step, max_lr=config.optim.lr, warmup_steps=config.optim.warmup_steps, max_steps=max_steps, min_lr=min_lr
+            )
             set_lr(optimizer, lr)
             loss_sum = torch.zeros((), device=ctx.device)
             for micro in range(config.grad_accum):
@@ -408,7 +492,7 @@ def _run(config, ctx: DistContext, data: Path, output: Path, tokenizer_arg, resu
                 bar.add(tokens=tokens_per_step)
                 bar.advance()
 
-            is_last = step == max_steps or step == stop_at_step
+            is_last = step in (max_steps, stop_at_step)
             if step % config.log_every == 0 or step == start_step + 1 or is_last:
                 mean_loss = float(all_reduce_sum(loss_sum / config.grad_accum, ctx)) / ctx.world_size
                 if ctx.device.type == "cuda":
@@ -417,8 +501,12 @@ def _run(config, ctx: DistContext, data: Path, output: Path, tokenizer_arg, resu
                 tokens_per_s = window_tokens / max(now - window_start, 1e-9)
                 window_start, window_tokens = now, 0
                 record: dict[str, Any] = {
-                    "step": step, "loss": mean_loss, "lr": lr, "grad_norm": float(grad_norm),
-                    "tokens": step * tokens_per_step, "tokens_per_s": round(tokens_per_s, 1),
+                    "step": step,
+                    "loss": mean_loss,
+                    "lr": lr,
+                    "grad_norm": float(grad_norm),
+                    "tokens": step * tokens_per_step,
+                    "tokens_per_s": round(tokens_per_s, 1),
                     "data_epoch": reader.epoch,
                 }
                 if peak:
@@ -426,7 +514,7 @@ def _run(config, ctx: DistContext, data: Path, output: Path, tokenizer_arg, resu
                 if first_loss is None:
                     first_loss = mean_loss
                 last_loss = mean_loss
-                if config.eval_every and step % config.eval_every == 0 or is_last:
+                if (config.eval_every and step % config.eval_every == 0) or is_last:
                     val_loss = run_eval()
                     if val_loss is not None:
                         record["val_loss"] = val_loss
@@ -456,7 +544,16 @@ def _run(config, ctx: DistContext, data: Path, output: Path, tokenizer_arg, resu
         steps = list_step_dirs(output)
         saved = steps[-1] if steps else None
     return PretrainResult(
-        output=output, checkpoint=saved, start_step=start_step, step=step, max_steps=max_steps,
-        tokens_seen=step * tokens_per_step, first_loss=first_loss, last_loss=last_loss, val_loss=val_loss,
-        elapsed_s=time.monotonic() - started, status=status, notes=notes,
+        output=output,
+        checkpoint=saved,
+        start_step=start_step,
+        step=step,
+        max_steps=max_steps,
+        tokens_seen=step * tokens_per_step,
+        first_loss=first_loss,
+        last_loss=last_loss,
+        val_loss=val_loss,
+        elapsed_s=time.monotonic() - started,
+        status=status,
+        notes=notes,
     )

@@ -17,7 +17,6 @@ from .model import PRESETS, GPTConfig
 DISTRIBUTED_STRATEGIES = ("ddp", "fsdp")
 
 
-
 @dataclass
 class ModelSettings:
     """A preset plus per-field overrides (None = the preset's value)."""
@@ -113,7 +112,9 @@ class PretrainConfig:
             # fp16 training needs loss scaling (a GradScaler), which this loop does not do.
             raise ConfigError("dtype float16 is not supported for training (no loss scaling); use bf16 or fp32")
         if self.distributed not in DISTRIBUTED_STRATEGIES:
-            raise ConfigError(f"distributed must be one of {', '.join(DISTRIBUTED_STRATEGIES)}, got {self.distributed!r}")
+            raise ConfigError(
+                f"distributed must be one of {', '.join(DISTRIBUTED_STRATEGIES)}, got {self.distributed!r}"
+            )
 
     def tokens_per_step(self, seq_len: int, world_size: int) -> int:
         return self.batch_size * self.grad_accum * seq_len * world_size

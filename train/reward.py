@@ -23,9 +23,10 @@ The checkpoint is the trunk's state dict plus ``head.weight``/``head.bias`` (kin
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import torch
 import torch.nn as nn
@@ -47,8 +48,8 @@ from .align import (
 from .align_data import HeldOutSplit, Skipped, pad_right, read_records
 from .chat import encode_chat
 from .checkpoint import Checkpoint, load_checkpoint, load_checkpoint_tokenizer, model_config_of
-from .losses import bradley_terry_loss
 from .loop import autocast_context, resolve_dtype, seed_everything, select_device
+from .losses import bradley_terry_loss
 from .model import GPT, GPTConfig
 
 HEAD_PREFIX = "head."
@@ -96,18 +97,21 @@ class ScalarHeadModel(nn.Module):
             raise InputError(f"{where}: weights lack {len(missing)} model tensor(s), e.g. {missing[0]}")
         for name in trunk_keys:
             if state[name].shape != trunk_keys[name].shape:
-                raise InputError(f"{where}: {name} has shape {tuple(state[name].shape)}, "
-                                 f"config expects {tuple(trunk_keys[name].shape)}")
+                raise InputError(
+                    f"{where}: {name} has shape {tuple(state[name].shape)}, "
+                    f"config expects {tuple(trunk_keys[name].shape)}"
+                )
         self.trunk.load_state_dict({k: state[k] for k in trunk_keys})
-        head = {k[len(HEAD_PREFIX):]: v for k, v in state.items() if k.startswith(HEAD_PREFIX)}
+        head = {k[len(HEAD_PREFIX) :]: v for k, v in state.items() if k.startswith(HEAD_PREFIX)}
         if head:
             self.head.load_state_dict(head)
         elif require_head:
             raise InputError(f"{where}: is not a reward model (no head weights); train one with `curate train reward`")
 
 
-def load_scalar_model(path: str | Path, device: torch.device | str = "cpu", require_head: bool = False
-                      ) -> tuple[ScalarHeadModel, Checkpoint]:
+def load_scalar_model(
+    path: str | Path, device: torch.device | str = "cpu", require_head: bool = False
+) -> tuple[ScalarHeadModel, Checkpoint]:
     """A ScalarHeadModel from a reward checkpoint (head included) or from any LM checkpoint
     (trunk only, a zero head; ``require_head`` refuses that)."""
     ckpt = load_checkpoint(path)
@@ -139,8 +143,10 @@ class RewardScorer:
     def __call__(self, prompts: Sequence[str], responses: Sequence[str]) -> list[float]:
         out: list[float] = []
         for start in range(0, len(prompts), self.batch_size):
-            seqs = [encode_pair_side(p, r, self.tokenizer, self.max_len)
-                    for p, r in zip(prompts[start : start + self.batch_size], responses[start : start + self.batch_size])]
+            seqs = [
+                encode_pair_side(p, r, self.tokenizer, self.max_len)
+                for p, r in zip(prompts[start : start + self.batch_size], responses[start : start + self.batch_size])
+            ]
             ids, attn, _ = pad_right(seqs, self.tokenizer.pad_id)
             out.extend(self.model(ids.to(self.device), attn.to(self.device)).float().tolist())
         return out
@@ -177,8 +183,14 @@ def comparison_fields(row: dict[str, Any]) -> tuple[str, str, str] | None:
     return values if all(isinstance(v, str) for v in values) else None  # type: ignore[return-value]
 
 
-def load_pairs(path: str | Path, tokenizer: Tokenizer, max_len: int, val_fraction: float, default_margin: float,
-               encode: Callable[[str, str], Any] | None = None) -> tuple[list[Any], list[Any], Skipped]:
+def load_pairs(
+    path: str | Path,
+    tokenizer: Tokenizer,
+    max_len: int,
+    val_fraction: float,
+    default_margin: float,
+    encode: Callable[[str, str], Any] | None = None,
+) -> tuple[list[Any], list[Any], Skipped]:
     """(train, held-out, skipped) comparisons from ``path``; each becomes ``encode(prompt,
     answer)`` per side (default: reward-model ids). Bad rows are counted, not fatal."""
     encode = encode or (lambda p, r: encode_pair_side(p, r, tokenizer, max_len))
@@ -195,13 +207,16 @@ def load_pairs(path: str | Path, tokenizer: Tokenizer, max_len: int, val_fractio
             continue
         margin = row.get("margin")
         margin = float(margin) if isinstance(margin, (int, float)) and not isinstance(margin, bool) else default_margin
-        split.add(json.dumps([prompt, chosen, rejected], ensure_ascii=False),
-                  PairExample(encode(prompt, chosen), encode(prompt, rejected), margin))
+        split.add(
+            json.dumps([prompt, chosen, rejected], ensure_ascii=False),
+            PairExample(encode(prompt, chosen), encode(prompt, rejected), margin),
+        )
     return split.finish(path, "comparisons", skipped)
 
 
-def pair_rewards(model: ScalarHeadModel, pairs: Sequence[PairExample], pad_id: int, device: torch.device
-                 ) -> tuple[torch.Tensor, torch.Tensor]:
+def pair_rewards(
+    model: ScalarHeadModel, pairs: Sequence[PairExample], pad_id: int, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(chosen rewards, rejected rewards) in one forward over both sides."""
     ids, attn, _ = pad_right([p.chosen for p in pairs] + [p.rejected for p in pairs], pad_id)
     rewards = model(ids.to(device), attn.to(device)).float()
@@ -209,8 +224,14 @@ def pair_rewards(model: ScalarHeadModel, pairs: Sequence[PairExample], pad_id: i
 
 
 @torch.no_grad()
-def evaluate_pairs(model: ScalarHeadModel, pairs: Sequence[PairExample], batch_size: int, pad_id: int,
-                   device: torch.device, dtype: torch.dtype) -> dict[str, float] | None:
+def evaluate_pairs(
+    model: ScalarHeadModel,
+    pairs: Sequence[PairExample],
+    batch_size: int,
+    pad_id: int,
+    device: torch.device,
+    dtype: torch.dtype,
+) -> dict[str, float] | None:
     """Held-out pairwise accuracy (ties count half), mean margin and loss."""
     if not pairs:
         return None
@@ -229,9 +250,17 @@ def evaluate_pairs(model: ScalarHeadModel, pairs: Sequence[PairExample], batch_s
     return {"val_accuracy": correct / n, "val_margin": margin_sum / n, "val_loss": loss_sum / n}
 
 
-def train_reward(config: RewardConfig, base: str | Path, data: str | Path, output: str | Path, *,
-                 overwrite: bool = False, stop_at_step: int | None = None, progress: bool = True,
-                 on_message: Callable[[str], None] | None = None) -> StageResult:
+def train_reward(
+    config: RewardConfig,
+    base: str | Path,
+    data: str | Path,
+    output: str | Path,
+    *,
+    overwrite: bool = False,
+    stop_at_step: int | None = None,
+    progress: bool = True,
+    on_message: Callable[[str], None] | None = None,
+) -> StageResult:
     """Train a reward model on the comparisons at ``data``, starting from the trunk at ``base``
     (an LM/policy checkpoint; a reward checkpoint continues with its head)."""
     config.validate()
@@ -246,8 +275,14 @@ def train_reward(config: RewardConfig, base: str | Path, data: str | Path, outpu
     if not held_pairs:
         run.note("no held-out comparisons (too few rows or val_fraction = 0): accuracy is not reported")
     optimizer, result = run.begin(
-        model, config, device, examples=len(train_pairs), held_out=len(held_pairs), skipped=skipped,
-        load_model=lambda ckpt: model.load_export(ckpt.model_state, str(ckpt.path), require_head=True))
+        model,
+        config,
+        device,
+        examples=len(train_pairs),
+        held_out=len(held_pairs),
+        skipped=skipped,
+        load_model=lambda ckpt: model.load_export(ckpt.model_state, str(ckpt.path), require_head=True),
+    )
     pad_id = tokenizer.pad_id
 
     def step_fn(step: int) -> dict[str, float]:
@@ -260,18 +295,36 @@ def train_reward(config: RewardConfig, base: str | Path, data: str | Path, outpu
             loss = loss + config.center_coef * ((rc + rr) ** 2).mean()
         grad_norm = optimizer_step(loss, model, optimizer, config.optim.grad_clip)
         rc, rr = rc.detach(), rr.detach()
-        return {"loss": loss.item(), "accuracy": float((rc > rr).float().mean()), "margin": float((rc - rr).mean()),
-                "grad_norm": grad_norm}
+        return {
+            "loss": loss.item(),
+            "accuracy": float((rc > rr).float().mean()),
+            "margin": float((rc - rr).mean()),
+            "grad_norm": grad_norm,
+        }
 
     def save_fn(step: int) -> Path:
-        return run.save(step, model_state=model.export_state(), model_config=model.config.to_dict(), kind="reward",
-                        optimizer=optimizer, tokenizer=tokenizer,
-                        extra_meta={"val_accuracy": result.eval.get("val_accuracy")})
+        return run.save(
+            step,
+            model_state=model.export_state(),
+            model_config=model.config.to_dict(),
+            kind="reward",
+            optimizer=optimizer,
+            tokenizer=tokenizer,
+            extra_meta={"val_accuracy": result.eval.get("val_accuracy")},
+        )
 
     model.train()
-    return run_steps(run, result, config, optimizer, step_fn=step_fn,
-                     eval_fn=lambda: evaluate_pairs(model, held_pairs, config.batch_size, pad_id, device, dtype),
-                     save_fn=save_fn, stop_at_step=stop_at_step, progress=progress)
+    return run_steps(
+        run,
+        result,
+        config,
+        optimizer,
+        step_fn=step_fn,
+        eval_fn=lambda: evaluate_pairs(model, held_pairs, config.batch_size, pad_id, device, dtype),
+        save_fn=save_fn,
+        stop_at_step=stop_at_step,
+        progress=progress,
+    )
 
 
 # =============================================================================== scoring
@@ -287,8 +340,14 @@ class ScoreResult:
     skipped: Skipped
 
 
-def score_file(reward_model: str | Path, data: str | Path, output: str | Path | None = None, *,
-               batch_size: int = 16, device: str = "auto") -> ScoreResult:
+def score_file(
+    reward_model: str | Path,
+    data: str | Path,
+    output: str | Path | None = None,
+    *,
+    batch_size: int = 16,
+    device: str = "auto",
+) -> ScoreResult:
     """Score every row of ``data`` with the reward model.
 
     Rows with ``prompt`` + ``response`` get a ``score``; comparison rows (``prompt``,
@@ -333,9 +392,13 @@ def score_file(reward_model: str | Path, data: str | Path, output: str | Path | 
     try:
         n_rows = 0
         for where, row in read_records(data, "scoring", skipped):
-            row_kind = ("comparisons" if comparison_fields(row) else
-                        "responses" if isinstance(row.get("prompt"), str) and isinstance(row.get("response"), str)
-                        else None)
+            row_kind = (
+                "comparisons"
+                if comparison_fields(row)
+                else "responses"
+                if isinstance(row.get("prompt"), str) and isinstance(row.get("response"), str)
+                else None
+            )
             if row_kind is None:
                 skipped.add("needs prompt + response, or prompt + chosen + rejected", where)
                 continue
@@ -360,7 +423,10 @@ def score_file(reward_model: str | Path, data: str | Path, output: str | Path | 
     if kind is None:
         raise InputError(f"{data}: no rows to score ({'; '.join(skipped.lines()) or 'empty'})")
     return ScoreResult(
-        rows=n_rows, kind=kind, mean_score=scores_sum / n_scores if n_scores else None,
+        rows=n_rows,
+        kind=kind,
+        mean_score=scores_sum / n_scores if n_scores else None,
         accuracy=wins / n_rows if kind == "comparisons" and n_rows else None,
-        output=Path(output) if output is not None else None, skipped=skipped,
+        output=Path(output) if output is not None else None,
+        skipped=skipped,
     )

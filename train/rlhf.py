@@ -34,9 +34,10 @@ tokenizers (responses are scored as text).
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import torch
 import torch.nn as nn
@@ -56,7 +57,8 @@ from .align import (
     run_steps,
 )
 from .align_data import HeldOutSplit, Skipped, read_records
-from .chat import decode_response, encode_prompt, end_id as chat_end_id
+from .chat import decode_response, encode_prompt
+from .chat import end_id as chat_end_id
 from .checkpoint import Checkpoint
 from .loop import autocast_context, resolve_dtype, seed_everything, select_device
 from .losses import (
@@ -151,10 +153,16 @@ def read_prompts(path: str | Path) -> tuple[list[Prompt], Skipped]:
             msgs = row.get("messages")
             if isinstance(row.get("prompt"), str) and row["prompt"].strip():
                 prompts.append(Prompt(row["prompt"], [{"role": "user", "content": row["prompt"]}]))
-            elif (isinstance(msgs, list) and msgs and all(isinstance(m, dict) for m in msgs)
-                  and msgs[-1].get("role") == "user" and isinstance(msgs[-1].get("content"), str)):
-                prompts.append(Prompt(msgs[-1]["content"], [{"role": m.get("role"), "content": m.get("content")}
-                                                             for m in msgs]))
+            elif (
+                isinstance(msgs, list)
+                and msgs
+                and all(isinstance(m, dict) for m in msgs)
+                and msgs[-1].get("role") == "user"
+                and isinstance(msgs[-1].get("content"), str)
+            ):
+                prompts.append(
+                    Prompt(msgs[-1]["content"], [{"role": m.get("role"), "content": m.get("content")} for m in msgs])
+                )
             else:
                 skipped.add("needs a 'prompt' string or 'messages' ending with a user turn", where)
     if not prompts:
@@ -186,12 +194,14 @@ def left_pad(seqs: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, 
     ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
     attn = torch.zeros((len(seqs), width), dtype=torch.long)
     for i, s in enumerate(seqs):
-        ids[i, width - len(s):] = torch.tensor(s, dtype=torch.long)
-        attn[i, width - len(s):] = 1
+        ids[i, width - len(s) :] = torch.tensor(s, dtype=torch.long)
+        attn[i, width - len(s) :] = 1
     return ids, attn
 
 
-def response_token_logits(model: GPT, sequences: torch.Tensor, attention: torch.Tensor, prompt_len: int) -> torch.Tensor:
+def response_token_logits(
+    model: GPT, sequences: torch.Tensor, attention: torch.Tensor, prompt_len: int
+) -> torch.Tensor:
     """Logits predicting each response token: (B, R, V)."""
     logits, _ = model(sequences[:, :-1], attention_mask=attention[:, :-1])
     return logits[:, prompt_len - 1 :].float()
@@ -202,15 +212,28 @@ def gather_logprobs(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def sample_responses(policy: GPT, prompt_ids: Sequence[Sequence[int]], cfg: RLHFConfig, tokenizer: Tokenizer,
-                     generator: torch.Generator, device: torch.device
-                     ) -> tuple[torch.Tensor, torch.Tensor, int, torch.Tensor, torch.Tensor]:
+def sample_responses(
+    policy: GPT,
+    prompt_ids: Sequence[Sequence[int]],
+    cfg: RLHFConfig,
+    tokenizer: Tokenizer,
+    generator: torch.Generator,
+    device: torch.device,
+) -> tuple[torch.Tensor, torch.Tensor, int, torch.Tensor, torch.Tensor]:
     """(sequences, attention, prompt_len, response mask, ended) for one batch of prompts."""
     end = chat_end_id(tokenizer)
     ids, attn = left_pad(prompt_ids, tokenizer.pad_id)
     ids, attn = ids.to(device), attn.to(device)
-    out = policy.generate(ids, cfg.max_new_tokens, temperature=cfg.temperature, top_k=cfg.top_k, eos_id=end,
-                          pad_id=tokenizer.pad_id, generator=generator, attention_mask=attn)
+    out = policy.generate(
+        ids,
+        cfg.max_new_tokens,
+        temperature=cfg.temperature,
+        top_k=cfg.top_k,
+        eos_id=end,
+        pad_id=tokenizer.pad_id,
+        generator=generator,
+        attention_mask=attn,
+    )
     prompt_len = ids.shape[1]
     response = out[:, prompt_len:]
     is_end = (response == end).long()
@@ -222,14 +245,25 @@ def sample_responses(policy: GPT, prompt_ids: Sequence[Sequence[int]], cfg: RLHF
 
 
 @torch.no_grad()
-def make_rollout(policy: GPT, reference: GPT, prompts: Sequence[Prompt], cfg: RLHFConfig, tokenizer: Tokenizer,
-                 reward_fn: RewardFn, generator: torch.Generator, device: torch.device, dtype: torch.dtype,
-                 max_prompt_len: int) -> Rollout:
+def make_rollout(
+    policy: GPT,
+    reference: GPT,
+    prompts: Sequence[Prompt],
+    cfg: RLHFConfig,
+    tokenizer: Tokenizer,
+    reward_fn: RewardFn,
+    generator: torch.Generator,
+    device: torch.device,
+    dtype: torch.dtype,
+    max_prompt_len: int,
+) -> Rollout:
     prompt_ids = [encode_prompt(p.messages, tokenizer, max_len=max_prompt_len) for p in prompts]
     was_training = policy.training
     policy.eval()
     with autocast_context(device, dtype):
-        seqs, attention, prompt_len, mask, ended = sample_responses(policy, prompt_ids, cfg, tokenizer, generator, device)
+        seqs, attention, prompt_len, mask, ended = sample_responses(
+            policy, prompt_ids, cfg, tokenizer, generator, device
+        )
         logits = response_token_logits(policy, seqs, attention, prompt_len)
         ref_logits = response_token_logits(reference, seqs, attention, prompt_len)
     policy.train(was_training)
@@ -238,15 +272,26 @@ def make_rollout(policy: GPT, reference: GPT, prompts: Sequence[Prompt], cfg: RL
     ref_logprobs = gather_logprobs(ref_logits, tokens)
     entropy = entropy_from_logits(logits)
     responses = [decode_response(row, tokenizer) for row in tokens.tolist()]
-    scores = torch.tensor([float(s) for s in reward_fn([p.text for p in prompts], responses)],
-                          dtype=torch.float32, device=device)
+    scores = torch.tensor(
+        [float(s) for s in reward_fn([p.text for p in prompts], responses)], dtype=torch.float32, device=device
+    )
     if scores.shape[0] != len(prompts):
         raise ConfigError(f"the reward returned {scores.shape[0]} scores for {len(prompts)} responses")
     if cfg.missing_end_penalty is not None:
         scores = torch.where(ended, scores, scores + cfg.missing_end_penalty)
     fmask = mask.float()
-    return Rollout(seqs, attention, prompt_len, fmask, logprobs * fmask, ref_logprobs * fmask, entropy * fmask,
-                   scores, ended, responses)
+    return Rollout(
+        seqs,
+        attention,
+        prompt_len,
+        fmask,
+        logprobs * fmask,
+        ref_logprobs * fmask,
+        entropy * fmask,
+        scores,
+        ended,
+        responses,
+    )
 
 
 # =============================================================================== the run
@@ -256,7 +301,9 @@ def _lengths(mask: torch.Tensor) -> torch.Tensor:
     return mask.sum(1)
 
 
-def ppo_targets(roll: Rollout, values: torch.Tensor, cfg: RLHFConfig) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def ppo_targets(
+    roll: Rollout, values: torch.Tensor, cfg: RLHFConfig
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(per-token rewards, advantages, returns) for PPO."""
     kl = kl_penalty(roll.logprobs, roll.ref_logprobs, cfg.kl_estimator) * roll.mask
     rewards = -cfg.kl_coef * kl
@@ -288,9 +335,17 @@ class _Models(nn.Module):
 
 
 @torch.no_grad()
-def evaluate_policy(policy: GPT, reference: GPT, prompts: Sequence[Prompt], cfg: RLHFConfig, tokenizer: Tokenizer,
-                    reward_fn: RewardFn, device: torch.device, dtype: torch.dtype, max_prompt_len: int
-                    ) -> dict[str, float] | None:
+def evaluate_policy(
+    policy: GPT,
+    reference: GPT,
+    prompts: Sequence[Prompt],
+    cfg: RLHFConfig,
+    tokenizer: Tokenizer,
+    reward_fn: RewardFn,
+    device: torch.device,
+    dtype: torch.dtype,
+    max_prompt_len: int,
+) -> dict[str, float] | None:
     """Mean score and KL on held-out prompts, sampled with a fixed seed (so two evals differ
     only by the policy)."""
     if not prompts:
@@ -300,17 +355,30 @@ def evaluate_policy(policy: GPT, reference: GPT, prompts: Sequence[Prompt], cfg:
     expanded = [p for p in prompts for _ in range(cfg.eval_samples)]
     for start in range(0, len(expanded), max(cfg.batch_size * cfg.samples_per_prompt, 1)):
         batch = expanded[start : start + cfg.batch_size * cfg.samples_per_prompt]
-        roll = make_rollout(policy, reference, batch, cfg, tokenizer, reward_fn, generator, device, dtype, max_prompt_len)
+        roll = make_rollout(
+            policy, reference, batch, cfg, tokenizer, reward_fn, generator, device, dtype, max_prompt_len
+        )
         scores.append(roll.scores)
         kls.append((roll.logprobs - roll.ref_logprobs).sum(1))
         lengths.append(_lengths(roll.mask))
-    return {"val_score": float(torch.cat(scores).mean()), "val_kl": float(torch.cat(kls).mean()),
-            "val_response_len": float(torch.cat(lengths).float().mean())}
+    return {
+        "val_score": float(torch.cat(scores).mean()),
+        "val_kl": float(torch.cat(kls).mean()),
+        "val_response_len": float(torch.cat(lengths).float().mean()),
+    }
 
 
-def ppo_update(roll: Rollout, policy: GPT, critic: ScalarHeadModel | None, models: nn.Module,
-               optimizer: torch.optim.Optimizer, order: torch.Generator, cfg: RLHFConfig, device: torch.device,
-               dtype: torch.dtype) -> tuple[torch.Tensor, dict[str, list[float]]]:
+def ppo_update(
+    roll: Rollout,
+    policy: GPT,
+    critic: ScalarHeadModel | None,
+    models: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    order: torch.Generator,
+    cfg: RLHFConfig,
+    device: torch.device,
+    dtype: torch.dtype,
+) -> tuple[torch.Tensor, dict[str, list[float]]]:
     """``ppo_epochs`` passes of the clipped policy loss (plus, for PPO, the clipped value loss)
     over one rollout in ``minibatches``; (sequence rewards, per-update stats)."""
     tokens = roll.sequences[:, roll.prompt_len :]
@@ -334,15 +402,17 @@ def ppo_update(roll: Rollout, policy: GPT, critic: ScalarHeadModel | None, model
             with autocast_context(device, dtype):
                 logits = response_token_logits(policy, roll.sequences[idx], roll.attention[idx], roll.prompt_len)
             new_logp = gather_logprobs(logits, tokens[idx])
-            pg_loss, pg_info = ppo_policy_loss(new_logp, roll.logprobs[idx], advantages[idx], roll.mask[idx],
-                                               cfg.clip_range)
+            pg_loss, pg_info = ppo_policy_loss(
+                new_logp, roll.logprobs[idx], advantages[idx], roll.mask[idx], cfg.clip_range
+            )
             loss = pg_loss
             if critic is not None:
                 with autocast_context(device, dtype):
                     values = critic.values(roll.sequences[idx, :-1], roll.attention[idx, :-1])
                 values = values[:, roll.prompt_len - 1 :].float()
-                vf_loss, vf_info = ppo_value_loss(values, old_values[idx], returns[idx], roll.mask[idx],
-                                                  cfg.vf_clip_range)
+                vf_loss, vf_info = ppo_value_loss(
+                    values, old_values[idx], returns[idx], roll.mask[idx], cfg.vf_clip_range
+                )
                 loss = loss + cfg.vf_coef * vf_loss
                 stats.setdefault("vf_loss", []).append(vf_loss.item())
                 stats.setdefault("vf_clipfrac", []).append(float(vf_info["vf_clipfrac"]))
@@ -354,9 +424,18 @@ def ppo_update(roll: Rollout, policy: GPT, critic: ScalarHeadModel | None, model
     return seq_rewards, stats
 
 
-def rlhf(config: RLHFConfig, policy_path: str | Path, prompts_path: str | Path, output: str | Path, *,
-         reward: str | Path | RewardFn, overwrite: bool = False, stop_at_step: int | None = None,
-         progress: bool = True, on_message: Callable[[str], None] | None = None) -> StageResult:
+def rlhf(
+    config: RLHFConfig,
+    policy_path: str | Path,
+    prompts_path: str | Path,
+    output: str | Path,
+    *,
+    reward: str | Path | RewardFn,
+    overwrite: bool = False,
+    stop_at_step: int | None = None,
+    progress: bool = True,
+    on_message: Callable[[str], None] | None = None,
+) -> StageResult:
     """Optimise the policy at ``policy_path`` against ``reward`` (a reward-model checkpoint path
     or a callable ``reward(prompts, responses) -> scores``) on the prompts at ``prompts_path``."""
     config.validate()
@@ -370,8 +449,10 @@ def rlhf(config: RLHFConfig, policy_path: str | Path, prompts_path: str | Path, 
         raise ConfigError(f"max_new_tokens {config.max_new_tokens} must be below the model's block_size ({block})")
     max_prompt_len = config.max_prompt_len or block - config.max_new_tokens
     if max_prompt_len + config.max_new_tokens > block:
-        raise ConfigError(f"max_prompt_len + max_new_tokens ({max_prompt_len + config.max_new_tokens}) exceeds "
-                          f"the model's block_size ({block})")
+        raise ConfigError(
+            f"max_prompt_len + max_new_tokens ({max_prompt_len + config.max_new_tokens}) exceeds "
+            f"the model's block_size ({block})"
+        )
     reward_name = reward if isinstance(reward, (str, Path)) else getattr(reward, "__name__", type(reward).__name__)
     reward_fn: RewardFn = RewardScorer(reward, device) if isinstance(reward, (str, Path)) else reward
 
@@ -381,8 +462,15 @@ def rlhf(config: RLHFConfig, policy_path: str | Path, prompts_path: str | Path, 
         critic.trunk.load_state_dict(policy.state_dict())
     models = _Models(policy, critic)
 
-    run = StageRun(f"rlhf-{config.algo}", output, overwrite=overwrite, parent=policy_ckpt, config=config,
-                   data=prompts_path, say=on_message)
+    run = StageRun(
+        f"rlhf-{config.algo}",
+        output,
+        overwrite=overwrite,
+        parent=policy_ckpt,
+        config=config,
+        data=prompts_path,
+        say=on_message,
+    )
     prompts, skipped = read_prompts(prompts_path)
     split = HeldOutSplit(config.val_fraction)
     for prompt in prompts:
@@ -390,8 +478,10 @@ def rlhf(config: RLHFConfig, policy_path: str | Path, prompts_path: str | Path, 
     if not split.train:
         # Too few prompts to hold any out: train on all of them, and do not report scores on
         # training prompts as held-out ones.
-        run.note(f"all {len(prompts)} prompt(s) fell in the held-out slice (val_fraction "
-                 f"{config.val_fraction}): training on all of them, with no held-out evaluation")
+        run.note(
+            f"all {len(prompts)} prompt(s) fell in the held-out slice (val_fraction "
+            f"{config.val_fraction}): training on all of them, with no held-out evaluation"
+        )
     elif not split.held:
         run.note("no held-out prompts (too few prompts or val_fraction = 0): no held-out evaluation")
     train_prompts, held, _ = split.finish(prompts_path, "prompts", skipped)
@@ -406,8 +496,16 @@ def rlhf(config: RLHFConfig, policy_path: str | Path, prompts_path: str | Path, 
             critic.load_export(ckpt.train_state["critic"], str(ckpt.path), require_head=True)
         generator.set_state(ckpt.train_state["generator"])
 
-    optimizer, result = run.begin(models, config, device, max_steps=max_steps, examples=len(train_prompts),
-                                  held_out=len(held), skipped=skipped, load_model=load_state)
+    optimizer, result = run.begin(
+        models,
+        config,
+        device,
+        max_steps=max_steps,
+        examples=len(train_prompts),
+        held_out=len(held),
+        skipped=skipped,
+        load_model=load_state,
+    )
     order = torch.Generator().manual_seed(config.seed)
 
     def step_fn(step: int) -> dict[str, float]:
@@ -419,12 +517,15 @@ def rlhf(config: RLHFConfig, policy_path: str | Path, prompts_path: str | Path, 
         perm = torch.randperm(len(train_prompts), generator=order).tolist()
         picked = [train_prompts[perm[(offset * config.batch_size + i) % len(perm)]] for i in range(config.batch_size)]
         batch = [p for p in picked for _ in range(config.samples_per_prompt)]
-        roll = make_rollout(policy, reference, batch, config, tokenizer, reward_fn, generator, device, dtype,
-                            max_prompt_len)
+        roll = make_rollout(
+            policy, reference, batch, config, tokenizer, reward_fn, generator, device, dtype, max_prompt_len
+        )
         seq_rewards, stats = ppo_update(roll, policy, critic, models, optimizer, order, config, device, dtype)
         kl_seq = (roll.logprobs - roll.ref_logprobs).sum(1)
         return {
-            "score": float(roll.scores.mean()), "reward": float(seq_rewards.mean()), "kl": float(kl_seq.mean()),
+            "score": float(roll.scores.mean()),
+            "reward": float(seq_rewards.mean()),
+            "kl": float(kl_seq.mean()),
             "entropy": float(masked_mean(roll.entropy, roll.mask)),
             "response_len": float(_lengths(roll.mask).float().mean()),
             "ended": float(roll.ended.float().mean()),
@@ -436,13 +537,27 @@ def rlhf(config: RLHFConfig, policy_path: str | Path, prompts_path: str | Path, 
         if critic is not None:
             extra_state["critic"] = critic.export_state()
         return run.save(
-            step, model_state=policy.state_dict(), model_config=policy.config.to_dict(), kind="policy",
-            optimizer=optimizer, tokenizer=tokenizer, extra_state=extra_state,
+            step,
+            model_state=policy.state_dict(),
+            model_config=policy.config.to_dict(),
+            kind="policy",
+            optimizer=optimizer,
+            tokenizer=tokenizer,
+            extra_state=extra_state,
             extra_meta={"algo": config.algo, "reward": str(reward_name), "val_score": result.eval.get("val_score")},
         )
 
     models.train()
-    return run_steps(run, result, config, optimizer, step_fn=step_fn,
-                     eval_fn=lambda: evaluate_policy(policy, reference, held, config, tokenizer, reward_fn, device,
-                                                     dtype, max_prompt_len),
-                     save_fn=save_fn, stop_at_step=stop_at_step, progress=progress)
+    return run_steps(
+        run,
+        result,
+        config,
+        optimizer,
+        step_fn=step_fn,
+        eval_fn=lambda: evaluate_policy(
+            policy, reference, held, config, tokenizer, reward_fn, device, dtype, max_prompt_len
+        ),
+        save_fn=save_fn,
+        stop_at_step=stop_at_step,
+        progress=progress,
+    )

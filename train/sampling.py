@@ -24,11 +24,11 @@ import torch
 from curate.core.comparisons import PAIRS_SCHEMA
 from curate.core.errors import ConfigError
 
+from .align import load_policy
+from .align_data import Skipped
 from .chat import decode_response, encode_prompt, end_id
 from .loop import select_device
 from .rlhf import left_pad, read_prompts
-from .align import load_policy
-from .align_data import Skipped
 
 
 @dataclass
@@ -44,10 +44,19 @@ def pair_id(prompt: str, response_1: str, response_2: str) -> str:
     return hashlib.sha256("\x00".join([prompt, response_1, response_2]).encode("utf-8")).hexdigest()[:16]
 
 
-def sample_pairs(model: str | Path, prompts: str | Path, output: str | Path, *, max_new_tokens: int = 64,
-                 temperatures: tuple[float, float] = (0.7, 1.0), seeds: tuple[int, int] = (1, 2),
-                 top_k: int | None = None, top_p: float | None = None, batch_size: int = 16,
-                 device: str = "auto") -> PairsResult:
+def sample_pairs(
+    model: str | Path,
+    prompts: str | Path,
+    output: str | Path,
+    *,
+    max_new_tokens: int = 64,
+    temperatures: tuple[float, float] = (0.7, 1.0),
+    seeds: tuple[int, int] = (1, 2),
+    top_k: int | None = None,
+    top_p: float | None = None,
+    batch_size: int = 16,
+    device: str = "auto",
+) -> PairsResult:
     """Write two sampled answers per prompt to ``output`` (Parquet, atomically)."""
     if max_new_tokens < 1:
         raise ConfigError(f"max_new_tokens must be at least 1, got {max_new_tokens}")
@@ -67,29 +76,49 @@ def sample_pairs(model: str | Path, prompts: str | Path, output: str | Path, *, 
     identical = 0
     for start in range(0, len(prompt_rows), batch_size):
         batch = prompt_rows[start : start + batch_size]
-        ids, attn = left_pad([encode_prompt(p.messages, tokenizer, max_len=max_prompt_len) for p in batch],
-                             tokenizer.pad_id)
+        ids, attn = left_pad(
+            [encode_prompt(p.messages, tokenizer, max_len=max_prompt_len) for p in batch], tokenizer.pad_id
+        )
         ids, attn = ids.to(dev), attn.to(dev)
         answers = []
         for temperature, generator in zip(temperatures, generators):
-            out = policy.generate(ids, max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
-                                  eos_id=stop, pad_id=tokenizer.pad_id, generator=generator, attention_mask=attn)
-            answers.append([decode_response(row, tokenizer) for row in out[:, ids.shape[1]:].tolist()])
+            out = policy.generate(
+                ids,
+                max_new_tokens,
+                temperature=temperature,
+                top_k=top_k,
+                top_p=top_p,
+                eos_id=stop,
+                pad_id=tokenizer.pad_id,
+                generator=generator,
+                attention_mask=attn,
+            )
+            answers.append([decode_response(row, tokenizer) for row in out[:, ids.shape[1] :].tolist()])
         for p, first, second in zip(batch, answers[0], answers[1]):
             if first == second:
                 identical += 1
                 continue
-            rows.append({
-                "pair_id": pair_id(p.text, first, second), "prompt": p.text, "response_1": first, "response_2": second,
-                "model": str(ckpt.path),
-                "meta": json.dumps({"temperatures": list(temperatures), "seeds": list(seeds),
-                                    "max_new_tokens": max_new_tokens, "step": ckpt.step,
-                                    "messages": p.messages if len(p.messages) > 1 else None}),
-            })
+            rows.append(
+                {
+                    "pair_id": pair_id(p.text, first, second),
+                    "prompt": p.text,
+                    "response_1": first,
+                    "response_2": second,
+                    "model": str(ckpt.path),
+                    "meta": json.dumps(
+                        {
+                            "temperatures": list(temperatures),
+                            "seeds": list(seeds),
+                            "max_new_tokens": max_new_tokens,
+                            "step": ckpt.step,
+                            "messages": p.messages if len(p.messages) > 1 else None,
+                        }
+                    ),
+                }
+            )
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
     tmp = output.with_name(f".{output.name}.tmp")
     pq.write_table(pa.Table.from_pylist(rows, schema=PAIRS_SCHEMA), tmp, compression="zstd")
     os.replace(tmp, output)
-    return PairsResult(output=output, prompts=len(prompt_rows), written=len(rows), identical=identical,
-                       skipped=skipped)
+    return PairsResult(output=output, prompts=len(prompt_rows), written=len(rows), identical=identical, skipped=skipped)

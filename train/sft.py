@@ -19,9 +19,9 @@ step loop) and :mod:`train.align_data` (batch order, padding, record reading).
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -57,8 +57,9 @@ class ChatExample:
     loss_mask: list[int]
 
 
-def load_sft_examples(path: str | Path, tokenizer: Tokenizer, max_len: int, val_fraction: float
-                      ) -> tuple[list[ChatExample], list[ChatExample], Skipped]:
+def load_sft_examples(
+    path: str | Path, tokenizer: Tokenizer, max_len: int, val_fraction: float
+) -> tuple[list[ChatExample], list[ChatExample], Skipped]:
     """Tokenised (train, held-out, skipped) examples. Held out: a hash of the conversation
     under ``val_fraction``. SFT sets are small (thousands to a few million turns), so the
     token ids are kept in memory."""
@@ -81,8 +82,9 @@ def load_sft_examples(path: str | Path, tokenizer: Tokenizer, max_len: int, val_
     return split.finish(path, "SFT examples", skipped)
 
 
-def sft_batch(examples: Sequence[ChatExample], pad_id: int, device: torch.device
-              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+def sft_batch(
+    examples: Sequence[ChatExample], pad_id: int, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """(inputs, targets, attention_mask, loss_mask) for one padded batch: inputs are ids[:-1],
     targets ids[1:] with -100 wherever the loss must not look (prompt, role markers, padding)."""
     ids, attn, lm = pad_right([e.ids for e in examples], pad_id, [e.loss_mask for e in examples])
@@ -93,8 +95,9 @@ def sft_batch(examples: Sequence[ChatExample], pad_id: int, device: torch.device
 
 
 @torch.no_grad()
-def sft_eval_loss(model: GPT, examples: Sequence[ChatExample], batch_size: int, pad_id: int,
-                  device: torch.device, dtype: torch.dtype) -> float | None:
+def sft_eval_loss(
+    model: GPT, examples: Sequence[ChatExample], batch_size: int, pad_id: int, device: torch.device, dtype: torch.dtype
+) -> float | None:
     """Mean cross-entropy per assistant token over ``examples``."""
     if not examples:
         return None
@@ -105,17 +108,27 @@ def sft_eval_loss(model: GPT, examples: Sequence[ChatExample], batch_size: int, 
         x, y, attn, _ = sft_batch(examples[start : start + batch_size], pad_id, device)
         with autocast_context(device, dtype):
             logits, _ = model(x, attention_mask=attn)
-        total += float(F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), y.reshape(-1),
-                                       ignore_index=-100, reduction="sum"))
+        total += float(
+            F.cross_entropy(
+                logits.float().reshape(-1, logits.size(-1)), y.reshape(-1), ignore_index=-100, reduction="sum"
+            )
+        )
         count += int((y != -100).sum())
     model.train(was_training)
     return total / count if count else None
 
 
-
-def sft(config: SFTConfig, base: str | Path, data: str | Path, output: str | Path, *, overwrite: bool = False,
-        stop_at_step: int | None = None, progress: bool = True,
-        on_message: Callable[[str], None] | None = None) -> StageResult:
+def sft(
+    config: SFTConfig,
+    base: str | Path,
+    data: str | Path,
+    output: str | Path,
+    *,
+    overwrite: bool = False,
+    stop_at_step: int | None = None,
+    progress: bool = True,
+    on_message: Callable[[str], None] | None = None,
+) -> StageResult:
     """Fine-tune the model at ``base`` on the chat examples at ``data``; checkpoints (kind
     "policy") in ``output``. Rerunning into ``output`` resumes; ``stop_at_step`` checkpoints
     and stops early, keeping the full run's schedule."""
@@ -127,8 +140,7 @@ def sft(config: SFTConfig, base: str | Path, data: str | Path, output: str | Pat
     max_len = check_max_len(config.max_len, model.config.block_size + 1, "block_size + 1")
     run = StageRun("sft", output, overwrite=overwrite, parent=base_ckpt, config=config, data=data, say=on_message)
     train_ex, held_ex, skipped = load_sft_examples(data, tokenizer, max_len, config.val_fraction)
-    optimizer, result = run.begin(model, config, device, examples=len(train_ex),
-                                  held_out=len(held_ex), skipped=skipped)
+    optimizer, result = run.begin(model, config, device, examples=len(train_ex), held_out=len(held_ex), skipped=skipped)
     pad_id = tokenizer.pad_id
 
     def step_fn(step: int) -> dict[str, float]:
@@ -144,9 +156,25 @@ def sft(config: SFTConfig, base: str | Path, data: str | Path, output: str | Pat
         return {"val_loss": val} if val is not None else None
 
     def save_fn(step: int) -> Path:
-        return run.save(step, model_state=model.state_dict(), model_config=model.config.to_dict(), kind="policy",
-                        optimizer=optimizer, tokenizer=tokenizer, extra_meta={"val_loss": result.eval.get("val_loss")})
+        return run.save(
+            step,
+            model_state=model.state_dict(),
+            model_config=model.config.to_dict(),
+            kind="policy",
+            optimizer=optimizer,
+            tokenizer=tokenizer,
+            extra_meta={"val_loss": result.eval.get("val_loss")},
+        )
 
     model.train()
-    return run_steps(run, result, config, optimizer, step_fn=step_fn, eval_fn=eval_fn, save_fn=save_fn,
-                     stop_at_step=stop_at_step, progress=progress)
+    return run_steps(
+        run,
+        result,
+        config,
+        optimizer,
+        step_fn=step_fn,
+        eval_fn=eval_fn,
+        save_fn=save_fn,
+        stop_at_step=stop_at_step,
+        progress=progress,
+    )

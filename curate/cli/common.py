@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import os
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import click
 
@@ -16,21 +17,29 @@ def default_workers() -> int:
 
 def workers_option(f: Callable) -> Callable:
     return click.option(
-        "--workers", "-j", type=click.IntRange(min=1), default=None,
+        "--workers",
+        "-j",
+        type=click.IntRange(min=1),
+        default=None,
         help="Worker processes (default: all cores).",
     )(f)
 
 
 def overwrite_option(f: Callable) -> Callable:
     return click.option(
-        "--overwrite", is_flag=True,
+        "--overwrite",
+        is_flag=True,
         help="Delete earlier output in the directory and start over (default: resume).",
     )(f)
 
 
 def output_dir_option(f: Callable) -> Callable:
     return click.option(
-        "-o", "--output", "output", required=True, type=click.Path(file_okay=False),
+        "-o",
+        "--output",
+        "output",
+        required=True,
+        type=click.Path(file_okay=False),
         help="Output directory.",
     )(f)
 
@@ -53,10 +62,15 @@ def finish(manifest: dict[str, Any], summary: str) -> None:
 def engine_options(f: Callable) -> Callable:
     """``--engine local|ray`` and ``--ray-address``: where the stage's work runs."""
     f = click.option(
-        "--ray-address", default=None, metavar="ADDR",
+        "--ray-address",
+        default=None,
+        metavar="ADDR",
         help="Ray cluster to join (e.g. ray://head:10001 or auto); default: start a local Ray instance.",
     )(f)
     return click.option(
-        "--engine", type=click.Choice(["local", "ray"]), default="local", show_default=True,
+        "--engine",
+        type=click.Choice(["local", "ray"]),
+        default="local",
+        show_default=True,
         help="Run on local worker processes, or as Ray tasks (needs the `ray` extra).",
     )(f)

@@ -5,7 +5,13 @@ from __future__ import annotations
 import click
 
 from curate.cli.common import (
-    default_workers, engine_options, finish, output_dir_option, overwrite_option, quiet_option, workers_option,
+    default_workers,
+    engine_options,
+    finish,
+    output_dir_option,
+    overwrite_option,
+    quiet_option,
+    workers_option,
 )
 
 
@@ -14,21 +20,55 @@ from curate.cli.common import (
 @output_dir_option
 @workers_option
 @overwrite_option
-@click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None,
-              help="crawl.toml with settings (see curate.stages.crawl.stage.CrawlConfig).")
-@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
-              help="Override a config key, e.g. --set extract.mode=full (repeatable).")
-@click.option("--max-files", type=click.IntRange(min=1), default=None,
-              help="Process at most N input files (after expansion of snapshots, listings, dirs).")
-@click.option("--offset", type=click.IntRange(min=0), default=0, show_default=True,
-              help="Skip the first N input files (after expansion).")
-@click.option("--cc-base-url", default=None, metavar="URL",
-              help="Base URL for CC-MAIN-... snapshot names and relative listing lines "
-                   "[default: https://data.commoncrawl.org].")
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="crawl.toml with settings (see curate.stages.crawl.stage.CrawlConfig).",
+)
+@click.option(
+    "--set",
+    "overrides",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Override a config key, e.g. --set extract.mode=full (repeatable).",
+)
+@click.option(
+    "--max-files",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Process at most N input files (after expansion of snapshots, listings, dirs).",
+)
+@click.option(
+    "--offset",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="Skip the first N input files (after expansion).",
+)
+@click.option(
+    "--cc-base-url",
+    default=None,
+    metavar="URL",
+    help="Base URL for CC-MAIN-... snapshot names and relative listing lines [default: https://data.commoncrawl.org].",
+)
 @engine_options
 @quiet_option
-def crawl(inputs, output, workers, overwrite, config_path, overrides, max_files, offset, cc_base_url, engine,
-          ray_address, quiet):
+def crawl(
+    inputs,
+    output,
+    workers,
+    overwrite,
+    config_path,
+    overrides,
+    max_files,
+    offset,
+    cc_base_url,
+    engine,
+    ray_address,
+    quiet,
+):
     """Extract documents from WARC/ARC/WET INPUTS into Parquet shards in OUTPUT.
 
     INPUTS are files, directories, globs, http(s):// or s3:// URLs, Common Crawl snapshot names
@@ -39,9 +79,10 @@ def crawl(inputs, output, workers, overwrite, config_path, overrides, max_files,
     engine.
     """
     from curate.core.config import parse_set
-    from curate.stages.crawl.stage import crawl as run_crawl, load_config
     from curate.runtime.stage import execution, summarize
     from curate.stages.crawl.sources import DEFAULT_CC_BASE_URL
+    from curate.stages.crawl.stage import crawl as run_crawl
+    from curate.stages.crawl.stage import load_config
 
     cfg = load_config(config_path, parse_set(overrides) if overrides else None)
     # The engine is a property of the block, not of crawl(): run_stage picks it up.

@@ -4,48 +4,121 @@ from __future__ import annotations
 
 import click
 
+from curate.cli.common import default_workers, engine_options, finish, overwrite_option, quiet_option, workers_option
 from curate.core.config import parse_bytes
 from curate.core.errors import ConfigError
-from curate.cli.common import default_workers, engine_options, finish, overwrite_option, quiet_option, workers_option
 
 
 @click.command("dedup")
 @click.argument("inputs", nargs=-1, required=True)
-@click.option("-o", "--output", "output", type=click.Path(file_okay=False),
-              help="Output directory: kept shards, removed/ and manifest.json (required unless --plan).")
-@click.option("--threshold", type=click.FloatRange(0.0, 1.0, min_open=True), default=0.8, show_default=True,
-              help="Jaccard similarity of word n-grams above which two documents are near duplicates.")
+@click.option(
+    "-o",
+    "--output",
+    "output",
+    type=click.Path(file_okay=False),
+    help="Output directory: kept shards, removed/ and manifest.json (required unless --plan).",
+)
+@click.option(
+    "--threshold",
+    type=click.FloatRange(0.0, 1.0, min_open=True),
+    default=0.8,
+    show_default=True,
+    help="Jaccard similarity of word n-grams above which two documents are near duplicates.",
+)
 @click.option("--ngram", type=click.IntRange(min=1), default=5, show_default=True, help="Words per shingle.")
-@click.option("--num-perm", type=click.IntRange(2, 4096), default=112, show_default=True,
-              help="MinHash permutations (signature length).")
-@click.option("--bands", type=click.IntRange(min=1), default=None,
-              help="LSH bands (with --rows; default: derived from the threshold and --num-perm).")
+@click.option(
+    "--num-perm",
+    type=click.IntRange(2, 4096),
+    default=112,
+    show_default=True,
+    help="MinHash permutations (signature length).",
+)
+@click.option(
+    "--bands",
+    type=click.IntRange(min=1),
+    default=None,
+    help="LSH bands (with --rows; default: derived from the threshold and --num-perm).",
+)
 @click.option("--rows", type=click.IntRange(min=1), default=None, help="Signature values per LSH band.")
-@click.option("--verify-threshold", type=click.FloatRange(0.0, 1.0, min_open=True), default=None,
-              help="Jaccard (per --verify) a candidate pair needs to be merged [default: --threshold].")
-@click.option("--verify", "verify", default="estimate", show_default=True, metavar="estimate|exact",
-              help="How candidate pairs are verified: estimate (MinHash agreement; fastest) or exact "
-                   "(true shingle Jaccard: one more pass over the documents that have a candidate; "
-                   "more recall just above the threshold, no merges below it).")
+@click.option(
+    "--verify-threshold",
+    type=click.FloatRange(0.0, 1.0, min_open=True),
+    default=None,
+    help="Jaccard (per --verify) a candidate pair needs to be merged [default: --threshold].",
+)
+@click.option(
+    "--verify",
+    "verify",
+    default="estimate",
+    show_default=True,
+    metavar="estimate|exact",
+    help="How candidate pairs are verified: estimate (MinHash agreement; fastest) or exact "
+    "(true shingle Jaccard: one more pass over the documents that have a candidate; "
+    "more recall just above the threshold, no merges below it).",
+)
 @click.option("--seed", type=int, default=1, show_default=True, help="Seed of the MinHash permutations.")
-@click.option("--url/--no-url", "url", default=False, show_default=True,
-              help="Also remove documents with the same normalized URL (the newest fetch is kept).")
-@click.option("--exact/--no-exact", "exact", default=True, show_default=True,
-              help="Remove documents with identical normalized text.")
+@click.option(
+    "--url/--no-url",
+    "url",
+    default=False,
+    show_default=True,
+    help="Also remove documents with the same normalized URL (the newest fetch is kept).",
+)
+@click.option(
+    "--exact/--no-exact",
+    "exact",
+    default=True,
+    show_default=True,
+    help="Remove documents with identical normalized text.",
+)
 @click.option("--near/--no-near", "near", default=True, show_default=True, help="Remove MinHash near duplicates.")
-@click.option("--hash", "shingle_hash", type=click.Choice(["fast", "sha1"]), default="fast", show_default=True,
-              help="Shingle hash: fast, or sha1 (signatures identical to datasketch.MinHash defaults; slower).")
-@click.option("--memory-gb", type=click.FloatRange(min=0.0, min_open=True), default=4.0, show_default=True,
-              help="Memory for the duplicate index; past it, band buckets are spilled to disk.")
+@click.option(
+    "--hash",
+    "shingle_hash",
+    type=click.Choice(["fast", "sha1"]),
+    default="fast",
+    show_default=True,
+    help="Shingle hash: fast, or sha1 (signatures identical to datasketch.MinHash defaults; slower).",
+)
+@click.option(
+    "--memory-gb",
+    type=click.FloatRange(min=0.0, min_open=True),
+    default=4.0,
+    show_default=True,
+    help="Memory for the duplicate index; past it, band buckets are spilled to disk.",
+)
 @click.option("--shard-size", default="256MB", show_default=True, help="Target text size of each output shard.")
-@click.option("--plan", "plan_only", is_flag=True,
-              help="Print the estimated peak memory, disk and time for the input, and exit.")
+@click.option(
+    "--plan", "plan_only", is_flag=True, help="Print the estimated peak memory, disk and time for the input, and exit."
+)
 @workers_option
 @overwrite_option
 @engine_options
 @quiet_option
-def dedup(inputs, output, threshold, ngram, num_perm, bands, rows, verify_threshold, verify, seed, url, exact, near,
-          shingle_hash, memory_gb, shard_size, plan_only, workers, overwrite, engine, ray_address, quiet):
+def dedup(
+    inputs,
+    output,
+    threshold,
+    ngram,
+    num_perm,
+    bands,
+    rows,
+    verify_threshold,
+    verify,
+    seed,
+    url,
+    exact,
+    near,
+    shingle_hash,
+    memory_gb,
+    shard_size,
+    plan_only,
+    workers,
+    overwrite,
+    engine,
+    ray_address,
+    quiet,
+):
     """Remove URL, exact and near-duplicate documents across all INPUTS (Parquet files,
     directories or globs).
 
@@ -68,26 +141,47 @@ def dedup(inputs, output, threshold, ngram, num_perm, bands, rows, verify_thresh
     from curate.stages.dedup.run import DedupConfig, run_dedup, summarize
 
     config = DedupConfig(
-        threshold=threshold, ngram=ngram, num_perm=num_perm, seed=seed, bands=bands, rows=rows,
-        verify_threshold=verify_threshold, verify=verify, exact=exact, near=near, url=url, shingle_hash=shingle_hash,
+        threshold=threshold,
+        ngram=ngram,
+        num_perm=num_perm,
+        seed=seed,
+        bands=bands,
+        rows=rows,
+        verify_threshold=verify_threshold,
+        verify=verify,
+        exact=exact,
+        near=near,
+        url=url,
+        shingle_hash=shingle_hash,
         shard_bytes=parse_bytes(shard_size),
     )
     workers = workers or default_workers()
     memory_bytes = int(memory_gb * 1024**3)
     if plan_only:
-        result = run_dedup(list(inputs), output or "", config, workers=workers, memory_bytes=memory_bytes,
-                           plan_only=True)
+        result = run_dedup(
+            list(inputs), output or "", config, workers=workers, memory_bytes=memory_bytes, plan_only=True
+        )
         click.echo("\n".join(result.plan.lines()))
         return
     if not output:
         raise ConfigError("missing -o/--output (or use --plan)")
+
     def show_plan(plan) -> None:
         if not quiet:
             click.echo("\n".join(plan.lines()), err=True)
 
-    result = run_dedup(list(inputs), output, config, workers=workers, memory_bytes=memory_bytes,
-                       overwrite=overwrite, progress=not quiet, on_plan=show_plan, engine=engine,
-                       ray_address=ray_address)
+    result = run_dedup(
+        list(inputs),
+        output,
+        config,
+        workers=workers,
+        memory_bytes=memory_bytes,
+        overwrite=overwrite,
+        progress=not quiet,
+        on_plan=show_plan,
+        engine=engine,
+        ray_address=ray_address,
+    )
     if result.skipped:
         click.echo(f"{output} is already complete for these inputs and options: nothing to do", err=True)
     finish(result.manifest, summarize(result))

@@ -5,24 +5,30 @@ from __future__ import annotations
 
 import click
 
-from curate.core.errors import ConfigError
 from curate.cli.common import default_workers, engine_options, finish, overwrite_option, quiet_option, workers_option
+from curate.core.errors import ConfigError
 
 
 @click.command("filter")
 @click.argument("inputs", nargs=-1, type=click.Path())
 @click.option("-o", "--output", "output", type=click.Path(file_okay=False), help="Output directory.")
-@click.option("--config", "-c", "config_path", type=click.Path(dir_okay=False),
-              help="Filter chain (TOML with [[filters]] tables). Default: language, Gopher "
-                   "repetition and quality, C4, FineWeb, PII.")
-@click.option("--annotate", is_flag=True,
-              help="Compute scores and would-be reasons for every filter; drop nothing.")
+@click.option(
+    "--config",
+    "-c",
+    "config_path",
+    type=click.Path(dir_okay=False),
+    help="Filter chain (TOML with [[filters]] tables). Default: language, Gopher "
+    "repetition and quality, C4, FineWeb, PII.",
+)
+@click.option("--annotate", is_flag=True, help="Compute scores and would-be reasons for every filter; drop nothing.")
 @click.option("--list", "list_filters", is_flag=True, help="List the filters, their parameters and reasons.")
 @workers_option
 @overwrite_option
 @engine_options
 @quiet_option
-def filter_cmd(inputs, output, config_path, annotate, list_filters, workers, overwrite, engine, ray_address, quiet) -> None:
+def filter_cmd(
+    inputs, output, config_path, annotate, list_filters, workers, overwrite, engine, ray_address, quiet
+) -> None:
     """Filter document shards: keep good ones in OUTPUT, dropped ones in OUTPUT/rejected.
 
     INPUTS are Parquet shards, directories of shards or globs (e.g. work/crawl).
@@ -39,9 +45,9 @@ def filter_cmd(inputs, output, config_path, annotate, list_filters, workers, ove
     if not output:
         raise ConfigError("missing -o/--output directory")
 
-    from curate.stages.filter.stage import load_chain_config, run_filter, summarize_filters
-    from curate.runtime.stage import summarize
     from curate.core.progress import Progress
+    from curate.runtime.stage import summarize
+    from curate.stages.filter.stage import load_chain_config, run_filter, summarize_filters
 
     chain = load_chain_config(config_path)
     progress = None if quiet else Progress("filter")
@@ -49,8 +55,13 @@ def filter_cmd(inputs, output, config_path, annotate, list_filters, workers, ove
 
     with execution(engine, ray_address):
         manifest, _ = run_filter(
-            list(inputs), output, chain, annotate=annotate, workers=workers or default_workers(),
-            overwrite=overwrite, progress=progress,
+            list(inputs),
+            output,
+            chain,
+            annotate=annotate,
+            workers=workers or default_workers(),
+            overwrite=overwrite,
+            progress=progress,
         )
     finish(manifest, summarize(manifest) + "\n" + summarize_filters(manifest))
 
@@ -61,34 +72,84 @@ def quality() -> None:
 
 
 @quality.command("train")
-@click.option("--positive", "-p", multiple=True, required=True, type=click.Path(),
-              help="Reference text (books, papers, Wikipedia): Parquet shards/dirs, JSONL or text files. Repeatable.")
-@click.option("--negative", "-n", multiple=True, required=True, type=click.Path(),
-              help="Random crawl text, same formats. Repeatable.")
-@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="Model file to write (e.g. quality.bin).")
+@click.option(
+    "--positive",
+    "-p",
+    multiple=True,
+    required=True,
+    type=click.Path(),
+    help="Reference text (books, papers, Wikipedia): Parquet shards/dirs, JSONL or text files. Repeatable.",
+)
+@click.option(
+    "--negative",
+    "-n",
+    multiple=True,
+    required=True,
+    type=click.Path(),
+    help="Random crawl text, same formats. Repeatable.",
+)
+@click.option(
+    "-o", "--output", required=True, type=click.Path(dir_okay=False), help="Model file to write (e.g. quality.bin)."
+)
 @click.option("--holdout", default=0.1, show_default=True, type=float, help="Fraction held out for evaluation.")
 @click.option("--max-docs", type=int, default=None, help="At most this many documents per side.")
 @click.option("--text-field", default="text", show_default=True, help="JSONL field holding the text.")
-@click.option("--txt-unit", type=click.Choice(["line", "paragraph"]), default="line", show_default=True,
-              help="In .txt files, one document per line or per blank-line-separated paragraph.")
+@click.option(
+    "--txt-unit",
+    type=click.Choice(["line", "paragraph"]),
+    default="line",
+    show_default=True,
+    help="In .txt files, one document per line or per blank-line-separated paragraph.",
+)
 @click.option("--epoch", default=5, show_default=True, type=int)
 @click.option("--lr", default=0.1, show_default=True, type=float)
 @click.option("--dim", default=64, show_default=True, type=int)
 @click.option("--word-ngrams", default=2, show_default=True, type=int)
 @click.option("--min-count", default=1, show_default=True, type=int)
-@click.option("--bucket", default=200_000, show_default=True, type=int, help="Hash buckets for word n-grams (model size).")
+@click.option(
+    "--bucket", default=200_000, show_default=True, type=int, help="Hash buckets for word n-grams (model size)."
+)
 @click.option("--max-chars", default=20_000, show_default=True, type=int, help="Characters of each document used.")
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--threads", default=1, show_default=True, type=int, help="Training threads (1 = deterministic).")
-def quality_train(positive, negative, output, holdout, max_docs, text_field, txt_unit, epoch, lr, dim,
-                  word_ngrams, min_count, bucket, max_chars, seed, threads) -> None:
+def quality_train(
+    positive,
+    negative,
+    output,
+    holdout,
+    max_docs,
+    text_field,
+    txt_unit,
+    epoch,
+    lr,
+    dim,
+    word_ngrams,
+    min_count,
+    bucket,
+    max_chars,
+    seed,
+    threads,
+) -> None:
     """Train a positive-vs-negative fastText classifier; print held-out precision, recall, ROC AUC."""
     from filters.quality import train_quality_model
 
     report = train_quality_model(
-        list(positive), list(negative), output, holdout=holdout, seed=seed, max_docs=max_docs,
-        max_chars=max_chars, text_field=text_field, txt_unit=txt_unit, epoch=epoch, lr=lr, dim=dim,
-        word_ngrams=word_ngrams, min_count=min_count, bucket=bucket, threads=threads,
+        list(positive),
+        list(negative),
+        output,
+        holdout=holdout,
+        seed=seed,
+        max_docs=max_docs,
+        max_chars=max_chars,
+        text_field=text_field,
+        txt_unit=txt_unit,
+        epoch=epoch,
+        lr=lr,
+        dim=dim,
+        word_ngrams=word_ngrams,
+        min_count=min_count,
+        bucket=bucket,
+        threads=threads,
     )
     for line in report.lines():
         click.echo(line)

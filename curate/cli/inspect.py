@@ -10,8 +10,9 @@ import click
 
 @click.command("inspect")
 @click.argument("path")
-@click.option("--top", type=click.IntRange(min=1), default=15, show_default=True,
-              help="Rows in the language and domain lists.")
+@click.option(
+    "--top", type=click.IntRange(min=1), default=15, show_default=True, help="Rows in the language and domain lists."
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 def inspect_cmd(path, top, as_json) -> None:
     """Summarize a stage's shards: documents, tokens, sources, languages, domains, lengths,
@@ -25,10 +26,14 @@ def inspect_cmd(path, top, as_json) -> None:
 @click.command()
 @click.argument("path")
 @click.argument("query")
-@click.option("--format", "-f", "fmt", type=click.Choice(["table", "csv", "json"]), default="table",
-              show_default=True)
-@click.option("--max-rows", type=click.IntRange(min=1), default=100, show_default=True,
-              help="Rows shown by --format table (csv and json print all).")
+@click.option("--format", "-f", "fmt", type=click.Choice(["table", "csv", "json"]), default="table", show_default=True)
+@click.option(
+    "--max-rows",
+    type=click.IntRange(min=1),
+    default=100,
+    show_default=True,
+    help="Rows shown by --format table (csv and json print all).",
+)
 def sql(path, query, fmt, max_rows) -> None:
     """Run a DuckDB QUERY over PATH's shards.
 
@@ -49,8 +54,15 @@ def sql(path, query, fmt, max_rows) -> None:
 
 @click.command()
 @click.argument("path")
-@click.option("-o", "--output", "output", default="report.html", show_default=True,
-              type=click.Path(dir_okay=False), help="HTML file to write.")
+@click.option(
+    "-o",
+    "--output",
+    "output",
+    default="report.html",
+    show_default=True,
+    type=click.Path(dir_okay=False),
+    help="HTML file to write.",
+)
 @click.option("--top", type=click.IntRange(min=1), default=15, show_default=True)
 def report(path, output, top) -> None:
     """Write one self-contained HTML page (plots embedded as PNG) about PATH's shards and the

@@ -7,37 +7,85 @@ import json
 
 import click
 
-from curate.core.errors import CurateError
 from curate.cli.common import overwrite_option, quiet_option
+from curate.core.errors import CurateError
 
 
 @click.command()
-@click.option("--source", "-s", "sources", multiple=True, metavar="NAME=PATH[,PATH]:WEIGHT",
-              help="A source and its target share of output tokens (repeatable). PATH: Parquet shards "
-                   "of an earlier stage, or JSONL / text / Markdown / code files or folders.")
-@click.option("--config", "-c", "config_path", type=click.Path(dir_okay=False),
-              help="TOML config with [[sources]] tables (name, paths, weight, optional format, "
-                   "text_field, max_epochs) and any option below; options given here win.")
+@click.option(
+    "--source",
+    "-s",
+    "sources",
+    multiple=True,
+    metavar="NAME=PATH[,PATH]:WEIGHT",
+    help="A source and its target share of output tokens (repeatable). PATH: Parquet shards "
+    "of an earlier stage, or JSONL / text / Markdown / code files or folders.",
+)
+@click.option(
+    "--config",
+    "-c",
+    "config_path",
+    type=click.Path(dir_okay=False),
+    help="TOML config with [[sources]] tables (name, paths, weight, optional format, "
+    "text_field, max_epochs) and any option below; options given here win.",
+)
 @click.option("--tokens", "-t", default=None, help="Token budget of the mix, e.g. 2M, 500k, 1.5B.")
-@click.option("-o", "--output", "output", type=click.Path(file_okay=False), default=None,
-              help="Output directory (not needed with --plan).")
-@click.option("--tokenizer", default=None, metavar="DIR",
-              help="Trained tokenizer directory (curate tokenizer train); default: UTF-8 bytes.")
-@click.option("--max-epochs", type=float, default=None,
-              help="Most times a source may be repeated [default: 4, Muennighoff et al. 2023].")
+@click.option(
+    "-o",
+    "--output",
+    "output",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Output directory (not needed with --plan).",
+)
+@click.option(
+    "--tokenizer",
+    default=None,
+    metavar="DIR",
+    help="Trained tokenizer directory (curate tokenizer train); default: UTF-8 bytes.",
+)
+@click.option(
+    "--max-epochs",
+    type=float,
+    default=None,
+    help="Most times a source may be repeated [default: 4, Muennighoff et al. 2023].",
+)
 @click.option("--seed", type=int, default=None, help="Seed of the sampling and the shuffle [default: 0].")
-@click.option("--strict", is_flag=True, default=None,
-              help="Fail instead of redistributing when a source cannot fill its share within its epoch cap.")
+@click.option(
+    "--strict",
+    is_flag=True,
+    default=None,
+    help="Fail instead of redistributing when a source cannot fill its share within its epoch cap.",
+)
 @click.option("--shard-size", default=None, help="Text bytes per output shard [default: 64MB].")
 @click.option("--shuffle-memory", default=None, help="Memory for one shuffle bucket [default: 512MB].")
-@click.option("--pretokenize", is_flag=True, default=None,
-              help="Also write token ids per shard (tokens/*.bin) so training can skip tokenizing.")
+@click.option(
+    "--pretokenize",
+    is_flag=True,
+    default=None,
+    help="Also write token ids per shard (tokens/*.bin) so training can skip tokenizing.",
+)
 @click.option("--plan", "plan_only", is_flag=True, help="Count and plan only: print shares and epochs, write nothing.")
 @click.option("--json", "as_json", is_flag=True, help="Print the manifest (or plan) as JSON on stdout.")
 @overwrite_option
 @quiet_option
-def mix(sources, config_path, tokens, output, tokenizer, max_epochs, seed, strict, shard_size, shuffle_memory,
-        pretokenize, plan_only, as_json, overwrite, quiet) -> None:
+def mix(
+    sources,
+    config_path,
+    tokens,
+    output,
+    tokenizer,
+    max_epochs,
+    seed,
+    strict,
+    shard_size,
+    shuffle_memory,
+    pretokenize,
+    plan_only,
+    as_json,
+    overwrite,
+    quiet,
+) -> None:
     """Mix sources into shards holding an exact token budget, by weight.
 
     \b
@@ -49,8 +97,14 @@ def mix(sources, config_path, tokens, output, tokenizer, max_epochs, seed, stric
 
     specs = [parse_source_option(s) for s in sources]
     overrides = {
-        "tokens": tokens, "tokenizer": tokenizer, "max_epochs": max_epochs, "seed": seed, "strict": strict,
-        "shard_size": shard_size, "shuffle_memory": shuffle_memory, "pretokenize": pretokenize,
+        "tokens": tokens,
+        "tokenizer": tokenizer,
+        "max_epochs": max_epochs,
+        "seed": seed,
+        "strict": strict,
+        "shard_size": shard_size,
+        "shuffle_memory": shuffle_memory,
+        "pretokenize": pretokenize,
     }
     cfg = load_mix_config(config_path, overrides, specs)
     output = output or cfg.output
@@ -70,16 +124,29 @@ def tokenizer() -> None:
 
 @tokenizer.command("train")
 @click.argument("inputs", nargs=-1, required=True)
-@click.option("-o", "--output", "output", required=True, type=click.Path(file_okay=False),
-              help="Directory for tokenizer.json.")
+@click.option(
+    "-o", "--output", "output", required=True, type=click.Path(file_okay=False), help="Directory for tokenizer.json."
+)
 @click.option("--vocab-size", type=click.IntRange(min=262), default=32000, show_default=True)
-@click.option("--min-frequency", type=click.IntRange(min=1), default=2, show_default=True,
-              help="Pairs seen fewer times are not merged.")
+@click.option(
+    "--min-frequency",
+    type=click.IntRange(min=1),
+    default=2,
+    show_default=True,
+    help="Pairs seen fewer times are not merged.",
+)
 @click.option("--max-docs", type=str, default=None, help="Train on at most this many documents (e.g. 100k).")
-@click.option("--max-chars", type=str, default="1G", show_default=True,
-              help="Train on at most this many characters (e.g. 200M).")
-@click.option("--format", "fmt", type=click.Choice(["auto", "parquet", "jsonl", "text", "code"]), default="auto",
-              show_default=True, help="Format of the inputs.")
+@click.option(
+    "--max-chars", type=str, default="1G", show_default=True, help="Train on at most this many characters (e.g. 200M)."
+)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["auto", "parquet", "jsonl", "text", "code"]),
+    default="auto",
+    show_default=True,
+    help="Format of the inputs.",
+)
 @quiet_option
 def train_tokenizer(inputs, output, vocab_size, min_frequency, max_docs, max_chars, fmt, quiet) -> None:
     """Train a byte-level BPE on INPUTS (shard folders, JSONL, text or code files).
@@ -91,9 +158,13 @@ def train_tokenizer(inputs, output, vocab_size, min_frequency, max_docs, max_cha
     from curate.core.tokenizer import train_from_paths
 
     stats = train_from_paths(
-        list(inputs), output, vocab_size=vocab_size, min_frequency=min_frequency,
+        list(inputs),
+        output,
+        vocab_size=vocab_size,
+        min_frequency=min_frequency,
         max_docs=parse_count(max_docs) if max_docs else None,
-        max_chars=parse_count(max_chars) if max_chars else None, fmt=fmt,
+        max_chars=parse_count(max_chars) if max_chars else None,
+        fmt=fmt,
     )
     if not quiet:
         click.echo(

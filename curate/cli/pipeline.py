@@ -9,12 +9,22 @@ import click
 @click.argument("config", type=click.Path(dir_okay=False))
 @click.option("--workdir", default=None, help="Work directory (default: the config's `workdir`, else ./work).")
 @click.option("--until", "until", default=None, metavar="STAGE", help="Stop after this stage.")
-@click.option("--from", "from_stage", default=None, metavar="STAGE",
-              help="Start at this stage; the ones before must have completed with the settings they have now.")
-@click.option("--overwrite", is_flag=True,
-              help="Delete the folders of the stages this run covers (within --from/--until) and redo them "
-                   "from scratch, even if up to date; stages before --from are kept.")
-@click.option("--workers", "-j", type=click.IntRange(min=1), default=None, help="Worker processes (default: all cores).")
+@click.option(
+    "--from",
+    "from_stage",
+    default=None,
+    metavar="STAGE",
+    help="Start at this stage; the ones before must have completed with the settings they have now.",
+)
+@click.option(
+    "--overwrite",
+    is_flag=True,
+    help="Delete the folders of the stages this run covers (within --from/--until) and redo them "
+    "from scratch, even if up to date; stages before --from are kept.",
+)
+@click.option(
+    "--workers", "-j", type=click.IntRange(min=1), default=None, help="Worker processes (default: all cores)."
+)
 def pipeline(config, workdir, until, from_stage, overwrite, workers):
     """Run crawl -> filter -> dedup -> tokenizer -> mix -> pretrain -> sft -> reward -> rlhf.
 
@@ -31,6 +41,7 @@ def pipeline(config, workdir, until, from_stage, overwrite, workers):
     from curate.workflow.pipeline import format_summary, load_pipeline, run_pipeline
 
     pipe = load_pipeline(config, workdir=workdir, workers=workers)
-    outcomes = run_pipeline(pipe, until=until, from_stage=from_stage, overwrite=overwrite,
-                            log=lambda m: click.echo(m, err=True))
+    outcomes = run_pipeline(
+        pipe, until=until, from_stage=from_stage, overwrite=overwrite, log=lambda m: click.echo(m, err=True)
+    )
     click.echo(format_summary(pipe, outcomes))

@@ -44,24 +44,61 @@ def rate() -> None:
 
 @rate.command("serve")
 @click.argument("pairs", type=click.Path())
-@click.option("-o", "--output", required=True, type=click.Path(file_okay=False),
-              help="Rating directory (created; rerun with the same one to resume).")
-@click.option("--port", default=8765, show_default=True, type=click.IntRange(0, 65535),
-              help="Port to listen on (0 = any free port).")
-@click.option("--host", default=None,
-              help="Address to listen on (default 127.0.0.1). Any other address needs --raters.")
-@click.option("--raters", "raters_path", type=click.Path(dir_okay=False),
-              help="TOML file with [[raters]] name = ..., token = ... (one secret token per rater).")
-@click.option("--overlap", type=click.FloatRange(0.0, 1.0), default=None,
-              help="Share of pairs rated by several raters, for agreement statistics (default 0, "
-                   "or the value this directory was started with).")
-@click.option("--overlap-raters", type=click.IntRange(min=2), default=None,
-              help="How many raters rate each overlap pair (default 2).")
-@click.option("--rater", "rater_name", default="local", show_default=True,
-              help="Name recorded for the single rater when there is no --raters file.")
+@click.option(
+    "-o",
+    "--output",
+    required=True,
+    type=click.Path(file_okay=False),
+    help="Rating directory (created; rerun with the same one to resume).",
+)
+@click.option(
+    "--port",
+    default=8765,
+    show_default=True,
+    type=click.IntRange(0, 65535),
+    help="Port to listen on (0 = any free port).",
+)
+@click.option(
+    "--host", default=None, help="Address to listen on (default 127.0.0.1). Any other address needs --raters."
+)
+@click.option(
+    "--raters",
+    "raters_path",
+    type=click.Path(dir_okay=False),
+    help="TOML file with [[raters]] name = ..., token = ... (one secret token per rater).",
+)
+@click.option(
+    "--overlap",
+    type=click.FloatRange(0.0, 1.0),
+    default=None,
+    help="Share of pairs rated by several raters, for agreement statistics (default 0, "
+    "or the value this directory was started with).",
+)
+@click.option(
+    "--overlap-raters",
+    type=click.IntRange(min=2),
+    default=None,
+    help="How many raters rate each overlap pair (default 2).",
+)
+@click.option(
+    "--rater",
+    "rater_name",
+    default="local",
+    show_default=True,
+    help="Name recorded for the single rater when there is no --raters file.",
+)
 @click.option("--verbose", "-v", is_flag=True, help="Log every request (tokens are never logged).")
-def serve(pairs: str, output: str, port: int, host: str | None, raters_path: str | None, overlap: float | None,
-          overlap_raters: int | None, rater_name: str, verbose: bool) -> None:
+def serve(
+    pairs: str,
+    output: str,
+    port: int,
+    host: str | None,
+    raters_path: str | None,
+    overlap: float | None,
+    overlap_raters: int | None,
+    rater_name: str,
+    verbose: bool,
+) -> None:
     """Serve the rating page for PAIRS, recording choices in -o DIR."""
     from curate.rate.server import RateServer, is_loopback
     from curate.rate.session import EXAMPLE_TOKEN_PREFIX, RATER_NAME, Rater, RatingSession, load_raters
@@ -73,8 +110,10 @@ def serve(pairs: str, output: str, port: int, host: str | None, raters_path: str
         if any(r.token and r.token.startswith(EXAMPLE_TOKEN_PREFIX) for r in raters):
             click.echo(f"warning: {raters_path} holds example tokens; fine on {host}, refused with --host", err=True)
     elif not loopback:
-        raise ConfigError(f"--host {host} lets other machines reach the server: give --raters raters.toml "
-                          "with a secret token per rater (see samples/raters.toml)")
+        raise ConfigError(
+            f"--host {host} lets other machines reach the server: give --raters raters.toml "
+            "with a secret token per rater (see samples/raters.toml)"
+        )
     else:
         if not RATER_NAME.match(rater_name):
             raise ConfigError(f"--rater must be 1-64 letters, digits or _.@- (got {rater_name!r})")
@@ -86,8 +125,9 @@ def serve(pairs: str, output: str, port: int, host: str | None, raters_path: str
         if not session.pair_ids:
             raise CurateError(f"{pairs}: no pairs to rate")
         if session.overlap > 0 and len(raters) < 2:
-            click.echo("note: --overlap needs two or more raters (--raters); every pair goes to the one rater",
-                       err=True)
+            click.echo(
+                "note: --overlap needs two or more raters (--raters); every pair goes to the one rater", err=True
+            )
         server = RateServer(session, host, port, verbose)
     except BaseException:
         session.close()
@@ -100,8 +140,10 @@ def serve(pairs: str, output: str, port: int, host: str | None, raters_path: str
     try:
         click.echo(f"rating {len(session.pair_ids)} pairs; choices are saved to {session.log.path}")
         if session.overlap > 0 and len(raters) > 1:
-            click.echo(f"overlap: about {100 * session.overlap:.0f}% of the pairs go to "
-                       f"{min(session.overlap_raters, len(raters))} raters each (for `curate rate stats`)")
+            click.echo(
+                f"overlap: about {100 * session.overlap:.0f}% of the pairs go to "
+                f"{min(session.overlap_raters, len(raters))} raters each (for `curate rate stats`)"
+            )
         if session.require_tokens:
             click.echo("send each rater their own link:")
             for rater in raters:
@@ -120,16 +162,21 @@ def serve(pairs: str, output: str, port: int, host: str | None, raters_path: str
         server.server_close()
         lines = sum(state.ratings for state in session.log.raters.values())
         session.close()
-    click.echo(f"stopped: {lines} ratings in {session.log.path}, all on disk; rerun the same command to resume",
-               err=True)
+    click.echo(
+        f"stopped: {lines} ratings in {session.log.path}, all on disk; rerun the same command to resume", err=True
+    )
 
 
 @rate.command("export")
 @click.argument("directory", type=click.Path(file_okay=False))
-@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
-              help="Comparisons file to write (.parquet, or .jsonl).")
-@click.option("--drop-disagreements", is_flag=True,
-              help="Leave out pairs whose raters preferred different responses.")
+@click.option(
+    "-o",
+    "--output",
+    required=True,
+    type=click.Path(dir_okay=False),
+    help="Comparisons file to write (.parquet, or .jsonl).",
+)
+@click.option("--drop-disagreements", is_flag=True, help="Leave out pairs whose raters preferred different responses.")
 def export(directory: str, output: str, drop_disagreements: bool) -> None:
     """Write the choices in DIRECTORY as comparisons (prompt, chosen, rejected, rater, date, reason)."""
     from curate.rate.export import export_ratings

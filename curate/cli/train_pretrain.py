@@ -12,9 +12,9 @@ import sys
 
 import click
 
+from curate.cli.common import output_dir_option, overwrite_option, quiet_option
 from curate.core.config import deep_merge, from_dict, load_toml, parse_set
 from curate.core.errors import CurateError
-from curate.cli.common import output_dir_option, overwrite_option, quiet_option
 
 
 def load_pretrain_config(config_path: str | None, overrides: tuple[str, ...]):
@@ -27,10 +27,27 @@ def load_pretrain_config(config_path: str | None, overrides: tuple[str, ...]):
 
 def _torchrun_argv(nproc: int, params: dict) -> list[str]:
     """The same command for torchrun to start ``nproc`` times (each joins the process group)."""
-    argv = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
-            "-m", "curate", "train", "pretrain", "--data", params["data"], "-o", params["output"]]
-    for flag, key in (("--tokenizer", "tokenizer"), ("--config", "config_path"), ("--init-from", "init_from"),
-                      ("--stop-at-step", "stop_at_step")):
+    argv = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc_per_node={nproc}",
+        "-m",
+        "curate",
+        "train",
+        "pretrain",
+        "--data",
+        params["data"],
+        "-o",
+        params["output"],
+    ]
+    for flag, key in (
+        ("--tokenizer", "tokenizer"),
+        ("--config", "config_path"),
+        ("--init-from", "init_from"),
+        ("--stop-at-step", "stop_at_step"),
+    ):
         if params.get(key) is not None:
             argv += [flag, str(params[key])]
     for item in params.get("overrides") or ():
@@ -44,26 +61,53 @@ def _torchrun_argv(nproc: int, params: dict) -> list[str]:
 @click.command()
 @click.option("--data", required=True, type=click.Path(), help="Mix directory written by `curate mix`.")
 @click.option("--tokenizer", default=None, help="Tokenizer directory (default: the mix's tokenizer, else bytes).")
-@click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None,
-              help="TOML config (e.g. samples/train/pretrain_tiny.toml).")
-@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
-              help="Override a config value, e.g. --set model.n_layer=4 --set optim.lr=1e-3 (repeatable).")
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="TOML config (e.g. samples/train/pretrain_tiny.toml).",
+)
+@click.option(
+    "--set",
+    "overrides",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Override a config value, e.g. --set model.n_layer=4 --set optim.lr=1e-3 (repeatable).",
+)
 @output_dir_option
-@click.option("--resume", is_flag=True,
-              help="Require a checkpoint in -o to continue from (rerunning into -o resumes anyway).")
+@click.option(
+    "--resume", is_flag=True, help="Require a checkpoint in -o to continue from (rerunning into -o resumes anyway)."
+)
 @overwrite_option
-@click.option("--init-from", type=click.Path(), default=None,
-              help="Start from another run's weights (continued pretraining; fresh optimizer).")
-@click.option("--stop-at-step", type=click.IntRange(min=1), default=None,
-              help="Checkpoint and stop after this step, keeping the full run's schedule.")
-@click.option("--nproc", type=click.IntRange(min=1), default=1,
-              help="Processes (GPUs) to train with: starts torchrun (gloo on CPU, nccl on GPU).")
-@click.option("--fsdp", is_flag=True,
-              help="Shard weights, gradients and optimizer state across the processes (FSDP) instead of "
-                   "replicating the model (DDP); the same as --set distributed=fsdp.")
+@click.option(
+    "--init-from",
+    type=click.Path(),
+    default=None,
+    help="Start from another run's weights (continued pretraining; fresh optimizer).",
+)
+@click.option(
+    "--stop-at-step",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Checkpoint and stop after this step, keeping the full run's schedule.",
+)
+@click.option(
+    "--nproc",
+    type=click.IntRange(min=1),
+    default=1,
+    help="Processes (GPUs) to train with: starts torchrun (gloo on CPU, nccl on GPU).",
+)
+@click.option(
+    "--fsdp",
+    is_flag=True,
+    help="Shard weights, gradients and optimizer state across the processes (FSDP) instead of "
+    "replicating the model (DDP); the same as --set distributed=fsdp.",
+)
 @quiet_option
-def pretrain(data, tokenizer, config_path, overrides, output, resume, overwrite, init_from, stop_at_step, nproc, fsdp,
-             quiet):
+def pretrain(
+    data, tokenizer, config_path, overrides, output, resume, overwrite, init_from, stop_at_step, nproc, fsdp, quiet
+):
     """Pretrain a GPT on a mix directory (next-token prediction), resumably.
 
     \b
@@ -80,9 +124,21 @@ def pretrain(data, tokenizer, config_path, overrides, output, resume, overwrite,
 
         config.validate()
         resolve_tokenizer(tokenizer, open_mix(data))  # a bad path: one line here, not one per process
-        argv = _torchrun_argv(nproc, dict(data=data, tokenizer=tokenizer, config_path=config_path,
-                                          overrides=overrides, output=output, resume=resume, overwrite=overwrite,
-                                          init_from=init_from, stop_at_step=stop_at_step, quiet=quiet))
+        argv = _torchrun_argv(
+            nproc,
+            dict(
+                data=data,
+                tokenizer=tokenizer,
+                config_path=config_path,
+                overrides=overrides,
+                output=output,
+                resume=resume,
+                overwrite=overwrite,
+                init_from=init_from,
+                stop_at_step=stop_at_step,
+                quiet=quiet,
+            ),
+        )
         rc = subprocess.run(argv).returncode  # an argv list: no shell, no quoting issues
         if rc != 0:
             raise CurateError(f"torchrun exited with status {rc} (see the messages above)", exit_code=rc)
@@ -91,15 +147,23 @@ def pretrain(data, tokenizer, config_path, overrides, output, resume, overwrite,
     from train.pretrain import pretrain as run_pretrain
 
     result = run_pretrain(
-        config, data, output, tokenizer=tokenizer, resume=True if resume else None, overwrite=overwrite,
-        init_from=init_from, stop_at_step=stop_at_step, progress=not quiet,
+        config,
+        data,
+        output,
+        tokenizer=tokenizer,
+        resume=True if resume else None,
+        overwrite=overwrite,
+        init_from=init_from,
+        stop_at_step=stop_at_step,
+        progress=not quiet,
         on_message=lambda msg: click.echo(f"note: {msg}", err=True),
     )
     if int(os.environ.get("RANK", "0")) != 0:
         return
     if result.status == "up-to-date":
-        click.echo(f"{output}: already trained to step {result.step:,}; nothing to do (raise max_steps to continue)",
-                   err=True)
+        click.echo(
+            f"{output}: already trained to step {result.step:,}; nothing to do (raise max_steps to continue)", err=True
+        )
         return
     losses = ""
     if result.first_loss is not None:
@@ -110,7 +174,8 @@ def pretrain(data, tokenizer, config_path, overrides, output, resume, overwrite,
         losses += f"; val loss {result.val_loss:.4f} (ppl {math.exp(min(result.val_loss, 50)):.2f})"
     click.echo(
         f"pretrain: steps {result.start_step:,} -> {result.step:,} of {result.max_steps:,}, "
-        f"{result.tokens_seen:,} tokens seen, {result.elapsed_s:,.1f}s{losses}", err=True,
+        f"{result.tokens_seen:,} tokens seen, {result.elapsed_s:,.1f}s{losses}",
+        err=True,
     )
     if result.checkpoint is not None:
         click.echo(f"checkpoint: {result.checkpoint}", err=True)
@@ -119,8 +184,9 @@ def pretrain(data, tokenizer, config_path, overrides, output, resume, overwrite,
 @click.command()
 @click.option("--params", default=None, help="Parameters: 7e9, 7B, 350M ...")
 @click.option("--preset", default=None, help="Instead of --params: a model preset (tiny, small, medium, 1b).")
-@click.option("--vocab-size", type=click.IntRange(min=1), default=50304, show_default=True,
-              help="Vocabulary size for --preset.")
+@click.option(
+    "--vocab-size", type=click.IntRange(min=1), default=50304, show_default=True, help="Vocabulary size for --preset."
+)
 @click.option("--tokens", default=None, help="Training tokens: 2e12, 2T, 300B ... (default: ~20 per parameter).")
 @click.option("--gpu", default="h100", show_default=True, help="GPU type (peak bf16 FLOP/s from a built-in table).")
 @click.option("--gpus", type=click.IntRange(min=1), default=1, show_default=True, help="GPUs in parallel.")
@@ -133,7 +199,8 @@ def estimate(params, preset, vocab_size, tokens, gpu, gpus, mfu, price):
     curate train estimate --params 7B --tokens 2T --gpu h100 --mfu 0.4 --price 2.5
     curate train estimate --preset small --tokens 10B --gpu a100
     """
-    from train.estimate import estimate as run_estimate, preset_params
+    from train.estimate import estimate as run_estimate
+    from train.estimate import preset_params
 
     if (params is None) == (preset is None):
         raise CurateError("give exactly one of --params or --preset")
@@ -148,8 +215,7 @@ def estimate(params, preset, vocab_size, tokens, gpu, gpus, mfu, price):
 @click.argument("checkpoint", type=click.Path())
 @click.argument("prompt", required=False)
 @click.option("--max-new-tokens", "-n", type=click.IntRange(min=1), default=200, show_default=True)
-@click.option("--temperature", "-t", type=click.FloatRange(min=0), default=0.8, show_default=True,
-              help="0 = greedy.")
+@click.option("--temperature", "-t", type=click.FloatRange(min=0), default=0.8, show_default=True, help="0 = greedy.")
 @click.option("--top-k", type=click.IntRange(min=0), default=200, show_default=True, help="0 = off.")
 @click.option("--top-p", type=click.FloatRange(min=0, max=1, min_open=True), default=None, help="Nucleus sampling.")
 @click.option("--seed", type=int, default=None, help="Seed for reproducible samples.")
@@ -158,7 +224,9 @@ def estimate(params, preset, vocab_size, tokens, gpu, gpus, mfu, price):
 @click.option("--num-samples", type=click.IntRange(min=1), default=1, show_default=True)
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N.")
 @click.option("--echo", is_flag=True, help="Print the prompt before each completion.")
-def generate(checkpoint, prompt, max_new_tokens, temperature, top_k, top_p, seed, chat, system, num_samples, device, echo):
+def generate(
+    checkpoint, prompt, max_new_tokens, temperature, top_k, top_p, seed, chat, system, num_samples, device, echo
+):
     """Continue PROMPT (or stdin) with the model in CHECKPOINT (a run or step directory).
 
     \b
@@ -170,8 +238,17 @@ def generate(checkpoint, prompt, max_new_tokens, temperature, top_k, top_p, seed
     if prompt is None:
         prompt = sys.stdin.read()
     result = generate_text(
-        checkpoint, prompt, max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k or None,
-        top_p=top_p, seed=seed, chat=chat, system=system, num_samples=num_samples, device=device,
+        checkpoint,
+        prompt,
+        max_new_tokens=max_new_tokens,
+        temperature=temperature,
+        top_k=top_k or None,
+        top_p=top_p,
+        seed=seed,
+        chat=chat,
+        system=system,
+        num_samples=num_samples,
+        device=device,
     )
     for i, text in enumerate(result.completions):
         if num_samples > 1:

@@ -40,7 +40,7 @@ class Stats:
         if len(bucket) < MAX_EXAMPLES:
             bucket.append({k: v for k, v in info.items() if v is not None})
 
-    def merge(self, other: "Stats") -> "Stats":
+    def merge(self, other: Stats) -> Stats:
         self.read += other.read
         self.kept += other.kept
         self.rejected.update(other.rejected)
@@ -61,12 +61,12 @@ class Stats:
             "kept": self.kept,
             "rejected": dict(sorted(self.rejected.items())),
             "errors": dict(sorted(self.errors.items())),
-            "error_examples": {k: v for k, v in sorted(self.examples.items())},
+            "error_examples": dict(sorted(self.examples.items())),
             "chars": dict(sorted(self.chars.items())),
         }
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> "Stats":
+    def from_json(cls, data: dict[str, Any]) -> Stats:
         return cls(
             read=data.get("read", 0),
             kept=data.get("kept", 0),

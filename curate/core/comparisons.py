@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import json
 import os
-from datetime import datetime, timezone
+from collections.abc import Iterable
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -49,13 +50,13 @@ PAIRS_SCHEMA = pa.schema(
 def _parse_date(value: Any, where: str) -> datetime | None:
     """Dates may come as datetimes (Parquet) or ISO 8601 strings (JSONL); naive means UTC."""
     if value is None or isinstance(value, datetime):
-        return value if value is None or value.tzinfo else value.replace(tzinfo=timezone.utc)
+        return value if value is None or value.tzinfo else value.replace(tzinfo=UTC)
     if isinstance(value, str):
         try:
             parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
         except ValueError:
             raise InputError(f"{where}: date {value!r} is not ISO 8601") from None
-        return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+        return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
     raise InputError(f"{where}: date must be an ISO 8601 string, got {value!r}")
 
 

@@ -48,11 +48,13 @@ def from_dict(cls: type[T], data: dict[str, Any], where: str = "config") -> T:
     for key, value in data.items():
         if key not in fields:
             known = sorted(fields)
-            raise ConfigError(
-                f"{where}: unknown key {key!r}{_suggest(key, known)}; known keys: {', '.join(known)}"
-            )
+            raise ConfigError(f"{where}: unknown key {key!r}{_suggest(key, known)}; known keys: {', '.join(known)}")
         f = fields[key]
-        if dataclasses.is_dataclass(hints[key]) and isinstance(value, dict) and f.default_factory is not dataclasses.MISSING:
+        if (
+            dataclasses.is_dataclass(hints[key])
+            and isinstance(value, dict)
+            and f.default_factory is not dataclasses.MISSING
+        ):
             # A partial nested table overlays the field's own default (e.g. a stage whose
             # optimizer defaults differ from the optimizer class's), not the class defaults.
             value = deep_merge(dataclasses.asdict(f.default_factory()), value)
@@ -93,9 +95,8 @@ def _coerce(hint: Any, value: Any, where: str) -> Any:
         return value
     if hint is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
-    if hint in (int, float, str, bool):
-        if not isinstance(value, hint) or (hint is int and isinstance(value, bool)):
-            raise ConfigError(f"{where}: expected {hint.__name__}, got {value!r}")
+    if hint in (int, float, str, bool) and (not isinstance(value, hint) or (hint is int and isinstance(value, bool))):
+        raise ConfigError(f"{where}: expected {hint.__name__}, got {value!r}")
     return value
 
 
@@ -162,10 +163,21 @@ def parse_bytes(text: str | int) -> int:
             raise ConfigError(f"{text!r}: a size cannot be negative")
         return text
     s = str(text).strip().lower().replace(" ", "")
-    units = {"": 1, "b": 1, "k": 1024, "kb": 1000, "kib": 1024, "m": 1024**2, "mb": 1000**2,
-             "mib": 1024**2, "g": 1024**3, "gb": 1000**3, "gib": 1024**3}
+    units = {
+        "": 1,
+        "b": 1,
+        "k": 1024,
+        "kb": 1000,
+        "kib": 1024,
+        "m": 1024**2,
+        "mb": 1000**2,
+        "mib": 1024**2,
+        "g": 1024**3,
+        "gb": 1000**3,
+        "gib": 1024**3,
+    }
     num = s.rstrip("abcdefghijklmnopqrstuvwxyz")
-    unit = s[len(num):]
+    unit = s[len(num) :]
     if unit not in units:
         raise ConfigError(f"{text!r}: unknown size unit (use e.g. 64MB, 1GiB)")
     try:

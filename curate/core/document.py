@@ -13,9 +13,10 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
-from typing import Any, Iterable
+from datetime import UTC, datetime
+from typing import Any
 from urllib.parse import urlsplit
 
 import pyarrow as pa
@@ -109,13 +110,13 @@ class Document:
         return row
 
     @classmethod
-    def from_row(cls, row: dict[str, Any]) -> "Document":
+    def from_row(cls, row: dict[str, Any]) -> Document:
         kwargs = {name: row.get(name) for name in COLUMN_NAMES}
         scores = kwargs.get("scores")
         kwargs["scores"] = dict(scores) if scores else {}
         return cls(**kwargs)
 
-    def replace(self, **changes: Any) -> "Document":
+    def replace(self, **changes: Any) -> Document:
         return dataclasses.replace(self, **changes)
 
     def meta_dict(self) -> dict[str, Any]:
@@ -144,8 +145,8 @@ def to_utc(value: datetime | None) -> datetime | None:
     if value is None:
         return None
     if value.tzinfo is None:
-        return value.replace(tzinfo=timezone.utc)
-    return value.astimezone(timezone.utc)
+        return value.replace(tzinfo=UTC)
+    return value.astimezone(UTC)
 
 
 def documents_to_table(docs: Iterable[Document]) -> pa.Table:

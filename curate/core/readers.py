@@ -32,29 +32,57 @@ import gzip
 import json
 import lzma
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime, timezone
-from typing import IO, Any, Iterator
+from datetime import UTC, datetime
+from typing import IO, Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from curate.core.document import Document, documents_to_table, stable_id, to_utc
 from curate.core.errors import InputError
-from curate.runtime.stage import Stats
 from curate.core.shards import read_tables
+from curate.runtime.stage import Stats
 
 FORMATS = ("auto", "parquet", "jsonl", "text", "code")
 
 TEXT_EXTENSIONS = {".txt", ".text", ".md", ".markdown", ".rst", ".tex"}
 JSONL_EXTENSIONS = {".jsonl", ".ndjson"}
 CODE_EXTENSIONS = {
-    ".py": "python", ".pyi": "python", ".js": "javascript", ".mjs": "javascript", ".ts": "typescript",
-    ".tsx": "typescript", ".jsx": "javascript", ".go": "go", ".rs": "rust", ".java": "java",
-    ".kt": "kotlin", ".scala": "scala", ".c": "c", ".h": "c", ".cc": "cpp", ".cpp": "cpp",
-    ".hpp": "cpp", ".cs": "csharp", ".rb": "ruby", ".php": "php", ".swift": "swift", ".lua": "lua",
-    ".jl": "julia", ".r": "r", ".sh": "shell", ".bash": "shell", ".sql": "sql", ".hs": "haskell",
-    ".ml": "ocaml", ".ex": "elixir", ".erl": "erlang", ".zig": "zig", ".dart": "dart",
+    ".py": "python",
+    ".pyi": "python",
+    ".js": "javascript",
+    ".mjs": "javascript",
+    ".ts": "typescript",
+    ".tsx": "typescript",
+    ".jsx": "javascript",
+    ".go": "go",
+    ".rs": "rust",
+    ".java": "java",
+    ".kt": "kotlin",
+    ".scala": "scala",
+    ".c": "c",
+    ".h": "c",
+    ".cc": "cpp",
+    ".cpp": "cpp",
+    ".hpp": "cpp",
+    ".cs": "csharp",
+    ".rb": "ruby",
+    ".php": "php",
+    ".swift": "swift",
+    ".lua": "lua",
+    ".jl": "julia",
+    ".r": "r",
+    ".sh": "shell",
+    ".bash": "shell",
+    ".sql": "sql",
+    ".hs": "haskell",
+    ".ml": "ocaml",
+    ".ex": "elixir",
+    ".erl": "erlang",
+    ".zig": "zig",
+    ".dart": "dart",
 }
 COMPRESSIONS = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}
 
@@ -62,8 +90,16 @@ COMPRESSIONS = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}
 DATE_FALLBACKS = ("created", "created_at", "timestamp", "published", "date_published", "date_download")
 
 # Roles of chat records rendered into plain text for pretraining.
-_ROLE_NAMES = {"system": "System", "user": "User", "human": "User", "assistant": "Assistant",
-               "gpt": "Assistant", "bot": "Assistant", "model": "Assistant", "tool": "Tool"}
+_ROLE_NAMES = {
+    "system": "System",
+    "user": "User",
+    "human": "User",
+    "assistant": "Assistant",
+    "gpt": "Assistant",
+    "bot": "Assistant",
+    "model": "Assistant",
+    "tool": "Tool",
+}
 
 
 @dataclass(frozen=True)
@@ -144,7 +180,7 @@ def _open_text(path: str) -> IO[str]:
     _, comp = _split_compression(path)
     if comp:
         return COMPRESSIONS[comp](path, "rt", encoding="utf-8", errors="replace")  # type: ignore[operator]
-    return open(path, "r", encoding="utf-8", errors="replace")
+    return open(path, encoding="utf-8", errors="replace")
 
 
 def _decode(data: bytes) -> tuple[str, str]:
@@ -163,7 +199,9 @@ def _decode(data: bytes) -> tuple[str, str]:
     # among the near-ties, windows-1252 (what browsers use for "latin-1") is by far the likeliest.
     western = [r for r in results if r.encoding in ("cp1252", "latin_1", "iso8859_15") and r.chaos <= best.chaos + 0.1]
     chosen = western[0] if western else best
-    encoding = "cp1252" if chosen.encoding in ("latin_1", "iso8859_15") and _decodes(data, "cp1252") else chosen.encoding
+    encoding = (
+        "cp1252" if chosen.encoding in ("latin_1", "iso8859_15") and _decodes(data, "cp1252") else chosen.encoding
+    )
     return data.decode(encoding, errors="replace"), encoding
 
 
@@ -184,7 +222,7 @@ def parse_date(value: Any) -> datetime | None:
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         seconds = value / 1000.0 if value > 1e11 else float(value)
         try:
-            return datetime.fromtimestamp(seconds, tz=timezone.utc)
+            return datetime.fromtimestamp(seconds, tz=UTC)
         except (OverflowError, OSError, ValueError):
             return None
     if isinstance(value, str):
@@ -218,7 +256,7 @@ def split_front_matter(text: str) -> tuple[dict[str, str], str]:
     for i, line in enumerate(lines[1:], start=1):
         stripped = line.strip()
         if stripped == "---":
-            return fields, "".join(lines[i + 1:]).lstrip("\n")
+            return fields, "".join(lines[i + 1 :]).lstrip("\n")
         if ":" not in stripped:
             return {}, text  # not front matter after all
         key, value = stripped.split(":", 1)
@@ -330,8 +368,12 @@ class SourceReader:
             lang = CODE_EXTENSIONS.get(os.path.splitext(_split_compression(f.path)[0])[1].lower(), "unknown")
             meta = {"path": f.rel, "lang": lang}
             yield Document(
-                id=stable_id(self.name, f.rel), text=text, source=self.name, charset=charset,
-                content_type=f"text/x-{lang}", meta=json.dumps(meta, sort_keys=True),
+                id=stable_id(self.name, f.rel),
+                text=text,
+                source=self.name,
+                charset=charset,
+                content_type=f"text/x-{lang}",
+                meta=json.dumps(meta, sort_keys=True),
             )
             return
         fields, body = split_front_matter(text)
@@ -381,8 +423,12 @@ class SourceReader:
                     continue
                 doc = self._record_document(record, f, lineno)
                 if doc is None:
-                    stats.error("missing_text", file=f.path, offset=lineno,
-                                detail=f"no string field {self.text_field!r} and no messages")
+                    stats.error(
+                        "missing_text",
+                        file=f.path,
+                        offset=lineno,
+                        detail=f"no string field {self.text_field!r} and no messages",
+                    )
                     continue
                 yield doc
 
@@ -428,7 +474,9 @@ class SourceReader:
         )
 
 
-def iter_texts(paths: list[str], fmt: str = "auto", max_docs: int | None = None, max_chars: int | None = None) -> Iterator[str]:
+def iter_texts(
+    paths: list[str], fmt: str = "auto", max_docs: int | None = None, max_chars: int | None = None
+) -> Iterator[str]:
     """Texts of documents under ``paths`` (any source format), stopping at the caps; used to
     train tokenizers."""
     reader = SourceReader("input", paths, fmt)
@@ -446,5 +494,13 @@ def iter_texts(paths: list[str], fmt: str = "auto", max_docs: int | None = None,
             yield text
 
 
-__all__ = ["SourceReader", "SourceFile", "resolve_files", "detect_format", "iter_texts", "parse_date",
-           "render_conversation", "split_front_matter"]
+__all__ = [
+    "SourceFile",
+    "SourceReader",
+    "detect_format",
+    "iter_texts",
+    "parse_date",
+    "render_conversation",
+    "resolve_files",
+    "split_front_matter",
+]

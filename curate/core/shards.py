@@ -13,9 +13,10 @@ import hashlib
 import json
 import os
 import tempfile
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -167,9 +168,7 @@ class ShardWriter:
         make_public(self._tmp_path)
         os.replace(self._tmp_path, final)
         self.shards.append(
-            ShardInfo(
-                path=final.name, rows=self._shard_rows, bytes=final.stat().st_size, sha256=sha256_file(final)
-            )
+            ShardInfo(path=final.name, rows=self._shard_rows, bytes=final.stat().st_size, sha256=sha256_file(final))
         )
         self._writer, self._tmp_path = None, None
         self._shard_rows = self._shard_text = 0
@@ -190,7 +189,7 @@ class ShardWriter:
             self._writer, self._tmp_path = None, None
         self._rows = []
 
-    def __enter__(self) -> "ShardWriter":
+    def __enter__(self) -> ShardWriter:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:

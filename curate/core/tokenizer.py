@@ -13,8 +13,8 @@ Both reserve the same special tokens, so chat templates (SFT, reward, RLHF) work
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Iterable, Iterator, Sequence
 
 from curate.core.errors import ConfigError, InputError
 
@@ -140,7 +140,9 @@ def load_tokenizer(path: str | os.PathLike | None) -> Tokenizer:
     return BPETokenizer(path)
 
 
-def train_bpe(texts: Iterator[str], output_dir: str | os.PathLike, vocab_size: int = 32000, min_frequency: int = 2) -> BPETokenizer:
+def train_bpe(
+    texts: Iterator[str], output_dir: str | os.PathLike, vocab_size: int = 32000, min_frequency: int = 2
+) -> BPETokenizer:
     """Train a byte-level BPE over ``texts`` (streamed) and save it in ``output_dir``."""
     from tokenizers import Tokenizer as HFTokenizer
     from tokenizers import decoders, models, pre_tokenizers, trainers
@@ -207,5 +209,10 @@ def train_from_paths(
 
     tok = train_bpe(itertools.chain([first], stream), output_dir, vocab_size=vocab_size, min_frequency=min_frequency)
     n_tokens = sum(tok.count(sample)) or 1
-    return {"vocab_size": tok.vocab_size, "docs": seen["docs"], "chars": seen["chars"],
-            "bytes_per_token": sample_bytes / n_tokens, "path": str(output_dir)}
+    return {
+        "vocab_size": tok.vocab_size,
+        "docs": seen["docs"],
+        "chars": seen["chars"],
+        "bytes_per_token": sample_bytes / n_tokens,
+        "path": str(output_dir),
+    }

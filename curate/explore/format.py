@@ -6,9 +6,11 @@ from __future__ import annotations
 import csv
 import io
 import json
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 from curate.core.errors import CurateError
+
 
 def _cell(value: Any, width: int | None = None) -> str:
     if value is None:
@@ -25,8 +27,9 @@ def _cell(value: Any, width: int | None = None) -> str:
     return text
 
 
-def format_rows(names: list[str], rows: Iterator[tuple], fmt: str = "table", max_rows: int = 100,
-                max_width: int = 60) -> Iterator[str]:
+def format_rows(
+    names: list[str], rows: Iterator[tuple], fmt: str = "table", max_rows: int = 100, max_width: int = 60
+) -> Iterator[str]:
     """Rows as text: an aligned ``table`` (first ``max_rows``), ``csv`` or ``json`` (one
     array, streamed)."""
     if fmt == "csv":
@@ -37,7 +40,9 @@ def format_rows(names: list[str], rows: Iterator[tuple], fmt: str = "table", max
         for row in rows:
             buf.seek(0)
             buf.truncate()
-            w.writerow(["" if v is None else (json.dumps(v, default=str) if isinstance(v, (dict, list)) else v) for v in row])
+            w.writerow(
+                ["" if v is None else (json.dumps(v, default=str) if isinstance(v, (dict, list)) else v) for v in row]
+            )
             yield buf.getvalue().rstrip("\n")
         return
     if fmt == "json":
@@ -65,14 +70,17 @@ def format_rows(names: list[str], rows: Iterator[tuple], fmt: str = "table", max
     numeric = [all(isinstance(r[i], (int, float)) or r[i] is None for r in shown) and shown for i in range(len(names))]
 
     def line(values: list[str]) -> str:
-        return "  ".join(v.rjust(w) if numeric[i] else v.ljust(w) for i, (v, w) in enumerate(zip(values, widths))).rstrip()
+        return "  ".join(
+            v.rjust(w) if numeric[i] else v.ljust(w) for i, (v, w) in enumerate(zip(values, widths))
+        ).rstrip()
 
     yield line(list(names))
     yield "  ".join("-" * w for w in widths)
     for r in cells:
         yield line(r)
     yield f"({len(shown) + more:,} row{'s' if len(shown) + more != 1 else ''}" + (
-        f"; first {len(shown):,} shown, use --format csv for all)" if more else ")")
+        f"; first {len(shown):,} shown, use --format csv for all)" if more else ")"
+    )
 
 
 # --- manifests ------------------------------------------------------------------------------
@@ -135,15 +143,19 @@ def format_summary(s: dict[str, Any]) -> str:
     dates = s.get("dates")
     if cut and cut.get("max"):
         lines.append("")
-        lines.append(f"  training cutoff: max {cut['max']}   p99 {cut['p99']}   "
-                     f"({cut.get('undated_docs', 0):,} undated document(s) ignored)")
+        lines.append(
+            f"  training cutoff: max {cut['max']}   p99 {cut['p99']}   "
+            f"({cut.get('undated_docs', 0):,} undated document(s) ignored)"
+        )
     elif dates and dates.get("max"):
         lines.append("")
         lines.append(f"  dates: {dates['min']} .. {dates['max']}   ({dates['undated_docs']:,} undated)")
     for name, info in (s.get("side_outputs") or {}).items():
         lines.append("")
-        lines.append(f"  {name}/: {info['docs']:,} documents" + (
-            ": " + ", ".join(f"{k}={v:,}" for k, v in info["by_reason"].items()) if info["by_reason"] else ""))
+        lines.append(
+            f"  {name}/: {info['docs']:,} documents"
+            + (": " + ", ".join(f"{k}={v:,}" for k, v in info["by_reason"].items()) if info["by_reason"] else "")
+        )
     if s.get("funnel"):
         lines.append("")
         lines.append("  funnel (from the manifests of this stage and the ones that fed it)")
@@ -152,8 +164,10 @@ def format_summary(s: dict[str, Any]) -> str:
             if f["tokens_kept"] is not None:
                 tok = f"  tokens {'~' if f['tokens_estimated'] else ''}{f['tokens_kept']:,}"
             lines.append(f"    {f['stage']:<10}{f['dir']:<30} read {f['read']:>10,}  kept {f['kept']:>10,}{tok}")
-            drops = sorted({**f["rejected"], **{f"error:{k}": v for k, v in f["errors"].items()}}.items(),
-                           key=lambda kv: (-kv[1], kv[0]))
+            drops = sorted(
+                {**f["rejected"], **{f"error:{k}": v for k, v in f["errors"].items()}}.items(),
+                key=lambda kv: (-kv[1], kv[0]),
+            )
             if drops:
                 lines.append("      dropped: " + ", ".join(f"{k}={v:,}" for k, v in drops[:12]))
     return "\n".join(lines)

@@ -20,8 +20,9 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -125,7 +126,9 @@ def _value_type(t):
 
 def _is_string(t) -> bool:
     t = _value_type(t)
-    return pa.types.is_string(t) or pa.types.is_large_string(t) or getattr(pa.types, "is_string_view", lambda _: False)(t)
+    return (
+        pa.types.is_string(t) or pa.types.is_large_string(t) or getattr(pa.types, "is_string_view", lambda _: False)(t)
+    )
 
 
 def _is_number(t) -> bool:
@@ -315,25 +318,29 @@ def funnel(chain: list[dict[str, Any]], tokens_per_char: float | None = None) ->
         elif kept_chars is not None and tokens_per_char:
             tokens = int(round(kept_chars * tokens_per_char))
             estimated = True
-        out.append({
-            "stage": node["stage"],
-            "dir": node["dir"],
-            "read": counts.get("read", 0),
-            "kept": counts.get("kept", 0),
-            "rows": m.get("tokens", {}).get("rows") if isinstance(m.get("tokens"), dict) else None,
-            "rejected": dict(counts.get("rejected", {}) or {}),
-            "errors": dict(counts.get("errors", {}) or {}),
-            "chars_kept": kept_chars,
-            "tokens_kept": tokens,
-            "tokens_estimated": estimated,
-        })
+        out.append(
+            {
+                "stage": node["stage"],
+                "dir": node["dir"],
+                "read": counts.get("read", 0),
+                "kept": counts.get("kept", 0),
+                "rows": m.get("tokens", {}).get("rows") if isinstance(m.get("tokens"), dict) else None,
+                "rejected": dict(counts.get("rejected", {}) or {}),
+                "errors": dict(counts.get("errors", {}) or {}),
+                "chars_kept": kept_chars,
+                "tokens_kept": tokens,
+                "tokens_estimated": estimated,
+            }
+        )
     return out
 
 
 # --- summary ----------------------------------------------------------------------------------
 
 
-def _histogram(con, column: str, lo: float | None, hi: float | None, bins: int = 10, view: str = "docs") -> list[dict[str, Any]]:
+def _histogram(
+    con, column: str, lo: float | None, hi: float | None, bins: int = 10, view: str = "docs"
+) -> list[dict[str, Any]]:
     """Equal-width bins of ``column`` over [lo, hi] (the column's range when None)."""
     row = con.execute(f"SELECT min({column}), max({column}), count({column}) FROM {view}").fetchone()
     cmin, cmax, n = row
@@ -389,8 +396,13 @@ def _summarize_shards(con, path: str, top: int) -> dict[str, Any]:
         f"sum({chars_expr}) AS chars FROM docs GROUP BY k ORDER BY size DESC, k"
     )
     summary["sources"] = [
-        {"source": k, "docs": int(d), measure: int(s or 0), "chars": int(c or 0),
-         "share": (float(s or 0) / tokens) if tokens else 0.0}
+        {
+            "source": k,
+            "docs": int(d),
+            measure: int(s or 0),
+            "chars": int(c or 0),
+            "share": (float(s or 0) / tokens) if tokens else 0.0,
+        }
         for k, d, s, c in con.execute(by("source") if has("source") else by("NULL")).fetchall()
     ]
     summary["languages"] = [
@@ -430,13 +442,17 @@ def _summarize_shards(con, path: str, top: int) -> dict[str, Any]:
     if has("epoch"):
         summary["epochs"] = [
             {"epoch": e, "rows": int(n)}
-            for e, n in con.execute("SELECT epoch, count(*) FROM docs WHERE epoch IS NOT NULL GROUP BY epoch ORDER BY epoch").fetchall()
+            for e, n in con.execute(
+                "SELECT epoch, count(*) FROM docs WHERE epoch IS NOT NULL GROUP BY epoch ORDER BY epoch"
+            ).fetchall()
         ]
     if has("date"):
         dmin, dmax, dated = con.execute("SELECT min(date), max(date), count(date) FROM docs").fetchone()
         summary["dates"] = {
-            "min": _iso(dmin), "max": _iso(dmax),
-            "dated_docs": int(dated), "undated_docs": docs - int(dated),
+            "min": _iso(dmin),
+            "max": _iso(dmax),
+            "dated_docs": int(dated),
+            "undated_docs": docs - int(dated),
             "per_month": [
                 {"month": str(m)[:7], "docs": int(n)}
                 for m, n in con.execute(
@@ -448,12 +464,19 @@ def _summarize_shards(con, path: str, top: int) -> dict[str, Any]:
     for name in SIDE_VIEWS:
         if name in summary["views"]:
             side_cols = _columns(con, name)
-            reason = "reject_reason" if name == "rejected" and "reject_reason" in side_cols else (
-                "dup_kind" if "dup_kind" in side_cols else None)
+            reason = (
+                "reject_reason"
+                if name == "rejected" and "reject_reason" in side_cols
+                else ("dup_kind" if "dup_kind" in side_cols else None)
+            )
             n = con.execute(f"SELECT count(*) FROM {name}").fetchone()[0]
-            reasons = con.execute(
-                f"SELECT coalesce(CAST({reason} AS VARCHAR), '(none)') AS r, count(*) AS n FROM {name} GROUP BY r ORDER BY n DESC, r"
-            ).fetchall() if reason else []
+            reasons = (
+                con.execute(
+                    f"SELECT coalesce(CAST({reason} AS VARCHAR), '(none)') AS r, count(*) AS n FROM {name} GROUP BY r ORDER BY n DESC, r"
+                ).fetchall()
+                if reason
+                else []
+            )
             side[name] = {"docs": int(n), "by_reason": {r: int(c) for r, c in reasons}}
     summary["side_outputs"] = side
     return summary
@@ -492,4 +515,3 @@ def summarize(path: str, top: int = 15) -> dict[str, Any]:
             "seed": here.get("seed"),
         }
     return summary
-

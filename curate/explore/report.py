@@ -16,8 +16,8 @@ import io
 import os
 from typing import Any
 
-from curate.explore.query import summarize
 from curate.core.shards import atomic_write_bytes
+from curate.explore.query import summarize
 
 _CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2rem auto;max-width:1100px;color:#222}
@@ -102,6 +102,7 @@ def _plot_funnel(s: dict[str, Any]) -> list[str]:
     if not f:
         return []
     out = []
+
     def label(x: dict[str, Any]) -> str:
         name = os.path.basename(x["dir"].rstrip("/")) or x["dir"]
         return x["stage"] if name == x["stage"] else f"{x['stage']}\n{name}"
@@ -133,16 +134,26 @@ def _plot_funnel(s: dict[str, Any]) -> list[str]:
         ax.set_title("Funnel: tokens kept per stage" + (" (orange: estimated from characters)" if est else ""))
         out.append(_img(fig, "funnel tokens"))
 
-    reasons = sorted({k for r in f for k, v in list(r["rejected"].items()) + [(f"error:{e}", n) for e, n in r["errors"].items()] if v})
+    reasons = sorted(
+        {
+            k
+            for r in f
+            for k, v in list(r["rejected"].items()) + [(f"error:{e}", n) for e, n in r["errors"].items()]
+            if v
+        }
+    )
     if reasons:
         fig, ax = _figure(6.4, 0.6 + 0.5 * len(f) + 0.15 * len(reasons))
         left = np.zeros(len(f))
         cmap = __import__("matplotlib").colormaps["tab20"]
         for i, reason in enumerate(reasons):
-            vals = np.array([
-                r["errors"].get(reason[6:], 0) if reason.startswith("error:") else r["rejected"].get(reason, 0)
-                for r in f
-            ], dtype=float)
+            vals = np.array(
+                [
+                    r["errors"].get(reason[6:], 0) if reason.startswith("error:") else r["rejected"].get(reason, 0)
+                    for r in f
+                ],
+                dtype=float,
+            )
             if vals.sum() == 0:
                 continue
             ax.barh(x, vals, left=left, label=reason, color=cmap(i % 20))
@@ -174,8 +185,14 @@ def _plot_hist(bins: list[dict[str, Any]], title: str, xlabel: str) -> str | Non
     if not bins or not any(b["count"] for b in bins):
         return None
     fig, ax = _figure()
-    ax.bar([b["lo"] for b in bins], [b["count"] for b in bins], width=[b["hi"] - b["lo"] for b in bins],
-           align="edge", color="#357", edgecolor="white")
+    ax.bar(
+        [b["lo"] for b in bins],
+        [b["count"] for b in bins],
+        width=[b["hi"] - b["lo"] for b in bins],
+        align="edge",
+        color="#357",
+        edgecolor="white",
+    )
     ax.set_xlabel(xlabel)
     ax.set_ylabel("documents")
     ax.set_title(title)
@@ -187,9 +204,14 @@ def _plot_lengths(s: dict[str, Any]) -> str | None:
     if not hist:
         return None
     fig, ax = _figure()
-    ax.bar([10 ** h["log10_chars"] for h in hist], [h["docs"] for h in hist],
-           width=[10 ** (h["log10_chars"] + 0.25) - 10 ** h["log10_chars"] for h in hist],
-           align="edge", color="#357", edgecolor="white")
+    ax.bar(
+        [10 ** h["log10_chars"] for h in hist],
+        [h["docs"] for h in hist],
+        width=[10 ** (h["log10_chars"] + 0.25) - 10 ** h["log10_chars"] for h in hist],
+        align="edge",
+        color="#357",
+        edgecolor="white",
+    )
     ax.set_xscale("log")
     ax.set_xlabel("document length (characters, log scale)")
     ax.set_ylabel("documents")
@@ -204,7 +226,9 @@ def _plot_dates(s: dict[str, Any]) -> str | None:
     fig, ax = _figure()
     ax.bar(range(len(months)), [m["docs"] for m in months], color="#357")
     step = max(1, len(months) // 12)
-    ax.set_xticks(range(0, len(months), step), [m["month"] for m in months][::step], rotation=45, ha="right", fontsize=8)
+    ax.set_xticks(
+        range(0, len(months), step), [m["month"] for m in months][::step], rotation=45, ha="right", fontsize=8
+    )
     ax.set_ylabel("documents")
     ax.set_title("Documents per month")
     return _img(fig, "documents per month")
@@ -214,35 +238,51 @@ def render_report(s: dict[str, Any]) -> str:
     """The HTML page for a summary from :func:`curate.explore.query.summarize`."""
     m = s["measure"]
     esc = html.escape
-    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>curate report: {esc(s['path'])}</title>"
-             f"<style>{_CSS}</style></head><body>"]
+    parts = [
+        f"<!doctype html><html><head><meta charset='utf-8'><title>curate report: {esc(s['path'])}</title>"
+        f"<style>{_CSS}</style></head><body>"
+    ]
     parts.append(f"<h1>curate report: {esc(s['path'])}</h1>")
-    parts.append(_table(
-        ["stage", "documents", m, "characters"],
-        [[s.get("stage") or "?", s["docs"], s["tokens"], s["chars"]]],
-    ))
+    parts.append(
+        _table(
+            ["stage", "documents", m, "characters"],
+            [[s.get("stage") or "?", s["docs"], s["tokens"], s["chars"]]],
+        )
+    )
     if m != "tokens":
-        parts.append("<p class='note'>These shards carry no token counts (they come before the mix): "
-                     "sizes are UTF-8 bytes.</p>")
+        parts.append(
+            "<p class='note'>These shards carry no token counts (they come before the mix): sizes are UTF-8 bytes.</p>"
+        )
     for note in s.get("notes") or []:  # columns left out of the summary, and why
         parts.append(f"<p class='note'>Note: {esc(note)}</p>")
     mix = s.get("mix")
     if mix:
         cut = mix.get("training_cutoff") or {}
         tok = mix.get("tokenizer") or {}
-        parts.append(f"<p>Tokenizer <b>{esc(str(tok.get('name')))}</b>, seed {esc(str(mix.get('seed')))}, budget "
-                     f"{(mix.get('tokens') or {}).get('budget', 0):,} tokens, realized "
-                     f"{(mix.get('tokens') or {}).get('realized', 0):,}. Training cutoff: latest document "
-                     f"<b>{esc(str(cut.get('max')))}</b>, 99th percentile {esc(str(cut.get('p99')))} "
-                     f"({cut.get('undated_docs', 0):,} undated documents ignored).</p>")
+        parts.append(
+            f"<p>Tokenizer <b>{esc(str(tok.get('name')))}</b>, seed {esc(str(mix.get('seed')))}, budget "
+            f"{(mix.get('tokens') or {}).get('budget', 0):,} tokens, realized "
+            f"{(mix.get('tokens') or {}).get('realized', 0):,}. Training cutoff: latest document "
+            f"<b>{esc(str(cut.get('max')))}</b>, 99th percentile {esc(str(cut.get('p99')))} "
+            f"({cut.get('undated_docs', 0):,} undated documents ignored).</p>"
+        )
 
     parts.append("<h2>Sources</h2>")
     rows = []
     req = {x["name"]: x for x in (mix or {}).get("sources", [])}
     for r in s["sources"]:
         x = req.get(r["source"], {})
-        rows.append([r["source"], r["docs"], r[m], round(100 * r["share"], 2),
-                     round(100 * x["share_requested"], 2) if x else None, x.get("epochs"), x.get("capped")])
+        rows.append(
+            [
+                r["source"],
+                r["docs"],
+                r[m],
+                round(100 * r["share"], 2),
+                round(100 * x["share_requested"], 2) if x else None,
+                x.get("epochs"),
+                x.get("capped"),
+            ]
+        )
     parts.append(_table(["source", "docs", m, "share %", "requested %", "epochs", "capped"], rows))
     img = _plot_sources(s)
     if img:
@@ -253,14 +293,30 @@ def render_report(s: dict[str, Any]) -> str:
     parts.append("<h2>Funnel from crawl to this stage</h2>")
     funnel_imgs = _plot_funnel(s)
     if funnel_imgs:
-        parts.append(_table(
-            ["stage", "directory", "read", "kept", "tokens kept", "dropped"],
-            [[f["stage"], f["dir"], f["read"], f["kept"],
-              (("~" if f["tokens_estimated"] else "") + f"{f['tokens_kept']:,}") if f["tokens_kept"] is not None else None,
-              ", ".join(f"{k}={v:,}" for k, v in sorted({**f["rejected"], **{f"error:{e}": n for e, n in f["errors"].items()}}.items(),
-                                                            key=lambda kv: -kv[1]))]
-             for f in s["funnel"]],
-        ))
+        parts.append(
+            _table(
+                ["stage", "directory", "read", "kept", "tokens kept", "dropped"],
+                [
+                    [
+                        f["stage"],
+                        f["dir"],
+                        f["read"],
+                        f["kept"],
+                        (("~" if f["tokens_estimated"] else "") + f"{f['tokens_kept']:,}")
+                        if f["tokens_kept"] is not None
+                        else None,
+                        ", ".join(
+                            f"{k}={v:,}"
+                            for k, v in sorted(
+                                {**f["rejected"], **{f"error:{e}": n for e, n in f["errors"].items()}}.items(),
+                                key=lambda kv: -kv[1],
+                            )
+                        ),
+                    ]
+                    for f in s["funnel"]
+                ],
+            )
+        )
         parts.extend(funnel_imgs)
     else:
         parts.append("<p class='note'>No manifest.json found here or upstream.</p>")
@@ -279,8 +335,9 @@ def render_report(s: dict[str, Any]) -> str:
     parts.append("</div>")
     lp = s["length_percentiles"]
     if lp["chars"]:
-        parts.append(_table(["", *[f"p{int(q * 100)}" for q in lp["percentiles"]]],
-                            [["characters", *lp["chars"]], [m, *lp[m]]]))
+        parts.append(
+            _table(["", *[f"p{int(q * 100)}" for q in lp["percentiles"]]], [["characters", *lp["chars"]], [m, *lp[m]]])
+        )
     for name, info in (s.get("side_outputs") or {}).items():
         parts.append(f"<h2>{esc(name)}/</h2>")
         parts.append(_table(["reason", "documents"], [[k, v] for k, v in info["by_reason"].items()]))

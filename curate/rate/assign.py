@@ -16,7 +16,7 @@ second machine computes the same assignment with no state to keep:
 from __future__ import annotations
 
 import hashlib
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 
 def _unit(*parts: str) -> float:

@@ -43,12 +43,23 @@ class ExportStats:
 
     @property
     def balanced(self) -> bool:
-        return self.lines == (self.exported + self.ties + self.skips + self.revised + self.disagreements
-                              + self.unknown_pair + self.bad_lines)
+        return self.lines == (
+            self.exported
+            + self.ties
+            + self.skips
+            + self.revised
+            + self.disagreements
+            + self.unknown_pair
+            + self.bad_lines
+        )
 
     def summary(self) -> str:
-        parts = [f"ratings: {self.lines} log lines -> {self.exported} comparisons exported",
-                 f"{self.ties} ties", f"{self.skips} skips", f"{self.revised} revised (superseded)"]
+        parts = [
+            f"ratings: {self.lines} log lines -> {self.exported} comparisons exported",
+            f"{self.ties} ties",
+            f"{self.skips} skips",
+            f"{self.revised} revised (superseded)",
+        ]
         if self.disagreements:
             parts.append(f"{self.disagreements} dropped as disagreements")
         if self.unknown_pair:
@@ -70,26 +81,30 @@ def parse_time(text: str | None) -> datetime | None:
 def load_latest(directory: str | os.PathLike) -> tuple[dict[tuple[str, str], dict[str, Any]], LogReadReport]:
     directory = Path(directory)
     if not (directory / PAIRS_DB).exists():
-        raise InputError(f"{directory}: not a rating directory (no {PAIRS_DB}); start one with "
-                         "`curate rate PAIRS -o DIR`")
+        raise InputError(
+            f"{directory}: not a rating directory (no {PAIRS_DB}); start one with `curate rate PAIRS -o DIR`"
+        )
     report = LogReadReport()
     return latest_ratings(directory / RATINGS_LOG, report), report
 
 
-def export_ratings(directory: str | os.PathLike, output: str | os.PathLike,
-                   drop_disagreements: bool = False) -> ExportStats:
+def export_ratings(
+    directory: str | os.PathLike, output: str | os.PathLike, drop_disagreements: bool = False
+) -> ExportStats:
     """Write the comparisons in ``directory``'s log to ``output`` (.parquet or .jsonl)."""
     directory, output = Path(directory), Path(output)
     if output.suffix not in (".parquet", ".jsonl"):
         raise InputError(f"{output}: the output must end in .parquet or .jsonl")
     latest, report = load_latest(directory)
-    stats = ExportStats(lines=report.lines, bad_lines=report.bad_lines,
-                        revised=report.lines - report.bad_lines - len(latest))
+    stats = ExportStats(
+        lines=report.lines, bad_lines=report.bad_lines, revised=report.lines - report.bad_lines - len(latest)
+    )
     if report.bad_lines:
         stats.notes.append(f"warning: {report.bad_lines} unreadable line(s) in the log, first at {report.first_bad}")
     if report.torn_tail_bytes:
-        stats.notes.append("note: the log ends in a partly written line (a rating being saved, or never "
-                           "confirmed); it is not exported")
+        stats.notes.append(
+            "note: the log ends in a partly written line (a rating being saved, or never confirmed); it is not exported"
+        )
     store = PairStore(directory / PAIRS_DB)
     try:
         positions = store.positions()
@@ -117,18 +132,26 @@ def export_ratings(directory: str | os.PathLike, output: str | os.PathLike,
             source = f"curate-rate:{pair.model}" if pair.model else "curate-rate"
             for record in records:
                 preferred = record["preferred"]
-                rows.append({
-                    "prompt": pair.prompt, "chosen": pair.response(preferred), "rejected": pair.response(3 - preferred),
-                    "rater": record["rater"], "source": source, "date": parse_time(record.get("time")),
-                    "reason": record.get("reason") or None,
-                })
+                rows.append(
+                    {
+                        "prompt": pair.prompt,
+                        "chosen": pair.response(preferred),
+                        "rejected": pair.response(3 - preferred),
+                        "rater": record["rater"],
+                        "source": source,
+                        "date": parse_time(record.get("time")),
+                        "reason": record.get("reason") or None,
+                    }
+                )
         stats.exported = len(rows)
     finally:
         store.close()
     if output.suffix == ".parquet":
         write_comparisons(rows, output)
     else:
-        lines = [json.dumps({**r, "date": r["date"].isoformat() if r["date"] else None}, ensure_ascii=False,
-                            sort_keys=True) for r in rows]
+        lines = [
+            json.dumps({**r, "date": r["date"].isoformat() if r["date"] else None}, ensure_ascii=False, sort_keys=True)
+            for r in rows
+        ]
         atomic_write_bytes(output, ("\n".join(lines) + ("\n" if lines else "")).encode("utf-8"))
     return stats

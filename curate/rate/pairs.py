@@ -17,9 +17,10 @@ import hashlib
 import json
 import os
 import sqlite3
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pyarrow.parquet as pq
 
@@ -93,8 +94,10 @@ def _rows(path: Path) -> Iterator[tuple[str, Any]]:
         names = set(pf.schema_arrow.names)
         missing = [c for c in REQUIRED if c not in names]
         if missing:
-            raise InputError(f"{path}: missing column(s) {', '.join(missing)}; expected PAIRS_SCHEMA "
-                             f"({', '.join(REQUIRED + OPTIONAL)})")
+            raise InputError(
+                f"{path}: missing column(s) {', '.join(missing)}; expected PAIRS_SCHEMA "
+                f"({', '.join(REQUIRED + OPTIONAL)})"
+            )
         columns = [c for c in REQUIRED + OPTIONAL if c in names]
         index = 0
         for batch in pf.iter_batches(batch_size=1024, columns=columns):
@@ -126,8 +129,14 @@ def _validate(row: Any) -> Pair | str:
     if meta is not None and not isinstance(meta, str):
         meta = json.dumps(meta, sort_keys=True)
     model = row.get("model")
-    return Pair(row["pair_id"], row["prompt"], row["response_1"], row["response_2"],
-                model if isinstance(model, str) else None, meta)
+    return Pair(
+        row["pair_id"],
+        row["prompt"],
+        row["response_1"],
+        row["response_2"],
+        model if isinstance(model, str) else None,
+        meta,
+    )
 
 
 def _digest(pair: Pair) -> str:
@@ -152,8 +161,10 @@ class PairStore:
     def __init__(self, db_path: str | os.PathLike):
         self.path = Path(db_path)
         if not self.path.exists():
-            raise InputError(f"{self.path.parent}: not a rating directory (no {self.path.name}); "
-                             "start one with `curate rate PAIRS -o DIR`")
+            raise InputError(
+                f"{self.path.parent}: not a rating directory (no {self.path.name}); "
+                "start one with `curate rate PAIRS -o DIR`"
+            )
         self.conn = sqlite3.connect(self.path, check_same_thread=False)
 
     def active_ids(self) -> list[str]:
@@ -200,8 +211,10 @@ def import_pairs(source: str | os.PathLike, db_path: str | os.PathLike) -> Impor
             stats.read, stats.reused = stats.ready, True
             return stats
         with conn:  # one transaction: a crash mid-import leaves the previous state
-            conn.execute("CREATE TEMP TABLE incoming (pair_id TEXT PRIMARY KEY, position INTEGER, prompt TEXT,"
-                         " response_1 TEXT, response_2 TEXT, model TEXT, meta TEXT, digest TEXT)")
+            conn.execute(
+                "CREATE TEMP TABLE incoming (pair_id TEXT PRIMARY KEY, position INTEGER, prompt TEXT,"
+                " response_1 TEXT, response_2 TEXT, model TEXT, meta TEXT, digest TEXT)"
+            )
             position = 0
             for f in files:
                 for where, raw in _rows(f):
@@ -215,8 +228,16 @@ def import_pairs(source: str | os.PathLike, db_path: str | os.PathLike) -> Impor
                         continue
                     cur = conn.execute(
                         "INSERT OR IGNORE INTO incoming VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                        (pair.pair_id, position, pair.prompt, pair.response_1, pair.response_2,
-                         pair.model, pair.meta, _digest(pair)),
+                        (
+                            pair.pair_id,
+                            position,
+                            pair.prompt,
+                            pair.response_1,
+                            pair.response_2,
+                            pair.model,
+                            pair.meta,
+                            _digest(pair),
+                        ),
                     )
                     if cur.rowcount == 0:
                         stats.skip("duplicate_pair_id", f"{where}: pair_id {pair.pair_id!r}")

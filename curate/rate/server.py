@@ -32,13 +32,13 @@ from urllib.parse import parse_qs, quote, urlsplit
 
 from curate.core.errors import CurateError
 from curate.rate import page
-from curate.rate.session import Rater, RateError, RatingSession
+from curate.rate.session import RateError, Rater, RatingSession
 
 MAX_BODY_BYTES = 64 * 1024
 LOOPBACK_NAMES = {"localhost", "127.0.0.1", "::1"}
 SECURITY_HEADERS = {
     "Content-Security-Policy": "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; "
-                               "img-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
+    "img-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
     "X-Content-Type-Options": "nosniff",
     "X-Frame-Options": "DENY",
     "Referrer-Policy": "no-referrer",
@@ -79,8 +79,9 @@ class RateServer(ThreadingHTTPServer):
         try:
             super().__init__((self.bind_host, port), Handler)
         except OSError as exc:
-            raise CurateError(f"cannot listen on {host}:{port} ({exc.strerror or exc}); "
-                              "pick another --port (0 = any free port)") from None
+            raise CurateError(
+                f"cannot listen on {host}:{port} ({exc.strerror or exc}); pick another --port (0 = any free port)"
+            ) from None
         self.cookie_name = f"curate_rate_{self.server_port}"  # cookies ignore ports: keep servers apart
 
     def url(self, rater: Rater | None = None) -> str:
@@ -104,7 +105,7 @@ class Handler(BaseHTTPRequestHandler):
 
     # -- plumbing --------------------------------------------------------------------------
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the stdlib's name
+    def log_message(self, format: str, *args: Any) -> None:
         if self.server.verbose:
             # Never print tokens: drop query strings from the request line.
             line = (format % args).replace(self.path, urlsplit(self.path).path)
@@ -178,17 +179,20 @@ class Handler(BaseHTTPRequestHandler):
 
     # -- routes ----------------------------------------------------------------------------
 
-    def do_GET(self) -> None:  # noqa: N802 - the stdlib's name
+    def do_GET(self) -> None:
         self._dispatch()
 
-    def do_POST(self) -> None:  # noqa: N802
+    def do_POST(self) -> None:
         self._dispatch()
 
     def _dispatch(self) -> None:
         try:
             if not self._host_ok():
-                self._error(403, "this server answers only to localhost (start it with --host and --raters "
-                                 "to rate from other machines)")
+                self._error(
+                    403,
+                    "this server answers only to localhost (start it with --host and --raters "
+                    "to rate from other machines)",
+                )
                 return
             url = urlsplit(self.path)
             query = parse_qs(url.query)
@@ -206,9 +210,15 @@ class Handler(BaseHTTPRequestHandler):
                 content_type, text = ASSETS[url.path]
                 self._send(200, text.encode("utf-8"), content_type)
             elif self.command == "GET" and url.path == "/api/next":
-                self._json(200, {"rater": rater.name, "pair": session.next_pair(rater.name),
-                                 "progress": session.progress(rater.name),
-                                 "last_rated": session.last_rated(rater.name)})
+                self._json(
+                    200,
+                    {
+                        "rater": rater.name,
+                        "pair": session.next_pair(rater.name),
+                        "progress": session.progress(rater.name),
+                        "last_rated": session.last_rated(rater.name),
+                    },
+                )
             elif self.command == "GET" and url.path == "/api/pair":
                 pair = session.pair_for(rater.name, (query.get("id") or [""])[0])
                 self._json(200, {"rater": rater.name, "pair": pair, "progress": session.progress(rater.name)})

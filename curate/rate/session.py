@@ -19,7 +19,7 @@ import re
 import time
 import unicodedata
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -69,11 +69,12 @@ def load_raters(path: str | os.PathLike, allow_example_tokens: bool = False) -> 
     data = load_toml(path)
     unknown = sorted(set(data) - {"raters"})
     if unknown:
-        raise ConfigError(f"{path}: unknown key(s) {', '.join(unknown)}; "
-                          "expected [[raters]] tables with name and token")
+        raise ConfigError(
+            f"{path}: unknown key(s) {', '.join(unknown)}; expected [[raters]] tables with name and token"
+        )
     entries = data.get("raters")
     if not isinstance(entries, list) or not entries:
-        raise ConfigError(f"{path}: no raters; add [[raters]] tables with name = \"...\" and token = \"...\"")
+        raise ConfigError(f'{path}: no raters; add [[raters]] tables with name = "..." and token = "..."')
     raters: list[Rater] = []
     for i, entry in enumerate(entries):
         where = f"{path}: raters[{i}]"
@@ -86,11 +87,15 @@ def load_raters(path: str | os.PathLike, allow_example_tokens: bool = False) -> 
         if not isinstance(name, str) or not RATER_NAME.match(name):
             raise ConfigError(f"{where}: name must be 1-64 letters, digits or _.@- (got {name!r})")
         if not isinstance(token, str) or len(token) < MIN_TOKEN_CHARS:
-            raise ConfigError(f"{where} ({name}): token must be a string of at least {MIN_TOKEN_CHARS} characters; "
-                              "make one with: python -c 'import secrets; print(secrets.token_urlsafe(24))'")
+            raise ConfigError(
+                f"{where} ({name}): token must be a string of at least {MIN_TOKEN_CHARS} characters; "
+                "make one with: python -c 'import secrets; print(secrets.token_urlsafe(24))'"
+            )
         if token.startswith(EXAMPLE_TOKEN_PREFIX) and not allow_example_tokens:
-            raise ConfigError(f"{where} ({name}): replace the example token with a secret one "
-                              "(python -c 'import secrets; print(secrets.token_urlsafe(24))')")
+            raise ConfigError(
+                f"{where} ({name}): replace the example token with a secret one "
+                "(python -c 'import secrets; print(secrets.token_urlsafe(24))')"
+            )
         if not TOKEN.match(token):
             raise ConfigError(f"{where} ({name}): token may hold only letters, digits and _.~-")
         raters.append(Rater(name, token))
@@ -104,7 +109,7 @@ def load_raters(path: str | os.PathLike, allow_example_tokens: bool = False) -> 
 
 
 def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def _clean_text(text: str) -> str:
@@ -116,8 +121,15 @@ def _clean_text(text: str) -> str:
 class RatingSession:
     """An open rating directory: import pairs, lock, load the log, assign raters."""
 
-    def __init__(self, directory: str | os.PathLike, pairs_source: str | os.PathLike | None, raters: list[Rater],
-                 overlap: float | None = None, overlap_raters: int | None = None, require_tokens: bool = False):
+    def __init__(
+        self,
+        directory: str | os.PathLike,
+        pairs_source: str | os.PathLike | None,
+        raters: list[Rater],
+        overlap: float | None = None,
+        overlap_raters: int | None = None,
+        require_tokens: bool = False,
+    ):
         self.directory = Path(directory)
         if self.directory.exists() and not self.directory.is_dir():
             raise CurateError(f"{self.directory}: exists and is not a directory")
@@ -132,8 +144,9 @@ class RatingSession:
         try:
             previous = self._read_session()
             self.overlap = float(overlap if overlap is not None else previous.get("overlap", 0.0))
-            self.overlap_raters = int(overlap_raters if overlap_raters is not None
-                                      else previous.get("overlap_raters", 2))
+            self.overlap_raters = int(
+                overlap_raters if overlap_raters is not None else previous.get("overlap_raters", 2)
+            )
             if not 0.0 <= self.overlap <= 1.0:
                 raise ConfigError(f"--overlap must be between 0 and 1 (got {self.overlap})")
             if self.overlap_raters < 2:
@@ -146,12 +159,19 @@ class RatingSession:
             self.pair_ids = self.pairs.active_ids()
             self.assignment = Assignment(self.pair_ids, sorted(self.raters), self.overlap, self.overlap_raters)
             self.log = RatingsLog(self.directory / RATINGS_LOG)
-            self._cursor: dict[str, int] = {name: 0 for name in self.raters}
+            self._cursor: dict[str, int] = dict.fromkeys(self.raters, 0)
             self._served: dict[tuple[str, str], float] = {}
-            atomic_write_json(self.directory / SESSION_FILE, {
-                "pairs": str(Path(source).resolve()), "overlap": self.overlap, "overlap_raters": self.overlap_raters,
-                "raters": sorted(self.raters), "started": _now(), "pairs_ready": len(self.pair_ids),
-            })
+            atomic_write_json(
+                self.directory / SESSION_FILE,
+                {
+                    "pairs": str(Path(source).resolve()),
+                    "overlap": self.overlap,
+                    "overlap_raters": self.overlap_raters,
+                    "raters": sorted(self.raters),
+                    "started": _now(),
+                    "pairs_ready": len(self.pair_ids),
+                },
+            )
         except BaseException:
             if hasattr(self, "pairs"):
                 self.pairs.close()
@@ -190,7 +210,7 @@ class RatingSession:
         self.pairs.close()
         self._release_lock()
 
-    def __enter__(self) -> "RatingSession":
+    def __enter__(self) -> RatingSession:
         return self
 
     def __exit__(self, *exc: Any) -> None:
@@ -231,8 +251,12 @@ class RatingSession:
 
     def _view(self, rater: str, pair: Pair) -> dict[str, Any]:
         first = a_is(rater, pair.pair_id)
-        return {"pair_id": pair.pair_id, "prompt": pair.prompt,
-                "a": pair.response(first), "b": pair.response(3 - first)}
+        return {
+            "pair_id": pair.pair_id,
+            "prompt": pair.prompt,
+            "a": pair.response(first),
+            "b": pair.response(3 - first),
+        }
 
     def next_pair(self, rater: str) -> dict[str, Any] | None:
         """The rater's first unanswered pair in queue order (the same one until it is answered)."""
@@ -278,8 +302,11 @@ class RatingSession:
         if not isinstance(reason, str) or len(reason) > MAX_REASON_CHARS:
             raise RateError(f"reason must be text of at most {MAX_REASON_CHARS} characters")
         client_ms = payload.get("client_ms")
-        if client_ms is not None and (isinstance(client_ms, bool) or not isinstance(client_ms, (int, float))
-                                      or not 0 <= client_ms <= MAX_CLIENT_MS):
+        if client_ms is not None and (
+            isinstance(client_ms, bool)
+            or not isinstance(client_ms, (int, float))
+            or not 0 <= client_ms <= MAX_CLIENT_MS
+        ):
             raise RateError("client_ms must be a number of milliseconds")
         revise = payload.get("revise", False) is True
         with self.log.lock:
@@ -294,13 +321,20 @@ class RatingSession:
             served = self._served.pop((rater, pair_id), None)
             now = time.time()
             record = {
-                "v": 1, "rating_id": rating_id, "rater": rater, "pair_id": pair_id, "choice": choice,
+                "v": 1,
+                "rating_id": rating_id,
+                "rater": rater,
+                "pair_id": pair_id,
+                "choice": choice,
                 "a_is": shown,
                 "preferred": {"a": shown, "b": 3 - shown}.get(choice),  # 1 or 2 (response_N), None for tie/skip
                 "reason": _clean_text(reason) or None,
                 "time": _now(),
-                "served_at": datetime.fromtimestamp(served, timezone.utc).isoformat(timespec="milliseconds")
-                .replace("+00:00", "Z") if served else None,
+                "served_at": datetime.fromtimestamp(served, UTC)
+                .isoformat(timespec="milliseconds")
+                .replace("+00:00", "Z")
+                if served
+                else None,
                 "elapsed_s": round(now - served, 3) if served else None,
                 "client_ms": int(client_ms) if client_ms is not None else None,
                 "revises": previous,

@@ -15,9 +15,10 @@ from __future__ import annotations
 import json
 import os
 from collections import Counter, defaultdict
+from collections.abc import Hashable, Sequence
 from itertools import combinations
 from pathlib import Path
-from typing import Any, Hashable, Sequence
+from typing import Any
 
 from curate.rate import PAIRS_DB, SESSION_FILE
 from curate.rate.assign import Assignment
@@ -76,8 +77,9 @@ def compute_stats(directory: str | os.PathLike) -> dict[str, Any]:
         pair_ids = store.active_ids()
     finally:
         store.close()
-    assignment = Assignment(pair_ids, session.get("raters") or [], float(session.get("overlap", 0.0)),
-                            int(session.get("overlap_raters", 2)))
+    assignment = Assignment(
+        pair_ids, session.get("raters") or [], float(session.get("overlap", 0.0)), int(session.get("overlap_raters", 2))
+    )
 
     per_rater: dict[str, dict[str, Any]] = {}
     times: dict[str, list[float]] = defaultdict(list)
@@ -117,20 +119,33 @@ def compute_stats(directory: str | os.PathLike) -> dict[str, Any]:
         l2 = [overlapping[p][r2] for p in common]
         pooled_1 += l1
         pooled_2 += l2
-        pairwise.append({"raters": [r1, r2], "pairs": len(common),
-                         "agreement": sum(a == b for a, b in zip(l1, l2)) / len(common),
-                         "kappa": cohen_kappa(l1, l2)})
+        pairwise.append(
+            {
+                "raters": [r1, r2],
+                "pairs": len(common),
+                "agreement": sum(a == b for a, b in zip(l1, l2)) / len(common),
+                "kappa": cohen_kappa(l1, l2),
+            }
+        )
     pooled = None
     if pooled_1:
         # Each comparison counted in both orders so the pooled marginals do not depend on names.
         both_1, both_2 = pooled_1 + pooled_2, pooled_2 + pooled_1
-        pooled = {"comparisons": len(pooled_1),
-                  "agreement": sum(a == b for a, b in zip(pooled_1, pooled_2)) / len(pooled_1),
-                  "kappa": cohen_kappa(both_1, both_2)}
+        pooled = {
+            "comparisons": len(pooled_1),
+            "agreement": sum(a == b for a, b in zip(pooled_1, pooled_2)) / len(pooled_1),
+            "kappa": cohen_kappa(both_1, both_2),
+        }
     return {
-        "log_lines": report.lines, "bad_lines": report.bad_lines, "ratings": len(latest),
-        "pairs_ready": len(pair_ids), "overlap": assignment.overlap, "raters": dict(sorted(per_rater.items())),
-        "overlap_pairs_rated": len(overlapping), "agreement": pairwise, "agreement_pooled": pooled,
+        "log_lines": report.lines,
+        "bad_lines": report.bad_lines,
+        "ratings": len(latest),
+        "pairs_ready": len(pair_ids),
+        "overlap": assignment.overlap,
+        "raters": dict(sorted(per_rater.items())),
+        "overlap_pairs_rated": len(overlapping),
+        "agreement": pairwise,
+        "agreement_pooled": pooled,
     }
 
 
@@ -139,11 +154,14 @@ def _fmt(value: float | None, spec: str) -> str:
 
 
 def format_stats(stats: dict[str, Any]) -> str:
-    lines = [f"{stats['ratings']} ratings by {len(stats['raters'])} rater(s) on {stats['pairs_ready']} pairs "
-             f"({stats['log_lines']} log lines"
-             + (f", {stats['bad_lines']} unreadable" if stats["bad_lines"] else "") + ")"]
-    header = f"{'rater':<16} {'rated':>6} {'assigned':>8} {'A':>5} {'B':>5} {'tie':>5} {'skip':>5} " \
-             f"{'chose A':>8} {'revised':>7} {'median s':>9} {'p90 s':>7} {'hours':>6}"
+    lines = [
+        f"{stats['ratings']} ratings by {len(stats['raters'])} rater(s) on {stats['pairs_ready']} pairs "
+        f"({stats['log_lines']} log lines" + (f", {stats['bad_lines']} unreadable" if stats["bad_lines"] else "") + ")"
+    ]
+    header = (
+        f"{'rater':<16} {'rated':>6} {'assigned':>8} {'A':>5} {'B':>5} {'tie':>5} {'skip':>5} "
+        f"{'chose A':>8} {'revised':>7} {'median s':>9} {'p90 s':>7} {'hours':>6}"
+    )
     lines += ["", header]
     for name, row in stats["raters"].items():
         assigned = "-" if row["assigned"] is None else str(row["assigned"])
@@ -159,13 +177,19 @@ def format_stats(stats: dict[str, Any]) -> str:
         hint = "" if stats["overlap"] else " (start the server with --overlap, e.g. 0.1, to assign some pairs twice)"
         lines.append(f"agreement: no pair rated by two raters yet{hint}")
         return "\n".join(lines)
-    lines.append(f"agreement on {stats['overlap_pairs_rated']} pairs rated by two or more raters "
-                 "(same winning response; skips left out):")
+    lines.append(
+        f"agreement on {stats['overlap_pairs_rated']} pairs rated by two or more raters "
+        "(same winning response; skips left out):"
+    )
     lines.append(f"{'raters':<34} {'pairs':>6} {'agree':>7} {'kappa':>7}")
     for row in stats["agreement"]:
-        lines.append(f"{' / '.join(row['raters']):<34} {row['pairs']:>6} {100 * row['agreement']:>6.1f}% "
-                     f"{_fmt(row['kappa'], '.2f'):>7}")
+        lines.append(
+            f"{' / '.join(row['raters']):<34} {row['pairs']:>6} {100 * row['agreement']:>6.1f}% "
+            f"{_fmt(row['kappa'], '.2f'):>7}"
+        )
     pooled = stats["agreement_pooled"]
-    lines.append(f"{'all raters (pooled)':<34} {pooled['comparisons']:>6} {100 * pooled['agreement']:>6.1f}% "
-                 f"{_fmt(pooled['kappa'], '.2f'):>7}")
+    lines.append(
+        f"{'all raters (pooled)':<34} {pooled['comparisons']:>6} {100 * pooled['agreement']:>6.1f}% "
+        f"{_fmt(pooled['kappa'], '.2f'):>7}"
+    )
     return "\n".join(lines)

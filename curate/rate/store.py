@@ -16,9 +16,10 @@ from __future__ import annotations
 import json
 import os
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from curate.core.errors import InputError
 
@@ -54,8 +55,9 @@ def read_log(path: str | os.PathLike, report: LogReadReport | None = None) -> It
             yield record
 
 
-def latest_ratings(path: str | os.PathLike,
-                   report: LogReadReport | None = None) -> dict[tuple[str, str], dict[str, Any]]:
+def latest_ratings(
+    path: str | os.PathLike, report: LogReadReport | None = None
+) -> dict[tuple[str, str], dict[str, Any]]:
     """The last rating per (rater, pair_id), in the order each pair was first rated."""
     latest: dict[tuple[str, str], dict[str, Any]] = {}
     for record in read_log(path, report):
@@ -118,7 +120,7 @@ class RatingsLog:
         try:
             view = memoryview(data)
             while view:
-                view = view[os.write(self.fd, view):]
+                view = view[os.write(self.fd, view) :]
             os.fsync(self.fd)
         except OSError as exc:
             try:  # a half-written line (disk full) would corrupt the next one: cut it back

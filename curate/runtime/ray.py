@@ -9,8 +9,9 @@ storage every node sees (a shared filesystem; on one machine, any local path).
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any
 
 from curate.core.errors import CurateError
 

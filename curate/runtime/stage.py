@@ -25,10 +25,11 @@ import queue
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any
 
 from curate import __version__
 from curate.core.accounting import Stats
@@ -96,7 +97,7 @@ class InputResult:
         }
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> "InputResult":
+    def from_json(cls, data: dict[str, Any]) -> InputResult:
         return cls(
             path=data["path"],
             index=data["index"],
@@ -240,7 +241,9 @@ def _reset_output(output_dir: str, outputs: Iterable[str]) -> None:
         manifest.unlink()
 
 
-def _assign_indices(output_dir: str, stage: str, inputs: list[str], chash: str, overwrite: bool, outputs: list[str]) -> list[tuple[int, str]]:
+def _assign_indices(
+    output_dir: str, stage: str, inputs: list[str], chash: str, overwrite: bool, outputs: list[str]
+) -> list[tuple[int, str]]:
     """Map inputs to stable indices, reusing a previous run's state in the same directory."""
     state_path = _state_dir(output_dir) / "state.json"
     if overwrite:

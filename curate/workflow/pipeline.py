@@ -20,9 +20,10 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from curate.core.config import ConfigError, load_toml
 from curate.core.errors import CurateError
@@ -30,8 +31,8 @@ from curate.core.shards import atomic_write_json, load_manifest
 from curate.workflow.state import (
     check_earlier_stages,
     clear_stages,
-    forget_stages,
     fingerprint,
+    forget_stages,
     lock_path,
     overwrite_targets,
     pipeline_hint,
@@ -69,11 +70,13 @@ class TokenizerStage:
     max_docs: int | None = None
     max_chars: int | None = None
 
-    def validate(self) -> "TokenizerStage":
+    def validate(self) -> TokenizerStage:
         from curate.core.tokenizer import SPECIAL_TOKENS
 
         if self.vocab_size < 256 + len(SPECIAL_TOKENS):
-            raise ConfigError(f"[tokenizer]: vocab_size must be at least {256 + len(SPECIAL_TOKENS)}, got {self.vocab_size}")
+            raise ConfigError(
+                f"[tokenizer]: vocab_size must be at least {256 + len(SPECIAL_TOKENS)}, got {self.vocab_size}"
+            )
         for name in ("min_frequency", "max_docs", "max_chars"):
             value = getattr(self, name)
             if value is not None and value < 1:
@@ -135,7 +138,9 @@ def load_pipeline(path: str | os.PathLike, workdir: str | None = None, workers: 
         raise ConfigError(f"{where}: missing stage table(s) [{'], ['.join(missing)}]")
     for key, kind in (("workdir", str), ("workers", int), ("seed", int)):
         if key in data and (not isinstance(data[key], kind) or isinstance(data[key], bool)):
-            raise ConfigError(f"{where}: {key} must be {'a string' if kind is str else 'an integer'}, got {data[key]!r}")
+            raise ConfigError(
+                f"{where}: {key} must be {'a string' if kind is str else 'an integer'}, got {data[key]!r}"
+            )
     if data.get("workers", 1) < 1:
         raise ConfigError(f"{where}: workers must be at least 1")
     wd = Path(workdir or data.get("workdir", "work"))
@@ -151,18 +156,19 @@ def load_pipeline(path: str | os.PathLike, workdir: str | None = None, workers: 
 def check_pipeline(pipe: Pipeline) -> None:
     """Build every stage's settings up front, so a typo in [rlhf] fails before the crawl starts."""
     from curate.core.config import deep_merge, from_dict
-    from curate.stages.dedup.run import DedupConfig
-    from curate.stages.mix.run import load_mix_config
-
     from curate.stages.crawl.stage import load_config as load_crawl_config
+    from curate.stages.dedup.run import DedupConfig
     from curate.stages.filter.stage import load_chain_config
+    from curate.stages.mix.run import load_mix_config
 
     crawl = _take(pipe.stages["crawl"], CRAWL_KEYS, "crawl")
     load_crawl_config(crawl.get("config"), _crawl_overrides(crawl))
     from filters.registry import build_chain
 
     build_chain(load_chain_config(_take(pipe.stages["filter"], FILTER_KEYS, "filter").get("config")))
-    from_dict(TokenizerStage, _take(pipe.stages["tokenizer"], TOKENIZER_KEYS, "tokenizer"), where="[tokenizer]").validate()
+    from_dict(
+        TokenizerStage, _take(pipe.stages["tokenizer"], TOKENIZER_KEYS, "tokenizer"), where="[tokenizer]"
+    ).validate()
     dedup = {k: v for k, v in pipe.stages["dedup"].items() if k != "memory_gb"}
     from_dict(DedupConfig, dedup, where="[dedup]").validate()
     mix = dict(pipe.stages["mix"])
@@ -174,10 +180,16 @@ def check_pipeline(pipe: Pipeline) -> None:
 
     pre = dict(pipe.stages["pretrain"])
     config_path = pre.pop("config", None)
-    pretrain_cfg = from_dict(PretrainConfig, deep_merge(load_toml(config_path) if config_path else {}, pre), where="[pretrain]")
+    pretrain_cfg = from_dict(
+        PretrainConfig, deep_merge(load_toml(config_path) if config_path else {}, pre), where="[pretrain]"
+    )
     pretrain_cfg.validate()
     pretrain_cfg.model.build(vocab_size=256)
-    for stage, cls, key in (("sft", SFTConfig, "data"), ("reward", RewardConfig, "data"), ("rlhf", RLHFConfig, "prompts")):
+    for stage, cls, key in (
+        ("sft", SFTConfig, "data"),
+        ("reward", RewardConfig, "data"),
+        ("rlhf", RLHFConfig, "prompts"),
+    ):
         _align_config(cls, pipe.stages[stage], stage, pipe, key)[0].validate()
 
 
@@ -190,7 +202,9 @@ def _expand(value: Any, placeholders: dict[str, str], where: str) -> Any:
         try:
             return value.format(**placeholders)
         except (KeyError, IndexError, ValueError) as exc:
-            raise ConfigError(f"{where}: bad placeholder in {value!r} ({exc}); known: {', '.join(placeholders)}") from None
+            raise ConfigError(
+                f"{where}: bad placeholder in {value!r} ({exc}); known: {', '.join(placeholders)}"
+            ) from None
     if isinstance(value, list):
         return [_expand(v, placeholders, where) for v in value]
     if isinstance(value, dict):
@@ -235,15 +249,19 @@ def _run_crawl(pipe: Pipeline, overwrite: bool, log: Callable[[str], None]) -> d
     if not t.get("inputs"):
         raise ConfigError("[crawl]: 'inputs' (WARC files or directories) is required")
     cfg = load_config(t.get("config"), _crawl_overrides(t))
-    manifest, _ = crawl(t["inputs"], str(pipe.out("crawl")), cfg, workers=pipe.workers, overwrite=overwrite, progress=True)
+    manifest, _ = crawl(
+        t["inputs"], str(pipe.out("crawl")), cfg, workers=pipe.workers, overwrite=overwrite, progress=True
+    )
     if manifest.get("inputs_failed"):
-        raise CurateError(f"crawl: {manifest['inputs_failed']} input(s) could not be read (see {pipe.out('crawl')}/manifest.json)", 1)
+        raise CurateError(
+            f"crawl: {manifest['inputs_failed']} input(s) could not be read (see {pipe.out('crawl')}/manifest.json)", 1
+        )
     return {}
 
 
 def _run_filter(pipe: Pipeline, overwrite: bool, log: Callable[[str], None]) -> dict[str, Any]:
-    from curate.stages.filter.stage import load_chain_config, run_filter
     from curate.core.progress import Progress
+    from curate.stages.filter.stage import load_chain_config, run_filter
 
     t = _take(pipe.stages["filter"], FILTER_KEYS, "filter")
     chain = load_chain_config(t.get("config"))
@@ -266,15 +284,21 @@ def _run_dedup(pipe: Pipeline, overwrite: bool, log: Callable[[str], None]) -> d
     t = dict(pipe.stages["dedup"])
     memory = t.pop("memory_gb", 2)
     cfg = from_dict(DedupConfig, t, where="[dedup]").validate()
-    run_dedup([str(pipe.out("filter"))], str(pipe.out("dedup")), cfg, workers=pipe.workers,
-              memory_bytes=int(float(memory) * 1024**3), overwrite=overwrite, progress=True)
+    run_dedup(
+        [str(pipe.out("filter"))],
+        str(pipe.out("dedup")),
+        cfg,
+        workers=pipe.workers,
+        memory_bytes=int(float(memory) * 1024**3),
+        overwrite=overwrite,
+        progress=True,
+    )
     return {}
 
 
 def _run_tokenizer(pipe: Pipeline, overwrite: bool, log: Callable[[str], None]) -> dict[str, Any]:
-    from curate.core.tokenizer import train_from_paths
-
     from curate.core.config import from_dict
+    from curate.core.tokenizer import train_from_paths
 
     t = from_dict(TokenizerStage, pipe.stages["tokenizer"], where="[tokenizer]").validate()
     info = train_from_paths(
@@ -311,10 +335,23 @@ def _run_pretrain(pipe: Pipeline, overwrite: bool, log: Callable[[str], None]) -
     data = load_toml(config_path) if config_path else {}
     data = deep_merge(data, t)
     cfg = from_dict(PretrainConfig, data, where="[pretrain]")
-    result = pretrain(cfg, pipe.out("mix"), pipe.out("pretrain"), tokenizer=str(pipe.out("tokenizer")),
-                      overwrite=overwrite, progress=True, on_message=log)
-    return {"first_loss": result.first_loss, "last_loss": result.last_loss, "val_loss": result.val_loss,
-            "steps": result.step, "tokens_seen": result.tokens_seen, "_stopped": result.status == "stopped"}
+    result = pretrain(
+        cfg,
+        pipe.out("mix"),
+        pipe.out("pretrain"),
+        tokenizer=str(pipe.out("tokenizer")),
+        overwrite=overwrite,
+        progress=True,
+        on_message=log,
+    )
+    return {
+        "first_loss": result.first_loss,
+        "last_loss": result.last_loss,
+        "val_loss": result.val_loss,
+        "steps": result.step,
+        "tokens_seen": result.tokens_seen,
+        "_stopped": result.status == "stopped",
+    }
 
 
 def _align_config(cls: type, table: dict[str, Any], stage: str, pipe: Pipeline, data_key: str) -> tuple[Any, str]:
@@ -343,27 +380,46 @@ def _run_sft(pipe: Pipeline, overwrite: bool, log: Callable[[str], None]) -> dic
 
     cfg, data = _align_config(SFTConfig, pipe.stages["sft"], "sft", pipe, "data")
     result = sft(cfg, pipe.out("pretrain"), data, pipe.out("sft"), overwrite=overwrite, progress=True, on_message=log)
-    return _metrics(result, {"first_loss": ("first", "loss"), "last_loss": ("last", "loss"),
-                             "val_loss": ("eval", "val_loss")})
+    return _metrics(
+        result, {"first_loss": ("first", "loss"), "last_loss": ("last", "loss"), "val_loss": ("eval", "val_loss")}
+    )
 
 
 def _run_reward(pipe: Pipeline, overwrite: bool, log: Callable[[str], None]) -> dict[str, Any]:
     from train.reward import RewardConfig, train_reward
 
     cfg, data = _align_config(RewardConfig, pipe.stages["reward"], "reward", pipe, "data")
-    result = train_reward(cfg, pipe.out("sft"), data, pipe.out("reward"), overwrite=overwrite, progress=True, on_message=log)
-    return _metrics(result, {"final_loss": ("last", "loss"), "val_accuracy_before": ("first_eval", "val_accuracy"),
-                             "val_accuracy": ("eval", "val_accuracy")})
+    result = train_reward(
+        cfg, pipe.out("sft"), data, pipe.out("reward"), overwrite=overwrite, progress=True, on_message=log
+    )
+    return _metrics(
+        result,
+        {
+            "final_loss": ("last", "loss"),
+            "val_accuracy_before": ("first_eval", "val_accuracy"),
+            "val_accuracy": ("eval", "val_accuracy"),
+        },
+    )
 
 
 def _run_rlhf(pipe: Pipeline, overwrite: bool, log: Callable[[str], None]) -> dict[str, Any]:
     from train.rlhf import RLHFConfig, rlhf
 
     cfg, prompts = _align_config(RLHFConfig, pipe.stages["rlhf"], "rlhf", pipe, "prompts")
-    result = rlhf(cfg, pipe.out("sft"), prompts, pipe.out("rlhf"), reward=pipe.out("reward"), overwrite=overwrite,
-                  progress=True, on_message=log)
-    return _metrics(result, {"reward_before": ("first_eval", "val_score"), "reward_after": ("eval", "val_score"),
-                             "kl": ("eval", "val_kl")})
+    result = rlhf(
+        cfg,
+        pipe.out("sft"),
+        prompts,
+        pipe.out("rlhf"),
+        reward=pipe.out("reward"),
+        overwrite=overwrite,
+        progress=True,
+        on_message=log,
+    )
+    return _metrics(
+        result,
+        {"reward_before": ("first_eval", "val_score"), "reward_after": ("eval", "val_score"), "kl": ("eval", "val_kl")},
+    )
 
 
 RUNNERS: dict[str, Callable[[Pipeline, bool, Callable[[str], None]], dict[str, Any]]] = {
@@ -499,9 +555,17 @@ def _fmt(value: Any) -> str:
 
 
 _NOTE_LABELS = {
-    "first_loss": "loss", "last_loss": "->", "final_loss": "loss", "val_loss": "val loss", "val_accuracy": "held-out acc",
-    "val_accuracy_before": "acc before", "reward_before": "reward", "reward_after": "->", "kl": "KL",
-    "vocab_size": "vocab", "training_cutoff": "cutoff",
+    "first_loss": "loss",
+    "last_loss": "->",
+    "final_loss": "loss",
+    "val_loss": "val loss",
+    "val_accuracy": "held-out acc",
+    "val_accuracy_before": "acc before",
+    "reward_before": "reward",
+    "reward_after": "->",
+    "kl": "KL",
+    "vocab_size": "vocab",
+    "training_cutoff": "cutoff",
 }
 
 
@@ -510,25 +574,38 @@ def format_summary(pipe: Pipeline, outcomes: list[StageOutcome]) -> str:
     header = ("stage", "status", "time", "docs", "tokens", "result")
     rows = [header]
     for o in outcomes:
-        notes = "  ".join(f"{_NOTE_LABELS.get(k, k)} {_fmt(v)}" for k, v in o.notes.items()
-                          if k in _NOTE_LABELS and k != "training_cutoff")
-        rows.append((o.stage, o.status, f"{o.seconds:.0f}s" if o.status == "ran" else "-", _fmt(o.docs), _fmt(o.tokens), notes))
+        notes = "  ".join(
+            f"{_NOTE_LABELS.get(k, k)} {_fmt(v)}"
+            for k, v in o.notes.items()
+            if k in _NOTE_LABELS and k != "training_cutoff"
+        )
+        rows.append(
+            (o.stage, o.status, f"{o.seconds:.0f}s" if o.status == "ran" else "-", _fmt(o.docs), _fmt(o.tokens), notes)
+        )
     widths = [max(len(r[i]) for r in rows) for i in range(len(header) - 1)]
     lines = ["", "  ".join(c.ljust(w) for c, w in zip(rows[0][:-1], widths)) + "  " + rows[0][-1]]
     lines.append("-" * (sum(widths) + 2 * len(widths) + 30))
     for r in rows[1:]:
-        lines.append("  ".join(c.ljust(w) if i == 0 or i == 1 else c.rjust(w) for i, (c, w) in enumerate(zip(r[:-1], widths))) + "  " + r[-1])
+        lines.append(
+            "  ".join(c.ljust(w) if i == 0 or i == 1 else c.rjust(w) for i, (c, w) in enumerate(zip(r[:-1], widths)))
+            + "  "
+            + r[-1]
+        )
     by = {o.stage: o for o in outcomes}
     if "mix" in by and by["mix"].notes.get("training_cutoff"):
         n = by["mix"].notes
-        lines.append(f"\ntraining cutoff: {n['training_cutoff']} (99th percentile of document dates: {n.get('cutoff_p99')})")
+        lines.append(
+            f"\ntraining cutoff: {n['training_cutoff']} (99th percentile of document dates: {n.get('cutoff_p99')})"
+        )
     if "reward" in by and "val_accuracy" in by["reward"].notes:
         lines.append(f"reward model held-out accuracy: {by['reward'].notes['val_accuracy']:.1%}")
     if "rlhf" in by and "reward_after" in by["rlhf"].notes:
         n = by["rlhf"].notes
-        lines.append(f"mean reward on held-out prompts: {_fmt(n.get('reward_before'))} before RLHF -> {_fmt(n['reward_after'])} after")
+        lines.append(
+            f"mean reward on held-out prompts: {_fmt(n.get('reward_before'))} before RLHF -> {_fmt(n['reward_after'])} after"
+        )
     model_stage = next((s for s in ("rlhf", "sft", "pretrain") if s in by), None)
     if model_stage:
         chat = " --chat" if model_stage != "pretrain" else ""
-        lines.append(f"\ntry it:  curate generate {pipe.out(model_stage)} \"What is the capital of France?\"{chat}")
+        lines.append(f'\ntry it:  curate generate {pipe.out(model_stage)} "What is the capital of France?"{chat}')
     return "\n".join(lines)

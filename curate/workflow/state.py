@@ -18,9 +18,10 @@ import hashlib
 import json
 import os
 import shutil
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterator
+from typing import TYPE_CHECKING, Any
 
 from curate.core.errors import CurateError
 from curate.core.shards import atomic_write_json
@@ -49,8 +50,9 @@ def read_marker(workdir: Path, stage: str) -> dict[str, Any] | None:
 
 
 def write_marker(workdir: Path, stage: str, fingerprint: str, notes: dict[str, Any], seconds: float) -> None:
-    atomic_write_json(marker_path(workdir, stage),
-                      {"stage": stage, "fingerprint": fingerprint, "notes": notes, "seconds": seconds})
+    atomic_write_json(
+        marker_path(workdir, stage), {"stage": stage, "fingerprint": fingerprint, "notes": notes, "seconds": seconds}
+    )
 
 
 def referenced_files(value: Any) -> list[str]:
@@ -66,7 +68,7 @@ def referenced_files(value: Any) -> list[str]:
     return []
 
 
-def fingerprint(pipe: "Pipeline", stage: str, upstream: str) -> str:
+def fingerprint(pipe: Pipeline, stage: str, upstream: str) -> str:
     """What decides whether a completed stage is still up to date: its settings as written
     (before {placeholders} are expanded, so the same work directory spelt differently does not
     count as a change), the contents of the files they name, the seed and the stage before."""
@@ -74,12 +76,14 @@ def fingerprint(pipe: "Pipeline", stage: str, upstream: str) -> str:
 
     files = {f: sha256_file(f) for f in sorted(set(referenced_files(pipe.stages[stage])))}
     settings = pipe.raw.get(stage, pipe.stages[stage])
-    payload = json.dumps({"stage": stage, "settings": settings, "files": list(files.values()), "upstream": upstream,
-                          "seed": pipe.seed}, sort_keys=True)
+    payload = json.dumps(
+        {"stage": stage, "settings": settings, "files": list(files.values()), "upstream": upstream, "seed": pipe.seed},
+        sort_keys=True,
+    )
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
-def check_earlier_stages(pipe: "Pipeline", earlier: list[str], from_stage: str) -> str:
+def check_earlier_stages(pipe: Pipeline, earlier: list[str], from_stage: str) -> str:
     """``--from``: every stage before ``from_stage`` must have completed, with the settings (and
     referenced files) it has now, and its folder must still be there. Reads only; returns the
     fingerprint of the last of them, which the next stage's fingerprint builds on."""
@@ -88,24 +92,32 @@ def check_earlier_stages(pipe: "Pipeline", earlier: list[str], from_stage: str) 
         fp = fingerprint(pipe, stage, upstream)
         record = read_marker(pipe.workdir, stage)
         if record is None:
-            raise CurateError(f"--from {from_stage}: stage {stage!r} has not completed in {pipe.workdir}; "
-                              f"run without --from, or --from {stage}")
+            raise CurateError(
+                f"--from {from_stage}: stage {stage!r} has not completed in {pipe.workdir}; "
+                f"run without --from, or --from {stage}"
+            )
         # The first mismatch in order is the stage that itself changed: every stage after it
         # differs too, because its fingerprint includes the one before.
         if record.get("fingerprint") == STALE:
-            raise CurateError(f"--from {from_stage}: stage {stage!r} is out of date (a stage before it was redone "
-                              f"with --overwrite); run with --from {stage} (or without --from)")
+            raise CurateError(
+                f"--from {from_stage}: stage {stage!r} is out of date (a stage before it was redone "
+                f"with --overwrite); run with --from {stage} (or without --from)"
+            )
         if record.get("fingerprint") != fp:
-            raise CurateError(f"--from {from_stage}: stage {stage!r} settings changed since it ran (its table, a file "
-                              f"it names, or the seed); run with --from {stage} (or without --from)")
+            raise CurateError(
+                f"--from {from_stage}: stage {stage!r} settings changed since it ran (its table, a file "
+                f"it names, or the seed); run with --from {stage} (or without --from)"
+            )
         if not pipe.out(stage).is_dir():
-            raise CurateError(f"--from {from_stage}: the output of stage {stage!r} ({pipe.out(stage)}) is missing; "
-                              f"run with --from {stage} (or without --from)")
+            raise CurateError(
+                f"--from {from_stage}: the output of stage {stage!r} ({pipe.out(stage)}) is missing; "
+                f"run with --from {stage} (or without --from)"
+            )
         upstream = fp
     return upstream
 
 
-def overwrite_targets(pipe: "Pipeline", stages: list[str]) -> list[Path]:
+def overwrite_targets(pipe: Pipeline, stages: list[str]) -> list[Path]:
     """The folders ``--overwrite`` will delete, checked before anything is: each must lie inside
     the work directory with no symbolic link on the way (a link could lead anywhere, e.g. to a
     crawl the user keeps on another disk), and must be a folder if it exists."""
@@ -118,15 +130,19 @@ def overwrite_targets(pipe: "Pipeline", stages: list[str]) -> list[Path]:
         for part in relative.parts:
             path = path / part
             if path.is_symlink():
-                raise CurateError(f"--overwrite: {path} is a symbolic link (to {os.readlink(path)}); the pipeline "
-                                  f"deletes only inside {pipe.workdir} and does not follow links; remove it yourself")
+                raise CurateError(
+                    f"--overwrite: {path} is a symbolic link (to {os.readlink(path)}); the pipeline "
+                    f"deletes only inside {pipe.workdir} and does not follow links; remove it yourself"
+                )
         if path.exists() and not path.is_dir():
-            raise CurateError(f"--overwrite: {path} (the {stage} stage's output) exists and is not a folder; remove it yourself")
+            raise CurateError(
+                f"--overwrite: {path} (the {stage} stage's output) exists and is not a folder; remove it yourself"
+            )
         targets.append(path)
     return targets
 
 
-def clear_stages(pipe: "Pipeline", stages: list[str], log: Callable[[str], None]) -> None:
+def clear_stages(pipe: Pipeline, stages: list[str], log: Callable[[str], None]) -> None:
     """``--overwrite``: delete the stages' completion markers, then their folders. Markers go
     first, so that a run killed half way through the deletion leaves no stage marked complete
     over a half-deleted folder."""
@@ -143,7 +159,7 @@ def clear_stages(pipe: "Pipeline", stages: list[str], log: Callable[[str], None]
 STALE = "stale"  # the fingerprint of a stage whose input was redone under it
 
 
-def forget_stages(pipe: "Pipeline", stages: list[str], log: Callable[[str], None]) -> None:
+def forget_stages(pipe: Pipeline, stages: list[str], log: Callable[[str], None]) -> None:
     """Mark completed ``stages`` out of date (their folders stay until then): the next run that
     reaches them redoes them from scratch, as it does a stage whose settings changed."""
     for stage in stages:

@@ -60,17 +60,17 @@ import signal
 import threading
 import unicodedata
 import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Iterator
 
 import lxml.etree
 import lxml.html
 
+from curate.stages.crawl.xpaths import fast_xpaths
+
 logging.getLogger("trafilatura").setLevel(logging.CRITICAL)
 logging.getLogger("htmldate").setLevel(logging.CRITICAL)
 logging.getLogger("readability").setLevel(logging.CRITICAL)
-
-from curate.stages.crawl.xpaths import fast_xpaths
 
 try:  # brotli is a dependency, but a broken install should only cost brotli pages
     import brotli  # type: ignore
@@ -87,6 +87,7 @@ class ExtractTimeout(BaseException):
 
 
 # ---- transfer and content encodings ---------------------------------------------------------
+
 
 def dechunk(data: bytes) -> bytes:
     """Undo HTTP chunked transfer coding; data that is not validly chunked is returned as is
@@ -167,7 +168,7 @@ def decode_payload(body: bytes, headers: dict[str, str]) -> bytes:
             if body[:2] == b"\x1f\x8b":
                 body = _gunzip(body)
         elif coding == "deflate":
-            if body[:1] in (b"\x78",) or not body.lstrip()[:1] == b"<":
+            if body[:1] in (b"\x78",) or body.lstrip()[:1] != b"<":
                 body = _deflate(body)
         elif coding == "br":
             if brotli is None:
@@ -187,12 +188,31 @@ def decode_payload(body: bytes, headers: dict[str, str]) -> bytes:
 
 # Labels mapped to what browsers actually decode them as (a superset of the declared one).
 CHARSET_ALIASES = {
-    "gb2312": "gb18030", "gbk": "gb18030", "x-gbk": "gb18030", "gb_2312-80": "gb18030", "cp936": "gb18030",
-    "iso-8859-1": "cp1252", "iso8859-1": "cp1252", "latin1": "cp1252", "latin-1": "cp1252",
-    "us-ascii": "cp1252", "ascii": "cp1252", "iso-8859-9": "cp1254",
-    "shift_jis": "cp932", "shift-jis": "cp932", "sjis": "cp932", "x-sjis": "cp932", "windows-31j": "cp932",
-    "euc-kr": "cp949", "ks_c_5601-1987": "cp949", "big5": "big5hkscs", "tis-620": "cp874",
-    "iso-8859-11": "cp874", "x-euc-jp": "euc_jp", "utf8": "utf-8", "unicode": "utf-8",
+    "gb2312": "gb18030",
+    "gbk": "gb18030",
+    "x-gbk": "gb18030",
+    "gb_2312-80": "gb18030",
+    "cp936": "gb18030",
+    "iso-8859-1": "cp1252",
+    "iso8859-1": "cp1252",
+    "latin1": "cp1252",
+    "latin-1": "cp1252",
+    "us-ascii": "cp1252",
+    "ascii": "cp1252",
+    "iso-8859-9": "cp1254",
+    "shift_jis": "cp932",
+    "shift-jis": "cp932",
+    "sjis": "cp932",
+    "x-sjis": "cp932",
+    "windows-31j": "cp932",
+    "euc-kr": "cp949",
+    "ks_c_5601-1987": "cp949",
+    "big5": "big5hkscs",
+    "tis-620": "cp874",
+    "iso-8859-11": "cp874",
+    "x-euc-jp": "euc_jp",
+    "utf8": "utf-8",
+    "unicode": "utf-8",
 }
 
 META_CHARSET_RE = re.compile(rb"""<meta[^>]{0,300}?charset\s*=\s*["']?\s*([a-zA-Z0-9_:.\-]+)""", re.IGNORECASE)
@@ -236,7 +256,7 @@ def _try_decode(body: bytes, codec: str | None) -> str | None:
 
 def detect_charset(body: bytes) -> str | None:
     """Statistical detection (charset-normalizer) on a bounded sample of the page."""
-    from charset_normalizer import from_bytes  # noqa: PLC0415 (costly import, rarely needed)
+    from charset_normalizer import from_bytes
 
     best = from_bytes(body[:65536]).best()
     return normalize_charset(best.encoding) if best is not None else None
@@ -249,9 +269,13 @@ def decode_html(body: bytes, http_charset: str | None = None) -> tuple[str, str]
     a declaration is used only if the bytes decode with it. Last resort: UTF-8 with
     replacement characters (never an exception).
     """
-    for bom, codec in ((codecs.BOM_UTF8, "utf-8"), (codecs.BOM_UTF16_LE, "utf-16-le"), (codecs.BOM_UTF16_BE, "utf-16-be")):
+    for bom, codec in (
+        (codecs.BOM_UTF8, "utf-8"),
+        (codecs.BOM_UTF16_LE, "utf-16-le"),
+        (codecs.BOM_UTF16_BE, "utf-16-be"),
+    ):
         if body.startswith(bom):
-            text = _try_decode(body[len(bom):], codec)
+            text = _try_decode(body[len(bom) :], codec)
             if text is not None:
                 return text, codec
     tried: set[str] = set()
@@ -276,6 +300,7 @@ def decode_html(body: bytes, http_charset: str | None = None) -> tuple[str, str]
 
 
 # ---- main text extraction ---------------------------------------------------------------------
+
 
 @dataclass
 class ExtractOptions:
@@ -304,7 +329,7 @@ class ExtractOptions:
     time_limit: float = 5.0
 
     def validate(self) -> None:
-        from curate.core.errors import ConfigError  # noqa: PLC0415
+        from curate.core.errors import ConfigError
 
         if self.mode not in ("adaptive", "full", "fast"):
             raise ConfigError(f"extract.mode: expected adaptive, full or fast, got {self.mode!r}")
@@ -320,11 +345,7 @@ def _on_alarm(signum, frame):  # pragma: no cover - exercised through time_limit
 def time_limit(seconds: float) -> Iterator[bool]:
     """Raise :class:`ExtractTimeout` in the block after ``seconds`` (main thread only; yields
     whether the limit is active)."""
-    active = (
-        seconds > 0
-        and hasattr(signal, "setitimer")
-        and threading.current_thread() is threading.main_thread()
-    )
+    active = seconds > 0 and hasattr(signal, "setitimer") and threading.current_thread() is threading.main_thread()
     if not active:
         yield False
         return
@@ -418,7 +439,7 @@ class TextExtractor:
     """Main-text extraction with fixed options, reusable across pages (one per worker)."""
 
     def __init__(self, options: ExtractOptions | None = None):
-        from trafilatura.settings import Extractor  # noqa: PLC0415 (import cost paid once)
+        from trafilatura.settings import Extractor
 
         self.options = options or ExtractOptions()
         self.options.validate()
@@ -441,7 +462,7 @@ class TextExtractor:
         self.reruns = 0
 
     def _run(self, tree, settings, url: str | None) -> str:
-        from trafilatura import bare_extraction  # noqa: PLC0415
+        from trafilatura import bare_extraction
 
         settings.url = url
         settings.source = url
@@ -498,5 +519,5 @@ class TextExtractor:
             tree = parse_html(page)
             if tree is not None:
                 self._run(tree, self._full, None)
-        except Exception:  # noqa: BLE001 - warming is an optimisation, never a failure
+        except Exception:
             pass

@@ -34,8 +34,9 @@ import re
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import BinaryIO, Callable
+from typing import BinaryIO
 
 from curate.core.errors import InputError
 
@@ -132,7 +133,7 @@ def _one_line(exc: BaseException) -> str:
 def _s3_filesystem(name: str):
     """The (cached) fsspec S3 filesystem, or an InputError naming the extra to install."""
     try:
-        import fsspec  # noqa: PLC0415 (optional extra)
+        import fsspec
 
         return fsspec.filesystem("s3")
     except ImportError:
@@ -141,7 +142,7 @@ def _s3_filesystem(name: str):
 
 def _expand_s3(arg: str) -> list[str]:
     """One ``s3://`` argument -> the object URLs it names (see the module docstring)."""
-    path = arg[len("s3://"):]
+    path = arg[len("s3://") :]
     bucket, _, key = path.partition("/")
     if not bucket:
         raise InputError(f"{arg}: no bucket in this s3:// URL")
@@ -158,7 +159,7 @@ def _expand_s3(arg: str) -> list[str]:
             found = fs.find(path.rstrip("/"))
     except FileNotFoundError as exc:
         raise InputError(f"{arg}: {_s3_not_found(exc)}") from None
-    except Exception as exc:  # noqa: BLE001 (botocore/aiohttp errors are not OSErrors)
+    except Exception as exc:
         raise InputError(f"{arg}: cannot list ({_one_line(exc)})") from None
     archives = sorted("s3://" + p for p in found if _is_archive(p) and not p.rsplit("/", 1)[-1].startswith("."))
     if not archives:
@@ -240,7 +241,7 @@ class HttpStream(io.RawIOBase):
                 headers["Range"] = f"bytes={self.position}-"
             req = urllib.request.Request(self.url, headers=headers)
             try:
-                resp = urllib.request.urlopen(req, timeout=self.options.timeout)  # noqa: S310 (http/https only)
+                resp = urllib.request.urlopen(req, timeout=self.options.timeout)
                 if self.position and resp.status != 206:
                     # No range support: read and drop what we already have.
                     remaining = self.position
@@ -315,7 +316,7 @@ def open_input(name: str, http: HttpOptions | None = None) -> BinaryIO:
             return fs.open(name, "rb")
         except FileNotFoundError as exc:
             raise InputError(f"{name}: {_s3_not_found(exc)}") from None
-        except Exception as exc:  # noqa: BLE001 (botocore/aiohttp errors are not OSErrors)
+        except Exception as exc:
             raise InputError(f"{name}: cannot open ({_one_line(exc)})") from None
     try:
         return open(name, "rb")

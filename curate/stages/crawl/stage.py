@@ -26,13 +26,16 @@ from __future__ import annotations
 import json
 import os
 import signal
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
-from typing import Any, Iterable, Iterator
+from datetime import UTC, datetime
+from typing import Any
 
 from curate.core.config import from_dict, load_toml, parse_bytes
 from curate.core.document import Document, stable_id
 from curate.core.errors import ConfigError, InputError
+from curate.core.progress import Progress
+from curate.runtime.stage import Stats, Task, run_stage
 from curate.stages.crawl.extract import (
     DecodeError,
     ExtractOptions,
@@ -42,9 +45,14 @@ from curate.stages.crawl.extract import (
     decode_html,
     decode_payload,
 )
-from curate.runtime.stage import Stats, Task, run_stage
-from curate.core.progress import Progress
-from curate.stages.crawl.sources import DEFAULT_CC_BASE_URL, HttpOptions, crawl_name_of, input_size, open_input, resolve_inputs
+from curate.stages.crawl.sources import (
+    DEFAULT_CC_BASE_URL,
+    HttpOptions,
+    crawl_name_of,
+    input_size,
+    open_input,
+    resolve_inputs,
+)
 from curate.stages.crawl.warc import Record, RecordError, iter_records, parse_http
 
 STAGE = "crawl"
@@ -74,7 +82,7 @@ class CrawlConfig:
     extract: ExtractOptions = field(default_factory=ExtractOptions)
     http: HttpOptions = field(default_factory=HttpOptions)
 
-    def validate(self) -> "CrawlConfig":
+    def validate(self) -> CrawlConfig:
         self.max_page_bytes = parse_bytes(self.max_page_bytes)
         self.shard_size = parse_bytes(self.shard_size)
         if self.max_page_bytes <= 0:
@@ -90,7 +98,7 @@ class CrawlConfig:
 
 
 def load_config(path: str | None = None, overrides: dict[str, Any] | None = None) -> CrawlConfig:
-    from curate.core.config import deep_merge  # noqa: PLC0415
+    from curate.core.config import deep_merge
 
     data = load_toml(path) if path else {}
     if overrides:
@@ -134,7 +142,7 @@ def parse_warc_date(value: str | None) -> datetime | None:
         dt = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
     except ValueError:
         return None
-    return dt.replace(tzinfo=timezone.utc) if dt.tzinfo is None else dt.astimezone(timezone.utc)
+    return dt.replace(tzinfo=UTC) if dt.tzinfo is None else dt.astimezone(UTC)
 
 
 def clean_uri(value: str | None) -> str | None:
@@ -151,7 +159,7 @@ def record_uuid(record_id: str | None) -> str | None:
     if not record_id:
         return None
     rid = record_id.strip().strip("<>")
-    return rid[len("urn:uuid:"):] if rid.lower().startswith("urn:uuid:") else rid or None
+    return rid[len("urn:uuid:") :] if rid.lower().startswith("urn:uuid:") else rid or None
 
 
 def _mime(content_type: str | None) -> str:
@@ -203,7 +211,7 @@ def record_to_page(record: Record, warc_path: str, crawl: str | None, cfg: Crawl
         if http.status != 200:
             raise Skip("redirect" if 300 <= http.status < 400 else f"status_{http.status}")
         headers = http.headers
-        body = record.content[http.body_offset:]
+        body = record.content[http.body_offset :]
     elif rtype == "response" and record.header("content-type", "").startswith("application/http"):
         raise Skip("bad_http", error=True, detail="response block without an HTTP status line")
     else:

@@ -24,8 +24,9 @@ are streamed past and yielded with ``content=None`` and ``oversized=True``.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import BinaryIO, Iterator
+from typing import BinaryIO
 
 from curate.stages.crawl.warc_bytes import MAX_HEADER_BYTES, PADDING, ByteSource
 
@@ -109,7 +110,9 @@ def iter_records(stream: BinaryIO, max_content_bytes: int = 16 << 20) -> Iterato
         start = src.pos
         if head.startswith(LZ4_MAGIC) or head.startswith(ZSTD_MAGIC):
             kind = "LZ4" if head.startswith(LZ4_MAGIC) else "zstd"
-            yield RecordError("not_warc", 0, f"{kind}-compressed archives are not supported; decompress or recompress with gzip first")
+            yield RecordError(
+                "not_warc", 0, f"{kind}-compressed archives are not supported; decompress or recompress with gzip first"
+            )
             return
         if not src.scan_to(WARC_RESYNC):
             yield RecordError("not_warc", 0, f"no WARC or ARC record found (starts with {head[:16]!r})")
@@ -224,9 +227,7 @@ def iter_records(stream: BinaryIO, max_content_bytes: int = 16 << 20) -> Iterato
         # A record ends with CRLF CRLF (ARC: one LF). Anything else means a wrong length.
         if fmt == "warc":
             tail = src.peek(4)
-            good = tail in (b"\r\n\r\n", b"") or tail.startswith(b"\n\n") or (
-                len(tail) < 4 and not tail.strip(PADDING)
-            )
+            good = tail in (b"\r\n\r\n", b"") or tail.startswith(b"\n\n") or (len(tail) < 4 and not tail.strip(PADDING))
             if not good and tail.startswith(b"\r\n") and src.peek(4)[2:3] in (b"W", b""):
                 good = True  # a single CRLF before the next record: common enough to accept
             if not good and tail.startswith(b"\n") and src.peek(6)[1:6] == b"WARC/":

@@ -196,10 +196,9 @@ class ByteSource:
     def ensure(self, n: int) -> int:
         """Make at least ``n`` bytes available after the read index (fewer at the end)."""
         while len(self.buf) - self.i < n:
-            if not self._fill_once():
-                if len(self.buf) - self.i < n:
-                    self.eof = True
-                    break
+            if not self._fill_once() and len(self.buf) - self.i < n:
+                self.eof = True
+                break
         return len(self.buf) - self.i
 
     def peek(self, n: int) -> bytes:
@@ -233,10 +232,9 @@ class ByteSource:
         while skipped < n:
             if self.i >= len(self.buf):
                 self.compact()
-                if not self._fill_once():
-                    if self.i >= len(self.buf):
-                        self.eof = True
-                        break
+                if not self._fill_once() and self.i >= len(self.buf):
+                    self.eof = True
+                    break
             take = min(n - skipped, len(self.buf) - self.i)
             self.i += take
             skipped += take

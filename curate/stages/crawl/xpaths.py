@@ -18,10 +18,9 @@ from __future__ import annotations
 
 import contextlib
 import re
-from typing import Iterator
+from collections.abc import Iterator
 
 import lxml.etree
-
 
 # ---- faster, equivalent XPath expressions for trafilatura ---------------------------------------
 
@@ -97,7 +96,7 @@ def _tokenize(text: str) -> list[tuple[str, str]]:
     while pos < len(text):
         match = _TOKEN_RE.match(text, pos)
         if match is None:
-            raise _Unsupported(text[pos:pos + 30])
+            raise _Unsupported(text[pos : pos + 30])
         kind = match.lastgroup
         value = match.group(kind)
         tokens.append((kind, value[1:-1] if kind == "lit" else value))
@@ -166,11 +165,11 @@ class _PredicateParser:
         kind, value = self.peek() or ("", "")
         if kind == "self":
             self.take()
-            name = value[len("self::"):]
+            name = value[len("self::") :]
             return lambda tag, attrs, el: tag == name
         if kind == "desc":
             self.take()
-            name = value[len(".//"):]
+            name = value[len(".//") :]
             self.uses_descendants = True
             return lambda tag, attrs, el: next(el.iterdescendants(name), None) is not None
         if kind == "attr":
@@ -289,7 +288,7 @@ class PythonRule:
             body, self.first = whole.group(1), "document"
         if not body.startswith(".//*["):
             raise _Unsupported("not a .//*[...] rule")
-        predicates = _split_predicates(body[len(".//*"):])
+        predicates = _split_predicates(body[len(".//*") :])
         if predicates is None:
             raise _Unsupported("not a plain predicate list")
         if predicates[-1].strip() == "1" and not self.first:
@@ -358,7 +357,7 @@ class _FastXPaths:
         self.swaps: list[tuple[list, list, list]] = []  # (trafilatura's list, original, faster)
         self.depth = 0  # nesting of active() (restore only when the outermost call ends)
         try:
-            from trafilatura import xpaths  # noqa: PLC0415
+            from trafilatura import xpaths
         except ImportError:  # pragma: no cover
             return
         for value in vars(xpaths).values():
@@ -378,7 +377,9 @@ class _FastXPaths:
         if "re:test(" not in expression.path:
             return expression
         try:
-            return lxml.etree.XPath(guard_regex_tests(expression.path), namespaces={"re": _REGEX_NS}, smart_strings=False)
+            return lxml.etree.XPath(
+                guard_regex_tests(expression.path), namespaces={"re": _REGEX_NS}, smart_strings=False
+            )
         except lxml.etree.XPathError:  # pragma: no cover - keep the original then
             return expression
 

@@ -14,7 +14,8 @@ document at the kept one that represents it, and lists the largest clusters for 
 from __future__ import annotations
 
 from collections import Counter
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 
@@ -223,11 +224,13 @@ class Decisions:
         for rep, count in zip(reps[order].tolist(), counts[order].tolist()):
             members = self.removed_docs[targets == rep]
             kinds = Counter(KIND_NAMES[int(k)] for k in self.kind[members])
-            out.append({
-                "size": count + 1,
-                "representative": self.store.doc_id(rep),
-                "representative_url": None,  # filled by the write pass
-                "removed_by_kind": dict(sorted(kinds.items())),
-                "members": self.store.doc_ids(members[:5]),
-            })
+            out.append(
+                {
+                    "size": count + 1,
+                    "representative": self.store.doc_id(rep),
+                    "representative_url": None,  # filled by the write pass
+                    "removed_by_kind": dict(sorted(kinds.items())),
+                    "members": self.store.doc_ids(members[:5]),
+                }
+            )
         return out

@@ -41,19 +41,20 @@ import math
 import multiprocessing as mp
 import os
 from collections import OrderedDict
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import numpy as np
 import pyarrow.parquet as pq
 
+from curate.core.errors import CurateError
+from curate.core.progress import Progress
 from curate.stages.dedup.index import UnionFind
+from curate.stages.dedup.minhash import char_classes, shingle_sets, sorted_set_jaccard
 from curate.stages.dedup.output import EXACT, NEAR, URL
 from curate.stages.dedup.plan import cast_column, char_batches, unreadable
-from curate.core.errors import CurateError
-from curate.stages.dedup.minhash import char_classes, shingle_sets, sorted_set_jaccard
-from curate.core.progress import Progress
 
 _HASH = np.dtype("<u8")  # one shingle of a stored set
 _PAIR_BYTES = 8
@@ -273,8 +274,9 @@ class PairSpill:
 
 def jaccards(a: np.ndarray, b: np.ndarray, get: Callable[[int], np.ndarray]) -> np.ndarray:
     """Exact Jaccard of the sets ``get(a[i])`` and ``get(b[i])``."""
-    return np.fromiter((sorted_set_jaccard(get(x), get(y)) for x, y in zip(a.tolist(), b.tolist())),
-                       dtype=np.float64, count=len(a))
+    return np.fromiter(
+        (sorted_set_jaccard(get(x), get(y)) for x, y in zip(a.tolist(), b.tolist())), dtype=np.float64, count=len(a)
+    )
 
 
 def pair_batches(pairs: np.ndarray, n: int, sets: _SetFile, limit: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
@@ -295,12 +297,26 @@ def pair_batches(pairs: np.ndarray, n: int, sets: _SetFile, limit: int) -> Itera
 
 def new_pair_stats() -> dict[str, int]:
     """The counters :func:`verify_partition` adds to."""
-    return {"candidates": 0, "accepted": 0, "rejected": 0, "accepted_below_estimate": 0,
-            "rejected_above_estimate": 0, "batches": 0}
+    return {
+        "candidates": 0,
+        "accepted": 0,
+        "rejected": 0,
+        "accepted_below_estimate": 0,
+        "rejected_above_estimate": 0,
+        "batches": 0,
+    }
 
 
-def verify_partition(pairs: np.ndarray, n: int, sets: _SetFile, sig: np.ndarray, accept: float, limit: int,
-                     uf: UnionFind, stats: dict[str, int]) -> None:
+def verify_partition(
+    pairs: np.ndarray,
+    n: int,
+    sets: _SetFile,
+    sig: np.ndarray,
+    accept: float,
+    limit: int,
+    uf: UnionFind,
+    stats: dict[str, int],
+) -> None:
     """Join in ``uf`` every pair of ``pairs`` (unique, encoded ``lo * n + hi``) whose exact
     Jaccard is at least ``accept``, loading sets in batches of at most ``limit`` bytes, and
     count the outcome (against the signatures' estimate too) in ``stats``."""
@@ -332,11 +348,13 @@ class ExactVerifier:
         self.n = max(run.n_docs, 1)
         self.work = Path(run.work) / "exact"
         self.budget = max(int(run.memory_bytes), 1)
-        self.marked = np.memmap(self.work.parent / "exact_marked.bin", dtype="u1", mode="w+",
-                                shape=(max(run.n_docs, 1),))[: run.n_docs]
+        self.marked = np.memmap(
+            self.work.parent / "exact_marked.bin", dtype="u1", mode="w+", shape=(max(run.n_docs, 1),)
+        )[: run.n_docs]
         # Exact Jaccard of each near-removed document with the centre of its star.
-        self.near_sim = np.memmap(self.work.parent / "exact_near_sim.bin", dtype="<f4", mode="w+",
-                                  shape=(max(run.n_docs, 1),))[: run.n_docs]
+        self.near_sim = np.memmap(
+            self.work.parent / "exact_near_sim.bin", dtype="<f4", mode="w+", shape=(max(run.n_docs, 1),)
+        )[: run.n_docs]
         self.pairs = PairSpill(self.work)
         self.store: ShingleStore | None = None
         self.cache: SetCache | None = None
@@ -384,8 +402,12 @@ class ExactVerifier:
                     units.append((offset + local, (info.path, rg, rows, local, run.config.ngram)))
                 offset += rows
         total = sum(len(u[0]) for u in units)
-        progress = Progress("dedup: exact verification (shingles)", total=total, unit="docs",
-                            enabled=None if run.show_progress else False)
+        progress = Progress(
+            "dedup: exact verification (shingles)",
+            total=total,
+            unit="docs",
+            enabled=None if run.show_progress else False,
+        )
         try:
             # A run may provide its own ordered map (the Ray engine runs the units as Ray tasks).
             task_results = getattr(run, "_task_results", None)
@@ -397,8 +419,10 @@ class ExactVerifier:
             with mapped as results:
                 for (docs, _), result in zip(units, results):
                     if "error" in result:
-                        raise CurateError(f"{result['error']}; it was readable in the signature pass: "
-                                          "did it change while dedup was running? rerun")
+                        raise CurateError(
+                            f"{result['error']}; it was readable in the signature pass: "
+                            "did it change while dedup was running? rerun"
+                        )
                     self.store.append(docs, result["values"], result["counts"])
                     progress.advance(len(docs))
         finally:

@@ -15,11 +15,12 @@ so random access by document index costs page cache, not process memory.
 
 from __future__ import annotations
 
+import itertools
 import math
 import os
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 
@@ -160,8 +161,9 @@ def candidate_pairs(members: np.ndarray, gid: np.ndarray, n_docs: int) -> np.nda
     return np.unique(lo * n_docs + hi)
 
 
-def verify_pairs(pairs: np.ndarray, n_docs: int, sig: np.ndarray, accept: float,
-                 chunk: int = 32_768) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+def verify_pairs(
+    pairs: np.ndarray, n_docs: int, sig: np.ndarray, accept: float, chunk: int = 32_768
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """``(a, b)`` of the encoded ``pairs`` whose signatures agree on at least ``accept`` of
     their values (estimated Jaccard), in chunks that bound memory."""
     for i in range(0, len(pairs), chunk):
@@ -300,7 +302,7 @@ class UnionFind:
         order = np.lexsort((everyone, labels))
         everyone, labels = everyone[order], labels[order]
         starts = np.concatenate(([0], np.flatnonzero(labels[1:] != labels[:-1]) + 1, [len(labels)]))
-        for lo, hi in zip(starts[:-1], starts[1:]):
+        for lo, hi in itertools.pairwise(starts):
             if hi - lo >= 2:
                 yield everyone[lo:hi]
 

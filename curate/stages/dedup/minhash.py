@@ -29,9 +29,9 @@ from __future__ import annotations
 import hashlib
 import struct
 import unicodedata
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Sequence
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import numpy as np
@@ -434,9 +434,8 @@ def optimal_bands(
     best, best_error = (1, num_perm), float("inf")
     for b in range(1, num_perm + 1):
         for r in range(1, num_perm // b + 1):
-            error = (
-                false_positive_weight * _false_positive(threshold, b, r)
-                + false_negative_weight * _false_negative(threshold, b, r)
+            error = false_positive_weight * _false_positive(threshold, b, r) + false_negative_weight * _false_negative(
+                threshold, b, r
             )
             if error < best_error:
                 best, best_error = (b, r), error

@@ -14,11 +14,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from curate.stages.dedup.index import remove_tree
 from curate.core.errors import CurateError
-from curate.runtime.stage import Stats
 from curate.core.progress import Progress
 from curate.core.shards import ShardInfo, ShardWriter, load_manifest, read_tables, write_manifest
+from curate.runtime.stage import Stats
+from curate.stages.dedup.index import remove_tree
 
 STAGE = "dedup"
 KEPT, EXACT, NEAR, URL = 0, 1, 2, 3
@@ -126,8 +126,6 @@ def write_outputs(run: Any, clusters: list[dict[str, Any]]) -> tuple[Stats, dict
     return stats, shards
 
 
-
-
 def _set_column(table: pa.Table, name: str, values: pa.Array) -> pa.Table:
     i = table.schema.get_field_index(name)
     return table.set_column(i, table.schema.field(i), values)
@@ -151,7 +149,11 @@ def check_output(output_dir: str, input_paths: list[str], overwrite: bool) -> di
             f"{output_dir} holds output of stage {manifest.get('stage')!r}, not dedup; "
             "use another output directory or --overwrite"
         )
-    if manifest is None and (state is None or state.get("stage") != STAGE) and glob.glob(os.path.join(output_dir, "*.parquet")):
+    if (
+        manifest is None
+        and (state is None or state.get("stage") != STAGE)
+        and glob.glob(os.path.join(output_dir, "*.parquet"))
+    ):
         raise CurateError(
             f"{output_dir} already holds Parquet files not written by dedup; use --overwrite or another output directory"
         )

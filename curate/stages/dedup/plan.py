@@ -10,17 +10,18 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
-from typing import Any, Iterator
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from curate.stages.dedup.index import RECORD, plan_partitions
 from curate.core.document import REQUIRED_COLUMNS, SCHEMA
 from curate.core.errors import ConfigError
-from curate.stages.dedup.minhash import MinHasher, optimal_bands
 from curate.core.shards import DEFAULT_SHARD_BYTES
+from curate.stages.dedup.index import RECORD, plan_partitions
+from curate.stages.dedup.minhash import MinHasher, optimal_bands
 
 # Band selection weights: candidates are verified on their signatures before anything is
 # removed, so a false positive of the banding costs one signature comparison while a false
@@ -58,6 +59,8 @@ def unreadable(path: str, row_group: int, exc: Exception) -> str:
     several lines)."""
     first_line = (str(exc).strip().splitlines() or [""])[0]
     return f"{path}: row group {row_group} unreadable ({type(exc).__name__}: {first_line})"
+
+
 _BYTES_PER_BATCH_CHAR = 60
 
 
@@ -82,7 +85,7 @@ class DedupConfig:
     shingle_hash: str = "fast"
     shard_bytes: int = DEFAULT_SHARD_BYTES
 
-    def validate(self) -> "DedupConfig":
+    def validate(self) -> DedupConfig:
         if not 0.0 < self.threshold <= 1.0:
             raise ConfigError(f"threshold must be in (0, 1], got {self.threshold}")
         if self.verify_threshold is not None and not 0.0 < self.verify_threshold <= 1.0:
@@ -101,9 +104,7 @@ class DedupConfig:
             if self.bands < 1 or self.rows < 1:
                 raise ConfigError("bands and rows must be at least 1")
             if self.bands * self.rows > self.num_perm:
-                raise ConfigError(
-                    f"bands x rows = {self.bands * self.rows} exceeds num_perm = {self.num_perm}"
-                )
+                raise ConfigError(f"bands x rows = {self.bands * self.rows} exceeds num_perm = {self.num_perm}")
         if not (self.exact or self.near or self.url):
             raise ConfigError("nothing to do: exact, near and url dedup are all off")
         if self.shard_bytes < 1:
@@ -114,7 +115,9 @@ class DedupConfig:
         if self.bands is not None and self.rows is not None:
             return self.bands, self.rows
         if self.verify == "exact":
-            return optimal_bands(self.threshold, self.num_perm, EXACT_FALSE_POSITIVE_WEIGHT, EXACT_FALSE_NEGATIVE_WEIGHT)
+            return optimal_bands(
+                self.threshold, self.num_perm, EXACT_FALSE_POSITIVE_WEIGHT, EXACT_FALSE_NEGATIVE_WEIGHT
+            )
         return optimal_bands(self.threshold, self.num_perm, FALSE_POSITIVE_WEIGHT, FALSE_NEGATIVE_WEIGHT)
 
     @property
@@ -263,8 +266,10 @@ class DedupPlan:
         if self.verify == "exact":
             # What it costs depends on how many documents have a candidate, unknown until the
             # bands are grouped: give the rule rather than a figure.
-            lines.append("  exact verification: one more pass tokenizing the documents that have a candidate "
-                         "pair; their shingle sets go to disk (~2 bytes per character of those documents)")
+            lines.append(
+                "  exact verification: one more pass tokenizing the documents that have a candidate "
+                "pair; their shingle sets go to disk (~2 bytes per character of those documents)"
+            )
         if self.unreadable:
             lines.append(f"  {self.unreadable} input(s) cannot be read and will be skipped")
         return lines

@@ -59,19 +59,28 @@ from __future__ import annotations
 import math
 import os
 from collections import deque
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any
 
 import numpy as np
 
-from curate.stages.dedup.run import _Run
-from curate.stages.dedup.exact import ShingleReader, new_pair_stats, verify_partition
-from curate.stages.dedup.index import RECORD, UnionFind, candidate_pairs, group_records, keep_groups, plan_partitions, verify_pairs
-from curate.stages.dedup.signatures import signature_unit, unit_key_records
 from curate.core.errors import CurateError
-from curate.stages.dedup.minhash import fmix64
 from curate.core.progress import Progress
+from curate.stages.dedup.exact import ShingleReader, new_pair_stats, verify_partition
+from curate.stages.dedup.index import (
+    RECORD,
+    UnionFind,
+    candidate_pairs,
+    group_records,
+    keep_groups,
+    plan_partitions,
+    verify_pairs,
+)
+from curate.stages.dedup.minhash import fmix64
+from curate.stages.dedup.run import _Run
+from curate.stages.dedup.signatures import signature_unit, unit_key_records
 
 # Band partitions: enough tasks to keep a cluster busy even when the index fits one node.
 # A constant (not derived from the cluster size) so the partitioning, and with it every
@@ -166,7 +175,7 @@ class PartitionedKeys:
 def signature_task(args: tuple[int, int, tuple, dict[str, str], dict[str, int]]) -> dict[str, Any]:
     """Pass 1 for one row group: signatures, with the key records written to partitioned files
     (``paths[name]``) instead of returned."""
-    unit, doc_offset, unit_args, paths, partitions = args
+    _unit, doc_offset, unit_args, paths, partitions = args
     result = signature_unit(unit_args)
     if "error" in result:
         return result
@@ -259,8 +268,11 @@ def ordered_map(ray: Any, fn: Callable[[Any], Any], items: Iterable[Any], in_fli
             first_line = (str(cause).strip().splitlines() or [type(cause).__name__])[-1]
             # A missing or unreadable work file usually means a node does not see the output
             # directory; other failures are reported as they are.
-            hint = (" (the output directory must be storage every node of the cluster sees)"
-                    if isinstance(cause, OSError) else "")
+            hint = (
+                " (the output directory must be storage every node of the cluster sees)"
+                if isinstance(cause, OSError)
+                else ""
+            )
             raise CurateError(
                 f"dedup: a Ray task ({fn.__name__}) failed: {type(cause).__name__}: {first_line}{hint}"
             ) from None
@@ -362,8 +374,9 @@ class RayRun(_Run):
         if not self._has_band_records():
             return
         n, partitions = self.n_docs, self.indexes["band"].partitions
-        progress = Progress("dedup: near pairs", total=partitions, unit="partitions",
-                            enabled=None if self.show_progress else False)
+        progress = Progress(
+            "dedup: near pairs", total=partitions, unit="partitions", enabled=None if self.show_progress else False
+        )
         try:
             pair_files = list(self._pair_round(pairs_task, progress, then=partitions))
             sig_path = str(self.work / "store" / "sig.bin")
@@ -407,8 +420,15 @@ class RayRun(_Run):
         sig_path = str(self.work / "store" / "sig.bin")
         shingle_dir = str(verifier.store.directory)
         verify_items = [
-            (partition_ranges(pair_files, q), shingle_dir, sig_path, self.n_docs, self.config.num_perm,
-             self.config.accept, verifier.budget // 2)
+            (
+                partition_ranges(pair_files, q),
+                shingle_dir,
+                sig_path,
+                self.n_docs,
+                self.config.num_perm,
+                self.config.accept,
+                verifier.budget // 2,
+            )
             for q in range(partitions)
         ]
         progress = Progress("dedup: exact verification (pairs)", total=partitions, unit="partitions", enabled=enabled)

@@ -54,23 +54,24 @@ from __future__ import annotations
 import os
 import time
 from collections import Counter
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import numpy as np
 
+from curate.core.errors import CurateError
+from curate.core.progress import Progress
+from curate.core.shards import ShardInfo, atomic_write_json, expand_parquet_inputs
+from curate.runtime.stage import Stats, build_manifest, config_hash, current_execution
 from curate.stages.dedup.decide import Decisions, Ranker
 from curate.stages.dedup.exact import ordered_results
 from curate.stages.dedup.index import DocStore, KeyIndex, remove_tree
 from curate.stages.dedup.output import STAGE, check_output, commit, state_path, write_outputs
 from curate.stages.dedup.plan import DedupConfig, DedupPlan, InputInfo, inspect_inputs, plan_dedup
 from curate.stages.dedup.signatures import placeholder, signature_unit, unit_key_records
-from curate.core.errors import CurateError
-from curate.runtime.stage import Stats, build_manifest, config_hash, current_execution
-from curate.core.progress import Progress
-from curate.core.shards import ShardInfo, atomic_write_json, expand_parquet_inputs
 
 
 @dataclass
@@ -86,8 +87,15 @@ class DedupResult:
 class _Run(Decisions):
     """State of one dedup run (work files live under ``output_dir/.curate/work``)."""
 
-    def __init__(self, inputs: list[InputInfo], output_dir: str, config: DedupConfig, workers: int,
-                 memory_bytes: int, progress: bool):
+    def __init__(
+        self,
+        inputs: list[InputInfo],
+        output_dir: str,
+        config: DedupConfig,
+        workers: int,
+        memory_bytes: int,
+        progress: bool,
+    ):
         self.inputs = inputs
         self.output_dir = output_dir
         self.config = config
@@ -110,8 +118,11 @@ class _Run(Decisions):
         n = self.n_docs
         # One index per kind of key that is on, even with no documents at all (an empty
         # corpus then goes through every pass and writes empty outputs).
-        records = {name: count for name, count, on in (("exact", n, cfg.exact), ("url", n, cfg.url),
-                                                       ("band", n * bands, cfg.near)) if on}
+        records = {
+            name: count
+            for name, count, on in (("exact", n, cfg.exact), ("url", n, cfg.url), ("band", n * bands, cfg.near))
+            if on
+        }
         self.indexes = self._make_indexes(records)
         self.store = DocStore(
             self.work / "store",
@@ -184,9 +195,15 @@ class _Run(Decisions):
         docs = np.arange(doc_offset, doc_offset + n, dtype=np.int64)
         self.store.append(
             result["ids"],
-            sig=result["sig"], date=result["date"], quality=result["quality"], exact=result["exact"],
-            url=result["url"], has_url=result["has_url"], n_shingles=result["n_shingles"],
-            valid=result["valid"], input=np.full(n, input_index, dtype=np.int32),
+            sig=result["sig"],
+            date=result["date"],
+            quality=result["quality"],
+            exact=result["exact"],
+            url=result["url"],
+            has_url=result["has_url"],
+            n_shingles=result["n_shingles"],
+            valid=result["valid"],
+            input=np.full(n, input_index, dtype=np.int32),
         )
         self._index_keys(docs, result)
 
@@ -286,8 +303,8 @@ def run_dedup(
     atomic_write_json(state_path(output_dir), {"stage": STAGE, "config_hash": chash})
     with ExitStack() as session:
         if engine == "ray":
-            from curate.stages.dedup.ray import RayRun
             from curate.runtime.ray import ray_session
+            from curate.stages.dedup.ray import RayRun
 
             ray = session.enter_context(ray_session(ray_address, num_cpus=workers))
             run: _Run = RayRun(infos, output_dir, config, workers, memory_bytes, progress, ray)
@@ -297,8 +314,13 @@ def run_dedup(
     failed = run.failed
     input_entries = []
     for info in infos:
-        entry = {"path": info.path, "index": info.index, "rows": info.rows, "bytes": info.bytes,
-                 "status": "failed" if info.index in failed else "done"}
+        entry = {
+            "path": info.path,
+            "index": info.index,
+            "rows": info.rows,
+            "bytes": info.bytes,
+            "status": "failed" if info.index in failed else "done",
+        }
         if info.index in failed:
             entry["message"] = failed[info.index]
         input_entries.append(entry)
@@ -318,18 +340,28 @@ def run_dedup(
             "rows": rows,
             "shingle_hash": config.shingle_hash,
             "verify": config.verify,
-            "candidate_probability": {
-                f"{s:.2f}": round(1 - (1 - s**rows) ** bands, 4) for s in (0.5, 0.7, 0.8, 0.9)
-            } if bands else {},
+            "candidate_probability": {f"{s:.2f}": round(1 - (1 - s**rows) ** bands, 4) for s in (0.5, 0.7, 0.8, 0.9)}
+            if bands
+            else {},
         },
-        "pairs": {"candidates": run.counters["candidate_pairs"], "verified": run.counters["verified_pairs"],
-                  "verify": config.verify,
-                  **({"exact": run.exact_verifier.manifest()} if getattr(run, "exact_verifier", None) else {})},
+        "pairs": {
+            "candidates": run.counters["candidate_pairs"],
+            "verified": run.counters["verified_pairs"],
+            "verify": config.verify,
+            **({"exact": run.exact_verifier.manifest()} if getattr(run, "exact_verifier", None) else {}),
+        },
         "clusters": clusters,
-        "memory": {"budget_bytes": memory_bytes, "partitions": spilled, "spilled_bytes": spilled_bytes,
-                   "work_bytes": store_bytes + spilled_bytes},
-        "seconds": {"signatures": round(t_signatures, 3), "decide": round(t_decide, 3),
-                    "total": round(time.monotonic() - started, 3)},
+        "memory": {
+            "budget_bytes": memory_bytes,
+            "partitions": spilled,
+            "spilled_bytes": spilled_bytes,
+            "work_bytes": store_bytes + spilled_bytes,
+        },
+        "seconds": {
+            "signatures": round(t_signatures, 3),
+            "decide": round(t_decide, 3),
+            "total": round(time.monotonic() - started, 3),
+        },
         "workers": run.workers,
         "engine": engine,
     }
@@ -366,7 +398,9 @@ def summarize(result: DedupResult) -> str:
                 f"the estimate would have merged); {exact['documents_hashed']:,} documents re-read"
             )
     for cl in m.get("clusters", [])[:3]:
-        lines.append(f"  cluster of {cl['size']:,}: keeps {cl['representative']} {cl.get('representative_url') or ''}".rstrip())
+        lines.append(
+            f"  cluster of {cl['size']:,}: keeps {cl['representative']} {cl.get('representative_url') or ''}".rstrip()
+        )
     for item in m.get("inputs", []):
         if item.get("status") == "failed":
             lines.append(f"  unreadable input: {item.get('message')}")

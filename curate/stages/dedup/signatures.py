@@ -4,15 +4,16 @@ and LSH band keys of every document (see :mod:`curate.stages.dedup.run`)."""
 from __future__ import annotations
 
 from collections import Counter
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from curate.stages.dedup.plan import DedupConfig, cast_column, cast_columns, char_batches, unreadable
 from curate.stages.dedup.minhash import MinHasher, band_keys, hash128, normalize_url
+from curate.stages.dedup.plan import DedupConfig, cast_column, cast_columns, char_batches, unreadable
 
 NO_DATE = np.iinfo(np.int64).max  # missing dates sort last
 _PROJECTION = ["id", "text", "url", "date", "quality_score"]
@@ -24,7 +25,10 @@ def _hasher(config: DedupConfig) -> MinHasher:
     global _HASHER
     h = _HASHER
     if h is None or (h.num_perm, h.seed, h.ngram, h.hash_name) != (
-        config.num_perm, config.seed, config.ngram, config.shingle_hash
+        config.num_perm,
+        config.seed,
+        config.ngram,
+        config.shingle_hash,
     ):
         h = _HASHER = MinHasher(config.num_perm, config.seed, config.ngram, config.shingle_hash)
     return h
@@ -138,8 +142,9 @@ def placeholder(n: int, config: DedupConfig) -> dict[str, Any]:
     }
 
 
-def unit_key_records(result: dict[str, Any], docs: np.ndarray,
-                     config: DedupConfig) -> Iterator[tuple[str, np.ndarray, np.ndarray]]:
+def unit_key_records(
+    result: dict[str, Any], docs: np.ndarray, config: DedupConfig
+) -> Iterator[tuple[str, np.ndarray, np.ndarray]]:
     """``(index name, keys, docs)`` of one unit's signature result: exact-text keys of valid
     documents, URL keys of those with a URL, band keys of those with shingles."""
     valid = result["valid"].astype(bool)

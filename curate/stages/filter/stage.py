@@ -32,9 +32,15 @@ import numpy as np
 from curate.core.config import load_toml
 from curate.core.document import Document
 from curate.core.errors import ConfigError, CurateError
-from curate.runtime.stage import STATE_DIR, InputResult, Stats, Task, run_stage
 from curate.core.progress import Progress
-from curate.core.shards import DEFAULT_SHARD_BYTES, atomic_write_json, expand_parquet_inputs, read_tables, write_manifest
+from curate.core.shards import (
+    DEFAULT_SHARD_BYTES,
+    atomic_write_json,
+    expand_parquet_inputs,
+    read_tables,
+    write_manifest,
+)
+from curate.runtime.stage import STATE_DIR, InputResult, Stats, Task, run_stage
 
 STAGE = "filter"
 REJECTED = "rejected"
@@ -211,8 +217,13 @@ def calibrate_keep_top(
         k = max(1, math.ceil(keep_top * n))
         threshold = kth_largest(files, k)
         kept = sum(int((np.load(f, mmap_mode="r") >= threshold).sum()) for f in files)
-    return {"label": specs[-1].get("label") or specs[-1]["name"], "keep_top": keep_top, "scored": n,
-            "keep_top_threshold": threshold, "expected_kept": kept}
+    return {
+        "label": specs[-1].get("label") or specs[-1]["name"],
+        "keep_top": keep_top,
+        "scored": n,
+        "keep_top_threshold": threshold,
+        "expected_kept": kept,
+    }
 
 
 # ------------------------------------------------------------------------------ stage

@@ -21,10 +21,10 @@ import pyarrow.compute as pc
 
 from curate.core.config import from_dict, load_toml, parse_bytes, parse_count
 from curate.core.errors import ConfigError, CurateError
-from curate.runtime.stage import Stats
 from curate.core.progress import Progress
 from curate.core.readers import FORMATS, SourceReader
 from curate.core.tokenizer import ByteTokenizer, Tokenizer
+from curate.runtime.stage import Stats
 
 # --- configuration -----------------------------------------------------------------------
 
@@ -95,9 +95,7 @@ class MixConfig:
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "sources": [
-                {k: v for k, v in vars(s).items() if v is not None} for s in self.sources
-            ],
+            "sources": [{k: v for k, v in vars(s).items() if v is not None} for s in self.sources],
             "tokens": self.budget,
             "max_epochs": self.max_epochs,
             "seed": self.seed,
@@ -208,8 +206,15 @@ def count_source(spec: SourceSpec, tokenizer: Tokenizer, progress: Progress | No
         crc = crc_ids(crc, table)
         if progress is not None:
             progress.add(docs=table.num_rows)
-    return SourceCount(spec, np.frombuffer(counts, dtype=np.int32).copy() if counts else np.zeros(0, np.int32),
-                       reader.stats, [f.path for f in reader.files], chars, nbytes, crc)
+    return SourceCount(
+        spec,
+        np.frombuffer(counts, dtype=np.int32).copy() if counts else np.zeros(0, np.int32),
+        reader.stats,
+        [f.path for f in reader.files],
+        chars,
+        nbytes,
+        crc,
+    )
 
 
 # --- planning ----------------------------------------------------------------------------
@@ -220,7 +225,7 @@ def allocate(budget: int, weights: dict[str, float], caps: dict[str, int]) -> di
     cap; what a capped source cannot take goes to the others in proportion to their weights."""
     total_w = sum(weights.values())
     targets: dict[str, float] = {}
-    active = [n for n in weights]
+    active = list(weights)
     remaining = float(budget)
     while active:
         w = sum(weights[n] for n in active)
@@ -256,7 +261,6 @@ class SourcePlan:
     @property
     def capped(self) -> bool:
         return self.tokens_target + 0.5 < self.tokens_requested
-
 
 
 def select_documents(n_tokens: np.ndarray, target: int, rng: np.random.Generator) -> tuple[int, np.ndarray]:
@@ -300,10 +304,19 @@ def plan_mix(cfg: MixConfig, counted: list[SourceCount]) -> tuple[list[SourcePla
         full, partial = select_documents(c.n_tokens, target, np.random.default_rng(_source_seed(cfg.seed, name)))
         rows = partial.astype(np.int64) + full
         plan = SourcePlan(
-            name=name, weight=c.spec.weight, share_requested=weights[name], tokens_requested=requested,
-            tokens_target=target, tokens_available=c.tokens, docs_available=c.docs, max_epochs=max_ep[name],
-            full_epochs=full, partial=partial, tokens_planned=int((rows * c.n_tokens).sum()),
-            rows_planned=int(rows.sum()), docs_selected=int((rows > 0).sum()),
+            name=name,
+            weight=c.spec.weight,
+            share_requested=weights[name],
+            tokens_requested=requested,
+            tokens_target=target,
+            tokens_available=c.tokens,
+            docs_available=c.docs,
+            max_epochs=max_ep[name],
+            full_epochs=full,
+            partial=partial,
+            tokens_planned=int((rows * c.n_tokens).sum()),
+            rows_planned=int(rows.sum()),
+            docs_selected=int((rows > 0).sum()),
         )
         plans.append(plan)
         if plan.capped:

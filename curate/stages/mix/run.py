@@ -39,15 +39,20 @@ import json
 import math
 import os
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from curate.core.errors import CurateError
+from curate.core.progress import Progress
+from curate.core.shards import atomic_write_json, load_manifest, write_manifest
+from curate.core.tokenizer import Tokenizer, load_tokenizer
+from curate.runtime.stage import Stats, build_manifest, config_hash
 from curate.stages.mix.plan import (  # noqa: F401  (re-exported: the mix API lives in curate.stages.mix.run)
     MixConfig,
     SourceCount,
@@ -63,11 +68,7 @@ from curate.stages.mix.plan import (  # noqa: F401  (re-exported: the mix API li
     select_documents,
     source_reader,
 )
-from curate.stages.mix.shuffle import TOKENS_DIR, ROW_OVERHEAD, Buckets, Cutoff, OutputWriter, shuffle_keys  # noqa: F401
-from curate.runtime.stage import Stats, build_manifest, config_hash
-from curate.core.progress import Progress
-from curate.core.shards import atomic_write_json, load_manifest, write_manifest
-from curate.core.tokenizer import Tokenizer, load_tokenizer
+from curate.stages.mix.shuffle import ROW_OVERHEAD, TOKENS_DIR, Buckets, Cutoff, OutputWriter, shuffle_keys
 
 STATE_FILE = ".curate/mix-state.json"
 BUCKET_DIR = ".curate/buckets"
@@ -82,7 +83,6 @@ class _Realized:
     doc_chars: int = 0  # of distinct documents
 
 
-
 def _prepare_output(output_dir: str, chash: str, fingerprint: list[Any], overwrite: bool) -> dict[str, Any] | None:
     """Check the output directory; return the existing manifest when it is already the result
     of this exact mix (nothing to do), else clear earlier mix output."""
@@ -92,16 +92,22 @@ def _prepare_output(output_dir: str, chash: str, fingerprint: list[Any], overwri
     has_shards = out.exists() and any(out.glob("*.parquet"))
     if not overwrite:
         if existing is not None and existing.get("stage") != "mix":
-            raise CurateError(f"{output_dir} holds output of stage {existing.get('stage')!r}; "
-                              "use another output directory or --overwrite")
+            raise CurateError(
+                f"{output_dir} holds output of stage {existing.get('stage')!r}; "
+                "use another output directory or --overwrite"
+            )
         if has_shards and not state_path.exists():
-            raise CurateError(f"{output_dir} already holds Parquet files not written by `curate mix`; "
-                              "use --overwrite or another output directory")
+            raise CurateError(
+                f"{output_dir} already holds Parquet files not written by `curate mix`; "
+                "use --overwrite or another output directory"
+            )
         if state_path.exists():
             state = json.loads(state_path.read_text())
             if state.get("config_hash") != chash:
-                raise CurateError(f"{output_dir} holds a mix made with a different configuration; "
-                                  "use --overwrite to replace it, or another output directory")
+                raise CurateError(
+                    f"{output_dir} holds a mix made with a different configuration; "
+                    "use --overwrite to replace it, or another output directory"
+                )
             if existing is not None and existing.get("complete") and state.get("inputs") == fingerprint:
                 return existing
     # Start clean: a killed run leaves only whole shards (renamed into place) and temp files.
@@ -179,17 +185,20 @@ def run_mix(
 
     try:
         # Pass 2: read again, scatter selected rows (with their repeats) into buckets.
-        p2 = Progress("mix: selecting", total=sum(c.docs for c in counted), unit="docs",
-                      enabled=None if progress else False)
+        p2 = Progress(
+            "mix: selecting", total=sum(c.docs for c in counted), unit="docs", enabled=None if progress else False
+        )
         for src_index, (c, plan) in enumerate(zip(counted, plans)):
             reader = source_reader(c.spec)
             offset, crc = 0, 0
             for table in reader.tables():
                 n = table.num_rows
                 if offset + n > c.docs:
-                    raise CurateError(f"source {c.spec.name!r}: inputs changed while mixing (more documents than counted)")
+                    raise CurateError(
+                        f"source {c.spec.name!r}: inputs changed while mixing (more documents than counted)"
+                    )
                 crc = crc_ids(crc, table)
-                reps = plan.partial[offset: offset + n].astype(np.int64) + plan.full_epochs
+                reps = plan.partial[offset : offset + n].astype(np.int64) + plan.full_epochs
                 chosen = reps > 0
                 if chosen.any():
                     picked = table.filter(pa.array(chosen))
@@ -206,7 +215,9 @@ def run_mix(
                     real.tokens += int(ntok.sum())
                     rows = table.take(pa.array(idx))
                     real.chars += int(pc.sum(pc.utf8_length(rows.column("text"))).as_py() or 0)
-                    rows = rows.set_column(rows.schema.get_field_index("n_tokens"), "n_tokens", pa.array(ntok, pa.int64()))
+                    rows = rows.set_column(
+                        rows.schema.get_field_index("n_tokens"), "n_tokens", pa.array(ntok, pa.int64())
+                    )
                     rows = rows.set_column(rows.schema.get_field_index("epoch"), "epoch", pa.array(epochs, pa.int32()))
                     keys = shuffle_keys(cfg.seed, plan.name, positions, epochs)
                     rows = rows.append_column("_key", pa.array(keys, pa.uint64()))
@@ -230,8 +241,15 @@ def run_mix(
                 s.rejected["not_sampled"] += c.docs - s.kept
             stats.merge(s)
             for path, fs in reader.per_file.items():
-                inputs.append({"source": plan.name, "path": path, "read": fs.read,
-                               "errors": sum(fs.errors.values()), "status": "done" if not fs.errors else "done_with_errors"})
+                inputs.append(
+                    {
+                        "source": plan.name,
+                        "path": path,
+                        "read": fs.read,
+                        "errors": sum(fs.errors.values()),
+                        "status": "done" if not fs.errors else "done_with_errors",
+                    }
+                )
         buckets.close()
         p2.close()
 
@@ -258,43 +276,55 @@ def run_mix(
     sources_json = []
     for c, p in zip(counted, plans):
         r = realized[p.name]
-        sources_json.append({
-            "name": p.name,
-            "paths": c.spec.paths,
-            "files": len(c.files),
-            "weight": p.weight,
-            "share_requested": round(p.share_requested, 6),
-            "share_realized": round(r.tokens / total_tokens, 6) if total_tokens else 0.0,
-            "tokens_requested": int(round(p.tokens_requested)),
-            "tokens_target": p.tokens_target,
-            "tokens": r.tokens,
-            "tokens_available": c.tokens,
-            "docs_available": c.docs,
-            "docs": r.docs,
-            "rows": r.rows,
-            "chars": r.chars,
-            "epochs": round(r.tokens / c.tokens, 4) if c.tokens else 0.0,
-            "max_epochs": p.max_epochs,
-            "capped": p.capped,
-            "shortfall_tokens": max(0, int(round(p.tokens_requested)) - p.tokens_target),
-            "read": c.stats.read,
-            "rejected": dict(c.stats.rejected),
-            "errors": dict(c.stats.errors),
-        })
+        sources_json.append(
+            {
+                "name": p.name,
+                "paths": c.spec.paths,
+                "files": len(c.files),
+                "weight": p.weight,
+                "share_requested": round(p.share_requested, 6),
+                "share_realized": round(r.tokens / total_tokens, 6) if total_tokens else 0.0,
+                "tokens_requested": int(round(p.tokens_requested)),
+                "tokens_target": p.tokens_target,
+                "tokens": r.tokens,
+                "tokens_available": c.tokens,
+                "docs_available": c.docs,
+                "docs": r.docs,
+                "rows": r.rows,
+                "chars": r.chars,
+                "epochs": round(r.tokens / c.tokens, 4) if c.tokens else 0.0,
+                "max_epochs": p.max_epochs,
+                "capped": p.capped,
+                "shortfall_tokens": max(0, int(round(p.tokens_requested)) - p.tokens_target),
+                "read": c.stats.read,
+                "rejected": dict(c.stats.rejected),
+                "errors": dict(c.stats.errors),
+            }
+        )
     extra: dict[str, Any] = {
         "complete": True,
         "inputs_failed": 0,
         "seed": cfg.seed,
         "tokenizer": tokenizer.describe(),
-        "tokens": {"budget": cfg.budget, "realized": total_tokens, "rows": sum(r.rows for r in realized.values()),
-                   "rule": "each source takes whole epochs, then documents in a seeded random order until its "
-                           "target is reached; the last document taken may overshoot by less than its length"},
+        "tokens": {
+            "budget": cfg.budget,
+            "realized": total_tokens,
+            "rows": sum(r.rows for r in realized.values()),
+            "rule": "each source takes whole epochs, then documents in a seeded random order until its "
+            "target is reached; the last document taken may overshoot by less than its length",
+        },
         "sources": sources_json,
         "training_cutoff": cutoff.to_json(),
         "notes": notes,
         "shuffle": {"buckets": n_buckets, "key": "splitmix64(seed, source, position, epoch)"},
-        "upstream": sorted({p for c in counted for p in c.spec.paths if os.path.isdir(p)
-                            and os.path.exists(os.path.join(p, "manifest.json"))}),
+        "upstream": sorted(
+            {
+                p
+                for c in counted
+                for p in c.spec.paths
+                if os.path.isdir(p) and os.path.exists(os.path.join(p, "manifest.json"))
+            }
+        ),
     }
     if cfg.pretokenize:
         extra["pretokenized"] = {
@@ -303,7 +333,7 @@ def run_mix(
             "byteorder": "little",
             "eot_id": tokenizer.eot_id,
             "layout": "per shard, one flat array: each row's token ids in row order, each followed by eot_id "
-                      "(so a shard holds sum(n_tokens) + rows ids)",
+            "(so a shard holds sum(n_tokens) + rows ids)",
             "files": writer.token_files,
         }
     manifest = build_manifest("mix", cfg.to_json(), inputs, stats, {"": shards}, extra=extra)
@@ -311,8 +341,9 @@ def run_mix(
     return manifest
 
 
-def _plan_report(cfg: MixConfig, counted: list[SourceCount], plans: list[SourcePlan], notes: list[str],
-                 tokenizer: Tokenizer) -> dict[str, Any]:
+def _plan_report(
+    cfg: MixConfig, counted: list[SourceCount], plans: list[SourcePlan], notes: list[str], tokenizer: Tokenizer
+) -> dict[str, Any]:
     planned = sum(p.tokens_planned for p in plans)
     return {
         "stage": "mix-plan",
@@ -322,15 +353,24 @@ def _plan_report(cfg: MixConfig, counted: list[SourceCount], plans: list[SourceP
         "notes": notes,
         "sources": [
             {
-                "name": p.name, "weight": p.weight, "share_requested": round(p.share_requested, 6),
+                "name": p.name,
+                "weight": p.weight,
+                "share_requested": round(p.share_requested, 6),
                 "share_realized": round(p.tokens_planned / planned, 6) if planned else 0.0,
-                "tokens_requested": int(round(p.tokens_requested)), "tokens_target": p.tokens_target,
-                "tokens": p.tokens_planned, "tokens_available": c.tokens, "docs_available": c.docs,
-                "docs": p.docs_selected, "rows": p.rows_planned,
+                "tokens_requested": int(round(p.tokens_requested)),
+                "tokens_target": p.tokens_target,
+                "tokens": p.tokens_planned,
+                "tokens_available": c.tokens,
+                "docs_available": c.docs,
+                "docs": p.docs_selected,
+                "rows": p.rows_planned,
                 "epochs": round(p.tokens_planned / c.tokens, 4) if c.tokens else 0.0,
-                "max_epochs": p.max_epochs, "capped": p.capped,
+                "max_epochs": p.max_epochs,
+                "capped": p.capped,
                 "shortfall_tokens": max(0, int(round(p.tokens_requested)) - p.tokens_target),
-                "read": c.stats.read, "rejected": dict(c.stats.rejected), "errors": dict(c.stats.errors),
+                "read": c.stats.read,
+                "rejected": dict(c.stats.rejected),
+                "errors": dict(c.stats.errors),
             }
             for c, p in zip(counted, plans)
         ],
@@ -341,8 +381,10 @@ def summarize_mix(manifest: dict[str, Any]) -> str:
     """Human lines: one per source, then totals and the training cutoff."""
     lines = []
     t = manifest["tokens"]
-    lines.append(f"{manifest['stage']}: {t['realized']:,} tokens (budget {t['budget']:,}), "
-                 f"tokenizer {manifest['tokenizer']['name']}, seed {manifest['seed']}")
+    lines.append(
+        f"{manifest['stage']}: {t['realized']:,} tokens (budget {t['budget']:,}), "
+        f"tokenizer {manifest['tokenizer']['name']}, seed {manifest['seed']}"
+    )
     lines.append(f"  {'source':<16}{'requested':>10}{'realized':>10}{'tokens':>14}{'docs':>9}{'rows':>9}{'epochs':>8}")
     for s in manifest["sources"]:
         flag = "  capped" if s["capped"] else ""
@@ -352,11 +394,15 @@ def summarize_mix(manifest: dict[str, Any]) -> str:
         )
         errors = sum(s["errors"].values())
         if errors:
-            lines.append(f"    {errors:,} unreadable record(s): " + ", ".join(f"{k}={v}" for k, v in sorted(s["errors"].items())))
+            lines.append(
+                f"    {errors:,} unreadable record(s): " + ", ".join(f"{k}={v}" for k, v in sorted(s["errors"].items()))
+            )
     cut = manifest.get("training_cutoff")
     if cut:
-        lines.append(f"  training cutoff: max {cut['max']}, p99 {cut['p99']} "
-                     f"({cut['undated_docs']:,} undated document(s) ignored)")
+        lines.append(
+            f"  training cutoff: max {cut['max']}, p99 {cut['p99']} "
+            f"({cut['undated_docs']:,} undated document(s) ignored)"
+        )
     if manifest.get("shards") is not None and manifest["stage"] == "mix":
         lines.append(f"  {len(manifest['shards'])} shard(s), {manifest['tokens']['rows']:,} rows")
     return "\n".join(lines)

@@ -14,7 +14,7 @@ import math
 import os
 import zlib
 from collections import Counter
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +30,7 @@ from curate.core.tokenizer import Tokenizer
 TOKENS_DIR = "tokens"
 ROW_OVERHEAD = 200  # bytes per row beside its text, as ShardWriter counts it
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+
 
 def _mix64(x: np.ndarray) -> np.ndarray:
     """splitmix64 finalizer on a uint64 array (wrapping arithmetic)."""
@@ -52,8 +53,10 @@ def shuffle_keys(seed: int, source_name: str, positions: np.ndarray, epochs: np.
     return _mix64(x)
 
 
-BUCKET_SCHEMA = SCHEMA.append(pa.field("_key", pa.uint64())).append(pa.field("_src", pa.int32())).append(
-    pa.field("_pos", pa.int64())
+BUCKET_SCHEMA = (
+    SCHEMA.append(pa.field("_key", pa.uint64()))
+    .append(pa.field("_src", pa.int32()))
+    .append(pa.field("_pos", pa.int64()))
 )
 
 
@@ -81,7 +84,10 @@ class Buckets:
             return
         if self._writers[bucket] is None:
             sink = pa.OSFile(str(self.paths[bucket]), "wb")
-            self._writers[bucket] = (sink, ipc.new_stream(sink, BUCKET_SCHEMA, options=ipc.IpcWriteOptions(compression="lz4")))
+            self._writers[bucket] = (
+                sink,
+                ipc.new_stream(sink, BUCKET_SCHEMA, options=ipc.IpcWriteOptions(compression="lz4")),
+            )
         table = pa.concat_tables(self._pending[bucket])
         self._writers[bucket][1].write_table(table)
         self._pending[bucket], self._pending_bytes[bucket] = [], 0
@@ -101,7 +107,8 @@ class Buckets:
         with pa.OSFile(str(path), "rb") as src:
             table = ipc.open_stream(src).read_all()
         order = pc.sort_indices(
-            table, sort_keys=[("_key", "ascending"), ("_src", "ascending"), ("_pos", "ascending"), ("epoch", "ascending")]
+            table,
+            sort_keys=[("_key", "ascending"), ("_src", "ascending"), ("_pos", "ascending"), ("epoch", "ascending")],
         )
         return table.take(order).drop_columns(["_key", "_src", "_pos"])
 
@@ -128,8 +135,9 @@ class OutputWriter:
 
     def _open(self) -> None:
         index = len(self.shards)
-        self._writer = ShardWriter(self.output_dir, prefix=f"part-{index:05d}", shard_bytes=1 << 62,
-                                   row_group_bytes=self.row_group_bytes)
+        self._writer = ShardWriter(
+            self.output_dir, prefix=f"part-{index:05d}", shard_bytes=1 << 62, row_group_bytes=self.row_group_bytes
+        )
         self._filled = 0
         if self.tokenizer is not None:
             tok_dir = os.path.join(self.output_dir, TOKENS_DIR)
@@ -147,10 +155,15 @@ class OutputWriter:
             self._tok_fh.close()
             final = os.path.join(self.output_dir, TOKENS_DIR, infos[0].path.replace(".parquet", ".bin"))
             os.replace(self._tok_tmp, final)
-            self.token_files.append({
-                "shard": infos[0].path, "path": os.path.relpath(final, self.output_dir), "tokens": self._tok_count,
-                "bytes": os.path.getsize(final), "sha256": sha256_file(final),
-            })
+            self.token_files.append(
+                {
+                    "shard": infos[0].path,
+                    "path": os.path.relpath(final, self.output_dir),
+                    "tokens": self._tok_count,
+                    "bytes": os.path.getsize(final),
+                    "sha256": sha256_file(final),
+                }
+            )
             self._tok_fh = None
         self._writer = None
 
@@ -165,8 +178,13 @@ class OutputWriter:
             self._emit(final=False)
 
     def _sizes(self, table: pa.Table) -> np.ndarray:
-        return np.asarray(pc.binary_length(pc.cast(table.column("text"), pa.binary())).to_numpy(zero_copy_only=False),
-                          dtype=np.int64) + ROW_OVERHEAD
+        return (
+            np.asarray(
+                pc.binary_length(pc.cast(table.column("text"), pa.binary())).to_numpy(zero_copy_only=False),
+                dtype=np.int64,
+            )
+            + ROW_OVERHEAD
+        )
 
     def _room(self) -> int:
         return min(self.shard_bytes - self._filled, self.row_group_bytes)
@@ -245,11 +263,16 @@ class Cutoff:
 
     @staticmethod
     def _iso(us: int) -> str:
-        return (datetime(1970, 1, 1, tzinfo=timezone.utc) + timedelta(microseconds=us)).isoformat().replace("+00:00", "Z")
+        return (datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=us)).isoformat().replace("+00:00", "Z")
 
     def to_json(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"max": None, "p99": None, "min": None, "dated_docs": self.dated,
-                               "undated_docs": self.undated}
+        out: dict[str, Any] = {
+            "max": None,
+            "p99": None,
+            "min": None,
+            "dated_docs": self.dated,
+            "undated_docs": self.undated,
+        }
         if self.max_us is None:
             return out
         rank = math.ceil(0.99 * self.dated)  # nearest-rank percentile
