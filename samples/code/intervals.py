@@ -7,7 +7,7 @@ in the doctest style, used as a "code" source in the sample mix.
 from __future__ import annotations
 
 from bisect import bisect_right
-from collections.abc import Iterable
+from typing import Iterable
 
 
 def merge(intervals: Iterable[tuple[int, int]]) -> list[tuple[int, int]]:
