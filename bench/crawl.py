@@ -3,7 +3,7 @@
 
     python bench/crawl.py [WARC ...] [--repeat N] [--rounds N] [--workers N] [--aeb DIR] [--aeb-warc]
 
-Speed: documents/s and input MB/s of our crawl stage (``curate.stages.crawl.stage.crawl``, Parquet shards
+Speed: documents/s and input MB/s of our crawl stage (``curate.stages.crawl.run``, Parquet shards
 written) and of the reference loop (one process: warcio iteration over response records,
 ``trafilatura.extract`` on each payload with the same settings as our default:
 favor_precision, no comments, tables kept), and the ratio per core. The machine this runs on
@@ -49,8 +49,10 @@ logging.getLogger("trafilatura").setLevel(logging.CRITICAL)
 import trafilatura  # noqa: E402
 from warcio.archiveiterator import ArchiveIterator  # noqa: E402
 
+from curate.runtime.executor import Executor  # noqa: E402
+from curate.runtime.stage import StageContext  # noqa: E402
+from curate.stages import crawl  # noqa: E402
 from curate.stages.crawl.extract import ExtractOptions, TextExtractor, decode_html  # noqa: E402
-from curate.stages.crawl.stage import CrawlConfig, crawl  # noqa: E402
 
 REF_SETTINGS = dict(favor_precision=True, include_comments=False, include_tables=True)
 
@@ -78,7 +80,8 @@ def reference_loop(paths: list[str]) -> int:
 def run_ours(paths: list[str], workers: int) -> dict:
     out = tempfile.mkdtemp(prefix="bench-crawl-")
     try:
-        manifest, _ = crawl(paths, out, CrawlConfig(), workers=workers, overwrite=True)
+        ctx = StageContext(paths, out, Executor("local", workers), overwrite=True, progress=False)
+        manifest = crawl.run(crawl.CrawlConfig(), ctx)
         return manifest
     finally:
         shutil.rmtree(out, ignore_errors=True)

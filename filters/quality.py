@@ -450,7 +450,7 @@ def train_quality_model(
         },
         "model_sha256": file_digest(out),
     }
-    from curate.core.shards import atomic_write_json
+    from curate.core.files import atomic_write_json
 
     atomic_write_json(sidecar_path(out), info)
     return report

@@ -31,33 +31,14 @@ from typing import Any
 
 import numpy as np
 
+from curate.core.text import in_no_space_script
+
 
 def _ranges_to_class(ranges: list[tuple[int, int]]) -> str:
     parts = []
     for lo, hi in ranges:
         parts.append(re.escape(chr(lo)) if lo == hi else f"{re.escape(chr(lo))}-{re.escape(chr(hi))}")
     return "".join(parts)
-
-
-# Scripts written without spaces between words: one character = one counted word.
-_NO_SPACE_RANGES = [
-    (0x0E00, 0x0E7F),  # Thai
-    (0x0E80, 0x0EFF),  # Lao
-    (0x1000, 0x109F),  # Myanmar
-    (0x1780, 0x17FF),  # Khmer
-    (0x3040, 0x309F),  # Hiragana
-    (0x30A0, 0x30FF),  # Katakana
-    (0x31F0, 0x31FF),  # Katakana phonetic extensions
-    (0x3400, 0x4DBF),  # CJK extension A
-    (0x4E00, 0x9FFF),  # CJK unified ideographs
-    (0xF900, 0xFAFF),  # CJK compatibility ideographs
-    (0xFF66, 0xFF9F),  # half-width katakana
-    (0x20000, 0x3134F),  # CJK extensions B-G
-]
-
-
-def _in_no_space(cp: int) -> bool:
-    return any(lo <= cp <= hi for lo, hi in _NO_SPACE_RANGES)
 
 
 def _build_classes() -> tuple[str, str, str]:
@@ -82,7 +63,7 @@ def _build_classes() -> tuple[str, str, str]:
         if cat[0] == "M":
             add(marks, cp)
         if cat[0] in "LNM":
-            if _in_no_space(cp):
+            if in_no_space_script(cp):
                 if cat[0] != "M":
                     add(base, cp)
             else:

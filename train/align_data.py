@@ -20,7 +20,7 @@ from typing import Any
 import torch
 
 from curate.core.errors import InputError
-from curate.core.shards import sha256_file
+from curate.core.files import sha256_file
 
 
 def stable_fraction(key: str) -> float:

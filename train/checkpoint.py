@@ -35,7 +35,7 @@ from typing import Any
 import torch
 
 from curate.core.errors import InputError
-from curate.core.shards import atomic_write_bytes, atomic_write_json
+from curate.core.files import atomic_write_bytes, atomic_write_json
 from curate.core.tokenizer import TOKENIZER_FILE, BPETokenizer, ByteTokenizer, Tokenizer, load_tokenizer
 
 WEIGHTS_FILE = "model.safetensors"

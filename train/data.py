@@ -41,7 +41,9 @@ import pyarrow.parquet as pq
 import torch
 
 from curate.core.errors import InputError
-from curate.core.shards import MANIFEST_NAME, expand_parquet_inputs, sha256_file
+from curate.core.files import sha256_file
+from curate.core.manifest import MANIFEST_NAME
+from curate.core.shards import expand_parquet_inputs
 from curate.core.tokenizer import ByteTokenizer, Tokenizer, load_tokenizer
 
 _READ_COLUMNS = ["id", "text"]

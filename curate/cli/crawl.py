@@ -25,7 +25,7 @@ from curate.cli.common import (
     "config_path",
     type=click.Path(dir_okay=False),
     default=None,
-    help="crawl.toml with settings (see curate.stages.crawl.stage.CrawlConfig).",
+    help="crawl.toml with settings (see curate.stages.crawl.CrawlConfig).",
 )
 @click.option(
     "--set",
@@ -79,25 +79,20 @@ def crawl(
     engine.
     """
     from curate.core.config import parse_set
-    from curate.runtime.stage import execution, summarize
+    from curate.runtime.executor import Executor
+    from curate.runtime.stage import StageContext, summarize
+    from curate.stages import crawl as stage
     from curate.stages.crawl.sources import DEFAULT_CC_BASE_URL
-    from curate.stages.crawl.stage import crawl as run_crawl
-    from curate.stages.crawl.stage import load_config
 
-    cfg = load_config(config_path, parse_set(overrides) if overrides else None)
-    # The engine is a property of the block, not of crawl(): run_stage picks it up.
-    with execution(engine, ray_address):
-        manifest, _ = run_crawl(
-            inputs,
-            output,
-            cfg,
-            workers=workers or default_workers(),
-            overwrite=overwrite,
-            max_files=max_files,
-            offset=offset,
-            cc_base_url=cc_base_url or DEFAULT_CC_BASE_URL,
-            progress=not quiet,
-        )
+    cfg = stage.load_config(config_path, parse_set(overrides) if overrides else None)
+    ctx = StageContext(
+        inputs=list(inputs),
+        output=output,
+        executor=Executor(engine, workers or default_workers(), ray_address),
+        overwrite=overwrite,
+        progress=not quiet,
+    )
+    manifest = stage.run(cfg, ctx, max_files=max_files, offset=offset, cc_base_url=cc_base_url or DEFAULT_CC_BASE_URL)
     summary = summarize(manifest)
     summary += f"\n  output: {output} ({len(manifest['shards'])} shard(s), {manifest['counts']['kept']:,} documents)"
     finish(manifest, summary)

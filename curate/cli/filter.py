@@ -1,5 +1,5 @@
 """``curate filter`` and ``curate quality train``: thin click wrappers over
-:mod:`curate.stages.filter.stage` and :mod:`filters.quality`."""
+:mod:`curate.stages.filter` and :mod:`filters.quality`."""
 
 from __future__ import annotations
 
@@ -45,25 +45,19 @@ def filter_cmd(
     if not output:
         raise ConfigError("missing -o/--output directory")
 
-    from curate.core.progress import Progress
-    from curate.runtime.stage import summarize
-    from curate.stages.filter.stage import load_chain_config, run_filter, summarize_filters
+    from curate.runtime.executor import Executor
+    from curate.runtime.stage import StageContext, summarize
+    from curate.stages import filter as stage
 
-    chain = load_chain_config(config_path)
-    progress = None if quiet else Progress("filter")
-    from curate.runtime.stage import execution
-
-    with execution(engine, ray_address):
-        manifest, _ = run_filter(
-            list(inputs),
-            output,
-            chain,
-            annotate=annotate,
-            workers=workers or default_workers(),
-            overwrite=overwrite,
-            progress=progress,
-        )
-    finish(manifest, summarize(manifest) + "\n" + summarize_filters(manifest))
+    ctx = StageContext(
+        inputs=list(inputs),
+        output=output,
+        executor=Executor(engine, workers or default_workers(), ray_address),
+        overwrite=overwrite,
+        progress=not quiet,
+    )
+    manifest = stage.run(stage.load_config(config_path, annotate=annotate), ctx)
+    finish(manifest, summarize(manifest) + "\n" + stage.summarize_filters(manifest))
 
 
 @click.group("quality")

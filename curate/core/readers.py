@@ -40,10 +40,10 @@ from typing import IO, Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from curate.core.accounting import Stats
 from curate.core.document import Document, documents_to_table, stable_id, to_utc
 from curate.core.errors import InputError
 from curate.core.shards import read_tables
-from curate.runtime.stage import Stats
 
 FORMATS = ("auto", "parquet", "jsonl", "text", "code")
 

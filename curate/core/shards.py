@@ -1,4 +1,4 @@
-"""Parquet shards and manifests: size-targeted, atomic writes and streaming reads.
+"""Parquet shards: size-targeted, atomic writes and streaming, schema-conformed reads.
 
 A shard is written under a hidden temporary name and renamed only once it is complete, so a
 killed job never leaves a half-written ``part-*.parquet`` behind. Readers stream one row group
@@ -9,8 +9,6 @@ size of the shard set.
 from __future__ import annotations
 
 import glob
-import hashlib
-import json
 import os
 import tempfile
 from collections.abc import Iterable, Iterator
@@ -23,55 +21,10 @@ import pyarrow.parquet as pq
 
 from curate.core.document import SCHEMA, Document, conform_table
 from curate.core.errors import InputError
+from curate.core.files import make_public, sha256_file
 
 DEFAULT_SHARD_BYTES = 256 * 1024 * 1024
 DEFAULT_ROW_GROUP_BYTES = 32 * 1024 * 1024
-MANIFEST_NAME = "manifest.json"
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-_FILE_MODE = 0o666 & ~_umask()
-
-
-def make_public(path: str | os.PathLike) -> None:
-    """Give a file made by ``mkstemp`` (mode 0600) the usual permissions before it is renamed
-    into place, so shards are readable by other users like any file the user creates."""
-    os.chmod(path, _FILE_MODE)
-
-
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temp file in the same directory and a rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        make_public(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
-    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n").encode())
-
-
-def sha256_file(path: str | os.PathLike) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 @dataclass
@@ -248,19 +201,3 @@ def read_documents(paths: Iterable[str], batch_rows: int = 2048) -> Iterator[Doc
 
 def count_rows(paths: Iterable[str]) -> int:
     return sum(pq.ParquetFile(p).metadata.num_rows for p in expand_parquet_inputs(paths))
-
-
-def load_manifest(directory: str | os.PathLike) -> dict[str, Any] | None:
-    path = Path(directory) / MANIFEST_NAME
-    if not path.exists():
-        return None
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise InputError(f"{path}: unreadable manifest ({exc})") from None
-
-
-def write_manifest(directory: str | os.PathLike, manifest: dict[str, Any]) -> Path:
-    path = Path(directory) / MANIFEST_NAME
-    atomic_write_json(path, manifest)
-    return path

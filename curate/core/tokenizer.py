@@ -162,7 +162,7 @@ def train_bpe(
     tok.train_from_iterator(texts, trainer=trainer)
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    from curate.core.shards import atomic_write_bytes, atomic_write_json
+    from curate.core.files import atomic_write_bytes, atomic_write_json
 
     atomic_write_bytes(out / TOKENIZER_FILE, tok.to_str(pretty=True).encode("utf-8"))
     atomic_write_json(

@@ -28,7 +28,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from curate.core.errors import CurateError, InputError
-from curate.core.shards import MANIFEST_NAME
+from curate.core.manifest import MANIFEST_NAME
 
 # The text formatting lives beside this module; re-exported for the CLI and callers.
 from curate.explore.format import format_rows, format_summary  # noqa: F401

@@ -16,7 +16,7 @@ import io
 import os
 from typing import Any
 
-from curate.core.shards import atomic_write_bytes
+from curate.core.files import atomic_write_bytes
 from curate.explore.query import summarize
 
 _CSS = """

@@ -23,7 +23,7 @@ from typing import Any
 
 from curate.core.comparisons import write_comparisons
 from curate.core.errors import InputError
-from curate.core.shards import atomic_write_bytes
+from curate.core.files import atomic_write_bytes
 from curate.rate import PAIRS_DB, RATINGS_LOG
 from curate.rate.pairs import PairStore
 from curate.rate.store import LogReadReport, latest_ratings

@@ -25,7 +25,7 @@ from typing import Any
 
 from curate.core.config import load_toml
 from curate.core.errors import ConfigError, CurateError
-from curate.core.shards import atomic_write_json
+from curate.core.files import atomic_write_json
 from curate.rate import CHOICES, PAIRS_DB, RATINGS_LOG, SESSION_FILE
 from curate.rate.assign import Assignment, a_is
 from curate.rate.pairs import ImportStats, Pair, PairStore, import_pairs

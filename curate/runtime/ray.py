@@ -1,15 +1,15 @@
-"""Running stage work on a Ray cluster (the ``ray`` extra).
+"""The Ray connection behind :class:`curate.runtime.executor.Executor` (the ``ray`` extra).
 
-The local engine runs per-input tasks in forked worker processes; this module runs the very
-same task objects and stage functions as Ray tasks instead, so outputs, manifests and resume
-behave identically. Workers write shards straight into the output directory, which must be
-storage every node sees (a shared filesystem; on one machine, any local path).
+Stage work runs as the very same functions on Ray tasks as in local worker processes, so
+outputs, manifests and resume behave identically. Tasks write shards straight into the output
+directory, which must be storage every node sees (a shared filesystem; on one machine, any
+local path).
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -26,7 +26,8 @@ def _import_ray():
 
 @contextmanager
 def ray_session(address: str | None = None, num_cpus: int | None = None) -> Iterator[Any]:
-    """Connect to ``address`` (or start a local instance); shut down only what we started."""
+    """Connect to ``address`` (or start a local instance with ``num_cpus``); shut down only
+    what this call started, so nested sessions share one connection."""
     ray = _import_ray()
     started = False
     if not ray.is_initialized():
@@ -48,40 +49,25 @@ def ray_session(address: str | None = None, num_cpus: int | None = None) -> Iter
             ray.shutdown()
 
 
-def _get(ray: Any, ref: Any) -> Any:
-    """A task's result; a task that died (worker lost, out of memory) is a one-line error."""
+def cluster_cpus(default: int) -> int:
+    """CPUs of the connected cluster (``default`` when it reports none)."""
+    ray = _import_ray()
+    return max(1, int(ray.cluster_resources().get("CPU", default)))
+
+
+def task_result(ray: Any, ref: Any, fn: Callable) -> Any:
+    """A task's result; a task that failed for good (its exception, a lost worker, out of
+    memory) is a one-line error. An unreadable file usually means a node does not see the
+    output directory, so an OSError says so."""
     try:
         return ray.get(ref)
     except ray.exceptions.RayError as exc:
-        first = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
-        raise CurateError(f"a Ray task failed: {first}", exit_code=1) from None
-
-
-def run_tasks(
-    items: Iterable[Any],
-    fn: Callable[[Any], Any],
-    on_result: Callable[[Any], None],
-    *,
-    address: str | None = None,
-    num_cpus: int | None = None,
-    max_in_flight: int | None = None,
-) -> None:
-    """Run ``fn(item)`` for every item as a Ray task, calling ``on_result`` as each finishes.
-
-    At most ``max_in_flight`` tasks are submitted at once (default: twice the cluster's CPUs),
-    so a listing of 90,000 WARC files does not become 90,000 pending objects.
-    """
-    with ray_session(address, num_cpus) as ray:
-        remote_fn = ray.remote(num_cpus=1, max_retries=2)(fn)
-        limit = max_in_flight or max(2, 2 * int(ray.cluster_resources().get("CPU", 1)))
-        pending: list[Any] = []
-        for item in items:
-            if len(pending) >= limit:
-                done, pending = ray.wait(pending, num_returns=1)
-                for ref in done:
-                    on_result(_get(ray, ref))
-            pending.append(remote_fn.remote(item))
-        while pending:
-            done, pending = ray.wait(pending, num_returns=1)
-            for ref in done:
-                on_result(_get(ray, ref))
+        cause = getattr(exc, "cause", None) or exc
+        first_line = (str(cause).strip().splitlines() or [type(cause).__name__])[-1]
+        hint = (
+            " (the output directory must be storage every node of the cluster sees)"
+            if isinstance(cause, OSError)
+            else ""
+        )
+        name = getattr(fn, "__name__", "task")
+        raise CurateError(f"a Ray task ({name}) failed: {type(cause).__name__}: {first_line}{hint}", 1) from None

@@ -27,7 +27,8 @@ from typing import Any
 
 from curate.core.config import ConfigError, load_toml
 from curate.core.errors import CurateError
-from curate.core.shards import atomic_write_json, load_manifest
+from curate.core.files import atomic_write_json
+from curate.core.manifest import load_manifest
 from curate.workflow.state import (
     check_earlier_stages,
     clear_stages,
@@ -156,9 +157,9 @@ def load_pipeline(path: str | os.PathLike, workdir: str | None = None, workers: 
 def check_pipeline(pipe: Pipeline) -> None:
     """Build every stage's settings up front, so a typo in [rlhf] fails before the crawl starts."""
     from curate.core.config import deep_merge, from_dict
-    from curate.stages.crawl.stage import load_config as load_crawl_config
+    from curate.stages.crawl import load_config as load_crawl_config
     from curate.stages.dedup.run import DedupConfig
-    from curate.stages.filter.stage import load_chain_config
+    from curate.stages.filter.chain import load_chain_config
     from curate.stages.mix.run import load_mix_config
 
     crawl = _take(pipe.stages["crawl"], CRAWL_KEYS, "crawl")
@@ -243,15 +244,16 @@ _workdir_lock = workdir_lock
 
 
 def _run_crawl(pipe: Pipeline, overwrite: bool, log: Callable[[str], None]) -> dict[str, Any]:
-    from curate.stages.crawl.stage import crawl, load_config
+    from curate.runtime.executor import Executor
+    from curate.runtime.stage import StageContext
+    from curate.stages import crawl
 
     t = _take(pipe.stages["crawl"], CRAWL_KEYS, "crawl")
     if not t.get("inputs"):
         raise ConfigError("[crawl]: 'inputs' (WARC files or directories) is required")
-    cfg = load_config(t.get("config"), _crawl_overrides(t))
-    manifest, _ = crawl(
-        t["inputs"], str(pipe.out("crawl")), cfg, workers=pipe.workers, overwrite=overwrite, progress=True
-    )
+    cfg = crawl.load_config(t.get("config"), _crawl_overrides(t))
+    ctx = StageContext(t["inputs"], str(pipe.out("crawl")), Executor("local", pipe.workers), overwrite=overwrite)
+    manifest = crawl.run(cfg, ctx)
     if manifest.get("inputs_failed"):
         raise CurateError(
             f"crawl: {manifest['inputs_failed']} input(s) could not be read (see {pipe.out('crawl')}/manifest.json)", 1
@@ -260,20 +262,16 @@ def _run_crawl(pipe: Pipeline, overwrite: bool, log: Callable[[str], None]) -> d
 
 
 def _run_filter(pipe: Pipeline, overwrite: bool, log: Callable[[str], None]) -> dict[str, Any]:
-    from curate.core.progress import Progress
-    from curate.stages.filter.stage import load_chain_config, run_filter
+    from curate.runtime.executor import Executor
+    from curate.runtime.stage import StageContext
+    from curate.stages import filter as filter_stage
 
     t = _take(pipe.stages["filter"], FILTER_KEYS, "filter")
-    chain = load_chain_config(t.get("config"))
-    run_filter(
-        [str(pipe.out("crawl"))],
-        str(pipe.out("filter")),
-        chain,
-        annotate=bool(t.get("annotate", False)),
-        workers=pipe.workers,
-        overwrite=overwrite,
-        progress=Progress("filter"),
+    cfg = filter_stage.load_config(t.get("config"), annotate=bool(t.get("annotate", False)))
+    ctx = StageContext(
+        [str(pipe.out("crawl"))], str(pipe.out("filter")), Executor("local", pipe.workers), overwrite=overwrite
     )
+    filter_stage.run(cfg, ctx)
     return {}
 
 

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from curate.core.errors import CurateError
-from curate.core.shards import atomic_write_json
+from curate.core.files import atomic_write_json
 
 if TYPE_CHECKING:
     from curate.workflow.pipeline import Pipeline
@@ -72,7 +72,7 @@ def fingerprint(pipe: Pipeline, stage: str, upstream: str) -> str:
     """What decides whether a completed stage is still up to date: its settings as written
     (before {placeholders} are expanded, so the same work directory spelt differently does not
     count as a change), the contents of the files they name, the seed and the stage before."""
-    from curate.core.shards import sha256_file
+    from curate.core.files import sha256_file
 
     files = {f: sha256_file(f) for f in sorted(set(referenced_files(pipe.stages[stage])))}
     settings = pipe.raw.get(stage, pipe.stages[stage])

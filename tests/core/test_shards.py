@@ -8,16 +8,9 @@ import pytest
 
 from curate.core.document import SCHEMA
 from curate.core.errors import InputError
-from curate.core.shards import (
-    ShardWriter,
-    atomic_write_json,
-    count_rows,
-    expand_parquet_inputs,
-    load_manifest,
-    read_documents,
-    sha256_file,
-    write_manifest,
-)
+from curate.core.files import atomic_write_json, sha256_file
+from curate.core.manifest import load_manifest, write_manifest
+from curate.core.shards import ShardWriter, count_rows, expand_parquet_inputs, read_documents
 
 
 def test_writer_splits_by_size_and_records_checksums(tmp_path, make_docs):

@@ -10,8 +10,8 @@ import pytest
 
 from curate.core.accounting import Stats
 from curate.core.document import Document
-from curate.core.shards import ShardWriter, write_manifest
-from curate.runtime.stage import build_manifest
+from curate.core.manifest import build_manifest, write_manifest
+from curate.core.shards import ShardWriter
 
 
 def _known_docs() -> list[Document]:

@@ -150,7 +150,13 @@ def test_keep_top_needs_calibration(model):
 
 
 def test_keep_top_through_the_stage_keeps_exactly_the_fraction(model, tmp_path):
-    from curate.stages.filter.stage import run_filter
+    from curate.runtime.executor import Executor
+    from curate.runtime.stage import StageContext
+    from curate.stages import filter as filter_stage
+
+    def run_filter(inputs, out, chain, workers=1):
+        ctx = StageContext(inputs, out, Executor("local", workers), progress=False)
+        return filter_stage.run(filter_stage.FilterConfig(chain=chain), ctx)
 
     path, _ = model
     inputs = []
@@ -162,7 +168,7 @@ def test_keep_top_through_the_stage_keeps_exactly_the_fraction(model, tmp_path):
                 w.write(Document(id=f"{part}-{i}", text=t))
         inputs.append(str(d))
     chain = {"filters": [{"name": "quality", "model": str(path), "keep_top": 0.2}]}
-    manifest, _ = run_filter(inputs, str(tmp_path / "out"), chain, workers=2)
+    manifest = run_filter(inputs, str(tmp_path / "out"), chain, workers=2)
     c = manifest["counts"]
     assert c["read"] == 30
     assert c["kept"] == 6  # ceil(0.2 * 30), scores distinct
@@ -177,7 +183,7 @@ def test_keep_top_through_the_stage_keeps_exactly_the_fraction(model, tmp_path):
     assert min(kept_scores) == pytest.approx(cal["keep_top_threshold"], abs=1e-7)
     assert not (tmp_path / "out" / ".curate-calibration").exists()  # cached scores removed when complete
     # The cut is part of the recorded config, so a rerun resumes (nothing to redo).
-    again, _ = run_filter(inputs, str(tmp_path / "out"), chain)
+    again = run_filter(inputs, str(tmp_path / "out"), chain)
     assert again["counts"] == manifest["counts"]
 
 

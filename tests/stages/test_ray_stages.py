@@ -18,8 +18,12 @@ from click.testing import CliRunner
 
 from curate.cli import cli
 from curate.core.document import Document
-from curate.core.shards import ShardWriter, read_documents, sha256_file
-from curate.stages.crawl.stage import crawl, load_config
+from curate.core.files import sha256_file
+from curate.core.shards import ShardWriter, read_documents
+from curate.runtime.executor import Executor
+from curate.runtime.stage import StageContext
+from curate.stages import crawl as crawl_stage
+from curate.stages.crawl import CrawlConfig, load_config
 from curate.stages.dedup.run import DedupConfig, run_dedup
 
 ray = pytest.importorskip("ray")
@@ -43,9 +47,15 @@ def samples_crawl(tmp_path_factory) -> str:
     out = str(tmp_path_factory.mktemp("crawl") / "local")
     # No per-page time limit: under a loaded test machine a slow page must not become a
     # timeout on one side of the comparison only.
-    manifest, _ = crawl([SAMPLES_WARC], out, load_config(overrides={"extract": {"time_limit": 0}}), workers=1)
+    manifest = crawl([SAMPLES_WARC], out, load_config(overrides={"extract": {"time_limit": 0}}))
     assert manifest["counts"]["kept"] > 100
     return out
+
+
+def crawl(inputs, out, cfg=None, executor=None, **options):
+    """The crawl stage through its one entry point, quietly; returns the manifest."""
+    ctx = StageContext(list(inputs), str(out), executor or Executor(), progress=False)
+    return crawl_stage.run(cfg or CrawlConfig(), ctx, **options)
 
 
 def _ids(directory: str) -> list[str]:
@@ -100,12 +110,9 @@ def test_crawl_on_ray_resumes_a_partial_local_run(tmp_path, ray_local, samples_c
     """Half the inputs done locally, the rest on Ray: the same output as one local run."""
     out = str(tmp_path / "mixed")
     inputs = sorted(glob.glob(os.path.join(SAMPLES_WARC, "*.warc.gz")))
-    crawl(inputs, out, workers=1, max_files=2)
-    from curate.runtime.stage import execution
-
-    with execution("ray"):
-        manifest, _ = crawl(inputs, out, workers=2)
-    local, _ = crawl(inputs, str(tmp_path / "all_local"), workers=1)
+    crawl(inputs, out, max_files=2)
+    manifest = crawl(inputs, out, executor=Executor("ray", 2))
+    local = crawl(inputs, str(tmp_path / "all_local"))
     assert manifest["counts"] == local["counts"]
     assert _ids(out) == _ids(str(tmp_path / "all_local"))
 

@@ -9,11 +9,12 @@ import numpy as np
 import pytest
 import torch
 
+from curate.core.accounting import Stats
 from curate.core.document import Document
 from curate.core.errors import InputError
-from curate.core.shards import ShardWriter, write_manifest
+from curate.core.manifest import build_manifest, write_manifest
+from curate.core.shards import ShardWriter
 from curate.core.tokenizer import ByteTokenizer
-from curate.runtime.stage import Stats, build_manifest
 from train.data import (
     PackedReader,
     is_validation,

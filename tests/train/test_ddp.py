@@ -13,9 +13,10 @@ import torch
 from click.testing import CliRunner
 
 from curate.cli import cli
+from curate.core.accounting import Stats
 from curate.core.document import Document
-from curate.core.shards import ShardWriter, write_manifest
-from curate.runtime.stage import Stats, build_manifest
+from curate.core.manifest import build_manifest, write_manifest
+from curate.core.shards import ShardWriter
 from train.checkpoint import load_checkpoint, load_lm
 from train.loop import read_metrics
 

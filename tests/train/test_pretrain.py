@@ -13,11 +13,12 @@ import torch
 from click.testing import CliRunner
 
 from curate.cli import cli
+from curate.core.accounting import Stats
 from curate.core.config import from_dict
 from curate.core.document import Document
 from curate.core.errors import ConfigError, CurateError
-from curate.core.shards import ShardWriter, write_manifest
-from curate.runtime.stage import Stats, build_manifest
+from curate.core.manifest import build_manifest, write_manifest
+from curate.core.shards import ShardWriter
 from train.checkpoint import list_step_dirs, load_checkpoint
 from train.loop import StopRequest, read_metrics
 from train.pretrain import PretrainConfig, pretrain

@@ -8,7 +8,7 @@ import pytest
 from click.testing import CliRunner
 
 from curate.cli import cli
-from curate.core.shards import load_manifest
+from curate.core.manifest import load_manifest
 from curate.workflow.pipeline import STAGES, load_pipeline
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -36,23 +36,13 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import numpy as np
 
+from curate.core.text import NO_SPACE_RANGES
+
 # Character classes of the normalization table. A MARK (combining character) belongs to the
 # word before it; one that follows a separator is a separator too (NFKC turns spacing accents
 # such as ´ into a space plus a combining accent, which must not glue onto the next word).
 WORD, SEPARATOR, IGNORED, SINGLE, MARK = 0, 1, 2, 3, 4
 
-# Scripts without spaces between words: one character = one token.
-_SINGLE_CHAR_RANGES = [
-    (0x0E00, 0x0EFF),  # Thai, Lao
-    (0x1000, 0x109F),  # Myanmar
-    (0x1780, 0x17FF),  # Khmer
-    (0x3040, 0x30FF),  # Hiragana, Katakana
-    (0x31F0, 0x31FF),  # Katakana phonetic extensions
-    (0x3400, 0x4DBF),  # CJK extension A
-    (0x4E00, 0x9FFF),  # CJK unified ideographs
-    (0xF900, 0xFAFF),  # CJK compatibility ideographs
-    (0x20000, 0x3134F),  # CJK extensions B-G
-]
 
 MAX_HASH32 = np.uint32(0xFFFFFFFF)
 _M64 = (1 << 64) - 1
@@ -78,7 +68,9 @@ def char_classes() -> np.ndarray:
             table[cp] = SEPARATOR
         elif cat[0] == "M":
             table[cp] = MARK
-    for lo, hi in _SINGLE_CHAR_RANGES:
+    # Scripts without spaces between words: one character = one token. (Text is NFKC-normalized
+    # first, so half-width katakana arrive as full-width.)
+    for lo, hi in NO_SPACE_RANGES:
         block = table[lo : hi + 1]
         block[(block == WORD) | (block == MARK)] = SINGLE
     return table

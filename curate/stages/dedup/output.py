@@ -14,10 +14,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from curate.core.accounting import Stats
 from curate.core.errors import CurateError
+from curate.core.manifest import load_manifest, write_manifest
 from curate.core.progress import Progress
-from curate.core.shards import ShardInfo, ShardWriter, load_manifest, read_tables, write_manifest
-from curate.runtime.stage import Stats
+from curate.core.shards import ShardInfo, ShardWriter, read_tables
 from curate.stages.dedup.index import remove_tree
 
 STAGE = "dedup"

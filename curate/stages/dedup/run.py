@@ -62,10 +62,12 @@ from typing import Any
 
 import numpy as np
 
+from curate.core.accounting import Stats
 from curate.core.errors import CurateError
+from curate.core.files import atomic_write_json
+from curate.core.manifest import build_manifest, config_hash
 from curate.core.progress import Progress
-from curate.core.shards import ShardInfo, atomic_write_json, expand_parquet_inputs
-from curate.runtime.stage import Stats, build_manifest, config_hash, current_execution
+from curate.core.shards import ShardInfo, expand_parquet_inputs
 from curate.stages.dedup.decide import Decisions, Ranker
 from curate.stages.dedup.exact import ordered_results
 from curate.stages.dedup.index import DocStore, KeyIndex, remove_tree
@@ -266,9 +268,7 @@ def run_dedup(
     cluster at ``ray_address`` or a local instance with ``workers`` CPUs) with the same result;
     by default the engine of the enclosing :func:`curate.runtime.stage.execution` block is used."""
     config = (config or DedupConfig()).validate()
-    if engine is None:
-        current = current_execution()
-        engine, ray_address = current["engine"], ray_address or current["ray_address"]
+    engine = engine or "local"
     if engine not in ("local", "ray"):
         raise CurateError(f"unknown engine {engine!r}; use 'local' or 'ray'")
     if not inputs:

@@ -19,12 +19,12 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from curate.core.accounting import Stats
 from curate.core.config import from_dict, load_toml, parse_bytes, parse_count
 from curate.core.errors import ConfigError, CurateError
 from curate.core.progress import Progress
 from curate.core.readers import FORMATS, SourceReader
 from curate.core.tokenizer import ByteTokenizer, Tokenizer
-from curate.runtime.stage import Stats
 
 # --- configuration -----------------------------------------------------------------------
 

@@ -48,11 +48,12 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from curate.core.accounting import Stats
 from curate.core.errors import CurateError
+from curate.core.files import atomic_write_json
+from curate.core.manifest import build_manifest, config_hash, load_manifest, write_manifest
 from curate.core.progress import Progress
-from curate.core.shards import atomic_write_json, load_manifest, write_manifest
 from curate.core.tokenizer import Tokenizer, load_tokenizer
-from curate.runtime.stage import Stats, build_manifest, config_hash
 from curate.stages.mix.plan import (  # noqa: F401  (re-exported: the mix API lives in curate.stages.mix.run)
     MixConfig,
     SourceCount,

@@ -24,7 +24,8 @@ import pyarrow.compute as pc
 import pyarrow.ipc as ipc
 
 from curate.core.document import SCHEMA
-from curate.core.shards import ShardInfo, ShardWriter, sha256_file
+from curate.core.files import sha256_file
+from curate.core.shards import ShardInfo, ShardWriter
 from curate.core.tokenizer import Tokenizer
 
 TOKENS_DIR = "tokens"

@@ -1,8 +1,9 @@
-"""curate.stages.crawl.stage: the stage on the project's samples and on generated damaged inputs."""
+"""curate.stages.crawl: the stage on the project's samples and on generated damaged inputs."""
 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -11,7 +12,18 @@ import pytest
 
 from curate.core.errors import ConfigError
 from curate.core.shards import read_documents
-from curate.stages.crawl.stage import CrawlConfig, crawl, load_config, record_uuid
+from curate.runtime.executor import Executor
+from curate.runtime.stage import StageContext
+from curate.stages import crawl as crawl_stage
+from curate.stages.crawl import CrawlConfig, load_config
+from curate.stages.crawl.records import record_uuid
+
+
+def crawl(inputs, out, cfg=None, workers=1, **options):
+    """The crawl stage through its one entry point, quietly; returns the manifest."""
+    ctx = StageContext(list(inputs), str(out), Executor("local", workers), progress=False)
+    return crawl_stage.run(cfg or CrawlConfig(), ctx, **options)
+
 
 SAMPLES = Path(__file__).resolve().parents[3] / "samples" / "warc"
 
@@ -25,7 +37,7 @@ def rows(out: Path) -> list[dict]:
 @pytest.fixture(scope="module")
 def sample_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("crawl") / "one"
-    manifest, _ = crawl(SAMPLE_FILES, str(out), workers=1)
+    manifest = crawl(SAMPLE_FILES, str(out), workers=1)
     return out, manifest
 
 
@@ -92,8 +104,8 @@ def test_damaged_inputs_are_counted_and_the_rest_kept(tmp_path, warc_kit):
         ]
     )
     (tmp_path / "d-mixed.warc.gz").write_bytes(not_html)
-    manifest, results = crawl([str(tmp_path)], str(tmp_path / "out"), workers=1)
-    status = {Path(r.path).name: r.status for r in results}
+    manifest = crawl([str(tmp_path)], str(tmp_path / "out"), workers=1)
+    status = {Path(i["path"]).name: i["status"] for i in manifest["inputs"]}
     assert status == {
         "a-truncated.warc.gz": "done_with_errors",
         "b-trailing.warc.gz": "done_with_errors",
@@ -117,7 +129,7 @@ def test_too_large_and_config(tmp_path, warc_kit):
     )
     (tmp_path / "in.warc.gz").write_bytes(warc_kit.make_warc([big] + warc_kit.simple_pages(2)))
     cfg = load_config(None, {"max_page_bytes": "100KB"})
-    manifest, _ = crawl([str(tmp_path / "in.warc.gz")], str(tmp_path / "out"), cfg)
+    manifest = crawl([str(tmp_path / "in.warc.gz")], str(tmp_path / "out"), cfg)
     assert manifest["counts"]["rejected"] == {"too_large": 1} and manifest["counts"]["kept"] == 2
     with pytest.raises(ConfigError, match="did you mean 'max_page_bytes'"):
         load_config(None, {"max_page_byte": 1})
@@ -131,31 +143,22 @@ def test_killed_run_resumes_without_duplicates(tmp_path, warc_kit):
     for i in range(3):
         (tmp_path / f"in-{i}.warc.gz").write_bytes(warc_kit.make_warc(warc_kit.simple_pages(12, f"f{i}")))
     out = tmp_path / "out"
-    cmd = [
-        sys.executable,
-        "-m",
-        "curate",
-        "crawl",
-        str(tmp_path),
-        "-o",
-        str(out),
-        "-j",
-        "1",
-        "-q",
-        "--set",
-        "shard_size=4KB",
-    ]
-    env = warc_kit.env_without("CURATE_TEST_CRASH_AFTER")
-    env["CURATE_PROGRESS"] = "0"
-    killed = subprocess.run(cmd, env={**env, "CURATE_TEST_CRASH_AFTER": "1:7"}, capture_output=True, timeout=120)
-    assert killed.returncode == -9
+    args = ["crawl", str(tmp_path), "-o", str(out), "-j", "1", "-q", "--set", "shard_size=4KB"]
+    env = {**os.environ, "CURATE_PROGRESS": "0"}
+    faults = str(Path(__file__).resolve().parents[2] / "faults.py")
+    # Killed while input 1 is half written (7 of its 12 documents).
+    killed = subprocess.run(
+        [sys.executable, faults, "kill-after-docs", "1", "7", "--", *args], env=env, capture_output=True, timeout=120
+    )
+    assert killed.returncode == -9, killed.stderr.decode()
     assert not (out / "manifest.json").exists()
     assert (out / ".curate" / "inputs" / "00000.json").exists()
     assert list(out.glob("part-00001-*.parquet"))  # input 1 left complete shards behind
-    again = subprocess.run(cmd, env=env, capture_output=True, timeout=120)
+    curate = [sys.executable, "-m", "curate"]
+    again = subprocess.run([*curate, *args], env=env, capture_output=True, timeout=120)
     assert again.returncode == 0, again.stderr.decode()
     fresh = tmp_path / "fresh"
-    subprocess.run(cmd[:6] + [str(fresh)] + cmd[7:], env=env, check=True, capture_output=True, timeout=120)
+    subprocess.run([*curate, *args[:3], str(fresh), *args[4:]], env=env, check=True, capture_output=True, timeout=120)
     got, want = rows(out), rows(fresh)
     assert len(got) == 36 and len({(r["warc_path"], r["id"]) for r in got}) == 36
     assert got == want

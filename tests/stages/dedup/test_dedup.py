@@ -15,7 +15,8 @@ import pytest
 
 from curate.core.document import Document
 from curate.core.errors import CurateError
-from curate.core.shards import ShardWriter, sha256_file
+from curate.core.files import sha256_file
+from curate.core.shards import ShardWriter
 from curate.stages.dedup import run as dedup_mod
 from curate.stages.dedup.index import KeyIndex, UnionFind
 from curate.stages.dedup.minhash import MinHasher, estimated_jaccard, shingles

@@ -11,7 +11,10 @@ import pytest
 from curate.core.document import Document
 from curate.core.errors import ConfigError, CurateError
 from curate.core.shards import ShardWriter, read_documents
-from curate.stages.filter.stage import DEFAULT_CHAIN, load_chain_config, run_filter
+from curate.runtime.executor import Executor
+from curate.runtime.stage import StageContext
+from curate.stages import filter as filter_stage
+from curate.stages.filter.chain import DEFAULT_CHAIN, default_chain, load_chain_config
 from filters.base import Filter, register
 
 ARTICLE = (
@@ -34,6 +37,13 @@ GERMAN = (
     "donnerstags bis acht Uhr geöffnet, und der Eintritt ist für Kinder frei.\n"
 )
 SPAM = "\n".join(["Buy cheap watches now! Best price!"] * 12)
+
+
+def run_filter(inputs, out, chain=None, annotate=False, workers=1, overwrite=False):
+    """The filter stage through its one entry point, quietly; returns the manifest."""
+    cfg = filter_stage.FilterConfig(chain=default_chain() if chain is None else chain, annotate=annotate)
+    ctx = StageContext(list(inputs), str(out), Executor("local", workers), overwrite=overwrite, progress=False)
+    return filter_stage.run(cfg, ctx)
 
 
 def texts():
@@ -67,7 +77,7 @@ def outputs(out: Path) -> tuple[list[Document], list[Document]]:
 
 def test_kept_rejected_and_manifest(tmp_path):
     inputs = write_inputs(tmp_path)
-    manifest, _results = run_filter(inputs, str(tmp_path / "out"))
+    manifest = run_filter(inputs, str(tmp_path / "out"))
     kept, rejected = outputs(tmp_path / "out")
     c = manifest["counts"]
     assert c["read"] == 12 == c["kept"] + sum(c["rejected"].values()) + sum(c["errors"].values())
@@ -106,7 +116,7 @@ def test_deterministic_resumable_and_parallel(tmp_path):
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
     # Rerun in the same directory: nothing redone, nothing duplicated.
     before = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "a").glob("*.parquet")}
-    manifest, _ = run_filter(inputs, str(tmp_path / "a"))
+    manifest = run_filter(inputs, str(tmp_path / "a"))
     after = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "a").glob("*.parquet")}
     assert before == after
     assert manifest["counts"]["read"] == 18
@@ -119,7 +129,7 @@ def test_deterministic_resumable_and_parallel(tmp_path):
 
 def test_annotate_keeps_everything_with_reasons(tmp_path):
     inputs = write_inputs(tmp_path, n_files=1)
-    manifest, _ = run_filter(inputs, str(tmp_path / "out"), annotate=True)
+    manifest = run_filter(inputs, str(tmp_path / "out"), annotate=True)
     kept, rejected = outputs(tmp_path / "out")
     assert len(kept) == 6 and not rejected
     assert manifest["counts"]["kept"] == 6
@@ -147,11 +157,11 @@ class _Explodes(Filter):
 
 def test_a_filter_failing_on_one_document_is_counted_not_fatal(tmp_path):
     inputs = write_inputs(tmp_path, n_files=1)
-    manifest, results = run_filter(inputs, str(tmp_path / "out"), {"filters": [{"name": "test_explodes"}]})
+    manifest = run_filter(inputs, str(tmp_path / "out"), {"filters": [{"name": "test_explodes"}]})
     c = manifest["counts"]
     assert c["errors"] == {"test_explodes/error": 1}
     assert c["kept"] == 5 and c["read"] == 6
-    assert results[0].status == "done_with_errors"
+    assert manifest["inputs"][0]["status"] == "done_with_errors"
     assert "boom" in c["error_examples"]["test_explodes/error"][0]["detail"]
     _, rejected = outputs(tmp_path / "out")
     assert [d.reject_reason for d in rejected] == ["test_explodes/error"]  # the document is kept aside
@@ -161,7 +171,7 @@ def test_unreadable_input_fails_alone(tmp_path):
     inputs = write_inputs(tmp_path, n_files=1)
     bad = tmp_path / "bad.parquet"
     bad.write_bytes(b"PAR1 not really parquet")
-    manifest, _ = run_filter(inputs + [str(bad)], str(tmp_path / "out"), {"filters": [{"name": "fineweb"}]})
+    manifest = run_filter(inputs + [str(bad)], str(tmp_path / "out"), {"filters": [{"name": "fineweb"}]})
     assert manifest["inputs_failed"] == 1 and manifest["counts"]["read"] == 6
 
 

@@ -16,8 +16,9 @@ import pytest
 
 from curate.core.document import Document
 from curate.core.errors import ConfigError, CurateError, InputError
+from curate.core.files import sha256_file
 from curate.core.readers import SourceReader, resolve_files
-from curate.core.shards import ShardWriter, sha256_file
+from curate.core.shards import ShardWriter
 from curate.stages.mix.run import (
     MixConfig,
     SourceSpec,

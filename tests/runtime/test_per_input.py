@@ -5,10 +5,23 @@ import os
 
 import pytest
 
+from curate.core.accounting import Stats
 from curate.core.document import Document
 from curate.core.errors import CurateError
-from curate.core.shards import read_documents, sha256_file
-from curate.runtime.stage import Stats, run_stage, summarize
+from curate.core.files import sha256_file
+from curate.core.shards import read_documents
+from curate.runtime.executor import Executor
+from curate.runtime.output import OutputDir
+from curate.runtime.per_input import run_per_input
+from curate.runtime.stage import summarize
+
+
+def run_stage(stage, inputs, out, process, config, outputs=(), workers=1, overwrite=False, engine="local"):
+    """A stage made of ``process`` through the per-input runner, committed like the real ones."""
+    folder = OutputDir(out, stage, outputs)
+    manifest, results = run_per_input(folder, inputs, process, config, Executor(engine, workers), overwrite=overwrite)
+    folder.commit(manifest)
+    return manifest, results
 
 
 def _lines_stage(task):
@@ -121,17 +134,6 @@ def test_stats_merge_and_balance():
 def test_unknown_engine_is_an_error(tmp_path, inputs):
     with pytest.raises(CurateError, match="unknown engine"):
         run_stage("lines", inputs, str(tmp_path / "o"), _lines_stage, {}, engine="spark")
-
-
-def test_execution_block_sets_the_default_engine(tmp_path, inputs):
-    from curate.runtime.stage import current_execution, execution
-
-    with pytest.raises(CurateError, match="unknown engine"):
-        with execution("dask"):
-            pass
-    with execution("ray", "ray://nowhere:1"):
-        assert current_execution() == {"engine": "ray", "ray_address": "ray://nowhere:1"}
-    assert current_execution()["engine"] == "local"
 
 
 # -- the Ray engine: the same per-input stage code gives the local engine's output

@@ -1,8 +1,7 @@
-"""The crawl stage: web archives (WARC/ARC/WET) -> Parquet shards of extracted documents.
+"""Crawl records -> documents: the cheap checks, decoding, extraction and accounting.
 
-The work per record is a chain of pure functions over iterators, so the same code can run
-under :func:`curate.runtime.stage.run_stage` (one input file per worker process, resumable) or,
-later, on Ray::
+The work per record is a chain of pure functions over iterators (this module); the stage
+runs it per input file (:mod:`curate.stages.crawl.run`)::
 
     iter_records(stream)            -> Record | RecordError      (curate.stages.crawl.warc)
     record_to_page(record, ...)     -> Page             or raises Skip(reason)
@@ -24,87 +23,27 @@ with its first examples (file and offset).
 from __future__ import annotations
 
 import json
-import os
-import signal
 from collections.abc import Iterable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from curate.core.config import from_dict, load_toml, parse_bytes
+from curate.core.accounting import Stats
 from curate.core.document import Document, stable_id
-from curate.core.errors import ConfigError, InputError
-from curate.core.progress import Progress
-from curate.runtime.stage import Stats, Task, run_stage
+from curate.stages.crawl.config import CrawlConfig
 from curate.stages.crawl.extract import (
     DecodeError,
-    ExtractOptions,
     ExtractTimeout,
     TextExtractor,
     charset_from_content_type,
     decode_html,
     decode_payload,
 )
-from curate.stages.crawl.sources import (
-    DEFAULT_CC_BASE_URL,
-    HttpOptions,
-    crawl_name_of,
-    input_size,
-    open_input,
-    resolve_inputs,
-)
-from curate.stages.crawl.warc import Record, RecordError, iter_records, parse_http
+from curate.stages.crawl.sources import crawl_name_of
+from curate.stages.crawl.warc import Record, RecordError, parse_http
 
-STAGE = "crawl"
 COUNTED_TYPES = ("response", "resource", "conversion", "revisit")
 HTML_SNIFF = (b"<!doctype html", b"<html", b"<head", b"<body")
-# Test hook: "INDEX:N" makes the process SIGKILL itself after writing N documents of input
-# INDEX (tests use it to check that a killed crawl resumes without duplicates).
-CRASH_ENV = "CURATE_TEST_CRASH_AFTER"
-
-
-@dataclass
-class CrawlConfig:
-    """``crawl.toml``: every key optional."""
-
-    source: str = "web"
-    # Larger HTML payloads (before or after content decoding) are skipped as too_large.
-    max_page_bytes: int | str = "4MB"
-    content_types: list[str] = field(default_factory=lambda: ["text/html", "application/xhtml+xml"])
-    # Treat a payload with no or a generic content type (application/octet-stream) as HTML
-    # when it starts like HTML.
-    sniff_html: bool = True
-    # WET conversion records: text taken as is.
-    keep_wet: bool = True
-    # Documents with fewer characters of text are rejected as no_text.
-    min_text_chars: int = 1
-    shard_size: int | str = "256MB"
-    extract: ExtractOptions = field(default_factory=ExtractOptions)
-    http: HttpOptions = field(default_factory=HttpOptions)
-
-    def validate(self) -> CrawlConfig:
-        self.max_page_bytes = parse_bytes(self.max_page_bytes)
-        self.shard_size = parse_bytes(self.shard_size)
-        if self.max_page_bytes <= 0:
-            raise ConfigError("max_page_bytes: must be > 0")
-        if self.shard_size <= 0:
-            raise ConfigError("shard_size: must be > 0")
-        self.content_types = [c.strip().lower() for c in self.content_types]
-        self.extract.validate()
-        return self
-
-    def to_json(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-def load_config(path: str | None = None, overrides: dict[str, Any] | None = None) -> CrawlConfig:
-    from curate.core.config import deep_merge
-
-    data = load_toml(path) if path else {}
-    if overrides:
-        data = deep_merge(data, overrides)
-    where = path or "crawl config"
-    return from_dict(CrawlConfig, data, where=where).validate()
 
 
 class Skip(Exception):
@@ -313,108 +252,3 @@ def crawl_records(
         if report:
             report(docs=1)
         yield doc
-
-
-_EXTRACTORS: dict[str, TextExtractor] = {}
-
-
-def _extractor_for(options: ExtractOptions) -> TextExtractor:
-    """One extractor per process and option set (building one imports trafilatura)."""
-    key = json.dumps(asdict(options), sort_keys=True)
-    if key not in _EXTRACTORS:
-        _EXTRACTORS[key] = TextExtractor(ExtractOptions(**asdict(options)))
-    return _EXTRACTORS[key]
-
-
-def _crash_hook(index: int) -> int | None:
-    value = os.environ.get(CRASH_ENV)
-    if not value:
-        return None
-    at_index, _, after = value.partition(":")
-    return int(after or 0) if int(at_index) == index else None
-
-
-def process_input(task: Task) -> tuple[Stats, str, str | None]:
-    """run_stage's per-input function: one archive file -> shards of documents."""
-    cfg = from_dict(CrawlConfig, task.config).validate()
-    extractor = _extractor_for(cfg.extract)
-    stats = Stats()
-    crash_after = _crash_hook(task.index)
-    writer = task.writer("")
-    seen = [0]  # records of any type, to tell an empty input from one without pages
-    try:
-        with open_input(task.path, cfg.http) as stream:
-            # Records are held up to max_page_bytes plus room for HTTP headers.
-            items = _guard(iter_records(stream, max_content_bytes=cfg.max_page_bytes + 65536), seen)
-            for doc in crawl_records(items, task.path, cfg, extractor, stats, report=task.report):
-                writer.write(doc)
-                if crash_after is not None and stats.kept >= crash_after:
-                    writer._flush_rows()  # a partial shard on disk, as a real crash would leave
-                    os.kill(os.getpid(), signal.SIGKILL)
-    except InputError as exc:
-        # The runner prints the input's path next to the message: do not repeat it.
-        raise InputError(str(exc).removeprefix(f"{task.path}: ")) from None
-    if not seen[0]:
-        raise InputError("empty input (no records)")
-    status = "done_with_errors" if stats.errors else "done"
-    message = None
-    if stats.errors:
-        message = ", ".join(f"{k}={v}" for k, v in sorted(stats.errors.items()))
-    return stats, status, message
-
-
-def _guard(items: Iterable[Record | RecordError], seen: list[int]) -> Iterator[Record | RecordError]:
-    """Count what the reader yields; a file that holds no record at all is an input that
-    cannot be read (status failed), not a file with errors."""
-    for item in items:
-        if isinstance(item, RecordError) and item.reason == "not_warc" and not seen[0]:
-            raise InputError(f"not a WARC/ARC/WET file ({item.detail})")
-        seen[0] += 1
-        yield item
-
-
-def crawl(
-    inputs: list[str] | tuple[str, ...],
-    output_dir: str,
-    config: CrawlConfig | None = None,
-    *,
-    workers: int = 1,
-    overwrite: bool = False,
-    max_files: int | None = None,
-    offset: int = 0,
-    cc_base_url: str = DEFAULT_CC_BASE_URL,
-    progress: bool | Progress = False,
-) -> tuple[dict[str, Any], list]:
-    """Crawl ``inputs`` (paths, globs, URLs, snapshot names, listings) into ``output_dir``.
-
-    Resumes a previous run in the same directory unless ``overwrite``. Returns the manifest
-    and the per-input results.
-    """
-    cfg = (config or CrawlConfig()).validate()
-    files = resolve_inputs(list(inputs), cc_base_url=cc_base_url, max_files=max_files, offset=offset, http=cfg.http)
-    sizes = {f: input_size(f) for f in files}
-    by_bytes = all(s is not None for s in sizes.values())
-    bar: Progress | None
-    if isinstance(progress, Progress):
-        bar = progress
-    elif progress:
-        bar = Progress("crawl", unit="bytes" if by_bytes else "files")
-    else:
-        bar = None
-    weights = {f: float(s or 0) for f, s in sizes.items()} if by_bytes and bar and bar.unit == "bytes" else None
-    if files:
-        # Build and warm the extractor here, once: forked workers inherit it (imports and
-        # justext's stop-word table are then not paid again in every worker).
-        _extractor_for(cfg.extract).warm_up()
-    return run_stage(
-        STAGE,
-        files,
-        output_dir,
-        process_input,
-        cfg.to_json(),
-        workers=workers,
-        overwrite=overwrite,
-        shard_bytes=int(cfg.shard_size),
-        progress=bar,
-        input_weights=weights,
-    )

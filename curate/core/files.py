@@ -1,0 +1,82 @@
+"""Files written whole or not at all, file hashes, and JSON Lines reading: one of each.
+
+Every file the project writes goes through a temporary name in the same folder and a rename,
+so a killed job never leaves half a file under the real name. :func:`iter_jsonl` is the one
+JSON Lines loop: callers decide what a bad line means for them (a counted error, a skipped
+record, a one-line failure).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_FILE_MODE = 0o666 & ~_umask()
+
+
+def make_public(path: str | os.PathLike) -> None:
+    """Give a file made by ``mkstemp`` (mode 0600) the usual permissions before it is renamed
+    into place, so outputs are readable by other users like any file the user creates."""
+    os.chmod(path, _FILE_MODE)
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temp file in the same directory and a rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        make_public(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
+    """``obj`` as indented JSON with sorted keys (byte-stable for the same content)."""
+    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n").encode())
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    """Hex sha256 of a file's bytes, read in 1 MiB blocks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def iter_jsonl(lines: Iterable[str], objects_only: bool = True) -> Iterator[tuple[int, Any, str | None]]:
+    """``(line number, record, problem)`` for every non-blank line: ``problem`` is None, or
+    ``invalid JSON (...)`` / ``not a JSON object`` (``objects_only``) with ``record`` None.
+    Line numbers count from 1 and include blank lines, as an editor shows them."""
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            yield number, None, f"invalid JSON ({exc.msg})"
+            continue
+        if objects_only and not isinstance(record, dict):
+            yield number, None, "not a JSON object"
+            continue
+        yield number, record, None

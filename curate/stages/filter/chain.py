@@ -1,0 +1,53 @@
+"""The filter chain as the stage uses it: the default chain, chain files, and one built chain
+per process and configuration (models load once per worker, not once per input)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+from curate.core.config import load_toml
+
+# The chain used when no --config is given: FineWeb's order (language, Gopher repetition,
+# Gopher quality, C4, FineWeb), all languages kept, then PII scrubbing of what is kept.
+DEFAULT_CHAIN: dict[str, Any] = {
+    "filters": [
+        {"name": "language", "min_score": 0.65},
+        {"name": "gopher_repetition"},
+        {"name": "gopher_quality"},
+        {"name": "c4"},
+        {"name": "fineweb"},
+        {"name": "pii"},
+    ]
+}
+
+
+def default_chain() -> dict[str, Any]:
+    """A fresh copy of :data:`DEFAULT_CHAIN`."""
+    return json.loads(json.dumps(DEFAULT_CHAIN))
+
+
+def load_chain_config(path: str | None) -> dict[str, Any]:
+    """A chain file (TOML) or, without a path, :data:`DEFAULT_CHAIN`."""
+    return default_chain() if path is None else load_toml(path)
+
+
+def _chain_from_specs(specs: list[dict[str, Any]]):
+    from filters.registry import build_chain
+
+    return build_chain(specs)
+
+
+# One chain per process and configuration.
+_CHAINS: dict[str, Any] = {}
+
+
+def cached_chain(specs: list[dict[str, Any]]):
+    """The chain for ``specs``, built once per process, its counters reset."""
+    key = hashlib.sha256(json.dumps(specs, sort_keys=True, default=str).encode()).hexdigest()
+    chain = _CHAINS.get(key)
+    if chain is None:
+        chain = _CHAINS[key] = _chain_from_specs(specs)
+    chain.reset_stats()
+    return chain
