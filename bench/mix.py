@@ -27,7 +27,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from curate.core.document import Document
 from curate.core.shards import ShardWriter, expand_parquet_inputs, read_tables
-from curate.stages.mix.run import MixConfig, SourceSpec, run_mix
+from curate.runtime.stage import StageContext
+from curate.stages import mix
+from curate.stages.mix import MixConfig, SourceSpec
 
 WORDS = [
     "the",
@@ -111,10 +113,10 @@ def main() -> None:
             tokens=budget,
             tokenizer=args.tokenizer,
         )
-        t_mix = timed(lambda: run_mix(cfg, str(root / "mix"), progress=False))
+        t_mix = timed(lambda: mix.run(cfg, StageContext([], str(root / "mix"), progress=False)))
         cfg.shuffle_memory = "6MB"
         m = {}
-        t_small = timed(lambda: m.update(run_mix(cfg, str(root / "mix2"), progress=False)))
+        t_small = timed(lambda: m.update(mix.run(cfg, StageContext([], str(root / "mix2"), progress=False))))
         print(f"reference copy      {ref:7.2f} s  {total_docs / ref:>10,.0f} docs/s  1.00x")
         print(f"mix                 {t_mix:7.2f} s  {total_docs / t_mix:>10,.0f} docs/s  {t_mix / ref:.2f}x the copy")
         print(

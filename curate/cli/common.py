@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from typing import Any
 
 import click
 
 from curate.core.errors import CurateError
-
-
-def default_workers() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+from curate.runtime.executor import default_workers  # noqa: F401  (the commands' default)
 
 
 def workers_option(f: Callable) -> Callable:

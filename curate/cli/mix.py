@@ -93,9 +93,10 @@ def mix(
                -s papers=samples/papers:0.15 -s code=samples/code:0.1 --tokens 2M -o work/mix
     curate mix --config samples/mix.toml
     """
-    from curate.stages.mix.run import load_mix_config, parse_source_option, run_mix, summarize_mix
+    from curate.runtime.stage import StageContext
+    from curate.stages import mix as stage
 
-    specs = [parse_source_option(s) for s in sources]
+    specs = [stage.parse_source_option(s) for s in sources]
     overrides = {
         "tokens": tokens,
         "tokenizer": tokenizer,
@@ -106,15 +107,16 @@ def mix(
         "shuffle_memory": shuffle_memory,
         "pretokenize": pretokenize,
     }
-    cfg = load_mix_config(config_path, overrides, specs)
+    cfg = stage.load_mix_config(config_path, overrides, specs)
     output = output or cfg.output
     if not output and not plan_only:
         raise CurateError("no output directory: give -o DIR (or --plan to only plan)")
     log = (lambda msg: None) if quiet else (lambda msg: click.echo(msg, err=True))
-    manifest = run_mix(cfg, output, overwrite=overwrite, plan_only=plan_only, progress=not quiet, log=log)
+    ctx = StageContext([], output or "", overwrite=overwrite, progress=not quiet, log=log)
+    manifest = stage.plan(cfg, ctx) if plan_only else stage.run(cfg, ctx)
     if as_json:
         click.echo(json.dumps(manifest, indent=2, sort_keys=True, default=str))
-    click.echo(summarize_mix(manifest), err=True)
+    click.echo(stage.summarize_mix(manifest), err=True)
 
 
 @click.group()
@@ -155,17 +157,17 @@ def train_tokenizer(inputs, output, vocab_size, min_frequency, max_docs, max_cha
     and `curate train` load the result from DIR.
     """
     from curate.core.config import parse_count
-    from curate.core.tokenizer import train_from_paths
+    from curate.runtime.stage import StageContext
+    from curate.stages import tokenize
 
-    stats = train_from_paths(
-        list(inputs),
-        output,
+    config = tokenize.TokenizeConfig(
         vocab_size=vocab_size,
         min_frequency=min_frequency,
         max_docs=parse_count(max_docs) if max_docs else None,
         max_chars=parse_count(max_chars) if max_chars else None,
-        fmt=fmt,
+        format=fmt,
     )
+    stats = tokenize.run(config.validate(), StageContext(list(inputs), output, progress=not quiet))
     if not quiet:
         click.echo(
             f"tokenizer: vocab {stats['vocab_size']:,} trained on {stats['docs']:,} documents "

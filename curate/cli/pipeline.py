@@ -38,7 +38,7 @@ def pipeline(config, workdir, until, from_stage, overwrite, workers):
       curate pipeline samples/pipeline.toml --from pretrain      # data stages must be up to date
       curate pipeline samples/pipeline.toml --overwrite --from sft --until sft
     """
-    from curate.workflow.pipeline import format_summary, load_pipeline, run_pipeline
+    from curate.workflow import format_summary, load_pipeline, run_pipeline
 
     pipe = load_pipeline(config, workdir=workdir, workers=workers)
     outcomes = run_pipeline(

@@ -6,7 +6,6 @@ Written by ``curate rate export`` (and by hand or other tools as JSONL/Parquet),
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Iterable
 from datetime import UTC, datetime
@@ -17,6 +16,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from curate.core.errors import InputError
+from curate.core.files import iter_jsonl
 
 COMPARISON_SCHEMA = pa.schema(
     [
@@ -86,13 +86,9 @@ def read_comparisons(path: str | os.PathLike) -> list[dict[str, Any]]:
             rows.append(_check(row, f"{path} row {i}"))
     else:
         with open(path, encoding="utf-8") as fh:
-            for lineno, line in enumerate(fh, 1):
-                if not line.strip():
-                    continue
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise InputError(f"{path}:{lineno}: invalid JSON ({exc.msg})") from None
+            for lineno, row, problem in iter_jsonl(fh, objects_only=False):
+                if problem is not None:
+                    raise InputError(f"{path}:{lineno}: {problem}")
                 rows.append(_check(row, f"{path}:{lineno}"))
     return rows
 

@@ -3,7 +3,8 @@
 Two kinds behind one small interface (:class:`Tokenizer`):
 
 * :class:`BPETokenizer`: a byte-level BPE trained with Hugging Face ``tokenizers``
-  (``curate tokenizer train``), saved as ``tokenizer.json`` in a directory;
+  (``curate tokenizer train``, :mod:`curate.stages.tokenize`), saved as ``tokenizer.json``
+  in a directory;
 * :class:`ByteTokenizer`: UTF-8 bytes plus the special tokens, the fallback when no trained
   tokenizer is given (needs no training, works for every language).
 
@@ -13,7 +14,7 @@ Both reserve the same special tokens, so chat templates (SFT, reward, RLHF) work
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from curate.core.errors import ConfigError, InputError
@@ -138,81 +139,3 @@ def load_tokenizer(path: str | os.PathLike | None) -> Tokenizer:
     if path is None or str(path) in ("", "bytes"):
         return ByteTokenizer()
     return BPETokenizer(path)
-
-
-def train_bpe(
-    texts: Iterator[str], output_dir: str | os.PathLike, vocab_size: int = 32000, min_frequency: int = 2
-) -> BPETokenizer:
-    """Train a byte-level BPE over ``texts`` (streamed) and save it in ``output_dir``."""
-    from tokenizers import Tokenizer as HFTokenizer
-    from tokenizers import decoders, models, pre_tokenizers, trainers
-
-    if vocab_size < 256 + len(SPECIAL_TOKENS):
-        raise ConfigError(f"vocab size {vocab_size} is too small (at least {256 + len(SPECIAL_TOKENS)})")
-    tok = HFTokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size,
-        min_frequency=min_frequency,
-        special_tokens=SPECIAL_TOKENS,
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-    )
-    tok.train_from_iterator(texts, trainer=trainer)
-    out = Path(output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    from curate.core.files import atomic_write_bytes, atomic_write_json
-
-    atomic_write_bytes(out / TOKENIZER_FILE, tok.to_str(pretty=True).encode("utf-8"))
-    atomic_write_json(
-        out / "tokenizer_config.json",
-        {"kind": "byte-level-bpe", "vocab_size": tok.get_vocab_size(), "special_tokens": SPECIAL_TOKENS},
-    )
-    return BPETokenizer(out)
-
-
-def train_from_paths(
-    inputs: list[str],
-    output_dir: str | os.PathLike,
-    vocab_size: int = 32000,
-    min_frequency: int = 2,
-    max_docs: int | None = None,
-    max_chars: int | None = None,
-    fmt: str = "auto",
-) -> dict:
-    """Train a BPE on documents under ``inputs`` (shard folders, JSONL, text or code files),
-    streamed and capped by ``max_docs`` / ``max_chars``; returns what it trained on and the
-    bytes per token it achieves on the first megabyte of that text."""
-    from curate.core.readers import iter_texts
-
-    seen = {"docs": 0, "chars": 0}
-    sample: list[str] = []
-    sample_bytes = 0
-
-    def texts() -> Iterator[str]:
-        nonlocal sample_bytes
-        for text in iter_texts(inputs, fmt, max_docs=max_docs, max_chars=max_chars):
-            seen["docs"] += 1
-            seen["chars"] += len(text)
-            if sample_bytes < 1 << 20:
-                sample.append(text)
-                sample_bytes += len(text.encode("utf-8", "replace"))
-            yield text
-
-    stream = texts()
-    try:
-        first = next(stream)
-    except StopIteration:
-        raise InputError(f"no documents found in {', '.join(inputs)}") from None
-    import itertools
-
-    tok = train_bpe(itertools.chain([first], stream), output_dir, vocab_size=vocab_size, min_frequency=min_frequency)
-    n_tokens = sum(tok.count(sample)) or 1
-    return {
-        "vocab_size": tok.vocab_size,
-        "docs": seen["docs"],
-        "chars": seen["chars"],
-        "bytes_per_token": sample_bytes / n_tokens,
-        "path": str(output_dir),
-    }

@@ -25,6 +25,7 @@ from typing import Any
 import pyarrow.parquet as pq
 
 from curate.core.errors import InputError
+from curate.core.files import iter_jsonl
 
 REQUIRED = ("pair_id", "prompt", "response_1", "response_2")
 OPTIONAL = ("model", "meta")
@@ -106,15 +107,8 @@ def _rows(path: Path) -> Iterator[tuple[str, Any]]:
                 index += 1
         return
     with open(path, encoding="utf-8", errors="replace") as fh:
-        for lineno, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                yield f"{path.name}:{lineno}", f"invalid JSON ({exc.msg})"
-                continue
-            yield f"{path.name}:{lineno}", row if isinstance(row, dict) else "not a JSON object"
+        for lineno, row, problem in iter_jsonl(fh):
+            yield f"{path.name}:{lineno}", row if problem is None else problem
 
 
 def _validate(row: Any) -> Pair | str:

@@ -24,6 +24,7 @@ a queue drained by a thread here. Ray tasks do not report progress.
 from __future__ import annotations
 
 import multiprocessing as mp
+import os
 import queue
 import threading
 from collections import deque
@@ -191,3 +192,8 @@ def _drain(sink: Any, stop: threading.Event, progress: Progress | None) -> None:
             return
         if progress is not None:
             progress.add(**counts)
+
+
+def default_workers() -> int:
+    """The CPUs this process may use (its affinity mask, else the machine's count)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)

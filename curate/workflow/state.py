@@ -9,7 +9,7 @@
   directory, never through a symbolic link.
 - The lock that keeps one pipeline per work directory.
 
-The stage sequence itself and the stage runners live in :mod:`curate.workflow.pipeline`.
+The stage records live in :mod:`curate.workflow.stages`, the run in :mod:`curate.workflow.run`.
 """
 
 from __future__ import annotations
@@ -21,13 +21,11 @@ import shutil
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from curate.core.errors import CurateError
 from curate.core.files import atomic_write_json
-
-if TYPE_CHECKING:
-    from curate.workflow.pipeline import Pipeline
+from curate.workflow.config import Pipeline
 
 STATE_DIR = ".pipeline"
 MAX_HASHED_FILE = 64 * 1024 * 1024
@@ -74,8 +72,8 @@ def fingerprint(pipe: Pipeline, stage: str, upstream: str) -> str:
     count as a change), the contents of the files they name, the seed and the stage before."""
     from curate.core.files import sha256_file
 
-    files = {f: sha256_file(f) for f in sorted(set(referenced_files(pipe.stages[stage])))}
-    settings = pipe.raw.get(stage, pipe.stages[stage])
+    files = {f: sha256_file(f) for f in sorted(set(referenced_files(pipe.tables[stage])))}
+    settings = pipe.raw.get(stage, pipe.tables[stage])
     payload = json.dumps(
         {"stage": stage, "settings": settings, "files": list(files.values()), "upstream": upstream, "seed": pipe.seed},
         sort_keys=True,

@@ -105,7 +105,7 @@ def test_mix_config_file_plan_and_errors(tmp_path):
 
 
 def test_sample_mix_config_is_valid():
-    from curate.stages.mix.run import load_mix_config
+    from curate.stages.mix import load_mix_config
 
     cfg = load_mix_config(str(SAMPLES / "mix.toml"))
     assert [s.name for s in cfg.sources] == ["web", "books", "papers", "code", "conversations"]

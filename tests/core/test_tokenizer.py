@@ -1,23 +1,11 @@
-"""curate.core.tokenizer: the byte fallback, BPE training from sources, special tokens, loading."""
+"""curate.core.tokenizer: the byte fallback and its special tokens."""
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import pytest
 
-from curate.core.errors import ConfigError, InputError
-from curate.core.tokenizer import (
-    SPECIAL_TOKENS,
-    BPETokenizer,
-    ByteTokenizer,
-    load_tokenizer,
-    train_bpe,
-    train_from_paths,
-)
-
-SAMPLES = Path(__file__).resolve().parents[2] / "samples"
+from curate.core.errors import ConfigError
+from curate.core.tokenizer import SPECIAL_TOKENS, ByteTokenizer, load_tokenizer
 
 
 def test_byte_tokenizer_roundtrip_and_specials():
@@ -30,46 +18,3 @@ def test_byte_tokenizer_roundtrip_and_specials():
     assert tok.eot_id == 256 and tok.pad_id == 257
     with pytest.raises(ConfigError):
         tok.token_id("<|nope|>")
-
-
-@pytest.fixture(scope="module")
-def bpe_dir(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("tok")
-    stats = train_from_paths([str(SAMPLES / "books"), str(SAMPLES / "papers")], out, vocab_size=600)
-    assert stats["docs"] == 16 and stats["bytes_per_token"] > 1.5
-    return out
-
-
-def test_bpe_trained_from_sources(bpe_dir):
-    tok = load_tokenizer(bpe_dir)
-    assert isinstance(tok, BPETokenizer) and tok.vocab_size == 600
-    text = "The forecast reduced the mean absolute error. ünïcödé 🙂"
-    ids = tok.encode(text)
-    assert tok.decode(ids) == text  # byte-level: every string round-trips
-    assert len(ids) < len(text.encode())  # and it compresses text it has seen
-    # Special tokens are single ids, shared with the chat templates.
-    for special in SPECIAL_TOKENS:
-        assert tok.encode(special) == [tok.token_id(special)]
-    assert tok.eot_id != tok.pad_id
-    info = tok.describe()
-    assert info["vocab_size"] == 600 and len(info["sha256"]) == 64
-    config = json.loads((bpe_dir / "tokenizer_config.json").read_text())
-    assert config["special_tokens"] == SPECIAL_TOKENS
-    assert tok.count([text, "abc"]) == [len(ids), len(tok.encode("abc"))]
-
-
-def test_training_caps_and_errors(tmp_path):
-    stats = train_from_paths([str(SAMPLES / "conversations")], tmp_path / "a", vocab_size=300, max_docs=5)
-    assert stats["docs"] == 5
-    stats = train_from_paths([str(SAMPLES / "books")], tmp_path / "b", vocab_size=300, max_chars=1000)
-    assert stats["chars"] == 1000 and stats["docs"] == 1
-    with pytest.raises(ConfigError, match="too small"):
-        train_bpe(iter(["x"]), tmp_path / "c", vocab_size=100)
-    with pytest.raises(InputError, match="no tokenizer.json"):
-        load_tokenizer(tmp_path / "missing")
-    empty = tmp_path / "empty"
-    empty.mkdir()
-    (empty / "a.jsonl").write_text('{"text": ""}\n')
-    with pytest.raises(InputError, match="no documents"):
-        train_from_paths([str(empty)], tmp_path / "d", vocab_size=300)
-    assert not (tmp_path / "d" / "tokenizer.json").exists()

@@ -15,7 +15,9 @@ from curate.core.document import Document
 from curate.core.errors import CurateError, InputError
 from curate.core.shards import ShardWriter
 from curate.explore.query import connect, format_rows, manifest_chain, run_query, summarize
-from curate.stages.mix.run import MixConfig, SourceSpec, run_mix
+from curate.runtime.stage import StageContext
+from curate.stages import mix
+from curate.stages.mix import MixConfig, SourceSpec
 
 
 def test_summary_numbers(known):
@@ -106,14 +108,13 @@ def test_manifest_chain_and_funnel_from_mix(tmp_path, explore_kit):
     books = tmp_path / "books"
     books.mkdir()
     (books / "b.md").write_text("A short book. " * 20)
-    m = run_mix(
+    m = mix.run(
         MixConfig(
             sources=[SourceSpec("web", [str(tmp_path / "dedup")], 0.8), SourceSpec("books", [str(books)], 0.2)],
             tokens=10**7,
             max_epochs=1,
         ),
-        str(tmp_path / "mix"),
-        progress=False,
+        StageContext([], str(tmp_path / "mix"), progress=False),
     )
     chain = manifest_chain(str(tmp_path / "mix"))
     assert [n["stage"] for n in chain] == ["crawl", "filter", "dedup", "mix"]

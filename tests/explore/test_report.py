@@ -12,7 +12,9 @@ from pathlib import Path
 from click.testing import CliRunner
 
 from curate.cli import cli
-from curate.stages.mix.run import MixConfig, SourceSpec, run_mix
+from curate.runtime.stage import StageContext
+from curate.stages import mix
+from curate.stages.mix import MixConfig, SourceSpec
 
 SAMPLES = Path(__file__).resolve().parents[2] / "samples"
 IMG = re.compile(r'<img alt="([^"]*)" src="data:image/png;base64,([A-Za-z0-9+/=]+)">')
@@ -36,7 +38,7 @@ def test_report_of_mix_with_funnel(tmp_path, explore_kit):
     explore_kit.write_stage(
         tmp_path / "filter", "filter", [str(tmp_path / "crawl")], 10, 8, {"gopher_quality": 2}, {}, docs[:8]
     )
-    run_mix(
+    mix.run(
         MixConfig(
             sources=[
                 SourceSpec("web", [str(tmp_path / "filter")], 0.7),
@@ -44,8 +46,7 @@ def test_report_of_mix_with_funnel(tmp_path, explore_kit):
             ],
             tokens=30_000,
         ),
-        str(tmp_path / "mix"),
-        progress=False,
+        StageContext([], str(tmp_path / "mix"), progress=False),
     )
     out = tmp_path / "report.html"
     r = CliRunner().invoke(cli, ["report", str(tmp_path / "mix"), "-o", str(out)])

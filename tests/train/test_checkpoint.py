@@ -9,7 +9,8 @@ import torch
 from safetensors.torch import load_file
 
 from curate.core.errors import CurateError
-from curate.core.tokenizer import BPETokenizer, ByteTokenizer, train_bpe
+from curate.core.tokenizer import BPETokenizer, ByteTokenizer
+from curate.stages.tokenize import train_bpe
 from train.checkpoint import (
     list_step_dirs,
     load_checkpoint,

@@ -1,6 +1,7 @@
 """`curate pipeline` end to end on the samples with a reduced config: manifests, checkpoint
 metadata, resume (stages skipped), partial runs and config errors."""
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -9,7 +10,8 @@ from click.testing import CliRunner
 
 from curate.cli import cli
 from curate.core.manifest import load_manifest
-from curate.workflow.pipeline import STAGES, load_pipeline
+from curate.workflow import STAGE_NAMES as STAGES
+from curate.workflow import load_pipeline
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -174,16 +176,22 @@ def test_bad_top_level_values(tmp_path, line, match):
 def test_sample_pipeline_config_loads():
     pipe = load_pipeline(ROOT / "samples" / "pipeline.toml", workdir="/tmp/unused-workdir")
     assert pipe.out("pretrain") == Path("/tmp/unused-workdir/ckpt/base")
-    assert pipe.stages["mix"]["sources"][0]["paths"] == ["/tmp/unused-workdir/dedup"]
+    assert pipe.tables["mix"]["sources"][0]["paths"] == ["/tmp/unused-workdir/dedup"]
 
 
-def test_tokenizer_stage_limits():
+def test_tokenizer_stage_limits(tmp_path, monkeypatch):
     from curate.core.errors import ConfigError
-    from curate.workflow.pipeline import TokenizerStage
+    from curate.stages.tokenize import TokenizeConfig
 
     with pytest.raises(ConfigError, match="vocab_size must be at least"):
-        TokenizerStage(vocab_size=10).validate()
-    assert TokenizerStage(vocab_size=300).validate().vocab_size == 300
+        TokenizeConfig(vocab_size=10).validate()
+    assert TokenizeConfig(vocab_size=300).validate().vocab_size == 300
+    # The pipeline's own defaults for [tokenizer]: an 8,192 vocabulary, no character cap.
+    monkeypatch.chdir(ROOT)
+    cfg = tmp_path / "p.toml"
+    cfg.write_text((ROOT / "samples" / "pipeline.toml").read_text().replace("vocab_size = 4096", ""))
+    config, inputs = load_pipeline(cfg, workdir=str(tmp_path / "w")).built["tokenizer"]
+    assert (config.vocab_size, config.max_chars) == (8192, None) and inputs == [str(tmp_path / "w" / "dedup")]
 
 
 def test_filter_chain_and_model_are_built_up_front(tmp_path):
@@ -218,11 +226,13 @@ def test_crawl_set_accepts_cli_style_strings(tmp_path):
     )
     cfg = tmp_path / "p.toml"
     cfg.write_text(text)
-    assert load_pipeline(cfg, workdir=str(tmp_path / "w")).stages["crawl"]["set"] == ["extract.mode=full"]
+    pipe = load_pipeline(cfg, workdir=str(tmp_path / "w"))
+    assert pipe.tables["crawl"]["set"] == ["extract.mode=full"]
+    assert pipe.built["crawl"][0].extract.mode == "full"  # the run uses the settings checked here
 
 
 def test_fingerprint_ignores_workdir_spelling_but_sees_file_contents(tmp_path, monkeypatch):
-    from curate.workflow.pipeline import _fingerprint
+    from curate.workflow.state import fingerprint as _fingerprint
 
     monkeypatch.chdir(ROOT)
     a = load_pipeline(ROOT / "samples" / "pipeline.toml", workdir=str(tmp_path / "work"))
@@ -246,11 +256,12 @@ def test_fingerprint_ignores_workdir_spelling_but_sees_file_contents(tmp_path, m
 
 def test_an_interrupted_stage_is_not_marked_complete(tmp_path, monkeypatch):
     from curate.core.errors import CurateError
-    from curate.workflow import pipeline as workflow
+    from curate.workflow import run as workflow
 
     monkeypatch.chdir(ROOT)
     pipe = load_pipeline(ROOT / "samples" / "pipeline.toml", workdir=str(tmp_path / "w"))
-    monkeypatch.setitem(workflow.RUNNERS, "crawl", lambda p, overwrite, log: {"_stopped": True})
+    stopped = dataclasses.replace(workflow.BY_NAME["crawl"], run=lambda p, built, overwrite, log: {"_stopped": True})
+    monkeypatch.setitem(workflow.BY_NAME, "crawl", stopped)
     with pytest.raises(CurateError, match="interrupted during crawl") as err:
         workflow.run_pipeline(pipe, until="crawl", log=lambda m: None)
     assert err.value.exit_code == 130
@@ -259,11 +270,12 @@ def test_an_interrupted_stage_is_not_marked_complete(tmp_path, monkeypatch):
 
 def test_one_pipeline_per_workdir(tmp_path, monkeypatch):
     from curate.core.errors import CurateError
-    from curate.workflow import pipeline as workflow
+    from curate.workflow import run as workflow
+    from curate.workflow.state import workdir_lock
 
     monkeypatch.chdir(ROOT)
     pipe = load_pipeline(ROOT / "samples" / "pipeline.toml", workdir=str(tmp_path / "w"))
-    with workflow._workdir_lock(pipe.workdir):
+    with workdir_lock(pipe.workdir):
         with pytest.raises(CurateError, match="another `curate pipeline` is running"):
             workflow.run_pipeline(pipe, until="crawl", log=lambda m: None)
 

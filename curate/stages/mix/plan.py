@@ -1,7 +1,7 @@
-"""Configuration, token counting (pass 1) and planning of ``curate mix``.
+"""Token counting (pass 1) and planning of ``curate mix``.
 
-:class:`MixConfig` / :class:`SourceSpec` hold what the user asked for (``--source`` options or
-a TOML file with ``[[sources]]``); :func:`count_source` tokenizes every document of a source
+What the user asked for is a :class:`~curate.stages.mix.config.MixConfig`;
+:func:`count_source` tokenizes every document of a source
 once and keeps only its token count; :func:`plan_mix` turns weights, the budget and the epoch
 caps into per-source targets (:func:`allocate`, water filling) and document selections
 (:func:`select_documents`). See :mod:`curate.stages.mix.run` for the whole algorithm.
@@ -12,148 +12,18 @@ from __future__ import annotations
 import math
 import zlib
 from array import array
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from curate.core.accounting import Stats
-from curate.core.config import from_dict, load_toml, parse_bytes, parse_count
-from curate.core.errors import ConfigError, CurateError
+from curate.core.errors import CurateError
 from curate.core.progress import Progress
-from curate.core.readers import FORMATS, SourceReader
+from curate.core.readers import SourceReader
 from curate.core.tokenizer import ByteTokenizer, Tokenizer
-
-# --- configuration -----------------------------------------------------------------------
-
-
-@dataclass
-class SourceSpec:
-    """One source: a name, its inputs, and its target share of output tokens."""
-
-    name: str
-    paths: list[str]
-    weight: float
-    format: str = "auto"  # auto | parquet | jsonl | text | code
-    text_field: str = "text"  # JSONL field holding the text
-    id_field: str = "id"
-    date_field: str = "date"
-    max_epochs: float | None = None  # overrides the mix-wide cap for this source
-
-
-@dataclass
-class MixConfig:
-    sources: list[SourceSpec] = field(default_factory=list)
-    tokens: int | str = 0  # the budget: 2000000, "2M", "500k"
-    max_epochs: float = 4.0
-    seed: int = 0
-    strict: bool = False
-    tokenizer: str | None = None  # directory with tokenizer.json; None = UTF-8 bytes
-    shard_size: int | str = "64MB"  # text bytes per output shard
-    shuffle_memory: int | str = "512MB"  # upper bound on one shuffle bucket held in memory
-    pretokenize: bool = False
-    output: str | None = None  # output directory when -o is not given
-
-    def validate(self) -> None:
-        if not self.sources:
-            raise ConfigError("no sources given (use --source NAME=PATH:WEIGHT or [[sources]] in --config)")
-        names = [s.name for s in self.sources]
-        dup = sorted({n for n in names if names.count(n) > 1})
-        if dup:
-            raise ConfigError(f"source name(s) given twice: {', '.join(dup)}")
-        for s in self.sources:
-            if not s.name or any(c in s.name for c in "=:,/ "):
-                raise ConfigError(f"source name {s.name!r}: use letters, digits, '-' or '_'")
-            if not s.paths:
-                raise ConfigError(f"source {s.name!r}: no paths")
-            if not (isinstance(s.weight, (int, float)) and math.isfinite(s.weight) and s.weight > 0):
-                raise ConfigError(f"source {s.name!r}: weight must be a positive number, got {s.weight!r}")
-            if s.format not in FORMATS:
-                raise ConfigError(f"source {s.name!r}: unknown format {s.format!r} (known: {', '.join(FORMATS)})")
-            if s.max_epochs is not None and not s.max_epochs > 0:
-                raise ConfigError(f"source {s.name!r}: max_epochs must be > 0")
-        if self.budget <= 0:
-            raise ConfigError("the token budget must be positive (--tokens 2M)")
-        if not self.max_epochs > 0:
-            raise ConfigError("max_epochs must be > 0")
-        if self.shard_bytes <= 0 or self.shuffle_bytes <= 0:
-            raise ConfigError("shard_size and shuffle_memory must be positive sizes")
-
-    @property
-    def budget(self) -> int:
-        return parse_count(self.tokens)
-
-    @property
-    def shard_bytes(self) -> int:
-        return parse_bytes(self.shard_size)
-
-    @property
-    def shuffle_bytes(self) -> int:
-        return parse_bytes(self.shuffle_memory)
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "sources": [{k: v for k, v in vars(s).items() if v is not None} for s in self.sources],
-            "tokens": self.budget,
-            "max_epochs": self.max_epochs,
-            "seed": self.seed,
-            "strict": self.strict,
-            "tokenizer": self.tokenizer,
-            "shard_size": self.shard_bytes,
-            "shuffle_memory": self.shuffle_bytes,
-            "pretokenize": self.pretokenize,
-        }
-
-
-def parse_source_option(text: str) -> SourceSpec:
-    """``web=work/dedup:0.55`` or ``books=a.txt,b.txt:0.2`` -> SourceSpec."""
-    usage = "expected NAME=PATH[,PATH...]:WEIGHT, e.g. books=samples/books:0.2"
-    if "=" not in text:
-        raise ConfigError(f"--source {text!r}: {usage}")
-    name, rest = text.split("=", 1)
-    if ":" not in rest:
-        raise ConfigError(f"--source {text!r}: no weight; {usage}")
-    paths_part, weight_part = rest.rsplit(":", 1)
-    try:
-        weight = float(weight_part)
-    except ValueError:
-        raise ConfigError(f"--source {text!r}: weight {weight_part!r} is not a number; {usage}") from None
-    paths = [p for p in paths_part.split(",") if p]
-    if not name.strip() or not paths:
-        raise ConfigError(f"--source {text!r}: {usage}")
-    return SourceSpec(name=name.strip(), paths=paths, weight=weight)
-
-
-def load_mix_config(
-    path: str | None, overrides: dict[str, Any] | None = None, extra_sources: list[SourceSpec] | None = None
-) -> MixConfig:
-    """A MixConfig from a TOML file (``[[sources]]`` tables), option overrides (None = keep) and
-    ``--source`` specs, which replace config sources of the same name and add the others."""
-    data: dict[str, Any] = dict(load_toml(path)) if path else {}
-    where = str(path) if path else "mix options"
-    for key, value in (overrides or {}).items():
-        if value is not None:
-            data[key] = value
-    sources = data.get("sources", [])
-    if not isinstance(sources, list):
-        raise ConfigError(f"{where}: 'sources' must be an array of tables ([[sources]])")
-    for i, s in enumerate(sources):
-        if isinstance(s, dict):
-            if isinstance(s.get("paths"), str):
-                s["paths"] = [s["paths"]]  # a single path is fine too
-            if "path" in s and "paths" not in s:
-                raise ConfigError(f"{where}.sources[{i}]: unknown key 'path' (did you mean 'paths'?)")
-    if extra_sources:
-        given = {s.name for s in extra_sources}
-        sources = [s for s in sources if not (isinstance(s, dict) and s.get("name") in given)]
-        sources += [dict(vars(s)) for s in extra_sources]
-    data["sources"] = sources
-    cfg = from_dict(MixConfig, data, where=where)
-    cfg.validate()
-    return cfg
-
+from curate.stages.mix.config import MixConfig, SourceSpec
 
 # --- pass 1: counting --------------------------------------------------------------------
 

@@ -28,20 +28,18 @@ which repeat a row is (0 = first) and ``n_tokens`` holds its token count. The ma
 requested vs realized shares, epochs, the seed and tokenizer, and the ``training_cutoff``
 (latest document date, with the 99th percentile beside it) that the trainer records.
 
-Configuration, counting and planning live in :mod:`curate.stages.mix.plan`, the shuffle and shard
-writing in :mod:`curate.stages.mix.shuffle`; this module runs the passes, guards the output
-directory and writes the manifest. Everything is importable from here.
+Settings live in :mod:`curate.stages.mix.config`, counting and planning in
+:mod:`curate.stages.mix.plan`, the shuffle and shard writing in :mod:`curate.stages.mix.shuffle`;
+this module runs the passes (``run(config, ctx)``, or ``plan(config, ctx)`` to stop after
+planning), guards the output folder and writes the manifest.
 """
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import shutil
-from collections.abc import Callable
-from dataclasses import dataclass
-from pathlib import Path
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -50,28 +48,18 @@ import pyarrow.compute as pc
 
 from curate.core.accounting import Stats
 from curate.core.errors import CurateError
-from curate.core.files import atomic_write_json
-from curate.core.manifest import build_manifest, config_hash, load_manifest, write_manifest
+from curate.core.manifest import build_manifest, config_hash
 from curate.core.progress import Progress
+from curate.core.shards import ShardInfo
 from curate.core.tokenizer import Tokenizer, load_tokenizer
-from curate.stages.mix.plan import (  # noqa: F401  (re-exported: the mix API lives in curate.stages.mix.run)
-    MixConfig,
-    SourceCount,
-    SourcePlan,
-    SourceSpec,
-    allocate,
-    count_source,
-    count_tokens,
-    crc_ids,
-    load_mix_config,
-    parse_source_option,
-    plan_mix,
-    select_documents,
-    source_reader,
-)
+from curate.runtime.output import OutputDir
+from curate.runtime.stage import StageContext
+from curate.stages.mix.config import MixConfig
+from curate.stages.mix.plan import SourceCount, SourcePlan, count_source, crc_ids, plan_mix, source_reader
 from curate.stages.mix.shuffle import ROW_OVERHEAD, TOKENS_DIR, Buckets, Cutoff, OutputWriter, shuffle_keys
 
-STATE_FILE = ".curate/mix-state.json"
+STAGE = "mix"
+STATE_FILE = "mix-state.json"  # under .curate/
 BUCKET_DIR = ".curate/buckets"
 
 
@@ -84,40 +72,109 @@ class _Realized:
     doc_chars: int = 0  # of distinct documents
 
 
-def _prepare_output(output_dir: str, chash: str, fingerprint: list[Any], overwrite: bool) -> dict[str, Any] | None:
-    """Check the output directory; return the existing manifest when it is already the result
-    of this exact mix (nothing to do), else clear earlier mix output."""
-    out = Path(output_dir)
-    state_path = out / STATE_FILE
-    existing = load_manifest(out) if out.exists() else None
-    has_shards = out.exists() and any(out.glob("*.parquet"))
+@dataclass
+class _Planned:
+    """Passes 1 and 2 done: what every source holds and what the mix takes from it."""
+
+    tokenizer: Tokenizer
+    counted: list[SourceCount]
+    plans: list[SourcePlan]
+    notes: list[str]
+
+
+@dataclass
+class _Selected:
+    """What pass 2 put into the buckets."""
+
+    stats: Stats = field(default_factory=Stats)
+    realized: dict[str, _Realized] = field(default_factory=dict)
+    cutoff: Cutoff = field(default_factory=Cutoff)
+    inputs: list[dict[str, Any]] = field(default_factory=list)
+
+
+# --------------------------------------------------------------------------- entry points
+
+
+def plan(config: MixConfig, ctx: StageContext) -> dict[str, Any]:
+    """Count and plan only: the shares, epochs and notes the mix would realize (writes nothing)."""
+    planned = _count_and_plan(config, ctx)
+    return _plan_report(config, planned)
+
+
+def run(config: MixConfig, ctx: StageContext) -> dict[str, Any]:
+    """Mix ``config.sources`` into ``ctx.output``; returns the manifest (also written there).
+
+    A rerun with the same configuration and unchanged inputs returns the existing manifest and
+    does nothing; with changed inputs it starts over (the mix is one global shuffle).
+    """
+    planned = _count_and_plan(config, ctx)
+    out = OutputDir(ctx.output, STAGE, state_file=STATE_FILE)
+    chash = config_hash(config.to_json())
+    fingerprint = _fingerprint([(c.spec.name, c.files) for c in planned.counted])
+    done = _prepare_output(out, chash, fingerprint, ctx.overwrite)
+    if done is not None:
+        ctx.log(f"{ctx.output}: already holds this mix (same configuration and inputs); nothing to do")
+        return done
+    n_buckets, flush_bytes = _bucket_sizes(config, planned)
+    buckets = Buckets(out.path / BUCKET_DIR, n_buckets, flush_bytes)
+    writer = OutputWriter(str(out.path), config.shard_bytes, planned.tokenizer if config.pretokenize else None)
+    try:
+        selected = _scatter(config, planned, buckets, ctx.progress)
+        shards = _gather(buckets, writer, n_buckets, ctx.progress)
+    except BaseException:
+        writer.abort()
+        buckets.close()
+        shutil.rmtree(out.path / BUCKET_DIR, ignore_errors=True)
+        raise
+    shutil.rmtree(out.path / BUCKET_DIR, ignore_errors=True)
+    manifest = _manifest(config, planned, selected, shards, writer, n_buckets)
+    out.commit(manifest)
+    return manifest
+
+
+# --------------------------------------------------------------------------- passes
+
+
+def _count_and_plan(cfg: MixConfig, ctx: StageContext) -> _Planned:
+    """Pass 1 (token counts per document of every source) and the plan built on it."""
+    cfg.validate()
+    tokenizer = load_tokenizer(cfg.tokenizer)
+    progress = Progress(
+        "mix: counting tokens", total=len(cfg.sources), unit="sources", enabled=None if ctx.progress else False
+    )
+    counted = []
+    for spec in cfg.sources:
+        counted.append(count_source(spec, tokenizer, progress))
+        progress.advance()
+    progress.close()
+    for c in counted:
+        if c.docs == 0:
+            ctx.log(f"warning: source {c.spec.name!r} has no usable documents")
+    plans, notes = plan_mix(cfg, counted)
+    for note in notes:
+        ctx.log(f"note: {note}")
+    if sum(c.docs for c in counted) == 0:
+        raise CurateError("no usable documents in any source (all inputs empty or unreadable)")
+    return _Planned(tokenizer, counted, plans, notes)
+
+
+def _prepare_output(out: OutputDir, chash: str, fingerprint: list[Any], overwrite: bool) -> dict[str, Any] | None:
+    """Check the output folder; return the existing manifest when it is already the result of
+    this exact mix (nothing to do), else clear earlier mix output and record this run."""
     if not overwrite:
-        if existing is not None and existing.get("stage") != "mix":
-            raise CurateError(
-                f"{output_dir} holds output of stage {existing.get('stage')!r}; "
-                "use another output directory or --overwrite"
-            )
-        if has_shards and not state_path.exists():
-            raise CurateError(
-                f"{output_dir} already holds Parquet files not written by `curate mix`; "
-                "use --overwrite or another output directory"
-            )
-        if state_path.exists():
-            state = json.loads(state_path.read_text())
+        state = out.check()
+        if state is not None:
             if state.get("config_hash") != chash:
-                raise CurateError(
-                    f"{output_dir} holds a mix made with a different configuration; "
-                    "use --overwrite to replace it, or another output directory"
-                )
+                raise out.changed()
+            existing = out.manifest()
             if existing is not None and existing.get("complete") and state.get("inputs") == fingerprint:
                 return existing
     # Start clean: a killed run leaves only whole shards (renamed into place) and temp files.
-    for pattern in ("*.parquet", f"{TOKENS_DIR}/*.bin", ".*.tmp", f"{TOKENS_DIR}/.*.tmp", "manifest.json"):
-        for f in out.glob(pattern):
+    out.reset()
+    for pattern in (f"{TOKENS_DIR}/*.bin", f"{TOKENS_DIR}/.*.tmp"):
+        for f in out.path.glob(pattern):
             f.unlink()
-    shutil.rmtree(out / BUCKET_DIR, ignore_errors=True)
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(state_path, {"stage": "mix", "config_hash": chash, "inputs": fingerprint})
+    out.start({"config_hash": chash, "inputs": fingerprint})
     return None
 
 
@@ -130,183 +187,163 @@ def _fingerprint(counted_files: list[tuple[str, list[str]]]) -> list[Any]:
     return out
 
 
-def run_mix(
-    cfg: MixConfig,
-    output_dir: str | None,
-    *,
-    overwrite: bool = False,
-    plan_only: bool = False,
-    progress: bool = True,
-    log: Callable[[str], None] | None = None,
-) -> dict[str, Any]:
-    """Run the mix; returns its manifest (or, with ``plan_only``, the plan without writing)."""
-    cfg.validate()
-    log = log or (lambda msg: None)
-    tokenizer = load_tokenizer(cfg.tokenizer)
-
-    # Pass 1: count tokens per document of every source.
-    p1 = Progress("mix: counting tokens", total=len(cfg.sources), unit="sources", enabled=None if progress else False)
-    counted = []
-    for spec in cfg.sources:
-        counted.append(count_source(spec, tokenizer, p1))
-        p1.advance()
-    p1.close()
-    for c in counted:
-        if c.docs == 0:
-            log(f"warning: source {c.spec.name!r} has no usable documents")
-    plans, notes = plan_mix(cfg, counted)
-    for note in notes:
-        log(f"note: {note}")
-    if sum(c.docs for c in counted) == 0:
-        raise CurateError("no usable documents in any source (all inputs empty or unreadable)")
-    if plan_only or output_dir is None:
-        return _plan_report(cfg, counted, plans, notes, tokenizer)
-
-    chash = config_hash(cfg.to_json())
-    fingerprint = _fingerprint([(c.spec.name, c.files) for c in counted])
-    done = _prepare_output(output_dir, chash, fingerprint, overwrite)
-    if done is not None:
-        log(f"{output_dir}: already holds this mix (same configuration and inputs); nothing to do")
-        return done
-
-    # Size the buckets so that one, sorted in memory, stays within shuffle_memory.
+def _bucket_sizes(cfg: MixConfig, planned: _Planned) -> tuple[int, int]:
+    """Bucket count (so one bucket, sorted in memory, stays within shuffle_memory) and the
+    bytes a bucket buffers before it is flushed to its file."""
     planned_bytes = 0
-    for c, p in zip(counted, plans):
+    for c, p in zip(planned.counted, planned.plans):
         per_token = (c.bytes / c.tokens) if c.tokens else 1.0
         planned_bytes += int(p.tokens_planned * per_token) + ROW_OVERHEAD * 4 * p.rows_planned
     bucket_bytes = max(64 * 1024, cfg.shuffle_bytes // 3)
     n_buckets = max(1, min(4096, math.ceil(planned_bytes / bucket_bytes)))
     flush_bytes = max(64 * 1024, min(8 << 20, cfg.shuffle_bytes // (4 * n_buckets)))
-    buckets = Buckets(Path(output_dir) / BUCKET_DIR, n_buckets, flush_bytes)
-    stats = Stats()
-    realized = {p.name: _Realized() for p in plans}
-    cutoff = Cutoff()
-    writer = OutputWriter(output_dir, cfg.shard_bytes, tokenizer if cfg.pretokenize else None)
-    inputs: list[dict[str, Any]] = []
+    return n_buckets, flush_bytes
 
-    try:
-        # Pass 2: read again, scatter selected rows (with their repeats) into buckets.
-        p2 = Progress(
-            "mix: selecting", total=sum(c.docs for c in counted), unit="docs", enabled=None if progress else False
-        )
-        for src_index, (c, plan) in enumerate(zip(counted, plans)):
-            reader = source_reader(c.spec)
-            offset, crc = 0, 0
-            for table in reader.tables():
-                n = table.num_rows
-                if offset + n > c.docs:
-                    raise CurateError(
-                        f"source {c.spec.name!r}: inputs changed while mixing (more documents than counted)"
-                    )
-                crc = crc_ids(crc, table)
-                reps = plan.partial[offset : offset + n].astype(np.int64) + plan.full_epochs
-                chosen = reps > 0
-                if chosen.any():
-                    picked = table.filter(pa.array(chosen))
-                    cutoff.add(picked.column("date"))
-                    real = realized[plan.name]
-                    real.docs += int(chosen.sum())
-                    real.doc_chars += int(pc.sum(pc.utf8_length(picked.column("text"))).as_py() or 0)
-                    idx = np.repeat(np.arange(n), reps)
-                    starts = np.repeat(np.cumsum(reps) - reps, reps)
-                    epochs = (np.arange(idx.shape[0]) - starts).astype(np.int32)
-                    positions = idx.astype(np.int64) + offset
-                    ntok = c.n_tokens[positions].astype(np.int64)
-                    real.rows += int(idx.shape[0])
-                    real.tokens += int(ntok.sum())
-                    rows = table.take(pa.array(idx))
-                    real.chars += int(pc.sum(pc.utf8_length(rows.column("text"))).as_py() or 0)
-                    rows = rows.set_column(
-                        rows.schema.get_field_index("n_tokens"), "n_tokens", pa.array(ntok, pa.int64())
-                    )
-                    rows = rows.set_column(rows.schema.get_field_index("epoch"), "epoch", pa.array(epochs, pa.int32()))
-                    keys = shuffle_keys(cfg.seed, plan.name, positions, epochs)
-                    rows = rows.append_column("_key", pa.array(keys, pa.uint64()))
-                    rows = rows.append_column("_src", pa.array(np.full(idx.shape[0], src_index, np.int32)))
-                    rows = rows.append_column("_pos", pa.array(positions, pa.int64()))
-                    bucket_of = ((keys >> np.uint64(32)) * np.uint64(n_buckets)) >> np.uint64(32)
-                    order = np.argsort(bucket_of, kind="stable")
-                    sorted_b = bucket_of[order]
-                    rows = rows.take(pa.array(order))
-                    bounds = np.searchsorted(sorted_b, np.arange(n_buckets + 1))
-                    for b in range(n_buckets):
-                        if bounds[b + 1] > bounds[b]:
-                            buckets.add(b, rows.slice(int(bounds[b]), int(bounds[b + 1] - bounds[b])))
-                offset += n
-                p2.add(docs=n)
-            if offset != c.docs or crc != c.id_digest:
-                raise CurateError(f"source {c.spec.name!r}: inputs changed while mixing; rerun")
-            s = reader.stats
-            s.kept = realized[plan.name].docs
-            if c.docs - s.kept:
-                s.rejected["not_sampled"] += c.docs - s.kept
-            stats.merge(s)
-            for path, fs in reader.per_file.items():
-                inputs.append(
-                    {
-                        "source": plan.name,
-                        "path": path,
-                        "read": fs.read,
-                        "errors": sum(fs.errors.values()),
-                        "status": "done" if not fs.errors else "done_with_errors",
-                    }
-                )
-        buckets.close()
-        p2.close()
 
-        # Gather: bucket by bucket, sorted by key, into output shards.
-        p3 = Progress("mix: writing", total=n_buckets, unit="buckets", enabled=None if progress else False)
-        for b in range(n_buckets):
-            table = buckets.read_sorted(b)
-            if table is not None:
-                writer.write(table)
-                p3.add(rows=table.num_rows)
-                os.unlink(buckets.paths[b])
-            p3.advance()
-        shards = writer.close()
-        p3.close()
-    except BaseException:
-        writer.abort()
-        buckets.close()
-        shutil.rmtree(Path(output_dir) / BUCKET_DIR, ignore_errors=True)
-        raise
-    shutil.rmtree(Path(output_dir) / BUCKET_DIR, ignore_errors=True)
+def _scatter(cfg: MixConfig, planned: _Planned, buckets: Buckets, show_progress: bool) -> _Selected:
+    """Pass 2: read every source again and scatter the selected rows (with their repeats)
+    into the buckets, each with its shuffle key."""
+    selected = _Selected(realized={p.name: _Realized() for p in planned.plans})
+    total_docs = sum(c.docs for c in planned.counted)
+    progress = Progress("mix: selecting", total=total_docs, unit="docs", enabled=None if show_progress else False)
+    for src_index, (c, plan) in enumerate(zip(planned.counted, planned.plans)):
+        reader = source_reader(c.spec)
+        offset, crc = 0, 0
+        for table in reader.tables():
+            n = table.num_rows
+            if offset + n > c.docs:
+                raise CurateError(f"source {c.spec.name!r}: inputs changed while mixing (more documents than counted)")
+            crc = crc_ids(crc, table)
+            _scatter_table(cfg, c, plan, src_index, table, offset, buckets, selected)
+            offset += n
+            progress.add(docs=n)
+        if offset != c.docs or crc != c.id_digest:
+            raise CurateError(f"source {c.spec.name!r}: inputs changed while mixing; rerun")
+        s = reader.stats
+        s.kept = selected.realized[plan.name].docs
+        if c.docs - s.kept:
+            s.rejected["not_sampled"] += c.docs - s.kept
+        selected.stats.merge(s)
+        for path, fs in reader.per_file.items():
+            status = "done" if not fs.errors else "done_with_errors"
+            entry = {"source": plan.name, "path": path, "read": fs.read, "errors": sum(fs.errors.values())}
+            selected.inputs.append({**entry, "status": status})
+    buckets.close()
+    progress.close()
+    return selected
 
+
+def _scatter_table(
+    cfg: MixConfig,
+    c: SourceCount,
+    plan: SourcePlan,
+    src_index: int,
+    table: pa.Table,
+    offset: int,
+    buckets: Buckets,
+    selected: _Selected,
+) -> None:
+    """The rows of one table of a source that the plan selects, repeated once per epoch."""
+    n = table.num_rows
+    reps = plan.partial[offset : offset + n].astype(np.int64) + plan.full_epochs
+    chosen = reps > 0
+    if not chosen.any():
+        return
+    picked = table.filter(pa.array(chosen))
+    selected.cutoff.add(picked.column("date"))
+    real = selected.realized[plan.name]
+    real.docs += int(chosen.sum())
+    real.doc_chars += int(pc.sum(pc.utf8_length(picked.column("text"))).as_py() or 0)
+    idx = np.repeat(np.arange(n), reps)
+    starts = np.repeat(np.cumsum(reps) - reps, reps)
+    epochs = (np.arange(idx.shape[0]) - starts).astype(np.int32)
+    positions = idx.astype(np.int64) + offset
+    ntok = c.n_tokens[positions].astype(np.int64)
+    real.rows += int(idx.shape[0])
+    real.tokens += int(ntok.sum())
+    rows = table.take(pa.array(idx))
+    real.chars += int(pc.sum(pc.utf8_length(rows.column("text"))).as_py() or 0)
+    rows = rows.set_column(rows.schema.get_field_index("n_tokens"), "n_tokens", pa.array(ntok, pa.int64()))
+    rows = rows.set_column(rows.schema.get_field_index("epoch"), "epoch", pa.array(epochs, pa.int32()))
+    keys = shuffle_keys(cfg.seed, plan.name, positions, epochs)
+    rows = rows.append_column("_key", pa.array(keys, pa.uint64()))
+    rows = rows.append_column("_src", pa.array(np.full(idx.shape[0], src_index, np.int32)))
+    rows = rows.append_column("_pos", pa.array(positions, pa.int64()))
+    n_buckets = buckets.n
+    bucket_of = ((keys >> np.uint64(32)) * np.uint64(n_buckets)) >> np.uint64(32)
+    order = np.argsort(bucket_of, kind="stable")
+    sorted_b = bucket_of[order]
+    rows = rows.take(pa.array(order))
+    bounds = np.searchsorted(sorted_b, np.arange(n_buckets + 1))
+    for b in range(n_buckets):
+        if bounds[b + 1] > bounds[b]:
+            buckets.add(b, rows.slice(int(bounds[b]), int(bounds[b + 1] - bounds[b])))
+
+
+def _gather(buckets: Buckets, writer: OutputWriter, n_buckets: int, show_progress: bool) -> list[ShardInfo]:
+    """Pass 3: bucket by bucket, sorted by key, into the output shards."""
+    progress = Progress("mix: writing", total=n_buckets, unit="buckets", enabled=None if show_progress else False)
+    for b in range(n_buckets):
+        table = buckets.read_sorted(b)
+        if table is not None:
+            writer.write(table)
+            progress.add(rows=table.num_rows)
+            os.unlink(buckets.paths[b])
+        progress.advance()
+    shards = writer.close()
+    progress.close()
+    return shards
+
+
+# --------------------------------------------------------------------------- manifest
+
+
+def _source_entry(c: SourceCount, p: SourcePlan, tokens: int, docs: int, rows: int, total: int) -> dict[str, Any]:
+    """The fields a source has in the plan report and the manifest alike."""
+    return {
+        "name": p.name,
+        "weight": p.weight,
+        "share_requested": round(p.share_requested, 6),
+        "share_realized": round(tokens / total, 6) if total else 0.0,
+        "tokens_requested": int(round(p.tokens_requested)),
+        "tokens_target": p.tokens_target,
+        "tokens": tokens,
+        "tokens_available": c.tokens,
+        "docs_available": c.docs,
+        "docs": docs,
+        "rows": rows,
+        "epochs": round(tokens / c.tokens, 4) if c.tokens else 0.0,
+        "max_epochs": p.max_epochs,
+        "capped": p.capped,
+        "shortfall_tokens": max(0, int(round(p.tokens_requested)) - p.tokens_target),
+        "read": c.stats.read,
+        "rejected": dict(c.stats.rejected),
+        "errors": dict(c.stats.errors),
+    }
+
+
+def _manifest(
+    cfg: MixConfig,
+    planned: _Planned,
+    selected: _Selected,
+    shards: list[ShardInfo],
+    writer: OutputWriter,
+    n_buckets: int,
+) -> dict[str, Any]:
+    realized = selected.realized
+    stats = selected.stats
     stats.chars["kept"] = sum(r.doc_chars for r in realized.values())
     total_tokens = sum(r.tokens for r in realized.values())
     sources_json = []
-    for c, p in zip(counted, plans):
+    for c, p in zip(planned.counted, planned.plans):
         r = realized[p.name]
-        sources_json.append(
-            {
-                "name": p.name,
-                "paths": c.spec.paths,
-                "files": len(c.files),
-                "weight": p.weight,
-                "share_requested": round(p.share_requested, 6),
-                "share_realized": round(r.tokens / total_tokens, 6) if total_tokens else 0.0,
-                "tokens_requested": int(round(p.tokens_requested)),
-                "tokens_target": p.tokens_target,
-                "tokens": r.tokens,
-                "tokens_available": c.tokens,
-                "docs_available": c.docs,
-                "docs": r.docs,
-                "rows": r.rows,
-                "chars": r.chars,
-                "epochs": round(r.tokens / c.tokens, 4) if c.tokens else 0.0,
-                "max_epochs": p.max_epochs,
-                "capped": p.capped,
-                "shortfall_tokens": max(0, int(round(p.tokens_requested)) - p.tokens_target),
-                "read": c.stats.read,
-                "rejected": dict(c.stats.rejected),
-                "errors": dict(c.stats.errors),
-            }
-        )
+        entry = _source_entry(c, p, r.tokens, r.docs, r.rows, total_tokens)
+        sources_json.append({**entry, "paths": c.spec.paths, "files": len(c.files), "chars": r.chars})
     extra: dict[str, Any] = {
         "complete": True,
         "inputs_failed": 0,
         "seed": cfg.seed,
-        "tokenizer": tokenizer.describe(),
+        "tokenizer": planned.tokenizer.describe(),
         "tokens": {
             "budget": cfg.budget,
             "realized": total_tokens,
@@ -315,13 +352,13 @@ def run_mix(
             "target is reached; the last document taken may overshoot by less than its length",
         },
         "sources": sources_json,
-        "training_cutoff": cutoff.to_json(),
-        "notes": notes,
+        "training_cutoff": selected.cutoff.to_json(),
+        "notes": planned.notes,
         "shuffle": {"buckets": n_buckets, "key": "splitmix64(seed, source, position, epoch)"},
         "upstream": sorted(
             {
                 p
-                for c in counted
+                for c in planned.counted
                 for p in c.spec.paths
                 if os.path.isdir(p) and os.path.exists(os.path.join(p, "manifest.json"))
             }
@@ -332,48 +369,25 @@ def run_mix(
             "dir": TOKENS_DIR,
             "dtype": np.dtype(writer.dtype).name,
             "byteorder": "little",
-            "eot_id": tokenizer.eot_id,
+            "eot_id": planned.tokenizer.eot_id,
             "layout": "per shard, one flat array: each row's token ids in row order, each followed by eot_id "
             "(so a shard holds sum(n_tokens) + rows ids)",
             "files": writer.token_files,
         }
-    manifest = build_manifest("mix", cfg.to_json(), inputs, stats, {"": shards}, extra=extra)
-    write_manifest(output_dir, manifest)
-    return manifest
+    return build_manifest(STAGE, cfg.to_json(), selected.inputs, stats, {"": shards}, extra=extra)
 
 
-def _plan_report(
-    cfg: MixConfig, counted: list[SourceCount], plans: list[SourcePlan], notes: list[str], tokenizer: Tokenizer
-) -> dict[str, Any]:
-    planned = sum(p.tokens_planned for p in plans)
+def _plan_report(cfg: MixConfig, planned: _Planned) -> dict[str, Any]:
+    total = sum(p.tokens_planned for p in planned.plans)
     return {
         "stage": "mix-plan",
-        "tokenizer": tokenizer.describe(),
+        "tokenizer": planned.tokenizer.describe(),
         "seed": cfg.seed,
-        "tokens": {"budget": cfg.budget, "realized": planned},
-        "notes": notes,
+        "tokens": {"budget": cfg.budget, "realized": total},
+        "notes": planned.notes,
         "sources": [
-            {
-                "name": p.name,
-                "weight": p.weight,
-                "share_requested": round(p.share_requested, 6),
-                "share_realized": round(p.tokens_planned / planned, 6) if planned else 0.0,
-                "tokens_requested": int(round(p.tokens_requested)),
-                "tokens_target": p.tokens_target,
-                "tokens": p.tokens_planned,
-                "tokens_available": c.tokens,
-                "docs_available": c.docs,
-                "docs": p.docs_selected,
-                "rows": p.rows_planned,
-                "epochs": round(p.tokens_planned / c.tokens, 4) if c.tokens else 0.0,
-                "max_epochs": p.max_epochs,
-                "capped": p.capped,
-                "shortfall_tokens": max(0, int(round(p.tokens_requested)) - p.tokens_target),
-                "read": c.stats.read,
-                "rejected": dict(c.stats.rejected),
-                "errors": dict(c.stats.errors),
-            }
-            for c, p in zip(counted, plans)
+            _source_entry(c, p, p.tokens_planned, p.docs_selected, p.rows_planned, total)
+            for c, p in zip(planned.counted, planned.plans)
         ],
     }
 

@@ -19,15 +19,17 @@ from curate.core.errors import ConfigError, CurateError, InputError
 from curate.core.files import sha256_file
 from curate.core.readers import SourceReader, resolve_files
 from curate.core.shards import ShardWriter
-from curate.stages.mix.run import (
-    MixConfig,
-    SourceSpec,
-    allocate,
-    load_mix_config,
-    parse_source_option,
-    run_mix,
-    select_documents,
-)
+from curate.runtime.stage import StageContext
+from curate.stages import mix
+from curate.stages.mix import MixConfig, SourceSpec, load_mix_config, parse_source_option
+from curate.stages.mix.plan import allocate, select_documents
+
+
+def run_mix(cfg, output, overwrite=False, plan_only=False, progress=False, log=None):
+    """The mix stage through its entry points (``plan`` or ``run``); returns the manifest."""
+    ctx = StageContext([], output or "", overwrite=overwrite, progress=progress, log=log or (lambda m: None))
+    return mix.plan(cfg, ctx) if plan_only else mix.run(cfg, ctx)
+
 
 WORDS = [
     "river",

@@ -1,0 +1,93 @@
+"""A pipeline file read into a :class:`Pipeline`: the work directory, the seed, the worker count
+and one table per stage (with ``{stage}`` placeholders expanded to the stages' folders)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from curate.core.config import load_toml
+from curate.core.errors import ConfigError
+from curate.runtime.executor import default_workers
+
+TOP_KEYS = {"workdir", "workers", "seed"}
+
+
+@dataclass
+class Pipeline:
+    """A loaded pipeline config: per-stage tables, the work directory and, once checked, every
+    stage's settings built from its table (``built``), which the run then uses as they are."""
+
+    workdir: Path
+    outputs: dict[str, str]  # stage -> its folder, relative to the work directory
+    tables: dict[str, dict[str, Any]]  # stage -> its table, placeholders expanded
+    raw: dict[str, dict[str, Any]] = field(default_factory=dict)  # the tables as written
+    workers: int = 1
+    seed: int = 0
+    source: str = "pipeline config"
+    built: dict[str, Any] = field(default_factory=dict)
+
+    def out(self, stage: str) -> Path:
+        return self.workdir / self.outputs[stage]
+
+
+def read_pipeline(
+    path: str | os.PathLike, outputs: dict[str, str], workdir: str | None = None, workers: int | None = None
+) -> Pipeline:
+    """Read a pipeline TOML whose stage tables are the keys of ``outputs`` (in order); unknown
+    top-level tables or keys are errors naming what exists."""
+    data = load_toml(path)
+    where = str(path)
+    names = list(outputs)
+    unknown = sorted(set(data) - TOP_KEYS - set(names))
+    if unknown:
+        raise ConfigError(
+            f"{where}: unknown key {unknown[0]!r}; known: {', '.join(sorted(TOP_KEYS))} and stage tables "
+            f"[{'], ['.join(names)}]"
+        )
+    missing = [s for s in names if s not in data]
+    if missing:
+        raise ConfigError(f"{where}: missing stage table(s) [{'], ['.join(missing)}]")
+    for key, kind in (("workdir", str), ("workers", int), ("seed", int)):
+        if key in data and (not isinstance(data[key], kind) or isinstance(data[key], bool)):
+            raise ConfigError(
+                f"{where}: {key} must be {'a string' if kind is str else 'an integer'}, got {data[key]!r}"
+            )
+    if data.get("workers", 1) < 1:
+        raise ConfigError(f"{where}: workers must be at least 1")
+    wd = Path(workdir or data.get("workdir", "work"))
+    placeholders = {"workdir": str(wd), **{s: str(wd / outputs[s]) for s in names}}
+    return Pipeline(
+        workdir=wd,
+        outputs=dict(outputs),
+        tables={s: _expand(data[s], placeholders, f"{where}[{s}]") for s in names},
+        raw={s: data[s] for s in names},
+        workers=workers or int(data.get("workers", 0)) or default_workers(),
+        seed=int(data.get("seed", 0)),
+        source=where,
+    )
+
+
+def _expand(value: Any, placeholders: dict[str, str], where: str) -> Any:
+    if isinstance(value, str):
+        try:
+            return value.format(**placeholders)
+        except (KeyError, IndexError, ValueError) as exc:
+            raise ConfigError(
+                f"{where}: bad placeholder in {value!r} ({exc}); known: {', '.join(placeholders)}"
+            ) from None
+    if isinstance(value, list):
+        return [_expand(v, placeholders, where) for v in value]
+    if isinstance(value, dict):
+        return {k: _expand(v, placeholders, where) for k, v in value.items()}
+    return value
+
+
+def take(table: dict[str, Any], allowed: set[str], stage: str) -> dict[str, Any]:
+    """``table`` after checking it holds only ``allowed`` keys."""
+    unknown = sorted(set(table) - allowed)
+    if unknown:
+        raise ConfigError(f"[{stage}]: unknown key {unknown[0]!r}; known keys: {', '.join(sorted(allowed))}")
+    return table

@@ -1,0 +1,297 @@
+"""The stages of ``curate pipeline``, one :class:`Stage` record each, in order.
+
+A record names the stage, its folder under the work directory, and two functions: ``build``
+turns the stage's table into its settings (the same config objects its own command builds; a
+typo or a bad value is a ConfigError naming the table) and ``run`` runs the stage with those
+settings and returns the notes for the summary table. :func:`curate.workflow.run.load_pipeline`
+builds every stage before anything runs, so a typo in ``[rlhf]`` fails before the crawl, and
+the run uses exactly what was checked.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from curate.core.config import deep_merge, from_dict, load_toml, parse_set
+from curate.core.errors import ConfigError, CurateError
+from curate.runtime.executor import Executor
+from curate.runtime.stage import StageContext
+from curate.workflow.config import Pipeline, take
+
+Log = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str
+    output: str  # its folder, relative to the work directory
+    build: Callable[[Pipeline], Any]  # its settings, from its table
+    run: Callable[[Pipeline, Any, bool, Log], dict[str, Any]]  # (pipe, settings, overwrite, log) -> notes
+
+
+def _context(pipe: Pipeline, stage: str, inputs: list[str], overwrite: bool, log: Log = print) -> StageContext:
+    return StageContext(inputs, str(pipe.out(stage)), Executor("local", pipe.workers), overwrite=overwrite, log=log)
+
+
+# --------------------------------------------------------------------------- data stages
+
+
+def _crawl_overrides(table: dict[str, Any]) -> dict[str, Any] | None:
+    """``set`` as a table ({extract = {mode = "full"}}) or as --set strings (["extract.mode=full"])."""
+    value = table.get("set")
+    if value is None or isinstance(value, dict):
+        return value
+    if isinstance(value, list) and all(isinstance(v, str) for v in value):
+        return parse_set(value)
+    raise ConfigError(f"[crawl]: set must be a table or a list of KEY=VALUE strings, got {value!r}")
+
+
+def _build_crawl(pipe: Pipeline) -> tuple[Any, list[str]]:
+    from curate.stages import crawl
+
+    t = take(pipe.tables["crawl"], {"inputs", "config", "set"}, "crawl")
+    config = crawl.load_config(t.get("config"), _crawl_overrides(t))
+    if not t.get("inputs"):
+        raise ConfigError("[crawl]: 'inputs' (WARC files or directories) is required")
+    return config, list(t["inputs"])
+
+
+def _run_crawl(pipe: Pipeline, built: tuple[Any, list[str]], overwrite: bool, log: Log) -> dict[str, Any]:
+    from curate.stages import crawl
+
+    config, inputs = built
+    manifest = crawl.run(config, _context(pipe, "crawl", inputs, overwrite))
+    if manifest.get("inputs_failed"):
+        raise CurateError(
+            f"crawl: {manifest['inputs_failed']} input(s) could not be read (see {pipe.out('crawl')}/manifest.json)", 1
+        )
+    return {}
+
+
+def _build_filter(pipe: Pipeline) -> Any:
+    from curate.stages import filter as filter_stage
+    from filters.registry import build_chain
+
+    t = take(pipe.tables["filter"], {"config", "annotate"}, "filter")
+    config = filter_stage.load_config(t.get("config"), annotate=bool(t.get("annotate", False)))
+    build_chain(config.chain)  # every filter and parameter checked now
+    return config
+
+
+def _run_filter(pipe: Pipeline, config: Any, overwrite: bool, log: Log) -> dict[str, Any]:
+    from curate.stages import filter as filter_stage
+
+    filter_stage.run(config, _context(pipe, "filter", [str(pipe.out("crawl"))], overwrite))
+    return {}
+
+
+def _build_dedup(pipe: Pipeline) -> tuple[Any, int]:
+    from curate.stages.dedup.run import DedupConfig
+
+    t = dict(pipe.tables["dedup"])
+    memory_gb = t.pop("memory_gb", 2)
+    return from_dict(DedupConfig, t, where="[dedup]").validate(), int(float(memory_gb) * 1024**3)
+
+
+def _run_dedup(pipe: Pipeline, built: tuple[Any, int], overwrite: bool, log: Log) -> dict[str, Any]:
+    from curate.stages.dedup.run import run_dedup
+
+    config, memory_bytes = built
+    run_dedup(
+        [str(pipe.out("filter"))],
+        str(pipe.out("dedup")),
+        config,
+        workers=pipe.workers,
+        memory_bytes=memory_bytes,
+        overwrite=overwrite,
+        progress=True,
+    )
+    return {}
+
+
+def _build_tokenizer(pipe: Pipeline) -> tuple[Any, list[str]]:
+    from curate.stages import tokenize
+
+    t = dict(
+        take(pipe.tables["tokenizer"], {"inputs", "vocab_size", "max_docs", "max_chars", "min_frequency"}, "tokenizer")
+    )
+    inputs = t.pop("inputs", None) or [str(pipe.out("dedup"))]
+    # The pipeline's defaults: a smaller vocabulary than the command's, and no character cap.
+    t.setdefault("vocab_size", 8192)
+    t.setdefault("max_chars", None)
+    return from_dict(tokenize.TokenizeConfig, t, where="[tokenizer]").validate(), list(inputs)
+
+
+def _run_tokenizer(pipe: Pipeline, built: tuple[Any, list[str]], overwrite: bool, log: Log) -> dict[str, Any]:
+    from curate.stages import tokenize
+
+    config, inputs = built
+    info = tokenize.run(config, _context(pipe, "tokenizer", inputs, overwrite))
+    return {"vocab_size": info.get("vocab_size")}
+
+
+def _build_mix(pipe: Pipeline) -> Any:
+    from curate.stages import mix
+
+    t = dict(pipe.tables["mix"])
+    config_path = t.pop("config", None)
+    t.setdefault("tokenizer", str(pipe.out("tokenizer")))
+    t.setdefault("seed", pipe.seed)
+    t["output"] = str(pipe.out("mix"))
+    return mix.load_mix_config(config_path, t)
+
+
+def _run_mix(pipe: Pipeline, config: Any, overwrite: bool, log: Log) -> dict[str, Any]:
+    from curate.stages import mix
+
+    manifest = mix.run(config, _context(pipe, "mix", [], overwrite, log))
+    cutoff = manifest.get("training_cutoff") or {}
+    return {"training_cutoff": cutoff.get("max"), "cutoff_p99": cutoff.get("p99")}
+
+
+# --------------------------------------------------------------------------- training stages
+
+
+def _build_pretrain(pipe: Pipeline) -> Any:
+    from train.pretrain import PretrainConfig
+
+    t = dict(pipe.tables["pretrain"])
+    config_path = t.pop("config", None)
+    data = deep_merge(load_toml(config_path) if config_path else {}, t)
+    config = from_dict(PretrainConfig, data, where="[pretrain]")
+    config.validate()
+    config.model.build(vocab_size=256)  # the model settings are checked too
+    return config
+
+
+def _run_pretrain(pipe: Pipeline, config: Any, overwrite: bool, log: Log) -> dict[str, Any]:
+    from train.pretrain import pretrain
+
+    result = pretrain(
+        config,
+        pipe.out("mix"),
+        pipe.out("pretrain"),
+        tokenizer=str(pipe.out("tokenizer")),
+        overwrite=overwrite,
+        progress=True,
+        on_message=log,
+    )
+    return {
+        "first_loss": result.first_loss,
+        "last_loss": result.last_loss,
+        "val_loss": result.val_loss,
+        "steps": result.step,
+        "tokens_seen": result.tokens_seen,
+        "_stopped": result.status == "stopped",
+    }
+
+
+def _align_builder(stage: str, config_class: Callable[[], type], data_key: str) -> Callable[[Pipeline], Any]:
+    """``build`` of an alignment stage: its config (seed defaulting to the pipeline's) and the
+    required data file named by ``data_key``."""
+
+    def build(pipe: Pipeline) -> tuple[Any, str]:
+        t = dict(pipe.tables[stage])
+        data = t.pop(data_key, None)
+        if not data:
+            raise ConfigError(f"[{stage}]: {data_key!r} is required")
+        t.setdefault("seed", pipe.seed)
+        config = from_dict(config_class(), t, where=f"[{stage}]")
+        config.validate()
+        return config, data
+
+    return build
+
+
+def _metrics(result: Any, keys: dict[str, tuple[str, str]]) -> dict[str, Any]:
+    """Pick named metrics from a StageResult: note name -> (attribute, metric key)."""
+    notes: dict[str, Any] = {"_stopped": result.status == "stopped"}
+    for note, (attr, key) in keys.items():
+        value = getattr(result, attr, {}).get(key)
+        if value is not None:
+            notes[note] = value
+    return notes
+
+
+def _sft_config() -> type:
+    from train.sft import SFTConfig
+
+    return SFTConfig
+
+
+def _reward_config() -> type:
+    from train.reward import RewardConfig
+
+    return RewardConfig
+
+
+def _rlhf_config() -> type:
+    from train.rlhf import RLHFConfig
+
+    return RLHFConfig
+
+
+def _run_sft(pipe: Pipeline, built: tuple[Any, str], overwrite: bool, log: Log) -> dict[str, Any]:
+    from train.sft import sft
+
+    config, data = built
+    result = sft(
+        config, pipe.out("pretrain"), data, pipe.out("sft"), overwrite=overwrite, progress=True, on_message=log
+    )
+    return _metrics(
+        result, {"first_loss": ("first", "loss"), "last_loss": ("last", "loss"), "val_loss": ("eval", "val_loss")}
+    )
+
+
+def _run_reward(pipe: Pipeline, built: tuple[Any, str], overwrite: bool, log: Log) -> dict[str, Any]:
+    from train.reward import train_reward
+
+    config, data = built
+    result = train_reward(
+        config, pipe.out("sft"), data, pipe.out("reward"), overwrite=overwrite, progress=True, on_message=log
+    )
+    return _metrics(
+        result,
+        {
+            "final_loss": ("last", "loss"),
+            "val_accuracy_before": ("first_eval", "val_accuracy"),
+            "val_accuracy": ("eval", "val_accuracy"),
+        },
+    )
+
+
+def _run_rlhf(pipe: Pipeline, built: tuple[Any, str], overwrite: bool, log: Log) -> dict[str, Any]:
+    from train.rlhf import rlhf
+
+    config, prompts = built
+    result = rlhf(
+        config,
+        pipe.out("sft"),
+        prompts,
+        pipe.out("rlhf"),
+        reward=pipe.out("reward"),
+        overwrite=overwrite,
+        progress=True,
+        on_message=log,
+    )
+    return _metrics(
+        result,
+        {"reward_before": ("first_eval", "val_score"), "reward_after": ("eval", "val_score"), "kl": ("eval", "val_kl")},
+    )
+
+
+STAGES: list[Stage] = [
+    Stage("crawl", "crawl", _build_crawl, _run_crawl),
+    Stage("filter", "filter", _build_filter, _run_filter),
+    Stage("dedup", "dedup", _build_dedup, _run_dedup),
+    Stage("tokenizer", "tokenizer", _build_tokenizer, _run_tokenizer),
+    Stage("mix", "mix", _build_mix, _run_mix),
+    Stage("pretrain", "ckpt/base", _build_pretrain, _run_pretrain),
+    Stage("sft", "ckpt/sft", _align_builder("sft", _sft_config, "data"), _run_sft),
+    Stage("reward", "ckpt/rm", _align_builder("reward", _reward_config, "data"), _run_reward),
+    Stage("rlhf", "ckpt/rlhf", _align_builder("rlhf", _rlhf_config, "prompts"), _run_rlhf),
+]
+STAGE_NAMES = [s.name for s in STAGES]
+OUTPUT_DIRS = {s.name: s.output for s in STAGES}
