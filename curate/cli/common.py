@@ -1,7 +1,9 @@
-"""Options and helpers shared by the sub-command modules."""
+"""Options and helpers shared by the sub-command modules, and the lazy command group."""
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
 from collections.abc import Callable
 from typing import Any
 
@@ -70,3 +72,40 @@ def engine_options(f: Callable) -> Callable:
         show_default=True,
         help="Run on local worker processes, or as Ray tasks (needs the `ray` extra).",
     )(f)
+
+
+class LazyGroup(click.Group):
+    """A group whose sub-commands are named ``"module:attribute"`` and imported on first use
+    (so ``curate crawl`` never imports torch), and which turns every
+    :class:`~curate.core.errors.CurateError` into a one-line ``error: ...`` and its exit code."""
+
+    def __init__(self, *args: Any, lazy_commands: dict[str, str] | None = None, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.lazy_commands = dict(lazy_commands or {})
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        available = [n for n, target in self.lazy_commands.items() if _importable(target)]
+        return available + sorted(set(super().list_commands(ctx)) - set(available))
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        target = self.lazy_commands.get(name)
+        if target is None:
+            return super().get_command(ctx, name)
+        if not _importable(target):
+            return None
+        module_name, attr = target.split(":")
+        return getattr(importlib.import_module(module_name), attr)
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except CurateError as exc:
+            click.echo(f"error: {exc}", err=True)
+            ctx.exit(exc.exit_code)
+        except KeyboardInterrupt:
+            click.echo("interrupted: completed work is kept; rerun the same command to resume", err=True)
+            ctx.exit(130)
+
+
+def _importable(target: str) -> bool:
+    return importlib.util.find_spec(target.split(":")[0]) is not None

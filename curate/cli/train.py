@@ -1,15 +1,14 @@
-"""``curate train ...`` and ``curate generate``: thin wrappers over the ``train`` package.
+"""``curate train ...``: thin wrappers over the ``train`` package.
 
-Sub-commands are registered by name -> "module:attribute" below and imported on use, so the
+Sub-commands are registered by name -> "module:attribute" and imported on use, so the
 pretraining and the alignment commands can live in separate modules.
 """
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
-
 import click
+
+from curate.cli.common import LazyGroup
 
 TRAIN_COMMANDS: dict[str, str] = {
     "pretrain": "curate.cli.train_pretrain:pretrain",
@@ -23,32 +22,6 @@ TRAIN_COMMANDS: dict[str, str] = {
 }
 
 
-class _TrainGroup(click.Group):
-    def list_commands(self, ctx: click.Context) -> list[str]:
-        return [n for n, t in TRAIN_COMMANDS.items() if importlib.util.find_spec(t.split(":")[0])]
-
-    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
-        target = TRAIN_COMMANDS.get(name)
-        if target is None or importlib.util.find_spec(target.split(":")[0]) is None:
-            return None
-        module, attr = target.split(":")
-        return getattr(importlib.import_module(module), attr)
-
-
-@click.group(cls=_TrainGroup)
+@click.group(cls=LazyGroup, lazy_commands=TRAIN_COMMANDS)
 def train() -> None:
     """Train models on the mix: pretrain, sft, reward, rlhf, dpo; estimate costs."""
-
-
-def _generate_command() -> click.Command:
-    module = "curate.cli.train_pretrain"
-    if importlib.util.find_spec(module) is None:
-        return None  # type: ignore[return-value]
-    return importlib.import_module(module).generate
-
-
-def __getattr__(name: str):
-    # `generate` is defined with the pretraining commands; resolved lazily.
-    if name == "generate":
-        return _generate_command()
-    raise AttributeError(name)

@@ -5,7 +5,7 @@ unit conversions, the capitals of a small invented world (kept consistent across
 definitions of data-pipeline terms, weekdays and word games. Deterministic: rerunning
 rewrites byte-identical files.
 
-    python samples/make_align_samples.py          # writes next to this script
+    python tools/make_align_samples.py          # writes into samples/
 
 ``comparisons.jsonl`` pairs a correct, complete, polite answer (chosen) with one that is
 wrong, cut short or rude (rejected); ``reason`` says which, so the preference is learnable.
@@ -17,7 +17,7 @@ import json
 import random
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
+HERE = Path(__file__).resolve().parent.parent / "samples"  # where the samples live
 SEED = 20261128
 
 # An invented world, so "facts" can be checked against this file and nothing else.
@@ -231,6 +231,8 @@ def main() -> None:
                 "chosen": chosen,
                 "rejected": rejected,
                 "rater": "template",
+                # The label this file was first published with (it lived in samples/ then); kept so
+                # that a rerun reproduces samples/comparisons.jsonl byte for byte.
                 "source": "samples/make_align_samples.py",
                 "reason": {
                     "wrong": "rejected answer is wrong",

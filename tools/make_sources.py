@@ -4,7 +4,7 @@ Everything here is written for this project: sentences are composed from the ban
 a fixed seed, so running the script again gives byte-identical files. (samples/code/ holds
 small hand-written programs and is not generated.)
 
-    python samples/make_sources.py          # rewrites samples/books, papers, conversations
+    python tools/make_sources.py          # rewrites samples/books, papers, conversations
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import random
 from datetime import date, timedelta
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
+HERE = Path(__file__).resolve().parent.parent / "samples"  # where the samples live
 SEED = 20261128
 
 # --- books: short stories --------------------------------------------------------------

@@ -7,7 +7,7 @@ complete and gives an example, the other is wrong, vague or cut short; which one
 ``response_1`` alternates by a fixed seed. Two pairs carry HTML and a ``<script>`` in the text,
 to show that the page prints such answers as text. Deterministic: rerunning rewrites the same file.
 
-    python samples/make_pairs.py            # writes samples/pairs.parquet
+    python tools/make_pairs.py            # writes samples/pairs.parquet
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-HERE = Path(__file__).resolve().parent
+HERE = Path(__file__).resolve().parent.parent / "samples"  # where the samples live
 sys.path.insert(0, str(HERE.parent))
 from curate.core.comparisons import PAIRS_SCHEMA  # noqa: E402
 
@@ -102,6 +102,8 @@ def build() -> pa.Table:
                 "prompt": prompt,
                 "response_1": first,
                 "response_2": second,
+                # The label first published (the script lived in samples/): a rerun reproduces
+                # samples/pairs.parquet byte for byte.
                 "model": "samples/make_pairs.py",
                 "meta": json.dumps({"index": index, "better": 1 if first == better else 2}, sort_keys=True),
             }

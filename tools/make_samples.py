@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Write samples/warc/: small web archives for trying `curate crawl` and the later stages.
 
-    python samples/make_samples.py            # rewrites samples/warc/*
+    python tools/make_samples.py            # rewrites samples/warc/*
 
 Deterministic: a fixed seed, fixed WARC dates and record ids, and gzip members without
 timestamps, so running it twice gives byte-identical files. The page texts are generated
@@ -43,7 +43,7 @@ import brotli
 from warcio.warcwriter import WARCWriter
 
 SEED = 20241128
-OUT = Path(__file__).resolve().parent / "warc"
+OUT = Path(__file__).resolve().parent.parent / "samples" / "warc"
 CRAWL_NAME = "CURATE-SAMPLES-2024"
 
 # ---- sentence banks (written for this project) -----------------------------------------------
@@ -535,6 +535,7 @@ class Archive:
         self.w = WARCWriter(self.fh, gzip=True)
         self.b = b
         info = (
+            # The script's first published path (it lived in samples/): a rerun gives the same bytes.
             f"software: curate samples/make_samples.py\r\nformat: WARC File Format 1.0\r\n"
             f"isPartOf: {CRAWL_NAME}\r\ndescription: synthetic pages written for the curate project\r\n"
         ).encode()

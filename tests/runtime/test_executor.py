@@ -1,0 +1,94 @@
+"""curate.runtime.executor: ordered and unordered maps on local processes and Ray, progress
+from workers, one-line errors, no global engine."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import pytest
+
+from curate.core.errors import CurateError
+from curate.core.progress import Progress
+from curate.runtime import executor as executor_mod
+from curate.runtime.executor import Executor
+
+
+def square_after_a_pause(x: int) -> int:
+    """Later items finish first (so an ordered map must reorder)."""
+    import time
+
+    time.sleep(0.02 * (5 - x % 5))
+    executor_mod.report(items=1, units=x)
+    return x * x
+
+
+def whoami(_: int) -> int:
+    return os.getpid()
+
+
+def fails_on_three(x: int) -> int:
+    if x == 3:
+        raise OSError("no such file: /shared/work/x.bin")
+    return x
+
+
+def test_unknown_engine_and_bad_worker_count_are_one_line_errors():
+    with pytest.raises(CurateError, match="unknown engine 'spark'; use 'local' or 'ray'"):
+        Executor("spark")
+    with pytest.raises(CurateError, match="workers must be at least 1"):
+        Executor("local", 0)
+
+
+@pytest.mark.parametrize("workers", [1, 3])
+def test_local_map_orders_results_and_collects_progress(workers):
+    ex = Executor("local", workers)
+    progress = Progress("test", enabled=False)
+    assert list(ex.map(square_after_a_pause, range(10), progress=progress)) == [x * x for x in range(10)]
+    # Counts reported inside the workers reach the progress in this process.
+    assert progress.counters["items"] == 10 and progress.counters["units"] == sum(range(10))
+    unordered = list(ex.map(square_after_a_pause, range(10), ordered=False))
+    assert sorted(unordered) == [x * x for x in range(10)]
+
+
+def test_several_workers_are_other_processes_and_one_worker_is_this_one():
+    assert set(Executor("local", 1).map(whoami, range(3))) == {os.getpid()}
+    pids = set(Executor("local", 2).map(whoami, range(6)))
+    assert os.getpid() not in pids and 1 <= len(pids) <= 2
+
+
+def test_closing_a_map_early_releases_the_workers():
+    mapped = Executor("local", 2).map(square_after_a_pause, range(50))
+    assert next(mapped) == 0
+    mapped.close()  # terminates the pool; nothing hangs
+
+
+def test_an_exception_in_a_local_worker_reaches_the_caller():
+    with pytest.raises(OSError, match="no such file"):
+        list(Executor("local", 2).map(fails_on_three, range(6)))
+
+
+@pytest.fixture(scope="module")
+def ray_executor():
+    ray = pytest.importorskip("ray")
+    # Ray workers cannot import a test module by name: ship this module's functions by value.
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    ex = Executor("ray", 2)
+    with ex.session():
+        yield ex
+
+
+def test_ray_map_gives_the_local_results_in_order(ray_executor):
+    items = list(range(12))
+    assert list(ray_executor.map(square_after_a_pause, items, in_flight=3)) == [x * x for x in items]
+    assert sorted(ray_executor.map(square_after_a_pause, items, ordered=False)) == [x * x for x in items]
+    assert ray_executor.cluster_cpus() >= 1
+
+
+def test_a_failed_ray_task_is_one_line_naming_the_function_and_storage(ray_executor):
+    with pytest.raises(CurateError) as err:
+        list(ray_executor.map(fails_on_three, range(6)))
+    message = str(err.value)
+    assert "\n" not in message and err.value.exit_code == 1
+    assert "a Ray task (fails_on_three) failed: OSError" in message
+    assert "storage every node of the cluster sees" in message
