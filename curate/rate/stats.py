@@ -108,10 +108,29 @@ def compute_stats(directory: str | os.PathLike) -> dict[str, Any]:
         row["assigned"] = assignment.total(rater) if rater in assignment.queues else None
 
     overlapping = {p: labels for p, labels in labels_by_pair.items() if len(labels) >= 2}
+    pairwise, pooled = _agreement(sorted(per_rater), overlapping)
+    return {
+        "log_lines": report.lines,
+        "bad_lines": report.bad_lines,
+        "ratings": len(latest),
+        "pairs_ready": len(pair_ids),
+        "overlap": assignment.overlap,
+        "raters": dict(sorted(per_rater.items())),
+        "overlap_pairs_rated": len(overlapping),
+        "agreement": pairwise,
+        "agreement_pooled": pooled,
+    }
+
+
+def _agreement(
+    raters: list[str], overlapping: dict[str, dict[str, Hashable]]
+) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
+    """Agreement and Cohen's kappa for every pair of raters on the pairs both rated, and pooled
+    over all such comparisons."""
     pairwise: list[dict[str, Any]] = []
     pooled_1: list[Hashable] = []
     pooled_2: list[Hashable] = []
-    for r1, r2 in combinations(sorted(per_rater), 2):
+    for r1, r2 in combinations(raters, 2):
         common = [p for p, labels in overlapping.items() if r1 in labels and r2 in labels]
         if not common:
             continue
@@ -136,17 +155,7 @@ def compute_stats(directory: str | os.PathLike) -> dict[str, Any]:
             "agreement": sum(a == b for a, b in zip(pooled_1, pooled_2)) / len(pooled_1),
             "kappa": cohen_kappa(both_1, both_2),
         }
-    return {
-        "log_lines": report.lines,
-        "bad_lines": report.bad_lines,
-        "ratings": len(latest),
-        "pairs_ready": len(pair_ids),
-        "overlap": assignment.overlap,
-        "raters": dict(sorted(per_rater.items())),
-        "overlap_pairs_rated": len(overlapping),
-        "agreement": pairwise,
-        "agreement_pooled": pooled,
-    }
+    return pairwise, pooled
 
 
 def _fmt(value: float | None, spec: str) -> str:

@@ -206,3 +206,13 @@ def plan_mix(cfg: MixConfig, counted: list[SourceCount]) -> tuple[list[SourcePla
     if cfg.strict and (short or planned < budget):
         raise CurateError("--strict: " + "; ".join(n for n in notes if "weights sum" not in n))
     return plans, notes
+
+
+@dataclass
+class Planned:
+    """Passes 1 and 2 done: what every source holds and what the mix takes from it."""
+
+    tokenizer: Tokenizer
+    counted: list[SourceCount]
+    plans: list[SourcePlan]
+    notes: list[str]

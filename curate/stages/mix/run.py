@@ -39,57 +39,27 @@ from __future__ import annotations
 import math
 import os
 import shutil
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from curate.core.accounting import Stats
 from curate.core.errors import CurateError
-from curate.core.manifest import build_manifest, config_hash
+from curate.core.manifest import config_hash
 from curate.core.progress import Progress
 from curate.core.shards import ShardInfo
-from curate.core.tokenizer import Tokenizer, load_tokenizer
+from curate.core.tokenizer import load_tokenizer
 from curate.runtime.output import OutputDir
 from curate.runtime.stage import StageContext
 from curate.stages.mix.config import MixConfig
-from curate.stages.mix.plan import SourceCount, SourcePlan, count_source, crc_ids, plan_mix, source_reader
-from curate.stages.mix.shuffle import ROW_OVERHEAD, TOKENS_DIR, Buckets, Cutoff, OutputWriter, shuffle_keys
+from curate.stages.mix.plan import Planned, SourceCount, SourcePlan, count_source, crc_ids, plan_mix, source_reader
+from curate.stages.mix.report import STAGE, plan_report
+from curate.stages.mix.report import manifest as build_mix_manifest
+from curate.stages.mix.shuffle import ROW_OVERHEAD, TOKENS_DIR, Buckets, OutputWriter, Realized, Selected, shuffle_keys
 
-STAGE = "mix"
 STATE_FILE = "mix-state.json"  # under .curate/
 BUCKET_DIR = ".curate/buckets"
-
-
-@dataclass
-class _Realized:
-    tokens: int = 0
-    rows: int = 0
-    docs: int = 0
-    chars: int = 0  # of rows, repeats included
-    doc_chars: int = 0  # of distinct documents
-
-
-@dataclass
-class _Planned:
-    """Passes 1 and 2 done: what every source holds and what the mix takes from it."""
-
-    tokenizer: Tokenizer
-    counted: list[SourceCount]
-    plans: list[SourcePlan]
-    notes: list[str]
-
-
-@dataclass
-class _Selected:
-    """What pass 2 put into the buckets."""
-
-    stats: Stats = field(default_factory=Stats)
-    realized: dict[str, _Realized] = field(default_factory=dict)
-    cutoff: Cutoff = field(default_factory=Cutoff)
-    inputs: list[dict[str, Any]] = field(default_factory=list)
 
 
 # --------------------------------------------------------------------------- entry points
@@ -98,7 +68,7 @@ class _Selected:
 def plan(config: MixConfig, ctx: StageContext) -> dict[str, Any]:
     """Count and plan only: the shares, epochs and notes the mix would realize (writes nothing)."""
     planned = _count_and_plan(config, ctx)
-    return _plan_report(config, planned)
+    return plan_report(config, planned)
 
 
 def run(config: MixConfig, ctx: StageContext) -> dict[str, Any]:
@@ -127,7 +97,7 @@ def run(config: MixConfig, ctx: StageContext) -> dict[str, Any]:
         shutil.rmtree(out.path / BUCKET_DIR, ignore_errors=True)
         raise
     shutil.rmtree(out.path / BUCKET_DIR, ignore_errors=True)
-    manifest = _manifest(config, planned, selected, shards, writer, n_buckets)
+    manifest = build_mix_manifest(config, planned, selected, shards, writer, n_buckets)
     out.commit(manifest)
     return manifest
 
@@ -135,7 +105,7 @@ def run(config: MixConfig, ctx: StageContext) -> dict[str, Any]:
 # --------------------------------------------------------------------------- passes
 
 
-def _count_and_plan(cfg: MixConfig, ctx: StageContext) -> _Planned:
+def _count_and_plan(cfg: MixConfig, ctx: StageContext) -> Planned:
     """Pass 1 (token counts per document of every source) and the plan built on it."""
     cfg.validate()
     tokenizer = load_tokenizer(cfg.tokenizer)
@@ -155,7 +125,7 @@ def _count_and_plan(cfg: MixConfig, ctx: StageContext) -> _Planned:
         ctx.log(f"note: {note}")
     if sum(c.docs for c in counted) == 0:
         raise CurateError("no usable documents in any source (all inputs empty or unreadable)")
-    return _Planned(tokenizer, counted, plans, notes)
+    return Planned(tokenizer, counted, plans, notes)
 
 
 def _prepare_output(out: OutputDir, chash: str, fingerprint: list[Any], overwrite: bool) -> dict[str, Any] | None:
@@ -187,7 +157,7 @@ def _fingerprint(counted_files: list[tuple[str, list[str]]]) -> list[Any]:
     return out
 
 
-def _bucket_sizes(cfg: MixConfig, planned: _Planned) -> tuple[int, int]:
+def _bucket_sizes(cfg: MixConfig, planned: Planned) -> tuple[int, int]:
     """Bucket count (so one bucket, sorted in memory, stays within shuffle_memory) and the
     bytes a bucket buffers before it is flushed to its file."""
     planned_bytes = 0
@@ -200,10 +170,10 @@ def _bucket_sizes(cfg: MixConfig, planned: _Planned) -> tuple[int, int]:
     return n_buckets, flush_bytes
 
 
-def _scatter(cfg: MixConfig, planned: _Planned, buckets: Buckets, show_progress: bool) -> _Selected:
+def _scatter(cfg: MixConfig, planned: Planned, buckets: Buckets, show_progress: bool) -> Selected:
     """Pass 2: read every source again and scatter the selected rows (with their repeats)
     into the buckets, each with its shuffle key."""
-    selected = _Selected(realized={p.name: _Realized() for p in planned.plans})
+    selected = Selected(realized={p.name: Realized() for p in planned.plans})
     total_docs = sum(c.docs for c in planned.counted)
     progress = Progress("mix: selecting", total=total_docs, unit="docs", enabled=None if show_progress else False)
     for src_index, (c, plan) in enumerate(zip(planned.counted, planned.plans)):
@@ -241,7 +211,7 @@ def _scatter_table(
     table: pa.Table,
     offset: int,
     buckets: Buckets,
-    selected: _Selected,
+    selected: Selected,
 ) -> None:
     """The rows of one table of a source that the plan selects, repeated once per epoch."""
     n = table.num_rows
@@ -293,131 +263,3 @@ def _gather(buckets: Buckets, writer: OutputWriter, n_buckets: int, show_progres
     shards = writer.close()
     progress.close()
     return shards
-
-
-# --------------------------------------------------------------------------- manifest
-
-
-def _source_entry(c: SourceCount, p: SourcePlan, tokens: int, docs: int, rows: int, total: int) -> dict[str, Any]:
-    """The fields a source has in the plan report and the manifest alike."""
-    return {
-        "name": p.name,
-        "weight": p.weight,
-        "share_requested": round(p.share_requested, 6),
-        "share_realized": round(tokens / total, 6) if total else 0.0,
-        "tokens_requested": int(round(p.tokens_requested)),
-        "tokens_target": p.tokens_target,
-        "tokens": tokens,
-        "tokens_available": c.tokens,
-        "docs_available": c.docs,
-        "docs": docs,
-        "rows": rows,
-        "epochs": round(tokens / c.tokens, 4) if c.tokens else 0.0,
-        "max_epochs": p.max_epochs,
-        "capped": p.capped,
-        "shortfall_tokens": max(0, int(round(p.tokens_requested)) - p.tokens_target),
-        "read": c.stats.read,
-        "rejected": dict(c.stats.rejected),
-        "errors": dict(c.stats.errors),
-    }
-
-
-def _manifest(
-    cfg: MixConfig,
-    planned: _Planned,
-    selected: _Selected,
-    shards: list[ShardInfo],
-    writer: OutputWriter,
-    n_buckets: int,
-) -> dict[str, Any]:
-    realized = selected.realized
-    stats = selected.stats
-    stats.chars["kept"] = sum(r.doc_chars for r in realized.values())
-    total_tokens = sum(r.tokens for r in realized.values())
-    sources_json = []
-    for c, p in zip(planned.counted, planned.plans):
-        r = realized[p.name]
-        entry = _source_entry(c, p, r.tokens, r.docs, r.rows, total_tokens)
-        sources_json.append({**entry, "paths": c.spec.paths, "files": len(c.files), "chars": r.chars})
-    extra: dict[str, Any] = {
-        "complete": True,
-        "inputs_failed": 0,
-        "seed": cfg.seed,
-        "tokenizer": planned.tokenizer.describe(),
-        "tokens": {
-            "budget": cfg.budget,
-            "realized": total_tokens,
-            "rows": sum(r.rows for r in realized.values()),
-            "rule": "each source takes whole epochs, then documents in a seeded random order until its "
-            "target is reached; the last document taken may overshoot by less than its length",
-        },
-        "sources": sources_json,
-        "training_cutoff": selected.cutoff.to_json(),
-        "notes": planned.notes,
-        "shuffle": {"buckets": n_buckets, "key": "splitmix64(seed, source, position, epoch)"},
-        "upstream": sorted(
-            {
-                p
-                for c in planned.counted
-                for p in c.spec.paths
-                if os.path.isdir(p) and os.path.exists(os.path.join(p, "manifest.json"))
-            }
-        ),
-    }
-    if cfg.pretokenize:
-        extra["pretokenized"] = {
-            "dir": TOKENS_DIR,
-            "dtype": np.dtype(writer.dtype).name,
-            "byteorder": "little",
-            "eot_id": planned.tokenizer.eot_id,
-            "layout": "per shard, one flat array: each row's token ids in row order, each followed by eot_id "
-            "(so a shard holds sum(n_tokens) + rows ids)",
-            "files": writer.token_files,
-        }
-    return build_manifest(STAGE, cfg.to_json(), selected.inputs, stats, {"": shards}, extra=extra)
-
-
-def _plan_report(cfg: MixConfig, planned: _Planned) -> dict[str, Any]:
-    total = sum(p.tokens_planned for p in planned.plans)
-    return {
-        "stage": "mix-plan",
-        "tokenizer": planned.tokenizer.describe(),
-        "seed": cfg.seed,
-        "tokens": {"budget": cfg.budget, "realized": total},
-        "notes": planned.notes,
-        "sources": [
-            _source_entry(c, p, p.tokens_planned, p.docs_selected, p.rows_planned, total)
-            for c, p in zip(planned.counted, planned.plans)
-        ],
-    }
-
-
-def summarize_mix(manifest: dict[str, Any]) -> str:
-    """Human lines: one per source, then totals and the training cutoff."""
-    lines = []
-    t = manifest["tokens"]
-    lines.append(
-        f"{manifest['stage']}: {t['realized']:,} tokens (budget {t['budget']:,}), "
-        f"tokenizer {manifest['tokenizer']['name']}, seed {manifest['seed']}"
-    )
-    lines.append(f"  {'source':<16}{'requested':>10}{'realized':>10}{'tokens':>14}{'docs':>9}{'rows':>9}{'epochs':>8}")
-    for s in manifest["sources"]:
-        flag = "  capped" if s["capped"] else ""
-        lines.append(
-            f"  {s['name']:<16}{100 * s['share_requested']:>9.2f}%{100 * s['share_realized']:>9.2f}%"
-            f"{s['tokens']:>14,}{s['docs']:>9,}{s['rows']:>9,}{s['epochs']:>8.2f}{flag}"
-        )
-        errors = sum(s["errors"].values())
-        if errors:
-            lines.append(
-                f"    {errors:,} unreadable record(s): " + ", ".join(f"{k}={v}" for k, v in sorted(s["errors"].items()))
-            )
-    cut = manifest.get("training_cutoff")
-    if cut:
-        lines.append(
-            f"  training cutoff: max {cut['max']}, p99 {cut['p99']} "
-            f"({cut['undated_docs']:,} undated document(s) ignored)"
-        )
-    if manifest.get("shards") is not None and manifest["stage"] == "mix":
-        lines.append(f"  {len(manifest['shards'])} shard(s), {manifest['tokens']['rows']:,} rows")
-    return "\n".join(lines)

@@ -14,6 +14,7 @@ import math
 import os
 import zlib
 from collections import Counter
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.ipc as ipc
 
+from curate.core.accounting import Stats
 from curate.core.document import SCHEMA
 from curate.core.files import sha256_file
 from curate.core.shards import ShardInfo, ShardWriter
@@ -288,3 +290,22 @@ class Cutoff:
         out["min"] = self._iso(self.min_us)
         out["p99"] = self._iso(max(self.min_us, p99_hour * self.HOUR_US)) if p99_hour is not None else None
         return out
+
+
+@dataclass
+class Realized:
+    tokens: int = 0
+    rows: int = 0
+    docs: int = 0
+    chars: int = 0  # of rows, repeats included
+    doc_chars: int = 0  # of distinct documents
+
+
+@dataclass
+class Selected:
+    """What pass 2 put into the buckets."""
+
+    stats: Stats = field(default_factory=Stats)
+    realized: dict[str, Realized] = field(default_factory=dict)
+    cutoff: Cutoff = field(default_factory=Cutoff)
+    inputs: list[dict[str, Any]] = field(default_factory=list)

@@ -1,0 +1,141 @@
+"""The mix's manifest, its plan report (``--plan``) and the summary lines printed after a run."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import numpy as np
+
+from curate.core.manifest import build_manifest
+from curate.core.shards import ShardInfo
+from curate.stages.mix.config import MixConfig
+from curate.stages.mix.plan import Planned, SourceCount, SourcePlan
+from curate.stages.mix.shuffle import TOKENS_DIR, OutputWriter, Selected
+
+STAGE = "mix"  # the stage name in manifests and state
+
+
+def source_entry(c: SourceCount, p: SourcePlan, tokens: int, docs: int, rows: int, total: int) -> dict[str, Any]:
+    """The fields a source has in the plan report and the manifest alike."""
+    return {
+        "name": p.name,
+        "weight": p.weight,
+        "share_requested": round(p.share_requested, 6),
+        "share_realized": round(tokens / total, 6) if total else 0.0,
+        "tokens_requested": int(round(p.tokens_requested)),
+        "tokens_target": p.tokens_target,
+        "tokens": tokens,
+        "tokens_available": c.tokens,
+        "docs_available": c.docs,
+        "docs": docs,
+        "rows": rows,
+        "epochs": round(tokens / c.tokens, 4) if c.tokens else 0.0,
+        "max_epochs": p.max_epochs,
+        "capped": p.capped,
+        "shortfall_tokens": max(0, int(round(p.tokens_requested)) - p.tokens_target),
+        "read": c.stats.read,
+        "rejected": dict(c.stats.rejected),
+        "errors": dict(c.stats.errors),
+    }
+
+
+def manifest(
+    cfg: MixConfig,
+    planned: Planned,
+    selected: Selected,
+    shards: list[ShardInfo],
+    writer: OutputWriter,
+    n_buckets: int,
+) -> dict[str, Any]:
+    realized = selected.realized
+    stats = selected.stats
+    stats.chars["kept"] = sum(r.doc_chars for r in realized.values())
+    total_tokens = sum(r.tokens for r in realized.values())
+    sources_json = []
+    for c, p in zip(planned.counted, planned.plans):
+        r = realized[p.name]
+        entry = source_entry(c, p, r.tokens, r.docs, r.rows, total_tokens)
+        sources_json.append({**entry, "paths": c.spec.paths, "files": len(c.files), "chars": r.chars})
+    extra: dict[str, Any] = {
+        "complete": True,
+        "inputs_failed": 0,
+        "seed": cfg.seed,
+        "tokenizer": planned.tokenizer.describe(),
+        "tokens": {
+            "budget": cfg.budget,
+            "realized": total_tokens,
+            "rows": sum(r.rows for r in realized.values()),
+            "rule": "each source takes whole epochs, then documents in a seeded random order until its "
+            "target is reached; the last document taken may overshoot by less than its length",
+        },
+        "sources": sources_json,
+        "training_cutoff": selected.cutoff.to_json(),
+        "notes": planned.notes,
+        "shuffle": {"buckets": n_buckets, "key": "splitmix64(seed, source, position, epoch)"},
+        "upstream": sorted(
+            {
+                p
+                for c in planned.counted
+                for p in c.spec.paths
+                if os.path.isdir(p) and os.path.exists(os.path.join(p, "manifest.json"))
+            }
+        ),
+    }
+    if cfg.pretokenize:
+        extra["pretokenized"] = {
+            "dir": TOKENS_DIR,
+            "dtype": np.dtype(writer.dtype).name,
+            "byteorder": "little",
+            "eot_id": planned.tokenizer.eot_id,
+            "layout": "per shard, one flat array: each row's token ids in row order, each followed by eot_id "
+            "(so a shard holds sum(n_tokens) + rows ids)",
+            "files": writer.token_files,
+        }
+    return build_manifest(STAGE, cfg.to_json(), selected.inputs, stats, {"": shards}, extra=extra)
+
+
+def plan_report(cfg: MixConfig, planned: Planned) -> dict[str, Any]:
+    total = sum(p.tokens_planned for p in planned.plans)
+    return {
+        "stage": "mix-plan",
+        "tokenizer": planned.tokenizer.describe(),
+        "seed": cfg.seed,
+        "tokens": {"budget": cfg.budget, "realized": total},
+        "notes": planned.notes,
+        "sources": [
+            source_entry(c, p, p.tokens_planned, p.docs_selected, p.rows_planned, total)
+            for c, p in zip(planned.counted, planned.plans)
+        ],
+    }
+
+
+def summarize_mix(manifest: dict[str, Any]) -> str:
+    """Human lines: one per source, then totals and the training cutoff."""
+    lines = []
+    t = manifest["tokens"]
+    lines.append(
+        f"{manifest['stage']}: {t['realized']:,} tokens (budget {t['budget']:,}), "
+        f"tokenizer {manifest['tokenizer']['name']}, seed {manifest['seed']}"
+    )
+    lines.append(f"  {'source':<16}{'requested':>10}{'realized':>10}{'tokens':>14}{'docs':>9}{'rows':>9}{'epochs':>8}")
+    for s in manifest["sources"]:
+        flag = "  capped" if s["capped"] else ""
+        lines.append(
+            f"  {s['name']:<16}{100 * s['share_requested']:>9.2f}%{100 * s['share_realized']:>9.2f}%"
+            f"{s['tokens']:>14,}{s['docs']:>9,}{s['rows']:>9,}{s['epochs']:>8.2f}{flag}"
+        )
+        errors = sum(s["errors"].values())
+        if errors:
+            lines.append(
+                f"    {errors:,} unreadable record(s): " + ", ".join(f"{k}={v}" for k, v in sorted(s["errors"].items()))
+            )
+    cut = manifest.get("training_cutoff")
+    if cut:
+        lines.append(
+            f"  training cutoff: max {cut['max']}, p99 {cut['p99']} "
+            f"({cut['undated_docs']:,} undated document(s) ignored)"
+        )
+    if manifest.get("shards") is not None and manifest["stage"] == "mix":
+        lines.append(f"  {len(manifest['shards'])} shard(s), {manifest['tokens']['rows']:,} rows")
+    return "\n".join(lines)
