@@ -409,10 +409,17 @@ def _strip(value: Any) -> Any:
     return value
 
 
-def _mask(text: str) -> str:
+def _mask_values(text: str) -> str:
+    """Durations, rates and clock times masked."""
     for pattern, repl in _MASKS:
         text = pattern.sub(repl, text)
     return text
+
+
+def _mask(text: str, root: str | None = None) -> str:
+    """A command's output with :func:`_mask_values`, the checkout's path as ``<root>`` (a command
+    may print an absolute path) and runs of spaces as one (a column widens with a longer time)."""
+    return re.sub(r" {2,}", " ", _mask_values(text.replace(root or str(ROOT), "<root>")))
 
 
 def _tensor_digest(path: Path) -> str:
@@ -461,7 +468,7 @@ def digest(path: Path) -> str:
         lines = [json.dumps(_strip(json.loads(line)), sort_keys=True) for line in data.decode().splitlines() if line]
         return "jsonl:" + hashlib.sha256("\n".join(lines).encode()).hexdigest()
     if name.endswith(".html"):
-        return "html:" + hashlib.sha256(_mask(data.decode("utf-8", "replace")).encode()).hexdigest()
+        return "html:" + hashlib.sha256(_mask_values(data.decode("utf-8", "replace")).encode()).hexdigest()
     return hashlib.sha256(data).hexdigest()
 
 
@@ -488,11 +495,12 @@ def snapshot(only: set[str] | None = None) -> dict[str, Any]:
     for path in sorted(Path(g).rglob("*")):
         if path.is_file() and not path.name.endswith(".tmp") and path.name != "lock":
             files[str(path.relative_to(g))] = digest(path)
-    return {"runs": runs, "files": files}
+    return {"root": str(ROOT), "runs": runs, "files": files}
 
 
 def compare(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     problems = []
+    old_root = old.get("root", "/work/main")  # snapshots without the field were recorded there
     for name in sorted(set(old["runs"]) | set(new["runs"])):
         a, b = old["runs"].get(name), new["runs"].get(name)
         if a is None or b is None:
@@ -500,7 +508,8 @@ def compare(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
             continue
         for key in ("exit", "stdout", "stderr"):
             if key != "exit":  # masks added since the snapshot was recorded apply to it too
-                a[key], b[key] = [_mask(line) for line in a[key]], [_mask(line) for line in b[key]]
+                a[key] = [_mask(line, old_root) for line in a[key]]
+                b[key] = [_mask(line) for line in b[key]]
             if a[key] != b[key]:
                 diff = (
                     "\n".join(difflib.unified_diff(a[key], b[key], "old", "new", lineterm="", n=1))
