@@ -1,8 +1,10 @@
-"""From the bytes of an HTTP payload to Unicode text: transfer/content decoding and charsets.
+"""From an HTTP response block to Unicode text: status and headers, content codings, charsets.
 
-Two pure steps, each usable on its own (:mod:`curate.stages.crawl.extract` takes over from the
+Three pure steps, each usable on its own (:mod:`curate.stages.crawl.extract` takes over from the
 text):
 
+* :func:`parse_http` reads the status line and headers at the start of a ``response`` record's
+  block and says where the payload starts (bare LF line ends tolerated).
 * :func:`decode_payload` undoes ``Transfer-Encoding: chunked`` and ``Content-Encoding``
   (gzip, deflate, brotli; stacked encodings in reverse order). A payload cut short keeps what
   decodes.
@@ -17,6 +19,7 @@ from __future__ import annotations
 import codecs
 import re
 import zlib
+from dataclasses import dataclass, field
 
 try:  # brotli is a dependency, but a broken install should only cost brotli pages
     import brotli  # type: ignore
@@ -26,6 +29,50 @@ except ImportError:  # pragma: no cover
 
 class DecodeError(Exception):
     """A payload whose content encoding cannot be undone (reason in ``args[0]``)."""
+
+
+# ---- the HTTP response head ---------------------------------------------------------------------
+
+
+@dataclass
+class HttpResponse:
+    """Status line and headers of an HTTP response block, and where its body starts."""
+
+    status: int | None
+    headers: dict[str, str] = field(default_factory=dict)
+    body_offset: int = 0
+
+
+def parse_http(block: bytes) -> HttpResponse | None:
+    """Parse the HTTP status line and headers at the start of a response block; None when the
+    block does not start with an HTTP status line. Tolerates bare LF line ends."""
+    if not block.startswith(b"HTTP/"):
+        return None
+    end = block.find(b"\r\n\r\n")
+    sep = 4
+    lf_end = block.find(b"\n\n")
+    if end < 0 or (0 <= lf_end < end):
+        end, sep = lf_end, 2
+    if end < 0:
+        end, sep = len(block), 0
+    lines = block[:end].split(b"\n")
+    status_parts = lines[0].split(None, 2)
+    try:
+        status = int(status_parts[1]) if len(status_parts) > 1 else None
+    except ValueError:
+        status = None
+    headers: dict[str, str] = {}
+    for raw in lines[1:]:
+        name, colon, value = raw.decode("latin-1").partition(":")
+        if colon:
+            key = name.strip().lower()
+            value = value.strip()
+            # Repeated headers are joined like HTTP says; Content-Type keeps the first one.
+            if key in headers and key != "content-type":
+                headers[key] += ", " + value
+            elif key not in headers:
+                headers[key] = value
+    return HttpResponse(status, headers, end + sep)
 
 
 # ---- transfer and content encodings ---------------------------------------------------------
