@@ -52,7 +52,8 @@ from warcio.archiveiterator import ArchiveIterator  # noqa: E402
 from curate.runtime.executor import Executor  # noqa: E402
 from curate.runtime.stage import StageContext  # noqa: E402
 from curate.stages import crawl  # noqa: E402
-from curate.stages.crawl.extract import ExtractOptions, TextExtractor, decode_html  # noqa: E402
+from curate.stages.crawl.decode import decode_html  # noqa: E402
+from curate.stages.crawl.extract import ExtractOptions, TextExtractor  # noqa: E402
 
 REF_SETTINGS = dict(favor_precision=True, include_comments=False, include_tables=True)
 

@@ -142,7 +142,7 @@ def train_bench_quality_model(docs: list[Document], tmp: str) -> str:
     """A quality model for timing the quality filter: book passages and article bodies as
     positives, CCNet/RedPajama web and Q&A as negatives (tiny, so the metrics are only a
     sanity check)."""
-    from filters.quality import train_quality_model
+    from filters.quality_train import train_quality_model
 
     pos = [d.text for d in docs if (d.source or "").startswith(("book", "articles"))][:1500]
     neg = [

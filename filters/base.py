@@ -33,7 +33,6 @@ the first document, in the worker process (after fork), once per process.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import numbers
 import os
 import types
@@ -45,6 +44,7 @@ from typing import Any, ClassVar
 
 from curate.core.document import Document
 from curate.core.errors import ConfigError
+from curate.core.files import sha256_file
 
 DATA_DIR = Path(__file__).resolve().parent / "data"
 MODES = ("filter", "annotate")
@@ -221,11 +221,9 @@ class Filter:
 
 
 def file_digest(path: str | os.PathLike) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()[:16]
+    """The first 16 hex digits of the file's sha256: enough to notice a changed model or list
+    (the digests filters record in manifests and in the quality model's sidecar)."""
+    return sha256_file(path)[:16]
 
 
 def require_file(path: str, what: str, filter_name: str) -> Path:

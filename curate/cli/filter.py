@@ -1,5 +1,5 @@
 """``curate filter`` and ``curate quality train``: thin click wrappers over
-:mod:`curate.stages.filter` and :mod:`filters.quality`."""
+:mod:`curate.stages.filter` and :mod:`filters.quality_train`."""
 
 from __future__ import annotations
 
@@ -125,7 +125,7 @@ def quality_train(
     threads,
 ) -> None:
     """Train a positive-vs-negative fastText classifier; print held-out precision, recall, ROC AUC."""
-    from filters.quality import train_quality_model
+    from filters.quality_train import train_quality_model
 
     report = train_quality_model(
         list(positive),

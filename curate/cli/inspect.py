@@ -1,5 +1,5 @@
 """``curate inspect``, ``curate sql`` and ``curate report``: thin click wrappers over
-curate.explore.query and curate.explore.report (DuckDB over the shards)."""
+curate.explore.summary, curate.explore.query and curate.explore.report (DuckDB over the shards)."""
 
 from __future__ import annotations
 
@@ -17,7 +17,8 @@ import click
 def inspect_cmd(path, top, as_json) -> None:
     """Summarize a stage's shards: documents, tokens, sources, languages, domains, lengths,
     score histograms, and drop reasons along the manifests of the stages that fed it."""
-    from curate.explore.query import format_summary, summarize
+    from curate.explore.format import format_summary
+    from curate.explore.summary import summarize
 
     summary = summarize(path, top=top)
     click.echo(json.dumps(summary, indent=2, default=str) if as_json else format_summary(summary))
@@ -42,7 +43,8 @@ def sql(path, query, fmt, max_rows) -> None:
       curate sql work/mix "SELECT source, count(*), sum(n_tokens) FROM docs GROUP BY 1"
       curate sql work/filter "SELECT reject_reason, count(*) FROM rejected GROUP BY 1" -f csv
     """
-    from curate.explore.query import connect, format_rows, run_query
+    from curate.explore.format import format_rows
+    from curate.explore.query import connect, run_query
 
     con = connect(path)
     names, rows = run_query(con, query)

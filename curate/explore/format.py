@@ -1,5 +1,6 @@
 """Text output of ``curate sql`` and ``curate inspect``: result tables (table/csv/json) and the
-human-readable summary of a shard folder. The queries live in :mod:`curate.explore.query`."""
+human-readable summary of a shard folder. The numbers come from :mod:`curate.explore.query`
+(``sql``) and :mod:`curate.explore.summary` (``inspect``)."""
 
 from __future__ import annotations
 
@@ -158,16 +159,22 @@ def format_summary(s: dict[str, Any]) -> str:
         )
     if s.get("funnel"):
         lines.append("")
-        lines.append("  funnel (from the manifests of this stage and the ones that fed it)")
-        for f in s["funnel"]:
-            tok = ""
-            if f["tokens_kept"] is not None:
-                tok = f"  tokens {'~' if f['tokens_estimated'] else ''}{f['tokens_kept']:,}"
-            lines.append(f"    {f['stage']:<10}{f['dir']:<30} read {f['read']:>10,}  kept {f['kept']:>10,}{tok}")
-            drops = sorted(
-                {**f["rejected"], **{f"error:{k}": v for k, v in f["errors"].items()}}.items(),
-                key=lambda kv: (-kv[1], kv[0]),
-            )
-            if drops:
-                lines.append("      dropped: " + ", ".join(f"{k}={v:,}" for k, v in drops[:12]))
+        lines += _funnel_lines(s["funnel"])
     return "\n".join(lines)
+
+
+def _funnel_lines(funnel: list[dict[str, Any]]) -> list[str]:
+    """One line per stage (read, kept, tokens kept) and its most frequent drop reasons."""
+    lines = ["  funnel (from the manifests of this stage and the ones that fed it)"]
+    for f in funnel:
+        tok = ""
+        if f["tokens_kept"] is not None:
+            tok = f"  tokens {'~' if f['tokens_estimated'] else ''}{f['tokens_kept']:,}"
+        lines.append(f"    {f['stage']:<10}{f['dir']:<30} read {f['read']:>10,}  kept {f['kept']:>10,}{tok}")
+        drops = sorted(
+            {**f["rejected"], **{f"error:{k}": v for k, v in f["errors"].items()}}.items(),
+            key=lambda kv: (-kv[1], kv[0]),
+        )
+        if drops:
+            lines.append("      dropped: " + ", ".join(f"{k}={v:,}" for k, v in drops[:12]))
+    return lines

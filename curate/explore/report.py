@@ -2,7 +2,7 @@
 
 The page needs no network and no other file: plots are drawn with matplotlib's Agg backend and
 embedded as base64 PNG ``<img>`` tags, tables are plain HTML. The data comes from
-:func:`curate.explore.query.summarize` (DuckDB over the shards, plus the manifest chain), so the
+:func:`curate.explore.summary.summarize` (DuckDB over the shards, plus the manifest chain), so the
 report shows the same numbers as ``curate inspect``: sources (requested vs realized share for
 a mix), the funnel from crawl to this stage with drops by reason, languages, domains,
 document lengths, quality and language-score histograms, and dates.
@@ -17,7 +17,7 @@ import os
 from typing import Any
 
 from curate.core.files import atomic_write_bytes
-from curate.explore.query import summarize
+from curate.explore.summary import summarize
 
 _CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2rem auto;max-width:1100px;color:#222}
@@ -235,14 +235,29 @@ def _plot_dates(s: dict[str, Any]) -> str | None:
 
 
 def render_report(s: dict[str, Any]) -> str:
-    """The HTML page for a summary from :func:`curate.explore.query.summarize`."""
-    m = s["measure"]
+    """The HTML page for a summary from :func:`curate.explore.summary.summarize`."""
     esc = html.escape
     parts = [
         f"<!doctype html><html><head><meta charset='utf-8'><title>curate report: {esc(s['path'])}</title>"
         f"<style>{_CSS}</style></head><body>"
     ]
-    parts.append(f"<h1>curate report: {esc(s['path'])}</h1>")
+    # Sections in page order (each draws its own plots).
+    parts += _overview(s)
+    parts += _sources_section(s)
+    parts += _funnel_section(s)
+    parts += _content_section(s)
+    for name, info in (s.get("side_outputs") or {}).items():
+        parts.append(f"<h2>{esc(name)}/</h2>")
+        parts.append(_table(["reason", "documents"], [[k, v] for k, v in info["by_reason"].items()]))
+    parts.append("</body></html>\n")
+    return "".join(parts)
+
+
+def _overview(s: dict[str, Any]) -> list[str]:
+    """Title, totals, notes and (for a mix) the tokenizer, budget and training cutoff."""
+    m = s["measure"]
+    esc = html.escape
+    parts = [f"<h1>curate report: {esc(s['path'])}</h1>"]
     parts.append(
         _table(
             ["stage", "documents", m, "characters"],
@@ -266,8 +281,14 @@ def render_report(s: dict[str, Any]) -> str:
             f"<b>{esc(str(cut.get('max')))}</b>, 99th percentile {esc(str(cut.get('p99')))} "
             f"({cut.get('undated_docs', 0):,} undated documents ignored).</p>"
         )
+    return parts
 
-    parts.append("<h2>Sources</h2>")
+
+def _sources_section(s: dict[str, Any]) -> list[str]:
+    """Realized shares per source, next to the requested ones for a mix."""
+    m = s["measure"]
+    mix = s.get("mix")
+    parts = ["<h2>Sources</h2>"]
     rows = []
     req = {x["name"]: x for x in (mix or {}).get("sources", [])}
     for r in s["sources"]:
@@ -288,40 +309,42 @@ def render_report(s: dict[str, Any]) -> str:
     if img:
         parts.append(img)
     for note in (mix or {}).get("notes", []) if mix else []:
-        parts.append(f"<p class='note'>{esc(note)}</p>")
+        parts.append(f"<p class='note'>{html.escape(note)}</p>")
+    return parts
 
-    parts.append("<h2>Funnel from crawl to this stage</h2>")
+
+def _funnel_section(s: dict[str, Any]) -> list[str]:
+    """Documents read, kept and dropped per stage, from the manifest chain."""
+    parts = ["<h2>Funnel from crawl to this stage</h2>"]
     funnel_imgs = _plot_funnel(s)
-    if funnel_imgs:
-        parts.append(
-            _table(
-                ["stage", "directory", "read", "kept", "tokens kept", "dropped"],
-                [
-                    [
-                        f["stage"],
-                        f["dir"],
-                        f["read"],
-                        f["kept"],
-                        (("~" if f["tokens_estimated"] else "") + f"{f['tokens_kept']:,}")
-                        if f["tokens_kept"] is not None
-                        else None,
-                        ", ".join(
-                            f"{k}={v:,}"
-                            for k, v in sorted(
-                                {**f["rejected"], **{f"error:{e}": n for e, n in f["errors"].items()}}.items(),
-                                key=lambda kv: -kv[1],
-                            )
-                        ),
-                    ]
-                    for f in s["funnel"]
-                ],
-            )
-        )
-        parts.extend(funnel_imgs)
-    else:
+    if not funnel_imgs:
         parts.append("<p class='note'>No manifest.json found here or upstream.</p>")
+        return parts
+    rows = []
+    for f in s["funnel"]:
+        drops = {**f["rejected"], **{f"error:{e}": n for e, n in f["errors"].items()}}
+        rows.append(
+            [
+                f["stage"],
+                f["dir"],
+                f["read"],
+                f["kept"],
+                (("~" if f["tokens_estimated"] else "") + f"{f['tokens_kept']:,}")
+                if f["tokens_kept"] is not None
+                else None,
+                ", ".join(f"{k}={v:,}" for k, v in sorted(drops.items(), key=lambda kv: -kv[1])),
+            ]
+        )
+    parts.append(_table(["stage", "directory", "read", "kept", "tokens kept", "dropped"], rows))
+    parts.extend(funnel_imgs)
+    return parts
 
-    parts.append("<h2>Content</h2><div class='grid'>")
+
+def _content_section(s: dict[str, Any]) -> list[str]:
+    """Languages, domains, lengths, score histograms and dates: plots in a grid, then the
+    length percentiles."""
+    m = s["measure"]
+    parts = ["<h2>Content</h2><div class='grid'>"]
     for img in (
         _plot_bars([(r["language"], r[m]) for r in s["languages"]], f"Languages (by {m})", m),
         _plot_bars([(r["domain"], r["docs"]) for r in s.get("top_domains", [])], "Top domains", "documents"),
@@ -338,11 +361,7 @@ def render_report(s: dict[str, Any]) -> str:
         parts.append(
             _table(["", *[f"p{int(q * 100)}" for q in lp["percentiles"]]], [["characters", *lp["chars"]], [m, *lp[m]]])
         )
-    for name, info in (s.get("side_outputs") or {}).items():
-        parts.append(f"<h2>{esc(name)}/</h2>")
-        parts.append(_table(["reason", "documents"], [[k, v] for k, v in info["by_reason"].items()]))
-    parts.append("</body></html>\n")
-    return "".join(parts)
+    return parts
 
 
 def write_report(path: str, output: str, top: int = 15) -> str:

@@ -1,5 +1,5 @@
-"""curate.explore.query and `curate inspect` / `curate sql`: DuckDB summaries on known shards, and the
-manifest chain from crawl to mix."""
+"""curate.explore (query, summary, chain) and `curate inspect` / `curate sql`: DuckDB summaries on
+known shards, and the manifest chain from crawl to mix."""
 
 from __future__ import annotations
 
@@ -14,7 +14,10 @@ from curate.cli import cli
 from curate.core.document import Document
 from curate.core.errors import CurateError, InputError
 from curate.core.shards import ShardWriter
-from curate.explore.query import connect, format_rows, manifest_chain, run_query, summarize
+from curate.explore.chain import manifest_chain
+from curate.explore.format import format_rows
+from curate.explore.query import connect, run_query
+from curate.explore.summary import summarize
 from curate.runtime.stage import StageContext
 from curate.stages import mix
 from curate.stages.mix import MixConfig, SourceSpec

@@ -10,7 +10,7 @@ import pytest
 from curate.core.document import Document
 from curate.core.errors import ConfigError, CurateError, InputError
 from curate.core.shards import ShardWriter
-from filters.quality import roc_auc, train_quality_model
+from filters.quality_train import roc_auc, train_quality_model
 from filters.registry import build_filter
 
 GOOD = [
@@ -242,3 +242,15 @@ def test_cli_trains_from_folders_of_text_files_with_a_relative_output(tmp_path, 
     )
     assert result.exit_code == 0, result.output
     assert "ROC AUC" in result.output and (elsewhere / "models" / "q.bin").exists()
+
+
+def test_training_examples_from_jsonl_name_the_bad_line(tmp_path):
+    from filters.quality_examples import iter_texts
+
+    good = tmp_path / "a.jsonl"
+    good.write_text('{"text": "one"}\n\n{"other": 1}\n{"text": "  "}\n{"text": "two"}\n')
+    assert list(iter_texts([str(good)])) == ["one", "two"]
+    bad = tmp_path / "b.jsonl"
+    bad.write_text('{"text": "one"}\n\n[1, 2]\n')
+    with pytest.raises(InputError, match=r"b\.jsonl:3: not a JSON object per line$"):
+        list(iter_texts([str(bad)]))

@@ -2,8 +2,8 @@
 
 ``run(CrawlConfig, StageContext)`` is the stage; ``load_config`` reads ``crawl.toml``.
 Modules: ``config`` (settings), ``sources`` (where inputs come from), ``warc_bytes`` and
-``warc`` (record framing and recovery), ``records`` (record -> document), ``extract`` and
-``xpaths`` (decoding and main-text extraction), ``run`` (the stage).
+``warc`` (record framing and recovery), ``records`` (record -> document), ``decode`` (bytes ->
+text), ``extract``, ``xpaths`` and ``xpath_rules`` (main-text extraction), ``run`` (the stage).
 """
 
 from curate.stages.crawl.config import CrawlConfig, load_config

@@ -31,16 +31,10 @@ from typing import Any
 from curate.core.accounting import Stats
 from curate.core.document import Document, stable_id
 from curate.stages.crawl.config import CrawlConfig
-from curate.stages.crawl.extract import (
-    DecodeError,
-    ExtractTimeout,
-    TextExtractor,
-    charset_from_content_type,
-    decode_html,
-    decode_payload,
-)
+from curate.stages.crawl.decode import DecodeError, charset_from_content_type, decode_html, decode_payload, parse_http
+from curate.stages.crawl.extract import ExtractTimeout, TextExtractor
 from curate.stages.crawl.sources import crawl_name_of
-from curate.stages.crawl.warc import Record, RecordError, parse_http
+from curate.stages.crawl.warc import Record, RecordError
 
 COUNTED_TYPES = ("response", "resource", "conversion", "revisit")
 HTML_SNIFF = (b"<!doctype html", b"<html", b"<head", b"<body")

@@ -1,4 +1,4 @@
-"""curate.stages.crawl.extract: payload decoding, charsets, main-text extraction, the time limit."""
+"""curate.stages.crawl.decode and .extract: payload decoding, charsets, main-text extraction, the time limit."""
 
 from __future__ import annotations
 
@@ -9,16 +9,8 @@ import zlib
 import brotli
 import pytest
 
-from curate.stages.crawl.extract import (
-    DecodeError,
-    ExtractOptions,
-    ExtractTimeout,
-    TextExtractor,
-    dechunk,
-    decode_html,
-    decode_payload,
-    time_limit,
-)
+from curate.stages.crawl.decode import DecodeError, dechunk, decode_html, decode_payload
+from curate.stages.crawl.extract import ExtractOptions, ExtractTimeout, TextExtractor, time_limit
 
 
 def _gzip(data: bytes) -> bytes:
@@ -290,7 +282,7 @@ def test_fast_xpaths_select_exactly_what_trafilatura_selects_and_are_restored(wa
                 assert fast(tree) == slow(tree), slow.path
     assert changed >= 10
     # Most of trafilatura's boilerplate rules run as Python rules, BODY_XPATH's positional ones too.
-    from curate.stages.crawl.xpaths import PythonRule
+    from curate.stages.crawl.xpath_rules import PythonRule
 
     assert sum(isinstance(f, PythonRule) for _, _, faster in swaps for f in faster) >= 15
     assert sum(isinstance(f, PythonRule) and bool(f.first) for _, _, faster in swaps for f in faster) >= 3
@@ -340,7 +332,7 @@ def test_python_rules_match_xpath_semantics():
     import lxml.etree
     import lxml.html
 
-    from curate.stages.crawl.xpaths import PythonRule
+    from curate.stages.crawl.xpath_rules import PythonRule
 
     tree = lxml.html.fromstring(_SEMANTICS_PAGE)
     for path in _SEMANTICS_RULES:
@@ -372,9 +364,10 @@ def test_python_rules_match_xpath_semantics():
 def test_python_rules_refuse_what_they_do_not_understand(path):
     import lxml.etree
 
-    from curate.stages.crawl.xpaths import PythonRule, _FastXPaths, _Unsupported
+    from curate.stages.crawl.xpath_rules import PythonRule, Unsupported
+    from curate.stages.crawl.xpaths import _FastXPaths
 
-    with pytest.raises(_Unsupported):
+    with pytest.raises(Unsupported):
         PythonRule(path)
     kept = _FastXPaths.faster(lxml.etree.XPath(path))
     assert not isinstance(kept, PythonRule)
@@ -399,7 +392,7 @@ def test_fast_xpaths_are_restored_when_an_extraction_is_interrupted():
 def test_python_rules_do_not_cache_long_attribute_values():
     import lxml.html
 
-    from curate.stages.crawl.xpaths import PythonRule
+    from curate.stages.crawl.xpath_rules import PythonRule
 
     rule = PythonRule(".//*[contains(@style, 'display:none')]")
     long_style = "background:url(data:image/png;base64," + "A" * 2000 + ");display:none"

@@ -5,7 +5,8 @@ from __future__ import annotations
 import io
 import zlib
 
-from curate.stages.crawl.warc import Record, RecordError, iter_records, parse_http
+from curate.stages.crawl.decode import parse_http
+from curate.stages.crawl.warc import Record, RecordError, iter_records
 
 
 def read_all(data: bytes, **kw) -> tuple[list[Record], list[RecordError]]:
