@@ -19,11 +19,11 @@ from typing import Any
 
 import torch
 
-from curate import __version__
 from curate.core.config import to_dict
 from curate.core.errors import ConfigError, CurateError
 from curate.core.progress import Progress
 from curate.core.tokenizer import Tokenizer
+from curate.core.version import __version__
 
 from .align_data import Skipped, batch_indices, data_digest
 from .checkpoint import (
@@ -35,17 +35,10 @@ from .checkpoint import (
     load_lm,
     save_checkpoint,
 )
-from .loop import (
-    MetricsLogger,
-    build_optimizer,
-    clip_gradients,
-    lr_at,
-    rng_state,
-    set_lr,
-    set_rng_state,
-    truncate_metrics,
-)
+from .metrics import MetricsLogger, truncate_metrics
 from .model import GPT
+from .optim import build_optimizer, clip_gradients, lr_at, set_lr
+from .runtime import rng_state, set_rng_state
 
 METRICS_FILE = "metrics.jsonl"
 

@@ -42,10 +42,10 @@ from .align import (
 )
 from .align_data import pad_right
 from .chat import encode_chat
-from .loop import autocast_context, resolve_dtype, seed_everything, select_device
 from .losses import preference_loss
 from .model import GPT
 from .reward import load_pairs
+from .runtime import autocast_context, resolve_dtype, seed_everything, select_device
 
 
 @dataclass

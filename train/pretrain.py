@@ -39,40 +39,35 @@ from typing import Any
 import numpy as np
 import torch
 
-from curate import __version__
 from curate.core.config import to_dict
 from curate.core.errors import ConfigError, CurateError
 from curate.core.progress import Progress
+from curate.core.version import __version__
 
 from .checkpoint import LATEST_FILE, list_step_dirs, load_checkpoint, load_lm, save_checkpoint
 from .data import PackedReader, open_mix, pretokenized_usable, resolve_tokenizer, validation_sequences
 from .fsdp import clip_gradients as clip_sharded_gradients
 from .fsdp import gather_model_state, gather_optimizer_state, load_optimizer_state, shard_model
-from .loop import (
+from .metrics import MetricsLogger, device_peak_flops, truncate_metrics
+from .model import GPT, GPTConfig
+from .optim import build_optimizer, clip_gradients, lr_at, set_lr
+from .pretrain_config import DISTRIBUTED_STRATEGIES, DataSettings, ModelSettings, OptimSettings, PretrainConfig
+from .runtime import (
     DistContext,
-    MetricsLogger,
     StopRequest,
     all_gather_objects,
     all_reduce_sum,
     autocast_context,
     barrier,
-    build_optimizer,
-    clip_gradients,
-    device_peak_flops,
-    lr_at,
     resolve_dtype,
     rng_state,
     seed_everything,
-    set_lr,
     set_rng_state,
     setup_distributed,
     teardown_distributed,
-    truncate_metrics,
     tune_cpu_allocator,
     weights_digest,
 )
-from .model import GPT, GPTConfig
-from .pretrain_config import DISTRIBUTED_STRATEGIES, DataSettings, ModelSettings, OptimSettings, PretrainConfig
 
 __all__ = [
     "DISTRIBUTED_STRATEGIES",

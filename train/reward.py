@@ -48,9 +48,9 @@ from .align import (
 from .align_data import HeldOutSplit, Skipped, pad_right, read_records
 from .chat import encode_chat
 from .checkpoint import Checkpoint, load_checkpoint, load_checkpoint_tokenizer, model_config_of
-from .loop import autocast_context, resolve_dtype, seed_everything, select_device
 from .losses import bradley_terry_loss
 from .model import GPT, GPTConfig
+from .runtime import autocast_context, resolve_dtype, seed_everything, select_device
 
 HEAD_PREFIX = "head."
 

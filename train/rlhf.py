@@ -60,7 +60,6 @@ from .align_data import HeldOutSplit, Skipped, read_records
 from .chat import decode_response, encode_prompt
 from .chat import end_id as chat_end_id
 from .checkpoint import Checkpoint
-from .loop import autocast_context, resolve_dtype, seed_everything, select_device
 from .losses import (
     entropy_from_logits,
     gae,
@@ -73,6 +72,7 @@ from .losses import (
 )
 from .model import GPT
 from .reward import RewardScorer, ScalarHeadModel
+from .runtime import autocast_context, resolve_dtype, seed_everything, select_device
 
 RewardFn = Callable[[Sequence[str], Sequence[str]], Sequence[float]]
 

@@ -27,8 +27,8 @@ from curate.core.errors import ConfigError
 from .align import load_policy
 from .align_data import Skipped
 from .chat import decode_response, encode_prompt, end_id
-from .loop import select_device
 from .rlhf import left_pad, read_prompts
+from .runtime import select_device
 
 
 @dataclass

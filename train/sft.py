@@ -41,8 +41,8 @@ from .align import (
 )
 from .align_data import HeldOutSplit, Skipped, pad_right, read_records
 from .chat import encode_chat, normalize_messages
-from .loop import autocast_context, resolve_dtype, seed_everything, select_device
 from .model import GPT
+from .runtime import autocast_context, resolve_dtype, seed_everything, select_device
 
 
 @dataclass

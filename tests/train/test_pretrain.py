@@ -20,8 +20,9 @@ from curate.core.errors import ConfigError, CurateError
 from curate.core.manifest import build_manifest, write_manifest
 from curate.core.shards import ShardWriter
 from train.checkpoint import list_step_dirs, load_checkpoint
-from train.loop import StopRequest, read_metrics
+from train.metrics import read_metrics
 from train.pretrain import PretrainConfig, pretrain
+from train.runtime import StopRequest
 
 CUTOFF = {"max": "2024-03-28T00:00:00+00:00", "p99": "2024-03-20T00:00:00+00:00", "undated_docs": 0}
 SUBJECTS = ["The cat", "A dog", "My friend", "The teacher", "Our neighbour", "The child"]
