@@ -45,10 +45,11 @@ from curate.core.progress import Progress
 from curate.core.version import __version__
 
 from .checkpoint import LATEST_FILE, list_step_dirs, load_checkpoint, load_lm, save_checkpoint
-from .data import PackedReader, open_mix, pretokenized_usable, resolve_tokenizer, validation_sequences
+from .data import PackedReader, validation_sequences
 from .fsdp import clip_gradients as clip_sharded_gradients
 from .fsdp import gather_model_state, gather_optimizer_state, load_optimizer_state, shard_model
 from .metrics import MetricsLogger, device_peak_flops, truncate_metrics
+from .mix import open_mix, pretokenized_usable, resolve_tokenizer
 from .model import GPT, GPTConfig
 from .optim import build_optimizer, clip_gradients, lr_at, set_lr
 from .pretrain_config import DISTRIBUTED_STRATEGIES, DataSettings, ModelSettings, OptimSettings, PretrainConfig
