@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from curate.core.errors import ConfigError, InputError
+from train.align.rlhf import RLHFConfig, Rollout, ppo_targets, read_prompts, rlhf, rloo_targets
 from train.checkpoint import load_checkpoint
-from train.rlhf import RLHFConfig, Rollout, ppo_targets, read_prompts, rlhf, rloo_targets
 
 LOWER = set("abcdefghijklmnopqrstuvwxyz")
 

@@ -10,12 +10,12 @@ import torch
 
 from curate.core.errors import InputError
 from curate.core.tokenizer import ByteTokenizer
-from train.align import StageRun, run_steps
-from train.align_data import Skipped, batch_indices, data_digest, read_records
+from train.align.data import Skipped, batch_indices, data_digest, read_records
+from train.align.sft import ChatExample, SFTConfig, load_sft_examples, sft, sft_batch
+from train.align.stage import StageRun, run_steps
 from train.chat import encode_chat
 from train.checkpoint import load_checkpoint
 from train.model import GPT, GPTConfig
-from train.sft import ChatExample, SFTConfig, load_sft_examples, sft, sft_batch
 
 
 def write_qa(path, n=40):

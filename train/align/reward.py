@@ -34,7 +34,13 @@ import torch.nn as nn
 from curate.core.errors import InputError
 from curate.core.tokenizer import Tokenizer
 
-from .align import (
+from ..chat import encode_chat
+from ..checkpoint import Checkpoint, load_checkpoint, load_checkpoint_tokenizer, model_config_of
+from ..model import GPT, GPTConfig
+from ..runtime import autocast_context, resolve_dtype, seed_everything, select_device
+from .data import HeldOutSplit, Skipped, pad_right, read_records
+from .losses import bradley_terry_loss
+from .stage import (
     AlignOptim,
     DataStageConfig,
     StageResult,
@@ -45,12 +51,6 @@ from .align import (
     run_steps,
     step_batch,
 )
-from .align_data import HeldOutSplit, Skipped, pad_right, read_records
-from .chat import encode_chat
-from .checkpoint import Checkpoint, load_checkpoint, load_checkpoint_tokenizer, model_config_of
-from .losses import bradley_terry_loss
-from .model import GPT, GPTConfig
-from .runtime import autocast_context, resolve_dtype, seed_everything, select_device
 
 HEAD_PREFIX = "head."
 
@@ -130,7 +130,7 @@ def encode_pair_side(prompt: str, response: str, tokenizer: Tokenizer, max_len: 
 
 class RewardScorer:
     """Scores (prompt, response) pairs with a reward checkpoint, in batches. The callable form
-    (``scorer(prompts, responses) -> list[float]``) is what :mod:`train.rlhf` takes as a reward."""
+    (``scorer(prompts, responses) -> list[float]``) is what :mod:`train.align.rlhf` takes as a reward."""
 
     def __init__(self, path: str | Path, device: torch.device | str = "cpu", batch_size: int = 16):
         self.model, self.checkpoint = load_scalar_model(path, device, require_head=True)
@@ -157,7 +157,7 @@ class RewardScorer:
 
 @dataclass
 class RewardConfig(DataStageConfig):
-    """Reward-model settings: the shared stage fields (see :class:`train.align.StageConfig`;
+    """Reward-model settings: the shared stage fields (see :class:`train.align.stage.StageConfig`;
     ``batch_size`` counts pairs, ``max_len`` tokens per side, default the model's block_size)
     plus the loss's margin and centring."""
 

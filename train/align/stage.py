@@ -4,7 +4,7 @@
 directory of a run (overwrite, resume, metrics log, checkpoints carrying the parent's lineage
 forward); :func:`run_steps` the step loop around a stage's own update (learning-rate schedule,
 progress, logging, evals, checkpoints), so the four stages log, eval and resume alike. Reading
-records, the held-out split and the batch order live in :mod:`train.align_data`.
+records, the held-out split and the batch order live in :mod:`train.align.data`.
 """
 
 from __future__ import annotations
@@ -25,8 +25,7 @@ from curate.core.progress import Progress
 from curate.core.tokenizer import Tokenizer
 from curate.core.version import __version__
 
-from .align_data import Skipped, batch_indices, data_digest
-from .checkpoint import (
+from ..checkpoint import (
     LATEST_FILE,
     Checkpoint,
     list_step_dirs,
@@ -35,10 +34,11 @@ from .checkpoint import (
     load_lm,
     save_checkpoint,
 )
-from .metrics import MetricsLogger, truncate_metrics
-from .model import GPT
-from .optim import build_optimizer, clip_gradients, lr_at, set_lr
-from .runtime import rng_state, set_rng_state
+from ..metrics import MetricsLogger, truncate_metrics
+from ..model import GPT
+from ..optim import build_optimizer, clip_gradients, lr_at, set_lr
+from ..runtime import rng_state, set_rng_state
+from .data import Skipped, batch_indices, data_digest
 
 METRICS_FILE = "metrics.jsonl"
 

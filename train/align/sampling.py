@@ -24,11 +24,11 @@ import torch
 from curate.core.comparisons import PAIRS_SCHEMA
 from curate.core.errors import ConfigError
 
-from .align import load_policy
-from .align_data import Skipped
-from .chat import decode_response, encode_prompt, end_id
+from ..chat import decode_response, encode_prompt, end_id
+from ..runtime import select_device
+from .data import Skipped
 from .rlhf import left_pad, read_prompts
-from .runtime import select_device
+from .stage import load_policy
 
 
 @dataclass

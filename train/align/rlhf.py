@@ -45,21 +45,12 @@ import torch.nn as nn
 from curate.core.errors import ConfigError, InputError
 from curate.core.tokenizer import Tokenizer
 
-from .align import (
-    AlignOptim,
-    StageConfig,
-    StageResult,
-    StageRun,
-    check_positive,
-    load_lm_weights,
-    load_policy,
-    optimizer_step,
-    run_steps,
-)
-from .align_data import HeldOutSplit, Skipped, read_records
-from .chat import decode_response, encode_prompt
-from .chat import end_id as chat_end_id
-from .checkpoint import Checkpoint
+from ..chat import decode_response, encode_prompt
+from ..chat import end_id as chat_end_id
+from ..checkpoint import Checkpoint
+from ..model import GPT
+from ..runtime import autocast_context, resolve_dtype, seed_everything, select_device
+from .data import HeldOutSplit, Skipped, read_records
 from .losses import (
     entropy_from_logits,
     gae,
@@ -70,16 +61,25 @@ from .losses import (
     ppo_value_loss,
     rloo_advantages,
 )
-from .model import GPT
 from .reward import RewardScorer, ScalarHeadModel
-from .runtime import autocast_context, resolve_dtype, seed_everything, select_device
+from .stage import (
+    AlignOptim,
+    StageConfig,
+    StageResult,
+    StageRun,
+    check_positive,
+    load_lm_weights,
+    load_policy,
+    optimizer_step,
+    run_steps,
+)
 
 RewardFn = Callable[[Sequence[str], Sequence[str]], Sequence[float]]
 
 
 @dataclass
 class RLHFConfig(StageConfig):
-    """RLHF settings: the shared stage fields (see :class:`train.align.StageConfig`;
+    """RLHF settings: the shared stage fields (see :class:`train.align.stage.StageConfig`;
     ``batch_size`` counts prompts, ``val_fraction`` the prompts held out) plus sampling,
     KL penalty and PPO/RLOO settings."""
 

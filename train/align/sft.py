@@ -12,8 +12,8 @@ How this differs from nanochat's chat_sft.py: no task mixture and no padding-mas
 "packing"; examples are shuffled per epoch by a seeded permutation, which makes a resumed run
 (rerun into the same output directory) take exactly the batches the uninterrupted run would.
 
-What all alignment stages share lives in :mod:`train.align` (output directory, resume, the
-step loop) and :mod:`train.align_data` (batch order, padding, record reading).
+What all alignment stages share lives in :mod:`train.align.stage` (output directory, resume, the
+step loop) and :mod:`train.align.data` (batch order, padding, record reading).
 """
 
 from __future__ import annotations
@@ -29,7 +29,11 @@ import torch.nn.functional as F
 from curate.core.errors import InputError
 from curate.core.tokenizer import Tokenizer
 
-from .align import (
+from ..chat import encode_chat, normalize_messages
+from ..model import GPT
+from ..runtime import autocast_context, resolve_dtype, seed_everything, select_device
+from .data import HeldOutSplit, Skipped, pad_right, read_records
+from .stage import (
     DataStageConfig,
     StageResult,
     StageRun,
@@ -39,15 +43,11 @@ from .align import (
     run_steps,
     step_batch,
 )
-from .align_data import HeldOutSplit, Skipped, pad_right, read_records
-from .chat import encode_chat, normalize_messages
-from .model import GPT
-from .runtime import autocast_context, resolve_dtype, seed_everything, select_device
 
 
 @dataclass
 class SFTConfig(DataStageConfig):
-    """SFT settings: the shared stage fields (see :class:`train.align.StageConfig`);
+    """SFT settings: the shared stage fields (see :class:`train.align.stage.StageConfig`);
     ``max_len`` defaults to the model's block_size + 1 tokens per example."""
 
 

@@ -29,7 +29,13 @@ import torch
 from curate.core.errors import ConfigError
 from curate.core.tokenizer import Tokenizer
 
-from .align import (
+from ..chat import encode_chat
+from ..model import GPT
+from ..runtime import autocast_context, resolve_dtype, seed_everything, select_device
+from .data import pad_right
+from .losses import preference_loss
+from .reward import load_pairs
+from .stage import (
     AlignOptim,
     DataStageConfig,
     StageResult,
@@ -40,17 +46,11 @@ from .align import (
     run_steps,
     step_batch,
 )
-from .align_data import pad_right
-from .chat import encode_chat
-from .losses import preference_loss
-from .model import GPT
-from .reward import load_pairs
-from .runtime import autocast_context, resolve_dtype, seed_everything, select_device
 
 
 @dataclass
 class DPOConfig(DataStageConfig):
-    """DPO/IPO settings: the shared stage fields (see :class:`train.align.StageConfig`;
+    """DPO/IPO settings: the shared stage fields (see :class:`train.align.stage.StageConfig`;
     ``batch_size`` counts pairs, ``max_len`` tokens per side, default block_size + 1, cut from
     the left) plus the preference loss."""
 
