@@ -6,6 +6,7 @@ gradient clipping.
 from __future__ import annotations
 
 import math
+from typing import Protocol
 
 import torch
 import torch.nn as nn
@@ -21,6 +22,20 @@ def lr_at(step: int, *, max_lr: float, warmup_steps: int, max_steps: int, min_lr
     span = max(1, max_steps - warmup_steps)
     progress = (step - warmup_steps) / span
     return min_lr + 0.5 * (1.0 + math.cos(math.pi * progress)) * (max_lr - min_lr)
+
+
+class Schedule(Protocol):
+    """The schedule fields of a stage's optimiser settings."""
+
+    lr: float
+    min_lr: float | None  # None = lr / 10
+    warmup_steps: int
+
+
+def scheduled_lr(step: int, schedule: Schedule, max_steps: int) -> float:
+    """:func:`lr_at` for a stage's settings: peak ``lr``, down to ``min_lr`` (default lr / 10)."""
+    min_lr = schedule.min_lr if schedule.min_lr is not None else schedule.lr / 10
+    return lr_at(step, max_lr=schedule.lr, warmup_steps=schedule.warmup_steps, max_steps=max_steps, min_lr=min_lr)
 
 
 def build_optimizer(

@@ -258,11 +258,11 @@ def score(reward_model, data, output, batch_size, device, print_rows):
     curate train score work/ckpt/rm --data samples/comparisons.jsonl
     curate train score work/ckpt/rm --data answers.jsonl -o scored.jsonl
     """
-    import json
     import tempfile
     from pathlib import Path
 
-    from train.align.reward import score_file
+    from curate.core.files import iter_jsonl
+    from train.align.score import score_file
 
     target = output
     scratch = None
@@ -273,8 +273,7 @@ def score(reward_model, data, output, batch_size, device, print_rows):
         result = score_file(reward_model, data, target, batch_size=batch_size, device=device)
         if print_rows:
             with open(target, encoding="utf-8") as fh:
-                for line in fh:
-                    row = json.loads(line)
+                for _, row, _ in iter_jsonl(fh, objects_only=True):  # rows score_file just wrote
                     if result.kind == "comparisons":
                         click.echo(f"{row['chosen_score']:.4f}\t{row['rejected_score']:.4f}")
                     else:

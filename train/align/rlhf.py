@@ -34,7 +34,7 @@ tokenizers (responses are scored as text).
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -43,25 +43,14 @@ import torch
 import torch.nn as nn
 
 from curate.core.errors import ConfigError, InputError
-from curate.core.tokenizer import Tokenizer
 
-from ..chat import decode_response, encode_prompt
-from ..chat import end_id as chat_end_id
 from ..checkpoint import Checkpoint
 from ..model import GPT
-from ..runtime import autocast_context, resolve_dtype, seed_everything, select_device
-from .data import HeldOutSplit, Skipped, read_records
-from .losses import (
-    entropy_from_logits,
-    gae,
-    kl_penalty,
-    masked_mean,
-    masked_whiten,
-    ppo_policy_loss,
-    ppo_value_loss,
-    rloo_advantages,
-)
+from ..runtime import autocast_context
+from .data import HeldOutSplit, Prompt, Skipped, read_prompts
+from .losses import gae, kl_penalty, masked_mean, masked_whiten, ppo_policy_loss, ppo_value_loss, rloo_advantages
 from .reward import RewardScorer, ScalarHeadModel
+from .rollout import RewardFn, Rollout, Sampler, gather_logprobs, response_lengths, response_token_logits
 from .stage import (
     AlignOptim,
     StageConfig,
@@ -69,12 +58,9 @@ from .stage import (
     StageRun,
     check_positive,
     load_lm_weights,
-    load_policy,
     optimizer_step,
     run_steps,
 )
-
-RewardFn = Callable[[Sequence[str], Sequence[str]], Sequence[float]]
 
 
 @dataclass
@@ -127,178 +113,7 @@ class RLHFConfig(StageConfig):
         return self.rloo_k if self.algo == "rloo" else 1
 
 
-# =============================================================================== prompts
-
-
-@dataclass
-class Prompt:
-    text: str  # what the reward sees as the prompt (the last user turn)
-    messages: list[dict[str, str]]
-
-
-def read_prompts(path: str | Path) -> tuple[list[Prompt], Skipped]:
-    """Prompts from JSONL/Parquet (``prompt`` string or a ``messages`` list ending with a
-    user turn; rows of comparisons work too) or a ``.txt`` file (one prompt per line)."""
-    path = Path(path)
-    skipped = Skipped()
-    prompts: list[Prompt] = []
-    if path.suffix == ".txt":
-        if not path.exists():
-            raise InputError(f"{path}: no such file")
-        for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
-            if line.strip():
-                prompts.append(Prompt(line.strip(), [{"role": "user", "content": line.strip()}]))
-    else:
-        for where, row in read_records(path, "prompt", skipped):
-            msgs = row.get("messages")
-            if isinstance(row.get("prompt"), str) and row["prompt"].strip():
-                prompts.append(Prompt(row["prompt"], [{"role": "user", "content": row["prompt"]}]))
-            elif (
-                isinstance(msgs, list)
-                and msgs
-                and all(isinstance(m, dict) for m in msgs)
-                and msgs[-1].get("role") == "user"
-                and isinstance(msgs[-1].get("content"), str)
-            ):
-                prompts.append(
-                    Prompt(msgs[-1]["content"], [{"role": m.get("role"), "content": m.get("content")} for m in msgs])
-                )
-            else:
-                skipped.add("needs a 'prompt' string or 'messages' ending with a user turn", where)
-    if not prompts:
-        raise InputError(f"{path}: no usable prompts")
-    return prompts, skipped
-
-
-# =============================================================================== rollouts
-
-
-@dataclass
-class Rollout:
-    """One batch of sampled responses and everything the update needs, all (B, R) or (B,)."""
-
-    sequences: torch.Tensor  # (B, P + R) left-padded prompt + response
-    attention: torch.Tensor  # (B, P + R) 1 = real token
-    prompt_len: int  # P
-    mask: torch.Tensor  # (B, R) response tokens up to and including <|end|>
-    logprobs: torch.Tensor  # (B, R) under the sampling policy
-    ref_logprobs: torch.Tensor
-    entropy: torch.Tensor  # (B, R)
-    scores: torch.Tensor  # (B,)
-    ended: torch.Tensor  # (B,) bool
-    responses: list[str]
-
-
-def left_pad(seqs: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    width = max(len(s) for s in seqs)
-    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
-    attn = torch.zeros((len(seqs), width), dtype=torch.long)
-    for i, s in enumerate(seqs):
-        ids[i, width - len(s) :] = torch.tensor(s, dtype=torch.long)
-        attn[i, width - len(s) :] = 1
-    return ids, attn
-
-
-def response_token_logits(
-    model: GPT, sequences: torch.Tensor, attention: torch.Tensor, prompt_len: int
-) -> torch.Tensor:
-    """Logits predicting each response token: (B, R, V)."""
-    logits, _ = model(sequences[:, :-1], attention_mask=attention[:, :-1])
-    return logits[:, prompt_len - 1 :].float()
-
-
-def gather_logprobs(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
-    return torch.gather(torch.log_softmax(logits, dim=-1), -1, tokens.unsqueeze(-1)).squeeze(-1)
-
-
-@torch.no_grad()
-def sample_responses(
-    policy: GPT,
-    prompt_ids: Sequence[Sequence[int]],
-    cfg: RLHFConfig,
-    tokenizer: Tokenizer,
-    generator: torch.Generator,
-    device: torch.device,
-) -> tuple[torch.Tensor, torch.Tensor, int, torch.Tensor, torch.Tensor]:
-    """(sequences, attention, prompt_len, response mask, ended) for one batch of prompts."""
-    end = chat_end_id(tokenizer)
-    ids, attn = left_pad(prompt_ids, tokenizer.pad_id)
-    ids, attn = ids.to(device), attn.to(device)
-    out = policy.generate(
-        ids,
-        cfg.max_new_tokens,
-        temperature=cfg.temperature,
-        top_k=cfg.top_k,
-        eos_id=end,
-        pad_id=tokenizer.pad_id,
-        generator=generator,
-        attention_mask=attn,
-    )
-    prompt_len = ids.shape[1]
-    response = out[:, prompt_len:]
-    is_end = (response == end).long()
-    # Response tokens: everything up to and including the first <|end|>.
-    mask = ((is_end.cumsum(1) - is_end) == 0).long()
-    ended = is_end.sum(1) > 0
-    attention = torch.cat([attn, mask], dim=1)
-    return out, attention, prompt_len, mask, ended
-
-
-@torch.no_grad()
-def make_rollout(
-    policy: GPT,
-    reference: GPT,
-    prompts: Sequence[Prompt],
-    cfg: RLHFConfig,
-    tokenizer: Tokenizer,
-    reward_fn: RewardFn,
-    generator: torch.Generator,
-    device: torch.device,
-    dtype: torch.dtype,
-    max_prompt_len: int,
-) -> Rollout:
-    prompt_ids = [encode_prompt(p.messages, tokenizer, max_len=max_prompt_len) for p in prompts]
-    was_training = policy.training
-    policy.eval()
-    with autocast_context(device, dtype):
-        seqs, attention, prompt_len, mask, ended = sample_responses(
-            policy, prompt_ids, cfg, tokenizer, generator, device
-        )
-        logits = response_token_logits(policy, seqs, attention, prompt_len)
-        ref_logits = response_token_logits(reference, seqs, attention, prompt_len)
-    policy.train(was_training)
-    tokens = seqs[:, prompt_len:]
-    logprobs = gather_logprobs(logits, tokens)
-    ref_logprobs = gather_logprobs(ref_logits, tokens)
-    entropy = entropy_from_logits(logits)
-    responses = [decode_response(row, tokenizer) for row in tokens.tolist()]
-    scores = torch.tensor(
-        [float(s) for s in reward_fn([p.text for p in prompts], responses)], dtype=torch.float32, device=device
-    )
-    if scores.shape[0] != len(prompts):
-        raise ConfigError(f"the reward returned {scores.shape[0]} scores for {len(prompts)} responses")
-    if cfg.missing_end_penalty is not None:
-        scores = torch.where(ended, scores, scores + cfg.missing_end_penalty)
-    fmask = mask.float()
-    return Rollout(
-        seqs,
-        attention,
-        prompt_len,
-        fmask,
-        logprobs * fmask,
-        ref_logprobs * fmask,
-        entropy * fmask,
-        scores,
-        ended,
-        responses,
-    )
-
-
-# =============================================================================== the run
-
-
-def _lengths(mask: torch.Tensor) -> torch.Tensor:
-    return mask.sum(1)
+# =============================================================================== targets
 
 
 def ppo_targets(
@@ -307,7 +122,7 @@ def ppo_targets(
     """(per-token rewards, advantages, returns) for PPO."""
     kl = kl_penalty(roll.logprobs, roll.ref_logprobs, cfg.kl_estimator) * roll.mask
     rewards = -cfg.kl_coef * kl
-    last = (_lengths(roll.mask).long() - 1).clamp(min=0)
+    last = (response_lengths(roll.mask).long() - 1).clamp(min=0)
     rewards[torch.arange(rewards.shape[0], device=rewards.device), last] += roll.scores
     advantages, returns = gae(rewards, values * roll.mask, roll.mask, gamma=cfg.gamma, lam=cfg.lam)
     if cfg.whiten_advantages:
@@ -325,6 +140,22 @@ def rloo_targets(roll: Rollout, cfg: RLHFConfig) -> tuple[torch.Tensor, torch.Te
     return seq_rewards, adv[:, None] * roll.mask
 
 
+# =============================================================================== the run
+
+
+def prompt_budget(cfg: RLHFConfig, block: int) -> int:
+    """Tokens a prompt may keep (cut from the left) so that it and the answer fit ``block``."""
+    if cfg.max_new_tokens >= block:
+        raise ConfigError(f"max_new_tokens {cfg.max_new_tokens} must be below the model's block_size ({block})")
+    max_prompt_len = cfg.max_prompt_len or block - cfg.max_new_tokens
+    if max_prompt_len + cfg.max_new_tokens > block:
+        raise ConfigError(
+            f"max_prompt_len + max_new_tokens ({max_prompt_len + cfg.max_new_tokens}) exceeds "
+            f"the model's block_size ({block})"
+        )
+    return max_prompt_len
+
+
 class _Models(nn.Module):
     """Policy and (PPO) value model under one optimizer."""
 
@@ -334,94 +165,149 @@ class _Models(nn.Module):
         self.critic = critic
 
 
-@torch.no_grad()
-def evaluate_policy(
-    policy: GPT,
-    reference: GPT,
-    prompts: Sequence[Prompt],
-    cfg: RLHFConfig,
-    tokenizer: Tokenizer,
-    reward_fn: RewardFn,
-    device: torch.device,
-    dtype: torch.dtype,
-    max_prompt_len: int,
-) -> dict[str, float] | None:
-    """Mean score and KL on held-out prompts, sampled with a fixed seed (so two evals differ
-    only by the policy)."""
-    if not prompts:
-        return None
-    generator = torch.Generator(device=device).manual_seed(cfg.seed + 7919)
-    scores, kls, lengths = [], [], []
-    expanded = [p for p in prompts for _ in range(cfg.eval_samples)]
-    for start in range(0, len(expanded), max(cfg.batch_size * cfg.samples_per_prompt, 1)):
-        batch = expanded[start : start + cfg.batch_size * cfg.samples_per_prompt]
-        roll = make_rollout(
-            policy, reference, batch, cfg, tokenizer, reward_fn, generator, device, dtype, max_prompt_len
+class _Training:
+    """One RLHF run's models, prompts and generators, and its step, update and checkpoint.
+
+    The value model (PPO only) starts as a copy of the policy's trunk with a zero head.
+    ``generator`` draws the rollouts' samples and ``order`` the prompt batches and minibatch
+    order; both ride along in checkpoints (the prompt order is reseeded from the step), so a
+    resumed run samples what the uninterrupted one would.
+    """
+
+    def __init__(self, run: StageRun, policy_path: str | Path, reward: str | Path | RewardFn):
+        config: RLHFConfig = run.config  # type: ignore[assignment]
+        self.run, self.config = run, config
+        self.policy, tokenizer = run.load_parent(policy_path)
+        reference = copy.deepcopy(self.policy).eval().requires_grad_(False)
+        max_prompt_len = prompt_budget(config, self.policy.config.block_size)
+        named = isinstance(reward, (str, Path))
+        self.reward_name = reward if named else getattr(reward, "__name__", type(reward).__name__)
+        reward_fn: RewardFn = RewardScorer(reward, run.device) if named else reward
+        self.critic: ScalarHeadModel | None = None
+        if config.algo == "ppo":
+            self.critic = ScalarHeadModel(self.policy.config).to(run.device)
+            self.critic.trunk.load_state_dict(self.policy.state_dict())
+        self.models = _Models(self.policy, self.critic)
+        self.sampler = Sampler(
+            self.policy, reference, config, tokenizer, reward_fn, run.device, run.dtype, max_prompt_len
         )
-        scores.append(roll.scores)
-        kls.append((roll.logprobs - roll.ref_logprobs).sum(1))
-        lengths.append(_lengths(roll.mask))
-    return {
-        "val_score": float(torch.cat(scores).mean()),
-        "val_kl": float(torch.cat(kls).mean()),
-        "val_response_len": float(torch.cat(lengths).float().mean()),
-    }
+        self.generator = torch.Generator(device=run.device).manual_seed(config.seed)
+        self.order = torch.Generator().manual_seed(config.seed)
+        self.train_prompts: list[Prompt] = []
+        self.held: list[Prompt] = []
 
-
-def ppo_update(
-    roll: Rollout,
-    policy: GPT,
-    critic: ScalarHeadModel | None,
-    models: nn.Module,
-    optimizer: torch.optim.Optimizer,
-    order: torch.Generator,
-    cfg: RLHFConfig,
-    device: torch.device,
-    dtype: torch.dtype,
-) -> tuple[torch.Tensor, dict[str, list[float]]]:
-    """``ppo_epochs`` passes of the clipped policy loss (plus, for PPO, the clipped value loss)
-    over one rollout in ``minibatches``; (sequence rewards, per-update stats)."""
-    tokens = roll.sequences[:, roll.prompt_len :]
-    if critic is not None:
-        with torch.no_grad(), autocast_context(device, dtype):
-            old_values = critic.values(roll.sequences[:, :-1], roll.attention[:, :-1])[:, roll.prompt_len - 1 :]
-        old_values = old_values.float() * roll.mask
-        seq_rewards_tok, advantages, returns = ppo_targets(roll, old_values, cfg)
-        seq_rewards = seq_rewards_tok.sum(1)
-    else:
-        seq_rewards, advantages = rloo_targets(roll, cfg)
-        returns = old_values = None
-
-    stats: dict[str, list[float]] = {}
-    n = roll.sequences.shape[0]
-    mb_size = max(1, n // cfg.minibatches)
-    for _ in range(cfg.ppo_epochs):
-        perm_mb = torch.randperm(n, generator=order)
-        for mb_start in range(0, n, mb_size):
-            idx = perm_mb[mb_start : mb_start + mb_size].to(device)
-            with autocast_context(device, dtype):
-                logits = response_token_logits(policy, roll.sequences[idx], roll.attention[idx], roll.prompt_len)
-            new_logp = gather_logprobs(logits, tokens[idx])
-            pg_loss, pg_info = ppo_policy_loss(
-                new_logp, roll.logprobs[idx], advantages[idx], roll.mask[idx], cfg.clip_range
+    def read_prompts(self, path: str | Path) -> Skipped:
+        """Split the prompts at ``path`` into training and held-out ones; what was skipped."""
+        prompts, skipped = read_prompts(path)
+        split = HeldOutSplit(self.config.val_fraction)
+        for prompt in prompts:
+            split.add(prompt.text, prompt)
+        if not split.train:
+            # Too few prompts to hold any out: train on all of them, and do not report scores on
+            # training prompts as held-out ones.
+            self.run.note(
+                f"all {len(prompts)} prompt(s) fell in the held-out slice (val_fraction "
+                f"{self.config.val_fraction}): training on all of them, with no held-out evaluation"
             )
-            loss = pg_loss
-            if critic is not None:
+        elif not split.held:
+            self.run.note("no held-out prompts (too few prompts or val_fraction = 0): no held-out evaluation")
+        self.train_prompts, self.held, _ = split.finish(path, "prompts", skipped)
+        return skipped
+
+    def load_state(self, ckpt: Checkpoint) -> None:
+        load_lm_weights(self.policy, ckpt)
+        if self.critic is not None:
+            if "critic" not in ckpt.train_state:
+                raise InputError(f"{ckpt.path}: has no value model state to resume PPO from")
+            self.critic.load_export(ckpt.train_state["critic"], str(ckpt.path), require_head=True)
+        self.generator.set_state(ckpt.train_state["generator"])
+
+    def step(self, step: int) -> dict[str, float]:
+        config, prompts = self.config, self.train_prompts
+        # Prompt batch: a seeded permutation per pass over the training prompts (pure
+        # function of the step, like the other stages, so resume needs only the step).
+        per_epoch = max(1, len(prompts) // config.batch_size)
+        epoch, offset = divmod(step, per_epoch)
+        self.order.manual_seed(config.seed * 1_000_003 + epoch)
+        perm = torch.randperm(len(prompts), generator=self.order).tolist()
+        picked = [prompts[perm[(offset * config.batch_size + i) % len(perm)]] for i in range(config.batch_size)]
+        roll = self.sampler.rollout([p for p in picked for _ in range(config.samples_per_prompt)], self.generator)
+        seq_rewards, stats = self.update(roll)
+        kl_seq = (roll.logprobs - roll.ref_logprobs).sum(1)
+        return {
+            "score": float(roll.scores.mean()),
+            "reward": float(seq_rewards.mean()),
+            "kl": float(kl_seq.mean()),
+            "entropy": float(masked_mean(roll.entropy, roll.mask)),
+            "response_len": float(response_lengths(roll.mask).float().mean()),
+            "ended": float(roll.ended.float().mean()),
+            **{k: sum(v) / len(v) for k, v in stats.items()},
+        }
+
+    def update(self, roll: Rollout) -> tuple[torch.Tensor, dict[str, list[float]]]:
+        """``ppo_epochs`` passes of the clipped policy loss (plus, for PPO, the clipped value loss)
+        over one rollout in ``minibatches``; (sequence rewards, per-update stats)."""
+        cfg, critic, device, dtype = self.config, self.critic, self.run.device, self.run.dtype
+        tokens = roll.sequences[:, roll.prompt_len :]
+        if critic is not None:
+            with torch.no_grad(), autocast_context(device, dtype):
+                old_values = critic.values(roll.sequences[:, :-1], roll.attention[:, :-1])[:, roll.prompt_len - 1 :]
+            old_values = old_values.float() * roll.mask
+            seq_rewards_tok, advantages, returns = ppo_targets(roll, old_values, cfg)
+            seq_rewards = seq_rewards_tok.sum(1)
+        else:
+            seq_rewards, advantages = rloo_targets(roll, cfg)
+            returns = old_values = None
+
+        stats: dict[str, list[float]] = {}
+        n = roll.sequences.shape[0]
+        mb_size = max(1, n // cfg.minibatches)
+        for _ in range(cfg.ppo_epochs):
+            perm_mb = torch.randperm(n, generator=self.order)
+            for mb_start in range(0, n, mb_size):
+                idx = perm_mb[mb_start : mb_start + mb_size].to(device)
                 with autocast_context(device, dtype):
-                    values = critic.values(roll.sequences[idx, :-1], roll.attention[idx, :-1])
-                values = values[:, roll.prompt_len - 1 :].float()
-                vf_loss, vf_info = ppo_value_loss(
-                    values, old_values[idx], returns[idx], roll.mask[idx], cfg.vf_clip_range
+                    logits = response_token_logits(
+                        self.policy, roll.sequences[idx], roll.attention[idx], roll.prompt_len
+                    )
+                new_logp = gather_logprobs(logits, tokens[idx])
+                pg_loss, pg_info = ppo_policy_loss(
+                    new_logp, roll.logprobs[idx], advantages[idx], roll.mask[idx], cfg.clip_range
                 )
-                loss = loss + cfg.vf_coef * vf_loss
-                stats.setdefault("vf_loss", []).append(vf_loss.item())
-                stats.setdefault("vf_clipfrac", []).append(float(vf_info["vf_clipfrac"]))
-            grad_norm = optimizer_step(loss, models, optimizer, cfg.optim.grad_clip)
-            stats.setdefault("pg_loss", []).append(pg_loss.item())
-            stats.setdefault("clipfrac", []).append(float(pg_info["clipfrac"]))
-            stats.setdefault("approx_kl", []).append(float(pg_info["approx_kl"]))
-            stats.setdefault("grad_norm", []).append(grad_norm)
-    return seq_rewards, stats
+                loss = pg_loss
+                if critic is not None:
+                    with autocast_context(device, dtype):
+                        values = critic.values(roll.sequences[idx, :-1], roll.attention[idx, :-1])
+                    values = values[:, roll.prompt_len - 1 :].float()
+                    vf_loss, vf_info = ppo_value_loss(
+                        values, old_values[idx], returns[idx], roll.mask[idx], cfg.vf_clip_range
+                    )
+                    loss = loss + cfg.vf_coef * vf_loss
+                    stats.setdefault("vf_loss", []).append(vf_loss.item())
+                    stats.setdefault("vf_clipfrac", []).append(float(vf_info["vf_clipfrac"]))
+                grad_norm = optimizer_step(loss, self.models, self.run.optimizer, cfg.optim.grad_clip)
+                stats.setdefault("pg_loss", []).append(pg_loss.item())
+                stats.setdefault("clipfrac", []).append(float(pg_info["clipfrac"]))
+                stats.setdefault("approx_kl", []).append(float(pg_info["approx_kl"]))
+                stats.setdefault("grad_norm", []).append(grad_norm)
+        return seq_rewards, stats
+
+    def save(self, step: int) -> Path:
+        extra_state: dict[str, Any] = {"generator": self.generator.get_state()}
+        if self.critic is not None:
+            extra_state["critic"] = self.critic.export_state()
+        return self.run.save(
+            step,
+            model_state=self.policy.state_dict(),
+            model_config=self.policy.config.to_dict(),
+            kind="policy",
+            extra_state=extra_state,
+            extra_meta={
+                "algo": self.config.algo,
+                "reward": str(self.reward_name),
+                "val_score": self.run.result.eval.get("val_score"),
+            },
+        )
 
 
 def rlhf(
@@ -438,126 +324,24 @@ def rlhf(
 ) -> StageResult:
     """Optimise the policy at ``policy_path`` against ``reward`` (a reward-model checkpoint path
     or a callable ``reward(prompts, responses) -> scores``) on the prompts at ``prompts_path``."""
-    config.validate()
-    device = select_device(config.device)
-    dtype = resolve_dtype(config.dtype, device)
-    seed_everything(config.seed)
-    policy, policy_ckpt, tokenizer = load_policy(policy_path, device)
-    reference = copy.deepcopy(policy).eval().requires_grad_(False)
-    block = policy.config.block_size
-    if config.max_new_tokens >= block:
-        raise ConfigError(f"max_new_tokens {config.max_new_tokens} must be below the model's block_size ({block})")
-    max_prompt_len = config.max_prompt_len or block - config.max_new_tokens
-    if max_prompt_len + config.max_new_tokens > block:
-        raise ConfigError(
-            f"max_prompt_len + max_new_tokens ({max_prompt_len + config.max_new_tokens}) exceeds "
-            f"the model's block_size ({block})"
-        )
-    reward_name = reward if isinstance(reward, (str, Path)) else getattr(reward, "__name__", type(reward).__name__)
-    reward_fn: RewardFn = RewardScorer(reward, device) if isinstance(reward, (str, Path)) else reward
-
-    critic = None
-    if config.algo == "ppo":
-        critic = ScalarHeadModel(policy.config).to(device)
-        critic.trunk.load_state_dict(policy.state_dict())
-    models = _Models(policy, critic)
-
-    run = StageRun(
-        f"rlhf-{config.algo}",
-        output,
-        overwrite=overwrite,
-        parent=policy_ckpt,
-        config=config,
-        data=prompts_path,
-        say=on_message,
-    )
-    prompts, skipped = read_prompts(prompts_path)
-    split = HeldOutSplit(config.val_fraction)
-    for prompt in prompts:
-        split.add(prompt.text, prompt)
-    if not split.train:
-        # Too few prompts to hold any out: train on all of them, and do not report scores on
-        # training prompts as held-out ones.
-        run.note(
-            f"all {len(prompts)} prompt(s) fell in the held-out slice (val_fraction "
-            f"{config.val_fraction}): training on all of them, with no held-out evaluation"
-        )
-    elif not split.held:
-        run.note("no held-out prompts (too few prompts or val_fraction = 0): no held-out evaluation")
-    train_prompts, held, _ = split.finish(prompts_path, "prompts", skipped)
-    max_steps = config.max_steps
-    generator = torch.Generator(device=device).manual_seed(config.seed)
-
-    def load_state(ckpt: Checkpoint) -> None:
-        load_lm_weights(policy, ckpt)
-        if critic is not None:
-            if "critic" not in ckpt.train_state:
-                raise InputError(f"{ckpt.path}: has no value model state to resume PPO from")
-            critic.load_export(ckpt.train_state["critic"], str(ckpt.path), require_head=True)
-        generator.set_state(ckpt.train_state["generator"])
-
-    optimizer, result = run.begin(
-        models,
-        config,
-        device,
-        max_steps=max_steps,
-        examples=len(train_prompts),
-        held_out=len(held),
+    run = StageRun(f"rlhf-{config.algo}", config, output, overwrite=overwrite, data=prompts_path, say=on_message)
+    training = _Training(run, policy_path, reward)
+    run.open()
+    skipped = training.read_prompts(prompts_path)
+    run.begin(
+        training.models,
+        max_steps=config.max_steps,
+        examples=len(training.train_prompts),
+        held_out=len(training.held),
         skipped=skipped,
-        load_model=load_state,
+        load_model=training.load_state,
     )
-    order = torch.Generator().manual_seed(config.seed)
-
-    def step_fn(step: int) -> dict[str, float]:
-        # Prompt batch: a seeded permutation per pass over the training prompts (pure
-        # function of the step, like the other stages, so resume needs only the step).
-        per_epoch = max(1, len(train_prompts) // config.batch_size)
-        epoch, offset = divmod(step, per_epoch)
-        order.manual_seed(config.seed * 1_000_003 + epoch)
-        perm = torch.randperm(len(train_prompts), generator=order).tolist()
-        picked = [train_prompts[perm[(offset * config.batch_size + i) % len(perm)]] for i in range(config.batch_size)]
-        batch = [p for p in picked for _ in range(config.samples_per_prompt)]
-        roll = make_rollout(
-            policy, reference, batch, config, tokenizer, reward_fn, generator, device, dtype, max_prompt_len
-        )
-        seq_rewards, stats = ppo_update(roll, policy, critic, models, optimizer, order, config, device, dtype)
-        kl_seq = (roll.logprobs - roll.ref_logprobs).sum(1)
-        return {
-            "score": float(roll.scores.mean()),
-            "reward": float(seq_rewards.mean()),
-            "kl": float(kl_seq.mean()),
-            "entropy": float(masked_mean(roll.entropy, roll.mask)),
-            "response_len": float(_lengths(roll.mask).float().mean()),
-            "ended": float(roll.ended.float().mean()),
-            **{k: sum(v) / len(v) for k, v in stats.items()},
-        }
-
-    def save_fn(step: int) -> Path:
-        extra_state: dict[str, Any] = {"generator": generator.get_state()}
-        if critic is not None:
-            extra_state["critic"] = critic.export_state()
-        return run.save(
-            step,
-            model_state=policy.state_dict(),
-            model_config=policy.config.to_dict(),
-            kind="policy",
-            optimizer=optimizer,
-            tokenizer=tokenizer,
-            extra_state=extra_state,
-            extra_meta={"algo": config.algo, "reward": str(reward_name), "val_score": result.eval.get("val_score")},
-        )
-
-    models.train()
+    training.models.train()
     return run_steps(
         run,
-        result,
-        config,
-        optimizer,
-        step_fn=step_fn,
-        eval_fn=lambda: evaluate_policy(
-            policy, reference, held, config, tokenizer, reward_fn, device, dtype, max_prompt_len
-        ),
-        save_fn=save_fn,
+        step_fn=training.step,
+        eval_fn=lambda: training.sampler.evaluate(training.held),
+        save_fn=training.save,
         stop_at_step=stop_at_step,
         progress=progress,
     )
