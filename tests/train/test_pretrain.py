@@ -235,7 +235,7 @@ def test_cli_missing_mix_is_one_line(tmp_path):
 
 
 def test_a_stop_request_checkpoints_at_the_step_boundary(mix_dir, tmp_path, monkeypatch):
-    import train.pretrain as pretrain_module
+    import train.pretrain_loop as loop_module
 
     class StopAfterFive(StopRequest):
         """Behaves as if SIGTERM arrived during step 5."""
@@ -251,7 +251,7 @@ def test_a_stop_request_checkpoints_at_the_step_boundary(mix_dir, tmp_path, monk
         def requested(self, value):
             pass
 
-    monkeypatch.setattr(pretrain_module, "StopRequest", StopAfterFive)
+    monkeypatch.setattr(loop_module, "StopRequest", StopAfterFive)
     cfg = config(max_steps=50, checkpoint_every=0, eval_every=0)
     result = pretrain(cfg, mix_dir, tmp_path / "run", progress=False)
     assert result.status == "stopped" and result.step == 5
