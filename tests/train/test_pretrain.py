@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
 import random
-import signal
 from pathlib import Path
 
 import pytest
@@ -173,15 +171,6 @@ def test_output_directory_rules(mix_dir, tmp_path):
     # Continued pretraining from another run's weights.
     child = pretrain(cfg, mix_dir, tmp_path / "child", init_from=tmp_path / "run", progress=False)
     assert load_checkpoint(child.checkpoint).meta["parent"].endswith("step-000003")
-
-
-def test_stop_request_catches_sigterm_and_restores_the_handler():
-    before = signal.getsignal(signal.SIGTERM)
-    with StopRequest() as flag:
-        assert not flag.requested
-        os.kill(os.getpid(), signal.SIGTERM)  # would kill the test run without the handler
-        assert flag.requested
-    assert signal.getsignal(signal.SIGTERM) == before
 
 
 def test_cli_trains_resumes_and_reports(mix_dir, tmp_path):
