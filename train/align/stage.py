@@ -311,13 +311,13 @@ def run_steps(
     """The step loop of every alignment stage, from the run's start step to its ``max_steps``
     (``run.begin`` has made the optimizer and the result this fills in).
 
-        ``step_fn(step)`` does one optimisation step (the learning rate already set) and returns
-        its metrics, logged with ``step`` and ``lr`` on the run's first step, every ``log_every``
-        and the last, and kept as ``result.first``/``last``. ``eval_fn()`` gives held-out metrics
-        or None: before the first step (a fresh run logs it as step 0, the untrained baseline; a
-        resumed run keeps it as ``first_eval`` only, the earlier run having reached that step),
-        every ``eval_every`` steps and on the last step (``max_steps`` or ``stop_at_step``).
-        ``save_fn(step)`` checkpoints on the last step and every ``checkpoint_every``.
+    ``step_fn(step)`` does one optimisation step (the learning rate already set) and returns
+    its metrics, logged with ``step`` and ``lr`` on the run's first step, every ``log_every``
+    and the last, and kept as ``result.first``/``last``. ``eval_fn()`` gives held-out metrics
+    or None: before the first step (a fresh run logs it as step 0, the untrained baseline; a
+    resumed run keeps it as ``first_eval`` only, the earlier run having reached that step),
+    every ``eval_every`` steps and on the last step (``max_steps`` or ``stop_at_step``).
+    ``save_fn(step)`` checkpoints on the last step and every ``checkpoint_every``.
     """
     result, config, optimizer = run.result, run.config, run.optimizer
     start, max_steps = result.start_step, result.max_steps
