@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import torch
 
+from curate.core.errors import ConfigError
 from train.align.data import Skipped
 from train.align.sft import SFTConfig
 from train.align.stage import StageRun, run_steps
+from train.checkpoint import load_checkpoint
 
 
 def test_run_steps_eval_log_and_checkpoint_schedule(tmp_path):
@@ -45,3 +48,35 @@ def test_run_steps_eval_log_and_checkpoint_schedule(tmp_path):
     assert [line["step"] for line in lines] == [0, 1, 3, 4, 6, 8, 9]
     assert "lr" in lines[1] and "val_loss" in lines[0] and "loss" not in lines[0]
     assert [line["step"] for line in lines if "val_loss" in line] == [0, 4, 8, 9]
+
+
+def test_stage_run_records_its_parent_resumes_and_starts_over(tmp_path, tiny_checkpoint):
+    base = tiny_checkpoint(tmp_path / "base")
+    data = tmp_path / "qa.jsonl"
+    data.write_text('{"prompt": "a", "response": "b"}\n')
+    cfg = SFTConfig(max_steps=2)
+    run = StageRun("sft", cfg, tmp_path / "out", data=data)
+    model, _ = run.load_parent(base)
+    run.open()
+    _, result = run.begin(model, examples=1, held_out=0, skipped=Skipped())
+    assert run.device.type == "cpu" and result.start_step == 0 and result.max_steps == 2
+    path = run.save(1, model_state=model.state_dict(), model_config=model.config.to_dict(), kind="policy")
+    meta = load_checkpoint(path).meta
+    assert meta["stage"] == "sft" and meta["parent"] == str(run.parent.path) and meta["parent_stage"] == "pretrain"
+    assert meta["training_cutoff"] == "2026-01-01" and meta["data"] == str(data) and len(meta["data_sha256"]) == 64
+
+    notes: list[str] = []
+    data.write_text('{"prompt": "a", "response": "c"}\n')
+    again = StageRun("sft", cfg, tmp_path / "out", data=data, say=notes.append)
+    again.load_parent(base)
+    again.open()
+    assert again.start_step == 1 and len(notes) == 1 and "changed since step-000001" in notes[0]
+
+    fresh = StageRun("sft", cfg, tmp_path / "out", overwrite=True, data=data)
+    fresh.load_parent(base)
+    fresh.open()
+    assert fresh.resume_from is None and not (tmp_path / "out" / "step-000001").exists()
+    # The config is checked before anything is touched.
+    with pytest.raises(ConfigError, match="batch_size"):
+        StageRun("sft", SFTConfig(batch_size=0), tmp_path / "other")
+    assert not (tmp_path / "other").exists()
