@@ -36,8 +36,10 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from train.loop import autocast_context, build_optimizer, device_peak_flops, tune_cpu_allocator
+from train.metrics import device_peak_flops
 from train.model import GPT, PRESETS, GPTConfig
+from train.optim import build_optimizer
+from train.runtime import autocast_context, tune_cpu_allocator
 
 # ----------------------------------------------------------------------------- reference
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from curate.core.config import parse_count
 from curate.core.errors import ConfigError
 
-from .loop import GPU_PEAK_FLOPS
+from .metrics import GPU_PEAK_FLOPS
 
 CHINCHILLA_TOKENS_PER_PARAM = 20.0
 

@@ -27,7 +27,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from .loop import DistContext
+from .runtime import DistContext
 
 
 def _is_dtensor(value: Any) -> bool:

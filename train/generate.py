@@ -17,7 +17,7 @@ import torch
 from curate.core.errors import ConfigError
 
 from .checkpoint import load_checkpoint_tokenizer, load_lm
-from .loop import select_device
+from .runtime import select_device
 
 
 @dataclass

@@ -1,7 +1,7 @@
 """The settings of a pretraining run: what ``[model]``, ``[optim]``, ``[data]`` and the top-level
 keys of a pretraining TOML (samples/train/pretrain_tiny.toml) may hold, their defaults, and the
-checks that turn a bad value into a one-line error before anything runs. train/pretrain.py
-runs them; ``curate.core.config.from_dict`` builds them from TOML and ``--set`` overrides.
+checks that turn a bad value into a one-line error before anything runs, and how to say that
+a checkpoint's model differs from the configured one. train/pretrain.py runs them; ``curate.core.config.from_dict`` builds them from TOML and ``--set`` overrides.
 """
 
 from __future__ import annotations
@@ -123,3 +123,15 @@ class PretrainConfig:
         if self.max_tokens is None:
             return self.max_steps
         return max(1, math.ceil(parse_count(self.max_tokens) / self.tokens_per_step(seq_len, world_size)))
+
+
+def model_difference(saved: GPTConfig, current: GPTConfig) -> str:
+    """The model settings that differ, as 'key: saved X, this run Y', and how to match them."""
+    a, b = saved.to_dict(), current.to_dict()
+    keys = [k for k in a if a[k] != b.get(k)]
+    text = "; ".join(f"{k}: saved {a[k]!r}, this run {b.get(k)!r}" for k in keys)
+    if keys:
+        text += f"; to match, --set {' '.join(f'model.{k}={str(a[k]).lower() if isinstance(a[k], bool) else a[k]}' for k in keys)}"
+    if "norm_weight" in keys and a["norm_weight"]:
+        text += " (runs from before norms without gains became the default have norm_weight true)"
+    return text

@@ -129,8 +129,8 @@ def sft(
     \b
     curate train sft --base work/ckpt/base --data samples/sft/qa.jsonl -o work/ckpt/sft
     """
-    from train.sft import SFTConfig
-    from train.sft import sft as run_sft
+    from train.align.sft import SFTConfig
+    from train.align.sft import sft as run_sft
 
     config = _build_config(
         SFTConfig,
@@ -168,7 +168,7 @@ def sample_pairs(model, prompts, output, max_new_tokens, temperatures, seeds, to
     \b
     curate train sample-pairs --model work/ckpt/sft --prompts samples/prompts.jsonl -o work/pairs.parquet
     """
-    from train.sampling import sample_pairs as run
+    from train.align.sampling import sample_pairs as run
 
     result = run(
         model,
@@ -219,7 +219,7 @@ def reward(
     \b
     curate train reward --base work/ckpt/sft --data samples/comparisons.jsonl -o work/ckpt/rm
     """
-    from train.reward import RewardConfig, train_reward
+    from train.align.reward import RewardConfig, train_reward
 
     config = _build_config(
         RewardConfig,
@@ -258,11 +258,11 @@ def score(reward_model, data, output, batch_size, device, print_rows):
     curate train score work/ckpt/rm --data samples/comparisons.jsonl
     curate train score work/ckpt/rm --data answers.jsonl -o scored.jsonl
     """
-    import json
     import tempfile
     from pathlib import Path
 
-    from train.reward import score_file
+    from curate.core.files import iter_jsonl
+    from train.align.score import score_file
 
     target = output
     scratch = None
@@ -273,8 +273,7 @@ def score(reward_model, data, output, batch_size, device, print_rows):
         result = score_file(reward_model, data, target, batch_size=batch_size, device=device)
         if print_rows:
             with open(target, encoding="utf-8") as fh:
-                for line in fh:
-                    row = json.loads(line)
+                for _, row, _ in iter_jsonl(fh, objects_only=True):  # rows score_file just wrote
                     if result.kind == "comparisons":
                         click.echo(f"{row['chosen_score']:.4f}\t{row['rejected_score']:.4f}")
                     else:
@@ -329,8 +328,8 @@ def rlhf(
     curate train rlhf --policy work/ckpt/sft --reward work/ckpt/rm --prompts samples/prompts.jsonl -o work/ckpt/rlhf
     curate train rlhf ... --algo rloo --kl-coef 0.05 --kl-estimator k3
     """
-    from train.rlhf import RLHFConfig
-    from train.rlhf import rlhf as run_rlhf
+    from train.align.rlhf import RLHFConfig
+    from train.align.rlhf import rlhf as run_rlhf
 
     config = _build_config(
         RLHFConfig,
@@ -395,8 +394,8 @@ def dpo(
     \b
     curate train dpo --policy work/ckpt/sft --data samples/comparisons.jsonl -o work/ckpt/dpo --beta 0.1
     """
-    from train.dpo import DPOConfig
-    from train.dpo import dpo as run_dpo
+    from train.align.dpo import DPOConfig
+    from train.align.dpo import dpo as run_dpo
 
     config = _build_config(
         DPOConfig,

@@ -120,7 +120,7 @@ def pretrain(
         overrides = tuple(overrides) + ('distributed="fsdp"',)
     config = load_pretrain_config(config_path, overrides)  # fail fast, before starting processes
     if nproc > 1 and int(os.environ.get("WORLD_SIZE", "1")) == 1:
-        from train.data import open_mix, resolve_tokenizer
+        from train.mix import open_mix, resolve_tokenizer
 
         config.validate()
         resolve_tokenizer(tokenizer, open_mix(data))  # a bad path: one line here, not one per process

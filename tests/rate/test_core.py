@@ -323,7 +323,7 @@ def test_sample_pairs_match_the_schema():
 
 def test_exported_ratings_train_a_reward_model(tmp_path, tiny_checkpoint):
     """Ratings collected with `curate rate` feed the reward trainer directly (export schema)."""
-    from train.reward import RewardConfig, train_reward
+    from train.align.reward import RewardConfig, train_reward
 
     pairs = write_pairs(tmp_path / "pairs.parquet", 24)
     with RatingSession(tmp_path / "ratings", pairs, [Rater("ann", "a" * 20)]) as session:

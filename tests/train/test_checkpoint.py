@@ -19,8 +19,9 @@ from train.checkpoint import (
     resolve_checkpoint,
     save_checkpoint,
 )
-from train.loop import build_optimizer, rng_state
 from train.model import GPT, GPTConfig
+from train.optim import build_optimizer
+from train.runtime import rng_state
 
 CUTOFF = {"max": "2024-05-01T00:00:00", "p99": "2024-04-20T00:00:00", "undated_docs": 3}
 

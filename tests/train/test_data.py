@@ -3,71 +3,23 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from curate.core.accounting import Stats
-from curate.core.document import Document
 from curate.core.errors import InputError
-from curate.core.manifest import build_manifest, write_manifest
-from curate.core.shards import ShardWriter
 from curate.core.tokenizer import ByteTokenizer
-from train.data import (
-    PackedReader,
-    is_validation,
-    open_mix,
-    pretokenized_usable,
-    resolve_tokenizer,
-    validation_sequences,
-)
-
-
-def write_mix(directory: Path, n_docs: int = 60, shard_bytes: int = 2_000, extra: dict | None = None) -> Path:
-    """A small mix directory: several shards, a manifest with a training cutoff."""
-    writer = ShardWriter(directory, prefix="part-00000", shard_bytes=shard_bytes, row_group_bytes=700)
-    for i in range(n_docs):
-        writer.write(Document(id=f"doc-{i:04d}", text=f"Document number {i} says hello. " * (1 + i % 4), source="web"))
-    shards = writer.close()
-    stats = Stats(read=n_docs, kept=n_docs)
-    manifest = build_manifest(
-        "mix",
-        {},
-        [],
-        stats,
-        {"": shards},
-        extra={
-            "training_cutoff": {"max": "2024-05-01", "p99": "2024-04-20", "undated_docs": 0},
-            "tokenizer": {"name": "bytes", "vocab_size": 262},
-            **(extra or {}),
-        },
-    )
-    write_manifest(directory, manifest)
-    return directory
+from train.data import PackedReader, is_validation, validation_sequences
+from train.mix import open_mix, pretokenized_usable, resolve_tokenizer
 
 
 def doc_tokens(i: int) -> list[int]:
     return list(f"Document number {i} says hello. ".encode() * (1 + i % 4)) + [ByteTokenizer().eot_id]
 
 
-@pytest.fixture
-def mix_dir(tmp_path):
-    return write_mix(tmp_path / "mix")
-
-
-def test_open_mix_reads_manifest_and_shards(mix_dir):
-    mix = open_mix(mix_dir)
-    assert len(mix.shards) > 2  # the small shard size splits the mix
-    assert mix.rows == 60
-    assert mix.training_cutoff["max"] == "2024-05-01"
-    assert len(mix.manifest_sha256) == 64
-    assert isinstance(resolve_tokenizer(None, mix), ByteTokenizer)
-
-
-def test_packing_concatenates_documents_with_eot_and_drops_nothing(mix_dir):
-    mix = open_mix(mix_dir)
+def test_packing_concatenates_documents_with_eot_and_drops_nothing(numbered_mix):
+    mix = open_mix(numbered_mix)
     reader = PackedReader(mix, ByteTokenizer(), seq_len=32, shuffle_shards=False)
     x, y, ids = reader.next_batch(6)
     assert x.shape == y.shape == (6, 32) and x.dtype == torch.int64
@@ -81,10 +33,10 @@ def test_packing_concatenates_documents_with_eot_and_drops_nothing(mix_dir):
     assert reader.tokens_read == 6 * 32
 
 
-def test_ranks_read_disjoint_documents_covering_the_training_set(tmp_path):
+def test_ranks_read_disjoint_documents_covering_the_training_set(tmp_path, write_numbered_mix):
     """Rank r takes global rows r, r + N, ...: within an epoch no document is on two ranks,
     and together the ranks read every training (not held-out) document."""
-    mix = open_mix(write_mix(tmp_path / "mix", n_docs=40))
+    mix = open_mix(write_numbered_mix(tmp_path / "mix", n_docs=40))
     per_rank = []
     for rank in range(3):
         reader = PackedReader(
@@ -104,8 +56,8 @@ def test_ranks_read_disjoint_documents_covering_the_training_set(tmp_path):
     assert all(int(d[4:]) % 3 == rank for rank, docs in enumerate(per_rank) for d in docs)
 
 
-def test_held_out_documents_never_reach_training(mix_dir):
-    mix = open_mix(mix_dir)
+def test_held_out_documents_never_reach_training(numbered_mix):
+    mix = open_mix(numbered_mix)
     held_out = {f"doc-{i:04d}" for i in range(60) if is_validation(f"doc-{i:04d}", 0.2)}
     assert 3 < len(held_out) < 25
     reader = PackedReader(mix, ByteTokenizer(), seq_len=16, val_fraction=0.2)
@@ -120,8 +72,8 @@ def test_held_out_documents_never_reach_training(mix_dir):
     assert validation_sequences(mix, ByteTokenizer(), 16, val_fraction=0.0, max_sequences=5) is None
 
 
-def test_resume_from_state_continues_exactly(mix_dir, tmp_path):
-    mix = open_mix(mix_dir)
+def test_resume_from_state_continues_exactly(numbered_mix, tmp_path):
+    mix = open_mix(numbered_mix)
     kwargs = dict(rank=1, world_size=2, val_fraction=0.1, seed=3)
     straight = PackedReader(mix, ByteTokenizer(), 24, **kwargs)
     for _ in range(7):
@@ -137,8 +89,8 @@ def test_resume_from_state_continues_exactly(mix_dir, tmp_path):
         assert torch.equal(x1, x2) and torch.equal(y1, y2) and i1 == i2
 
 
-def test_epochs_repeat_the_data_in_a_seeded_shard_order(mix_dir):
-    mix = open_mix(mix_dir)
+def test_epochs_repeat_the_data_in_a_seeded_shard_order(numbered_mix):
+    mix = open_mix(numbered_mix)
     a = PackedReader(mix, ByteTokenizer(), 16, seed=1)
     b = PackedReader(mix, ByteTokenizer(), 16, seed=1)
     orders = [a.stream.shard_order(e) for e in range(4)]
@@ -150,8 +102,8 @@ def test_epochs_repeat_the_data_in_a_seeded_shard_order(mix_dir):
     assert all(torch.equal(x, b.next_batch(8)[0]) for x, _, _ in batches)
 
 
-def test_pretokenized_token_files_give_the_same_sequences(tmp_path):
-    mix_dir = write_mix(tmp_path / "mix")
+def test_pretokenized_token_files_give_the_same_sequences(tmp_path, write_numbered_mix):
+    mix_dir = write_numbered_mix(tmp_path / "mix")
     # Write token files in the layout `curate mix --pretokenize` documents.
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -187,56 +139,24 @@ def test_pretokenized_token_files_give_the_same_sequences(tmp_path):
         assert torch.equal(a[0], b[0]) and a[2] == b[2]
 
 
-def test_bad_inputs_are_one_line_errors(tmp_path, mix_dir):
+def test_bad_inputs_are_one_line_errors(tmp_path, numbered_mix, write_numbered_mix):
     with pytest.raises(InputError, match="no such mix"):
         open_mix(tmp_path / "missing")
     (tmp_path / "empty").mkdir()
     with pytest.raises(InputError, match="no .parquet"):
         open_mix(tmp_path / "empty")
-    manifest = json.loads((mix_dir / "manifest.json").read_text())
+    manifest = json.loads((numbered_mix / "manifest.json").read_text())
     manifest["tokenizer"] = {"name": f"bpe:{tmp_path / 'gone'}", "vocab_size": 1000}
-    (mix_dir / "manifest.json").write_text(json.dumps(manifest))
+    (numbered_mix / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(InputError, match="--tokenizer"):
-        resolve_tokenizer(None, open_mix(mix_dir))
+        resolve_tokenizer(None, open_mix(numbered_mix))
     manifest["shards"].append({"path": "part-99999-000.parquet"})
-    (mix_dir / "manifest.json").write_text(json.dumps(manifest))
+    (numbered_mix / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(InputError, match="missing shard"):
-        open_mix(mix_dir)
+        open_mix(numbered_mix)
     # Everything held out: a clear error instead of an endless loop.
-    reader = PackedReader(open_mix(write_mix(tmp_path / "all-val", n_docs=3)), ByteTokenizer(), 8, val_fraction=0.999)
+    reader = PackedReader(
+        open_mix(write_numbered_mix(tmp_path / "all-val", n_docs=3)), ByteTokenizer(), 8, val_fraction=0.999
+    )
     with pytest.raises(InputError, match="no training documents"):
         reader.next_batch(1)
-
-
-def test_byte_fallback_is_noted_once_when_nothing_names_a_tokenizer(tmp_path, mix_dir):
-    # Bare Parquet shards: no manifest.json at all.
-    bare = tmp_path / "bare"
-    with ShardWriter(bare, prefix="part-00000") as writer:
-        writer.write(Document(id="a", text="hello there"))
-    notes: list[str] = []
-    tokenizer = resolve_tokenizer(None, open_mix(bare), note=notes.append)
-    assert isinstance(tokenizer, ByteTokenizer)
-    assert len(notes) == 1 and "\n" not in notes[0]
-    assert "no manifest.json" in notes[0] and "--tokenizer" in notes[0] and str(tokenizer.vocab_size) in notes[0]
-
-    # A manifest without a tokenizer entry.
-    manifest = json.loads((mix_dir / "manifest.json").read_text())
-    del manifest["tokenizer"]
-    (mix_dir / "manifest.json").write_text(json.dumps(manifest))
-    notes.clear()
-    assert isinstance(resolve_tokenizer(None, open_mix(mix_dir), note=notes.append), ByteTokenizer)
-    assert len(notes) == 1 and "names no tokenizer" in notes[0]
-    # Callers that pass no callback still get the byte tokenizer (no printing from the library).
-    assert isinstance(resolve_tokenizer(None, open_mix(mix_dir)), ByteTokenizer)
-
-
-def test_no_note_when_the_tokenizer_is_named(tmp_path, mix_dir):
-    notes: list[str] = []
-    # The mix says "bytes" itself: a choice, not a fallback.
-    assert isinstance(resolve_tokenizer(None, open_mix(mix_dir), note=notes.append), ByteTokenizer)
-    # --tokenizer given on bare shards.
-    bare = tmp_path / "bare"
-    with ShardWriter(bare, prefix="part-00000") as writer:
-        writer.write(Document(id="a", text="hello there"))
-    assert isinstance(resolve_tokenizer("bytes", open_mix(bare), note=notes.append), ByteTokenizer)
-    assert notes == []

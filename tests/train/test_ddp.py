@@ -18,7 +18,7 @@ from curate.core.document import Document
 from curate.core.manifest import build_manifest, write_manifest
 from curate.core.shards import ShardWriter
 from train.checkpoint import load_checkpoint, load_lm
-from train.loop import read_metrics
+from train.metrics import read_metrics
 
 torch_distributed = pytest.importorskip("torch.distributed")
 pytestmark = pytest.mark.skipif(not torch_distributed.is_available(), reason="torch built without distributed")

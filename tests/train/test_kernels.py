@@ -5,7 +5,8 @@ import torch
 import torch.nn.functional as F
 
 from train.kernels import _RMSNormCPU, _RotaryQKV, _rotate, _SwiGLU, rms_norm, rotary_qkv, swiglu
-from train.model import GPT, GPTConfig, rope_tables
+from train.layers import rope_tables
+from train.model import GPT, GPTConfig
 
 
 def plain_rms_norm(x, weight, eps=1e-5):

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
 import random
-import signal
 from pathlib import Path
 
 import pytest
@@ -20,8 +18,9 @@ from curate.core.errors import ConfigError, CurateError
 from curate.core.manifest import build_manifest, write_manifest
 from curate.core.shards import ShardWriter
 from train.checkpoint import list_step_dirs, load_checkpoint
-from train.loop import StopRequest, read_metrics
+from train.metrics import read_metrics
 from train.pretrain import PretrainConfig, pretrain
+from train.runtime import StopRequest
 
 CUTOFF = {"max": "2024-03-28T00:00:00+00:00", "p99": "2024-03-20T00:00:00+00:00", "undated_docs": 0}
 SUBJECTS = ["The cat", "A dog", "My friend", "The teacher", "Our neighbour", "The child"]
@@ -174,15 +173,6 @@ def test_output_directory_rules(mix_dir, tmp_path):
     assert load_checkpoint(child.checkpoint).meta["parent"].endswith("step-000003")
 
 
-def test_stop_request_catches_sigterm_and_restores_the_handler():
-    before = signal.getsignal(signal.SIGTERM)
-    with StopRequest() as flag:
-        assert not flag.requested
-        os.kill(os.getpid(), signal.SIGTERM)  # would kill the test run without the handler
-        assert flag.requested
-    assert signal.getsignal(signal.SIGTERM) == before
-
-
 def test_cli_trains_resumes_and_reports(mix_dir, tmp_path):
     sample = Path(__file__).resolve().parents[2] / "samples" / "train" / "pretrain_tiny.toml"
     args = [
@@ -234,7 +224,7 @@ def test_cli_missing_mix_is_one_line(tmp_path):
 
 
 def test_a_stop_request_checkpoints_at_the_step_boundary(mix_dir, tmp_path, monkeypatch):
-    import train.pretrain as pretrain_module
+    import train.pretrain_loop as loop_module
 
     class StopAfterFive(StopRequest):
         """Behaves as if SIGTERM arrived during step 5."""
@@ -250,7 +240,7 @@ def test_a_stop_request_checkpoints_at_the_step_boundary(mix_dir, tmp_path, monk
         def requested(self, value):
             pass
 
-    monkeypatch.setattr(pretrain_module, "StopRequest", StopAfterFive)
+    monkeypatch.setattr(loop_module, "StopRequest", StopAfterFive)
     cfg = config(max_steps=50, checkpoint_every=0, eval_every=0)
     result = pretrain(cfg, mix_dir, tmp_path / "run", progress=False)
     assert result.status == "stopped" and result.step == 5

@@ -8,8 +8,8 @@ import random
 
 import torch
 
+from train.align.dpo import DPOConfig, dpo
 from train.checkpoint import load_checkpoint
-from train.dpo import DPOConfig, dpo
 
 
 def pairs(path, n: int, seed: int = 0):

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from train import losses as L
+from train.align import losses as L
 
 
 def t(*rows):

@@ -11,10 +11,11 @@ import torch
 
 from curate.core.errors import InputError
 from curate.core.tokenizer import ByteTokenizer
-from train.align_data import pad_right
+from train.align.data import pad_right
+from train.align.reward import RewardConfig, RewardScorer, ScalarHeadModel, load_pairs, train_reward
+from train.align.score import score_file
 from train.checkpoint import load_checkpoint, load_lm
 from train.model import GPTConfig
-from train.reward import RewardConfig, RewardScorer, ScalarHeadModel, load_pairs, score_file, train_reward
 
 
 def preference_data(path, n: int, seed: int = 0):

@@ -8,9 +8,10 @@ import json
 import pytest
 import torch
 
-from curate.core.errors import ConfigError, InputError
+from curate.core.errors import ConfigError
+from train.align.rlhf import RLHFConfig, ppo_targets, rlhf, rloo_targets
+from train.align.rollout import Rollout
 from train.checkpoint import load_checkpoint
-from train.rlhf import RLHFConfig, Rollout, ppo_targets, read_prompts, rlhf, rloo_targets
 
 LOWER = set("abcdefghijklmnopqrstuvwxyz")
 
@@ -111,23 +112,7 @@ def test_rloo_targets_leave_one_out():
     assert torch.allclose(adv[:, 0], torch.tensor([1.0, -1.0, 0.0, 0.0]))
 
 
-def test_read_prompts_and_config_errors(tmp_path):
-    path = tmp_path / "p.jsonl"
-    path.write_text(
-        json.dumps({"prompt": "a"})
-        + "\nbad\n"
-        + json.dumps({"messages": [{"role": "user", "content": "b"}]})
-        + "\n"
-        + json.dumps({"other": 1})
-        + "\n"
-    )
-    prompts, skipped = read_prompts(path)
-    assert [p.text for p in prompts] == ["a", "b"] and skipped.total == 2
-    txt = tmp_path / "p.txt"
-    txt.write_text("one\n\ntwo\n")
-    assert [p.text for p in read_prompts(txt)[0]] == ["one", "two"]
-    with pytest.raises(InputError):
-        read_prompts(tmp_path / "none.jsonl")
+def test_config_errors():
     with pytest.raises(ConfigError, match="kl_estimator"):
         RLHFConfig(kl_estimator="k2").validate()
     with pytest.raises(ConfigError, match="rloo_k"):

@@ -10,12 +10,11 @@ import torch
 
 from curate.core.errors import InputError
 from curate.core.tokenizer import ByteTokenizer
-from train.align import StageRun, run_steps
-from train.align_data import Skipped, batch_indices, data_digest, read_records
+from train.align.data import read_records
+from train.align.sft import ChatExample, SFTConfig, load_sft_examples, sft, sft_batch
 from train.chat import encode_chat
 from train.checkpoint import load_checkpoint
 from train.model import GPT, GPTConfig
-from train.sft import ChatExample, SFTConfig, load_sft_examples, sft, sft_batch
 
 
 def write_qa(path, n=40):
@@ -83,13 +82,6 @@ def test_padded_examples_do_not_attend_to_each_other():
     assert torch.allclose(batched[0, :n], alone[0], atol=1e-5)
 
 
-def test_batch_indices_cover_each_epoch_once():
-    seen = [i for s in range(5) for i in batch_indices(10, 4, s, seed=3)]
-    assert sorted(seen[:10]) == list(range(10))  # the first epoch is a permutation
-    assert batch_indices(10, 4, 2, seed=3) == batch_indices(10, 4, 2, seed=3)
-    assert len(seen) == 20
-
-
 def test_load_examples_counts_bad_records(tmp_path):
     tok = ByteTokenizer()
     path = tmp_path / "d.jsonl"
@@ -140,78 +132,3 @@ def test_sft_resume_matches_uninterrupted_run(tmp_path, tiny_checkpoint):
     sft(cfg, base, data, tmp_path / "b", progress=False)
     a, b = load_checkpoint(tmp_path / "a").model_state, load_checkpoint(tmp_path / "b").model_state
     assert all(torch.equal(a[k], b[k]) for k in a)
-
-
-def test_corrupt_parquet_row_group_is_an_input_error(tmp_path):
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    good = tmp_path / "good.parquet"
-    rows = [{"prompt": f"question {i} " * 5, "response": f"answer {i} " * 5} for i in range(300)]
-    pq.write_table(pa.Table.from_pylist(rows), good, row_group_size=100, compression="zstd")
-    assert len(list(read_records(good))) == 300
-    # The footer stays intact (the file opens); the second row group's page header does not.
-    data = bytearray(good.read_bytes())
-    offset = pq.ParquetFile(good).metadata.row_group(1).column(0).data_page_offset
-    data[offset + 20 : offset + 60] = bytes(b ^ 0xFF for b in data[offset + 20 : offset + 60])
-    bad = tmp_path / "bad.parquet"
-    bad.write_bytes(bytes(data))
-    with pytest.raises(InputError, match="bad.parquet: unreadable Parquet data"):
-        list(read_records(bad))
-    with pytest.raises(InputError, match="not a readable Parquet file"):
-        (tmp_path / "junk.parquet").write_bytes(b"not parquet at all")
-        list(read_records(tmp_path / "junk.parquet"))
-
-
-def test_data_digest_covers_content_and_relative_paths(tmp_path):
-    for name in ("a", "b"):
-        (tmp_path / name / "sub").mkdir(parents=True)
-        (tmp_path / name / "sub" / "x.jsonl").write_text("1\n")
-    assert data_digest(tmp_path / "a") == data_digest(tmp_path / "b")
-    (tmp_path / "b" / "sub" / "x.jsonl").write_text("2\n")
-    assert data_digest(tmp_path / "a") != data_digest(tmp_path / "b")
-    # same name and content, another subdirectory: a different data set
-    (tmp_path / "b" / "sub" / "x.jsonl").rename(tmp_path / "b" / "x.jsonl")
-    (tmp_path / "b" / "x.jsonl").write_text("1\n")
-    assert data_digest(tmp_path / "a") != data_digest(tmp_path / "b")
-    assert data_digest(tmp_path / "a" / "sub" / "x.jsonl") == data_digest(tmp_path / "b" / "x.jsonl")
-
-
-def test_run_steps_eval_log_and_checkpoint_schedule(tmp_path):
-    """One documented schedule for every stage: eval before the first step (logged as step 0),
-    every eval_every steps and at the last step; logs on the first step, every log_every and
-    the last; checkpoints every checkpoint_every and at the last; stop_at_step stops there."""
-    cfg = SFTConfig(eval_every=4, log_every=3, checkpoint_every=5)
-    run = StageRun("sft", tmp_path / "out", overwrite=False, parent=None, config=cfg)
-    optimizer, result = run.begin(
-        torch.nn.Linear(1, 1), cfg, torch.device("cpu"), max_steps=10, examples=1, held_out=1, skipped=Skipped()
-    )
-    evals, saves, steps = [], [], []
-
-    def eval_fn():
-        evals.append(len(steps))
-        return {"val_loss": 10.0 - len(steps)}
-
-    def save_fn(step):
-        saves.append(step)
-        return tmp_path / f"step-{step}"
-
-    res = run_steps(
-        run,
-        result,
-        cfg,
-        optimizer,
-        step_fn=lambda s: steps.append(s) or {"loss": float(s)},
-        eval_fn=eval_fn,
-        save_fn=save_fn,
-        stop_at_step=9,
-        progress=False,
-    )
-    assert steps == list(range(9)) and res.status == "stopped" and res.step == 9
-    assert evals == [0, 4, 8, 9] and saves == [5, 9]
-    assert res.first_eval == {"val_loss": 10.0} and res.eval == {"val_loss": 1.0}
-    assert res.first == {"loss": 0.0} and res.last == {"loss": 8.0}
-    lines = [json.loads(line) for line in (tmp_path / "out" / "metrics.jsonl").read_text().splitlines()]
-    assert [line["step"] for line in lines] == [0, 1, 3, 4, 6, 8, 9]
-    assert "lr" in lines[1] and "val_loss" in lines[0] and "loss" not in lines[0]
-    assert [line["step"] for line in lines if "val_loss" in line] == [0, 4, 8, 9]

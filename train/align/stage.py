@@ -1,53 +1,38 @@
 """What the alignment stages (sft, reward, rlhf, dpo, sample-pairs) share.
 
-:class:`StageConfig` holds the config fields every stage has; :class:`StageRun` the output
-directory of a run (overwrite, resume, metrics log, checkpoints carrying the parent's lineage
-forward); :func:`run_steps` the step loop around a stage's own update (learning-rate schedule,
-progress, logging, evals, checkpoints), so the four stages log, eval and resume alike. Reading
-records, the held-out split and the batch order live in :mod:`train.align_data`.
+:class:`StageConfig` holds the config fields every stage has; :class:`StageRun` one run of a
+stage (device, seed, the checkpoint it starts from, its output directory: overwrite, resume,
+metrics log, checkpoints carrying the parent's lineage forward); :func:`run_steps` the step
+loop around a stage's own update (learning-rate schedule, progress, logging, evals,
+checkpoints), so the four stages log, eval and resume alike. Reading records, the held-out
+split and the batch order live in :mod:`train.align.data`.
 """
 
 from __future__ import annotations
 
 import math
-import shutil
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 
-from curate import __version__
-from curate.core.config import to_dict
 from curate.core.errors import ConfigError, CurateError
 from curate.core.progress import Progress
 from curate.core.tokenizer import Tokenizer
 
-from .align_data import Skipped, batch_indices, data_digest
-from .checkpoint import (
-    LATEST_FILE,
-    Checkpoint,
-    list_step_dirs,
-    load_checkpoint,
-    load_checkpoint_tokenizer,
-    load_lm,
-    save_checkpoint,
-)
-from .loop import (
-    MetricsLogger,
-    build_optimizer,
-    clip_gradients,
-    lr_at,
-    rng_state,
-    set_lr,
-    set_rng_state,
-    truncate_metrics,
-)
-from .model import GPT
+from ..checkpoint import Checkpoint, load_checkpoint_tokenizer, load_lm
+from ..metrics import MetricsLogger
+from ..model import GPT
+from ..optim import build_optimizer, clip_gradients, scheduled_lr, set_lr
+from ..rundir import RunDir, lineage_of
+from ..runtime import resolve_dtype, rng_state, seed_everything, select_device, set_rng_state
+from .data import Skipped, batch_indices, data_digest
 
-METRICS_FILE = "metrics.jsonl"
+M = TypeVar("M", bound=torch.nn.Module)
+
 
 # =============================================================================== config
 
@@ -151,74 +136,90 @@ class StageResult:
 
 
 class StageRun:
-    """The output directory of an alignment run: start over, resume, log, checkpoint.
+    """One run of an alignment stage, from its first line to its last checkpoint.
 
-    A rerun into the same directory resumes from its newest checkpoint (weights, optimizer,
-    step and RNG state); ``overwrite`` deletes what an earlier run wrote there first. Each
-    checkpoint's metadata names the parent checkpoint and carries its training cutoff and
-    tokenizer forward, so the lineage base -> sft -> rm/rlhf/dpo stays visible.
+    Made before anything else a stage does: it validates the config, picks the device and
+    dtype and seeds the RNGs, so the models the stage then loads (:meth:`load_parent`) start
+    alike on every run. :meth:`open` starts the output directory over (``overwrite``) or finds
+    the checkpoint to resume from; :meth:`begin` builds the optimizer and restores weights,
+    optimizer and RNG state from it. Checkpoints (:meth:`save`) name the parent checkpoint and
+    carry its lineage and tokenizer forward (see train/rundir.py).
     """
 
     def __init__(
         self,
         stage: str,
+        config: StageConfig,
         output: str | Path,
         *,
-        overwrite: bool,
-        parent: Checkpoint | None,
-        config: StageConfig,
+        overwrite: bool = False,
         data: str | Path | None = None,
         say: Callable[[str], None] | None = None,
     ):
+        config.validate()
+        self.device = select_device(config.device)
+        self.dtype = resolve_dtype(config.dtype, self.device)
+        seed_everything(config.seed)
         self.stage = stage
-        self.output = Path(output)
-        self.parent = parent
         self.config = config
+        self.dir = RunDir(output, stage, config)
+        self.dir.lineage = lineage_of(None)
+        self.overwrite = overwrite
+        self.data = str(data) if data is not None else None
+        self.data_sha256: str | None = None
         self.say = say or (lambda msg: None)
         self.notes: list[str] = []
-        if self.output.exists() and not self.output.is_dir():
-            raise ConfigError(f"{self.output}: exists and is not a directory")
-        if overwrite:
-            self._reset()
-        self.output.mkdir(parents=True, exist_ok=True)
-        self.data = str(data) if data is not None else None
-        self.data_sha256 = data_digest(data) if data is not None and Path(data).exists() else None
-        self.resume_from: Checkpoint | None = None
-        if list_step_dirs(self.output):
-            ckpt = load_checkpoint(self.output, with_optimizer=True)
-            if ckpt.meta.get("stage") != stage:
-                raise CurateError(
-                    f"{self.output} holds a {ckpt.meta.get('stage') or ckpt.kind} checkpoint, not {stage}; "
-                    "use another output directory or --overwrite"
-                )
-            if ckpt.train_state is None or ckpt.optimizer_state is None:
-                raise CurateError(f"{ckpt.path}: has no optimizer/train state to resume from; use --overwrite")
-            self.resume_from = ckpt
-            if self.data_sha256 and ckpt.meta.get("data_sha256") not in (None, self.data_sha256):
-                self.note(f"the data at {data} changed since {ckpt.path.name}; batches will not line up")
+        self.parent: Checkpoint | None = None
+        self.tokenizer: Tokenizer | None = None
+        self.optimizer: torch.optim.AdamW | None = None
+        self.result: StageResult | None = None
         self.logger: MetricsLogger | None = None
+
+    @property
+    def output(self) -> Path:
+        return self.dir.path
+
+    @property
+    def resume_from(self) -> Checkpoint | None:
+        return self.dir.resume_from
+
+    @property
+    def start_step(self) -> int:
+        return self.dir.start_step
 
     def note(self, msg: str) -> None:
         self.notes.append(msg)
         self.say(msg)
 
-    def _reset(self) -> None:
-        if not self.output.is_dir():
-            return
-        for path in [*self.output.glob("step-*"), *self.output.glob(".step-*")]:
-            shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
-        for name in (LATEST_FILE, METRICS_FILE):
-            (self.output / name).unlink(missing_ok=True)
+    def load_parent(
+        self, path: str | Path, loader: Callable[[str | Path, torch.device], tuple[M, Checkpoint]] = load_lm
+    ) -> tuple[M, Tokenizer]:
+        """The checkpoint the run starts from, as a model on the run's device (``loader``:
+        ``load_lm`` or ``load_scalar_model``), and its tokenizer."""
+        model, ckpt = loader(path, self.device)
+        self.parent = ckpt
+        self.dir.lineage = lineage_of(ckpt)
+        self.tokenizer = load_checkpoint_tokenizer(ckpt.path)
+        return model, self.tokenizer
 
-    @property
-    def start_step(self) -> int:
-        return int(self.resume_from.train_state["step"]) if self.resume_from else 0
+    def open(self) -> None:
+        """Start over (``overwrite``), or find the checkpoint to resume from."""
+        if self.overwrite:
+            self.dir.reset()
+        resuming = self.dir.open()
+        if self.data is not None and Path(self.data).exists():
+            self.data_sha256 = data_digest(self.data)
+        if not resuming:
+            return
+        ckpt = self.dir.load_resume()
+        if ckpt.train_state is None or ckpt.optimizer_state is None:
+            raise CurateError(f"{ckpt.path}: has no optimizer/train state to resume from; use --overwrite")
+        if self.data_sha256 and ckpt.meta.get("data_sha256") not in (None, self.data_sha256):
+            self.note(f"the data at {self.data} changed since {ckpt.path.name}; batches will not line up")
 
     def begin(
         self,
         model: torch.nn.Module,
-        config: StageConfig,
-        device: torch.device,
         *,
         examples: int,
         held_out: int,
@@ -232,20 +233,21 @@ class StageRun:
         defaults to the config's, or ``epochs`` passes over ``examples``."""
         for line in skipped.lines():
             self.note(line)
+        config = self.config
         if max_steps is None:  # a DataStageConfig: max_steps, else epochs over the examples
             max_steps = config.max_steps or max(1, math.ceil(examples * config.epochs / config.batch_size))
         optim = config.optim
-        optimizer = build_optimizer(
-            model, lr=optim.lr, weight_decay=optim.weight_decay, betas=(optim.beta1, optim.beta2), device=device
+        self.optimizer = build_optimizer(
+            model, lr=optim.lr, weight_decay=optim.weight_decay, betas=(optim.beta1, optim.beta2), device=self.device
         )
         ckpt, start = self.resume_from, self.start_step
         if ckpt is not None:
             (load_model or (lambda c: load_lm_weights(model, c)))(ckpt)
-            optimizer.load_state_dict(ckpt.optimizer_state)
+            self.optimizer.load_state_dict(ckpt.optimizer_state)
             set_rng_state(ckpt.train_state["rng"])
             self.note(f"resuming from {ckpt.path.name} (step {start} of {max_steps})")
         # The result's notes list is this run's, kept live.
-        return optimizer, StageResult(
+        self.result = StageResult(
             self.stage,
             self.output,
             None,
@@ -258,34 +260,11 @@ class StageRun:
             skipped=skipped,
             notes=self.notes,
         )
+        return self.optimizer, self.result
 
     def open_logger(self) -> MetricsLogger:
-        if self.resume_from is not None:
-            truncate_metrics(self.output / METRICS_FILE, self.start_step)
-        self.logger = MetricsLogger(self.output / METRICS_FILE)
+        self.logger = self.dir.open_metrics()
         return self.logger
-
-    def meta(self, step: int, extra: dict[str, Any] | None = None) -> dict[str, Any]:
-        parent_meta = self.parent.meta if self.parent is not None else {}
-        info = {
-            "stage": self.stage,
-            "step": step,
-            "parent": str(self.parent.path) if self.parent is not None else None,
-            "parent_stage": parent_meta.get("stage"),
-            "training_cutoff": parent_meta.get("training_cutoff"),
-            "mix_manifest_sha256": parent_meta.get("mix_manifest_sha256"),
-            "data": self.data,
-            "data_sha256": self.data_sha256,
-            "train_config": to_dict(self.config),
-            "tool_version": __version__,
-        }
-        if self.resume_from is not None:
-            # Lineage of a resumed run is the lineage recorded when it started.
-            for key in ("parent", "parent_stage", "training_cutoff", "mix_manifest_sha256"):
-                info[key] = self.resume_from.meta.get(key)
-        if "tokenizer" in parent_meta:
-            info["tokenizer"] = parent_meta["tokenizer"]
-        return {**info, **(extra or {})}
 
     def save(
         self,
@@ -294,23 +273,24 @@ class StageRun:
         model_state: dict[str, torch.Tensor],
         model_config: dict[str, Any],
         kind: str,
-        optimizer: torch.optim.Optimizer,
-        tokenizer: Tokenizer,
         extra_meta: dict[str, Any] | None = None,
         extra_state: dict[str, Any] | None = None,
     ) -> Path:
+        """Checkpoint ``step``: the weights, the optimizer, the RNG state (plus ``extra_state``)
+        and metadata: the data and its digest, the parent's tokenizer, ``extra_meta``."""
         train_state = {"step": step, "rng": rng_state(), **(extra_state or {})}
-        return save_checkpoint(
-            self.output,
+        fields: dict[str, Any] = {"data": self.data, "data_sha256": self.data_sha256}
+        if self.parent is not None and "tokenizer" in self.parent.meta:
+            fields["tokenizer"] = self.parent.meta["tokenizer"]
+        return self.dir.save(
             step,
+            fields={**fields, **(extra_meta or {})},
             model_state=model_state,
             model_config=model_config,
-            meta=self.meta(step, extra_meta),
             kind=kind,
-            optimizer_state=optimizer.state_dict(),
+            optimizer_state=self.optimizer.state_dict(),
             train_state=train_state,
-            tokenizer=tokenizer,
-            keep_last=self.config.keep_last,
+            tokenizer=self.tokenizer,
         )
 
     def close(self) -> None:
@@ -320,9 +300,6 @@ class StageRun:
 
 def run_steps(
     run: StageRun,
-    result: StageResult,
-    config: StageConfig,
-    optimizer: torch.optim.Optimizer,
     *,
     step_fn: Callable[[int], dict[str, float]],
     eval_fn: Callable[[], dict[str, float] | None],
@@ -331,7 +308,8 @@ def run_steps(
     progress: bool = True,
     label: str | None = None,
 ) -> StageResult:
-    """The step loop of every alignment stage, from ``result.start_step`` to ``result.max_steps``.
+    """The step loop of every alignment stage, from the run's start step to its ``max_steps``
+    (``run.begin`` has made the optimizer and the result this fills in).
 
     ``step_fn(step)`` does one optimisation step (the learning rate already set) and returns
     its metrics, logged with ``step`` and ``lr`` on the run's first step, every ``log_every``
@@ -341,6 +319,7 @@ def run_steps(
     every ``eval_every`` steps and on the last step (``max_steps`` or ``stop_at_step``).
     ``save_fn(step)`` checkpoints on the last step and every ``checkpoint_every``.
     """
+    result, config, optimizer = run.result, run.config, run.optimizer
     start, max_steps = result.start_step, result.max_steps
     if start >= max_steps:
         result.status = "up-to-date"
@@ -357,13 +336,7 @@ def run_steps(
             if start == 0:
                 logger.log({"step": 0, **baseline})
         for step in range(start, max_steps):
-            lr = lr_at(
-                step,
-                max_lr=config.optim.lr,
-                warmup_steps=config.optim.warmup_steps,
-                max_steps=max_steps,
-                min_lr=config.optim.min_lr if config.optim.min_lr is not None else config.optim.lr / 10,
-            )
+            lr = scheduled_lr(step, config.optim, max_steps)
             set_lr(optimizer, lr)
             metrics = step_fn(step)
             done = step + 1
@@ -412,7 +385,7 @@ def optimizer_step(
 
 
 def load_policy(path: str | Path, device: torch.device) -> tuple[GPT, Checkpoint, Tokenizer]:
-    """A language model (any checkpoint kind's trunk + LM head), in train mode, and its tokenizer."""
+    """A language model (any checkpoint kind's trunk + LM head), in eval mode, its checkpoint and tokenizer."""
     model, ckpt = load_lm(path, device=device)
     return model, ckpt, load_checkpoint_tokenizer(ckpt.path)
 

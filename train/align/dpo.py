@@ -29,7 +29,13 @@ import torch
 from curate.core.errors import ConfigError
 from curate.core.tokenizer import Tokenizer
 
-from .align import (
+from ..chat import encode_chat
+from ..model import GPT
+from ..runtime import autocast_context
+from .data import pad_right
+from .losses import preference_loss
+from .reward import load_pairs
+from .stage import (
     AlignOptim,
     DataStageConfig,
     StageResult,
@@ -40,17 +46,11 @@ from .align import (
     run_steps,
     step_batch,
 )
-from .align_data import pad_right
-from .chat import encode_chat
-from .loop import autocast_context, resolve_dtype, seed_everything, select_device
-from .losses import preference_loss
-from .model import GPT
-from .reward import load_pairs
 
 
 @dataclass
 class DPOConfig(DataStageConfig):
-    """DPO/IPO settings: the shared stage fields (see :class:`train.align.StageConfig`;
+    """DPO/IPO settings: the shared stage fields (see :class:`train.align.stage.StageConfig`;
     ``batch_size`` counts pairs, ``max_len`` tokens per side, default block_size + 1, cut from
     the left) plus the preference loss."""
 
@@ -163,27 +163,22 @@ def dpo(
 ) -> StageResult:
     """Train the policy at ``policy_path`` on the comparisons at ``data`` with DPO/IPO against a
     frozen reference (``reference_path``, default the starting policy). Resumable."""
-    config.validate()
-    device = select_device(config.device)
-    dtype = resolve_dtype(config.dtype, device)
-    seed_everything(config.seed)
-    policy, policy_ckpt, tokenizer = load_policy(policy_path, device)
+    run = StageRun("dpo", config, output, overwrite=overwrite, data=data, say=on_message)
+    policy, tokenizer = run.load_parent(policy_path)
     if reference_path is not None:
-        reference, _, _ = load_policy(reference_path, device)
+        reference, _, _ = load_policy(reference_path, run.device)
         if reference.config.vocab_size != policy.config.vocab_size:
             raise ConfigError("the reference model's vocabulary differs from the policy's")
     else:
         reference = copy.deepcopy(policy)
     reference.eval().requires_grad_(False)
     max_len = check_max_len(config.max_len, policy.config.block_size + 1, "block_size + 1")
-    run = StageRun("dpo", output, overwrite=overwrite, parent=policy_ckpt, config=config, data=data, say=on_message)
+    run.open()
     train_pairs, held_pairs, skipped = load_pairs(
         data, tokenizer, max_len, config.val_fraction, 0.0, encode=lambda p, r: encode_side(p, r, tokenizer, max_len)
     )
-    optimizer, result = run.begin(
-        policy, config, device, examples=len(train_pairs), held_out=len(held_pairs), skipped=skipped
-    )
-    pad_id = tokenizer.pad_id
+    optimizer, _ = run.begin(policy, examples=len(train_pairs), held_out=len(held_pairs), skipped=skipped)
+    pad_id, device, dtype = tokenizer.pad_id, run.device, run.dtype
 
     def step_fn(step: int) -> dict[str, float]:
         batch = step_batch(train_pairs, config, step)
@@ -197,12 +192,10 @@ def dpo(
             model_state=policy.state_dict(),
             model_config=policy.config.to_dict(),
             kind="policy",
-            optimizer=optimizer,
-            tokenizer=tokenizer,
             extra_meta={
                 "loss_type": config.loss,
                 "beta": config.beta,
-                "reference": str(reference_path or policy_ckpt.path),
+                "reference": str(reference_path or run.parent.path),
             },
         )
 
@@ -211,9 +204,6 @@ def dpo(
     policy.train()
     return run_steps(
         run,
-        result,
-        config,
-        optimizer,
         step_fn=step_fn,
         eval_fn=lambda: evaluate_dpo(config, policy, reference, held_pairs, pad_id, device, dtype),
         save_fn=save_fn,

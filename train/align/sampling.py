@@ -16,6 +16,7 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -24,11 +25,11 @@ import torch
 from curate.core.comparisons import PAIRS_SCHEMA
 from curate.core.errors import ConfigError
 
-from .align import load_policy
-from .align_data import Skipped
-from .chat import decode_response, encode_prompt, end_id
-from .loop import select_device
-from .rlhf import left_pad, read_prompts
+from ..chat import decode_response, encode_prompt, end_id
+from ..checkpoint import Checkpoint
+from ..runtime import select_device
+from .data import Prompt, Skipped, left_pad, read_prompts
+from .stage import load_policy
 
 
 @dataclass
@@ -42,6 +43,20 @@ class PairsResult:
 
 def pair_id(prompt: str, response_1: str, response_2: str) -> str:
     return hashlib.sha256("\x00".join([prompt, response_1, response_2]).encode("utf-8")).hexdigest()[:16]
+
+
+def _pair_row(prompt: Prompt, first: str, second: str, ckpt: Checkpoint, settings: dict[str, Any]) -> dict[str, Any]:
+    """One row of PAIRS_SCHEMA."""
+    return {
+        "pair_id": pair_id(prompt.text, first, second),
+        "prompt": prompt.text,
+        "response_1": first,
+        "response_2": second,
+        "model": str(ckpt.path),
+        "meta": json.dumps(
+            {**settings, "step": ckpt.step, "messages": prompt.messages if len(prompt.messages) > 1 else None}
+        ),
+    }
 
 
 def sample_pairs(
@@ -72,6 +87,7 @@ def sample_pairs(
     max_prompt_len = policy.config.block_size - max_new_tokens
     stop = end_id(tokenizer)
     generators = [torch.Generator(device=dev).manual_seed(s) for s in seeds]
+    settings = {"temperatures": list(temperatures), "seeds": list(seeds), "max_new_tokens": max_new_tokens}
     rows: list[dict] = []
     identical = 0
     for start in range(0, len(prompt_rows), batch_size):
@@ -97,25 +113,8 @@ def sample_pairs(
         for p, first, second in zip(batch, answers[0], answers[1]):
             if first == second:
                 identical += 1
-                continue
-            rows.append(
-                {
-                    "pair_id": pair_id(p.text, first, second),
-                    "prompt": p.text,
-                    "response_1": first,
-                    "response_2": second,
-                    "model": str(ckpt.path),
-                    "meta": json.dumps(
-                        {
-                            "temperatures": list(temperatures),
-                            "seeds": list(seeds),
-                            "max_new_tokens": max_new_tokens,
-                            "step": ckpt.step,
-                            "messages": p.messages if len(p.messages) > 1 else None,
-                        }
-                    ),
-                }
-            )
+            else:
+                rows.append(_pair_row(p, first, second, ckpt, settings))
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
     tmp = output.with_name(f".{output.name}.tmp")

@@ -1,17 +1,17 @@
 """The data side of the alignment stages (sft, reward, rlhf, dpo, sample-pairs).
 
 :func:`read_records` reads JSONL/Parquet records from a file or directory, counting bad
-lines in a :class:`Skipped` instead of failing; :class:`HeldOutSplit` splits off a held-out
-slice chosen by a hash of each example's content (:func:`stable_fraction`), so membership does
-not depend on order, seed or data size; :func:`batch_indices` gives a deterministic batch
-order that resumes from a step number alone; :func:`pad_right` pads token sequences into
-tensors; :func:`data_digest` fingerprints the data for checkpoint metadata.
+lines in a :class:`Skipped` instead of failing; :func:`read_prompts` reads the prompts that
+RLHF and sample-pairs answer; :class:`HeldOutSplit` splits off a held-out slice chosen by a
+hash of each example's content (:func:`stable_fraction`), so membership does not depend on
+order, seed or data size; :func:`batch_indices` gives a deterministic batch order that
+resumes from a step number alone; :func:`pad_right` and :func:`left_pad` pad token sequences
+into tensors; :func:`data_digest` fingerprints the data for checkpoint metadata.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,7 +20,7 @@ from typing import Any
 import torch
 
 from curate.core.errors import InputError
-from curate.core.files import sha256_file
+from curate.core.files import iter_jsonl, sha256_file
 
 
 def stable_fraction(key: str) -> float:
@@ -61,6 +61,18 @@ def pad_right(
         if lm is not None:
             lm[i, : len(s)] = torch.tensor(masks[i], dtype=torch.long)
     return ids, attn, lm
+
+
+def left_pad(seqs: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(ids, attention_mask) for sequences padded on the left: prompts whose answers are
+    generated in one batch all end at the same position."""
+    width = max(len(s) for s in seqs)
+    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
+    attn = torch.zeros((len(seqs), width), dtype=torch.long)
+    for i, s in enumerate(seqs):
+        ids[i, width - len(s) :] = torch.tensor(s, dtype=torch.long)
+        attn[i, width - len(s) :] = 1
+    return ids, attn
 
 
 @dataclass
@@ -111,19 +123,8 @@ def _parquet_rows(file: Path) -> Iterator[tuple[str, dict[str, Any]]]:
 
 def _jsonl_rows(file: Path) -> Iterator[tuple[str, dict[str, Any]]]:
     with open(file, encoding="utf-8", errors="replace") as fh:
-        for lineno, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            where = f"{file}:{lineno}"
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                yield where, {"__error__": f"invalid JSON ({exc.msg})"}
-                continue
-            if not isinstance(row, dict):
-                yield where, {"__error__": "not a JSON object"}
-                continue
-            yield where, row
+        for lineno, row, problem in iter_jsonl(fh, objects_only=True):
+            yield f"{file}:{lineno}", row if problem is None else {"__error__": problem}
 
 
 def read_records(
@@ -153,6 +154,46 @@ def read_records(
                 skipped.add(row["__error__"], where)
             else:
                 yield where, row
+
+
+@dataclass
+class Prompt:
+    text: str  # what the reward sees as the prompt (the last user turn)
+    messages: list[dict[str, str]]
+
+
+def read_prompts(path: str | Path) -> tuple[list[Prompt], Skipped]:
+    """Prompts from JSONL/Parquet (``prompt`` string or a ``messages`` list ending with a
+    user turn; rows of comparisons work too) or a ``.txt`` file (one prompt per line)."""
+    path = Path(path)
+    skipped = Skipped()
+    prompts: list[Prompt] = []
+    if path.suffix == ".txt":
+        if not path.exists():
+            raise InputError(f"{path}: no such file")
+        for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+            if line.strip():
+                prompts.append(Prompt(line.strip(), [{"role": "user", "content": line.strip()}]))
+    else:
+        for where, row in read_records(path, "prompt", skipped):
+            msgs = row.get("messages")
+            if isinstance(row.get("prompt"), str) and row["prompt"].strip():
+                prompts.append(Prompt(row["prompt"], [{"role": "user", "content": row["prompt"]}]))
+            elif (
+                isinstance(msgs, list)
+                and msgs
+                and all(isinstance(m, dict) for m in msgs)
+                and msgs[-1].get("role") == "user"
+                and isinstance(msgs[-1].get("content"), str)
+            ):
+                prompts.append(
+                    Prompt(msgs[-1]["content"], [{"role": m.get("role"), "content": m.get("content")} for m in msgs])
+                )
+            else:
+                skipped.add("needs a 'prompt' string or 'messages' ending with a user turn", where)
+    if not prompts:
+        raise InputError(f"{path}: no usable prompts")
+    return prompts, skipped
 
 
 @dataclass

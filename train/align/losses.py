@@ -1,7 +1,7 @@
 """Pure loss functions for the alignment stages (reward model, PPO/RLOO, DPO/IPO).
 
 Every function here takes plain tensors and returns tensors: no models, no optimisers, no
-I/O, so each one can be checked against numbers worked out by hand (tests/test_losses.py).
+I/O, so each one can be checked against numbers worked out by hand (tests/train/align/test_losses.py).
 Shapes follow one convention: per-sequence quantities are ``(B,)``, per-token quantities are
 ``(B, T)`` with a float ``mask`` of the same shape (1 = a response token that counts).
 """

@@ -17,7 +17,8 @@ penalty on ``(r_chosen + r_rejected)^2`` (``center_coef``) that keeps scores cen
 which keeps the RLHF reward scale stable.
 
 The checkpoint is the trunk's state dict plus ``head.weight``/``head.bias`` (kind
-"reward"), so ``load_lm`` can still read its trunk.
+"reward"), so ``load_lm`` can still read its trunk. :class:`RewardScorer` applies it, to RLHF
+rollouts and to files (:mod:`train.align.score`).
 """
 
 from __future__ import annotations
@@ -34,7 +35,13 @@ import torch.nn as nn
 from curate.core.errors import InputError
 from curate.core.tokenizer import Tokenizer
 
-from .align import (
+from ..chat import encode_chat
+from ..checkpoint import Checkpoint, load_checkpoint, load_checkpoint_tokenizer, model_config_of
+from ..model import GPT, GPTConfig
+from ..runtime import autocast_context
+from .data import HeldOutSplit, Skipped, pad_right, read_records
+from .losses import bradley_terry_loss
+from .stage import (
     AlignOptim,
     DataStageConfig,
     StageResult,
@@ -45,12 +52,6 @@ from .align import (
     run_steps,
     step_batch,
 )
-from .align_data import HeldOutSplit, Skipped, pad_right, read_records
-from .chat import encode_chat
-from .checkpoint import Checkpoint, load_checkpoint, load_checkpoint_tokenizer, model_config_of
-from .loop import autocast_context, resolve_dtype, seed_everything, select_device
-from .losses import bradley_terry_loss
-from .model import GPT, GPTConfig
 
 HEAD_PREFIX = "head."
 
@@ -130,7 +131,7 @@ def encode_pair_side(prompt: str, response: str, tokenizer: Tokenizer, max_len: 
 
 class RewardScorer:
     """Scores (prompt, response) pairs with a reward checkpoint, in batches. The callable form
-    (``scorer(prompts, responses) -> list[float]``) is what :mod:`train.rlhf` takes as a reward."""
+    (``scorer(prompts, responses) -> list[float]``) is what :mod:`train.align.rlhf` takes as a reward."""
 
     def __init__(self, path: str | Path, device: torch.device | str = "cpu", batch_size: int = 16):
         self.model, self.checkpoint = load_scalar_model(path, device, require_head=True)
@@ -157,7 +158,7 @@ class RewardScorer:
 
 @dataclass
 class RewardConfig(DataStageConfig):
-    """Reward-model settings: the shared stage fields (see :class:`train.align.StageConfig`;
+    """Reward-model settings: the shared stage fields (see :class:`train.align.stage.StageConfig`;
     ``batch_size`` counts pairs, ``max_len`` tokens per side, default the model's block_size)
     plus the loss's margin and centring."""
 
@@ -263,27 +264,21 @@ def train_reward(
 ) -> StageResult:
     """Train a reward model on the comparisons at ``data``, starting from the trunk at ``base``
     (an LM/policy checkpoint; a reward checkpoint continues with its head)."""
-    config.validate()
-    device = select_device(config.device)
-    dtype = resolve_dtype(config.dtype, device)
-    seed_everything(config.seed)
-    model, base_ckpt = load_scalar_model(base, device)
-    tokenizer = load_checkpoint_tokenizer(base_ckpt.path)
+    run = StageRun("reward", config, output, overwrite=overwrite, data=data, say=on_message)
+    model, tokenizer = run.load_parent(base, load_scalar_model)
     max_len = check_max_len(config.max_len, model.config.block_size, "block_size")
-    run = StageRun("reward", output, overwrite=overwrite, parent=base_ckpt, config=config, data=data, say=on_message)
+    run.open()
     train_pairs, held_pairs, skipped = load_pairs(data, tokenizer, max_len, config.val_fraction, config.margin)
     if not held_pairs:
         run.note("no held-out comparisons (too few rows or val_fraction = 0): accuracy is not reported")
     optimizer, result = run.begin(
         model,
-        config,
-        device,
         examples=len(train_pairs),
         held_out=len(held_pairs),
         skipped=skipped,
         load_model=lambda ckpt: model.load_export(ckpt.model_state, str(ckpt.path), require_head=True),
     )
-    pad_id = tokenizer.pad_id
+    pad_id, device, dtype = tokenizer.pad_id, run.device, run.dtype
 
     def step_fn(step: int) -> dict[str, float]:
         batch = step_batch(train_pairs, config, step)
@@ -308,125 +303,15 @@ def train_reward(
             model_state=model.export_state(),
             model_config=model.config.to_dict(),
             kind="reward",
-            optimizer=optimizer,
-            tokenizer=tokenizer,
             extra_meta={"val_accuracy": result.eval.get("val_accuracy")},
         )
 
     model.train()
     return run_steps(
         run,
-        result,
-        config,
-        optimizer,
         step_fn=step_fn,
         eval_fn=lambda: evaluate_pairs(model, held_pairs, config.batch_size, pad_id, device, dtype),
         save_fn=save_fn,
         stop_at_step=stop_at_step,
         progress=progress,
-    )
-
-
-# =============================================================================== scoring
-
-
-@dataclass
-class ScoreResult:
-    rows: int
-    kind: str  # "responses" | "comparisons"
-    mean_score: float | None
-    accuracy: float | None  # comparisons: fraction where chosen scores above rejected
-    output: Path | None
-    skipped: Skipped
-
-
-def score_file(
-    reward_model: str | Path,
-    data: str | Path,
-    output: str | Path | None = None,
-    *,
-    batch_size: int = 16,
-    device: str = "auto",
-) -> ScoreResult:
-    """Score every row of ``data`` with the reward model.
-
-    Rows with ``prompt`` + ``response`` get a ``score``; comparison rows (``prompt``,
-    ``chosen``, ``rejected``) get ``chosen_score`` and ``rejected_score``. With ``output``
-    (``.jsonl``), each input row is written back with its scores added, atomically.
-    """
-    scorer = RewardScorer(reward_model, select_device(device), batch_size=batch_size)
-    skipped = Skipped()
-    kind: str | None = None
-    rows: list[dict[str, Any]] = []
-    scores_sum, n_scores, wins = 0.0, 0, 0.0
-    out_fh = tmp = None
-    if output is not None:
-        output = Path(output)
-        output.parent.mkdir(parents=True, exist_ok=True)
-        tmp = output.with_name(f".{output.name}.tmp")
-        out_fh = open(tmp, "w", encoding="utf-8")
-
-    def flush() -> None:
-        nonlocal scores_sum, n_scores, wins
-        if not rows:
-            return
-        if kind == "comparisons":
-            chosen = scorer([r["prompt"] for r in rows], [r["chosen"] for r in rows])
-            rejected = scorer([r["prompt"] for r in rows], [r["rejected"] for r in rows])
-            for r, c, j in zip(rows, chosen, rejected):
-                r["chosen_score"], r["rejected_score"] = c, j
-                wins += 1.0 if c > j else 0.5 if c == j else 0.0
-                scores_sum += c + j
-                n_scores += 2
-        else:
-            scores = scorer([r["prompt"] for r in rows], [r["response"] for r in rows])
-            for r, s in zip(rows, scores):
-                r["score"] = s
-                scores_sum += s
-                n_scores += 1
-        if out_fh is not None:
-            for r in rows:
-                out_fh.write(json.dumps(r, ensure_ascii=False, default=str) + "\n")
-        rows.clear()
-
-    try:
-        n_rows = 0
-        for where, row in read_records(data, "scoring", skipped):
-            row_kind = (
-                "comparisons"
-                if comparison_fields(row)
-                else "responses"
-                if isinstance(row.get("prompt"), str) and isinstance(row.get("response"), str)
-                else None
-            )
-            if row_kind is None:
-                skipped.add("needs prompt + response, or prompt + chosen + rejected", where)
-                continue
-            if kind is None:
-                kind = row_kind
-            elif row_kind != kind:
-                skipped.add(f"a {row_kind} row in a file of {kind}", where)
-                continue
-            rows.append(row)
-            n_rows += 1
-            if len(rows) >= 256:
-                flush()
-        flush()
-    except BaseException:
-        if out_fh is not None:
-            out_fh.close()
-            tmp.unlink(missing_ok=True)
-        raise
-    if out_fh is not None:
-        out_fh.close()
-        tmp.replace(output)
-    if kind is None:
-        raise InputError(f"{data}: no rows to score ({'; '.join(skipped.lines()) or 'empty'})")
-    return ScoreResult(
-        rows=n_rows,
-        kind=kind,
-        mean_score=scores_sum / n_scores if n_scores else None,
-        accuracy=wins / n_rows if kind == "comparisons" and n_rows else None,
-        output=Path(output) if output is not None else None,
-        skipped=skipped,
     )

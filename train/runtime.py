@@ -1,9 +1,7 @@
-"""Pieces every training loop shares: device and precision, seeding and RNG state, the
-learning-rate schedule, AdamW, gradient clipping, metrics logging, peak FLOPs for MFU, and
-the ``torch.distributed`` setup used when a run is launched with ``torchrun``.
-
-The pretraining loop (``train/pretrain.py``) and the alignment stages (SFT, reward, RLHF,
-DPO) import these instead of growing their own copies.
+"""Where and how a training process runs: device and precision (autocast), the CPU
+allocator, seeding and the RNG state saved for exact resume, a clean stop on SIGINT/SIGTERM,
+and the ``torch.distributed`` setup and collectives used when a run is launched with
+``torchrun``. Shared by pretraining (``train/pretrain.py``) and the alignment stages.
 """
 
 from __future__ import annotations
@@ -11,20 +9,15 @@ from __future__ import annotations
 import contextlib
 import datetime as _dt
 import hashlib
-import json
-import math
 import os
 import random
 import signal
 import threading
-from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-import torch.nn as nn
 
 from curate.core.errors import ConfigError
 
@@ -146,213 +139,6 @@ def set_rng_state(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state(state["cuda"])
-
-
-# ------------------------------------------------------------------------------- optimisation
-
-
-def lr_at(step: int, *, max_lr: float, warmup_steps: int, max_steps: int, min_lr: float) -> float:
-    """Linear warmup over ``warmup_steps`` then cosine decay to ``min_lr`` at ``max_steps``
-    (``step`` counts from 0; constant ``min_lr`` after ``max_steps``)."""
-    if warmup_steps > 0 and step < warmup_steps:
-        return max_lr * (step + 1) / warmup_steps
-    if step >= max_steps:
-        return min_lr
-    span = max(1, max_steps - warmup_steps)
-    progress = (step - warmup_steps) / span
-    return min_lr + 0.5 * (1.0 + math.cos(math.pi * progress)) * (max_lr - min_lr)
-
-
-def build_optimizer(
-    model: nn.Module,
-    *,
-    lr: float,
-    weight_decay: float = 0.1,
-    betas: tuple[float, float] = (0.9, 0.95),
-    eps: float = 1e-8,
-    device: torch.device | None = None,
-) -> torch.optim.AdamW:
-    """AdamW with weight decay on matrices only (not on norm gains, biases, 1-D params):
-    decaying a gain towards 0 fights the normalisation instead of regularising."""
-    decay, no_decay = [], []
-    for param in model.parameters():  # yields a tied matrix once
-        if param.requires_grad:
-            (decay if param.dim() >= 2 else no_decay).append(param)
-    groups = [
-        {"params": decay, "weight_decay": weight_decay},
-        {"params": no_decay, "weight_decay": 0.0},
-    ]
-    # The fused implementation (CUDA and, since torch 2.4, CPU) updates each parameter in one
-    # kernel; PyTorch's CPU default is a Python loop of ~10 ops per parameter, which costs a
-    # small model a noticeable share of its step. Fall back where a device lacks it.
-    try:
-        return torch.optim.AdamW(groups, lr=lr, betas=betas, eps=eps, fused=True)
-    except (RuntimeError, TypeError, ValueError):
-        return torch.optim.AdamW(groups, lr=lr, betas=betas, eps=eps)
-
-
-def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
-    for group in optimizer.param_groups:
-        group["lr"] = lr
-
-
-def clip_gradients(model: nn.Module, max_norm: float) -> torch.Tensor:
-    """Clip the global gradient norm to ``max_norm`` (0 = no clipping); returns the norm
-    before clipping (a loss spike usually shows here first) as a 0-d tensor on the device:
-    reading it (``float``) waits for the GPU, so callers do that only when they log."""
-    params = [p for p in model.parameters() if p.grad is not None]
-    if not params:
-        return torch.zeros(())
-    if max_norm and max_norm > 0:
-        return torch.nn.utils.clip_grad_norm_(params, max_norm)
-    return torch.nn.utils.get_total_norm([p.grad for p in params], norm_type=2.0)
-
-
-# ------------------------------------------------------------------------------- peak FLOPs
-
-# Dense bf16 tensor-core peak per GPU (no sparsity), from the vendors' data sheets. Used for
-# MFU (model FLOPs utilisation) in training logs and for `curate train estimate`.
-GPU_PEAK_FLOPS: dict[str, float] = {
-    "b200": 2250e12,
-    "h200": 989e12,
-    "h100": 989e12,  # SXM
-    "h100-pcie": 756e12,
-    "gh200": 989e12,
-    "a100": 312e12,
-    "l40s": 362e12,
-    "l4": 121e12,
-    "a10": 125e12,
-    "rtx4090": 165e12,
-    "rtx3090": 71e12,
-    "v100": 125e12,  # fp16: V100 has no bf16
-    "mi300x": 1307e12,
-    "mi250x": 383e12,
-}
-
-
-# How CUDA device names map onto the table, most specific first ("l40s" before "l4",
-# "a100" before "a10"); names are compared lower-cased with spaces removed.
-_NAME_PATTERNS: list[tuple[str, str]] = [
-    ("b200", "b200"),
-    ("gh200", "gh200"),
-    ("h200", "h200"),
-    ("h100pcie", "h100-pcie"),
-    ("h100", "h100"),
-    ("a100", "a100"),
-    ("l40s", "l40s"),
-    ("l4", "l4"),
-    ("a10g", ""),
-    ("a10", "a10"),
-    ("4090", "rtx4090"),
-    ("3090", "rtx3090"),
-    ("v100", "v100"),
-    ("mi300x", "mi300x"),
-    ("mi250x", "mi250x"),
-]
-
-
-def peak_flops_for_name(device_name: str) -> float | None:
-    """Peak FLOPs for a CUDA device name such as 'NVIDIA H100 80GB HBM3'; None if unknown."""
-    name = device_name.lower().replace(" ", "")
-    for pattern, key in _NAME_PATTERNS:
-        if pattern in name:
-            return GPU_PEAK_FLOPS.get(key)
-    return None
-
-
-def device_peak_flops(device: torch.device) -> float | None:
-    """Peak bf16 FLOPs of ``device``; None on CPU or unknown GPUs (MFU is then not logged)."""
-    if device.type != "cuda":
-        return None
-    return peak_flops_for_name(torch.cuda.get_device_name(device))
-
-
-# ------------------------------------------------------------------------------- metrics
-
-
-class MetricsLogger:
-    """One JSON object per line in ``path`` (flushed per line, so `tail -f` works and a killed
-    run keeps what it logged), and optionally TensorBoard scalars when it is installed."""
-
-    def __init__(self, path: str | os.PathLike, tensorboard_dir: str | os.PathLike | None = None, enabled: bool = True):
-        self.path = Path(path)
-        self.enabled = enabled
-        self._fh = None
-        self._tb = None
-        if not enabled:
-            return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._fh = open(self.path, "a", encoding="utf-8")
-        if tensorboard_dir is not None:
-            try:
-                from torch.utils.tensorboard import SummaryWriter
-            except ImportError:  # optional: tensorboard is not a dependency
-                self._tb = None
-            else:
-                self._tb = SummaryWriter(str(tensorboard_dir))
-
-    def log(self, record: dict[str, Any]) -> None:
-        if not self.enabled:
-            return
-        record = {"time": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"), **record}
-        self._fh.write(json.dumps(record, sort_keys=False, default=_json_default) + "\n")
-        self._fh.flush()
-        if self._tb is not None and "step" in record:
-            for key, value in record.items():
-                if key != "step" and isinstance(value, (int, float)) and not isinstance(value, bool):
-                    self._tb.add_scalar(key, value, record["step"])
-
-    def close(self) -> None:
-        if self._fh is not None:
-            self._fh.close()
-            self._fh = None
-        if self._tb is not None:
-            self._tb.close()
-            self._tb = None
-
-    @property
-    def tensorboard(self) -> bool:
-        return self._tb is not None
-
-    def __enter__(self) -> MetricsLogger:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-
-def _json_default(value: Any) -> Any:
-    if isinstance(value, torch.Tensor):
-        return value.item() if value.numel() == 1 else value.tolist()
-    if isinstance(value, (np.floating, np.integer)):
-        return value.item()
-    return str(value)
-
-
-def truncate_metrics(path: str | os.PathLike, after_step: int) -> None:
-    """Drop log lines for steps after ``after_step``: a run killed after its last checkpoint
-    logged steps that the resumed run will log again."""
-    path = Path(path)
-    if not path.exists():
-        return
-    kept = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
-            continue  # a line cut short by a kill
-        if int(record.get("step", 0)) <= after_step:
-            kept.append(line)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
-    os.replace(tmp, path)
-
-
-def read_metrics(path: str | os.PathLike) -> Iterator[dict[str, Any]]:
-    with open(path, encoding="utf-8") as fh:
-        for line in fh:
-            if line.strip():
-                yield json.loads(line)
 
 
 # ------------------------------------------------------------------------------- stopping

@@ -12,8 +12,8 @@ How this differs from nanochat's chat_sft.py: no task mixture and no padding-mas
 "packing"; examples are shuffled per epoch by a seeded permutation, which makes a resumed run
 (rerun into the same output directory) take exactly the batches the uninterrupted run would.
 
-What all alignment stages share lives in :mod:`train.align` (output directory, resume, the
-step loop) and :mod:`train.align_data` (batch order, padding, record reading).
+What all alignment stages share lives in :mod:`train.align.stage` (output directory, resume, the
+step loop) and :mod:`train.align.data` (batch order, padding, record reading).
 """
 
 from __future__ import annotations
@@ -29,25 +29,24 @@ import torch.nn.functional as F
 from curate.core.errors import InputError
 from curate.core.tokenizer import Tokenizer
 
-from .align import (
+from ..chat import encode_chat, normalize_messages
+from ..model import GPT
+from ..runtime import autocast_context
+from .data import HeldOutSplit, Skipped, pad_right, read_records
+from .stage import (
     DataStageConfig,
     StageResult,
     StageRun,
     check_max_len,
-    load_policy,
     optimizer_step,
     run_steps,
     step_batch,
 )
-from .align_data import HeldOutSplit, Skipped, pad_right, read_records
-from .chat import encode_chat, normalize_messages
-from .loop import autocast_context, resolve_dtype, seed_everything, select_device
-from .model import GPT
 
 
 @dataclass
 class SFTConfig(DataStageConfig):
-    """SFT settings: the shared stage fields (see :class:`train.align.StageConfig`);
+    """SFT settings: the shared stage fields (see :class:`train.align.stage.StageConfig`);
     ``max_len`` defaults to the model's block_size + 1 tokens per example."""
 
 
@@ -132,16 +131,13 @@ def sft(
     """Fine-tune the model at ``base`` on the chat examples at ``data``; checkpoints (kind
     "policy") in ``output``. Rerunning into ``output`` resumes; ``stop_at_step`` checkpoints
     and stops early, keeping the full run's schedule."""
-    config.validate()
-    device = select_device(config.device)
-    dtype = resolve_dtype(config.dtype, device)
-    seed_everything(config.seed)
-    model, base_ckpt, tokenizer = load_policy(base, device)
+    run = StageRun("sft", config, output, overwrite=overwrite, data=data, say=on_message)
+    model, tokenizer = run.load_parent(base)
     max_len = check_max_len(config.max_len, model.config.block_size + 1, "block_size + 1")
-    run = StageRun("sft", output, overwrite=overwrite, parent=base_ckpt, config=config, data=data, say=on_message)
+    run.open()
     train_ex, held_ex, skipped = load_sft_examples(data, tokenizer, max_len, config.val_fraction)
-    optimizer, result = run.begin(model, config, device, examples=len(train_ex), held_out=len(held_ex), skipped=skipped)
-    pad_id = tokenizer.pad_id
+    optimizer, result = run.begin(model, examples=len(train_ex), held_out=len(held_ex), skipped=skipped)
+    pad_id, device, dtype = tokenizer.pad_id, run.device, run.dtype
 
     def step_fn(step: int) -> dict[str, float]:
         batch = step_batch(train_ex, config, step)
@@ -161,17 +157,12 @@ def sft(
             model_state=model.state_dict(),
             model_config=model.config.to_dict(),
             kind="policy",
-            optimizer=optimizer,
-            tokenizer=tokenizer,
             extra_meta={"val_loss": result.eval.get("val_loss")},
         )
 
     model.train()
     return run_steps(
         run,
-        result,
-        config,
-        optimizer,
         step_fn=step_fn,
         eval_fn=eval_fn,
         save_fn=save_fn,

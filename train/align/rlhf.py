@@ -1,0 +1,347 @@
+"""RLHF: improve a policy against a reward, with PPO (value head, GAE) or RLOO.
+
+    curate train rlhf --policy work/ckpt/sft --reward work/ckpt/rm --prompts samples/prompts.jsonl \\
+        -o work/ckpt/rlhf [--algo ppo|rloo] [--kl-coef 0.05] [--kl-estimator k1|k3]
+
+Each step samples responses to a batch of prompts from the current policy, scores them with
+the reward (a reward-model checkpoint from the CLI; any Python callable
+``reward(prompts, responses) -> list[float]`` from the library, which is how the tests use a
+rule-based reward), and updates the policy:
+
+* **PPO** (InstructGPT / "N implementation details of RLHF"): per-token reward
+  ``-kl_coef * KL_t`` against a frozen reference copy of the starting policy, plus the score
+  on the last response token; a value model (the policy's trunk copied, with a zero-init
+  scalar head) gives GAE advantages (whitened) and returns; ``ppo_epochs`` passes of the
+  clipped policy loss plus ``vf_coef`` times the clipped value loss.
+* **RLOO** (Ahmadian et al. 2024): ``rloo_k`` samples per prompt, sequence reward = score -
+  ``kl_coef`` * summed KL, advantage = reward minus the mean of the other samples of the same
+  prompt; no value model. The update uses the same clipped surrogate (on the first pass the
+  ratio is 1 and it is plain REINFORCE).
+
+The KL estimator is ``k1`` (log-ratio) or ``k3`` (always >= 0, lower variance). Each step
+logs mean score, reward, KL (summed over the response, k1), entropy, response length, the
+share of responses that ended with ``<|end|>``, losses and clip fractions; every
+``eval_every`` steps the held-out prompts (a hash-chosen slice) are answered with a fixed
+sampling seed and their mean score and KL logged. Checkpoints (kind "policy") resume exactly:
+the value model and optimizer state ride along in the train state.
+
+Differences from the papers: no adaptive KL controller (a fixed ``kl_coef``, as in most
+recent recipes), no pretraining-loss mix (PPO-ptx), and the value model starts from the
+policy rather than from the reward model, so policy and reward model may use different
+tokenizers (responses are scored as text).
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn as nn
+
+from curate.core.errors import ConfigError, InputError
+
+from ..checkpoint import Checkpoint
+from ..model import GPT
+from ..runtime import autocast_context
+from .data import HeldOutSplit, Prompt, Skipped, read_prompts
+from .losses import gae, kl_penalty, masked_mean, masked_whiten, ppo_policy_loss, ppo_value_loss, rloo_advantages
+from .reward import RewardScorer, ScalarHeadModel
+from .rollout import RewardFn, Rollout, Sampler, gather_logprobs, response_lengths, response_token_logits
+from .stage import (
+    AlignOptim,
+    StageConfig,
+    StageResult,
+    StageRun,
+    check_positive,
+    load_lm_weights,
+    optimizer_step,
+    run_steps,
+)
+
+
+@dataclass
+class RLHFConfig(StageConfig):
+    """RLHF settings: the shared stage fields (see :class:`train.align.stage.StageConfig`;
+    ``batch_size`` counts prompts, ``val_fraction`` the prompts held out) plus sampling,
+    KL penalty and PPO/RLOO settings."""
+
+    optim: AlignOptim = field(default_factory=lambda: AlignOptim(lr=1e-5, warmup_steps=0))
+    max_steps: int = 100
+    eval_every: int = 20  # 0 = only at the start and the end
+    log_every: int = 1
+    algo: str = "ppo"  # ppo | rloo
+    rloo_k: int = 4  # samples per prompt (rloo)
+    max_new_tokens: int = 32  # response length cap
+    max_prompt_len: int | None = None  # default: block_size - max_new_tokens (prompt cut from the left)
+    temperature: float = 1.0
+    top_k: int | None = None
+    kl_coef: float = 0.05
+    kl_estimator: str = "k1"  # k1 | k3
+    gamma: float = 1.0
+    lam: float = 0.95
+    clip_range: float = 0.2
+    vf_clip_range: float = 0.2
+    vf_coef: float = 0.1
+    ppo_epochs: int = 2  # passes over each rollout batch
+    minibatches: int = 1  # per pass
+    whiten_advantages: bool = True
+    missing_end_penalty: float | None = None  # added to the score of responses cut at max_new_tokens
+    eval_samples: int = 2  # responses per held-out prompt
+
+    def validate(self) -> None:
+        super().validate()
+        check_positive(self, ["max_new_tokens", "ppo_epochs", "minibatches", "eval_samples", "max_prompt_len", "top_k"])
+        check_positive(self, ["kl_coef", "vf_coef"], minimum=0)
+        if self.algo not in ("ppo", "rloo"):
+            raise ConfigError(f"algo must be ppo or rloo, got {self.algo!r}")
+        if self.kl_estimator not in ("k1", "k3"):
+            raise ConfigError(f"kl_estimator must be k1 or k3, got {self.kl_estimator!r}")
+        if self.algo == "rloo" and self.rloo_k < 2:
+            raise ConfigError(f"rloo_k must be at least 2, got {self.rloo_k}")
+        if self.temperature <= 0:
+            raise ConfigError(f"temperature must be positive for sampling, got {self.temperature}")
+        for name in ("gamma", "lam"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ConfigError(f"{name} must be in [0, 1], got {getattr(self, name)}")
+
+    @property
+    def samples_per_prompt(self) -> int:
+        return self.rloo_k if self.algo == "rloo" else 1
+
+
+# =============================================================================== targets
+
+
+def ppo_targets(
+    roll: Rollout, values: torch.Tensor, cfg: RLHFConfig
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(per-token rewards, advantages, returns) for PPO."""
+    kl = kl_penalty(roll.logprobs, roll.ref_logprobs, cfg.kl_estimator) * roll.mask
+    rewards = -cfg.kl_coef * kl
+    last = (response_lengths(roll.mask).long() - 1).clamp(min=0)
+    rewards[torch.arange(rewards.shape[0], device=rewards.device), last] += roll.scores
+    advantages, returns = gae(rewards, values * roll.mask, roll.mask, gamma=cfg.gamma, lam=cfg.lam)
+    if cfg.whiten_advantages:
+        advantages = masked_whiten(advantages, roll.mask)
+    return rewards, advantages, returns
+
+
+def rloo_targets(roll: Rollout, cfg: RLHFConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """(sequence rewards, per-token advantages) for RLOO; rows are grouped k per prompt."""
+    kl = (kl_penalty(roll.logprobs, roll.ref_logprobs, cfg.kl_estimator) * roll.mask).sum(1)
+    seq_rewards = roll.scores - cfg.kl_coef * kl
+    adv = rloo_advantages(seq_rewards.view(-1, cfg.rloo_k)).reshape(-1)
+    if cfg.whiten_advantages and adv.numel() > 1:
+        adv = (adv - adv.mean()) / (adv.std() + 1e-8)
+    return seq_rewards, adv[:, None] * roll.mask
+
+
+# =============================================================================== the run
+
+
+def prompt_budget(cfg: RLHFConfig, block: int) -> int:
+    """Tokens a prompt may keep (cut from the left) so that it and the answer fit ``block``."""
+    if cfg.max_new_tokens >= block:
+        raise ConfigError(f"max_new_tokens {cfg.max_new_tokens} must be below the model's block_size ({block})")
+    max_prompt_len = cfg.max_prompt_len or block - cfg.max_new_tokens
+    if max_prompt_len + cfg.max_new_tokens > block:
+        raise ConfigError(
+            f"max_prompt_len + max_new_tokens ({max_prompt_len + cfg.max_new_tokens}) exceeds "
+            f"the model's block_size ({block})"
+        )
+    return max_prompt_len
+
+
+class _Models(nn.Module):
+    """Policy and (PPO) value model under one optimizer."""
+
+    def __init__(self, policy: GPT, critic: ScalarHeadModel | None):
+        super().__init__()
+        self.policy = policy
+        self.critic = critic
+
+
+class _Training:
+    """One RLHF run's models, prompts and generators, and its step, update and checkpoint.
+
+    The value model (PPO only) starts as a copy of the policy's trunk with a zero head.
+    ``generator`` draws the rollouts' samples and ``order`` the prompt batches and minibatch
+    order; both ride along in checkpoints (the prompt order is reseeded from the step), so a
+    resumed run samples what the uninterrupted one would.
+    """
+
+    def __init__(self, run: StageRun, policy_path: str | Path, reward: str | Path | RewardFn):
+        config: RLHFConfig = run.config  # type: ignore[assignment]
+        self.run, self.config = run, config
+        self.policy, tokenizer = run.load_parent(policy_path)
+        reference = copy.deepcopy(self.policy).eval().requires_grad_(False)
+        max_prompt_len = prompt_budget(config, self.policy.config.block_size)
+        named = isinstance(reward, (str, Path))
+        self.reward_name = reward if named else getattr(reward, "__name__", type(reward).__name__)
+        reward_fn: RewardFn = RewardScorer(reward, run.device) if named else reward
+        self.critic: ScalarHeadModel | None = None
+        if config.algo == "ppo":
+            self.critic = ScalarHeadModel(self.policy.config).to(run.device)
+            self.critic.trunk.load_state_dict(self.policy.state_dict())
+        self.models = _Models(self.policy, self.critic)
+        self.sampler = Sampler(
+            self.policy, reference, config, tokenizer, reward_fn, run.device, run.dtype, max_prompt_len
+        )
+        self.generator = torch.Generator(device=run.device).manual_seed(config.seed)
+        self.order = torch.Generator().manual_seed(config.seed)
+        self.train_prompts: list[Prompt] = []
+        self.held: list[Prompt] = []
+
+    def read_prompts(self, path: str | Path) -> Skipped:
+        """Split the prompts at ``path`` into training and held-out ones; what was skipped."""
+        prompts, skipped = read_prompts(path)
+        split = HeldOutSplit(self.config.val_fraction)
+        for prompt in prompts:
+            split.add(prompt.text, prompt)
+        if not split.train:
+            # Too few prompts to hold any out: train on all of them, and do not report scores on
+            # training prompts as held-out ones.
+            self.run.note(
+                f"all {len(prompts)} prompt(s) fell in the held-out slice (val_fraction "
+                f"{self.config.val_fraction}): training on all of them, with no held-out evaluation"
+            )
+        elif not split.held:
+            self.run.note("no held-out prompts (too few prompts or val_fraction = 0): no held-out evaluation")
+        self.train_prompts, self.held, _ = split.finish(path, "prompts", skipped)
+        return skipped
+
+    def load_state(self, ckpt: Checkpoint) -> None:
+        load_lm_weights(self.policy, ckpt)
+        if self.critic is not None:
+            if "critic" not in ckpt.train_state:
+                raise InputError(f"{ckpt.path}: has no value model state to resume PPO from")
+            self.critic.load_export(ckpt.train_state["critic"], str(ckpt.path), require_head=True)
+        self.generator.set_state(ckpt.train_state["generator"])
+
+    def step(self, step: int) -> dict[str, float]:
+        config, prompts = self.config, self.train_prompts
+        # Prompt batch: a seeded permutation per pass over the training prompts (pure
+        # function of the step, like the other stages, so resume needs only the step).
+        per_epoch = max(1, len(prompts) // config.batch_size)
+        epoch, offset = divmod(step, per_epoch)
+        self.order.manual_seed(config.seed * 1_000_003 + epoch)
+        perm = torch.randperm(len(prompts), generator=self.order).tolist()
+        picked = [prompts[perm[(offset * config.batch_size + i) % len(perm)]] for i in range(config.batch_size)]
+        roll = self.sampler.rollout([p for p in picked for _ in range(config.samples_per_prompt)], self.generator)
+        seq_rewards, stats = self.update(roll)
+        kl_seq = (roll.logprobs - roll.ref_logprobs).sum(1)
+        return {
+            "score": float(roll.scores.mean()),
+            "reward": float(seq_rewards.mean()),
+            "kl": float(kl_seq.mean()),
+            "entropy": float(masked_mean(roll.entropy, roll.mask)),
+            "response_len": float(response_lengths(roll.mask).float().mean()),
+            "ended": float(roll.ended.float().mean()),
+            **{k: sum(v) / len(v) for k, v in stats.items()},
+        }
+
+    def update(self, roll: Rollout) -> tuple[torch.Tensor, dict[str, list[float]]]:
+        """``ppo_epochs`` passes of the clipped policy loss (plus, for PPO, the clipped value loss)
+        over one rollout in ``minibatches``; (sequence rewards, per-update stats)."""
+        cfg, critic, device, dtype = self.config, self.critic, self.run.device, self.run.dtype
+        tokens = roll.sequences[:, roll.prompt_len :]
+        if critic is not None:
+            with torch.no_grad(), autocast_context(device, dtype):
+                old_values = critic.values(roll.sequences[:, :-1], roll.attention[:, :-1])[:, roll.prompt_len - 1 :]
+            old_values = old_values.float() * roll.mask
+            seq_rewards_tok, advantages, returns = ppo_targets(roll, old_values, cfg)
+            seq_rewards = seq_rewards_tok.sum(1)
+        else:
+            seq_rewards, advantages = rloo_targets(roll, cfg)
+            returns = old_values = None
+
+        stats: dict[str, list[float]] = {}
+        n = roll.sequences.shape[0]
+        mb_size = max(1, n // cfg.minibatches)
+        for _ in range(cfg.ppo_epochs):
+            perm_mb = torch.randperm(n, generator=self.order)
+            for mb_start in range(0, n, mb_size):
+                idx = perm_mb[mb_start : mb_start + mb_size].to(device)
+                with autocast_context(device, dtype):
+                    logits = response_token_logits(
+                        self.policy, roll.sequences[idx], roll.attention[idx], roll.prompt_len
+                    )
+                new_logp = gather_logprobs(logits, tokens[idx])
+                pg_loss, pg_info = ppo_policy_loss(
+                    new_logp, roll.logprobs[idx], advantages[idx], roll.mask[idx], cfg.clip_range
+                )
+                loss = pg_loss
+                if critic is not None:
+                    with autocast_context(device, dtype):
+                        values = critic.values(roll.sequences[idx, :-1], roll.attention[idx, :-1])
+                    values = values[:, roll.prompt_len - 1 :].float()
+                    vf_loss, vf_info = ppo_value_loss(
+                        values, old_values[idx], returns[idx], roll.mask[idx], cfg.vf_clip_range
+                    )
+                    loss = loss + cfg.vf_coef * vf_loss
+                    stats.setdefault("vf_loss", []).append(vf_loss.item())
+                    stats.setdefault("vf_clipfrac", []).append(float(vf_info["vf_clipfrac"]))
+                grad_norm = optimizer_step(loss, self.models, self.run.optimizer, cfg.optim.grad_clip)
+                stats.setdefault("pg_loss", []).append(pg_loss.item())
+                stats.setdefault("clipfrac", []).append(float(pg_info["clipfrac"]))
+                stats.setdefault("approx_kl", []).append(float(pg_info["approx_kl"]))
+                stats.setdefault("grad_norm", []).append(grad_norm)
+        return seq_rewards, stats
+
+    def save(self, step: int) -> Path:
+        extra_state: dict[str, Any] = {"generator": self.generator.get_state()}
+        if self.critic is not None:
+            extra_state["critic"] = self.critic.export_state()
+        return self.run.save(
+            step,
+            model_state=self.policy.state_dict(),
+            model_config=self.policy.config.to_dict(),
+            kind="policy",
+            extra_state=extra_state,
+            extra_meta={
+                "algo": self.config.algo,
+                "reward": str(self.reward_name),
+                "val_score": self.run.result.eval.get("val_score"),
+            },
+        )
+
+
+def rlhf(
+    config: RLHFConfig,
+    policy_path: str | Path,
+    prompts_path: str | Path,
+    output: str | Path,
+    *,
+    reward: str | Path | RewardFn,
+    overwrite: bool = False,
+    stop_at_step: int | None = None,
+    progress: bool = True,
+    on_message: Callable[[str], None] | None = None,
+) -> StageResult:
+    """Optimise the policy at ``policy_path`` against ``reward`` (a reward-model checkpoint path
+    or a callable ``reward(prompts, responses) -> scores``) on the prompts at ``prompts_path``."""
+    run = StageRun(f"rlhf-{config.algo}", config, output, overwrite=overwrite, data=prompts_path, say=on_message)
+    training = _Training(run, policy_path, reward)
+    run.open()
+    skipped = training.read_prompts(prompts_path)
+    run.begin(
+        training.models,
+        max_steps=config.max_steps,
+        examples=len(training.train_prompts),
+        held_out=len(training.held),
+        skipped=skipped,
+        load_model=training.load_state,
+    )
+    training.models.train()
+    return run_steps(
+        run,
+        step_fn=training.step,
+        eval_fn=lambda: training.sampler.evaluate(training.held),
+        save_fn=training.save,
+        stop_at_step=stop_at_step,
+        progress=progress,
+    )
