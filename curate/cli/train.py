@@ -14,10 +14,10 @@ TRAIN_COMMANDS: dict[str, str] = {
     "pretrain": "curate.cli.train_pretrain:pretrain",
     "estimate": "curate.cli.train_pretrain:estimate",
     "sft": "curate.cli.train_align:sft",
-    "sample-pairs": "curate.cli.train_align:sample_pairs",
+    "sample-pairs": "curate.cli.train_rl:sample_pairs",
     "reward": "curate.cli.train_align:reward",
-    "score": "curate.cli.train_align:score",
-    "rlhf": "curate.cli.train_align:rlhf",
+    "score": "curate.cli.train_rl:score",
+    "rlhf": "curate.cli.train_rl:rlhf",
     "dpo": "curate.cli.train_align:dpo",
 }
 

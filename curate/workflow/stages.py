@@ -216,25 +216,25 @@ def _metrics(result: Any, keys: dict[str, tuple[str, str]]) -> dict[str, Any]:
 
 
 def _sft_config() -> type:
-    from train.sft import SFTConfig
+    from train.align.sft import SFTConfig
 
     return SFTConfig
 
 
 def _reward_config() -> type:
-    from train.reward import RewardConfig
+    from train.align.reward import RewardConfig
 
     return RewardConfig
 
 
 def _rlhf_config() -> type:
-    from train.rlhf import RLHFConfig
+    from train.align.rlhf import RLHFConfig
 
     return RLHFConfig
 
 
 def _run_sft(pipe: Pipeline, built: tuple[Any, str], overwrite: bool, log: Log) -> dict[str, Any]:
-    from train.sft import sft
+    from train.align.sft import sft
 
     config, data = built
     result = sft(
@@ -246,7 +246,7 @@ def _run_sft(pipe: Pipeline, built: tuple[Any, str], overwrite: bool, log: Log) 
 
 
 def _run_reward(pipe: Pipeline, built: tuple[Any, str], overwrite: bool, log: Log) -> dict[str, Any]:
-    from train.reward import train_reward
+    from train.align.reward import train_reward
 
     config, data = built
     result = train_reward(
@@ -263,7 +263,7 @@ def _run_reward(pipe: Pipeline, built: tuple[Any, str], overwrite: bool, log: Lo
 
 
 def _run_rlhf(pipe: Pipeline, built: tuple[Any, str], overwrite: bool, log: Log) -> dict[str, Any]:
-    from train.rlhf import rlhf
+    from train.align.rlhf import rlhf
 
     config, prompts = built
     result = rlhf(
