@@ -21,7 +21,8 @@ from curate.core.document import REQUIRED_COLUMNS, SCHEMA
 from curate.core.errors import ConfigError
 from curate.core.shards import DEFAULT_SHARD_BYTES
 from curate.stages.dedup.index import RECORD, plan_partitions
-from curate.stages.dedup.minhash import MinHasher, optimal_bands
+from curate.stages.dedup.lsh import optimal_bands
+from curate.stages.dedup.minhash import MinHasher
 
 # Band selection weights: candidates are verified on their signatures before anything is
 # removed, so a false positive of the banding costs one signature comparison while a false

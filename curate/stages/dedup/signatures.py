@@ -12,8 +12,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from curate.stages.dedup.minhash import MinHasher, band_keys, hash128, normalize_url
+from curate.stages.dedup.lsh import band_keys
+from curate.stages.dedup.minhash import MinHasher
 from curate.stages.dedup.plan import DedupConfig, cast_column, cast_columns, char_batches, unreadable
+from curate.stages.dedup.urls import hash128, normalize_url
 
 NO_DATE = np.iinfo(np.int64).max  # missing dates sort last
 _PROJECTION = ["id", "text", "url", "date", "quality_score"]

@@ -496,7 +496,7 @@ def _find_pair(edits: int, estimate_above: bool) -> tuple[str, str, float]:
     """The first seed whose pair is an LSH candidate under both the estimate's and exact
     verification's bands, with its estimated Jaccard on the wanted side of 0.8 and its true
     Jaccard on the other (deterministic: the same pair every run)."""
-    from curate.stages.dedup.minhash import band_keys
+    from curate.stages.dedup.lsh import band_keys
 
     vocab = _vocab(random.Random(77), 5000)
     hasher = MinHasher()
@@ -611,7 +611,7 @@ def test_verify_mode_is_checked():
 def test_exact_verification_bands_lean_towards_recall():
     """Exact verification rejects false candidates cheaply, so its derived banding makes more
     pairs near the threshold candidates than the estimate's; explicit bands/rows still win."""
-    from curate.stages.dedup.minhash import candidate_probability
+    from curate.stages.dedup.lsh import candidate_probability
 
     estimate, exact = DedupConfig().lsh(), DedupConfig(verify="exact").lsh()
     assert estimate[0] * estimate[1] <= 112 and exact[0] * exact[1] <= 112
