@@ -19,10 +19,10 @@ from typing import Any
 
 import numpy as np
 
+from curate.stages.dedup.config import DedupConfig
 from curate.stages.dedup.exact import ExactVerifier
 from curate.stages.dedup.index import DocStore, KeyIndex, UnionFind, candidate_pairs, keep_groups, verify_pairs
 from curate.stages.dedup.output import EXACT, KEPT, KIND_NAMES, NEAR, URL
-from curate.stages.dedup.plan import DedupConfig
 from curate.stages.dedup.signatures import NO_DATE
 
 _VERIFY_CHUNK = 32_768

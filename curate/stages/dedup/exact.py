@@ -52,9 +52,9 @@ import pyarrow.parquet as pq
 from curate.core.errors import CurateError
 from curate.core.progress import Progress
 from curate.stages.dedup.index import UnionFind
+from curate.stages.dedup.inputs import cast_column, char_batches, unreadable
 from curate.stages.dedup.minhash import char_classes, shingle_sets, sorted_set_jaccard
 from curate.stages.dedup.output import EXACT, NEAR, URL
-from curate.stages.dedup.plan import cast_column, char_batches, unreadable
 
 _HASH = np.dtype("<u8")  # one shingle of a stored set
 _PAIR_BYTES = 8

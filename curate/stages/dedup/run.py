@@ -39,7 +39,8 @@ rerun with the same inputs and configuration is a no-op.
 
 Modules: :mod:`curate.stages.dedup.minhash` (normalization, signatures, bands), :mod:`curate.stages.dedup.signatures`
 (pass 1 in the workers), :mod:`curate.stages.dedup.index` (spilling key index, document store,
-union-find), :mod:`curate.stages.dedup.plan` (configuration and resource plan),
+union-find), :mod:`curate.stages.dedup.config` (settings and defaults), :mod:`curate.stages.dedup.inputs` (input metadata and casts),
+:mod:`curate.stages.dedup.plan` (resource plan),
 :mod:`curate.stages.dedup.decide` (ranking and the decisions of step 2), :mod:`curate.stages.dedup.exact`
 (exact verification),
 :mod:`curate.stages.dedup.output` (pass 2 and the commit), :mod:`curate.stages.dedup.ray` (``--engine ray``:
@@ -68,11 +69,13 @@ from curate.core.files import atomic_write_json
 from curate.core.manifest import build_manifest, config_hash
 from curate.core.progress import Progress
 from curate.core.shards import ShardInfo, expand_parquet_inputs
+from curate.stages.dedup.config import DEFAULT_MEMORY_GB, DedupConfig
 from curate.stages.dedup.decide import Decisions, Ranker
 from curate.stages.dedup.exact import ordered_results
 from curate.stages.dedup.index import DocStore, KeyIndex, remove_tree
+from curate.stages.dedup.inputs import InputInfo, inspect_inputs
 from curate.stages.dedup.output import STAGE, check_output, commit, state_path, write_outputs
-from curate.stages.dedup.plan import DedupConfig, DedupPlan, InputInfo, inspect_inputs, plan_dedup
+from curate.stages.dedup.plan import DedupPlan, plan_dedup
 from curate.stages.dedup.signatures import placeholder, signature_unit, unit_key_records
 
 
@@ -252,7 +255,7 @@ def run_dedup(
     config: DedupConfig | None = None,
     *,
     workers: int = 1,
-    memory_bytes: int = 4 * 1024**3,
+    memory_bytes: int = int(DEFAULT_MEMORY_GB * 1024**3),
     overwrite: bool = False,
     progress: bool = True,
     plan_only: bool = False,

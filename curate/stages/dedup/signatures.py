@@ -12,9 +12,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from curate.stages.dedup.config import DedupConfig
+from curate.stages.dedup.inputs import cast_column, cast_columns, char_batches, unreadable
 from curate.stages.dedup.lsh import band_keys
 from curate.stages.dedup.minhash import MinHasher
-from curate.stages.dedup.plan import DedupConfig, cast_column, cast_columns, char_batches, unreadable
 from curate.stages.dedup.urls import hash128, normalize_url
 
 NO_DATE = np.iinfo(np.int64).max  # missing dates sort last

@@ -19,8 +19,9 @@ from curate.core.files import sha256_file
 from curate.core.shards import ShardWriter
 from curate.stages.dedup import run as dedup_mod
 from curate.stages.dedup.index import KeyIndex, UnionFind
+from curate.stages.dedup.inputs import inspect_inputs
 from curate.stages.dedup.minhash import MinHasher, estimated_jaccard, shingles
-from curate.stages.dedup.plan import inspect_inputs, plan_dedup
+from curate.stages.dedup.plan import plan_dedup
 from curate.stages.dedup.run import DedupConfig, run_dedup
 
 T0 = datetime(2024, 1, 1, tzinfo=UTC)
@@ -452,7 +453,7 @@ def test_columns_that_cannot_be_cast_fail_their_input_in_the_signature_pass(tmp_
 def test_check_schema_names_incompatible_columns(tmp_path):
     import pyarrow as pa
 
-    from curate.stages.dedup.plan import check_schema
+    from curate.stages.dedup.inputs import check_schema
 
     check_schema(pa.schema([("id", pa.string()), ("text", pa.large_string()), ("n_chars", pa.string())]))
     with pytest.raises(ValueError, match="missing column.*text"):
@@ -637,7 +638,7 @@ def test_inputs_holding_no_documents_give_empty_outputs(tmp_path, verify):
 
 
 def test_char_batches_cover_every_text_once_within_the_budget_and_errors_are_one_line():
-    from curate.stages.dedup.plan import BATCH_CHARS, char_batches, unreadable
+    from curate.stages.dedup.inputs import BATCH_CHARS, char_batches, unreadable
 
     texts = ["a" * 400_000, "b" * 400_000, "c" * 400_000, "d" * 3_000_000, "", "e"]
     batches = list(char_batches(texts))
