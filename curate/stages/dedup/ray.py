@@ -68,7 +68,8 @@ import numpy as np
 
 from curate.core.errors import CurateError
 from curate.core.progress import Progress
-from curate.stages.dedup.exact import ShingleReader, new_pair_stats, verify_partition
+from curate.stages.dedup.exact import new_pair_stats, verify_partition
+from curate.stages.dedup.exact_store import ShingleReader
 from curate.stages.dedup.index import (
     RECORD,
     UnionFind,
