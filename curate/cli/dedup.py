@@ -1,4 +1,4 @@
-"""``curate dedup``: the command line over :func:`curate.stages.dedup.run.run_dedup`."""
+"""``curate dedup``: the command line over :func:`curate.stages.dedup.run` (and ``plan``)."""
 
 from __future__ import annotations
 
@@ -147,7 +147,9 @@ def dedup(
       curate dedup work/filtered --plan
       curate dedup /mnt/shared/filtered -o /mnt/shared/dedup --engine ray --ray-address auto
     """
-    from curate.stages.dedup.run import DedupConfig, run_dedup, summarize
+    from curate.runtime.executor import Executor
+    from curate.runtime.stage import StageContext
+    from curate.stages import dedup as stage
 
     config = DedupConfig(
         threshold=threshold,
@@ -164,13 +166,17 @@ def dedup(
         shingle_hash=shingle_hash,
         shard_bytes=parse_bytes(shard_size),
     )
-    workers = workers or default_workers()
-    memory_bytes = int(memory_gb * 1024**3)
+    ctx = StageContext(
+        inputs=list(inputs),
+        output=output or "",
+        executor=Executor(engine, workers or default_workers(), ray_address),
+        overwrite=overwrite,
+        progress=not quiet,
+        log=lambda message: click.echo(message, err=True),
+        memory_bytes=int(memory_gb * 1024**3),
+    )
     if plan_only:
-        result = run_dedup(
-            list(inputs), output or "", config, workers=workers, memory_bytes=memory_bytes, plan_only=True
-        )
-        click.echo("\n".join(result.plan.lines()))
+        click.echo("\n".join(stage.plan(config, ctx).lines()))
         return
     if not output:
         raise ConfigError("missing -o/--output (or use --plan)")
@@ -179,18 +185,5 @@ def dedup(
         if not quiet:
             click.echo("\n".join(plan.lines()), err=True)
 
-    result = run_dedup(
-        list(inputs),
-        output,
-        config,
-        workers=workers,
-        memory_bytes=memory_bytes,
-        overwrite=overwrite,
-        progress=not quiet,
-        on_plan=show_plan,
-        engine=engine,
-        ray_address=ray_address,
-    )
-    if result.skipped:
-        click.echo(f"{output} is already complete for these inputs and options: nothing to do", err=True)
-    finish(result.manifest, summarize(result))
+    manifest = stage.run(config, ctx, on_plan=show_plan)
+    finish(manifest, stage.summarize(manifest))

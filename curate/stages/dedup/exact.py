@@ -39,22 +39,19 @@ restarts from the signature pass, as without exact verification).
 
 from __future__ import annotations
 
-import multiprocessing as mp
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from pathlib import Path
+from contextlib import closing
 from typing import Any
 
 import numpy as np
 import pyarrow.parquet as pq
 
 from curate.core.errors import CurateError
-from curate.core.progress import Progress
 from curate.stages.dedup.exact_store import SHINGLE, PairSpill, SetCache, SetFile, ShingleStore
 from curate.stages.dedup.index import UnionFind
 from curate.stages.dedup.inputs import cast_column, char_batches, unreadable
-from curate.stages.dedup.minhash import char_classes, shingle_sets, sorted_set_jaccard
-from curate.stages.dedup.output import EXACT, NEAR, URL
+from curate.stages.dedup.minhash import shingle_sets, sorted_set_jaccard
+from curate.stages.dedup.state import EXACT, NEAR, URL, DedupState
 
 _MAX_BATCH_PAIRS = 65_536
 
@@ -164,22 +161,27 @@ def verify_partition(
 # --------------------------------------------------------------------------- the verifier
 
 
-class ExactVerifier:
-    """Exact verification for one dedup run (:class:`curate.stages.dedup.run._Run`): see the module
-    docstring. Created by the decision pass after the URL and exact decisions."""
+# ``fn(item)`` for every item, results in item order: the engine's map the shingle pass runs on.
+MapFn = Callable[[Callable[[Any], Any], list[Any]], Iterator[Any]]
 
-    def __init__(self, run: Any):
-        self.run = run
-        self.n = max(run.n_docs, 1)
-        self.work = Path(run.work) / "exact"
-        self.budget = max(int(run.memory_bytes), 1)
-        self.marked = np.memmap(
-            self.work.parent / "exact_marked.bin", dtype="u1", mode="w+", shape=(max(run.n_docs, 1),)
-        )[: run.n_docs]
+
+class ExactVerifier:
+    """Exact verification for one dedup run (its :class:`~curate.stages.dedup.state.DedupState`),
+    the shingle pass running on ``map_units``: see the module docstring. Created by the decision
+    pass after the URL and exact decisions."""
+
+    def __init__(self, state: DedupState, map_units: MapFn):
+        self.state = state
+        self.map_units = map_units
+        self.n = max(state.n_docs, 1)
+        self.work = state.work / "exact"
+        self.budget = max(int(state.memory_bytes), 1)
+        size = max(state.n_docs, 1)
+        self.marked = np.memmap(state.work / "exact_marked.bin", dtype="u1", mode="w+", shape=(size,))[: state.n_docs]
         # Exact Jaccard of each near-removed document with the centre of its star.
-        self.near_sim = np.memmap(
-            self.work.parent / "exact_near_sim.bin", dtype="<f4", mode="w+", shape=(max(run.n_docs, 1),)
-        )[: run.n_docs]
+        self.near_sim = np.memmap(state.work / "exact_near_sim.bin", dtype="<f4", mode="w+", shape=(size,))[
+            : state.n_docs
+        ]
         self.pairs = PairSpill(self.work)
         self.store: ShingleStore | None = None
         self.cache: SetCache | None = None
@@ -202,7 +204,7 @@ class ExactVerifier:
     # ---- 2. shingle pass
     def url_targets(self) -> tuple[np.ndarray, np.ndarray]:
         """URL-removed documents and the document each points at after the exact decision."""
-        kind, dup_of = self.run.kind, self.run.dup_of
+        kind, dup_of = self.state.kind, self.state.dup_of
         losers = np.flatnonzero(np.asarray(kind) == URL)
         target = np.asarray(dup_of[losers])
         chained = np.asarray(kind[target]) == EXACT
@@ -211,37 +213,14 @@ class ExactVerifier:
 
     def hash_documents(self) -> None:
         """Stream the inputs once and store the shingle sets of the marked documents."""
-        run = self.run
         losers, targets = self.url_targets()
         self.marked[losers] = 1
         self.marked[targets] = 1
-        self.store = ShingleStore(self.work, run.n_docs)
-        units = []
-        for info in run.inputs:
-            if info.error or info.index in run.failed:
-                continue
-            offset = run.offsets[info.index]
-            for rg, rows in enumerate(info.row_groups):
-                local = np.flatnonzero(np.asarray(self.marked[offset : offset + rows])).astype(np.int64)
-                if len(local):
-                    units.append((offset + local, (info.path, rg, rows, local, run.config.ngram)))
-                offset += rows
-        total = sum(len(u[0]) for u in units)
-        progress = Progress(
-            "dedup: exact verification (shingles)",
-            total=total,
-            unit="docs",
-            enabled=None if run.show_progress else False,
-        )
+        self.store = ShingleStore(self.work, self.state.n_docs)
+        units = self._units()
+        progress = self.state.progress_bar("exact verification (shingles)", sum(len(u[0]) for u in units), "docs")
         try:
-            # A run may provide its own ordered map (the Ray engine runs the units as Ray tasks).
-            task_results = getattr(run, "_task_results", None)
-            items = [u[1] for u in units]
-            if task_results is not None:
-                mapped = task_results(shingle_unit, items)
-            else:
-                mapped = ordered_results(shingle_unit, items, run.workers)
-            with mapped as results:
+            with closing(self.map_units(shingle_unit, [u[1] for u in units])) as results:
                 for (docs, _), result in zip(units, results):
                     if "error" in result:
                         raise CurateError(
@@ -257,14 +236,29 @@ class ExactVerifier:
         self.stats["documents_hashed"] = self.store.docs
         self.stats["shingle_bytes"] = self.store.bytes
 
+    def _units(self) -> list[tuple[np.ndarray, tuple[str, int, int, np.ndarray, int]]]:
+        """``(documents, shingle_unit arguments)`` of every row group holding marked documents."""
+        state = self.state
+        units = []
+        for info in state.inputs:
+            if info.error or info.index in state.failed:
+                continue
+            offset = state.offsets[info.index]
+            for rg, rows in enumerate(info.row_groups):
+                local = np.flatnonzero(np.asarray(self.marked[offset : offset + rows])).astype(np.int64)
+                if len(local):
+                    units.append((offset + local, (info.path, rg, rows, local, state.config.ngram)))
+                offset += rows
+        return units
+
     # ---- 3. verification
     def jaccards(self, a: np.ndarray, b: np.ndarray, get: Callable[[int], np.ndarray]) -> np.ndarray:
         return jaccards(a, b, get)
 
     def verify(self, uf: UnionFind) -> None:
         """Join every candidate pair whose exact Jaccard passes the verify threshold."""
-        accept = self.run.config.accept
-        sig = self.run.store["sig"]
+        accept = self.state.config.accept
+        sig = self.state.store["sig"]
         for part in self.pairs.sorted_partitions(max(1, self.budget // 4)):
             verify_partition(part, self.n, self.store, sig, accept, self.budget // 2, uf, self.stats)
         self.stats["pair_partitions"] = self.pairs.partitions
@@ -285,14 +279,14 @@ class ExactVerifier:
     def final_similarity(self, removed: np.ndarray, direct: np.ndarray, target: np.ndarray) -> np.ndarray:
         """Exact ``dup_similarity`` of each removed document with the kept document ``target``
         that represents it (``direct``: the document that removed it)."""
-        kind = np.asarray(self.run.kind[removed])
+        kind = np.asarray(self.state.kind[removed])
         sims = np.ones(len(removed), dtype=np.float32)
         near = kind == NEAR
         sims[near] = self.near_sim[removed[near]]
         # An exact duplicate has its keeper's shingle set: 1.0 when the keeper was kept, else
         # the keeper's own similarity with the centre of the star that removed it.
         exact = np.flatnonzero(kind == EXACT)
-        keeper_kind = np.asarray(self.run.kind[direct[exact]])
+        keeper_kind = np.asarray(self.state.kind[direct[exact]])
         chained = exact[keeper_kind == NEAR]
         sims[chained] = self.near_sim[direct[chained]]
         assert not np.isin(keeper_kind, (URL, EXACT)).any()
@@ -310,19 +304,3 @@ class ExactVerifier:
             self.store.close()
         if self.cache is not None:
             self.cache.clear()
-
-
-@contextmanager
-def ordered_results(fn: Callable[[Any], Any], items: list[Any], workers: int) -> Iterator[Iterator[Any]]:
-    """``fn`` over ``items``, results in item order (so nothing depends on the number of workers),
-    in ``workers`` forked processes when there are several. The signature pass uses it too."""
-    char_classes()  # build the character table once, before forking
-    if workers > 1 and len(items) > 1:
-        pool = mp.get_context("fork").Pool(min(workers, len(items)))
-        try:
-            yield pool.imap(fn, items, chunksize=1)
-        finally:
-            pool.terminate()
-            pool.join()
-    else:
-        yield (fn(item) for item in items)

@@ -1,11 +1,12 @@
-"""Pass 1 of ``curate dedup``, run in worker processes: per row group, the signatures, hashes
-and LSH band keys of every document (see :mod:`curate.stages.dedup.run`)."""
+"""Pass 1 of ``curate dedup``, run in worker processes: per row group (a :class:`Unit`), the
+signatures, hashes and LSH band keys of every document (see :mod:`curate.stages.dedup.run`; the
+driver's side is :mod:`curate.stages.dedup.signature_pass`)."""
 
 from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import pyarrow as pa
@@ -21,7 +22,15 @@ from curate.stages.dedup.urls import hash128, normalize_url
 NO_DATE = np.iinfo(np.int64).max  # missing dates sort last
 _PROJECTION = ["id", "text", "url", "date", "quality_score"]
 
-_HASHER: MinHasher | None = None
+_HASHER: MinHasher | None = None  # this process's hasher, kept across units of one run
+
+
+class Unit(NamedTuple):
+    """One row group of one input: the signature pass's unit of work."""
+
+    input: int  # the input's index
+    offset: int  # the unit's first document
+    args: tuple[str, int, int, DedupConfig]  # for signature_unit: path, row group, rows, config
 
 
 def _hasher(config: DedupConfig) -> MinHasher:
