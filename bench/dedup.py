@@ -248,18 +248,22 @@ def child_ours(
 ) -> dict:
     import pyarrow.parquet as pq
 
-    from curate.stages.dedup.run import DedupConfig, run_dedup
+    from curate.runtime.executor import Executor
+    from curate.runtime.stage import StageContext
+    from curate.stages import dedup
 
     start = time.perf_counter()
     out = os.path.join(workdir, f"ours-{verify}")
-    result = run_dedup(
+    ctx = StageContext(
         [data],
         out,
-        DedupConfig(threshold=threshold, num_perm=num_perm, verify_threshold=verify_threshold, verify=verify),
-        workers=workers,
-        progress=False,
+        Executor("local", workers),
         overwrite=True,
+        progress=False,
+        memory_bytes=int(dedup.DEFAULT_MEMORY_GB * 1024**3),
     )
+    config = dedup.DedupConfig(threshold=threshold, num_perm=num_perm, verify_threshold=verify_threshold, verify=verify)
+    manifest = dedup.run(config, ctx)
     seconds = time.perf_counter() - start
     removed = {}
     for f in sorted(Path(out, "removed").glob("*.parquet")):
@@ -268,12 +272,12 @@ def child_ours(
     own, children = _peak_rss_mb()
     return {
         "seconds": seconds,
-        "signature_seconds": result.manifest["seconds"]["signatures"],
-        "docs": result.manifest["counts"]["read"],
+        "signature_seconds": manifest["seconds"]["signatures"],
+        "docs": manifest["counts"]["read"],
         "rss_mb": own,
         "worker_rss_mb": children,
         "removed": removed,
-        "pairs": result.manifest["pairs"],
+        "pairs": manifest["pairs"],
     }
 
 

@@ -14,26 +14,28 @@ How, within the stage's memory budget (``memory_bytes``):
    values (boundaries from a sample of the file), each partition de-duplicated and sorted on
    its own and sized to a quarter of the budget; a pair found in several bands is verified and
    counted once.
-2. **Shingle pass**: the inputs are streamed again, row group by row group (in ``workers``
-   processes, results consumed in input order), and only marked documents are tokenized; their
-   shingle sets (sorted unique 64-bit hashes, :func:`curate.stages.dedup.minhash.shingle_sets`) are appended
-   to a flat file on disk
-   (:class:`~curate.stages.dedup.exact_store.ShingleStore`). Documents removed as URL duplicates, and the
-   documents they point at, are marked too, so their ``dup_similarity`` is exact as well.
+2. **Shingle pass**: the inputs are streamed again, row group by row group (on the engine's
+   map: worker processes or Ray tasks, results consumed in input order), and only marked
+   documents are tokenized; their shingle sets (sorted unique 64-bit hashes,
+   :func:`curate.stages.dedup.minhash.shingle_sets`) are appended to a flat file on disk
+   (:class:`~curate.stages.dedup.exact_store.ShingleStore`). Documents removed as URL
+   duplicates, and the documents they point at, are marked too, so their ``dup_similarity`` is
+   exact as well.
 3. **Verification**: each pair partition is cut into batches whose documents' sets fit half of
    the budget; a batch reads exactly the sets it needs from the file (``pread``, not a memory
    map, so nothing stays resident) and accepts a pair when ``|A & B| / |A | B| >=
    verify_threshold``. Accepted pairs go to the union-find; the star split of each cluster
-   (:meth:`curate.stages.dedup.decide.Decisions._stars`) then measures every member against its
+   (:class:`curate.stages.dedup.decide.Decisions`) then measures every member against its
    centre the same way, through a cache of sets bounded by the same half budget.
 
 Nothing depends on ``workers`` or on the budget: pairs, sets and decisions are the same
-whatever the number of partitions or batches, so outputs are byte-identical. With
-``--engine ray`` (:mod:`curate.stages.dedup.ray`) the shingle pass runs as Ray tasks through the run's
-``_task_results`` hook, and pair partitions are verified by Ray tasks with
-:func:`verify_partition` over a
-:class:`~curate.stages.dedup.exact_store.ShingleReader`; the outputs are the same. All files live
-in the run's work directory, which the stage removes at its start and end (a killed run
+whatever the number of partitions or batches, so outputs are byte-identical. Which engine
+finds the pairs and verifies them is the engine's ``exact_edges``
+(:mod:`curate.stages.dedup.engine`): locally steps 1 and 3 run here, with ``--engine ray``
+(:mod:`curate.stages.dedup.ray`) the pairs come from Ray tasks, which also verify each pair
+partition with :func:`verify_partition` over a
+:class:`~curate.stages.dedup.exact_store.ShingleReader`; the outputs are the same. All files
+live in the run's work directory, which the stage removes at its start and end (a killed run
 restarts from the signature pass, as without exact verification).
 """
 

@@ -69,8 +69,8 @@ def partition_ranges(files: list[tuple[str, list[int]]], partition: int) -> list
 
 class PartitionedKeys:
     """The key index of one kind of key, as the signature tasks left it: one file per unit,
-    each ordered by partition. Has the :class:`~curate.stages.dedup.index.KeyIndex` interface the
-    decisions use (``groups``, ``partitions``, ``spilled_bytes``, ``close``)."""
+    each ordered by partition. A :class:`~curate.stages.dedup.index.KeyGroups`, as the decisions
+    want a key index."""
 
     def __init__(self, directory: Path, name: str, partitions: int):
         self.directory = directory
