@@ -149,7 +149,6 @@ def dedup(
     """
     from curate.runtime.executor import Executor
     from curate.runtime.stage import StageContext
-    from curate.stages import dedup as stage
 
     config = DedupConfig(
         threshold=threshold,
@@ -175,10 +174,17 @@ def dedup(
         log=lambda message: click.echo(message, err=True),
         memory_bytes=int(memory_gb * 1024**3),
     )
+    _plan_or_run(config, ctx, plan_only, quiet)
+
+
+def _plan_or_run(config: DedupConfig, ctx, plan_only: bool, quiet: bool) -> None:
+    """``--plan``: print the plan; else run the stage (its plan first, unless ``quiet``)."""
+    from curate.stages import dedup as stage
+
     if plan_only:
         click.echo("\n".join(stage.plan(config, ctx).lines()))
         return
-    if not output:
+    if not ctx.output:
         raise ConfigError("missing -o/--output (or use --plan)")
 
     def show_plan(plan) -> None:
