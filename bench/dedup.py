@@ -377,7 +377,7 @@ def score(name: str, result: dict, pairs: list[tuple[str, str, float]], texts: d
     }
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     here = Path(__file__).resolve().parent.parent
     parser.add_argument("--corpus", default=str(here.parent / "shared" / "corpus" / "corpora"))
@@ -398,7 +398,11 @@ def main() -> None:
     parser.add_argument("--child", choices=["ours", "datasketch"])
     parser.add_argument("--data")
     parser.add_argument("--workdir")
-    args = parser.parse_args()
+    return parser.parse_args()
+
+
+def main() -> None:
+    args = parse_args()
     if args.child == "ours":
         print(
             json.dumps(
@@ -417,7 +421,11 @@ def main() -> None:
     if args.child == "datasketch":
         print(json.dumps(child_datasketch(args.data, args.threshold, args.num_perm)))
         return
+    print_report(measure(args), args)
 
+
+def measure(args: argparse.Namespace) -> list[dict]:
+    """Build the corpus, run curate (estimate, exact) and the datasketch loop on it, score them."""
     import pyarrow.parquet as pq
 
     from curate.stages.dedup.minhash import shingles
@@ -458,6 +466,10 @@ def main() -> None:
             score(label + ", exact)", run_child("ours", args, data, tmp, verify="exact"), pairs, texts, jaccard),
             score("datasketch loop", run_child("datasketch", args, data, tmp), pairs, texts, jaccard),
         ]
+    return results
+
+
+def print_report(results: list[dict], args: argparse.Namespace) -> None:
     print(f"\nrecall by true Jaccard of the planted pair (threshold {args.threshold}, num_perm {args.num_perm}):")
     print(f"  {'':28s}" + "".join(f"{n:>16s}" for n in BIN_NAMES))
     for r in results:
