@@ -248,18 +248,22 @@ def child_ours(
 ) -> dict:
     import pyarrow.parquet as pq
 
-    from curate.stages.dedup.run import DedupConfig, run_dedup
+    from curate.runtime.executor import Executor
+    from curate.runtime.stage import StageContext
+    from curate.stages import dedup
 
     start = time.perf_counter()
     out = os.path.join(workdir, f"ours-{verify}")
-    result = run_dedup(
+    ctx = StageContext(
         [data],
         out,
-        DedupConfig(threshold=threshold, num_perm=num_perm, verify_threshold=verify_threshold, verify=verify),
-        workers=workers,
-        progress=False,
+        Executor("local", workers),
         overwrite=True,
+        progress=False,
+        memory_bytes=int(dedup.DEFAULT_MEMORY_GB * 1024**3),
     )
+    config = dedup.DedupConfig(threshold=threshold, num_perm=num_perm, verify_threshold=verify_threshold, verify=verify)
+    manifest = dedup.run(config, ctx)
     seconds = time.perf_counter() - start
     removed = {}
     for f in sorted(Path(out, "removed").glob("*.parquet")):
@@ -268,12 +272,12 @@ def child_ours(
     own, children = _peak_rss_mb()
     return {
         "seconds": seconds,
-        "signature_seconds": result.manifest["seconds"]["signatures"],
-        "docs": result.manifest["counts"]["read"],
+        "signature_seconds": manifest["seconds"]["signatures"],
+        "docs": manifest["counts"]["read"],
         "rss_mb": own,
         "worker_rss_mb": children,
         "removed": removed,
-        "pairs": result.manifest["pairs"],
+        "pairs": manifest["pairs"],
     }
 
 
@@ -373,7 +377,7 @@ def score(name: str, result: dict, pairs: list[tuple[str, str, float]], texts: d
     }
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     here = Path(__file__).resolve().parent.parent
     parser.add_argument("--corpus", default=str(here.parent / "shared" / "corpus" / "corpora"))
@@ -394,7 +398,11 @@ def main() -> None:
     parser.add_argument("--child", choices=["ours", "datasketch"])
     parser.add_argument("--data")
     parser.add_argument("--workdir")
-    args = parser.parse_args()
+    return parser.parse_args()
+
+
+def main() -> None:
+    args = parse_args()
     if args.child == "ours":
         print(
             json.dumps(
@@ -413,7 +421,11 @@ def main() -> None:
     if args.child == "datasketch":
         print(json.dumps(child_datasketch(args.data, args.threshold, args.num_perm)))
         return
+    print_report(measure(args), args)
 
+
+def measure(args: argparse.Namespace) -> list[dict]:
+    """Build the corpus, run curate (estimate, exact) and the datasketch loop on it, score them."""
     import pyarrow.parquet as pq
 
     from curate.stages.dedup.minhash import shingles
@@ -454,6 +466,10 @@ def main() -> None:
             score(label + ", exact)", run_child("ours", args, data, tmp, verify="exact"), pairs, texts, jaccard),
             score("datasketch loop", run_child("datasketch", args, data, tmp), pairs, texts, jaccard),
         ]
+    return results
+
+
+def print_report(results: list[dict], args: argparse.Namespace) -> None:
     print(f"\nrecall by true Jaccard of the planted pair (threshold {args.threshold}, num_perm {args.num_perm}):")
     print(f"  {'':28s}" + "".join(f"{n:>16s}" for n in BIN_NAMES))
     for r in results:

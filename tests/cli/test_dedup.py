@@ -221,3 +221,17 @@ def test_bad_verify_value_is_a_one_line_error(corpus, tmp_path):
     bad = _invoke(corpus, "-o", tmp_path / "out", "--verify", "fuzzy")
     assert bad.exit_code == 2 and bad.output.strip().count("\n") == 0, bad.output
     assert bad.output.startswith("error:") and "'estimate' or 'exact'" in bad.output
+
+
+def test_option_defaults_are_the_stage_defaults():
+    """The options take their defaults from the stage's settings (written once, there)."""
+    from curate.cli.dedup import dedup
+    from curate.stages.dedup import DEFAULT_MEMORY_GB, DedupConfig
+
+    defaults = {p.name: p.default for p in dedup.params}
+    config = DedupConfig()
+    for name in ("threshold", "ngram", "num_perm", "bands", "rows", "verify_threshold", "verify", "seed"):
+        assert defaults[name] == getattr(config, name), name
+    for name in ("url", "exact", "near", "shingle_hash"):
+        assert defaults[name] == getattr(config, name), name
+    assert defaults["memory_gb"] == DEFAULT_MEMORY_GB

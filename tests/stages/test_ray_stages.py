@@ -23,8 +23,9 @@ from curate.core.shards import ShardWriter, read_documents
 from curate.runtime.executor import Executor
 from curate.runtime.stage import StageContext
 from curate.stages import crawl as crawl_stage
+from curate.stages import dedup as dedup_stage
 from curate.stages.crawl import CrawlConfig, load_config
-from curate.stages.dedup.run import DedupConfig, run_dedup
+from curate.stages.dedup import DEFAULT_MEMORY_GB, DedupConfig
 
 ray = pytest.importorskip("ray")
 
@@ -50,6 +51,12 @@ def samples_crawl(tmp_path_factory) -> str:
     manifest = crawl([SAMPLES_WARC], out, load_config(overrides={"extract": {"time_limit": 0}}))
     assert manifest["counts"]["kept"] > 100
     return out
+
+
+def dedup(inputs, out, config, *, workers=1, memory_bytes=int(DEFAULT_MEMORY_GB * 1024**3), engine="local"):
+    """The dedup stage through its entry point, quietly; returns the manifest."""
+    ctx = StageContext(list(inputs), str(out), Executor(engine, workers), progress=False, memory_bytes=memory_bytes)
+    return dedup_stage.run(config, ctx)
 
 
 def crawl(inputs, out, cfg=None, executor=None, **options):
@@ -216,7 +223,7 @@ def test_dedup_on_ray_matches_local_on_planted_duplicates(tmp_path, ray_local):
     paths, expected = _planted_inputs(tmp_path)
     assert sum(pq.ParquetFile(p).metadata.num_row_groups for p in paths) > 6  # many signature tasks
     config = DedupConfig(url=True)
-    local = run_dedup(paths, str(tmp_path / "local"), config, workers=1, progress=False)
+    local = dedup(paths, str(tmp_path / "local"), config, workers=1)
     removed = _removed(str(tmp_path / "local"))
     for dup, keeper in expected.items():
         assert dup in removed and removed[dup][0] == keeper, (dup, removed.get(dup))
@@ -227,13 +234,13 @@ def test_dedup_on_ray_matches_local_on_planted_duplicates(tmp_path, ray_local):
     # the same documents, shards and pair counts as the local engine.
     for name, memory in (("ray_small", 2048), ("ray_large", 1 << 30)):
         out = str(tmp_path / name)
-        result = run_dedup(paths, out, config, workers=2, memory_bytes=memory, progress=False, engine="ray")
+        result = dedup(paths, out, config, workers=2, memory_bytes=memory, engine="ray")
         assert _ids(out) == _ids(str(tmp_path / "local"))
         assert _removed(out) == removed
         assert _digest(out) == _digest(str(tmp_path / "local"))
-        assert result.manifest["counts"] == local.manifest["counts"]
-        assert result.manifest["pairs"] == local.manifest["pairs"]
-        partitions = result.manifest["memory"]["partitions"]
+        assert result["counts"] == local["counts"]
+        assert result["pairs"] == local["pairs"]
+        partitions = result["memory"]["partitions"]
         if name == "ray_small":
             assert partitions["band"] > 16 and partitions["exact"] > 1
 
@@ -275,9 +282,9 @@ def test_dedup_exact_verify_on_ray_matches_local(tmp_path, ray_local):
     paths, _ = _planted_inputs(tmp_path)
     paths = _threshold_pairs(tmp_path, paths)
     config = DedupConfig(url=True, verify="exact")
-    local = run_dedup(paths, str(tmp_path / "local"), config, workers=1, progress=False)
+    local = dedup(paths, str(tmp_path / "local"), config, workers=1)
     removed = _removed_rows(str(tmp_path / "local"))
-    exact = local.manifest["pairs"]["exact"]
+    exact = local["pairs"]["exact"]
     # The corpus exercises what makes exact mode differ: pairs the estimate would decide the
     # other way, URL and exact removals, and near removals below a similarity of 1.
     assert exact["accepted_below_estimate"] + exact["rejected_above_estimate"] > 0, exact
@@ -291,14 +298,13 @@ def test_dedup_exact_verify_on_ray_matches_local(tmp_path, ray_local):
 
     for name, memory in (("ray_small", 2048), ("ray_large", 1 << 30)):
         out = str(tmp_path / name)
-        result = run_dedup(paths, out, config, workers=2, memory_bytes=memory, progress=False, engine="ray")
+        m = dedup(paths, out, config, workers=2, memory_bytes=memory, engine="ray")
         assert _ids(out) == _ids(str(tmp_path / "local"))
         assert _removed_rows(out) == removed
         assert _digest(out) == _digest(str(tmp_path / "local"))
-        m = result.manifest
-        assert m["counts"] == local.manifest["counts"] and m["engine"] == "ray"
-        assert comparable(m["pairs"]) == comparable(local.manifest["pairs"])
-        assert m["lsh"] == local.manifest["lsh"] and m["lsh"]["verify"] == "exact"
+        assert m["counts"] == local["counts"] and m["engine"] == "ray"
+        assert comparable(m["pairs"]) == comparable(local["pairs"])
+        assert m["lsh"] == local["lsh"] and m["lsh"]["verify"] == "exact"
         assert not os.path.exists(os.path.join(out, ".curate", "work"))
         if name == "ray_small":
             assert m["memory"]["partitions"]["band"] > 16 and m["pairs"]["exact"]["pair_partitions"] > 16
@@ -308,28 +314,26 @@ def test_dedup_exact_verify_on_ray_matches_local(tmp_path, ray_local):
 def test_failed_ray_task_is_a_one_line_error(tmp_path, ray_local):
     """A worker that cannot see the work files (output not on shared storage) fails cleanly."""
     from curate.core.errors import CurateError
-    from curate.stages.dedup.ray import ordered_map, verify_task
+    from curate.stages.dedup.ray_tasks import verify_task
 
     missing = str(tmp_path / "not-on-this-node.bin")
     with pytest.raises(CurateError, match="verify_task.*FileNotFoundError.*every node"):
-        list(ordered_map(ray_local, verify_task, [([(missing, 0, 4)], missing, 10, 4, 0.8)], in_flight=2))
+        list(Executor("ray", workers=2).map(verify_task, [([(missing, 0, 4)], missing, 10, 4, 0.8)], in_flight=2))
 
 
 def test_dedup_on_ray_of_inputs_holding_no_documents(tmp_path, ray_local):
     import pyarrow.parquet as pq
 
     from curate.core.document import SCHEMA
-    from curate.stages.dedup.run import DedupConfig, run_dedup
 
     (tmp_path / "in").mkdir()
     pq.write_table(SCHEMA.empty_table(), tmp_path / "in" / "empty.parquet")
     for verify in ("estimate", "exact"):
-        result = run_dedup(
+        result = dedup(
             [str(tmp_path / "in")],
             str(tmp_path / verify),
             DedupConfig(verify=verify),
             workers=2,
-            progress=False,
             engine="ray",
         )
-        assert result.manifest["counts"]["read"] == 0 == result.manifest["counts"]["kept"]
+        assert result["counts"]["read"] == 0 == result["counts"]["kept"]

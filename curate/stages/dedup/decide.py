@@ -2,30 +2,29 @@
 represents each of them (the rules are in :mod:`curate.stages.dedup.run`'s docstring).
 
 :class:`Ranker` orders a group best first (earliest date, or latest for URL groups; then
-higher quality; then smaller id; then input order). :class:`Decisions` is the part of a dedup
-run (:class:`curate.stages.dedup.run._Run`, and :class:`curate.stages.dedup.ray.RayRun` through it) that, after
-the signature pass, removes URL and exact duplicates per key group, joins verified near-duplicate
-pairs (on estimated Jaccard, or on exact Jaccard through :mod:`curate.stages.dedup.exact`) and splits
-each cluster into stars around its best-ranked document, points every removed
-document at the kept one that represents it, and lists the largest clusters for the manifest.
-``_near_edges`` is the hook the Ray engine overrides.
+higher quality; then smaller id; then input order). :class:`Decisions` runs, after the
+signature pass and on its :class:`~curate.stages.dedup.state.DedupState`, the steps that remove
+URL and exact duplicates per key group, join verified near-duplicate pairs (on estimated
+Jaccard, or on exact Jaccard through :mod:`curate.stages.dedup.exact`; the edges come from the
+run's engine, :mod:`curate.stages.dedup.engine`) and split each cluster into stars around its
+best-ranked document, point every removed document at the kept one that represents it, and list
+the largest clusters for the manifest: its :class:`Removals`.
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from curate.stages.dedup.engine import Engine
 from curate.stages.dedup.exact import ExactVerifier
-from curate.stages.dedup.index import DocStore, KeyIndex, UnionFind, candidate_pairs, keep_groups, verify_pairs
-from curate.stages.dedup.output import EXACT, KEPT, KIND_NAMES, NEAR, URL
-from curate.stages.dedup.plan import DedupConfig
+from curate.stages.dedup.index import VERIFY_CHUNK, DocStore, UnionFind
 from curate.stages.dedup.signatures import NO_DATE
+from curate.stages.dedup.state import EXACT, KEPT, KIND_NAMES, NEAR, URL, DedupState
 
-_VERIFY_CHUNK = 32_768
 TOP_CLUSTERS = 10
 
 
@@ -58,46 +57,67 @@ class Ranker:
         return ranked
 
 
+@dataclass
+class Removals:
+    """What the decisions removed, for the write pass and the manifest."""
+
+    docs: np.ndarray  # the removed documents, ascending
+    similarity: np.ndarray  # dup_similarity of each (with the document that represents it)
+    top_reps: np.ndarray  # representatives of the largest clusters, largest first
+    clusters: list[dict[str, Any]]  # their manifest entries (representative_url: the write pass's)
+
+
 class Decisions:
-    """The decision pass, mixed into a dedup run. The run provides what the signature pass
-    built: the document store, the key indexes, the ranker and the per-document state arrays
-    (``alive``, ``kind``, ``dup_of``), which these methods update in place."""
+    """The decision pass over one run's ``state`` (updated in place), with near-duplicate edges
+    from ``engine``. With ``verify = "exact"`` it creates the run's :attr:`verifier`; call
+    :meth:`close` whatever happens."""
 
-    config: DedupConfig
-    n_docs: int
-    counters: Counter
-    store: DocStore
-    indexes: dict[str, KeyIndex]
-    ranker: Ranker
-    alive: np.ndarray  # bool per document: still kept
-    kind: np.ndarray  # u1 per document: KEPT or the kind of duplicate it was removed as
-    dup_of: np.ndarray  # i8 per document: the document that removed it (-1 while kept)
-    removed_docs: np.ndarray  # set by resolve()
-    similarity: np.ndarray  # set by resolve(), aligned with removed_docs
-    top_reps: np.ndarray  # set by clusters()
+    def __init__(self, state: DedupState, engine: Engine):
+        self.state = state
+        self.engine = engine
+        self.ranker = Ranker(state.store)
+        self.verifier: ExactVerifier | None = None
 
-    def _alive_groups(self, name: str) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        """``(docs, group)`` of the named index restricted to documents still kept."""
-        for docs, group in self.indexes[name].groups():
-            kept = keep_groups(docs, group, self.alive[docs])
-            if kept is not None:
-                yield kept
+    def run(self) -> Removals:
+        self.decide()
+        return self.resolve()
 
-    def _remove(self, docs: np.ndarray, kind: int, keeper: int) -> None:
-        self.kind[docs] = kind
-        self.dup_of[docs] = keeper
-        self.alive[docs] = False
-        self.counters[f"removed_{KIND_NAMES[kind]}"] += len(docs)
+    def decide(self) -> None:
+        cfg, state = self.state.config, self.state
+        if cfg.url:
+            self._keyed_dedup("url", "url", URL, newest=True)
+        if cfg.exact:
+            self._keyed_dedup("exact", "exact", EXACT, newest=False)
+        if cfg.verify == "exact":
+            self.verifier = ExactVerifier(state, self.engine.map)
+        if cfg.near:
+            self._near()
+        elif self.verifier is not None:  # URL removals still get an exact similarity
+            self.verifier.hash_documents()
+        for index in state.indexes.values():
+            index.close()
+
+    def close(self) -> None:
+        if self.verifier is not None:
+            self.verifier.close()
+
+    def _remove(self, docs: np.ndarray, kind: int, keepers: np.ndarray | int) -> None:
+        state = self.state
+        state.kind[docs] = kind
+        state.dup_of[docs] = keepers
+        state.alive[docs] = False
+        state.counters[f"removed_{KIND_NAMES[kind]}"] += len(docs)
 
     def _keyed_dedup(self, name: str, column: str, kind: int, newest: bool) -> None:
         """Keep one document per identical key (the index's 64 bits plus the stored other 64)."""
-        full = self.store[column]
-        for docs, group in self._alive_groups(name):
+        store = self.state.store
+        full = store[column]
+        for docs, group in self.state.alive_groups(name):
             low = np.asarray(full[docs, 1])
-            date = np.asarray(self.store["date"][docs])
+            date = np.asarray(store["date"][docs])
             if newest:
                 date = np.where(date == NO_DATE, NO_DATE, -date)
-            quality = np.asarray(self.store["quality"][docs], dtype=np.float64)
+            quality = np.asarray(store["quality"][docs], dtype=np.float64)
             quality = np.where(np.isnan(quality), -np.inf, quality)
             order = np.lexsort((docs, -quality, date, low, group))
             docs, group, low, date, quality = docs[order], group[order], low[order], date[order], quality[order]
@@ -116,61 +136,25 @@ class Decisions:
                 keeper[k] = self.ranker.order(docs[sub == k], newest=newest)[0]
             losers = (sizes[sub] >= 2) & (docs != keeper[sub])
             if losers.any():
-                self._remove_many(docs[losers], kind, keeper[sub[losers]])
-
-    def _remove_many(self, docs: np.ndarray, kind: int, keepers: np.ndarray) -> None:
-        self.kind[docs] = kind
-        self.dup_of[docs] = keepers
-        self.alive[docs] = False
-        self.counters[f"removed_{KIND_NAMES[kind]}"] += len(docs)
-
-    def decide(self) -> None:
-        cfg = self.config
-        if cfg.url:
-            self._keyed_dedup("url", "url", URL, newest=True)
-        if cfg.exact:
-            self._keyed_dedup("exact", "exact", EXACT, newest=False)
-        self.exact_verifier = ExactVerifier(self) if cfg.verify == "exact" else None
-        if cfg.near:
-            self._near()
-        elif self.exact_verifier is not None:  # URL removals still get an exact similarity
-            self.exact_verifier.hash_documents()
-        for index in self.indexes.values():
-            index.close()
+                self._remove(docs[losers], kind, keeper[sub[losers]])
 
     def _near(self) -> None:
         uf = UnionFind()
-        verifier = self.exact_verifier
+        verifier = self.verifier
         if verifier is None:
-            self._near_edges(uf)
+            self.engine.near_edges(self.state, uf)
             self._stars(uf)
             return
-        n = max(self.n_docs, 1)
-        for members, gid in self._alive_groups("band"):
-            verifier.add_candidates(candidate_pairs(members, gid, n))
-        self.indexes["band"].close()  # frees the in-memory index before the shingle pass
-        verifier.hash_documents()
-        verifier.verify(uf)
-        self.counters["candidate_pairs"] += verifier.stats["candidates"]
-        self.counters["verified_pairs"] += verifier.stats["accepted"]
+        self.engine.exact_edges(self.state, verifier, uf)
+        self.state.counters["candidate_pairs"] += verifier.stats["candidates"]
+        self.state.counters["verified_pairs"] += verifier.stats["accepted"]
         self._stars(uf, verifier)
-
-    def _near_edges(self, uf: UnionFind) -> None:
-        """Join every verified candidate pair of documents still kept in ``uf``."""
-        sig = self.store["sig"]
-        n = max(self.n_docs, 1)
-        for members, gid in self._alive_groups("band"):
-            pairs = candidate_pairs(members, gid, n)
-            self.counters["candidate_pairs"] += len(pairs)
-            for a, b in verify_pairs(pairs, n, sig, self.config.accept, _VERIFY_CHUNK):
-                self.counters["verified_pairs"] += len(a)
-                uf.union_many(a, b)
 
     def _stars(self, uf: UnionFind, verifier: ExactVerifier | None = None) -> None:
         """Stars inside each cluster: see the module docstring. Members are measured against
         the centre by estimated Jaccard, or exact Jaccard with a ``verifier``."""
-        sig = self.store["sig"]
-        accept = self.config.accept
+        sig = self.state.store["sig"]
+        accept = self.state.config.accept
         for component in uf.components():
             remaining = self.ranker.order(component)
             while len(remaining) > 1:
@@ -186,51 +170,48 @@ class Decisions:
                         verifier.record_near(rest[take], sims[take])
                 remaining = rest[~take]
 
-    def resolve(self) -> None:
-        """Point every removed document at a kept one and fill similarities."""
-        removed = np.flatnonzero(self.kind != KEPT)
-        self.removed_docs = removed
+    def resolve(self) -> Removals:
+        """Point every removed document at a kept one, fill similarities, list the clusters."""
+        state = self.state
+        removed = np.flatnonzero(state.kind != KEPT)
         if len(removed) == 0:
-            self.similarity = np.zeros(0, np.float32)
-            return
-        target = np.asarray(self.dup_of[removed])
+            return Removals(removed, np.zeros(0, np.float32), np.zeros(0, np.int64), [])
+        target = np.asarray(state.dup_of[removed])
         direct = target.copy()
         for _ in range(8):  # chains are at most url -> exact -> near
-            chained = self.kind[target] != KEPT
+            chained = state.kind[target] != KEPT
             if not chained.any():
                 break
-            target[chained] = self.dup_of[target[chained]]
-        self.dup_of[removed] = target
-        verifier = getattr(self, "exact_verifier", None)
-        if verifier is not None:
-            self.similarity = verifier.final_similarity(removed, direct, target)
-            return
-        sig = self.store["sig"]
-        sims = np.empty(len(removed), dtype=np.float32)
-        for i in range(0, len(removed), _VERIFY_CHUNK):
-            a, b = removed[i : i + _VERIFY_CHUNK], target[i : i + _VERIFY_CHUNK]
-            sims[i : i + _VERIFY_CHUNK] = (sig[a] == sig[b]).mean(axis=1)
-        self.similarity = sims
+            target[chained] = state.dup_of[target[chained]]
+        state.dup_of[removed] = target
+        if self.verifier is not None:
+            similarity = self.verifier.final_similarity(removed, direct, target)
+        else:
+            sig = state.store["sig"]
+            similarity = np.empty(len(removed), dtype=np.float32)
+            for i in range(0, len(removed), VERIFY_CHUNK):
+                a, b = removed[i : i + VERIFY_CHUNK], target[i : i + VERIFY_CHUNK]
+                similarity[i : i + VERIFY_CHUNK] = (sig[a] == sig[b]).mean(axis=1)
+        top_reps, clusters = self._clusters(removed)
+        return Removals(removed, similarity, top_reps, clusters)
 
-    def clusters(self) -> list[dict[str, Any]]:
-        if len(self.removed_docs) == 0:
-            self.top_reps = np.zeros(0, np.int64)
-            return []
-        targets = np.asarray(self.dup_of[self.removed_docs])
+    def _clusters(self, removed: np.ndarray) -> tuple[np.ndarray, list[dict[str, Any]]]:
+        """The representatives of the largest clusters and their manifest entries."""
+        state = self.state
+        targets = np.asarray(state.dup_of[removed])
         reps, counts = np.unique(targets, return_counts=True)
         order = np.lexsort((reps, -counts))[:TOP_CLUSTERS]
-        self.top_reps = reps[order]
         out = []
         for rep, count in zip(reps[order].tolist(), counts[order].tolist()):
-            members = self.removed_docs[targets == rep]
-            kinds = Counter(KIND_NAMES[int(k)] for k in self.kind[members])
+            members = removed[targets == rep]
+            kinds = Counter(KIND_NAMES[int(k)] for k in state.kind[members])
             out.append(
                 {
                     "size": count + 1,
-                    "representative": self.store.doc_id(rep),
+                    "representative": state.store.doc_id(rep),
                     "representative_url": None,  # filled by the write pass
                     "removed_by_kind": dict(sorted(kinds.items())),
-                    "members": self.store.doc_ids(members[:5]),
+                    "members": state.store.doc_ids(members[:5]),
                 }
             )
-        return out
+        return reps[order], out

@@ -21,11 +21,26 @@ import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 
 RECORD = np.dtype([("key", "<u8"), ("doc", "<i8")])
 MAX_PARTITIONS = 1024
+VERIFY_CHUNK = 32_768  # candidate pairs (or removed documents) compared on signatures at once
+
+
+class KeyGroups(Protocol):
+    """What the decisions need of a key index: :class:`KeyIndex`, or the Ray engine's
+    :class:`~curate.stages.dedup.ray_tasks.PartitionedKeys`."""
+
+    partitions: int
+    records: int
+    spilled_bytes: int
+
+    def groups(self) -> Iterator[tuple[np.ndarray, np.ndarray]]: ...
+
+    def close(self) -> None: ...
 
 
 class KeyIndex:
@@ -162,7 +177,7 @@ def candidate_pairs(members: np.ndarray, gid: np.ndarray, n_docs: int) -> np.nda
 
 
 def verify_pairs(
-    pairs: np.ndarray, n_docs: int, sig: np.ndarray, accept: float, chunk: int = 32_768
+    pairs: np.ndarray, n_docs: int, sig: np.ndarray, accept: float, chunk: int = VERIFY_CHUNK
 ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """``(a, b)`` of the encoded ``pairs`` whose signatures agree on at least ``accept`` of
     their values (estimated Jaccard), in chunks that bound memory."""

@@ -1,4 +1,4 @@
-"""Pure MinHash helpers for ``curate dedup``: normalization, shingles, signatures, LSH bands.
+"""Pure MinHash helpers for ``curate dedup``: normalization, shingles, signatures.
 
 Everything here works on whole batches of documents with numpy, so the per-document Python
 cost is a Unicode normalization and a lower-casing; tokenization, token hashing, shingling and
@@ -32,7 +32,6 @@ import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import numpy as np
 
@@ -52,7 +51,6 @@ _TOKEN_BASE = 0x100000001B3
 _TOKEN_LEN_MUL = 0x9E3779B97F4A7C15
 _SHINGLE_INIT = 0xC2B2AE3D27D4EB4F
 _SHINGLE_MUL = 0x165667B19E3779F9
-_BAND_MUL = 0xD6E8FEB86659FD93
 _POW_BITS = 16  # token positions wrap at 65,536 characters (see _token_pow)
 
 
@@ -400,102 +398,3 @@ def estimated_jaccard(sig_a: np.ndarray, sig_b: np.ndarray) -> np.ndarray | floa
     """Fraction of agreeing permutations (rows of 2-D arrays, or two 1-D signatures)."""
     eq = np.asarray(sig_a) == np.asarray(sig_b)
     return eq.mean(axis=-1)
-
-
-# --------------------------------------------------------------------------- LSH
-
-
-def _false_positive(threshold: float, b: int, r: int) -> float:
-    from scipy.integrate import quad
-
-    return quad(lambda s: 1 - (1 - s ** float(r)) ** float(b), 0.0, threshold)[0]
-
-
-def _false_negative(threshold: float, b: int, r: int) -> float:
-    from scipy.integrate import quad
-
-    return quad(lambda s: 1 - (1 - (1 - s ** float(r)) ** float(b)), threshold, 1.0)[0]
-
-
-@lru_cache(maxsize=64)
-def optimal_bands(
-    threshold: float, num_perm: int, false_positive_weight: float = 0.5, false_negative_weight: float = 0.5
-) -> tuple[int, int]:
-    """(bands, rows) minimizing the weighted false positive + false negative probability mass
-    (the same search and integrals as datasketch's ``MinHashLSH``)."""
-    best, best_error = (1, num_perm), float("inf")
-    for b in range(1, num_perm + 1):
-        for r in range(1, num_perm // b + 1):
-            error = false_positive_weight * _false_positive(threshold, b, r) + false_negative_weight * _false_negative(
-                threshold, b, r
-            )
-            if error < best_error:
-                best, best_error = (b, r), error
-    return best
-
-
-def candidate_probability(similarity: float, bands: int, rows: int) -> float:
-    """Probability that two documents of Jaccard ``similarity`` share at least one band."""
-    return 1.0 - (1.0 - similarity**rows) ** bands
-
-
-def band_keys(signatures: np.ndarray, bands: int, rows: int) -> np.ndarray:
-    """(n_docs, bands) uint64 keys: a hash of each band's ``rows`` values and the band number,
-    so keys of all bands can share one index (a collision only adds a candidate, which
-    verification then rejects)."""
-    n = signatures.shape[0]
-    keys = np.empty((n, bands), dtype=np.uint64)
-    sig64 = signatures.astype(np.uint64)
-    for band in range(bands):
-        h = np.full(n, (band + 1) * _BAND_MUL & _M64, dtype=np.uint64)
-        for col in range(band * rows, (band + 1) * rows):
-            h = (h ^ sig64[:, col]) * np.uint64(_SHINGLE_MUL)
-            h ^= h >> np.uint64(29)
-        keys[:, band] = fmix64(h)
-    return keys
-
-
-# --------------------------------------------------------------------------- URLs
-
-_DEFAULT_PORTS = {"http": 80, "https": 443}
-
-
-def normalize_url(url: str | None) -> str | None:
-    """Canonical form of a URL for ``--url`` dedup, or None when it has no host.
-
-    Lower-cased scheme and host, ``http`` and ``https`` treated alike, a leading ``www.``
-    and default ports dropped, the fragment dropped, a trailing slash of the path dropped,
-    query parameters sorted (tracking parameters ``utm_*``, ``fbclid``, ``gclid`` dropped).
-    """
-    if not url:
-        return None
-    try:
-        parts = urlsplit(url.strip())
-        host = (parts.hostname or "").rstrip(".")
-        port = parts.port
-    except ValueError:
-        return None
-    if not host:
-        return None
-    scheme = parts.scheme.lower()
-    if scheme in ("http", "https"):
-        if port == _DEFAULT_PORTS.get(scheme):
-            port = None
-        scheme = "http"
-    if host.startswith("www."):
-        host = host[4:]
-    netloc = host if port is None else f"{host}:{port}"
-    path = parts.path or "/"
-    if len(path) > 1 and path.endswith("/"):
-        path = path.rstrip("/") or "/"
-    query = [
-        (k, v)
-        for k, v in parse_qsl(parts.query, keep_blank_values=True)
-        if not (k.lower().startswith("utm_") or k.lower() in ("fbclid", "gclid"))
-    ]
-    return urlunsplit((scheme, netloc, path, urlencode(sorted(query)), ""))
-
-
-def hash128(text: str) -> tuple[int, int]:
-    """Two 64-bit halves of a 128-bit hash of a string (URL keys)."""
-    return struct.unpack("<QQ", hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).digest())

@@ -1,14 +1,11 @@
-"""Output side of ``curate dedup``: pass 2 (writing kept and removed shards to a staging
-directory), the checks on an existing output directory, and the final commit (staged shards
-moved into place, then ``manifest.json`` written last)."""
+"""Pass 2 of ``curate dedup``: the inputs streamed again, kept rows written to the staging
+directory and removed rows (with ``dup_of``, ``dup_kind``, ``dup_similarity``) to its
+``removed/``, in input order. The run then moves the staged shards into place and writes
+``manifest.json`` last (:meth:`curate.runtime.output.OutputDir.commit`)."""
 
 from __future__ import annotations
 
-import glob
-import json
-import os
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -16,115 +13,55 @@ import pyarrow.compute as pc
 
 from curate.core.accounting import Stats
 from curate.core.errors import CurateError
-from curate.core.manifest import load_manifest, write_manifest
-from curate.core.progress import Progress
 from curate.core.shards import ShardInfo, ShardWriter, read_tables
+from curate.stages.dedup.decide import Removals
 from curate.stages.dedup.index import remove_tree
+from curate.stages.dedup.state import KEPT, KIND_NAMES, DedupState
 
-STAGE = "dedup"
-KEPT, EXACT, NEAR, URL = 0, 1, 2, 3
-KIND_NAMES = {EXACT: "exact", NEAR: "near", URL: "url"}
+REMOVED = "removed"  # the sub-folder of removed rows
+ROW_CHARS = 200  # what a row counts for besides its text, when row groups are cut
+MAX_GROUP_CHARS = 32 * 1024 * 1024
 
 
-def write_outputs(run: Any, clusters: list[dict[str, Any]]) -> tuple[Stats, dict[str, list[ShardInfo]]]:
-    """Pass 2: stream the inputs again and write kept rows and removed rows (with ``dup_of``,
-    ``dup_kind``, ``dup_similarity``) to the staging directory, in input order."""
-    cfg = run.config
-    remove_tree(run.staging)
-    kept_writer = ShardWriter(run.staging, prefix="part-00000", shard_bytes=cfg.shard_bytes)
-    removed_writer = ShardWriter(run.staging / "removed", prefix="part-00000", shard_bytes=cfg.shard_bytes)
-    stats = Stats()
-    for index, errors in sorted(run.input_errors.items()):
-        if index not in run.failed:
-            stats.errors.update(errors)
-            for reason, items in run.error_examples.get(index, {}).items():
-                for item in items:
-                    stats.example(reason, **item)
-    rep_rank = {int(r): k for k, r in enumerate(run.top_reps)}
-    progress = Progress("dedup: writing", total=run.n_docs, unit="docs", enabled=None if run.show_progress else False)
-    removed_sorted = run.removed_docs  # sorted ascending (np.flatnonzero)
-    buffers: dict[str, list[pa.Table]] = {"": [], "removed": []}
-    buffered = {"": 0, "removed": 0}
+class RowGroups:
+    """Rows buffered into row groups of up to ``group_chars`` characters of text (plus
+    :data:`ROW_CHARS` a row) before they go to ``writer``, so shards get their target size and
+    row groups do not depend on how the inputs were batched."""
 
-    # Rows are buffered into row groups of up to min(32 MB, shard size) of text, so shards
-    # get their target size and row groups do not depend on how inputs were batched.
-    group_chars = max(1, min(32 * 1024 * 1024, cfg.shard_bytes))
+    def __init__(self, writer: ShardWriter, group_chars: int):
+        self.writer = writer
+        self.group_chars = group_chars
+        self.tables: list[pa.Table] = []
+        self.chars = 0
 
-    def emit(name: str, table: pa.Table | None, flush: bool = False) -> None:
-        if table is not None and table.num_rows:
-            buffers[name].append(table)
-            buffered[name] += (pc.sum(pc.utf8_length(table.column("text"))).as_py() or 0) + 200 * table.num_rows
-        if not buffers[name] or not (flush or buffered[name] >= group_chars):
-            return
-        writer = kept_writer if name == "" else removed_writer
-        whole = pa.concat_tables(buffers[name])
+    def add(self, table: pa.Table) -> None:
+        if table.num_rows:
+            self.tables.append(table)
+            self.chars += (pc.sum(pc.utf8_length(table.column("text"))).as_py() or 0) + ROW_CHARS * table.num_rows
+        if self.tables and self.chars >= self.group_chars:
+            self._write(flush=False)
+
+    def flush(self) -> None:
+        if self.tables:
+            self._write(flush=True)
+
+    def _write(self, flush: bool) -> None:
+        """Write whole row groups; the tail that does not fill one waits unless ``flush``."""
+        whole = pa.concat_tables(self.tables)
         lengths = pc.utf8_length(whole.column("text")).to_numpy(zero_copy_only=False)
-        ends = np.cumsum(np.nan_to_num(lengths.astype(np.float64)) + 200)
+        ends = np.cumsum(np.nan_to_num(lengths.astype(np.float64)) + ROW_CHARS)
         start = 0
         while start < whole.num_rows:
             done = ends[start - 1] if start else 0.0
-            stop = int(np.searchsorted(ends, done + group_chars, side="left")) + 1
+            stop = int(np.searchsorted(ends, done + self.group_chars, side="left")) + 1
             stop = min(max(stop, start + 1), whole.num_rows)
-            if stop == whole.num_rows and not flush and ends[-1] - done < group_chars:
+            if stop == whole.num_rows and not flush and ends[-1] - done < self.group_chars:
                 break  # keep the tail for the next row group
-            writer.write_table(whole.slice(start, stop - start))
+            self.writer.write_table(whole.slice(start, stop - start))
             start = stop
         rest = whole.slice(start)
-        buffers[name] = [rest] if rest.num_rows else []
-        buffered[name] = int(ends[-1] - (ends[start - 1] if start else 0.0)) if rest.num_rows else 0
-
-    try:
-        for info in run.inputs:
-            if info.index in run.failed:
-                continue
-            stats.read += info.rows
-            offset = run.offsets[info.index]
-            for table in read_tables(info.path, batch_rows=2048):
-                n = table.num_rows
-                idx = np.arange(offset, offset + n)
-                offset += n
-                valid = run.store["valid"][idx].astype(bool)
-                kind = run.kind[idx]
-                keep = valid & (kind == KEPT)
-                rem = valid & (kind != KEPT)
-                text_len = pc.utf8_length(table.column("text")).to_numpy(zero_copy_only=False)
-                text_len = np.nan_to_num(text_len.astype(np.float64)).astype(np.int64)
-                stats.chars["read"] += int(text_len.sum())
-                stats.chars["kept"] += int(text_len[keep].sum())
-                stats.kept += int(keep.sum())
-                for k, name in KIND_NAMES.items():
-                    c = int(np.count_nonzero(rem & (kind == k)))
-                    if c:
-                        stats.rejected[name] += c
-                        stats.chars[f"rejected:{name}"] += int(text_len[rem & (kind == k)].sum())
-                if rep_rank:
-                    for j in np.flatnonzero(np.isin(idx, run.top_reps)).tolist():
-                        clusters[rep_rank[int(idx[j])]]["representative_url"] = table.column("url")[j].as_py()
-                emit("", table.filter(pa.array(keep)))
-                if rem.any():
-                    docs = idx[rem]
-                    where = np.searchsorted(removed_sorted, docs)
-                    targets = np.asarray(run.dup_of[docs])
-                    removed = table.filter(pa.array(rem))
-                    removed = _set_column(removed, "dup_of", pa.array(run.store.doc_ids(targets), pa.string()))
-                    removed = _set_column(
-                        removed, "dup_kind", pa.array([KIND_NAMES[int(k)] for k in run.kind[docs]], pa.string())
-                    )
-                    removed = _set_column(removed, "dup_similarity", pa.array(run.similarity[where], pa.float32()))
-                    emit("removed", removed)
-                progress.advance(n)
-            if offset != run.offsets[info.index] + info.rows:
-                raise CurateError(f"{info.path}: changed while dedup was running; rerun")
-        emit("", None, flush=True)
-        emit("removed", None, flush=True)
-        shards = {"": kept_writer.close(), "removed": removed_writer.close()}
-    except BaseException:
-        kept_writer.abort()
-        removed_writer.abort()
-        raise
-    finally:
-        progress.close()
-    return stats, shards
+        self.tables = [rest] if rest.num_rows else []
+        self.chars = int(ends[-1] - (ends[start - 1] if start else 0.0)) if rest.num_rows else 0
 
 
 def _set_column(table: pa.Table, name: str, values: pa.Array) -> pa.Table:
@@ -132,44 +69,95 @@ def _set_column(table: pa.Table, name: str, values: pa.Array) -> pa.Table:
     return table.set_column(i, table.schema.field(i), values)
 
 
-def state_path(output_dir: str) -> Path:
-    return Path(output_dir) / ".curate" / "state.json"
-
-
-def check_output(output_dir: str, input_paths: list[str], overwrite: bool) -> dict[str, Any] | None:
-    out = Path(output_dir).resolve()
-    for p in input_paths:
-        if Path(p).resolve().parent in (out, out / "removed"):
-            raise CurateError(f"input {p} is inside the output directory {output_dir}; choose another -o")
-    manifest = load_manifest(output_dir) if out.exists() else None
-    state = json.loads(state_path(output_dir).read_text()) if state_path(output_dir).exists() else None
-    if overwrite:
-        return None
-    if manifest is not None and manifest.get("stage") != STAGE:
-        raise CurateError(
-            f"{output_dir} holds output of stage {manifest.get('stage')!r}, not dedup; "
-            "use another output directory or --overwrite"
+class _WritePass:
+    def __init__(self, state: DedupState, removals: Removals, staging: Path):
+        self.state = state
+        self.removals = removals
+        shard_bytes = state.config.shard_bytes
+        group_chars = max(1, min(MAX_GROUP_CHARS, shard_bytes))
+        self.kept = RowGroups(ShardWriter(staging, prefix="part-00000", shard_bytes=shard_bytes), group_chars)
+        self.removed = RowGroups(
+            ShardWriter(staging / REMOVED, prefix="part-00000", shard_bytes=shard_bytes), group_chars
         )
-    if (
-        manifest is None
-        and (state is None or state.get("stage") != STAGE)
-        and glob.glob(os.path.join(output_dir, "*.parquet"))
-    ):
-        raise CurateError(
-            f"{output_dir} already holds Parquet files not written by dedup; use --overwrite or another output directory"
-        )
-    return manifest
+        self.rep_rank = {int(r): k for k, r in enumerate(removals.top_reps)}
+        self.stats = Stats()
+
+    def count_input_errors(self) -> None:
+        """Documents the signature pass could not use, of the inputs that were not left out."""
+        state = self.state
+        for index, errors in sorted(state.input_errors.items()):
+            if index not in state.failed:
+                self.stats.errors.update(errors)
+                for reason, items in state.error_examples.get(index, {}).items():
+                    for item in items:
+                        self.stats.example(reason, **item)
+
+    def table(self, table: pa.Table, offset: int) -> None:
+        """Count and write the rows of one batch, whose first document is ``offset``."""
+        state, stats = self.state, self.stats
+        idx = np.arange(offset, offset + table.num_rows)
+        valid = state.store["valid"][idx].astype(bool)
+        kind = state.kind[idx]
+        keep = valid & (kind == KEPT)
+        rem = valid & (kind != KEPT)
+        text_len = pc.utf8_length(table.column("text")).to_numpy(zero_copy_only=False)
+        text_len = np.nan_to_num(text_len.astype(np.float64)).astype(np.int64)
+        stats.chars["read"] += int(text_len.sum())
+        stats.chars["kept"] += int(text_len[keep].sum())
+        stats.kept += int(keep.sum())
+        for k, name in KIND_NAMES.items():
+            c = int(np.count_nonzero(rem & (kind == k)))
+            if c:
+                stats.rejected[name] += c
+                stats.chars[f"rejected:{name}"] += int(text_len[rem & (kind == k)].sum())
+        if self.rep_rank:
+            clusters = self.removals.clusters
+            for j in np.flatnonzero(np.isin(idx, self.removals.top_reps)).tolist():
+                clusters[self.rep_rank[int(idx[j])]]["representative_url"] = table.column("url")[j].as_py()
+        self.kept.add(table.filter(pa.array(keep)))
+        if rem.any():
+            self.removed.add(self._removed_rows(table.filter(pa.array(rem)), idx[rem]))
+
+    def _removed_rows(self, removed: pa.Table, docs: np.ndarray) -> pa.Table:
+        """``removed`` (the rows of ``docs``) with their ``dup_of``, ``dup_kind`` and ``dup_similarity``."""
+        state = self.state
+        where = np.searchsorted(self.removals.docs, docs)  # removals.docs are sorted ascending
+        targets = np.asarray(state.dup_of[docs])
+        removed = _set_column(removed, "dup_of", pa.array(state.store.doc_ids(targets), pa.string()))
+        kinds = [KIND_NAMES[int(k)] for k in state.kind[docs]]
+        removed = _set_column(removed, "dup_kind", pa.array(kinds, pa.string()))
+        return _set_column(removed, "dup_similarity", pa.array(self.removals.similarity[where], pa.float32()))
+
+    def abort(self) -> None:
+        self.kept.writer.abort()
+        self.removed.writer.abort()
 
 
-def commit(output_dir: str, staging: Path, manifest: dict[str, Any]) -> None:
-    """Replace the previous output with the staged one; the manifest goes last."""
-    out = Path(output_dir)
-    (out / "manifest.json").unlink(missing_ok=True)
-    for sub in ("", "removed"):
-        for f in glob.glob(str(out / sub / "*.parquet")):
-            os.unlink(f)
-        (out / sub).mkdir(parents=True, exist_ok=True)
-        for f in sorted(glob.glob(str(staging / sub / "*.parquet"))):
-            os.replace(f, out / sub / os.path.basename(f))
+def write_outputs(state: DedupState, removals: Removals, staging: Path) -> tuple[Stats, dict[str, list[ShardInfo]]]:
+    """Pass 2 into ``staging`` (see the module docstring); the clusters of ``removals`` get their
+    representative's URL. Returns the counts and the shards of each output."""
     remove_tree(staging)
-    write_manifest(output_dir, manifest)
+    out = _WritePass(state, removals, staging)
+    out.count_input_errors()
+    progress = state.progress_bar("writing", state.n_docs, "docs")
+    try:
+        for info in state.inputs:
+            if info.index in state.failed:
+                continue
+            out.stats.read += info.rows
+            offset = state.offsets[info.index]
+            for table in read_tables(info.path, batch_rows=2048):
+                out.table(table, offset)
+                offset += table.num_rows
+                progress.advance(table.num_rows)
+            if offset != state.offsets[info.index] + info.rows:
+                raise CurateError(f"{info.path}: changed while dedup was running; rerun")
+        out.kept.flush()
+        out.removed.flush()
+        shards = {"": out.kept.writer.close(), REMOVED: out.removed.writer.close()}
+    except BaseException:
+        out.abort()
+        raise
+    finally:
+        progress.close()
+    return out.stats, shards

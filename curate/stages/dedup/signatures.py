@@ -1,24 +1,36 @@
-"""Pass 1 of ``curate dedup``, run in worker processes: per row group, the signatures, hashes
-and LSH band keys of every document (see :mod:`curate.stages.dedup.run`)."""
+"""Pass 1 of ``curate dedup``, run in worker processes: per row group (a :class:`Unit`), the
+signatures, hashes and LSH band keys of every document (see :mod:`curate.stages.dedup.run`; the
+driver's side is :mod:`curate.stages.dedup.signature_pass`)."""
 
 from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from curate.stages.dedup.minhash import MinHasher, band_keys, hash128, normalize_url
-from curate.stages.dedup.plan import DedupConfig, cast_column, cast_columns, char_batches, unreadable
+from curate.stages.dedup.config import DedupConfig
+from curate.stages.dedup.inputs import cast_column, cast_columns, char_batches, unreadable
+from curate.stages.dedup.lsh import band_keys
+from curate.stages.dedup.minhash import MinHasher
+from curate.stages.dedup.urls import hash128, normalize_url
 
 NO_DATE = np.iinfo(np.int64).max  # missing dates sort last
 _PROJECTION = ["id", "text", "url", "date", "quality_score"]
 
-_HASHER: MinHasher | None = None
+_HASHER: MinHasher | None = None  # this process's hasher, kept across units of one run
+
+
+class Unit(NamedTuple):
+    """One row group of one input: the signature pass's unit of work."""
+
+    input: int  # the input's index
+    offset: int  # the unit's first document
+    args: tuple[str, int, int, DedupConfig]  # for signature_unit: path, row group, rows, config
 
 
 def _hasher(config: DedupConfig) -> MinHasher:
@@ -48,15 +60,19 @@ def signature_unit(args: tuple[str, int, int, DedupConfig]) -> dict[str, Any]:
         return {"error": unreadable(path, row_group, exc), "n": n_rows}
 
 
-def _signature_unit_inner(path: str, row_group: int, n_rows: int, config: DedupConfig) -> dict[str, Any]:
+def _read_row_group(
+    path: str, row_group: int, n_rows: int
+) -> tuple[list[str | None], list[str | None], list[str | None], np.ndarray, np.ndarray]:
+    """``(ids, texts, urls, dates, quality)`` of one row group, every column cast to its schema
+    type (missing dates are :data:`NO_DATE`, missing scores NaN)."""
     pf = pq.ParquetFile(path)
     names = set(pf.schema_arrow.names)
     # Every column the output pass will cast is cast here too (and the result dropped), so a
     # value that cannot be cast fails the input now, before anything is decided or written.
     cast_only = [c for c in cast_columns(pf.schema_arrow) if c not in _PROJECTION]
     columns = [c for c in _PROJECTION if c in names] + cast_only
-    ids: list[str] = []
-    texts: list[str] = []
+    ids: list[str | None] = []
+    texts: list[str | None] = []
     urls: list[str | None] = []
     dates: list[np.ndarray] = []
     quality: list[np.ndarray] = []
@@ -79,9 +95,20 @@ def _signature_unit_inner(path: str, row_group: int, n_rows: int, config: DedupC
             quality.append(np.full(n, np.nan, dtype=np.float32))
         else:
             quality.append(cast_column(q, "quality_score").to_numpy(zero_copy_only=False).astype(np.float32))
+    if len(ids) != n_rows:
+        raise ValueError(f"expected {n_rows} rows, read {len(ids)}")
+    return (
+        ids,
+        texts,
+        urls,
+        np.concatenate(dates) if dates else np.zeros(0, np.int64),
+        np.concatenate(quality) if quality else np.zeros(0, np.float32),
+    )
+
+
+def _signature_unit_inner(path: str, row_group: int, n_rows: int, config: DedupConfig) -> dict[str, Any]:
+    ids, texts, urls, dates, quality = _read_row_group(path, row_group, n_rows)
     n = len(ids)
-    if n != n_rows:
-        raise ValueError(f"expected {n_rows} rows, read {n}")
     valid = np.ones(n, dtype=np.uint8)
     errors: Counter = Counter()
     for i in range(n):
@@ -114,8 +141,8 @@ def _signature_unit_inner(path: str, row_group: int, n_rows: int, config: DedupC
         "valid": valid,
         "errors": errors,
         "error_examples": [ids[i] for i in np.flatnonzero(valid == 0)[:3].tolist()],
-        "date": np.concatenate(dates) if dates else np.zeros(0, np.int64),
-        "quality": np.concatenate(quality) if quality else np.zeros(0, np.float32),
+        "date": dates,
+        "quality": quality,
         "sig": sig,
         "n_shingles": n_shingles,
         "exact": exact,

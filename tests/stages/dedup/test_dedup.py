@@ -1,9 +1,10 @@
-"""curate.stages.dedup.run: accuracy on planted near duplicates, representatives, determinism across
+"""curate.stages.dedup (run(config, ctx)): accuracy on planted near duplicates, representatives, determinism across
 workers and memory budgets, accounting, resume and bad inputs."""
 
 from __future__ import annotations
 
 import glob
+import importlib
 import json
 import os
 import random
@@ -17,13 +18,32 @@ from curate.core.document import Document
 from curate.core.errors import CurateError
 from curate.core.files import sha256_file
 from curate.core.shards import ShardWriter
-from curate.stages.dedup import run as dedup_mod
+from curate.runtime.executor import Executor
+from curate.runtime.stage import StageContext
+from curate.stages import dedup as dedup_stage
+from curate.stages.dedup import DEFAULT_MEMORY_GB, DedupConfig
 from curate.stages.dedup.index import KeyIndex, UnionFind
+from curate.stages.dedup.inputs import inspect_inputs
 from curate.stages.dedup.minhash import MinHasher, estimated_jaccard, shingles
-from curate.stages.dedup.plan import inspect_inputs, plan_dedup
-from curate.stages.dedup.run import DedupConfig, run_dedup
+from curate.stages.dedup.plan import plan_dedup
 
 T0 = datetime(2024, 1, 1, tzinfo=UTC)
+MEMORY = int(DEFAULT_MEMORY_GB * 1024**3)
+
+
+def dedup(inputs, out, config=None, *, workers=1, memory_bytes=MEMORY, overwrite=False, log=None) -> dict:
+    """The stage through its entry point, quietly (``log``: where its notes go); the manifest."""
+    ctx = StageContext(
+        list(inputs),
+        str(out),
+        Executor("local", workers),
+        overwrite=overwrite,
+        progress=False,
+        memory_bytes=memory_bytes,
+    )
+    if log is not None:
+        ctx.log = log
+    return dedup_stage.run(config or DedupConfig(), ctx)
 
 
 # --------------------------------------------------------------------------- helpers
@@ -150,7 +170,7 @@ def planted(tmp_path_factory):
 
 
 def test_planted_near_duplicates_recall_and_no_false_merges(planted, tmp_path):
-    result = run_dedup([planted["dir"]], str(tmp_path / "out"), DedupConfig(), workers=1, progress=False)
+    result = dedup([planted["dir"]], str(tmp_path / "out"), DedupConfig(), workers=1)
     removed = {r["id"]: r for r in _read(tmp_path / "out" / "removed")}
     pairs = planted["pairs"]
     high = [p for p in pairs if p[2] >= 0.9]
@@ -171,19 +191,17 @@ def test_planted_near_duplicates_recall_and_no_false_merges(planted, tmp_path):
         assert row["dup_similarity"] >= 0.8
     # Bases are older than their variants: the base is the one kept.
     assert all(not r.startswith("b") for r in removed)
-    c = result.manifest["counts"]
+    c = result["counts"]
     assert c["read"] == 600 and c["read"] == c["kept"] + sum(c["rejected"].values()) + sum(c["errors"].values())
-    assert result.manifest["outputs"]["removed"]["rows"] == len(removed)
+    assert result["outputs"]["removed"]["rows"] == len(removed)
 
 
 def test_same_output_whatever_workers_and_memory(planted, tmp_path):
     runs = {}
     for name, workers, memory in (("w1", 1, 4 << 30), ("w2", 2, 4 << 30), ("disk", 2, 50_000)):
         out = tmp_path / name
-        result = run_dedup(
-            [planted["dir"]], str(out), DedupConfig(url=True), workers=workers, memory_bytes=memory, progress=False
-        )
-        runs[name] = (_digest(out), result.manifest)
+        result = dedup([planted["dir"]], str(out), DedupConfig(url=True), workers=workers, memory_bytes=memory)
+        runs[name] = (_digest(out), result)
     assert runs["w1"][0] == runs["w2"][0] == runs["disk"][0]
     assert runs["w1"][1]["counts"] == runs["disk"][1]["counts"]
     assert runs["w1"][1]["clusters"] == runs["disk"][1]["clusters"]
@@ -216,7 +234,7 @@ def test_exact_duplicates_and_representative_rule(tmp_path):
         _doc("u", "a unique document about something else entirely", day=1),
     ]
     _write(tmp_path / "in", docs)
-    run_dedup([str(tmp_path / "in")], str(tmp_path / "out"), DedupConfig(near=False), progress=False)
+    dedup([str(tmp_path / "in")], str(tmp_path / "out"), DedupConfig(near=False))
     removed = {r["id"]: (r["dup_of"], r["dup_kind"], r["dup_similarity"]) for r in _read(tmp_path / "out" / "removed")}
     assert removed == {
         "c": ("a", "exact", 1.0),
@@ -244,13 +262,13 @@ def _url_chain_docs():
 def test_url_dedup_keeps_newest_and_chains_resolve(tmp_path):
     docs = _url_chain_docs()
     _write(tmp_path / "in", docs)
-    result = run_dedup([str(tmp_path / "in")], str(tmp_path / "out"), DedupConfig(url=True), progress=False)
+    result = dedup([str(tmp_path / "in")], str(tmp_path / "out"), DedupConfig(url=True))
     removed = {r["id"]: (r["dup_of"], r["dup_kind"]) for r in _read(tmp_path / "out" / "removed")}
     # "copy" is an exact copy of "orig", which is itself a near copy of the older "near":
     # it points at the document that is actually kept.
     assert removed == {"old": ("new", "url"), "orig": ("near", "near"), "copy": ("near", "exact")}
-    assert result.manifest["counts"]["rejected"] == {"exact": 1, "near": 1, "url": 1}
-    top = result.manifest["clusters"][0]
+    assert result["counts"]["rejected"] == {"exact": 1, "near": 1, "url": 1}
+    top = result["clusters"][0]
     assert top["size"] == 3 and top["representative"] == "near" and top["representative_url"] == "https://first.com/p"
 
 
@@ -265,7 +283,7 @@ def test_transitive_chains_do_not_merge_dissimilar_documents(tmp_path):
         chain.append(w)
     docs = [_doc(f"c{i}", " ".join(w), day=i) for i, w in enumerate(chain)]
     _write(tmp_path / "in", docs)
-    run_dedup([str(tmp_path / "in")], str(tmp_path / "out"), DedupConfig(threshold=0.7), progress=False)
+    dedup([str(tmp_path / "in")], str(tmp_path / "out"), DedupConfig(threshold=0.7))
     by_id = {d.id: d for d in docs}
     removed = _read(tmp_path / "out" / "removed")
     hasher = MinHasher()
@@ -289,29 +307,31 @@ def test_errors_are_counted_and_bad_input_is_skipped(tmp_path):
     table = pa.table({"id": ["n1", "n2"], "text": pa.array([None, "a text"], pa.string())})
     pq.write_table(table, tmp_path / "in" / "part-00001-000.parquet")
     (tmp_path / "in" / "part-00002-000.parquet").write_bytes(b"PAR1 this is not parquet")
-    result = run_dedup([str(tmp_path / "in")], str(tmp_path / "out"), progress=False)
-    m = result.manifest
+    m = dedup([str(tmp_path / "in")], str(tmp_path / "out"))
     assert m["inputs_failed"] == 1 and m["complete"] is False
     assert [i["status"] for i in m["inputs"]] == ["done", "done", "failed"]
     assert m["counts"]["read"] == 5 and m["counts"]["errors"] == {"missing_text": 1}
     assert m["counts"]["rejected"] == {"exact": 1} and m["counts"]["kept"] == 3
     with pytest.raises(CurateError, match="no readable input"):
-        run_dedup([str(tmp_path / "in" / "part-00002-000.parquet")], str(tmp_path / "out2"), progress=False)
+        dedup([str(tmp_path / "in" / "part-00002-000.parquet")], str(tmp_path / "out2"))
 
 
 def test_rerun_is_a_noop_and_other_options_need_overwrite(tmp_path):
     _write(tmp_path / "in", [_doc("a", LOREM), _doc("b", LOREM)])
     out = str(tmp_path / "out")
-    first = run_dedup([str(tmp_path / "in")], out, progress=False)
+    notes: list[str] = []
+    first = dedup([str(tmp_path / "in")], out, log=notes.append)
+    assert not notes
     before = _digest(out)
-    again = run_dedup([str(tmp_path / "in")], out, workers=2, memory_bytes=10_000, progress=False)
-    assert again.skipped and not first.skipped and _digest(out) == before
+    again = dedup([str(tmp_path / "in")], out, workers=2, memory_bytes=10_000, log=notes.append)
+    assert notes == [f"{out} is already complete for these inputs and options: nothing to do"]
+    assert again["counts"] == first["counts"] and _digest(out) == before
     with pytest.raises(CurateError, match="--overwrite"):
-        run_dedup([str(tmp_path / "in")], out, DedupConfig(threshold=0.9), progress=False)
-    redo = run_dedup([str(tmp_path / "in")], out, DedupConfig(threshold=0.9), overwrite=True, progress=False)
-    assert not redo.skipped and redo.manifest["config"]["threshold"] == 0.9
+        dedup([str(tmp_path / "in")], out, DedupConfig(threshold=0.9))
+    redo = dedup([str(tmp_path / "in")], out, DedupConfig(threshold=0.9), overwrite=True, log=notes.append)
+    assert len(notes) == 1 and redo["config"]["threshold"] == 0.9
     with pytest.raises(CurateError, match="inside the output"):
-        run_dedup([out], out, progress=False)
+        dedup([out], out)
 
 
 def test_killed_run_leaves_no_half_output_and_rerun_recovers(tmp_path, monkeypatch):
@@ -320,30 +340,32 @@ def test_killed_run_leaves_no_half_output_and_rerun_recovers(tmp_path, monkeypat
     texts = [" ".join(rng.choice(vocab) for _ in range(200)) for _ in range(30)]
     _write(tmp_path / "in", [_doc(f"d{i}", t) for i, t in enumerate(texts)] + [_doc("x", texts[3].upper())])
     out = tmp_path / "out"
-    real_write = dedup_mod._Run.write
+    run_module = importlib.import_module("curate.stages.dedup.run")  # not the run function
+    real_write = run_module.write_outputs
 
-    def dying_write(self, clusters):
-        real_write(self, clusters)  # all shards staged...
+    def dying_write(*args):
+        real_write(*args)  # all shards staged...
         raise KeyboardInterrupt  # ...then killed before the commit
 
-    monkeypatch.setattr(dedup_mod._Run, "write", dying_write)
+    monkeypatch.setattr(run_module, "write_outputs", dying_write)
     with pytest.raises(KeyboardInterrupt):
-        run_dedup([str(tmp_path / "in")], str(out), DedupConfig(shard_bytes=2000), progress=False)
+        dedup([str(tmp_path / "in")], str(out), DedupConfig(shard_bytes=2000))
     assert not glob.glob(str(out / "*.parquet")) and not (out / "manifest.json").exists()
-    monkeypatch.setattr(dedup_mod._Run, "write", real_write)
-    result = run_dedup([str(tmp_path / "in")], str(out), DedupConfig(shard_bytes=2000), progress=False)
-    assert not result.skipped and len(result.manifest["shards"]) > 1
-    assert sum(s["rows"] for s in result.manifest["shards"]) == result.manifest["counts"]["kept"]
+    monkeypatch.setattr(run_module, "write_outputs", real_write)
+    notes: list[str] = []
+    result = dedup([str(tmp_path / "in")], str(out), DedupConfig(shard_bytes=2000), log=notes.append)
+    assert not notes and len(result["shards"]) > 1
+    assert sum(s["rows"] for s in result["shards"]) == result["counts"]["kept"]
     assert not (out / ".curate" / "staging").exists() and not (out / ".curate" / "work").exists()
     on_disk = json.loads((out / "manifest.json").read_text())
-    assert on_disk["counts"] == result.manifest["counts"]
+    assert on_disk["counts"] == result["counts"]
 
 
 def test_refuses_to_overwrite_other_output(tmp_path):
     _write(tmp_path / "in", [_doc("a", LOREM)])
     _write(tmp_path / "other", [_doc("z", "other")])
-    with pytest.raises(CurateError, match="not written by dedup"):
-        run_dedup([str(tmp_path / "in")], str(tmp_path / "other"), progress=False)
+    with pytest.raises(CurateError, match="not written by `curate dedup`"):
+        dedup([str(tmp_path / "in")], str(tmp_path / "other"))
 
 
 # --------------------------------------------------------------------------- index and plan
@@ -406,8 +428,7 @@ def test_input_failing_after_its_first_row_group_is_left_out_entirely(tmp_path):
     start = column.dictionary_page_offset or column.data_page_offset
     data[start : start + 64] = b"\xff" * 64  # corrupt the page header of the last row group's text
     path.write_bytes(bytes(data))
-    result = run_dedup([str(tmp_path / "in")], str(tmp_path / "out"), progress=False)
-    m = result.manifest
+    m = dedup([str(tmp_path / "in")], str(tmp_path / "out"))
     assert [i["status"] for i in m["inputs"]] == ["failed", "done"] and "row group" in m["inputs"][0]["message"]
     # The readable row groups of the failed input neither count nor remove anything.
     assert m["counts"]["read"] == 21 and m["counts"]["kept"] == 21 and m["counts"]["rejected"] == {}
@@ -435,8 +456,7 @@ def test_columns_that_cannot_be_cast_fail_their_input_in_the_signature_pass(tmp_
     infos = inspect_inputs([str(d / f"part-0000{i}-000.parquet") for i in range(5)])
     # Only the never-castable type is seen from the metadata; the others need their values.
     assert [i.error is not None for i in infos] == [False, True, False, False, False]
-    result = run_dedup([str(d)], str(tmp_path / "out"), progress=False)
-    m = result.manifest
+    m = dedup([str(d)], str(tmp_path / "out"))
     assert [i["status"] for i in m["inputs"]] == ["done", "failed", "failed", "failed", "done"]
     messages = [i.get("message", "") for i in m["inputs"]]
     assert "part-00001-000.parquet" in messages[1] and "column 'scores' has type string" in messages[1]
@@ -452,7 +472,7 @@ def test_columns_that_cannot_be_cast_fail_their_input_in_the_signature_pass(tmp_
 def test_check_schema_names_incompatible_columns(tmp_path):
     import pyarrow as pa
 
-    from curate.stages.dedup.plan import check_schema
+    from curate.stages.dedup.inputs import check_schema
 
     check_schema(pa.schema([("id", pa.string()), ("text", pa.large_string()), ("n_chars", pa.string())]))
     with pytest.raises(ValueError, match="missing column.*text"):
@@ -467,12 +487,10 @@ def test_same_input_given_twice_is_read_once(tmp_path):
     docs = [_doc("a", LOREM), _doc("b", "another text altogether"), _doc("c", "and a third one here")]
     _write(tmp_path / "in", docs)
     f = str(tmp_path / "in" / "part-00000-000.parquet")
-    result = run_dedup(
+    m = dedup(
         [f, f, str(tmp_path / "in"), str(tmp_path / "in" / "..") + "/in/*.parquet"],
         str(tmp_path / "out"),
-        progress=False,
     )
-    m = result.manifest
     assert [i["path"] for i in m["inputs"]] == [f]
     assert m["counts"]["read"] == 3 and m["counts"]["kept"] == 3 and m["counts"]["rejected"] == {}
 
@@ -496,7 +514,7 @@ def _find_pair(edits: int, estimate_above: bool) -> tuple[str, str, float]:
     """The first seed whose pair is an LSH candidate under both the estimate's and exact
     verification's bands, with its estimated Jaccard on the wanted side of 0.8 and its true
     Jaccard on the other (deterministic: the same pair every run)."""
-    from curate.stages.dedup.minhash import band_keys
+    from curate.stages.dedup.lsh import band_keys
 
     vocab = _vocab(random.Random(77), 5000)
     hasher = MinHasher()
@@ -523,19 +541,19 @@ def test_exact_verify_catches_a_pair_the_estimate_misses(tmp_path):
     true_j = _jaccard(base, variant)
     assert 0.8 <= true_j < 0.85 and estimate < 0.8, (true_j, estimate)
     _write(tmp_path / "in", [_doc("base", base, day=1), _doc("variant", variant, day=2)] + _filler(6))
-    est = run_dedup([str(tmp_path / "in")], str(tmp_path / "est"), progress=False)
-    assert est.manifest["counts"]["rejected"] == {} and not _read(tmp_path / "est" / "removed")
-    ex = run_dedup([str(tmp_path / "in")], str(tmp_path / "ex"), DedupConfig(verify="exact"), progress=False)
+    est = dedup([str(tmp_path / "in")], str(tmp_path / "est"))
+    assert est["counts"]["rejected"] == {} and not _read(tmp_path / "est" / "removed")
+    ex = dedup([str(tmp_path / "in")], str(tmp_path / "ex"), DedupConfig(verify="exact"))
     removed = _read(tmp_path / "ex" / "removed")
     assert [(r["id"], r["dup_of"], r["dup_kind"]) for r in removed] == [("variant", "base", "near")]
     # dup_similarity is the true Jaccard, computed here on shingle strings independently.
     assert removed[0]["dup_similarity"] == pytest.approx(true_j, abs=1e-6)
-    pairs = ex.manifest["pairs"]
-    assert pairs["verify"] == "exact" and ex.manifest["lsh"]["verify"] == "exact"
+    pairs = ex["pairs"]
+    assert pairs["verify"] == "exact" and ex["lsh"]["verify"] == "exact"
     assert pairs["exact"]["accepted"] == 1 and pairs["exact"]["accepted_below_estimate"] == 1
     assert pairs["exact"]["documents_hashed"] == 2  # only the documents of candidate pairs
-    assert ex.manifest["config"]["verify"] == "exact" and "verify" not in est.manifest["config"]
-    c = ex.manifest["counts"]
+    assert ex["config"]["verify"] == "exact" and "verify" not in est["config"]
+    c = ex["counts"]
     assert c["read"] == 8 == c["kept"] + sum(c["rejected"].values()) + sum(c["errors"].values())
 
 
@@ -544,27 +562,26 @@ def test_exact_verify_never_merges_below_the_threshold(tmp_path):
     true_j = _jaccard(base, variant)
     assert true_j < 0.8 <= estimate, (true_j, estimate)
     _write(tmp_path / "in", [_doc("base", base, day=1), _doc("variant", variant, day=2)] + _filler(4))
-    run_dedup([str(tmp_path / "in")], str(tmp_path / "est"), progress=False)
+    dedup([str(tmp_path / "in")], str(tmp_path / "est"))
     assert [r["id"] for r in _read(tmp_path / "est" / "removed")] == ["variant"]  # the estimate merges it
-    ex = run_dedup([str(tmp_path / "in")], str(tmp_path / "ex"), DedupConfig(verify="exact"), progress=False)
+    ex = dedup([str(tmp_path / "in")], str(tmp_path / "ex"), DedupConfig(verify="exact"))
     assert not _read(tmp_path / "ex" / "removed") and len(_read(tmp_path / "ex")) == 6
-    assert ex.manifest["pairs"]["exact"]["rejected_above_estimate"] == 1
-    assert ex.manifest["pairs"]["verified"] == 0
+    assert ex["pairs"]["exact"]["rejected_above_estimate"] == 1
+    assert ex["pairs"]["verified"] == 0
 
 
 def test_exact_verify_on_planted_pairs_is_exact_and_deterministic(planted, tmp_path):
     runs = {}
     for name, workers, memory in (("big", 1, 4 << 30), ("again", 1, 4 << 30), ("tiny", 2, 24_000)):
         out = tmp_path / name
-        result = run_dedup(
+        result = dedup(
             [planted["dir"]],
             str(out),
             DedupConfig(verify="exact"),
             workers=workers,
             memory_bytes=memory,
-            progress=False,
         )
-        runs[name] = (_digest(out), result.manifest)
+        runs[name] = (_digest(out), result)
     # Byte-identical whatever the workers and the memory budget (pairs in several partitions,
     # sets loaded in many small batches, a star cache that cannot hold a cluster).
     assert runs["big"][0] == runs["again"][0] == runs["tiny"][0]
@@ -588,7 +605,7 @@ def test_exact_verify_on_planted_pairs_is_exact_and_deterministic(planted, tmp_p
 def test_exact_verify_similarity_of_url_and_exact_chains(tmp_path):
     docs = _url_chain_docs()
     _write(tmp_path / "in", docs)
-    run_dedup([str(tmp_path / "in")], str(tmp_path / "out"), DedupConfig(url=True, verify="exact"), progress=False)
+    dedup([str(tmp_path / "in")], str(tmp_path / "out"), DedupConfig(url=True, verify="exact"))
     by_id = {d.id: d.text for d in docs}
     removed = {r["id"]: r for r in _read(tmp_path / "out" / "removed")}
     assert {k: (r["dup_of"], r["dup_kind"]) for k, r in removed.items()} == {
@@ -611,7 +628,7 @@ def test_verify_mode_is_checked():
 def test_exact_verification_bands_lean_towards_recall():
     """Exact verification rejects false candidates cheaply, so its derived banding makes more
     pairs near the threshold candidates than the estimate's; explicit bands/rows still win."""
-    from curate.stages.dedup.minhash import candidate_probability
+    from curate.stages.dedup.lsh import candidate_probability
 
     estimate, exact = DedupConfig().lsh(), DedupConfig(verify="exact").lsh()
     assert estimate[0] * estimate[1] <= 112 and exact[0] * exact[1] <= 112
@@ -628,16 +645,14 @@ def test_inputs_holding_no_documents_give_empty_outputs(tmp_path, verify):
 
     (tmp_path / "in").mkdir()
     pq.write_table(SCHEMA.empty_table(), tmp_path / "in" / "empty.parquet")
-    result = run_dedup(
-        [str(tmp_path / "in")], str(tmp_path / "out"), DedupConfig(url=True, verify=verify), progress=False
-    )
-    c = result.manifest["counts"]
+    result = dedup([str(tmp_path / "in")], str(tmp_path / "out"), DedupConfig(url=True, verify=verify))
+    c = result["counts"]
     assert (c["read"], c["kept"], c["rejected"], c["errors"]) == (0, 0, {}, {})
-    assert _read(tmp_path / "out") == [] and result.manifest["pairs"]["candidates"] == 0
+    assert _read(tmp_path / "out") == [] and result["pairs"]["candidates"] == 0
 
 
 def test_char_batches_cover_every_text_once_within_the_budget_and_errors_are_one_line():
-    from curate.stages.dedup.plan import BATCH_CHARS, char_batches, unreadable
+    from curate.stages.dedup.inputs import BATCH_CHARS, char_batches, unreadable
 
     texts = ["a" * 400_000, "b" * 400_000, "c" * 400_000, "d" * 3_000_000, "", "e"]
     batches = list(char_batches(texts))

@@ -1,4 +1,5 @@
-"""curate.stages.dedup.minhash: normalization, shingles, signatures (vs datasketch), LSH bands, URLs."""
+"""curate.stages.dedup.minhash, lsh and urls: normalization, shingles, signatures (vs datasketch), LSH
+bands, URLs."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ from datasketch import MinHash
 from datasketch.lsh import _optimal_param
 
 from curate.stages.dedup import minhash as mh
+from curate.stages.dedup.lsh import band_keys, optimal_bands
+from curate.stages.dedup.urls import normalize_url
 
 TEXTS = [
     "The quick brown fox jumps over the lazy dog. It's a “classic” — isn’t it…",
@@ -122,7 +125,7 @@ def test_estimated_jaccard_tracks_true_jaccard():
     ],
 )
 def test_optimal_bands_matches_datasketch(threshold, num_perm, fp, fn):
-    assert mh.optimal_bands(threshold, num_perm, fp, fn) == _optimal_param(threshold, num_perm, fp, fn)
+    assert optimal_bands(threshold, num_perm, fp, fn) == _optimal_param(threshold, num_perm, fp, fn)
 
 
 def test_band_keys_equal_only_for_equal_bands():
@@ -130,7 +133,7 @@ def test_band_keys_equal_only_for_equal_bands():
     sig = rng.integers(0, 2**32, size=(3, 12), dtype=np.uint64).astype(np.uint32)
     sig[1, :4] = sig[0, :4]  # band 0 shared by docs 0 and 1
     sig[2] = np.roll(sig[0], 4)  # same values, other bands
-    keys = mh.band_keys(sig, 3, 4)
+    keys = band_keys(sig, 3, 4)
     assert keys.shape == (3, 3) and keys.dtype == np.uint64
     assert keys[0, 0] == keys[1, 0] and keys[0, 1] != keys[1, 1]
     assert keys[2, 1] != keys[0, 0]  # the band number is part of the key
@@ -143,7 +146,7 @@ def test_normalize_url():
         "http://example.com:80/a/b?x=1&y=2",
         "HTTPS://example.com:443/a/b?x=1&utm_source=feed&y=2",
     ]
-    assert len({mh.normalize_url(u) for u in same}) == 1
-    assert mh.normalize_url("https://example.com/a/b?x=1&y=3") != mh.normalize_url(same[0])
-    assert mh.normalize_url("https://example.com:8080/") != mh.normalize_url("https://example.com/")
-    assert mh.normalize_url("not a url") is None and mh.normalize_url(None) is None
+    assert len({normalize_url(u) for u in same}) == 1
+    assert normalize_url("https://example.com/a/b?x=1&y=3") != normalize_url(same[0])
+    assert normalize_url("https://example.com:8080/") != normalize_url("https://example.com/")
+    assert normalize_url("not a url") is None and normalize_url(None) is None

@@ -1,0 +1,189 @@
+"""What ``curate dedup --engine ray`` runs on the cluster (:mod:`curate.stages.dedup.ray` is the
+driver's side): the partitioned key and pair files the tasks write and read in the shared work
+directory, and the task functions themselves (plain module-level functions of plain data, as
+:meth:`curate.runtime.executor.Executor.map` wants them).
+
+A partitioned file holds records grouped by partition, the top bits of a uniform 64-bit hash
+(the key itself, or a hash of the pair), with the partition offsets returned to the driver; a
+partition of an index or of the candidate pairs is the union of its slice of every file.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from curate.stages.dedup.exact import new_pair_stats, verify_partition
+from curate.stages.dedup.exact_store import ShingleReader
+from curate.stages.dedup.index import RECORD, UnionFind, candidate_pairs, group_records, keep_groups, verify_pairs
+from curate.stages.dedup.minhash import fmix64
+from curate.stages.dedup.signatures import signature_unit, unit_key_records
+
+# --------------------------------------------------------------------------- partitioned key files
+
+
+def _partition_bits(partitions: int) -> int:
+    return int(math.log2(partitions))
+
+
+def write_partitioned(path: str, records: np.ndarray, hashes: np.ndarray, partitions: int) -> list[int]:
+    """Write ``records`` to ``path`` grouped by partition (the top bits of their uniform 64-bit
+    ``hashes``; order kept inside each) and return the ``partitions + 1`` record offsets."""
+    if partitions > 1:
+        part = (hashes >> np.uint64(64 - _partition_bits(partitions))).astype(np.int64)
+        order = np.argsort(part, kind="stable")
+        records, part = records[order], part[order]
+        bounds = np.searchsorted(part, np.arange(partitions + 1)).tolist()
+    else:
+        bounds = [0, len(records)]
+    tmp = f"{path}.tmp"
+    records.tofile(tmp)
+    os.replace(tmp, path)  # a retried task rewrites the same file whole
+    return [int(b) for b in bounds]
+
+
+def write_key_records(path: str, keys: np.ndarray, docs: np.ndarray, partitions: int) -> list[int]:
+    """``(key, doc)`` records partitioned by key (band keys and text/URL hashes are uniform)."""
+    rec = np.empty(len(keys), dtype=RECORD)
+    rec["key"] = keys
+    rec["doc"] = docs
+    return write_partitioned(path, rec, rec["key"], partitions)
+
+
+def read_ranges(ranges: list[tuple[str, int, int]], dtype: np.dtype = RECORD) -> np.ndarray:
+    """The records ``[lo, hi)`` of each file, concatenated in the order given."""
+    dtype = np.dtype(dtype)
+    parts = [np.fromfile(path, dtype=dtype, count=hi - lo, offset=lo * dtype.itemsize) for path, lo, hi in ranges]
+    return np.concatenate(parts) if parts else np.empty(0, dtype=dtype)
+
+
+def partition_ranges(files: list[tuple[str, list[int]]], partition: int) -> list[tuple[str, int, int]]:
+    """``(path, lo, hi)`` of one partition in each ``(path, bounds)`` file that has records of it."""
+    return [(path, b[partition], b[partition + 1]) for path, b in files if b[partition + 1] > b[partition]]
+
+
+class PartitionedKeys:
+    """The key index of one kind of key, as the signature tasks left it: one file per unit,
+    each ordered by partition. A :class:`~curate.stages.dedup.index.KeyGroups`, as the decisions
+    want a key index."""
+
+    def __init__(self, directory: Path, name: str, partitions: int):
+        self.directory = directory
+        self.name = name
+        self.partitions = partitions
+        self.units: list[tuple[str, list[int]]] = []  # in unit (= document) order
+        self.records = 0
+        self.spilled_bytes = 0
+
+    def unit_path(self, unit: int) -> str:
+        return str(self.directory / f"{self.name}-u{unit:06d}.bin")
+
+    def add_unit(self, path: str, bounds: list[int]) -> None:
+        self.units.append((path, bounds))
+        self.records += bounds[-1]
+        self.spilled_bytes += bounds[-1] * RECORD.itemsize
+
+    def ranges(self, partition: int) -> list[tuple[str, int, int]]:
+        return partition_ranges(self.units, partition)
+
+    def groups(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """As :meth:`KeyIndex.groups`: units were added in document order, so every group
+        lists its documents in increasing order."""
+        for p in range(self.partitions):
+            grouped = group_records(read_ranges(self.ranges(p)))
+            if grouped is not None:
+                yield grouped
+
+    def close(self) -> None:
+        for path, _ in self.units:
+            Path(path).unlink(missing_ok=True)
+        self.units = []
+
+
+# --------------------------------------------------------------------------- Ray tasks
+
+
+def signature_task(args: tuple[int, int, tuple, dict[str, str], dict[str, int]]) -> dict[str, Any]:
+    """Pass 1 for one row group: signatures, with the key records written to partitioned files
+    (``paths[name]``) instead of returned."""
+    _unit, doc_offset, unit_args, paths, partitions = args
+    result = signature_unit(unit_args)
+    if "error" in result:
+        return result
+    docs = np.arange(doc_offset, doc_offset + result["n"], dtype=np.int64)
+    files = {}
+    for name, keys, key_docs in unit_key_records(result, docs, unit_args[3]):
+        files[name] = (paths[name], write_key_records(paths[name], keys, key_docs, partitions[name]))
+    del result["keys"]  # written to the band file; the driver does not need them
+    result["index_files"] = files
+    return result
+
+
+def _band_partition_pairs(ranges: list[tuple[str, int, int]], alive_path: str, n_docs: int) -> np.ndarray:
+    """Encoded candidate pairs of one band partition among documents still kept."""
+    pairs = np.zeros(0, np.int64)
+    grouped = group_records(read_ranges(ranges))
+    if grouped is not None:
+        alive = np.memmap(alive_path, dtype=np.uint8, mode="r", shape=(n_docs,))
+        grouped = keep_groups(grouped[0], grouped[1], alive[grouped[0]])
+        if grouped is not None:
+            pairs = candidate_pairs(grouped[0], grouped[1], n_docs).astype(np.int64)
+    return pairs
+
+
+def pairs_task(args: tuple[list[tuple[str, int, int]], str, int, str, int]) -> list[int]:
+    """Candidate pairs of one band partition among documents still kept, written to
+    ``out_path`` partitioned by a hash of the pair (so that each pair, whichever bands it
+    shares, is verified by one task only); returns the partition offsets."""
+    ranges, alive_path, n_docs, out_path, partitions = args
+    pairs = _band_partition_pairs(ranges, alive_path, n_docs)
+    return write_partitioned(out_path, pairs, fmix64(pairs.view(np.uint64)), partitions)
+
+
+def exact_pairs_task(args: tuple[list[tuple[str, int, int]], str, int, str, int]) -> dict[str, Any]:
+    """:func:`pairs_task` for ``verify = "exact"``: also returns the documents of the pairs
+    (at most the partition's records), which the driver marks for the shingle pass."""
+    ranges, alive_path, n_docs, out_path, partitions = args
+    pairs = _band_partition_pairs(ranges, alive_path, n_docs)
+    bounds = write_partitioned(out_path, pairs, fmix64(pairs.view(np.uint64)), partitions)
+    return {"bounds": bounds, "docs": np.unique(np.concatenate((pairs // n_docs, pairs % n_docs)))}
+
+
+def verify_task(args: tuple[list[tuple[str, int, int]], str, int, int, float]) -> dict[str, Any]:
+    """Verified edges among the candidate pairs of one pair partition, as a spanning forest."""
+    ranges, sig_path, n_docs, num_perm, accept = args
+    pairs = np.unique(read_ranges(ranges, np.int64))
+    uf = UnionFind()
+    verified = 0
+    if len(pairs):
+        sig = np.memmap(sig_path, dtype="<u4", mode="r", shape=(n_docs, num_perm))
+        for a, b in verify_pairs(pairs, n_docs, sig, accept):
+            verified += len(a)
+            uf.union_many(a, b)
+    members, roots = uf.forest()
+    return {"candidates": len(pairs), "verified": verified, "members": members, "roots": roots}
+
+
+def exact_verify_task(args: tuple[list[tuple[str, int, int]], str, str, int, int, float, int]) -> dict[str, Any]:
+    """Exact verification of the candidate pairs of one pair partition
+    (:func:`curate.stages.dedup.exact.verify_partition`): the shingle sets of each batch are read from
+    the driver's shingle store in the shared work directory, at most ``set_budget`` bytes at
+    once; returns a spanning forest of the accepted pairs and the counters."""
+    ranges, shingle_dir, sig_path, n_docs, num_perm, accept, set_budget = args
+    pairs = np.unique(read_ranges(ranges, np.int64))
+    uf = UnionFind()
+    stats = new_pair_stats()
+    if len(pairs):
+        sig = np.memmap(sig_path, dtype="<u4", mode="r", shape=(n_docs, num_perm))
+        sets = ShingleReader(shingle_dir, n_docs)
+        try:
+            verify_partition(pairs, n_docs, sets, sig, accept, set_budget, uf, stats)
+        finally:
+            sets.close()
+    members, roots = uf.forest()
+    return {"stats": stats, "members": members, "roots": roots}
