@@ -10,7 +10,6 @@ from typing import Any
 import click
 
 from curate.core.errors import CurateError
-from curate.runtime.executor import default_workers  # noqa: F401  (the commands' default)
 
 
 def workers_option(f: Callable) -> Callable:

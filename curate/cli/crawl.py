@@ -4,15 +4,8 @@ from __future__ import annotations
 
 import click
 
-from curate.cli.common import (
-    default_workers,
-    engine_options,
-    finish,
-    output_dir_option,
-    overwrite_option,
-    quiet_option,
-    workers_option,
-)
+from curate.cli.common import engine_options, finish, output_dir_option, overwrite_option, quiet_option, workers_option
+from curate.runtime.executor import default_workers
 
 
 @click.command("crawl")

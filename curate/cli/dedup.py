@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import click
 
-from curate.cli.common import default_workers, engine_options, finish, overwrite_option, quiet_option, workers_option
+from curate.cli.common import engine_options, finish, overwrite_option, quiet_option, workers_option
 from curate.core.config import parse_bytes
 from curate.core.errors import ConfigError
+from curate.runtime.executor import default_workers
 from curate.stages.dedup.config import DEFAULT_MEMORY_GB, DedupConfig
 
 DEFAULTS = DedupConfig()

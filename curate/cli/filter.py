@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import click
 
-from curate.cli.common import default_workers, engine_options, finish, overwrite_option, quiet_option, workers_option
+from curate.cli.common import engine_options, finish, overwrite_option, quiet_option, workers_option
 from curate.core.errors import ConfigError
+from curate.runtime.executor import default_workers
 
 
 @click.command("filter")

@@ -6,7 +6,8 @@ A stage is a package under :mod:`curate.stages` with a configuration dataclass a
 
 :class:`StageContext` carries what every stage gets besides its own settings: the inputs, the
 output folder, the :class:`~curate.runtime.executor.Executor` its parallel work runs on,
-whether to start over, whether to show progress, a ``log`` for notes and a memory budget. The
+whether to start over, whether to show progress, a ``log`` for notes and a memory budget
+(stages that hold indexes in memory, such as dedup, have their own default). The
 output folder itself goes through :class:`~curate.runtime.output.OutputDir` (checks, resume,
 atomic commit); stages whose work splits by input file use
 :func:`~curate.runtime.per_input.run_per_input`. The CLI commands and ``curate pipeline`` build
@@ -20,8 +21,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from curate.runtime.executor import Executor
-
-DEFAULT_MEMORY_BYTES = 2 * 1024**3  # a stage's working-memory budget unless told otherwise
 
 
 def _silent(message: str) -> None:
@@ -38,7 +37,7 @@ class StageContext:
     overwrite: bool = False  # clear what earlier runs wrote in ``output`` and start over
     progress: bool = True  # a progress line on a terminal (CURATE_PROGRESS=0 silences it)
     log: Callable[[str], None] = _silent  # notes and warnings for the user
-    memory_bytes: int = DEFAULT_MEMORY_BYTES  # working memory the stage may use (indexes, buckets)
+    memory_bytes: int | None = None  # working memory the stage may use (None: the stage's own default)
 
 
 def summarize(manifest: dict[str, Any]) -> str:

@@ -45,6 +45,7 @@ output folder's checks and commit, the engine the executor asks for, the passes 
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -56,7 +57,6 @@ from curate.core.accounting import Stats
 from curate.core.errors import CurateError
 from curate.core.manifest import build_manifest, config_hash
 from curate.core.shards import ShardInfo, expand_parquet_inputs
-from curate.runtime.executor import Executor
 from curate.runtime.output import OutputDir
 from curate.runtime.stage import StageContext
 from curate.stages.dedup.config import DEFAULT_MEMORY_GB, DedupConfig
@@ -77,12 +77,14 @@ def run(
 ) -> dict[str, Any]:
     """Deduplicate the documents of ``ctx.inputs`` (files, directories, globs) into
     ``ctx.output`` within ``ctx.memory_bytes``, on ``ctx.executor`` (local processes or Ray
-    tasks: the same result); returns the manifest (also written there).
+    tasks: the same result; :data:`DEFAULT_MEMORY_GB` when the context sets no budget); returns
+    the manifest (also written there).
 
     When the folder already holds this run, finished, nothing is done: ``ctx.log`` says so and
     its manifest is returned. ``on_plan`` is called with the resource plan (estimated from
     metadata) just before the work starts."""
     config = config.validate()
+    ctx = _with_budget(ctx)
     infos = _inspect(ctx.inputs)
     if all(i.error for i in infos):
         raise CurateError(f"no readable input: {infos[0].error}")
@@ -110,7 +112,14 @@ def plan(config: DedupConfig, ctx: StageContext) -> DedupPlan:
     """The resources a run over ``ctx.inputs`` would take (``--plan``): from Parquet metadata
     and a short timing of signatures on a sample. Nothing is written; ``ctx.output`` is unused."""
     config = config.validate()
+    ctx = _with_budget(ctx)
     return plan_dedup(_inspect(ctx.inputs), config, ctx.executor.workers, ctx.memory_bytes)
+
+
+def _with_budget(ctx: StageContext) -> StageContext:
+    if ctx.memory_bytes is not None:
+        return ctx
+    return dataclasses.replace(ctx, memory_bytes=int(DEFAULT_MEMORY_GB * 1024**3))
 
 
 def _inspect(inputs: list[str]) -> list[InputInfo]:
@@ -301,21 +310,3 @@ def summarize(manifest: dict[str, Any]) -> str:
         if item.get("status") == "failed":
             lines.append(f"  unreadable input: {item.get('message')}")
     return "\n".join(lines)
-
-
-def run_dedup(
-    inputs: list[str],
-    output_dir: str,
-    config: DedupConfig | None = None,
-    *,
-    workers: int = 1,
-    memory_bytes: int = int(DEFAULT_MEMORY_GB * 1024**3),
-    overwrite: bool = False,
-    progress: bool = True,
-) -> dict[str, Any]:
-    """Transitional: the call ``curate pipeline`` (:mod:`curate.workflow.pipeline`) still makes;
-    :func:`run` on local workers. Goes once the pipeline builds a StageContext and calls
-    :func:`run` itself."""
-    executor = Executor("local", max(1, int(workers)))
-    ctx = StageContext(list(inputs), output_dir, executor, overwrite, progress, memory_bytes=memory_bytes)
-    return run(config or DedupConfig(), ctx)
