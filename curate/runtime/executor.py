@@ -11,7 +11,8 @@ passes down (never a global)::
 ``map(fn, items)`` yields ``fn(item)`` for every item, in item order by default (what keeps a
 stage's output independent of the number of workers and of scheduling) or as they finish with
 ``ordered=False``. ``fn`` and the items must be picklable: a module-level function and plain
-data. Locally, one worker runs ``fn`` in this process, more run it in forked processes; on Ray
+data. Locally, one worker runs ``fn`` in this process, more run it in forked processes (started
+fresh instead once this process has used Ray, whose threads make a fork unsafe); on Ray
 each item is one task (1 CPU, retried twice if its worker dies), with at most ``in_flight``
 tasks submitted at once so a listing of 90,000 files does not become 90,000 pending objects.
 A task that fails for good is one :class:`~curate.core.errors.CurateError` line.
@@ -120,11 +121,12 @@ class Executor:
         if workers == 1:
             yield from _in_process(fn, items, progress)
             return
-        sink: Any = mp.get_context("fork").Queue()
+        context = mp.get_context(_start_method())
+        sink: Any = context.Queue()
         stop = threading.Event()
         drainer = threading.Thread(target=_drain, args=(sink, stop, progress), daemon=True)
         drainer.start()
-        pool = mp.get_context("fork").Pool(workers, initializer=_worker_init, initargs=(sink,))
+        pool = context.Pool(workers, initializer=_worker_init, initargs=(sink,))
         try:
             mapped = pool.imap if ordered else pool.imap_unordered
             yield from mapped(fn, items, chunksize=1)
@@ -168,6 +170,16 @@ def _ray_collect(ray: Any, pending: deque, ordered: bool, fn: Callable, task_res
     pending.extend(rest)
     for ref in done:
         yield task_result(ray, ref, fn)
+
+
+def _start_method() -> str:
+    """``fork`` (workers inherit what this process built: models, extractors, tables), unless
+    this process has run Ray: a child forked from a process holding Ray's threads can deadlock,
+    so workers are then started fresh (``spawn``: slower to start, and they see the current
+    environment, which a long-lived fork server would not)."""
+    from curate.runtime.ray import ray_was_started
+
+    return "spawn" if ray_was_started() else "fork"
 
 
 def _in_process(fn: Callable[[Any], Any], items: list[Any], progress: Progress | None) -> Iterator[Any]:

@@ -9,11 +9,24 @@ local path).
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
 from curate.core.errors import CurateError
+
+# Set once this process has connected to Ray: its threads stay behind after a shutdown.
+_STARTED = False
+
+
+def ray_was_started() -> bool:
+    """Whether this process has run Ray (here or through another library). Forking it then
+    risks a child that deadlocks on a lock one of Ray's threads held at the fork."""
+    if _STARTED:
+        return True
+    ray = sys.modules.get("ray")
+    return bool(ray is not None and getattr(ray, "is_initialized", lambda: False)())
 
 
 def _import_ray():
@@ -28,8 +41,10 @@ def _import_ray():
 def ray_session(address: str | None = None, num_cpus: int | None = None) -> Iterator[Any]:
     """Connect to ``address`` (or start a local instance with ``num_cpus``); shut down only
     what this call started, so nested sessions share one connection."""
+    global _STARTED
     ray = _import_ray()
     started = False
+    _STARTED = True
     if not ray.is_initialized():
         os.environ.setdefault("RAY_AUTH_MODE", "disabled")
         kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False, "ignore_reinit_error": True}

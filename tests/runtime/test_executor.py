@@ -23,6 +23,10 @@ def square_after_a_pause(x: int) -> int:
     return x * x
 
 
+def env_mark(_: int) -> str | None:
+    return os.environ.get("CURATE_TEST_MARK")
+
+
 def whoami(_: int) -> int:
     return os.getpid()
 
@@ -92,3 +96,17 @@ def test_a_failed_ray_task_is_one_line_naming_the_function_and_storage(ray_execu
     assert "\n" not in message and err.value.exit_code == 1
     assert "a Ray task (fails_on_three) failed: OSError" in message
     assert "storage every node of the cluster sees" in message
+
+
+def test_local_workers_after_ray_are_started_fresh(ray_executor, monkeypatch):
+    """Forking a process that has run Ray can deadlock the child; workers are then spawned,
+    with the same results, and see the environment as it is now."""
+    from curate.runtime.executor import _start_method
+
+    assert _start_method() == "spawn"
+    monkeypatch.setenv("CURATE_TEST_MARK", "set after Ray")
+    assert set(Executor("local", 2).map(env_mark, range(2))) == {"set after Ray"}
+    progress = Progress("test", enabled=False)
+    mapped = Executor("local", 2).map(square_after_a_pause, range(6), progress=progress)
+    assert list(mapped) == [x * x for x in range(6)]
+    assert progress.counters["items"] == 6
