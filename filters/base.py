@@ -33,10 +33,7 @@ the first document, in the worker process (after fork), once per process.
 from __future__ import annotations
 
 import dataclasses
-import numbers
 import os
-import types
-import typing
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,78 +42,10 @@ from typing import Any, ClassVar
 from curate.core.document import Document
 from curate.core.errors import ConfigError
 from curate.core.files import sha256_file
+from curate.core.ranges import RATIO, Range, check_bounds, check_value
 
 DATA_DIR = Path(__file__).resolve().parent / "data"
 MODES = ("filter", "annotate")
-OFF = -1  # the value that turns a threshold rule off
-
-
-@dataclass(frozen=True)
-class Range:
-    """The values a numeric parameter may take: ``low``..``high`` (either end may be open or
-    absent), plus the sentinel values in ``off`` that disable its rule."""
-
-    low: float | None = None
-    high: float | None = None
-    low_open: bool = False
-    off: tuple[float, ...] = ()
-
-    def or_off(self, *values: float) -> Range:
-        """The same range also accepting ``values`` (default: -1) as "rule off"."""
-        return dataclasses.replace(self, off=values or (OFF,))
-
-    def allows(self, value: Any) -> bool:
-        if isinstance(value, bool) or not isinstance(value, numbers.Real):  # numpy scalars are Real
-            return False
-        if value in self.off:
-            return True
-        # Written as "inside" tests so that NaN (TOML's nan) is never inside.
-        if self.low is not None and not (value > self.low if self.low_open else value >= self.low):
-            return False
-        return not (self.high is not None and not value <= self.high)
-
-    def describe(self, integer: bool = False) -> str:
-        kind = "an integer" if integer else "a number"
-        if self.low is not None and self.high is not None:
-            left = "(" if self.low_open else "["
-            text = f"{kind} in {left}{_num(self.low)}, {_num(self.high)}]"
-        elif self.low is not None:
-            text = f"{kind} {'>' if self.low_open else '>='} {_num(self.low)}"
-        elif self.high is not None:
-            text = f"{kind} <= {_num(self.high)}"
-        else:
-            text = kind
-        if self.off:
-            text += f", or {' or '.join(_num(v) for v in self.off)} to turn the rule off"
-        return text
-
-    def short(self) -> str:
-        """Compact form for ``curate filter --list``: ``[0, 1]; -1 = off``."""
-        if self.low is not None and self.high is not None:
-            text = f"{'(' if self.low_open else '['}{_num(self.low)}, {_num(self.high)}]"
-        elif self.low is not None:
-            text = f"{'>' if self.low_open else '>='} {_num(self.low)}"
-        else:
-            text = f"<= {_num(self.high)}" if self.high is not None else "any"
-        if self.off:
-            text += "; " + ", ".join(_num(v) for v in self.off) + " = off"
-        return text
-
-
-def _num(value: float) -> str:
-    return str(int(value)) if float(value).is_integer() else repr(value)
-
-
-RATIO = Range(0.0, 1.0)  # a fraction of documents, lines, words or characters; a probability
-COUNT = Range(0)  # how many words, lines, sentences ...: 0 or more
-SIZE = Range(1)  # a length or an n-gram size that must be at least 1
-NON_NEGATIVE = Range(0.0)  # a per-word rate or a length that may exceed 1 but not go below 0
-
-
-def check_value(who: str, key: str, value: Any, allowed: Range, integer: bool = False) -> None:
-    """ConfigError (one line) unless ``value`` is in ``allowed``."""
-    if not allowed.allows(value):
-        raise ConfigError(f"{who}: {key} = {value!r} is out of range; allowed: {allowed.describe(integer)}")
 
 
 @dataclass
@@ -155,21 +84,7 @@ class Filter:
 
     def check_bounds(self) -> None:
         """Every declared parameter in its range, every ordered pair in order (ConfigError)."""
-        hints = _field_types(type(self))
-        for key, allowed in self.bounds.items():
-            value = getattr(self, key)
-            if value is None and _accepts_none(hints.get(key)):
-                continue
-            check_value(self.who, key, value, allowed, integer=_is_integer(hints.get(key)))
-        for low_key, high_key in self.ordered:
-            low, high = getattr(self, low_key), getattr(self, high_key)
-            if low is None or high is None or low in self.bounds[low_key].off or high in self.bounds[high_key].off:
-                continue
-            if high < low:
-                raise ConfigError(
-                    f"{self.who}: {high_key} = {high!r} is below {low_key} = {low!r}; "
-                    f"allowed: {high_key} >= {low_key} (or -1 on either to turn that rule off)"
-                )
+        check_bounds(self, self.who)
 
     # -- to implement -------------------------------------------------------------------
     def validate(self) -> None:
@@ -239,23 +154,6 @@ def check_fraction(filter_name: str, **values: float | None) -> None:
     for key, value in values.items():
         if value is not None:
             check_value(filter_name, key, value, RATIO)
-
-
-def _field_types(cls: type) -> dict[str, Any]:
-    return typing.get_type_hints(cls)
-
-
-def _is_integer(hint: Any) -> bool:
-    """``int`` or ``int | None``: the parameter takes whole numbers."""
-    if hint is int:
-        return True
-    args = [a for a in typing.get_args(hint) if a is not type(None)]
-    return _accepts_none(hint) and args == [int]
-
-
-def _accepts_none(hint: Any) -> bool:
-    origin = typing.get_origin(hint)
-    return (origin is typing.Union or origin is types.UnionType) and type(None) in typing.get_args(hint)
 
 
 def read_word_list(path: str | os.PathLike) -> list[str]:

@@ -11,8 +11,9 @@ import re
 from dataclasses import dataclass
 
 from curate.core.document import Document
+from curate.core.ranges import COUNT, SIZE
 
-from .base import COUNT, SIZE, Filter, list_field, register
+from .base import Filter, list_field, register
 from .text import WORD_RE, ends_with_terminal, view
 
 CITATION_RE = re.compile(r"\[\d*\]|\[edit\]|\[citation needed\]", re.IGNORECASE)

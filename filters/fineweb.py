@@ -7,8 +7,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from curate.core.document import Document
+from curate.core.ranges import COUNT, NON_NEGATIVE, RATIO
 
-from .base import COUNT, NON_NEGATIVE, RATIO, Filter, list_field, register
+from .base import Filter, list_field, register
 from .text import duplicate_elements, ends_with_terminal, view
 
 

@@ -13,8 +13,9 @@ from dataclasses import dataclass, field
 
 from curate.core.document import Document
 from curate.core.errors import ConfigError
+from curate.core.ranges import COUNT, NON_NEGATIVE, RATIO, SIZE, check_value
 
-from .base import COUNT, NON_NEGATIVE, RATIO, SIZE, Filter, check_value, list_field, register
+from .base import Filter, list_field, register
 from .text import (
     BULLETS,
     duplicate_elements,

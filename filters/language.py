@@ -15,8 +15,9 @@ from typing import Any
 
 from curate.core.document import Document
 from curate.core.errors import ConfigError
+from curate.core.ranges import COUNT, RATIO, SIZE
 
-from .base import COUNT, DATA_DIR, RATIO, SIZE, Filter, file_digest, register, require_file
+from .base import DATA_DIR, Filter, file_digest, register, require_file
 from .text import WORD_RE, flatten_lines
 
 DEFAULT_LID_MODEL = DATA_DIR / "lid.176.ftz"

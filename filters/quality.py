@@ -21,8 +21,9 @@ from typing import Any
 
 from curate.core.document import Document
 from curate.core.errors import ConfigError, CurateError
+from curate.core.ranges import RATIO, Range
 
-from .base import RATIO, Filter, Range, file_digest, register, require_file
+from .base import Filter, file_digest, register, require_file
 from .language import load_fasttext
 from .text import normalize_for_fasttext
 

@@ -16,8 +16,9 @@ from urllib.parse import urlsplit
 
 from curate.core.document import Document, domain_of
 from curate.core.errors import ConfigError
+from curate.core.ranges import RATIO
 
-from .base import DATA_DIR, RATIO, Filter, file_digest, read_word_list, register, require_file
+from .base import DATA_DIR, Filter, file_digest, read_word_list, register, require_file
 from .text import WORD_RE, view
 
 DEFAULT_BADWORDS = {"en": str(DATA_DIR / "badwords_en.txt")}

@@ -10,6 +10,7 @@ from typing import Any
 import click
 
 from curate.core.errors import CurateError
+from curate.core.files import is_write_failure, output_error
 
 
 def workers_option(f: Callable) -> Callable:
@@ -101,6 +102,13 @@ class LazyGroup(click.Group):
         except CurateError as exc:
             click.echo(f"error: {exc}", err=True)
             ctx.exit(exc.exit_code)
+        except OSError as exc:
+            if not is_write_failure(exc):
+                raise
+            # A write that failed below the layers that name their outputs (numpy, pyarrow).
+            error = output_error(exc, exc.filename or "the output")
+            click.echo(f"error: {error}", err=True)
+            ctx.exit(error.exit_code)
         except KeyboardInterrupt:
             click.echo("interrupted: completed work is kept; rerun the same command to resume", err=True)
             ctx.exit(130)

@@ -1,7 +1,9 @@
 """Run configs: TOML files (via ``tomllib``) read into dataclasses.
 
 Unknown keys are an error that lists the known ones, so a typo in a config never silently
-falls back to a default. ``--set a.b=value`` overrides are parsed as TOML values.
+falls back to a default; a float that is not finite (TOML's ``nan``, ``inf``) is refused, and a
+config class's declared ``bounds`` (:mod:`curate.core.ranges`) are checked as it is built.
+``--set a.b=value`` overrides are parsed as TOML values.
 """
 
 from __future__ import annotations
@@ -15,19 +17,38 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from curate.core.errors import ConfigError
+from curate.core.ranges import check_bounds
 
 T = TypeVar("T")
 
 
 def load_toml(path: str | Path) -> dict[str, Any]:
+    """A TOML file as a dict; a missing file, bytes that are not UTF-8 and TOML syntax errors
+    are one-line ConfigErrors naming the file (and the line)."""
     path = Path(path)
-    if not path.exists():
-        raise ConfigError(f"{path}: config file not found")
     try:
-        with open(path, "rb") as fh:
-            return tomllib.load(fh)
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path}: is a directory, not a config file") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the config file ({exc.strerror or exc})") from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text ({where_in_bytes(data, exc.start)}); save it as UTF-8") from None
+    try:
+        return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: invalid TOML ({exc})") from None
+
+
+def where_in_bytes(data: bytes, offset: int) -> str:
+    """``line L, byte B (0xNN)`` for the byte at ``offset`` (both counted from 1)."""
+    line = data.count(b"\n", 0, offset) + 1
+    column = offset - (data.rfind(b"\n", 0, offset) + 1) + 1
+    return f"line {line}, byte {column}: 0x{data[offset]:02x}"
 
 
 def _suggest(name: str, known: list[str]) -> str:
@@ -60,9 +81,11 @@ def from_dict(cls: type[T], data: dict[str, Any], where: str = "config") -> T:
             value = deep_merge(dataclasses.asdict(f.default_factory()), value)
         kwargs[key] = _coerce(hints[key], value, f"{where}.{key}")
     try:
-        return cls(**kwargs)
+        obj = cls(**kwargs)
     except TypeError as exc:
         raise ConfigError(f"{where}: {exc}") from None
+    check_bounds(obj, where)
+    return obj
 
 
 def _coerce(hint: Any, value: Any, where: str) -> Any:
@@ -95,6 +118,8 @@ def _coerce(hint: Any, value: Any, where: str) -> Any:
         return value
     if hint is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
+    if hint is float and isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"{where}: {value!r} is not a finite number")
     if hint in (int, float, str, bool) and (not isinstance(value, hint) or (hint is int and isinstance(value, bool))):
         raise ConfigError(f"{where}: expected {hint.__name__}, got {value!r}")
     return value

@@ -20,3 +20,11 @@ class ConfigError(CurateError):
 
 class InputError(CurateError):
     """An input that cannot be read at all (missing file, wrong schema, unreachable URL)."""
+
+
+class OutputError(CurateError):
+    """An output that cannot be written (disk full, read-only file system, no permission):
+    exit 1, the path named, whatever was half written removed."""
+
+    def __init__(self, message: str, exit_code: int = 1):
+        super().__init__(message, exit_code)

@@ -1,4 +1,5 @@
-"""Files written whole or not at all, file hashes, and JSON Lines reading: one of each.
+"""Files written whole or not at all, write failures as one line, file hashes, and JSON Lines
+reading: one of each.
 
 Every file the project writes goes through a temporary name in the same folder and a rename,
 so a killed job never leaves half a file under the real name. :func:`iter_jsonl` is the one
@@ -8,13 +9,52 @@ record, a one-line failure).
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
 import tempfile
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+from curate.core.errors import OutputError
+
+# Errors that mean "this output cannot be written", whatever is being read.
+WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG}
+_ADVICE = {
+    errno.ENOSPC: "free some space or choose another output directory",
+    errno.EDQUOT: "free some of your quota or choose another output directory",
+    errno.EROFS: "choose an output directory on a writable file system",
+    errno.EFBIG: "choose smaller shards (shard_size) or another file system",
+    errno.EACCES: "choose an output directory you may write to",
+    errno.EPERM: "choose an output directory you may write to",
+}
+
+
+def output_error(exc: OSError, path: str | os.PathLike) -> OutputError:
+    """One line for a failed write of ``path``: what happened and what to do."""
+    reason = os.strerror(exc.errno) if exc.errno else (exc.strerror or str(exc))
+    advice = _ADVICE.get(exc.errno or 0, "check the output directory")
+    return OutputError(f"cannot write {path}: {reason}; {advice}")
+
+
+def is_write_failure(exc: BaseException) -> bool:
+    """An OSError that can only come from writing (disk full, read-only, quota, file too big)."""
+    return isinstance(exc, OSError) and not isinstance(exc, OutputError) and exc.errno in WRITE_ERRNOS
+
+
+@contextmanager
+def writing(path: str | os.PathLike) -> Iterator[None]:
+    """Turn a failed write inside the block into :func:`output_error` for ``path`` (also
+    permission errors: the block only writes)."""
+    try:
+        yield
+    except OSError as exc:
+        if is_write_failure(exc) or exc.errno in (errno.EACCES, errno.EPERM):
+            raise output_error(exc, path) from None
+        raise
 
 
 def _umask() -> int:
@@ -35,19 +75,20 @@ def make_public(path: str | os.PathLike) -> None:
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     """Write ``data`` to ``path`` through a temp file in the same directory and a rename."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        make_public(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with writing(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+                fh.flush()
+                os.fsync(fh.fileno())
+            make_public(tmp)
+            os.replace(tmp, path)
+        except BaseException:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+            raise
 
 
 def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:

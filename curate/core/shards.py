@@ -12,6 +12,7 @@ import glob
 import os
 import tempfile
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,8 +21,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from curate.core.document import SCHEMA, Document, conform_table
-from curate.core.errors import InputError
-from curate.core.files import make_public, sha256_file
+from curate.core.errors import InputError, OutputError
+from curate.core.files import make_public, sha256_file, writing
 
 DEFAULT_SHARD_BYTES = 256 * 1024 * 1024
 DEFAULT_ROW_GROUP_BYTES = 32 * 1024 * 1024
@@ -95,15 +96,26 @@ class ShardWriter:
         if self._shard_text >= self.shard_bytes:
             self._close_shard()
 
+    @contextmanager
+    def _writing(self) -> Iterator[None]:
+        """A failed write is one OutputError naming the shard; the half-written one is removed."""
+        try:
+            with writing(self.directory / self._next_name()):
+                yield
+        except OutputError:
+            self.abort()
+            raise
+
     def _write_table(self, table: pa.Table) -> None:
         if table.num_rows == 0:
             return
-        if self._writer is None:
-            final = self._next_name()
-            fd, self._tmp_path = tempfile.mkstemp(prefix=f".{final}.", suffix=".tmp", dir=self.directory)
-            os.close(fd)
-            self._writer = pq.ParquetWriter(self._tmp_path, self.schema, compression=self.compression)
-        self._writer.write_table(table)
+        with self._writing():
+            if self._writer is None:
+                final = self._next_name()
+                fd, self._tmp_path = tempfile.mkstemp(prefix=f".{final}.", suffix=".tmp", dir=self.directory)
+                os.close(fd)
+                self._writer = pq.ParquetWriter(self._tmp_path, self.schema, compression=self.compression)
+            self._writer.write_table(table)
         self._shard_rows += table.num_rows
         if "text" in table.column_names:
             self._shard_text += sum(len(t) for t in table.column("text").to_pylist() if t) + 200 * table.num_rows
@@ -116,10 +128,11 @@ class ShardWriter:
     def _close_shard(self) -> None:
         if self._writer is None:
             return
-        self._writer.close()
         final = self.directory / self._next_name()
-        make_public(self._tmp_path)
-        os.replace(self._tmp_path, final)
+        with self._writing():
+            self._writer.close()
+            make_public(self._tmp_path)
+            os.replace(self._tmp_path, final)
         self.shards.append(
             ShardInfo(path=final.name, rows=self._shard_rows, bytes=final.stat().st_size, sha256=sha256_file(final))
         )
@@ -136,6 +149,8 @@ class ShardWriter:
         if self._writer is not None:
             try:
                 self._writer.close()
+            except OSError:
+                pass  # a full disk fails the close too: the temp file goes all the same
             finally:
                 if self._tmp_path and os.path.exists(self._tmp_path):
                     os.unlink(self._tmp_path)

@@ -12,6 +12,8 @@ Every data stage writes through one :class:`OutputDir`, so the rules are the sam
   elsewhere first (dedup stages it under ``.curate/staging``) moves it in with :meth:`commit`.
 - ``overwrite`` clears what earlier runs wrote: shards of every output sub-folder, leftover
   temp files, the state and the manifest. Nothing else in the folder is touched.
+- :meth:`locked` holds ``.curate/lock`` while a run writes: a second run into the same folder
+  stops with one line naming the holder (:mod:`curate.core.lock`).
 """
 
 from __future__ import annotations
@@ -20,12 +22,14 @@ import glob
 import json
 import os
 import shutil
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from curate.core.errors import CurateError
 from curate.core.files import atomic_write_json
+from curate.core.lock import LOCK_NAME, folder_lock
 from curate.core.manifest import MANIFEST_NAME, load_manifest, write_manifest
 
 STATE_DIR = ".curate"
@@ -102,9 +106,20 @@ class OutputDir:
         self.path.mkdir(parents=True, exist_ok=True)
         atomic_write_json(self.state_path, {"stage": self.stage, **state})
 
+    @contextmanager
+    def locked(self) -> Iterator[None]:
+        """Hold the folder's lock for the block (one run at a time per output folder)."""
+        with folder_lock(self.state_dir / LOCK_NAME, f"`curate {self.stage}`", self.path):
+            yield
+
     def reset(self) -> None:
-        """``--overwrite``: remove shards, temp files, the state folder and the manifest."""
-        shutil.rmtree(self.state_dir, ignore_errors=True)
+        """``--overwrite``: remove shards, temp files, the state folder (all but the lock) and the
+        manifest."""
+        if self.state_dir.is_dir():
+            for entry in self.state_dir.iterdir():
+                if entry.name == LOCK_NAME:
+                    continue  # held by this run: deleting it would let another run lock a new file
+                shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
         for sub in self.subdirs:
             for pattern in ("*.parquet", ".*.tmp"):
                 for f in glob.glob(os.path.join(self.path, sub, pattern)):
@@ -112,10 +127,12 @@ class OutputDir:
         (self.path / MANIFEST_NAME).unlink(missing_ok=True)
 
     def remove_temp_files(self) -> None:
-        """Leftovers of a killed run: shards it never renamed into place."""
-        for sub in self.subdirs:
-            for f in glob.glob(os.path.join(self.path, sub, ".*.tmp")):
-                os.unlink(f)
+        """Leftovers of a killed run: shards it never renamed into place, and half-written state
+        files (per-input records, filter reports ...) anywhere under ``.curate/``."""
+        leftovers = [f for sub in self.subdirs for f in glob.glob(os.path.join(self.path, sub, ".*.tmp"))]
+        leftovers += glob.glob(os.path.join(self.state_dir, "**", ".*.tmp"), recursive=True)
+        for f in leftovers:
+            os.unlink(f)
 
     def remove_shards(self, prefix: str) -> None:
         """Shards named ``{prefix}-*.parquet`` in every sub-folder (an unfinished input's)."""

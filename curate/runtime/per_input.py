@@ -25,8 +25,8 @@ from pathlib import Path
 from typing import Any
 
 from curate.core.accounting import Stats
-from curate.core.errors import CurateError
-from curate.core.files import atomic_write_json
+from curate.core.errors import CurateError, OutputError
+from curate.core.files import atomic_write_json, is_write_failure, output_error
 from curate.core.manifest import build_manifest, config_hash
 from curate.core.progress import Progress
 from curate.core.shards import DEFAULT_SHARD_BYTES, ShardInfo, ShardWriter
@@ -150,11 +150,16 @@ def _execute(job: tuple[Task, ProcessFn]) -> InputResult:
     try:
         stats, status, message = process(task)
         shards = task.close_writers()
+    except OutputError:
+        task.abort_writers()
+        raise  # the output cannot be written: the whole stage stops, the input is not to blame
     except CurateError as exc:
         task.abort_writers()
         stats, status, message, shards = Stats(), "failed", str(exc), {}
     except Exception as exc:  # an input must never take the whole job down
         task.abort_writers()
+        if is_write_failure(exc):
+            raise output_error(exc, task.output_dir) from None
         stats, status, message, shards = Stats(), "failed", f"{type(exc).__name__}: {exc}", {}
     task.flush_report()
     result = InputResult(task.path, task.index, status, stats, shards, message, time.monotonic() - started)

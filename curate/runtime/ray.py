@@ -78,6 +78,8 @@ def task_result(ray: Any, ref: Any, fn: Callable) -> Any:
         return ray.get(ref)
     except ray.exceptions.RayError as exc:
         cause = getattr(exc, "cause", None) or exc
+        if isinstance(cause, CurateError):
+            raise cause from None  # already one line for the user (e.g. a full output disk)
         first_line = (str(cause).strip().splitlines() or [type(cause).__name__])[-1]
         hint = (
             " (the output directory must be storage every node of the cluster sees)"

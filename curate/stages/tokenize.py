@@ -18,6 +18,7 @@ from typing import Any
 
 from curate.core.errors import ConfigError, InputError
 from curate.core.files import atomic_write_bytes, atomic_write_json
+from curate.core.lock import LOCK_NAME, folder_lock
 from curate.core.readers import FORMATS, iter_texts
 from curate.core.tokenizer import SPECIAL_TOKENS, TOKENIZER_FILE, BPETokenizer
 from curate.runtime.stage import StageContext
@@ -51,16 +52,17 @@ class TokenizeConfig:
 
 def run(config: TokenizeConfig, ctx: StageContext) -> dict[str, Any]:
     """Train on ``ctx.inputs`` and save the tokenizer in ``ctx.output``; returns what it
-    trained on (documents, characters) and its bytes per token."""
-    return train_from_paths(
-        list(ctx.inputs),
-        ctx.output,
-        vocab_size=config.vocab_size,
-        min_frequency=config.min_frequency,
-        max_docs=config.max_docs,
-        max_chars=config.max_chars,
-        fmt=config.format,
-    )
+    trained on (documents, characters) and its bytes per token. One run at a time per folder."""
+    with folder_lock(Path(ctx.output) / ".curate" / LOCK_NAME, "`curate tokenizer train`", ctx.output):
+        return train_from_paths(
+            list(ctx.inputs),
+            ctx.output,
+            vocab_size=config.vocab_size,
+            min_frequency=config.min_frequency,
+            max_docs=config.max_docs,
+            max_chars=config.max_chars,
+            fmt=config.format,
+        )
 
 
 def train_bpe(

@@ -25,6 +25,7 @@ from typing import Any
 
 from curate.core.errors import CurateError
 from curate.core.files import atomic_write_json
+from curate.core.lock import folder_lock
 from curate.workflow.config import Pipeline
 
 STATE_DIR = ".pipeline"
@@ -175,19 +176,8 @@ def lock_path(workdir: Path) -> Path:
 def workdir_lock(workdir: Path) -> Iterator[None]:
     """One pipeline at a time per work directory: a second one would overwrite stages under
     the running one's feet."""
-    import fcntl
-
-    path = lock_path(workdir)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as fh:  # "a": an existing lock file is left as it is
-        try:
-            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise CurateError(f"another `curate pipeline` is running in {workdir}") from None
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
+    with folder_lock(lock_path(workdir), "`curate pipeline`", workdir):
+        yield
 
 
 def pipeline_hint(exc: CurateError, stage: str, rerun: str) -> CurateError:

@@ -296,10 +296,12 @@ def _pipeline(config, *args):
 
 def _snapshot(directory):
     """Every path under a directory with its size and modification time, to tell that nothing
-    was created, deleted or rewritten."""
+    was created, deleted or rewritten (lock files are skipped: a lock records its holder, and a
+    run that stops at its checks still held the lock while checking)."""
     return {
         str(p.relative_to(directory)): (p.is_dir(), p.stat().st_size if p.is_file() else 0, p.stat().st_mtime_ns)
         for p in sorted(directory.rglob("*"))
+        if p.name != "lock"
     }
 
 

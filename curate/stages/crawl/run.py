@@ -100,7 +100,7 @@ def run(
         # justext's stop-word table are then not paid again in every worker).
         _extractor_for(cfg.extract).warm_up()
     out = OutputDir(ctx.output, STAGE)
-    with ctx.executor.session():
+    with out.locked(), ctx.executor.session():
         manifest, _ = run_per_input(
             out,
             files,
@@ -112,5 +112,5 @@ def run(
             progress=bar,
             input_weights=weights,
         )
-    out.commit(manifest)
+        out.commit(manifest)
     return manifest

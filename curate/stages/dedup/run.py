@@ -55,6 +55,7 @@ from typing import Any
 
 from curate.core.accounting import Stats
 from curate.core.errors import CurateError
+from curate.core.files import writing
 from curate.core.manifest import build_manifest, config_hash
 from curate.core.shards import ShardInfo, expand_parquet_inputs
 from curate.runtime.output import OutputDir
@@ -89,6 +90,18 @@ def run(
     if all(i.error for i in infos):
         raise CurateError(f"no readable input: {infos[0].error}")
     out = OutputDir(ctx.output, STAGE, [REMOVED])
+    out.refuse_inputs_inside([i.path for i in infos])  # before the lock: a refused run leaves nothing
+    with out.locked(), writing(out.path):
+        return _run_locked(config, ctx, infos, out, on_plan)
+
+
+def _run_locked(
+    config: DedupConfig,
+    ctx: StageContext,
+    infos: list[InputInfo],
+    out: OutputDir,
+    on_plan: Callable[[DedupPlan], None] | None,
+) -> dict[str, Any]:
     chash = config_hash(config.to_json())
     fingerprint = [i.fingerprint() for i in infos]
     previous = _finished_run(out, infos, chash, fingerprint, ctx.overwrite)
@@ -135,9 +148,8 @@ def _finished_run(
     out: OutputDir, infos: list[InputInfo], chash: str, fingerprint: list[dict[str, Any]], overwrite: bool
 ) -> dict[str, Any] | None:
     """The manifest ``out`` holds of this very run, finished; None when there is work to do.
-    Refuses a folder this run may not write into: one with inputs inside, another stage's, or
-    a dedup of other inputs or options (unless ``overwrite``, which clears it)."""
-    out.refuse_inputs_inside([i.path for i in infos])
+    Refuses a folder this run may not write into: another stage's, or a dedup of other inputs
+    or options (unless ``overwrite``, which clears it)."""
     if overwrite:
         out.reset()
     out.check()

@@ -109,7 +109,7 @@ def run(config: FilterConfig, ctx: StageContext) -> dict[str, Any]:
     """Filter the Parquet document shards of ``ctx.inputs`` (files, directories or globs) into
     ``ctx.output``; returns the manifest (also written there). Raises
     :class:`~curate.core.errors.CurateError` for a bad chain or unusable inputs."""
-    from filters.registry import build_chain, merge_reports
+    from filters.registry import build_chain
 
     chain = build_chain(config.chain, annotate=config.annotate)
     paths = expand_parquet_inputs(ctx.inputs)
@@ -120,7 +120,7 @@ def run(config: FilterConfig, ctx: StageContext) -> dict[str, Any]:
     specs = chain.specs()
     out = OutputDir(ctx.output, STAGE, [REJECTED])
     calibration_dir = os.path.join(ctx.output, ".curate-calibration")
-    with ctx.executor.session():
+    with out.locked(), ctx.executor.session():
         calibrations = _calibrate(specs, paths, calibration_dir, ctx)
         manifest_config = {"filters": specs, "annotate": config.annotate, "fingerprints": chain.fingerprint()}
         bar = Progress("filter", unit="bytes") if ctx.progress else None
@@ -135,21 +135,28 @@ def run(config: FilterConfig, ctx: StageContext) -> dict[str, Any]:
             progress=bar,
             input_weights={p: float(os.path.getsize(p)) for p in paths},
         )
-    reports = []
-    for r in results:
-        path = _report_path(ctx.output, r.index)
-        if r.status != "failed" and path.exists():
-            reports.append(json.loads(path.read_text()))
-    manifest["filters"] = merge_reports(reports) if reports else []
-    if calibrations:
-        manifest["calibration"] = calibrations
-    out.commit(manifest)
+        manifest["filters"] = _merged_reports(ctx.output, results)
+        if calibrations:
+            manifest["calibration"] = calibrations
+        out.commit(manifest)
     if manifest.get("complete") and os.path.isdir(calibration_dir):
         # The cut is in the manifest and the config; the cached scores are no longer needed.
         for f in glob.glob(os.path.join(calibration_dir, "*")):
             os.unlink(f)
         os.rmdir(calibration_dir)
     return manifest
+
+
+def _merged_reports(output: str, results: list) -> list:
+    """The per-filter counts of every input that was filtered, merged."""
+    from filters.registry import merge_reports
+
+    reports = []
+    for r in results:
+        path = _report_path(output, r.index)
+        if r.status != "failed" and path.exists():
+            reports.append(json.loads(path.read_text()))
+    return merge_reports(reports) if reports else []
 
 
 def _calibrate(specs: list[dict[str, Any]], paths: list[str], calibration_dir: str, ctx: StageContext) -> list:

@@ -46,6 +46,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from curate.core.errors import CurateError
+from curate.core.files import writing
 from curate.core.manifest import config_hash
 from curate.core.progress import Progress
 from curate.core.shards import ShardInfo
@@ -79,6 +80,12 @@ def run(config: MixConfig, ctx: StageContext) -> dict[str, Any]:
     """
     planned = _count_and_plan(config, ctx)
     out = OutputDir(ctx.output, STAGE, state_file=STATE_FILE)
+    with out.locked(), writing(out.path):
+        return _write_mix(config, ctx, planned, out)
+
+
+def _write_mix(config: MixConfig, ctx: StageContext, planned: Planned, out: OutputDir) -> dict[str, Any]:
+    """Passes 2 and 3 into ``out`` (held locked), unless it already holds this exact mix."""
     chash = config_hash(config.to_json())
     fingerprint = _fingerprint([(c.spec.name, c.files) for c in planned.counted])
     done = _prepare_output(out, chash, fingerprint, ctx.overwrite)
@@ -93,7 +100,10 @@ def run(config: MixConfig, ctx: StageContext) -> dict[str, Any]:
         shards = _gather(buckets, writer, n_buckets, ctx.progress)
     except BaseException:
         writer.abort()
-        buckets.close()
+        try:
+            buckets.close()
+        except OSError:
+            pass  # a full disk fails the buckets' last flush too; they are removed all the same
         shutil.rmtree(out.path / BUCKET_DIR, ignore_errors=True)
         raise
     shutil.rmtree(out.path / BUCKET_DIR, ignore_errors=True)

@@ -145,7 +145,7 @@ def test_killed_run_resumes_without_duplicates(tmp_path, warc_kit):
     out = tmp_path / "out"
     args = ["crawl", str(tmp_path), "-o", str(out), "-j", "1", "-q", "--set", "shard_size=4KB"]
     env = {**os.environ, "CURATE_PROGRESS": "0"}
-    faults = str(Path(__file__).resolve().parents[2] / "faults.py")
+    faults = str(Path(__file__).resolve().parents[2] / "faults" / "inject.py")
     # Killed while input 1 is half written (7 of its 12 documents).
     killed = subprocess.run(
         [sys.executable, faults, "kill-after-docs", "1", "7", "--", *args], env=env, capture_output=True, timeout=120

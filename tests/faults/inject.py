@@ -1,6 +1,6 @@
 """Fault injection for the resume tests: run a curate command that dies mid-stage.
 
-    python tests/faults.py kill-after-docs INDEX N -- crawl in/ -o out -j 1
+    python tests/faults/inject.py kill-after-docs INDEX N -- crawl in/ -o out -j 1
 
 runs ``curate crawl in/ -o out -j 1`` in this process with the shard writer patched: once input
 number INDEX has written N documents to its main output, the partial row group goes to disk
