@@ -85,7 +85,17 @@ def from_dict(cls: type[T], data: dict[str, Any], where: str = "config") -> T:
     except TypeError as exc:
         raise ConfigError(f"{where}: {exc}") from None
     check_bounds(obj, where)
+    check_finite(obj, where)
     return obj
+
+
+def check_finite(obj: Any, where: str) -> None:
+    """No float field of ``obj`` holds NaN or an infinity (TOML can write both; neither is a
+    usable learning rate, threshold or size)."""
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"{where}: {f.name} = {value!r} is not a finite number")
 
 
 def _coerce(hint: Any, value: Any, where: str) -> Any:
@@ -118,8 +128,6 @@ def _coerce(hint: Any, value: Any, where: str) -> Any:
         return value
     if hint is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
-    if hint is float and isinstance(value, float) and not math.isfinite(value):
-        raise ConfigError(f"{where}: {value!r} is not a finite number")
     if hint in (int, float, str, bool) and (not isinstance(value, hint) or (hint is int and isinstance(value, bool))):
         raise ConfigError(f"{where}: expected {hint.__name__}, got {value!r}")
     return value
