@@ -63,6 +63,9 @@ class Filter:
     # ordered; checked when the filter is built (see the module docstring).
     bounds: ClassVar[dict[str, Range]] = {}
     ordered: ClassVar[tuple[tuple[str, str], ...]] = ()
+    # Parameters naming files (a model, a word list; a dict's values): in a chain file they are
+    # relative to the file's folder.
+    paths: ClassVar[tuple[str, ...]] = ()
 
     mode: str = "filter"
     label: str = ""

@@ -65,6 +65,7 @@ class Language(Filter):
     """
 
     name = "language"
+    paths = ("model",)
     summary = "fastText lid.176 language ID: keep-list and minimum score"
     reasons = ("no_text", "low_score", "excluded_language")
 

@@ -69,6 +69,7 @@ class Quality(Filter):
     """
 
     name = "quality"
+    paths = ("model",)
     summary = "fastText quality classifier: score, threshold or keep the top fraction"
     reasons = ("low_score", "not_in_top_fraction")
 

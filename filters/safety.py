@@ -39,6 +39,7 @@ class UrlBlocklist(Filter):
     """
 
     name = "url_blocklist"
+    paths = ("blocklist",)
     summary = "drop documents from listed domains (and subdomains) or URL patterns"
     reasons = ("blocked_domain", "blocked_url")
 
@@ -113,6 +114,7 @@ class BadWords(Filter):
     """
 
     name = "bad_words"
+    paths = ("word_lists",)
     summary = "ratio of listed bad words per language (bundled English list)"
     reasons = ("too_many_bad_words",)
 

@@ -1,6 +1,8 @@
 """Run configs: TOML files (via ``tomllib``) read into dataclasses.
 
-Unknown keys are an error that lists the known ones, so a typo in a config never silently
+Paths written inside a config file are relative to that file's folder (:func:`resolve_path`);
+paths given on the command line are relative to the current directory. Unknown keys are an
+error that lists the known ones, so a typo in a config never silently
 falls back to a default; a float that is not finite (TOML's ``nan``, ``inf``) is refused, and a
 config class's declared ``bounds`` (:mod:`curate.core.ranges`) are checked as it is built.
 ``--set a.b=value`` overrides are parsed as TOML values.
@@ -11,8 +13,10 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import math
+import os
 import tomllib
 import typing
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -42,6 +46,26 @@ def load_toml(path: str | Path) -> dict[str, Any]:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: invalid TOML ({exc})") from None
+
+
+def resolve_path(value: str, base: str | os.PathLike, keep: Callable[[str], bool] | None = None) -> str:
+    """A path written in a config file, resolved against ``base`` (that file's folder), as docker
+    compose and cargo do: absolute paths, URLs (``scheme://``), ``{placeholders}`` and values
+    ``keep`` accepts (e.g. Common Crawl snapshot names) stay as written; ``~`` is expanded. The
+    result stays relative when ``base`` is (``samples`` + ``warc`` -> ``samples/warc``)."""
+    if not isinstance(value, str) or not value or "://" in value or value.startswith("{") or (keep and keep(value)):
+        return value
+    value = os.path.expanduser(value)
+    if os.path.isabs(value):
+        return value
+    return os.path.normpath(os.path.join(base, value)) if str(base) not in ("", ".") else value
+
+
+def resolve_paths(value: Any, base: str | os.PathLike, keep: Callable[[str], bool] | None = None) -> Any:
+    """:func:`resolve_path` over a string or a list of strings (other values as they are)."""
+    if isinstance(value, list):
+        return [resolve_path(v, base, keep) for v in value]
+    return resolve_path(value, base, keep)
 
 
 def where_in_bytes(data: bytes, offset: int) -> str:

@@ -4,11 +4,12 @@ and one table per stage (with ``{stage}`` placeholders expanded to the stages' f
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from curate.core.config import load_toml
+from curate.core.config import load_toml, resolve_path, resolve_paths
 from curate.core.errors import ConfigError
 from curate.runtime.executor import default_workers
 
@@ -34,12 +35,22 @@ class Pipeline:
 
 
 def read_pipeline(
-    path: str | os.PathLike, outputs: dict[str, str], workdir: str | None = None, workers: int | None = None
+    path: str | os.PathLike,
+    outputs: dict[str, str],
+    path_keys: dict[str, tuple[str, ...]],
+    keep: Callable[[str], bool] | None = None,
+    workdir: str | None = None,
+    workers: int | None = None,
 ) -> Pipeline:
     """Read a pipeline TOML whose stage tables are the keys of ``outputs`` (in order); unknown
-    top-level tables or keys are errors naming what exists."""
+    top-level tables or keys are errors naming what exists.
+
+    Paths written in the file (``workdir`` and each stage's ``path_keys``; ``a.b`` names key
+    ``b`` of the tables in list ``a``) are relative to the file's folder, except values ``keep``
+    accepts; ``workdir`` given here (the command line) is relative to the current directory."""
     data = load_toml(path)
     where = str(path)
+    base = os.path.dirname(str(path))
     names = list(outputs)
     unknown = sorted(set(data) - TOP_KEYS - set(names))
     if unknown:
@@ -57,17 +68,38 @@ def read_pipeline(
             )
     if data.get("workers", 1) < 1:
         raise ConfigError(f"{where}: workers must be at least 1")
-    wd = Path(workdir or data.get("workdir", "work"))
+    wd = Path(workdir or (resolve_path(data["workdir"], base) if "workdir" in data else "work"))
     placeholders = {"workdir": str(wd), **{s: str(wd / outputs[s]) for s in names}}
     return Pipeline(
         workdir=wd,
         outputs=dict(outputs),
-        tables={s: _expand(data[s], placeholders, f"{where}[{s}]") for s in names},
+        tables={
+            s: _expand(_resolve(data[s], path_keys.get(s, ()), base, keep), placeholders, f"{where}[{s}]")
+            for s in names
+        },
         raw={s: data[s] for s in names},
         workers=workers or int(data.get("workers", 0)) or default_workers(),
         seed=int(data.get("seed", 0)),
         source=where,
     )
+
+
+def _resolve(table: Any, keys: tuple[str, ...], base: str, keep: Callable[[str], bool] | None) -> Any:
+    """The table with the paths under ``keys`` resolved against ``base`` (before placeholders
+    are expanded: ``{dedup}`` is the work directory's, already resolved)."""
+    if not isinstance(table, dict):
+        return table
+    table = dict(table)
+    for key in keys:
+        outer, _, inner = key.partition(".")
+        if inner and isinstance(table.get(outer), list):
+            table[outer] = [
+                {**t, inner: resolve_paths(t[inner], base, keep)} if isinstance(t, dict) and inner in t else t
+                for t in table[outer]
+            ]
+        elif not inner and outer in table:
+            table[outer] = resolve_paths(table[outer], base, keep)
+    return table
 
 
 def _expand(value: Any, placeholders: dict[str, str], where: str) -> Any:

@@ -27,7 +27,7 @@ from curate.core.errors import ConfigError, CurateError
 from curate.core.files import atomic_write_json
 from curate.core.manifest import load_manifest
 from curate.workflow.config import Pipeline, read_pipeline
-from curate.workflow.stages import OUTPUT_DIRS, STAGE_NAMES, STAGES
+from curate.workflow.stages import OUTPUT_DIRS, PATH_KEYS, STAGE_NAMES, STAGES, kept_as_written
 from curate.workflow.state import (
     check_earlier_stages,
     clear_stages,
@@ -48,7 +48,7 @@ BY_NAME = {s.name: s for s in STAGES}
 def load_pipeline(path: str | os.PathLike, workdir: str | None = None, workers: int | None = None) -> Pipeline:
     """Read a pipeline file and build every stage's settings (the check: a typo anywhere fails
     here, before anything runs). The run uses the settings built here."""
-    pipe = read_pipeline(path, OUTPUT_DIRS, workdir=workdir, workers=workers)
+    pipe = read_pipeline(path, OUTPUT_DIRS, PATH_KEYS, kept_as_written, workdir=workdir, workers=workers)
     for stage in STAGES:
         pipe.built[stage.name] = stage.build(pipe)
     return pipe

@@ -29,6 +29,7 @@ class Stage:
     output: str  # its folder, relative to the work directory
     build: Callable[[Pipeline], Any]  # its settings, from its table
     run: Callable[[Pipeline, Any, bool, Log], dict[str, Any]]  # (pipe, settings, overwrite, log) -> notes
+    paths: tuple[str, ...] = ()  # keys of its table that hold paths (relative to the pipeline file)
 
 
 def _context(pipe: Pipeline, stage: str, inputs: list[str], overwrite: bool, log: Log = print) -> StageContext:
@@ -283,15 +284,23 @@ def _run_rlhf(pipe: Pipeline, built: tuple[Any, str], overwrite: bool, log: Log)
 
 
 STAGES: list[Stage] = [
-    Stage("crawl", "crawl", _build_crawl, _run_crawl),
-    Stage("filter", "filter", _build_filter, _run_filter),
+    Stage("crawl", "crawl", _build_crawl, _run_crawl, ("inputs", "config")),
+    Stage("filter", "filter", _build_filter, _run_filter, ("config",)),
     Stage("dedup", "dedup", _build_dedup, _run_dedup),
-    Stage("tokenizer", "tokenizer", _build_tokenizer, _run_tokenizer),
-    Stage("mix", "mix", _build_mix, _run_mix),
-    Stage("pretrain", "ckpt/base", _build_pretrain, _run_pretrain),
-    Stage("sft", "ckpt/sft", _align_builder("sft", _sft_config, "data"), _run_sft),
-    Stage("reward", "ckpt/rm", _align_builder("reward", _reward_config, "data"), _run_reward),
-    Stage("rlhf", "ckpt/rlhf", _align_builder("rlhf", _rlhf_config, "prompts"), _run_rlhf),
+    Stage("tokenizer", "tokenizer", _build_tokenizer, _run_tokenizer, ("inputs",)),
+    Stage("mix", "mix", _build_mix, _run_mix, ("config", "tokenizer", "sources.paths")),
+    Stage("pretrain", "ckpt/base", _build_pretrain, _run_pretrain, ("config",)),
+    Stage("sft", "ckpt/sft", _align_builder("sft", _sft_config, "data"), _run_sft, ("data",)),
+    Stage("reward", "ckpt/rm", _align_builder("reward", _reward_config, "data"), _run_reward, ("data",)),
+    Stage("rlhf", "ckpt/rlhf", _align_builder("rlhf", _rlhf_config, "prompts"), _run_rlhf, ("prompts",)),
 ]
 STAGE_NAMES = [s.name for s in STAGES]
 OUTPUT_DIRS = {s.name: s.output for s in STAGES}
+PATH_KEYS = {s.name: s.paths for s in STAGES}
+
+
+def kept_as_written(value: str) -> bool:
+    """Values of path keys that are not local paths: URLs and Common Crawl snapshot names."""
+    from curate.stages.crawl.sources import SNAPSHOT_RE, is_url
+
+    return is_url(value) or bool(SNAPSHOT_RE.match(value))

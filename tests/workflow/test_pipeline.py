@@ -67,6 +67,18 @@ eval_every = 2
 """
 
 
+def _beside_samples(tmp_path, text):
+    """``text`` as a pipeline file in a folder that looks like samples/ (its entries linked), so
+    the sample's paths, which are relative to the file's folder, still resolve."""
+    for entry in (ROOT / "samples").iterdir():
+        link = tmp_path / entry.name
+        if not link.exists():
+            link.symlink_to(entry)
+    cfg = tmp_path / "p.toml"
+    cfg.write_text(text)
+    return cfg
+
+
 def _balanced(manifest):
     c = manifest["counts"]
     return c["read"] == c["kept"] + sum(c["rejected"].values()) + sum(c["errors"].values())
@@ -154,8 +166,7 @@ def test_typos_in_any_stage_fail_before_anything_runs(tmp_path, stage, line, mat
     from curate.core.errors import ConfigError
 
     text = (ROOT / "samples" / "pipeline.toml").read_text().replace(f"[{stage}]\n", f"[{stage}]\n{line}\n", 1)
-    cfg = tmp_path / "p.toml"
-    cfg.write_text(text)
+    cfg = _beside_samples(tmp_path, text)
     with pytest.raises(ConfigError, match=match):
         load_pipeline(cfg, workdir=str(tmp_path / "w"))
     assert not (tmp_path / "w").exists()
@@ -167,8 +178,9 @@ def test_typos_in_any_stage_fail_before_anything_runs(tmp_path, stage, line, mat
 def test_bad_top_level_values(tmp_path, line, match):
     from curate.core.errors import ConfigError
 
-    cfg = tmp_path / "p.toml"
-    cfg.write_text(line + "\n" + (ROOT / "samples" / "pipeline.toml").read_text().replace("seed = 0\n", ""))
+    cfg = _beside_samples(
+        tmp_path, line + "\n" + (ROOT / "samples" / "pipeline.toml").read_text().replace("seed = 0\n", "")
+    )
     with pytest.raises(ConfigError, match=match):
         load_pipeline(cfg)
 
@@ -188,8 +200,7 @@ def test_tokenizer_stage_limits(tmp_path, monkeypatch):
     assert TokenizeConfig(vocab_size=300).validate().vocab_size == 300
     # The pipeline's own defaults for [tokenizer]: an 8,192 vocabulary, no character cap.
     monkeypatch.chdir(ROOT)
-    cfg = tmp_path / "p.toml"
-    cfg.write_text((ROOT / "samples" / "pipeline.toml").read_text().replace("vocab_size = 4096", ""))
+    cfg = _beside_samples(tmp_path, (ROOT / "samples" / "pipeline.toml").read_text().replace("vocab_size = 4096", ""))
     config, inputs = load_pipeline(cfg, workdir=str(tmp_path / "w")).built["tokenizer"]
     assert (config.vocab_size, config.max_chars) == (8192, None) and inputs == [str(tmp_path / "w" / "dedup")]
 
@@ -199,13 +210,8 @@ def test_filter_chain_and_model_are_built_up_front(tmp_path):
 
     chain = tmp_path / "chain.toml"
     chain.write_text('[[filters]]\nname = "gopher_qualty"\n')
-    text = (
-        (ROOT / "samples" / "pipeline.toml")
-        .read_text()
-        .replace('config = "samples/filters.toml"', f'config = "{chain}"')
-    )
-    cfg = tmp_path / "p.toml"
-    cfg.write_text(text)
+    text = (ROOT / "samples" / "pipeline.toml").read_text().replace('config = "filters.toml"', f'config = "{chain}"')
+    cfg = _beside_samples(tmp_path, text)
     with pytest.raises(ConfigError, match="gopher_qualty"):
         load_pipeline(cfg, workdir=str(tmp_path / "w"))
     text = (
@@ -224,8 +230,7 @@ def test_crawl_set_accepts_cli_style_strings(tmp_path):
         .read_text()
         .replace("[crawl]\n", "[crawl]\nset = ['extract.mode=full']\n", 1)
     )
-    cfg = tmp_path / "p.toml"
-    cfg.write_text(text)
+    cfg = _beside_samples(tmp_path, text)
     pipe = load_pipeline(cfg, workdir=str(tmp_path / "w"))
     assert pipe.tables["crawl"]["set"] == ["extract.mode=full"]
     assert pipe.built["crawl"][0].extract.mode == "full"  # the run uses the settings checked here
@@ -241,13 +246,8 @@ def test_fingerprint_ignores_workdir_spelling_but_sees_file_contents(tmp_path, m
     # the filter stage names samples/filters.toml: a copy with other contents changes its fingerprint
     chain = tmp_path / "chain.toml"
     chain.write_text((ROOT / "samples" / "filters.toml").read_text())
-    text = (
-        (ROOT / "samples" / "pipeline.toml")
-        .read_text()
-        .replace('config = "samples/filters.toml"', f'config = "{chain}"')
-    )
-    cfg = tmp_path / "p.toml"
-    cfg.write_text(text)
+    text = (ROOT / "samples" / "pipeline.toml").read_text().replace('config = "filters.toml"', f'config = "{chain}"')
+    cfg = _beside_samples(tmp_path, text)
     before = _fingerprint(load_pipeline(cfg, workdir=str(tmp_path / "w")), "filter", "u")
     chain.write_text(chain.read_text() + "\n# edited\n")
     after = _fingerprint(load_pipeline(cfg, workdir=str(tmp_path / "w")), "filter", "u")
@@ -475,3 +475,46 @@ def test_overwrite_marks_the_later_stages_out_of_date(tmp_path):
     assert "[dedup] running" in result.output and "[tokenizer] running" in result.output
     assert _shards(work / "dedup") == dedup_shards
     assert json.loads((work / ".pipeline" / "dedup.json").read_text())["fingerprint"] != "stale"
+
+
+def test_paths_in_a_pipeline_file_are_relative_to_its_folder(tmp_path, monkeypatch):
+    """Run from another folder, the sample pipeline finds its inputs, chain, mix file and data
+    (they are relative to samples/); --workdir on the command line is relative to the cwd."""
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    pipe = load_pipeline(ROOT / "samples" / "pipeline.toml", workdir="w")
+    assert pipe.workdir == Path("w")
+    samples = str(ROOT / "samples")
+    assert pipe.built["crawl"][1] == [f"{samples}/warc"]
+    assert pipe.tables["filter"]["config"] == f"{samples}/filters.toml"
+    mix = pipe.built["mix"]
+    assert [s.paths for s in mix.sources] == [["w/dedup"]] + [
+        [f"{samples}/{n}"] for n in ("books", "papers", "code", "conversations")
+    ]
+    assert pipe.built["sft"][1] == f"{samples}/sft/qa.jsonl"
+    result = CliRunner().invoke(
+        cli, ["pipeline", str(ROOT / "samples" / "pipeline.toml"), "--until", "crawl", "-j", "1"]
+    )
+    assert result.exit_code == 0, result.output
+    assert (elsewhere / "work" / "crawl" / "manifest.json").exists()  # the default workdir: ./work
+
+
+def test_workdir_written_in_the_file_is_relative_to_it(tmp_path):
+    cfg = _beside_samples(tmp_path, 'workdir = "out/work"\n' + (ROOT / "samples" / "pipeline.toml").read_text())
+    assert load_pipeline(cfg).workdir == tmp_path / "out" / "work"
+    # URLs and Common Crawl snapshot names are not paths.
+    text = (
+        (ROOT / "samples" / "pipeline.toml")
+        .read_text()
+        .replace(
+            'inputs = ["warc"]', 'inputs = ["CC-MAIN-2024-10", "https://host/a.warc.gz", "s3://b/c.warc.gz", "warc"]'
+        )
+    )
+    cfg = _beside_samples(tmp_path, text)
+    assert load_pipeline(cfg, workdir=str(tmp_path / "w")).built["crawl"][1] == [
+        "CC-MAIN-2024-10",
+        "https://host/a.warc.gz",
+        "s3://b/c.warc.gz",
+        str(tmp_path / "warc"),
+    ]

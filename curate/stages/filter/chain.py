@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from typing import Any
 
-from curate.core.config import load_toml
+from curate.core.config import load_toml, resolve_path
 
 # The chain used when no --config is given: FineWeb's order (language, Gopher repetition,
 # Gopher quality, C4, FineWeb), all languages kept, then PII scrubbing of what is kept.
@@ -29,8 +30,35 @@ def default_chain() -> dict[str, Any]:
 
 
 def load_chain_config(path: str | None) -> dict[str, Any]:
-    """A chain file (TOML) or, without a path, :data:`DEFAULT_CHAIN`."""
-    return default_chain() if path is None else load_toml(path)
+    """A chain file (TOML) or, without a path, :data:`DEFAULT_CHAIN`. Files a filter names in
+    the chain file (its ``paths`` parameters: models, word lists) are relative to that file's
+    folder."""
+    if path is None:
+        return default_chain()
+    return _paths_relative_to(load_toml(path), os.path.dirname(path))
+
+
+def _paths_relative_to(chain: dict[str, Any], base: str) -> dict[str, Any]:
+    from filters.registry import available
+
+    known = available()
+    specs = chain.get("filters")
+    if not isinstance(specs, list):
+        return chain  # build_chain names the problem
+    resolved = []
+    for spec in specs:
+        name = spec.get("name") if isinstance(spec, dict) else None
+        cls = known.get(name) if isinstance(name, str) else None
+        if cls is not None:
+            spec = dict(spec)
+            for key in cls.paths:
+                value = spec.get(key)
+                if isinstance(value, dict):
+                    spec[key] = {k: resolve_path(v, base) for k, v in value.items()}
+                elif value:
+                    spec[key] = resolve_path(value, base)
+        resolved.append(spec)
+    return {**chain, "filters": resolved}
 
 
 def _chain_from_specs(specs: list[dict[str, Any]]):

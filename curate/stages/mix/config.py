@@ -4,10 +4,11 @@
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass, field
 from typing import Any
 
-from curate.core.config import from_dict, load_toml, parse_bytes, parse_count
+from curate.core.config import from_dict, load_toml, parse_bytes, parse_count, resolve_path, resolve_paths
 from curate.core.errors import ConfigError
 from curate.core.readers import FORMATS
 
@@ -109,12 +110,27 @@ def parse_source_option(text: str) -> SourceSpec:
     return SourceSpec(name=name.strip(), paths=paths, weight=weight)
 
 
+def _paths_relative_to(data: dict[str, Any], base: str) -> dict[str, Any]:
+    data = dict(data)
+    for key in ("tokenizer", "output"):
+        if isinstance(data.get(key), str) and data[key] != "bytes":
+            data[key] = resolve_path(data[key], base)
+    if isinstance(data.get("sources"), list):
+        data["sources"] = [
+            {**s, "paths": resolve_paths(s["paths"], base)} if isinstance(s, dict) and "paths" in s else s
+            for s in data["sources"]
+        ]
+    return data
+
+
 def load_mix_config(
     path: str | None, overrides: dict[str, Any] | None = None, extra_sources: list[SourceSpec] | None = None
 ) -> MixConfig:
     """A MixConfig from a TOML file (``[[sources]]`` tables), option overrides (None = keep) and
-    ``--source`` specs, which replace config sources of the same name and add the others."""
-    data: dict[str, Any] = dict(load_toml(path)) if path else {}
+    ``--source`` specs, which replace config sources of the same name and add the others. Paths
+    in the file (sources' ``paths``, ``tokenizer``, ``output``) are relative to its folder; paths
+    in ``overrides`` and ``extra_sources`` are taken as given."""
+    data: dict[str, Any] = _paths_relative_to(load_toml(path), os.path.dirname(path)) if path else {}
     where = str(path) if path else "mix options"
     for key, value in (overrides or {}).items():
         if value is not None:

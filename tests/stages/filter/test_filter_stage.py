@@ -253,3 +253,17 @@ def test_samples_chain_and_defaults_pass_the_range_checks():
     for f in chain.filters:
         f.check_bounds()  # the declared ranges hold for every parameter the chain resolved
     assert len(chain.filters) == 8
+
+
+def test_files_named_in_a_chain_file_are_relative_to_it(tmp_path, monkeypatch):
+    chain_dir = tmp_path / "chains"
+    chain_dir.mkdir()
+    (chain_dir / "block.txt").write_text("spam.example\n")
+    (chain_dir / "chain.toml").write_text(
+        '[[filters]]\nname = "url_blocklist"\nblocklist = "block.txt"\n\n'
+        '[[filters]]\nname = "bad_words"\nword_lists = { en = "words/en.txt" }\n'
+    )
+    monkeypatch.chdir(tmp_path)
+    specs = load_chain_config(str(chain_dir / "chain.toml"))["filters"]
+    assert specs[0]["blocklist"] == str(chain_dir / "block.txt")
+    assert specs[1]["word_lists"] == {"en": str(chain_dir / "words" / "en.txt")}

@@ -143,7 +143,8 @@ def test_cli_sources_replace_config_sources_by_name(tmp_path):
     )
     cfg = load_mix_config(str(conf), {"seed": None, "max_epochs": 2.0}, [parse_source_option("b=z:0.5")])
     assert cfg.budget == 2_000_000 and cfg.seed == 3 and cfg.max_epochs == 2.0
-    assert [(s.name, s.paths, s.weight) for s in cfg.sources] == [("a", ["x"], 1.0), ("b", ["z"], 0.5)]
+    # the file's path is relative to the file's folder, the option's as given
+    assert [(s.name, s.paths, s.weight) for s in cfg.sources] == [("a", [str(tmp_path / "x")], 1.0), ("b", ["z"], 0.5)]
     with pytest.raises(ConfigError, match="positive"):
         load_mix_config(None, {"tokens": "1M"}, [parse_source_option("a=x:-1")])
     with pytest.raises(ConfigError, match="twice"):
@@ -414,3 +415,15 @@ def test_project_samples_are_usable_sources():
         assert {f.format for f in reader.files} == {fmt}
         words = sum(len(r["text"].split()) for r in rows)
         assert words >= 1500, (name, words)
+
+
+def test_paths_in_a_mix_file_are_relative_to_its_folder(tmp_path, monkeypatch):
+    conf = tmp_path / "conf" / "mix.toml"
+    conf.parent.mkdir()
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "a.md").write_text("Some text in a book. " * 40)
+    conf.write_text('tokens = "1k"\noutput = "../out"\n[[sources]]\nname = "books"\npaths = ["../data"]\nweight = 1\n')
+    monkeypatch.chdir(tmp_path / "data")  # anywhere else
+    cfg = load_mix_config(str(conf), {}, [parse_source_option("extra=a.md:1")])
+    assert cfg.output == str(tmp_path / "out")
+    assert [s.paths for s in cfg.sources] == [[str(tmp_path / "data")], ["a.md"]]  # the option's: as given
