@@ -49,9 +49,14 @@ def read_pipeline(
     ``b`` of the tables in list ``a``) are relative to the file's folder, except values ``keep``
     accepts; ``workdir`` given here (the command line) is relative to the current directory."""
     data = load_toml(path)
-    where = str(path)
     base = os.path.dirname(str(path))
-    names = list(outputs)
+    check_pipeline_data(data, str(path), list(outputs))
+    resolved = resolve_tables(data, base, path_keys, keep)
+    return pipeline_from_tables(data, resolved, str(path), outputs, workdir=workdir, workers=workers)
+
+
+def check_pipeline_data(data: dict[str, Any], where: str, names: list[str]) -> None:
+    """The top level of a pipeline file: known keys, every stage table, value types."""
     unknown = sorted(set(data) - TOP_KEYS - set(names))
     if unknown:
         raise ConfigError(
@@ -68,18 +73,39 @@ def read_pipeline(
             )
     if data.get("workers", 1) < 1:
         raise ConfigError(f"{where}: workers must be at least 1")
-    wd = Path(workdir or (resolve_path(data["workdir"], base) if "workdir" in data else "work"))
+
+
+def resolve_tables(
+    data: dict[str, Any], base: str, path_keys: dict[str, tuple[str, ...]], keep: Callable[[str], bool] | None
+) -> dict[str, Any]:
+    """``data`` with ``workdir`` and every stage table's path keys resolved against ``base``
+    (placeholders are left for :func:`pipeline_from_tables`)."""
+    resolved = {s: _resolve(t, path_keys.get(s, ()), base, keep) for s, t in data.items() if isinstance(t, dict)}
+    if "workdir" in data:
+        resolved["workdir"] = resolve_path(data["workdir"], base)
+    return {**data, **resolved}
+
+
+def pipeline_from_tables(
+    raw: dict[str, Any],
+    resolved: dict[str, Any],
+    where: str,
+    outputs: dict[str, str],
+    workdir: str | os.PathLike | None = None,
+    workers: int | None = None,
+) -> Pipeline:
+    """A Pipeline from its tables as written (``raw``: what fingerprints see) and with paths
+    resolved (``resolved``), its ``{stage}`` placeholders expanded to the stages' folders."""
+    names = list(outputs)
+    wd = Path(workdir or resolved.get("workdir") or "work")
     placeholders = {"workdir": str(wd), **{s: str(wd / outputs[s]) for s in names}}
     return Pipeline(
         workdir=wd,
         outputs=dict(outputs),
-        tables={
-            s: _expand(_resolve(data[s], path_keys.get(s, ()), base, keep), placeholders, f"{where}[{s}]")
-            for s in names
-        },
-        raw={s: data[s] for s in names},
-        workers=workers or int(data.get("workers", 0)) or default_workers(),
-        seed=int(data.get("seed", 0)),
+        tables={s: _expand(resolved[s], placeholders, f"{where}[{s}]") for s in names},
+        raw={s: raw[s] for s in names},
+        workers=workers or int(raw.get("workers", 0)) or default_workers(),
+        seed=int(raw.get("seed", 0)),
         source=where,
     )
 
