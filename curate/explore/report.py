@@ -10,63 +10,13 @@ document lengths, quality and language-score histograms, and dates.
 
 from __future__ import annotations
 
-import base64
 import html
-import io
 import os
 from typing import Any
 
 from curate.core.files import atomic_write_bytes
+from curate.explore.html import CSS, figure, img, table
 from curate.explore.summary import summarize
-
-_CSS = """
-body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2rem auto;max-width:1100px;color:#222}
-h1{font-size:1.5rem}h2{font-size:1.15rem;margin-top:2rem;border-bottom:1px solid #ddd;padding-bottom:.2rem}
-table{border-collapse:collapse;margin:.5rem 0;font-size:.9rem}td,th{padding:.2rem .6rem;border-bottom:1px solid #eee}
-th{text-align:left;background:#f6f6f6}td.n{text-align:right;font-variant-numeric:tabular-nums}
-img{max-width:100%;display:block;margin:.5rem 0}.note{color:#666;font-size:.85rem}
-.grid{display:grid;grid-template-columns:1fr 1fr;gap:1rem}
-"""
-
-
-def _png(fig) -> str:
-    buf = io.BytesIO()
-    # A fixed "Software" tag and no date keep the PNG bytes the same for the same data.
-    fig.savefig(buf, format="png", dpi=96, bbox_inches="tight", metadata={"Software": "curate"})
-    import matplotlib.pyplot as plt
-
-    plt.close(fig)
-    return base64.b64encode(buf.getvalue()).decode("ascii")
-
-
-def _img(fig, alt: str) -> str:
-    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{_png(fig)}">'
-
-
-def _figure(width: float = 6.4, height: float = 3.4):
-    import matplotlib
-
-    matplotlib.use("Agg", force=True)
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(width, height))
-    ax.spines[["top", "right"]].set_visible(False)
-    return fig, ax
-
-
-def _table(headers: list[str], rows: list[list[Any]]) -> str:
-    def cell(v: Any) -> str:
-        if isinstance(v, bool) or v is None:
-            return f"<td>{html.escape(str(v if v is not None else ''))}</td>"
-        if isinstance(v, int):
-            return f'<td class="n">{v:,}</td>'
-        if isinstance(v, float):
-            return f'<td class="n">{v:,.4g}</td>'
-        return f"<td>{html.escape(str(v))}</td>"
-
-    head = "".join(f"<th>{html.escape(h)}</th>" for h in headers)
-    body = "".join("<tr>" + "".join(cell(v) for v in r) + "</tr>" for r in rows)
-    return f"<table><tr>{head}</tr>{body}</table>"
 
 
 def _plot_sources(s: dict[str, Any]) -> str | None:
@@ -74,7 +24,7 @@ def _plot_sources(s: dict[str, Any]) -> str | None:
     if not rows:
         return None
     m = s["measure"]
-    fig, ax = _figure()
+    fig, ax = figure()
     names = [r["source"] for r in rows]
     mix = {x["name"]: x for x in (s.get("mix") or {}).get("sources", [])}
     if mix:
@@ -94,7 +44,7 @@ def _plot_sources(s: dict[str, Any]) -> str | None:
         ax.set_ylabel(m)
         ax.set_title(f"{m.capitalize()} per source")
         ax.tick_params(axis="x", rotation=30)
-    return _img(fig, "share per source")
+    return img(fig, "share per source")
 
 
 def _plot_funnel(s: dict[str, Any]) -> list[str]:
@@ -108,7 +58,7 @@ def _plot_funnel(s: dict[str, Any]) -> list[str]:
         return x["stage"] if name == x["stage"] else f"{x['stage']}\n{name}"
 
     labels = [label(x) for x in f]
-    fig, ax = _figure(6.4, 3.6)
+    fig, ax = figure(6.4, 3.6)
     import numpy as np
 
     x = np.arange(len(f))
@@ -121,10 +71,10 @@ def _plot_funnel(s: dict[str, Any]) -> list[str]:
     if positive and max(positive) / min(positive) > 50:
         ax.set_yscale("log")  # crawl counts dwarf the mix's otherwise
     ax.legend(frameon=False, loc="upper left", bbox_to_anchor=(1.0, 1.0))
-    out.append(_img(fig, "funnel documents"))
+    out.append(img(fig, "funnel documents"))
 
     if any(r["tokens_kept"] is not None for r in f):
-        fig, ax = _figure(6.4, 3.4)
+        fig, ax = figure(6.4, 3.4)
         vals = [r["tokens_kept"] or 0 for r in f]
         colors = ["#d94" if r["tokens_estimated"] else "#357" for r in f]
         ax.bar(x, vals, color=colors)
@@ -132,7 +82,7 @@ def _plot_funnel(s: dict[str, Any]) -> list[str]:
         ax.set_ylabel("tokens kept")
         est = any(r["tokens_estimated"] for r in f)
         ax.set_title("Funnel: tokens kept per stage" + (" (orange: estimated from characters)" if est else ""))
-        out.append(_img(fig, "funnel tokens"))
+        out.append(img(fig, "funnel tokens"))
 
     reasons = sorted(
         {
@@ -143,7 +93,7 @@ def _plot_funnel(s: dict[str, Any]) -> list[str]:
         }
     )
     if reasons:
-        fig, ax = _figure(6.4, 0.6 + 0.5 * len(f) + 0.15 * len(reasons))
+        fig, ax = figure(6.4, 0.6 + 0.5 * len(f) + 0.15 * len(reasons))
         left = np.zeros(len(f))
         cmap = __import__("matplotlib").colormaps["tab20"]
         for i, reason in enumerate(reasons):
@@ -163,14 +113,14 @@ def _plot_funnel(s: dict[str, Any]) -> list[str]:
         ax.set_xlabel("documents dropped")
         ax.set_title("Drops by reason per stage")
         ax.legend(frameon=False, fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5))
-        out.append(_img(fig, "drops by reason"))
+        out.append(img(fig, "drops by reason"))
     return out
 
 
 def _plot_bars(items: list[tuple[str, float]], title: str, xlabel: str, horizontal: bool = True) -> str | None:
     if not items:
         return None
-    fig, ax = _figure(6.4, max(2.2, 0.3 * len(items) + 0.8))
+    fig, ax = figure(6.4, max(2.2, 0.3 * len(items) + 0.8))
     labels = [k for k, _ in items]
     vals = [v for _, v in items]
     ax.barh(range(len(items)), vals, color="#357")
@@ -178,13 +128,13 @@ def _plot_bars(items: list[tuple[str, float]], title: str, xlabel: str, horizont
     ax.invert_yaxis()
     ax.set_xlabel(xlabel)
     ax.set_title(title)
-    return _img(fig, title)
+    return img(fig, title)
 
 
 def _plot_hist(bins: list[dict[str, Any]], title: str, xlabel: str) -> str | None:
     if not bins or not any(b["count"] for b in bins):
         return None
-    fig, ax = _figure()
+    fig, ax = figure()
     ax.bar(
         [b["lo"] for b in bins],
         [b["count"] for b in bins],
@@ -196,14 +146,14 @@ def _plot_hist(bins: list[dict[str, Any]], title: str, xlabel: str) -> str | Non
     ax.set_xlabel(xlabel)
     ax.set_ylabel("documents")
     ax.set_title(title)
-    return _img(fig, title)
+    return img(fig, title)
 
 
 def _plot_lengths(s: dict[str, Any]) -> str | None:
     hist = s.get("length_histogram") or []
     if not hist:
         return None
-    fig, ax = _figure()
+    fig, ax = figure()
     ax.bar(
         [10 ** h["log10_chars"] for h in hist],
         [h["docs"] for h in hist],
@@ -216,14 +166,14 @@ def _plot_lengths(s: dict[str, Any]) -> str | None:
     ax.set_xlabel("document length (characters, log scale)")
     ax.set_ylabel("documents")
     ax.set_title("Document lengths")
-    return _img(fig, "document lengths")
+    return img(fig, "document lengths")
 
 
 def _plot_dates(s: dict[str, Any]) -> str | None:
     months = (s.get("dates") or {}).get("per_month") or []
     if not months:
         return None
-    fig, ax = _figure()
+    fig, ax = figure()
     ax.bar(range(len(months)), [m["docs"] for m in months], color="#357")
     step = max(1, len(months) // 12)
     ax.set_xticks(
@@ -231,7 +181,7 @@ def _plot_dates(s: dict[str, Any]) -> str | None:
     )
     ax.set_ylabel("documents")
     ax.set_title("Documents per month")
-    return _img(fig, "documents per month")
+    return img(fig, "documents per month")
 
 
 def render_report(s: dict[str, Any]) -> str:
@@ -239,7 +189,7 @@ def render_report(s: dict[str, Any]) -> str:
     esc = html.escape
     parts = [
         f"<!doctype html><html><head><meta charset='utf-8'><title>curate report: {esc(s['path'])}</title>"
-        f"<style>{_CSS}</style></head><body>"
+        f"<style>{CSS}</style></head><body>"
     ]
     # Sections in page order (each draws its own plots).
     parts += _overview(s)
@@ -248,7 +198,7 @@ def render_report(s: dict[str, Any]) -> str:
     parts += _content_section(s)
     for name, info in (s.get("side_outputs") or {}).items():
         parts.append(f"<h2>{esc(name)}/</h2>")
-        parts.append(_table(["reason", "documents"], [[k, v] for k, v in info["by_reason"].items()]))
+        parts.append(table(["reason", "documents"], [[k, v] for k, v in info["by_reason"].items()]))
     parts.append("</body></html>\n")
     return "".join(parts)
 
@@ -259,7 +209,7 @@ def _overview(s: dict[str, Any]) -> list[str]:
     esc = html.escape
     parts = [f"<h1>curate report: {esc(s['path'])}</h1>"]
     parts.append(
-        _table(
+        table(
             ["stage", "documents", m, "characters"],
             [[s.get("stage") or "?", s["docs"], s["tokens"], s["chars"]]],
         )
@@ -304,7 +254,7 @@ def _sources_section(s: dict[str, Any]) -> list[str]:
                 x.get("capped"),
             ]
         )
-    parts.append(_table(["source", "docs", m, "share %", "requested %", "epochs", "capped"], rows))
+    parts.append(table(["source", "docs", m, "share %", "requested %", "epochs", "capped"], rows))
     img = _plot_sources(s)
     if img:
         parts.append(img)
@@ -335,7 +285,7 @@ def _funnel_section(s: dict[str, Any]) -> list[str]:
                 ", ".join(f"{k}={v:,}" for k, v in sorted(drops.items(), key=lambda kv: -kv[1])),
             ]
         )
-    parts.append(_table(["stage", "directory", "read", "kept", "tokens kept", "dropped"], rows))
+    parts.append(table(["stage", "directory", "read", "kept", "tokens kept", "dropped"], rows))
     parts.extend(funnel_imgs)
     return parts
 
@@ -345,7 +295,7 @@ def _content_section(s: dict[str, Any]) -> list[str]:
     length percentiles."""
     m = s["measure"]
     parts = ["<h2>Content</h2><div class='grid'>"]
-    for img in (
+    for plot in (
         _plot_bars([(r["language"], r[m]) for r in s["languages"]], f"Languages (by {m})", m),
         _plot_bars([(r["domain"], r["docs"]) for r in s.get("top_domains", [])], "Top domains", "documents"),
         _plot_lengths(s),
@@ -353,13 +303,13 @@ def _content_section(s: dict[str, Any]) -> list[str]:
         _plot_hist(s.get("language_score_histogram") or [], "Language score", "language_score"),
         _plot_dates(s),
     ):
-        if img:
-            parts.append(f"<div>{img}</div>")
+        if plot:
+            parts.append(f"<div>{plot}</div>")
     parts.append("</div>")
     lp = s["length_percentiles"]
     if lp["chars"]:
         parts.append(
-            _table(["", *[f"p{int(q * 100)}" for q in lp["percentiles"]]], [["characters", *lp["chars"]], [m, *lp[m]]])
+            table(["", *[f"p{int(q * 100)}" for q in lp["percentiles"]]], [["characters", *lp["chars"]], [m, *lp[m]]])
         )
     return parts
 
