@@ -17,6 +17,7 @@ from curate.core.version import __version__
 # name -> "module:attribute", in the order `curate --help` lists them.
 COMMANDS: dict[str, str] = {
     "pipeline": "curate.cli.pipeline:pipeline",
+    "ablate": "curate.cli.ablate:ablate",
     "crawl": "curate.cli.crawl:crawl",
     "filter": "curate.cli.filter:filter_cmd",
     "quality": "curate.cli.filter:quality",
