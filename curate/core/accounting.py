@@ -31,9 +31,12 @@ class Stats:
         if n_chars:
             self.chars[f"rejected:{reason}"] += n_chars
 
-    def error(self, reason: str, file: str | None = None, offset: int | None = None, detail: str | None = None) -> None:
+    def error(
+        self, reason: str, file: str | None = None, offset: int | None = None, detail: str | None = None, **info: Any
+    ) -> None:
+        """One error; its example holds ``file``, ``offset`` (bytes) or ``row`` (Parquet), ``detail``."""
         self.errors[reason] += 1
-        self.example(reason, file=file, offset=offset, detail=detail)
+        self.example(reason, file=file, offset=offset, detail=detail, **info)
 
     def example(self, reason: str, **info: Any) -> None:
         bucket = self.examples.setdefault(reason, [])
@@ -75,3 +78,27 @@ class Stats:
             examples={k: list(v) for k, v in data.get("error_examples", {}).items()},
             chars=Counter(data.get("chars", {})),
         )
+
+
+def failed_input(path: str, exc: BaseException) -> tuple[Stats, str]:
+    """The counts and one-line message of an input that could not be read at all: one record
+    read, one error (the exception's ``reason``: ``bad_schema`` for a file whose columns cannot
+    hold documents, ``unreadable_file`` for any other input error, ``input_failed`` for anything
+    else), its example naming the file. Every stage counts a failed input this way."""
+    from curate.core.errors import CurateError, InputError
+
+    if isinstance(exc, CurateError):
+        message = str(exc)
+        fallback = "unreadable_file" if isinstance(exc, InputError) else "input_failed"
+    else:
+        message, fallback = f"{type(exc).__name__}: {exc}", "input_failed"
+    message = message.removeprefix(f"{path}: ")
+    return failed_stats(path, getattr(exc, "reason", fallback), message), message
+
+
+def failed_stats(path: str, reason: str, message: str) -> Stats:
+    """One record read and one error ``reason`` whose example names ``path`` (see
+    :func:`failed_input`)."""
+    stats = Stats(read=1)
+    stats.error(reason, file=path, detail=message.removeprefix(f"{path}: "))
+    return stats

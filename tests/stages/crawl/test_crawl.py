@@ -116,7 +116,9 @@ def test_damaged_inputs_are_counted_and_the_rest_kept(tmp_path, warc_kit):
     assert c["read"] == c["kept"] + sum(c["rejected"].values()) + sum(c["errors"].values())
     assert c["kept"] == 5 + 6
     assert c["rejected"] == {"not_html": 1, "status_404": 1, "no_text": 1}
-    assert sum(c["errors"].values()) == 2 and "trailing_garbage" in c["errors"]
+    # Two damaged records, and the file that is no archive at all as one error naming it.
+    assert sum(c["errors"].values()) == 3 and "trailing_garbage" in c["errors"]
+    assert c["error_examples"]["unreadable_file"][0]["file"].endswith("c-notwarc.warc")
     example = c["error_examples"]["trailing_garbage"][0]
     assert example["file"].endswith("b-trailing.warc.gz") and example["offset"] == len(good)
     assert manifest["inputs_failed"] == 1
