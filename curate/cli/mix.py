@@ -7,7 +7,7 @@ import json
 
 import click
 
-from curate.cli.common import overwrite_option, quiet_option
+from curate.cli.common import finish, overwrite_option, quiet_option
 from curate.core.errors import CurateError
 
 
@@ -116,7 +116,8 @@ def mix(
     manifest = stage.plan(cfg, ctx) if plan_only else stage.run(cfg, ctx)
     if as_json:
         click.echo(json.dumps(manifest, indent=2, sort_keys=True, default=str))
-    click.echo(stage.summarize_mix(manifest), err=True)
+    # Exit 1 when a file could not be read (the others are mixed), as for the other stages.
+    finish(manifest, stage.summarize_mix(manifest))
 
 
 @click.group()
