@@ -12,6 +12,7 @@ import gzip
 import json
 import lzma
 import os
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -62,6 +63,8 @@ CODE_EXTENSIONS = {
     ".dart": "dart",
 }
 COMPRESSIONS = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}
+# What reading a damaged file raises (a corrupt gzip stream is a zlib.error, not an OSError).
+READ_ERRORS = (OSError, EOFError, zlib.error, lzma.LZMAError)
 
 # Tried in order when a JSONL record has no ``date_field``.
 DATE_FALLBACKS = ("created", "created_at", "timestamp", "published", "date_published", "date_download")
@@ -201,7 +204,7 @@ def file_documents(conv: Conversion, f: SourceFile, stats: Stats) -> Iterator[Do
         opener = COMPRESSIONS.get(split_compression(f.path)[1] or "", open)
         with opener(f.path, "rb") as fh:  # type: ignore[operator]
             data = fh.read()
-    except (OSError, EOFError) as exc:
+    except READ_ERRORS as exc:
         raise InputError(f"{f.path}: cannot be read ({exc})") from None
     stats.read += 1
     text, charset = _decode(data)
@@ -259,7 +262,7 @@ def _jsonl_documents(conv: Conversion, f: SourceFile, stats: Stats) -> Iterator[
                     stats.error("missing_text", file=f.path, offset=lineno, detail=detail)
                     continue
                 yield doc
-        except (OSError, EOFError) as exc:
+        except READ_ERRORS as exc:
             if not lines_read:  # not one line: the file cannot be read at all
                 raise InputError(f"{f.path}: cannot be read ({exc})") from None
             stats.read += 1  # a truncated .gz: what was read is kept, the rest is one error
