@@ -25,6 +25,9 @@ class Stats:
     errors: Counter = field(default_factory=Counter)
     examples: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     chars: Counter = field(default_factory=Counter)  # characters read/kept/per reason
+    # Records read only after their framing was fixed (a wrong Content-Length), by what was
+    # wrong: a note on records already counted above, not a fourth outcome.
+    repaired: Counter = field(default_factory=Counter)
 
     def reject(self, reason: str, n_chars: int = 0) -> None:
         self.rejected[reason] += 1
@@ -49,6 +52,7 @@ class Stats:
         self.rejected.update(other.rejected)
         self.errors.update(other.errors)
         self.chars.update(other.chars)
+        self.repaired.update(other.repaired)
         for reason, items in other.examples.items():
             bucket = self.examples.setdefault(reason, [])
             bucket.extend(items[: MAX_EXAMPLES - len(bucket)])
@@ -59,7 +63,7 @@ class Stats:
         return self.read == self.kept + sum(self.rejected.values()) + sum(self.errors.values())
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        out = {
             "read": self.read,
             "kept": self.kept,
             "rejected": dict(sorted(self.rejected.items())),
@@ -67,6 +71,9 @@ class Stats:
             "error_examples": dict(sorted(self.examples.items())),
             "chars": dict(sorted(self.chars.items())),
         }
+        if self.repaired:  # only where it happened: other manifests keep their shape
+            out["repaired"] = dict(sorted(self.repaired.items()))
+        return out
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Stats:
@@ -77,6 +84,7 @@ class Stats:
             errors=Counter(data.get("errors", {})),
             examples={k: list(v) for k, v in data.get("error_examples", {}).items()},
             chars=Counter(data.get("chars", {})),
+            repaired=Counter(data.get("repaired", {})),
         )
 
 

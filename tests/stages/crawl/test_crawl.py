@@ -124,6 +124,33 @@ def test_damaged_inputs_are_counted_and_the_rest_kept(tmp_path, warc_kit):
     assert manifest["inputs_failed"] == 1
 
 
+def test_wrong_content_lengths_are_counted_whether_repaired_or_not(tmp_path, warc_kit):
+    from curate.runtime.stage import summarize
+
+    def set_length(data: bytes, which: int, delta: int) -> bytes:
+        pos = -1
+        for _ in range(which + 1):
+            pos = data.index(b"Content-Length: ", pos + 1)
+        end = data.index(b"\r\n", pos)
+        return data[: pos + 16] + str(int(data[pos + 16 : end]) + delta).encode() + data[end:]
+
+    long_page = ("https://e.com/long", warc_kit.http_block(("<p>" + "word " * 4000 + "</p>").encode()))
+    data = warc_kit.make_warc(warc_kit.simple_pages(3) + [long_page] + warc_kit.simple_pages(1, "z"), gzip=False)
+    data = set_length(data, 1, -7)  # page 0: 7 bytes short, the next header frames it whole
+    data = set_length(data, 2, 11)  # page 1: 11 bytes long, the same
+    data = set_length(data, 4, -12_000)  # the long page: far too short, no header near its end
+    (tmp_path / "in.warc").write_bytes(data)
+    manifest = crawl([str(tmp_path / "in.warc")], str(tmp_path / "out"))
+    c = manifest["counts"]
+    assert c["repaired"] == {"bad_content_length": 2} and c["errors"] == {"bad_content_length": 1}
+    assert c["kept"] == 4 and c["read"] == 5 == c["kept"] + sum(c["rejected"].values()) + sum(c["errors"].values())
+    offsets = [e["offset"] for e in c["error_examples"]["repaired:bad_content_length"]]
+    docs = {d.url: d for d in read_documents([str(tmp_path / "out")])}
+    assert sorted(d.warc_offset for d in docs.values() if "repaired" in (d.meta or "")) == sorted(offsets)
+    assert "https://e.com/long" not in docs
+    assert "repaired: bad_content_length=2" in summarize(manifest)
+
+
 def test_too_large_and_config(tmp_path, warc_kit):
     big = (
         "https://e.com/big",
