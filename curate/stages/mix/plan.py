@@ -206,19 +206,33 @@ def plan_mix(cfg: MixConfig, counted: list[SourceCount]) -> tuple[list[SourcePla
             short.append(plan)
             need = requested / c.tokens if c.tokens else float("inf")
             notes.append(
-                f"source {name!r}: {c.tokens:,} tokens would need {need:.1f} epochs for its share "
+                f"source {name!r}: {c.tokens:,} tokens would need {number(need, 1)} epochs for its share "
                 f"(max {plan.max_epochs:g}); capped at {plan.tokens_target:,} tokens, shortfall "
-                f"{requested - plan.tokens_target:,.0f} tokens given to the other sources by weight"
+                f"{number(requested - plan.tokens_target)} tokens given to the other sources by weight"
             )
     planned = sum(p.tokens_planned for p in plans)
-    if planned < budget:
-        notes.append(
-            f"all sources together hold only {planned:,} tokens within their epoch caps: the mix is "
-            f"{budget - planned:,} tokens short of the budget {budget:,}"
-        )
+    note = shortfall_note(planned, budget)
+    if note:
+        notes.append(note)
     if cfg.strict and (short or planned < budget):
         raise CurateError("--strict: " + "; ".join(n for n in notes if "weights sum" not in n))
     return plans, notes
+
+
+def number(value: float, decimals: int = 0) -> str:
+    """``1,234,567`` (with ``decimals``), or ``1e+30`` past what digits make readable."""
+    return f"{value:,.{decimals}f}" if abs(value) < 1e15 else f"{value:.3g}"
+
+
+def shortfall_note(tokens: int, budget: int) -> str | None:
+    """The note of a mix that holds fewer tokens than its budget (every source at its epoch
+    cap), None when it reaches it. The command prints it even with ``--quiet``."""
+    if tokens >= budget:
+        return None
+    return (
+        f"all sources together hold only {tokens:,} tokens within their epoch caps: the mix is "
+        f"{number(budget - tokens)} tokens short of the budget {number(budget)}"
+    )
 
 
 @dataclass

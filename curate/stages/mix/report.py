@@ -10,7 +10,7 @@ import numpy as np
 from curate.core.manifest import build_manifest
 from curate.core.shards import ShardInfo
 from curate.stages.mix.config import MixConfig
-from curate.stages.mix.plan import Planned, SourceCount, SourcePlan
+from curate.stages.mix.plan import Planned, SourceCount, SourcePlan, number
 from curate.stages.mix.shuffle import TOKENS_DIR, OutputWriter, Selected
 
 STAGE = "mix"  # the stage name in manifests and state
@@ -124,7 +124,7 @@ def summarize_mix(manifest: dict[str, Any]) -> str:
     lines = []
     t = manifest["tokens"]
     lines.append(
-        f"{manifest['stage']}: {t['realized']:,} tokens (budget {t['budget']:,}), "
+        f"{manifest['stage']}: {t['realized']:,} tokens (budget {number(t['budget'])}), "
         f"tokenizer {manifest['tokenizer']['name']}, seed {manifest['seed']}"
     )
     lines.append(f"  {'source':<16}{'requested':>10}{'realized':>10}{'tokens':>14}{'docs':>9}{'rows':>9}{'epochs':>8}")

@@ -192,3 +192,34 @@ def test_killed_run_resumes_without_duplicates(tmp_path, warc_kit):
     assert len(got) == 36 and len({(r["warc_path"], r["id"]) for r in got}) == 36
     assert got == want
     assert not list(out.glob(".*.tmp"))
+
+
+@pytest.mark.parametrize(
+    "overrides,message",
+    [
+        ({"min_text_chars": -1}, "crawl config: min_text_chars = -1 is out of range; allowed: an integer >= 0"),
+        ({"max_page_bytes": 0}, "crawl: max_page_bytes = 0 is out of range; allowed: an integer >= 1"),
+        ({"shard_size": "0MB"}, "crawl: shard_size = 0 is out of range; allowed: an integer >= 1"),
+        ({"extract": {"time_limit": -1.0}}, "crawl config.extract: time_limit = -1.0 is out of range"),
+        ({"extract": {"full_below_chars": -5}}, "crawl config.extract: full_below_chars = -5 is out of range"),
+        ({"http": {"retries": -1}}, "crawl config.http: retries = -1 is out of range; allowed: an integer >= 0"),
+        ({"http": {"timeout": 0.0}}, "crawl config.http: timeout = 0.0 is out of range; allowed: a number > 0"),
+        ({"http": {"backoff": -0.5}}, "crawl config.http: backoff = -0.5 is out of range; allowed: a number >= 0"),
+    ],
+)
+def test_numeric_settings_are_range_checked_when_built(overrides, message):
+    import re
+
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        load_config(None, overrides)
+
+
+def test_configs_built_in_code_are_range_checked_by_validate():
+    from curate.stages.crawl.extract import ExtractOptions
+    from curate.stages.crawl.sources import HttpOptions
+
+    with pytest.raises(ConfigError, match=r"crawl\.extract: time_limit = -2 is out of range"):
+        CrawlConfig(extract=ExtractOptions(time_limit=-2)).validate()
+    with pytest.raises(ConfigError, match=r"crawl\.http: max_backoff = -1 is out of range"):
+        CrawlConfig(http=HttpOptions(max_backoff=-1)).validate()
+    assert CrawlConfig(extract=ExtractOptions(time_limit=0)).validate().extract.time_limit == 0

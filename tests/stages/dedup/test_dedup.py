@@ -675,3 +675,29 @@ def test_char_batches_cover_every_text_once_within_the_budget_and_errors_are_one
     )
     assert reason == "unreadable_file"
     assert message == "x.parquet: row group 3 unreadable (OSError: Couldn't deserialize thrift)"
+
+
+@pytest.mark.parametrize(
+    "options,message",
+    [
+        ({"threshold": 0.0}, "threshold = 0.0 is out of range; allowed: a number in (0, 1]"),
+        ({"verify_threshold": 1.5}, "verify_threshold = 1.5 is out of range; allowed: a number in (0, 1]"),
+        ({"seed": -1}, "seed = -1 is out of range; allowed: an integer in [0, 4294967295]"),
+        ({"seed": 2**32}, "seed = 4294967296 is out of range"),
+        ({"num_perm": 1}, "num_perm = 1 is out of range; allowed: an integer in [2, 4096]"),
+        ({"ngram": 0}, "ngram = 0 is out of range; allowed: an integer >= 1"),
+        ({"bands": 0, "rows": 4}, "bands = 0 is out of range; allowed: an integer >= 1"),
+        ({"shard_bytes": 0}, "shard_bytes = 0 is out of range; allowed: an integer >= 1"),
+    ],
+)
+def test_numeric_settings_are_range_checked(options, message):
+    import re
+
+    from curate.core.config import from_dict
+    from curate.core.errors import ConfigError
+
+    # Built in code (the command line) or from a table (the pipeline's [dedup]): the same check.
+    with pytest.raises(ConfigError, match="^dedup: " + re.escape(message)):
+        DedupConfig(**options).validate()
+    with pytest.raises(ConfigError, match=r"^\[dedup\]: " + re.escape(message)):
+        from_dict(DedupConfig, options, where="[dedup]")
