@@ -29,6 +29,9 @@ from curate.core.errors import CurateError, InputError
 from curate.core.shards import first_line
 
 SIDE_VIEWS = ("rejected", "removed")
+# The exit status of a file that cannot be read or holds no documents: 1, as in every stage
+# (a path that does not exist stays a usage error, 2).
+UNREADABLE = 1
 
 
 def _sql_str(value: str) -> str:
@@ -106,7 +109,7 @@ def _read_schema(file: str) -> pa.Schema:
     try:
         return pq.read_schema(file)
     except (pa.ArrowException, OSError, ValueError) as exc:
-        raise InputError(f"{file}: not a readable Parquet file ({first_line(exc)})") from None
+        raise InputError(f"{file}: not a readable Parquet file ({first_line(exc)})", UNREADABLE) from None
 
 
 def _check_readable(files: list[str]) -> dict[str, str]:
@@ -128,7 +131,7 @@ def check_document_files(files: list[str]) -> dict[str, str]:
         schema = _read_schema(f)
         for column, problem in schema_problems(schema).items():
             if column in REQUIRED_COLUMNS:
-                raise SchemaError(f"{f}: {problem}")
+                raise SchemaError(f"{f}: {problem}", UNREADABLE)
             if column not in unusable:
                 expected = SCHEMA.field(column).type
                 t = schema.field(column).type
@@ -146,7 +149,7 @@ def _create_view(con, name: str, files: list[str], exclude: list[str] | None = N
         con.execute(f"CREATE VIEW {name} AS SELECT {columns} FROM read_parquet([{listing}], union_by_name = true)")
     except duckdb.Error as exc:
         where = files[0] if len(files) == 1 else f"{os.path.dirname(files[0]) or '.'} ({len(files)} files)"
-        raise InputError(f"{where}: cannot be read as Parquet ({first_line(exc)})") from None
+        raise InputError(f"{where}: cannot be read as Parquet ({first_line(exc)})", UNREADABLE) from None
 
 
 def views(con) -> list[str]:

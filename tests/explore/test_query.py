@@ -138,7 +138,9 @@ def test_manifest_chain_and_funnel_from_mix(tmp_path, explore_kit):
 
 
 def _one_line_error(r, *words: str) -> None:
-    assert r.exit_code == 2, r.output
+    """A file that cannot be read (or holds no documents): one line naming it, exit 1 as in the
+    data stages."""
+    assert r.exit_code == 1, r.output
     assert r.output.startswith("error: ") and r.output.count("\n") == 1 and "Traceback" not in r.output, r.output
     for word in words:
         assert word in r.output, (word, r.output)

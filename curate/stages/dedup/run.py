@@ -87,8 +87,7 @@ def run(
     config = config.validate()
     ctx = _with_budget(ctx)
     infos = _inspect(ctx.inputs)
-    if all(i.error for i in infos):
-        raise CurateError(f"no readable input: {infos[0].error}")
+    # Unreadable inputs, even all of them, are counted in the manifest like in every stage.
     out = OutputDir(ctx.output, STAGE, [REMOVED])
     out.refuse_inputs_inside([i.path for i in infos])  # before the lock: a refused run leaves nothing
     with out.locked(), writing(out.path):

@@ -134,7 +134,10 @@ def _count_and_plan(cfg: MixConfig, ctx: StageContext) -> Planned:
     for note in notes:
         ctx.log(f"note: {note}")
     if sum(c.docs for c in counted) == 0:
-        raise CurateError("no usable documents in any source (all inputs empty or unreadable)")
+        failed = [f"{path}: {message}" for c in counted for path, (_, message) in c.failed.items()]
+        detail = f"; {failed[0]}" + (f" (and {len(failed) - 1} more)" if len(failed) > 1 else "") if failed else ""
+        # Exit 1 like a stage whose inputs could not be read; nothing is written.
+        raise CurateError(f"no usable documents in any source (all inputs empty or unreadable{detail})", 1)
     return Planned(tokenizer, counted, plans, notes)
 
 

@@ -317,8 +317,10 @@ def test_errors_are_counted_and_bad_input_is_skipped(tmp_path):
     assert c["error_examples"]["null_text"] == [example]
     assert c["error_examples"]["unreadable_file"][0]["file"].endswith("part-00002-000.parquet")
     assert c["rejected"] == {"exact": 1} and c["kept"] == 3
-    with pytest.raises(CurateError, match="no readable input"):
-        dedup([str(tmp_path / "in" / "part-00002-000.parquet")], str(tmp_path / "out2"))
+    # No readable input at all: still a manifest counting it (the command exits 1, like filter).
+    alone = dedup([str(tmp_path / "in" / "part-00002-000.parquet")], str(tmp_path / "out2"))
+    assert alone["inputs_failed"] == 1 and alone["counts"]["read"] == 1 and alone["counts"]["kept"] == 0
+    assert alone["counts"]["errors"] == {"unreadable_file": 1} and _read(tmp_path / "out2") == []
 
 
 def test_rerun_is_a_noop_and_other_options_need_overwrite(tmp_path):

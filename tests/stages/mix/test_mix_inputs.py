@@ -105,8 +105,9 @@ def test_no_usable_document_at_all_is_still_an_error(tmp_path):
     d = tmp_path / "web"
     d.mkdir()
     (d / "part.parquet").write_bytes(b"garbage")
-    with pytest.raises(CurateError, match="no usable documents in any source"):
+    with pytest.raises(CurateError, match="no usable documents in any source .*part.parquet: not a readable") as info:
         _mix([str(d)], tmp_path / "out")
+    assert info.value.exit_code == 1 and not (tmp_path / "out" / "manifest.json").exists()
 
 
 def test_cli_exits_1_and_names_the_file_plan_included(tmp_path):
