@@ -23,28 +23,11 @@ from curate.core.document import Document
 from curate.core.shards import ShardWriter
 
 STAGES = ("filter", "dedup", "mix")
-WORDS = [
-    "river",
-    "stone",
-    "light",
-    "paper",
-    "garden",
-    "window",
-    "orange",
-    "quiet",
-    "market",
-    "station",
-    "letter",
-    "harbour",
-    "winter",
-]
 
 
 def _text(i: int) -> str:
-    # Distinct, ordinary English prose, long enough for the default filters and for dedup to
-    # find no duplicates among the good documents.
-    words = [WORDS[(i * 7 + k * (i % 5 + 1)) % len(WORDS)] for k in range(80)]
-    return f"Report number {i}. " + " ".join(words).capitalize() + ". The end of the report is here."
+    # Words of its own in every document: dedup finds no duplicates among the good ones.
+    return f"Report number {i} from the harbour office. " + " ".join(f"w{i}x{k}" for k in range(60)) + "."
 
 
 def _good(directory: Path, n: int = 8) -> Path:
