@@ -7,7 +7,7 @@ import json
 
 import click
 
-from curate.cli.common import overwrite_option, quiet_option
+from curate.cli.common import finish, overwrite_option, quiet_option
 from curate.core.errors import CurateError
 
 
@@ -95,6 +95,7 @@ def mix(
     """
     from curate.runtime.stage import StageContext
     from curate.stages import mix as stage
+    from curate.stages.mix.plan import shortfall_note
 
     specs = [stage.parse_source_option(s) for s in sources]
     overrides = {
@@ -116,7 +117,12 @@ def mix(
     manifest = stage.plan(cfg, ctx) if plan_only else stage.run(cfg, ctx)
     if as_json:
         click.echo(json.dumps(manifest, indent=2, sort_keys=True, default=str))
-    click.echo(stage.summarize_mix(manifest), err=True)
+    tokens = manifest["tokens"]
+    note = shortfall_note(tokens["realized"], tokens["budget"])
+    if quiet and note:  # the mix is not what was asked for: said even with --quiet
+        click.echo(f"note: {note}", err=True)
+    # Exit 1 when a file could not be read (the others are mixed), as for the other stages.
+    finish(manifest, stage.summarize_mix(manifest))
 
 
 @click.group()

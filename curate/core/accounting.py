@@ -25,15 +25,21 @@ class Stats:
     errors: Counter = field(default_factory=Counter)
     examples: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     chars: Counter = field(default_factory=Counter)  # characters read/kept/per reason
+    # Records read only after their framing was fixed (a wrong Content-Length), by what was
+    # wrong: a note on records already counted above, not a fourth outcome.
+    repaired: Counter = field(default_factory=Counter)
 
     def reject(self, reason: str, n_chars: int = 0) -> None:
         self.rejected[reason] += 1
         if n_chars:
             self.chars[f"rejected:{reason}"] += n_chars
 
-    def error(self, reason: str, file: str | None = None, offset: int | None = None, detail: str | None = None) -> None:
+    def error(
+        self, reason: str, file: str | None = None, offset: int | None = None, detail: str | None = None, **info: Any
+    ) -> None:
+        """One error; its example holds ``file``, ``offset`` (bytes) or ``row`` (Parquet), ``detail``."""
         self.errors[reason] += 1
-        self.example(reason, file=file, offset=offset, detail=detail)
+        self.example(reason, file=file, offset=offset, detail=detail, **info)
 
     def example(self, reason: str, **info: Any) -> None:
         bucket = self.examples.setdefault(reason, [])
@@ -46,6 +52,7 @@ class Stats:
         self.rejected.update(other.rejected)
         self.errors.update(other.errors)
         self.chars.update(other.chars)
+        self.repaired.update(other.repaired)
         for reason, items in other.examples.items():
             bucket = self.examples.setdefault(reason, [])
             bucket.extend(items[: MAX_EXAMPLES - len(bucket)])
@@ -56,7 +63,7 @@ class Stats:
         return self.read == self.kept + sum(self.rejected.values()) + sum(self.errors.values())
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        out = {
             "read": self.read,
             "kept": self.kept,
             "rejected": dict(sorted(self.rejected.items())),
@@ -64,6 +71,9 @@ class Stats:
             "error_examples": dict(sorted(self.examples.items())),
             "chars": dict(sorted(self.chars.items())),
         }
+        if self.repaired:  # only where it happened: other manifests keep their shape
+            out["repaired"] = dict(sorted(self.repaired.items()))
+        return out
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Stats:
@@ -74,4 +84,29 @@ class Stats:
             errors=Counter(data.get("errors", {})),
             examples={k: list(v) for k, v in data.get("error_examples", {}).items()},
             chars=Counter(data.get("chars", {})),
+            repaired=Counter(data.get("repaired", {})),
         )
+
+
+def failed_input(path: str, exc: BaseException) -> tuple[Stats, str]:
+    """The counts and one-line message of an input that could not be read at all: one record
+    read, one error (the exception's ``reason``: ``bad_schema`` for a file whose columns cannot
+    hold documents, ``unreadable_file`` for any other input error, ``input_failed`` for anything
+    else), its example naming the file. Every stage counts a failed input this way."""
+    from curate.core.errors import CurateError, InputError
+
+    if isinstance(exc, CurateError):
+        message = str(exc)
+        fallback = "unreadable_file" if isinstance(exc, InputError) else "input_failed"
+    else:
+        message, fallback = f"{type(exc).__name__}: {exc}", "input_failed"
+    message = message.removeprefix(f"{path}: ")
+    return failed_stats(path, getattr(exc, "reason", fallback), message), message
+
+
+def failed_stats(path: str, reason: str, message: str) -> Stats:
+    """One record read and one error ``reason`` whose example names ``path`` (see
+    :func:`failed_input`)."""
+    stats = Stats(read=1)
+    stats.error(reason, file=path, detail=message.removeprefix(f"{path}: "))
+    return stats

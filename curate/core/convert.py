@@ -12,6 +12,7 @@ import gzip
 import json
 import lzma
 import os
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -19,6 +20,7 @@ from typing import IO, Any
 
 from curate.core.accounting import Stats
 from curate.core.document import Document, stable_id, to_utc
+from curate.core.errors import InputError
 from curate.core.files import iter_jsonl
 
 FORMATS = ("auto", "parquet", "jsonl", "text", "code")
@@ -61,6 +63,8 @@ CODE_EXTENSIONS = {
     ".dart": "dart",
 }
 COMPRESSIONS = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}
+# What reading a damaged file raises (a corrupt gzip stream is a zlib.error, not an OSError).
+READ_ERRORS = (OSError, EOFError, zlib.error, lzma.LZMAError)
 
 # Tried in order when a JSONL record has no ``date_field``.
 DATE_FALLBACKS = ("created", "created_at", "timestamp", "published", "date_published", "date_download")
@@ -191,18 +195,18 @@ def split_front_matter(text: str) -> tuple[dict[str, str], str]:
 
 
 def file_documents(conv: Conversion, f: SourceFile, stats: Stats) -> Iterator[Document]:
-    """The documents of one non-Parquet file (counted in ``stats``)."""
+    """The documents of one non-Parquet file (counted in ``stats``); an :class:`InputError`,
+    before the first document, when the file cannot be read at all."""
     if f.format == "jsonl":
         yield from _jsonl_documents(conv, f, stats)
         return
-    stats.read += 1
     try:
         opener = COMPRESSIONS.get(split_compression(f.path)[1] or "", open)
         with opener(f.path, "rb") as fh:  # type: ignore[operator]
             data = fh.read()
-    except (OSError, EOFError) as exc:
-        stats.error("unreadable_file", file=f.path, detail=str(exc))
-        return
+    except READ_ERRORS as exc:
+        raise InputError(f"{f.path}: cannot be read ({exc})") from None
+    stats.read += 1
     text, charset = _decode(data)
     if f.format == "code":
         lang = CODE_EXTENSIONS.get(os.path.splitext(split_compression(f.path)[0])[1].lower(), "unknown")
@@ -236,9 +240,7 @@ def _jsonl_documents(conv: Conversion, f: SourceFile, stats: Stats) -> Iterator[
     try:
         fh = _open_text(f.path)
     except OSError as exc:
-        stats.read += 1
-        stats.error("unreadable_file", file=f.path, detail=str(exc))
-        return
+        raise InputError(f"{f.path}: cannot be read ({exc})") from None
     lines_read = 0
 
     def counted(lines: IO[str]) -> Iterator[str]:
@@ -260,8 +262,10 @@ def _jsonl_documents(conv: Conversion, f: SourceFile, stats: Stats) -> Iterator[
                     stats.error("missing_text", file=f.path, offset=lineno, detail=detail)
                     continue
                 yield doc
-        except (OSError, EOFError) as exc:  # a truncated .gz: keep what was read
-            stats.read += 1
+        except READ_ERRORS as exc:
+            if not lines_read:  # not one line: the file cannot be read at all
+                raise InputError(f"{f.path}: cannot be read ({exc})") from None
+            stats.read += 1  # a truncated .gz: what was read is kept, the rest is one error
             stats.error("unreadable_file", file=f.path, offset=lines_read, detail=str(exc))
 
 

@@ -19,7 +19,9 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from curate.core.errors import InputError
 
@@ -154,33 +156,117 @@ def documents_to_table(docs: Iterable[Document]) -> pa.Table:
     return pa.Table.from_pylist([d.to_row() for d in docs], schema=SCHEMA)
 
 
+class SchemaError(InputError):
+    """A file whose columns cannot hold curate documents: a required column missing, or a
+    column of another kind than the schema's (numbers or bytes where text belongs, text where a
+    date belongs ...). Stages count it as the error :attr:`reason` of that file."""
+
+    reason = "bad_schema"
+
+
+def _kind(t: pa.DataType) -> str:
+    """What a column holds, whatever its physical type: the unit of :func:`castable`."""
+    if pa.types.is_dictionary(t):
+        t = t.value_type
+    checks = (
+        ("null", pa.types.is_null),
+        ("string", lambda t: pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_string_view(t)),
+        ("integer", pa.types.is_integer),
+        ("float", pa.types.is_floating),
+        ("time", lambda t: pa.types.is_timestamp(t) or pa.types.is_date(t)),
+        ("map", pa.types.is_map),
+    )
+    return next((kind for kind, test in checks if test(t)), str(t))
+
+
+def castable(source: pa.DataType, target: pa.DataType) -> bool:
+    """Whether a column stored as ``source`` is read as ``target`` without changing what it
+    means: the same kind of value in another width, unit, zone or string layout (large_string ->
+    string, int32 -> int64, float32 <-> float64, timestamp[ns] or date32 -> timestamp[us, UTC]),
+    integers where floats belong, or all nulls. Numbers, booleans or bytes where text belongs,
+    text where a date or a number belongs, floats where integers belong are other kinds."""
+    kind, wanted = _kind(source), _kind(target)
+    if kind == "null":
+        return True
+    if wanted == "float":
+        return kind in ("float", "integer")
+    if wanted == "map":
+        return (
+            kind == "map"
+            and castable(source.key_type, target.key_type)
+            and castable(source.item_type, target.item_type)
+        )
+    return kind == wanted
+
+
+def schema_problems(schema: pa.Schema) -> dict[str, str]:
+    """``{column: what is wrong}`` for the columns of :data:`SCHEMA` that ``schema`` (a file's)
+    lacks (required ones only) or stores as another kind (:func:`castable`); empty when the file
+    can be read as documents. Columns the schema does not know are ignored."""
+    problems: dict[str, str] = {}
+    missing = [c for c in REQUIRED_COLUMNS if c not in schema.names]
+    if missing:
+        found = ", ".join(schema.names[:12]) or "none"
+        problems[missing[0]] = f"not a curate document file (missing column(s) {', '.join(missing)}; found {found})"
+    for f in SCHEMA:
+        if f.name in schema.names and f.name not in problems:
+            t = schema.field(f.name).type
+            if not castable(t, f.type):
+                problems[f.name] = f"column {f.name!r} has type {t}, expected {f.type}"
+    return problems
+
+
+def check_schema(schema: pa.Schema, origin: str = "input") -> None:
+    """:class:`SchemaError` naming ``origin`` and the first problem of :func:`schema_problems`:
+    every reader checks a file's schema (its footer) before it reads a row."""
+    problems = schema_problems(schema)
+    if problems:
+        raise SchemaError(f"{origin}: {next(iter(problems.values()))}")
+
+
+def conform_column(values: pa.Array | pa.ChunkedArray, name: str, origin: str = "input") -> pa.Array | pa.ChunkedArray:
+    """``values`` of column ``name`` cast to its :data:`SCHEMA` type. Only a value out of the
+    target's range (an integer too large for int32) can fail once :func:`check_schema` passed:
+    a :class:`SchemaError` naming the column."""
+    target = SCHEMA.field(name).type
+    if values.type.equals(target):
+        return values
+    if not castable(values.type, target):
+        raise SchemaError(f"{origin}: column {name!r} has type {values.type}, expected {target}")
+    try:
+        # Sub-microsecond digits of a timestamp are dropped, not refused: no date needs them.
+        return pc.cast(values, options=pc.CastOptions(target, allow_time_truncate=True))
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+        first = (str(exc).strip().splitlines() or [""])[0]
+        raise SchemaError(f"{origin}: column {name!r} has type {values.type}, expected {target} ({first})") from None
+
+
 def conform_table(table: pa.Table, origin: str = "input") -> pa.Table:
     """Cast a table read from disk to :data:`SCHEMA`.
 
     Missing optional columns become nulls and unknown columns are dropped; a missing required
-    column or a column of an incompatible type is an :class:`InputError` naming the file.
+    column or a column of another kind (:func:`check_schema`) is a :class:`SchemaError` naming
+    the file. Null ids and texts stay null: readers count those rows (:func:`null_rows`).
     """
-    missing = [c for c in REQUIRED_COLUMNS if c not in table.column_names]
-    if missing:
-        raise InputError(
-            f"{origin}: not a curate document file (missing column(s) {', '.join(missing)}; "
-            f"found {', '.join(table.column_names[:12]) or 'none'})"
-        )
+    check_schema(table.schema, origin)
     columns = []
     for f in SCHEMA:
         if f.name in table.column_names:
-            col = table.column(f.name)
-            if not col.type.equals(f.type):
-                try:
-                    col = col.cast(f.type)
-                except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
-                    raise InputError(
-                        f"{origin}: column {f.name!r} has type {col.type}, expected {f.type} ({exc})"
-                    ) from None
-            columns.append(col)
+            columns.append(conform_column(table.column(f.name), f.name, origin))
         else:
             columns.append(pa.nulls(table.num_rows, type=f.type))
     return pa.Table.from_arrays(columns, schema=SCHEMA)
+
+
+def null_rows(table: pa.Table) -> list[tuple[int, str]]:
+    """``(row, reason)`` of the rows no document can be made of: ``null_text`` where the text is
+    null, else ``null_id`` where the id is (the same rule in every stage)."""
+    text, ids = table.column("text"), table.column("id")
+    if not (text.null_count or ids.null_count):
+        return []
+    no_text = text.is_null().to_numpy(zero_copy_only=False)
+    no_id = ids.is_null().to_numpy(zero_copy_only=False)
+    return [(int(r), "null_text" if no_text[r] else "null_id") for r in np.flatnonzero(no_text | no_id)]
 
 
 def table_to_documents(table: pa.Table) -> list[Document]:

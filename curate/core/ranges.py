@@ -91,6 +91,7 @@ def check_value(who: str, key: str, value: Any, allowed: Range, integer: bool = 
 
 
 POSITIVE = Range(0.0, low_open=True)  # a rate, a scale or a size that must be above 0
+SEED = Range(0, 2**32 - 1)  # a random seed: numpy's generators take 32-bit ones (no negative seed)
 
 
 def check_bounds(obj: Any, who: str) -> None:

@@ -34,7 +34,7 @@ from collections.abc import Iterator
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from curate.core.accounting import Stats
+from curate.core.accounting import Stats, failed_input, failed_stats
 from curate.core.convert import (
     CODE_EXTENSIONS,
     FORMATS,
@@ -47,7 +47,7 @@ from curate.core.convert import (
 )
 from curate.core.document import Document, documents_to_table
 from curate.core.errors import InputError
-from curate.core.shards import read_tables
+from curate.core.shards import drop_null_rows, read_tables
 
 
 def detect_format(path: str) -> str | None:
@@ -115,7 +115,12 @@ class SourceReader:
 
     Both passes of the mix read a source through this class, so the n-th non-empty document is
     the same document each time. ``stats`` counts ``read``, ``rejected['empty_text']`` and
-    errors (``bad_json``, ``missing_text``, ``unreadable_file``); ``kept`` is left to the caller.
+    errors: per record (``bad_json``, ``missing_text``, ``null_text``, ``null_id``) or per file
+    that could not be read at all (``unreadable_file``, ``bad_schema``: one record read, one
+    error, nothing of the file used; listed in ``failed``). ``kept`` is left to the caller.
+    ``skip`` (path -> (reason, message), the ``failed`` of an earlier pass) counts those files
+    the same way without reading them again; with ``strict`` a file that cannot be read is
+    raised instead.
     """
 
     def __init__(
@@ -127,40 +132,85 @@ class SourceReader:
         id_field: str = "id",
         date_field: str = "date",
         batch_rows: int = 1024,
+        skip: dict[str, tuple[str, str]] | None = None,
+        strict: bool = False,
     ):
         self.name = name
         self.files = resolve_files(paths, fmt)
         self.conversion = Conversion(name, text_field, id_field, date_field)
         self.batch_rows = batch_rows
+        self.skip = dict(skip or {})
+        self.strict = strict
         self.stats = Stats()
         self.per_file: dict[str, Stats] = {}
+        self.failed: dict[str, tuple[str, str]] = {}  # path -> (error reason, message)
 
     def tables(self) -> Iterator[pa.Table]:
-        """Non-empty documents of every file, in order, as conformed tables."""
+        """Non-empty documents of every file, in order, as conformed tables (the rows of a
+        Parquet file that fails partway are among them: see :meth:`batches`)."""
+        for _, table in self.batches():
+            if table is not None:
+                yield table
+
+    def batches(self) -> Iterator[tuple[str | None, pa.Table | None]]:
+        """``(path, table)`` for the tables of :meth:`tables`, ``path`` None for converted
+        documents (batched across files). A Parquet file that fails after some of its rows
+        went out is then announced once as ``(path, None)``: its rows are to be dropped."""
         self.stats = Stats()
         self.per_file = {}
+        self.failed = {}
         pending: list[Document] = []  # converted documents, batched across small files
         pending_stats = Stats()
         for f in self.files:
-            file_stats = self.per_file.setdefault(f.path, Stats())
-            if f.format == "parquet":
+            self.per_file[f.path] = Stats()
+            if f.path in self.skip:
+                self._fail(f.path, *self.skip[f.path])
+            elif f.format == "parquet":
                 if pending:
-                    yield from self._clean(documents_to_table(pending), pending_stats)
+                    yield from ((None, t) for t in self._clean(documents_to_table(pending), pending_stats))
                     pending = []
-                for table in read_tables(f.path, batch_rows=self.batch_rows):
-                    file_stats.read += table.num_rows
-                    yield from self._clean(table, file_stats)
+                yield from self._parquet(f.path)
             else:
-                for doc in file_documents(self.conversion, f, file_stats):
-                    pending.append(doc)
-                    if len(pending) >= self.batch_rows:
-                        yield from self._clean(documents_to_table(pending), pending_stats)
-                        pending = []
-            self.stats.merge(file_stats)
+                try:
+                    for doc in file_documents(self.conversion, f, self.per_file[f.path]):
+                        pending.append(doc)
+                        if len(pending) >= self.batch_rows:
+                            yield from ((None, t) for t in self._clean(documents_to_table(pending), pending_stats))
+                            pending = []
+                except InputError as exc:  # raised before the file's first document
+                    self._failed(f.path, exc)
+            self.stats.merge(self.per_file[f.path])
         if pending:
-            yield from self._clean(documents_to_table(pending), pending_stats)
+            yield from ((None, t) for t in self._clean(documents_to_table(pending), pending_stats))
         # Empty converted documents are counted once all batches are out.
         self.stats.merge(pending_stats)
+
+    def _parquet(self, path: str) -> Iterator[tuple[str, pa.Table | None]]:
+        """The tables of one Parquet file; its rows with a null id or text are errors."""
+        stats = self.per_file[path]
+        first_row = 0
+        try:
+            for table in read_tables(path, batch_rows=self.batch_rows):
+                n_rows = table.num_rows
+                table = drop_null_rows(table, stats, path, first_row)
+                first_row += n_rows
+                stats.read += table.num_rows
+                yield from ((path, t) for t in self._clean(table, stats))
+        except InputError as exc:
+            self._failed(path, exc)
+            if first_row:
+                yield path, None
+
+    def _failed(self, path: str, exc: InputError) -> None:
+        if self.strict:
+            raise exc
+        stats, message = failed_input(path, exc)
+        self._fail(path, next(iter(stats.errors)), message)
+
+    def _fail(self, path: str, reason: str, message: str) -> None:
+        """``path`` could not be read: whatever it counted is replaced by one error."""
+        self.per_file[path] = failed_stats(path, reason, message)
+        self.failed[path] = (reason, message)
 
     def _clean(self, table: pa.Table, stats: Stats) -> Iterator[pa.Table]:
         text = table.column("text")
@@ -199,7 +249,7 @@ def iter_texts(
 ) -> Iterator[str]:
     """Texts of documents under ``paths`` (any source format), stopping at the caps; used to
     train tokenizers."""
-    reader = SourceReader("input", paths, fmt)
+    reader = SourceReader("input", paths, fmt, strict=True)
     docs = chars = 0
     for table in reader.tables():
         for text in table.column("text").to_pylist():

@@ -17,10 +17,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from curate.core.document import SCHEMA, Document, conform_table
+from curate.core.accounting import Stats
+from curate.core.document import SCHEMA, Document, check_schema, conform_table, null_rows
 from curate.core.errors import InputError, OutputError
 from curate.core.files import make_public, sha256_file, writing
 
@@ -192,18 +194,50 @@ def expand_parquet_inputs(paths: Iterable[str]) -> list[str]:
     return out
 
 
-def read_tables(path: str, columns: list[str] | None = None, batch_rows: int = 2048) -> Iterator[pa.Table]:
-    """Stream a Parquet file as schema-conformed tables of at most ``batch_rows`` rows."""
+def open_parquet(path: str) -> pq.ParquetFile:
+    """A Parquet file whose footer reads and whose schema holds documents (:func:`check_schema`):
+    an :class:`InputError` naming the file otherwise (:class:`SchemaError` for the schema)."""
     try:
         pf = pq.ParquetFile(path)
-    except (pa.ArrowInvalid, OSError) as exc:
-        raise InputError(f"{path}: not a readable Parquet file ({exc})") from None
+    except (pa.ArrowException, OSError, ValueError) as exc:
+        raise InputError(f"{path}: not a readable Parquet file ({first_line(exc)})") from None
+    check_schema(pf.schema_arrow, path)
+    return pf
+
+
+def first_line(exc: BaseException) -> str:
+    """An exception's text as one line (Arrow's messages can span many)."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def read_tables(path: str, columns: list[str] | None = None, batch_rows: int = 2048) -> Iterator[pa.Table]:
+    """Stream a Parquet file as schema-conformed tables of at most ``batch_rows`` rows; the
+    schema is checked before the first row (:func:`open_parquet`). Rows with a null id or text
+    are passed on: the caller counts them (:func:`drop_null_rows`)."""
+    pf = open_parquet(path)
     try:
         for batch in pf.iter_batches(batch_size=batch_rows):
             table = conform_table(pa.Table.from_batches([batch]), origin=path)
             yield table.select(columns) if columns else table
-    except (pa.ArrowInvalid, OSError) as exc:
-        raise InputError(f"{path}: corrupt Parquet file ({exc})") from None
+    except (pa.ArrowException, OSError) as exc:
+        raise InputError(f"{path}: corrupt Parquet file ({first_line(exc)})") from None
+
+
+def drop_null_rows(table: pa.Table, stats: Stats, path: str, first_row: int) -> pa.Table:
+    """``table`` (rows ``first_row``... of ``path``) without the rows no document can be made of
+    (:func:`~curate.core.document.null_rows`), each counted in ``stats`` as read and as one
+    error, with its file, row and id (when there is one); the caller counts the rows it gets back."""
+    bad = null_rows(table)
+    if not bad:
+        return table
+    ids = table.column("id")
+    for row, reason in bad:
+        stats.read += 1
+        stats.error(reason, file=path, row=first_row + row, id=ids[row].as_py())
+    keep = np.ones(table.num_rows, dtype=bool)
+    keep[[row for row, _ in bad]] = False
+    return table.filter(pa.array(keep))
 
 
 def read_documents(paths: Iterable[str], batch_rows: int = 2048) -> Iterator[Document]:

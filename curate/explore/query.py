@@ -24,9 +24,14 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from curate.core.document import REQUIRED_COLUMNS, SCHEMA, SchemaError, schema_problems
 from curate.core.errors import CurateError, InputError
+from curate.core.shards import first_line
 
 SIDE_VIEWS = ("rejected", "removed")
+# The exit status of a file that cannot be read or holds no documents: 1, as in every stage
+# (a path that does not exist stays a usage error, 2).
+UNREADABLE = 1
 
 
 def _sql_str(value: str) -> str:
@@ -55,16 +60,16 @@ def connect(path: str, threads: int | None = None):
 
 
 def connect_documents(path: str, threads: int | None = None) -> tuple[Any, list[str]]:
-    """Like :func:`connect`, for curate document files only (a string ``text`` column): the
-    connection, and notes on optional columns left out of the views (see :data:`USABLE_TYPES`)."""
+    """Like :func:`connect`, for curate document files only (:func:`check_document_files`): the
+    connection, and notes on optional columns left out of the views."""
     return _open(path, threads, documents=True)
 
 
 def _open(path: str, threads: int | None, documents: bool) -> tuple[Any, list[str]]:
     """The connection behind :func:`connect`, and notes on columns left out of the views.
 
-    With ``documents`` every file must be a curate document file (a string ``text`` column);
-    optional columns whose type the summary cannot use are left out of the views and noted."""
+    With ``documents`` every file must be a curate document file (:func:`check_document_files`);
+    optional columns of another kind than the schema's are left out of the views and noted."""
     import duckdb
 
     files = shard_files(path)
@@ -100,17 +105,11 @@ def _open(path: str, threads: int | None, documents: bool) -> tuple[Any, list[st
     return con, notes
 
 
-def first_line(exc: BaseException) -> str:
-    """An exception's text as one line (DuckDB and Arrow messages can span many)."""
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
-
-
 def _read_schema(file: str) -> pa.Schema:
     try:
         return pq.read_schema(file)
     except (pa.ArrowException, OSError, ValueError) as exc:
-        raise InputError(f"{file}: not a readable Parquet file ({first_line(exc)})") from None
+        raise InputError(f"{file}: not a readable Parquet file ({first_line(exc)})", UNREADABLE) from None
 
 
 def _check_readable(files: list[str]) -> dict[str, str]:
@@ -119,63 +118,24 @@ def _check_readable(files: list[str]) -> dict[str, str]:
     return {}
 
 
-def _value_type(t):
-    return t.value_type if pa.types.is_dictionary(t) else t
-
-
-def _is_string(t) -> bool:
-    t = _value_type(t)
-    return (
-        pa.types.is_string(t) or pa.types.is_large_string(t) or getattr(pa.types, "is_string_view", lambda _: False)(t)
-    )
-
-
-def _is_number(t) -> bool:
-    t = _value_type(t)
-    return pa.types.is_integer(t) or pa.types.is_floating(t)
-
-
-def _is_time(t) -> bool:
-    t = _value_type(t)
-    return pa.types.is_timestamp(t) or pa.types.is_date(t)
-
-
-def _is_scores(t) -> bool:
-    return pa.types.is_map(t) and _is_string(t.key_type) and _is_number(t.item_type)
-
-
-# Optional columns the summary computes with, and the types it can use: a column of another
-# type (a date stored as text, say) is left out of the views, with a note, rather than failing
-# the whole summary halfway or silently giving wrong numbers.
-USABLE_TYPES: dict[str, tuple[Any, str]] = {
-    "date": (_is_time, "a timestamp"),
-    "scores": (_is_scores, "map<string, double>"),
-    "n_chars": (_is_number, "a number"),
-    "n_tokens": (_is_number, "a number"),
-    "epoch": (_is_number, "a number"),
-    "quality_score": (_is_number, "a number"),
-    "language_score": (_is_number, "a number"),
-}
-
-
 def check_document_files(files: list[str]) -> dict[str, str]:
-    """Check the schema of every file (footers only). A file that is not readable Parquet or
-    lacks a string ``text`` column is an :class:`InputError` naming it; returns the optional
-    columns of an unusable type as ``{column: why}`` (the first offending file named)."""
+    """Check the schema of every file (footers only) with the check every data stage makes
+    (:func:`curate.core.document.schema_problems`), so that ``inspect`` and ``report`` refuse
+    what ``filter``, ``dedup`` and ``mix`` refuse: a file that is not readable Parquet, or whose
+    ``id`` or ``text`` is missing or of another kind, is an :class:`InputError` naming it (the
+    stages' message). An optional column of another kind (a date stored as text) makes the
+    stages refuse the file too; a summary can do without it, so it is left out of the views:
+    returns ``{column: why}`` (the first offending file named)."""
     unusable: dict[str, str] = {}
     for f in files:
         schema = _read_schema(f)
-        if "text" not in schema.names:
-            found = ", ".join(schema.names[:12]) or "none"
-            raise InputError(f"{f}: not a curate document file (no 'text' column; found {found})")
-        text_type = schema.field("text").type
-        if not _is_string(text_type):
-            raise InputError(f"{f}: column 'text' has type {text_type}, expected string")
-        for column, (usable, expected) in USABLE_TYPES.items():
-            if column in schema.names and column not in unusable:
+        for column, problem in schema_problems(schema).items():
+            if column in REQUIRED_COLUMNS:
+                raise SchemaError(f"{f}: {problem}", UNREADABLE)
+            if column not in unusable:
+                expected = SCHEMA.field(column).type
                 t = schema.field(column).type
-                if not usable(t):
-                    unusable[column] = f"{f} stores it as {t}, expected {expected}"
+                unusable[column] = f"{f} stores it as {t}, expected {expected} (the data stages refuse such a file)"
     return unusable
 
 
@@ -189,7 +149,7 @@ def _create_view(con, name: str, files: list[str], exclude: list[str] | None = N
         con.execute(f"CREATE VIEW {name} AS SELECT {columns} FROM read_parquet([{listing}], union_by_name = true)")
     except duckdb.Error as exc:
         where = files[0] if len(files) == 1 else f"{os.path.dirname(files[0]) or '.'} ({len(files)} files)"
-        raise InputError(f"{where}: cannot be read as Parquet ({first_line(exc)})") from None
+        raise InputError(f"{where}: cannot be read as Parquet ({first_line(exc)})", UNREADABLE) from None
 
 
 def views(con) -> list[str]:

@@ -16,7 +16,7 @@ from typing import Any
 
 from curate.core.errors import InputError
 from curate.explore.chain import funnel, manifest_chain
-from curate.explore.query import SIDE_VIEWS, columns, connect_documents, first_line, views
+from curate.explore.query import SIDE_VIEWS, UNREADABLE, columns, connect_documents, first_line, views
 
 PERCENTILES = (0.01, 0.1, 0.25, 0.5, 0.75, 0.9, 0.99)
 
@@ -33,7 +33,7 @@ def summarize(path: str, top: int = 15) -> dict[str, Any]:
     try:
         summary = _summarize_shards(con, path, top)
     except duckdb.Error as exc:
-        raise InputError(f"{path}: cannot be summarized ({first_line(exc)})") from None
+        raise InputError(f"{path}: cannot be summarized ({first_line(exc)})", UNREADABLE) from None
     finally:
         con.close()
     summary["notes"] = notes

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from curate.core.accounting import Stats
+from curate.core.accounting import Stats, failed_input
 from curate.core.errors import CurateError, OutputError
 from curate.core.files import atomic_write_json, is_write_failure, output_error
 from curate.core.manifest import build_manifest, config_hash
@@ -38,7 +38,8 @@ from curate.runtime.output import OutputDir
 @dataclass
 class InputResult:
     """What processing one input produced. ``status``: ``done``, ``done_with_errors`` (some
-    records could not be read) or ``failed`` (nothing could be read; retried on rerun)."""
+    records could not be read) or ``failed`` (nothing could be read; counted as one record
+    read and one error, nothing of it kept; retried on rerun)."""
 
     path: str
     index: int
@@ -155,12 +156,12 @@ def _execute(job: tuple[Task, ProcessFn]) -> InputResult:
         raise  # the output cannot be written: the whole stage stops, the input is not to blame
     except CurateError as exc:
         task.abort_writers()
-        stats, status, message, shards = Stats(), "failed", str(exc), {}
+        (stats, message), status, shards = failed_input(task.path, exc), "failed", {}
     except Exception as exc:  # an input must never take the whole job down
         task.abort_writers()
         if is_write_failure(exc):
             raise output_error(exc, task.output_dir) from None
-        stats, status, message, shards = Stats(), "failed", f"{type(exc).__name__}: {exc}", {}
+        (stats, message), status, shards = failed_input(task.path, exc), "failed", {}
     task.flush_report()
     result = InputResult(task.path, task.index, status, stats, shards, message, time.monotonic() - started)
     if status != "failed":

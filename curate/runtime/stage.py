@@ -47,8 +47,8 @@ def summarize(manifest: dict[str, Any]) -> str:
         f"{manifest['stage']}: read {c['read']:,}  kept {c['kept']:,}  "
         f"rejected {sum(c['rejected'].values()):,}  errors {sum(c['errors'].values()):,}"
     ]
-    for title, key in (("rejected", "rejected"), ("errors", "errors")):
-        items = sorted(c[key].items(), key=lambda kv: (-kv[1], kv[0]))
+    for title, key in (("rejected", "rejected"), ("errors", "errors"), ("repaired", "repaired")):
+        items = sorted(c.get(key, {}).items(), key=lambda kv: (-kv[1], kv[0]))
         if items:
             lines.append(f"  {title}: " + ", ".join(f"{k}={v:,}" for k, v in items[:12]))
     failed = [i for i in manifest.get("inputs", []) if i.get("status") == "failed"]

@@ -14,11 +14,12 @@ import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from curate.core.errors import ConfigError, InputError
 from curate.core.files import atomic_write_bytes, atomic_write_json
 from curate.core.lock import LOCK_NAME, folder_lock
+from curate.core.ranges import SIZE, Range, check_bounds
 from curate.core.readers import FORMATS, iter_texts
 from curate.core.tokenizer import SPECIAL_TOKENS, TOKENIZER_FILE, BPETokenizer
 from curate.runtime.stage import StageContext
@@ -38,13 +39,26 @@ class TokenizeConfig:
     max_chars: int | None = 1_000_000_000
     format: str = "auto"  # of the inputs: auto | parquet | jsonl | text | code
 
+    bounds: ClassVar[dict[str, Range]] = {
+        "vocab_size": Range(MIN_VOCAB),
+        "min_frequency": SIZE,
+        "max_docs": SIZE,
+        "max_chars": SIZE,
+    }
+
+    def __post_init__(self) -> None:
+        # Checked as it is built, so that these messages (older than the declared bounds, and
+        # relied on) come first, also through from_dict.
+        self.validate()
+
     def validate(self, where: str = "tokenizer") -> TokenizeConfig:
-        if self.vocab_size < MIN_VOCAB:
+        if isinstance(self.vocab_size, int) and self.vocab_size < MIN_VOCAB:
             raise ConfigError(f"[{where}]: vocab_size must be at least {MIN_VOCAB}, got {self.vocab_size}")
         for name in ("min_frequency", "max_docs", "max_chars"):
             value = getattr(self, name)
-            if value is not None and value < 1:
+            if isinstance(value, int) and value < 1:
                 raise ConfigError(f"[{where}]: {name} must be at least 1, got {value}")
+        check_bounds(self, f"[{where}]")
         if self.format not in FORMATS:
             raise ConfigError(f"[{where}]: unknown format {self.format!r} (known: {', '.join(FORMATS)})")
         return self

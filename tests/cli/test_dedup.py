@@ -136,18 +136,21 @@ def test_unreadable_input_exits_1_after_processing_the_rest(corpus, tmp_path):
     assert result.exit_code == 1, result.output
     assert "could not be read" in result.output and "part-00009-000.parquet" in result.output
     manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
-    assert manifest["counts"]["read"] == 53 and manifest["inputs_failed"] == 1
+    # 53 documents, and the unreadable file as one record read and one error.
+    assert manifest["counts"]["read"] == 54 and manifest["inputs_failed"] == 1
+    assert manifest["counts"]["errors"] == {"unreadable_file": 1}
 
 
 @pytest.mark.parametrize(
     "column,values",
     [
-        ("scores", ["q=1", "q=2"]),  # a type that can never be cast (caught from the schema)
-        ("n_chars", ["12", "many"]),  # values that do not cast (caught by the signature pass)
+        ("scores", ["q=1", "q=2"]),  # text where a map belongs
+        ("n_chars", ["12", "13"]),  # numbers as text: another kind, even when every value parses
         ("date", ["2024-01-01", "later"]),
+        ("text", [1, 2]),  # numbers where the text belongs
     ],
 )
-def test_input_with_uncastable_column_exits_1_after_processing_the_rest(corpus, tmp_path, column, values):
+def test_input_with_a_column_of_another_kind_exits_1_after_processing_the_rest(corpus, tmp_path, column, values):
     import pyarrow as pa
 
     bad = corpus / "part-00009-000.parquet"
@@ -157,7 +160,9 @@ def test_input_with_uncastable_column_exits_1_after_processing_the_rest(corpus, 
     assert "Traceback" not in result.output and "part-00009-000.parquet" in result.output
     assert f"column '{column}'" in result.output and "could not be read" in result.output
     manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
-    assert manifest["counts"]["read"] == 53 and manifest["counts"]["kept"] == 43  # 5 exact + 5 near removed
+    c = manifest["counts"]
+    assert c["read"] == 54 and c["kept"] == 43  # 5 exact + 5 near removed, the bad file one error
+    assert c["errors"] == {"bad_schema": 1} and c["error_examples"]["bad_schema"][0]["file"] == str(bad)
     assert manifest["inputs_failed"] == 1 and [i["status"] for i in manifest["inputs"]].count("done") == 2
 
 

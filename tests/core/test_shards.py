@@ -10,7 +10,15 @@ from curate.core.document import SCHEMA
 from curate.core.errors import InputError
 from curate.core.files import atomic_write_json, sha256_file
 from curate.core.manifest import load_manifest, write_manifest
-from curate.core.shards import ShardWriter, count_rows, expand_parquet_inputs, read_documents
+from curate.core.shards import (
+    ShardWriter,
+    count_rows,
+    drop_null_rows,
+    expand_parquet_inputs,
+    open_parquet,
+    read_documents,
+    read_tables,
+)
 
 
 def test_writer_splits_by_size_and_records_checksums(tmp_path, make_docs):
@@ -79,6 +87,35 @@ def test_reading_wrong_schema_or_garbage_is_input_error(tmp_path):
     (tmp_path / "garbage.parquet").write_bytes(b"not parquet at all")
     with pytest.raises(InputError, match="garbage.parquet"):
         list(read_documents([str(tmp_path / "garbage.parquet")]))
+
+
+def test_schema_is_checked_before_the_first_row(tmp_path):
+    from curate.core.document import SchemaError
+
+    path = tmp_path / "ints.parquet"
+    pq.write_table(pa.table({"id": pa.array([1, 2]), "text": pa.array([10, 20])}), path)
+    tables = read_tables(str(path))
+    with pytest.raises(SchemaError, match=r"ints\.parquet: column 'id' has type int64, expected string"):
+        next(tables)
+    with pytest.raises(SchemaError):
+        open_parquet(str(path))
+    with pytest.raises(InputError, match="not a readable Parquet file"):
+        (tmp_path / "x.parquet").write_bytes(b"PAR1 nope")
+        open_parquet(str(tmp_path / "x.parquet"))
+
+
+def test_rows_with_a_null_id_or_text_are_counted_and_dropped(tmp_path):
+    from curate.core.accounting import Stats
+
+    path = tmp_path / "n.parquet"
+    pq.write_table(pa.table({"id": ["a", "b", None, "d"], "text": ["x", None, "z", "w"]}), path)
+    stats = Stats()
+    [table] = list(read_tables(str(path)))
+    kept = drop_null_rows(table, stats, str(path), first_row=100)
+    assert kept.column("id").to_pylist() == ["a", "d"]
+    assert stats.read == 2 and dict(stats.errors) == {"null_text": 1, "null_id": 1}
+    assert stats.examples["null_text"] == [{"file": str(path), "row": 101, "id": "b"}]
+    assert stats.examples["null_id"] == [{"file": str(path), "row": 102}]
 
 
 def test_manifest_round_trip_is_atomic(tmp_path):

@@ -138,7 +138,9 @@ def test_manifest_chain_and_funnel_from_mix(tmp_path, explore_kit):
 
 
 def _one_line_error(r, *words: str) -> None:
-    assert r.exit_code == 2, r.output
+    """A file that cannot be read (or holds no documents): one line naming it, exit 1 as in the
+    data stages."""
+    assert r.exit_code == 1, r.output
     assert r.output.startswith("error: ") and r.output.count("\n") == 1 and "Traceback" not in r.output, r.output
     for word in words:
         assert word in r.output, (word, r.output)
@@ -167,11 +169,15 @@ def test_file_without_text_column_is_a_one_line_error(tmp_path):
     d = tmp_path / "notext"
     d.mkdir()
     pq.write_table(pa.table({"id": ["a"], "body": ["x"]}), d / "part.parquet")
-    _one_line_error(CliRunner().invoke(cli, ["inspect", str(d)]), "part.parquet", "no 'text' column", "body")
-    with pytest.raises(InputError, match="no 'text' column"):
+    # The stages' message: inspect refuses what filter, dedup and mix refuse.
+    _one_line_error(CliRunner().invoke(cli, ["inspect", str(d)]), "part.parquet", "missing column(s) text", "body")
+    with pytest.raises(InputError, match=r"missing column\(s\) text"):
         summarize(str(d))
     pq.write_table(pa.table({"id": ["a"], "text": [3]}), d / "part.parquet")
     with pytest.raises(InputError, match="column 'text' has type int64, expected string"):
+        summarize(str(d))
+    pq.write_table(pa.table({"id": [1], "text": ["x"]}), d / "part.parquet")
+    with pytest.raises(InputError, match="column 'id' has type int64, expected string"):
         summarize(str(d))
     # `curate sql` queries any Parquet file: no text column needed there.
     r = CliRunner().invoke(cli, ["sql", str(d), "select count(*) AS n from docs", "-f", "csv"])
@@ -204,7 +210,8 @@ def test_optional_columns_of_unusable_types_are_left_out_with_a_note(known, tmp_
     notes = " | ".join(s["notes"])
     for column in ("date", "scores", "n_chars"):
         assert f"column {column!r} left out" in notes
-    assert "part-00001-000.parquet stores it as string" in notes
+    assert "part-00001-000.parquet stores it as string, expected timestamp[us, tz=UTC]" in notes
+    assert "the data stages refuse such a file" in notes
     r = CliRunner().invoke(cli, ["inspect", str(known)])
     assert r.exit_code == 0, r.output
     assert "note: column 'date' left out" in r.output and "documents 12" in r.output

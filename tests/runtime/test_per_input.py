@@ -60,7 +60,9 @@ def test_counts_add_up_and_manifest_lists_everything(tmp_path, inputs):
     out = tmp_path / "out"
     manifest, _results = run_stage("lines", inputs + [str(bad)], str(out), _lines_stage, {"k": 1}, outputs=["rejected"])
     c = manifest["counts"]
-    assert c["read"] == 40 and c["errors"] == {"parse_error": 1}
+    # bad.txt failed: one record read and one error, named in the examples.
+    assert c["read"] == 41 and c["errors"] == {"parse_error": 1, "input_failed": 1}
+    assert c["error_examples"]["input_failed"][0] == {"file": str(bad), "detail": "ValueError: cannot read this input"}
     assert c["read"] == c["kept"] + sum(c["rejected"].values()) + sum(c["errors"].values())
     assert c["error_examples"]["parse_error"][0]["offset"] == 4
     assert manifest["inputs_failed"] == 1 and manifest["complete"] is False

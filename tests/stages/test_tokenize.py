@@ -70,3 +70,14 @@ def test_run_is_the_stage_entry_point(tmp_path):
         tokenize.TokenizeConfig(max_docs=0).validate()
     with pytest.raises(ConfigError, match="unknown format"):
         tokenize.TokenizeConfig(format="pdf").validate()
+
+
+def test_settings_are_checked_when_built():
+    from curate.core.config import from_dict
+
+    # Built from a table (the pipeline's [tokenizer]) or in code: checked at once, same messages.
+    with pytest.raises(ConfigError, match=r"\[tokenizer\]: max_chars must be at least 1, got -5"):
+        from_dict(tokenize.TokenizeConfig, {"max_chars": -5}, where="[tokenizer]")
+    with pytest.raises(ConfigError, match="min_frequency must be at least 1"):
+        tokenize.TokenizeConfig(min_frequency=-1)
+    assert set(tokenize.TokenizeConfig.bounds) == {"vocab_size", "min_frequency", "max_docs", "max_chars"}

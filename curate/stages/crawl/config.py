@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 from curate.core.config import deep_merge, from_dict, load_toml, parse_bytes
-from curate.core.errors import ConfigError
+from curate.core.ranges import COUNT, SIZE, Range, check_bounds, check_value
 from curate.stages.crawl.extract import ExtractOptions
 from curate.stages.crawl.sources import HttpOptions
 
@@ -30,15 +30,19 @@ class CrawlConfig:
     extract: ExtractOptions = field(default_factory=ExtractOptions)
     http: HttpOptions = field(default_factory=HttpOptions)
 
-    def validate(self) -> CrawlConfig:
+    # Numeric settings and their ranges, checked when the config is built (from_dict) and by
+    # validate(); the two sizes are checked there once parsed ("4MB" -> bytes).
+    bounds: ClassVar[dict[str, Range]] = {"min_text_chars": COUNT}
+
+    def validate(self, who: str = "crawl") -> CrawlConfig:
         self.max_page_bytes = parse_bytes(self.max_page_bytes)
         self.shard_size = parse_bytes(self.shard_size)
-        if self.max_page_bytes <= 0:
-            raise ConfigError("max_page_bytes: must be > 0")
-        if self.shard_size <= 0:
-            raise ConfigError("shard_size: must be > 0")
+        for key in ("max_page_bytes", "shard_size"):
+            check_value(who, key, getattr(self, key), SIZE, integer=True)
+        check_bounds(self, who)
         self.content_types = [c.strip().lower() for c in self.content_types]
-        self.extract.validate()
+        self.extract.validate(f"{who}.extract")
+        check_bounds(self.http, f"{who}.http")
         return self
 
     def to_json(self) -> dict[str, Any]:

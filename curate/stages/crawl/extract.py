@@ -52,10 +52,12 @@ import threading
 import unicodedata
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import ClassVar
 
 import lxml.etree
 import lxml.html
 
+from curate.core.ranges import COUNT, NON_NEGATIVE, Range, check_bounds
 from curate.stages.crawl.xpaths import fast_xpaths
 
 logging.getLogger("trafilatura").setLevel(logging.CRITICAL)
@@ -93,13 +95,20 @@ class ExtractOptions:
     # Per-page wall-clock limit in seconds (0 = none).
     time_limit: float = 5.0
 
-    def validate(self) -> None:
+    # Checked when the config is built (curate.core.config.from_dict) and by validate().
+    bounds: ClassVar[dict[str, Range]] = {
+        "full_below_chars": COUNT,
+        "full_min_gain_chars": COUNT,
+        "full_below_paragraph_chars": COUNT,
+        "time_limit": NON_NEGATIVE,
+    }
+
+    def validate(self, who: str = "crawl.extract") -> None:
         from curate.core.errors import ConfigError
 
         if self.mode not in ("adaptive", "full", "fast"):
             raise ConfigError(f"extract.mode: expected adaptive, full or fast, got {self.mode!r}")
-        if self.time_limit < 0:
-            raise ConfigError("extract.time_limit: must be >= 0")
+        check_bounds(self, who)
 
 
 def _on_alarm(signum, frame):  # pragma: no cover - exercised through time_limit

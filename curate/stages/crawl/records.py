@@ -17,7 +17,11 @@ manifest ``read = kept + rejected + errors`` where rejections are deliberate ski
 ``extract_timeout``, ``not_response``) and errors are damage (``corrupt_gzip``,
 ``truncated_gzip``, ``truncated_record``, ``bad_content_length``, ``garbage``,
 ``trailing_garbage``, ``bad_http``, ``bad_content_encoding``, ``extract_failed`` ...), each
-with its first examples (file and offset).
+with its first examples (file and offset). A record whose Content-Length disagrees with its
+bytes but whose block is whole (framed by the next record header, or by the record terminator
+at the end of the input) is read and also counted under ``repaired`` (``bad_content_length``,
+examples under ``repaired:bad_content_length``); one whose block cannot be framed is the error
+``bad_content_length``.
 """
 
 from __future__ import annotations
@@ -230,6 +234,9 @@ def crawl_records(
         stats.read += 1
         if report:
             report(records=1)
+        if item.repaired:  # counted whatever becomes of the record: never silently
+            stats.repaired[item.repaired] += 1
+            stats.example(f"repaired:{item.repaired}", file=warc_path, offset=item.offset)
         try:
             page = record_to_page(item, warc_path, crawl, cfg)
             doc, _ = page_to_document(page, extractor, cfg)
@@ -239,8 +246,6 @@ def crawl_records(
             else:
                 stats.reject(skip.reason)
             continue
-        if item.repaired:
-            stats.example(f"repaired:{item.repaired}", file=warc_path, offset=item.offset)
         stats.kept += 1
         stats.chars["kept"] += len(doc.text)
         if report:

@@ -36,9 +36,10 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import BinaryIO
+from typing import BinaryIO, ClassVar
 
 from curate.core.errors import InputError
+from curate.core.ranges import COUNT, NON_NEGATIVE, POSITIVE, Range
 
 DEFAULT_CC_BASE_URL = "https://data.commoncrawl.org"
 ARCHIVE_SUFFIXES = (".warc", ".warc.gz", ".arc", ".arc.gz", ".wet", ".wet.gz", ".warc.wet", ".warc.wet.gz")
@@ -55,6 +56,14 @@ class HttpOptions:
     backoff: float = 1.0  # seconds before the first retry; doubles each time
     max_backoff: float = 60.0
     timeout: float = 60.0  # seconds per connect / read
+
+    # Checked when the config is built (curate.core.config.from_dict) and by CrawlConfig.validate().
+    bounds: ClassVar[dict[str, Range]] = {
+        "retries": COUNT,
+        "backoff": NON_NEGATIVE,
+        "max_backoff": NON_NEGATIVE,
+        "timeout": POSITIVE,
+    }
 
 
 def is_url(name: str) -> bool:

@@ -5,7 +5,9 @@ object) and yields :class:`Record` objects in file order, interleaved with
 :class:`RecordError` items for the stretches it could not parse. It never raises on bad data:
 a truncated gzip member, a corrupt record in the middle, trailing garbage or a wrong
 ``Content-Length`` each become one ``RecordError`` (reason + offset) and reading goes on at the
-next record it can find. Only I/O errors of the stream itself propagate.
+next record it can find. A wrong ``Content-Length`` whose block is still whole (the next record
+header, or a record terminator at the end of the input, frames it) is read instead, marked
+``repaired`` so that the stage counts it. Only I/O errors of the stream itself propagate.
 
 Why our own framing instead of ``warcio.ArchiveIterator``: warcio stops at the first damaged
 gzip member or malformed header (``ArchiveLoadFailed``) and cannot resume on a forward-only
@@ -342,8 +344,9 @@ class _RecordReader:
 
 def _reframe(src: ByteSource, block_start: int, length: int) -> bytes | None:
     """The block of a record whose Content-Length is wrong, framed instead by the next record
-    header (within the declared length plus a little slack) or the end of input; None when no
-    such boundary is found or data was lost in between."""
+    header after a record terminator (within the declared length plus a little slack) or by a
+    record terminator at the end of input; None when no such boundary is found (the block is
+    not known to be whole) or data was lost in between."""
     src.seek_back(block_start)
     window = src.peek(length + 4096)
     end = None
@@ -355,7 +358,9 @@ def _reframe(src: ByteSource, block_start: int, length: int) -> bytes | None:
     if end is None:
         if not src.eof or len(window) > length + 4096 - 1:
             return None
-        end = len(window)  # the last record of the input
+        if not window.endswith((b"\r\n\r\n", b"\n\n")):
+            return None  # the input ends inside the block: truncated, not a wrong length
+        end = len(window)  # the last record of the input, whole
     if any(b.pos < block_start + end for b in src.breaks):
         return None
     body = window[:end]

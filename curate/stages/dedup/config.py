@@ -7,9 +7,10 @@ The command line takes its option defaults from here, and so does ``curate pipel
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 from curate.core.errors import ConfigError
+from curate.core.ranges import SEED, SIZE, Range, check_bounds
 from curate.core.shards import DEFAULT_SHARD_BYTES
 from curate.stages.dedup.lsh import optimal_bands
 
@@ -29,6 +30,7 @@ EXACT_FALSE_POSITIVE_WEIGHT = 0.02
 EXACT_FALSE_NEGATIVE_WEIGHT = 0.98
 
 VERIFY_MODES = ("estimate", "exact")
+JACCARD = Range(0.0, 1.0, low_open=True)  # a similarity threshold: (0, 1]
 
 
 @dataclass
@@ -52,30 +54,32 @@ class DedupConfig:
     shingle_hash: str = "fast"
     shard_bytes: int = DEFAULT_SHARD_BYTES
 
-    def validate(self) -> DedupConfig:
-        if not 0.0 < self.threshold <= 1.0:
-            raise ConfigError(f"threshold must be in (0, 1], got {self.threshold}")
-        if self.verify_threshold is not None and not 0.0 < self.verify_threshold <= 1.0:
-            raise ConfigError(f"verify threshold must be in (0, 1], got {self.verify_threshold}")
+    # The numeric settings' ranges, checked when the config is built (from_dict: the pipeline's
+    # [dedup]) and by validate() (the command line builds it in code). The seed feeds
+    # numpy.random.RandomState, which takes 0 .. 2**32 - 1.
+    bounds: ClassVar[dict[str, Range]] = {
+        "threshold": JACCARD,
+        "verify_threshold": JACCARD,
+        "ngram": SIZE,
+        "num_perm": Range(2, 4096),
+        "seed": SEED,
+        "bands": SIZE,
+        "rows": SIZE,
+        "shard_bytes": SIZE,
+    }
+
+    def validate(self, who: str = "dedup") -> DedupConfig:
+        check_bounds(self, who)
         if self.verify not in VERIFY_MODES:
             raise ConfigError(f"verify must be 'estimate' or 'exact', got {self.verify!r}")
-        if self.ngram < 1:
-            raise ConfigError(f"ngram must be at least 1, got {self.ngram}")
-        if not 2 <= self.num_perm <= 4096:
-            raise ConfigError(f"num_perm must be between 2 and 4096, got {self.num_perm}")
         if self.shingle_hash not in ("fast", "sha1"):
             raise ConfigError(f"shingle hash must be 'fast' or 'sha1', got {self.shingle_hash!r}")
         if (self.bands is None) != (self.rows is None):
             raise ConfigError("give both --bands and --rows, or neither (derived from the threshold)")
-        if self.bands is not None:
-            if self.bands < 1 or self.rows < 1:
-                raise ConfigError("bands and rows must be at least 1")
-            if self.bands * self.rows > self.num_perm:
-                raise ConfigError(f"bands x rows = {self.bands * self.rows} exceeds num_perm = {self.num_perm}")
+        if self.bands is not None and self.bands * self.rows > self.num_perm:
+            raise ConfigError(f"bands x rows = {self.bands * self.rows} exceeds num_perm = {self.num_perm}")
         if not (self.exact or self.near or self.url):
             raise ConfigError("nothing to do: exact, near and url dedup are all off")
-        if self.shard_bytes < 1:
-            raise ConfigError("shard size must be positive")
         return self
 
     def lsh(self) -> tuple[int, int]:

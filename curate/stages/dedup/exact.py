@@ -48,10 +48,11 @@ from typing import Any
 import numpy as np
 import pyarrow.parquet as pq
 
+from curate.core.document import conform_column
 from curate.core.errors import CurateError
 from curate.stages.dedup.exact_store import SHINGLE, PairSpill, SetCache, SetFile, ShingleStore
 from curate.stages.dedup.index import UnionFind
-from curate.stages.dedup.inputs import cast_column, char_batches, unreadable
+from curate.stages.dedup.inputs import char_batches, unreadable
 from curate.stages.dedup.minhash import shingle_sets, sorted_set_jaccard
 from curate.stages.dedup.state import EXACT, NEAR, URL, DedupState
 
@@ -68,7 +69,7 @@ def shingle_unit(args: tuple[str, int, int, np.ndarray, int]) -> dict[str, Any]:
     try:
         return _shingle_unit_inner(path, row_group, n_rows, wanted, ngram)
     except Exception as exc:
-        return {"error": unreadable(path, row_group, exc)}
+        return {"error": unreadable(path, row_group, exc)[1]}
 
 
 def _shingle_unit_inner(path: str, row_group: int, n_rows: int, wanted: np.ndarray, ngram: int) -> dict[str, Any]:
@@ -79,7 +80,7 @@ def _shingle_unit_inner(path: str, row_group: int, n_rows: int, wanted: np.ndarr
         n = batch.num_rows
         lo, hi = np.searchsorted(wanted, [seen, seen + n])
         if hi > lo:
-            column = cast_column(batch.column(0), "text").take(wanted[lo:hi] - seen)
+            column = conform_column(batch.column(0), "text", path).take(wanted[lo:hi] - seen)
             texts.extend(t or "" for t in column.to_pylist())
         seen += n
     if seen != n_rows:

@@ -83,14 +83,15 @@ class _WritePass:
         self.stats = Stats()
 
     def count_input_errors(self) -> None:
-        """Documents the signature pass could not use, of the inputs that were not left out."""
+        """What the signature pass could not use: documents of the inputs it read, and each
+        input left out as one record read and one error."""
         state = self.state
+        self.stats.read += len(state.failed)
         for index, errors in sorted(state.input_errors.items()):
-            if index not in state.failed:
-                self.stats.errors.update(errors)
-                for reason, items in state.error_examples.get(index, {}).items():
-                    for item in items:
-                        self.stats.example(reason, **item)
+            self.stats.errors.update(errors)
+            for reason, items in state.error_examples.get(index, {}).items():
+                for item in items:
+                    self.stats.example(reason, **item)
 
     def table(self, table: pa.Table, offset: int) -> None:
         """Count and write the rows of one batch, whose first document is ``offset``."""

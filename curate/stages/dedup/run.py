@@ -87,8 +87,7 @@ def run(
     config = config.validate()
     ctx = _with_budget(ctx)
     infos = _inspect(ctx.inputs)
-    if all(i.error for i in infos):
-        raise CurateError(f"no readable input: {infos[0].error}")
+    # Unreadable inputs, even all of them, are counted in the manifest like in every stage.
     out = OutputDir(ctx.output, STAGE, [REMOVED])
     out.refuse_inputs_inside([i.path for i in infos])  # before the lock: a refused run leaves nothing
     with out.locked(), writing(out.path):
@@ -166,6 +165,7 @@ class _Outcome:
     """What the passes of a run found and wrote, for the manifest."""
 
     failed: dict[int, str]
+    input_errors: dict[int, Counter]
     stats: Stats
     shards: dict[str, list[ShardInfo]]
     clusters: list[dict[str, Any]]
@@ -203,6 +203,7 @@ def _execute(
         remove_tree(work)
     return _Outcome(
         failed=state.failed,
+        input_errors=state.input_errors,
         stats=stats,
         shards=shards,
         clusters=removals.clusters,
@@ -215,16 +216,14 @@ def _execute(
     )
 
 
-def _input_entry(info: InputInfo, failed: dict[int, str]) -> dict[str, Any]:
-    entry: dict[str, Any] = {
-        "path": info.path,
-        "index": info.index,
-        "rows": info.rows,
-        "bytes": info.bytes,
-        "status": "failed" if info.index in failed else "done",
-    }
+def _input_entry(info: InputInfo, failed: dict[int, str], errors: dict[int, Counter]) -> dict[str, Any]:
+    """An input as the manifest lists it: ``failed`` (left out, with the message), or ``done``
+    (``done_with_errors`` when some of its rows could not be used), as in every stage."""
+    status = "failed" if info.index in failed else "done_with_errors" if errors.get(info.index) else "done"
+    entry: dict[str, Any] = {"path": info.path, "index": info.index, "rows": info.rows, "bytes": info.bytes}
+    entry["status"] = status
     if info.index in failed:
-        entry["message"] = failed[info.index]
+        entry["message"] = failed[info.index].removeprefix(f"{info.path}: ")
     return entry
 
 
@@ -283,7 +282,7 @@ def _manifest(
         "workers": workers,
         "engine": ctx.executor.engine,
     }
-    entries = [_input_entry(info, outcome.failed) for info in infos]
+    entries = [_input_entry(info, outcome.failed, outcome.input_errors) for info in infos]
     return build_manifest(STAGE, config.to_json(), entries, outcome.stats, outcome.shards, extra=extra)
 
 
@@ -320,5 +319,5 @@ def summarize(manifest: dict[str, Any]) -> str:
         )
     for item in m.get("inputs", []):
         if item.get("status") == "failed":
-            lines.append(f"  unreadable input: {item.get('message')}")
+            lines.append(f"  unreadable input: {item['path']}: {item.get('message')}")
     return "\n".join(lines)

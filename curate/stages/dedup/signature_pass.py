@@ -5,8 +5,8 @@ added, in document order, to the document store and the key indexes. The result 
 :class:`~curate.stages.dedup.state.DedupState`, every readable document alive.
 
 An input with a unit that fails (unreadable, a value that cannot be cast) is left out entirely:
-its documents keep their numbers with placeholder columns but are never alive, and its error
-counts are dropped.
+its documents keep their numbers with placeholder columns but are never alive, and its counts
+are one record read and one error (``bad_schema``, ``unreadable_file``), as in every stage.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from curate.core.accounting import MAX_EXAMPLES, failed_stats
 from curate.core.progress import Progress
 from curate.stages.dedup.config import DedupConfig
 from curate.stages.dedup.engine import Engine
@@ -25,8 +26,6 @@ from curate.stages.dedup.index import DocStore
 from curate.stages.dedup.inputs import InputInfo
 from curate.stages.dedup.signatures import Unit, placeholder
 from curate.stages.dedup.state import DedupState
-
-EXAMPLES_PER_REASON = 5  # units quoted per input and error reason
 
 
 def store_columns(num_perm: int) -> dict[str, tuple[str, int]]:
@@ -68,29 +67,46 @@ def units_of(inputs: list[InputInfo], config: DedupConfig) -> tuple[list[Unit], 
 
 class _Collector:
     """Adds the units' results to the store and the key indexes, and keeps what each input
-    could not use (failures, error counts and examples)."""
+    could not use: per input, its errors by reason with examples (file and row), or, for an
+    input left out, the one error that says why."""
 
-    def __init__(self, config: DedupConfig, inputs: list[InputInfo], store: DocStore, engine: Engine):
+    def __init__(
+        self, config: DedupConfig, inputs: list[InputInfo], offsets: dict[int, int], store: DocStore, engine: Engine
+    ):
         self.config = config
         self.inputs = inputs
+        self.offsets = offsets
         self.store = store
         self.engine = engine
-        self.failed: dict[int, str] = {i.index: i.error for i in inputs if i.error}
+        self.failed: dict[int, str] = {}
         self.input_errors: dict[int, Counter] = {}
         self.error_examples: dict[int, dict[str, list[dict[str, Any]]]] = {}
+        for info in inputs:
+            if info.error:
+                self._fail(info.index, info.error_reason or "unreadable_file", info.error)
+
+    def _fail(self, index: int, reason: str, message: str) -> None:
+        """Input ``index`` is left out: its counts so far are replaced by one error."""
+        if index in self.failed:
+            return
+        self.failed[index] = message
+        stats = failed_stats(self.inputs[index].path, reason, message)
+        self.input_errors[index] = stats.errors
+        self.error_examples[index] = stats.examples
 
     def add(self, unit: Unit, result: dict[str, Any]) -> None:
         if "error" in result:
-            if unit.input not in self.failed:
-                self.failed[unit.input] = result["error"]
+            self._fail(unit.input, result["reason"], result["error"])
             result = placeholder(result["n"], self.config)
-        else:
-            # Kept per input: an input that fails later on is left out of every count.
+        elif unit.input not in self.failed:
             self.input_errors.setdefault(unit.input, Counter()).update(result["errors"])
-            for reason in result["errors"]:
-                bucket = self.error_examples.setdefault(unit.input, {}).setdefault(reason, [])
-                if len(bucket) < EXAMPLES_PER_REASON:
-                    bucket.append({"file": self.inputs[unit.input].path, "ids": result["error_examples"]})
+            first_row = unit.offset - self.offsets[unit.input]  # the unit's first row in its file
+            path = self.inputs[unit.input].path
+            examples = self.error_examples.setdefault(unit.input, {})
+            for row, reason, doc_id in result["error_examples"]:
+                bucket = examples.setdefault(reason, [])
+                if len(bucket) < MAX_EXAMPLES:
+                    bucket.append({"file": path, "row": first_row + row, **({"id": doc_id} if doc_id else {})})
         n = result["n"]
         self.store.append(
             result["ids"],
@@ -115,7 +131,7 @@ def signature_pass(
     indexes = engine.make_indexes(work / "index", index_records(config, n), memory_bytes)
     store = DocStore(work / "store", store_columns(config.num_perm))
     units, offsets = units_of(inputs, config)
-    collector = _Collector(config, inputs, store, engine)
+    collector = _Collector(config, inputs, offsets, store, engine)
     bar = Progress("dedup: signatures", total=n, unit="docs", enabled=None if progress else False)
     try:
         with closing(engine.signature_results(units)) as results:

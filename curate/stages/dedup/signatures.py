@@ -13,8 +13,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from curate.core.accounting import MAX_EXAMPLES
+from curate.core.document import conform_column
 from curate.stages.dedup.config import DedupConfig
-from curate.stages.dedup.inputs import cast_column, cast_columns, char_batches, unreadable
+from curate.stages.dedup.inputs import cast_columns, char_batches, unreadable
 from curate.stages.dedup.lsh import band_keys
 from curate.stages.dedup.minhash import MinHasher
 from curate.stages.dedup.urls import hash128, normalize_url
@@ -57,7 +59,8 @@ def signature_unit(args: tuple[str, int, int, DedupConfig]) -> dict[str, Any]:
     try:
         return _signature_unit_inner(path, row_group, n_rows, config)
     except Exception as exc:
-        return {"error": unreadable(path, row_group, exc), "n": n_rows}
+        reason, message = unreadable(path, row_group, exc)
+        return {"error": message, "reason": reason, "n": n_rows}
 
 
 def _read_row_group(
@@ -79,22 +82,22 @@ def _read_row_group(
     for batch in pf.iter_batches(batch_size=4096, row_groups=[row_group], columns=columns):
         n = batch.num_rows
         for name in cast_only:
-            cast_column(_column(batch, name), name)
-        ids.extend(cast_column(_column(batch, "id"), "id").to_pylist())
-        texts.extend(cast_column(_column(batch, "text"), "text").to_pylist())
+            conform_column(_column(batch, name), name, path)
+        ids.extend(conform_column(_column(batch, "id"), "id", path).to_pylist())
+        texts.extend(conform_column(_column(batch, "text"), "text", path).to_pylist())
         url = _column(batch, "url")
-        urls.extend(cast_column(url, "url").to_pylist() if url is not None else [None] * n)
+        urls.extend(conform_column(url, "url", path).to_pylist() if url is not None else [None] * n)
         date = _column(batch, "date")
         if date is None:
             dates.append(np.full(n, NO_DATE, dtype=np.int64))
         else:
-            us = cast_column(date, "date").cast(pa.int64())
+            us = conform_column(date, "date", path).cast(pa.int64())
             dates.append(pc.fill_null(us, NO_DATE).to_numpy(zero_copy_only=False).astype(np.int64))
         q = _column(batch, "quality_score")
         if q is None:
             quality.append(np.full(n, np.nan, dtype=np.float32))
         else:
-            quality.append(cast_column(q, "quality_score").to_numpy(zero_copy_only=False).astype(np.float32))
+            quality.append(conform_column(q, "quality_score", path).to_numpy(zero_copy_only=False).astype(np.float32))
     if len(ids) != n_rows:
         raise ValueError(f"expected {n_rows} rows, read {len(ids)}")
     return (
@@ -111,13 +114,15 @@ def _signature_unit_inner(path: str, row_group: int, n_rows: int, config: DedupC
     n = len(ids)
     valid = np.ones(n, dtype=np.uint8)
     errors: Counter = Counter()
+    examples: list[tuple[int, str, str | None]] = []  # (row in the unit, reason, id)
     for i in range(n):
-        if texts[i] is None:
-            valid[i], texts[i] = 0, ""
-            errors["missing_text"] += 1
-        elif ids[i] is None:
-            valid[i] = 0
-            errors["missing_id"] += 1
+        # The rule of curate.core.document.null_rows: a null text, else a null id, is an error.
+        if texts[i] is None or ids[i] is None:
+            reason = "null_text" if texts[i] is None else "null_id"
+            valid[i], texts[i] = 0, texts[i] or ""
+            errors[reason] += 1
+            if errors[reason] <= MAX_EXAMPLES:
+                examples.append((i, reason, ids[i]))
     hasher = _hasher(config)
     sig = np.empty((n, config.num_perm), dtype=np.uint32)
     n_shingles = np.empty(n, dtype=np.int64)
@@ -140,7 +145,7 @@ def _signature_unit_inner(path: str, row_group: int, n_rows: int, config: DedupC
         "ids": [i or "" for i in ids],
         "valid": valid,
         "errors": errors,
-        "error_examples": [ids[i] for i in np.flatnonzero(valid == 0)[:3].tolist()],
+        "error_examples": examples,
         "date": dates,
         "quality": quality,
         "sig": sig,

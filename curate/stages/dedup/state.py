@@ -39,8 +39,8 @@ class DedupState:
     progress: bool  # show progress bars
     n_docs: int
     offsets: dict[int, int]  # input index -> its first document
-    failed: dict[int, str]  # input index -> why it is left out of every count
-    input_errors: dict[int, Counter]  # input index -> documents it could not use, by reason
+    failed: dict[int, str]  # input index -> why it is left out (counted as one read, one error)
+    input_errors: dict[int, Counter]  # input index -> documents it could not use (or its failure), by reason
     error_examples: dict[int, dict[str, list[dict[str, Any]]]]  # input index -> reason -> examples
     store: DocStore
     indexes: dict[str, KeyGroups]  # "exact", "url", "band": the kinds of key that are on

@@ -17,8 +17,10 @@ from typing import Any
 
 import numpy as np
 
+from curate.core.accounting import Stats
 from curate.core.document import Document
-from curate.core.shards import read_tables
+from curate.core.errors import InputError
+from curate.core.shards import drop_null_rows, read_tables
 from curate.runtime.executor import Executor
 from curate.stages.filter.chain import cached_chain
 
@@ -30,16 +32,15 @@ def _calibration_scores(args: tuple[str, list[dict[str, Any]], str]) -> tuple[st
     chain = cached_chain(specs)
     prefix, quality = chain.filters[:-1], chain.filters[-1]
     scores: list[float] = []
-    for table in read_tables(path):
-        for row in table.to_pylist():
-            doc = Document.from_row(row)
-            dropped = False
-            for f in prefix:
-                if f(doc) is not None and f.mode == "filter":
-                    dropped = True
-                    break
-            if not dropped:
-                scores.append(quality.predict(doc.text or ""))
+    try:
+        for table in read_tables(path):
+            # Rows without an id or text are errors of the filter pass, not scored here.
+            for row in drop_null_rows(table, Stats(), path, 0).to_pylist():
+                doc = Document.from_row(row)
+                if not any(f(doc) is not None and f.mode == "filter" for f in prefix):
+                    scores.append(quality.predict(doc.text or ""))
+    except InputError:
+        return out_path, -1  # the filter pass counts it as a failed input; nothing is cached
     tmp = f"{out_path}.tmp.npy"
     np.save(tmp, np.asarray(scores, dtype=np.float64))
     os.replace(tmp, out_path)
@@ -87,8 +88,9 @@ def calibrate_keep_top(
         files.append(out)
         if not os.path.exists(out):
             jobs.append((path, specs, out))
-    for _ in executor.map(_calibration_scores, jobs, ordered=False):
-        pass
+    for out_path, n_scored in executor.map(_calibration_scores, jobs, ordered=False):
+        if n_scored < 0:
+            files.remove(out_path)
     n = sum(len(np.load(f, mmap_mode="r")) for f in files)
     if n == 0:
         threshold = 1.0

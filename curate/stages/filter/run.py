@@ -30,7 +30,7 @@ from curate.core.document import Document
 from curate.core.errors import ConfigError, CurateError
 from curate.core.files import atomic_write_json
 from curate.core.progress import Progress
-from curate.core.shards import DEFAULT_SHARD_BYTES, expand_parquet_inputs, read_tables
+from curate.core.shards import DEFAULT_SHARD_BYTES, drop_null_rows, expand_parquet_inputs, read_tables
 from curate.runtime.output import OutputDir
 from curate.runtime.per_input import Task, run_per_input
 from curate.runtime.stage import StageContext
@@ -71,7 +71,12 @@ def process_input(task: Task) -> tuple[Stats, str, str | None]:
     report = _report_path(task.output_dir, task.index)
     if report.exists():
         report.unlink()
+    first_row = 0
     for table in read_tables(task.path):
+        n_rows = table.num_rows
+        # A row with a null id or text is an error of its own; the file's other rows go on.
+        table = drop_null_rows(table, stats, task.path, first_row)
+        first_row += n_rows
         for row in table.to_pylist():
             doc = Document.from_row(row)
             stats.read += 1
@@ -97,7 +102,7 @@ def process_input(task: Task) -> tuple[Stats, str, str | None]:
                 if n_kept != n_read:
                     stats.chars["removed_by_transforms"] += n_read - n_kept
                 kept_writer.write(doc)
-        task.report(docs=table.num_rows)
+        task.report(docs=n_rows)
     atomic_write_json(report, chain.report())
     n_errors = sum(stats.errors.values())
     if n_errors:

@@ -6,10 +6,11 @@ from __future__ import annotations
 import math
 import os
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
-from curate.core.config import from_dict, load_toml, parse_bytes, parse_count, resolve_path, resolve_paths
+from curate.core.config import check_finite, from_dict, load_toml, parse_bytes, parse_count, resolve_path, resolve_paths
 from curate.core.errors import ConfigError
+from curate.core.ranges import POSITIVE, SEED, SIZE, Range, check_bounds, check_value
 from curate.core.readers import FORMATS
 
 
@@ -26,6 +27,14 @@ class SourceSpec:
     date_field: str = "date"
     max_epochs: float | None = None  # overrides the mix-wide cap for this source
 
+    # Checked when the config is built (from_dict) and by MixConfig.validate().
+    bounds: ClassVar[dict[str, Range]] = {"weight": POSITIVE, "max_epochs": POSITIVE}
+
+    def __post_init__(self) -> None:
+        # The weight's own message (older than the declared bounds, and relied on) comes first.
+        if not (isinstance(self.weight, (int, float)) and math.isfinite(self.weight) and self.weight > 0):
+            raise ConfigError(f"source {self.name!r}: weight must be a positive number, got {self.weight!r}")
+
 
 @dataclass
 class MixConfig:
@@ -40,7 +49,11 @@ class MixConfig:
     pretokenize: bool = False
     output: str | None = None  # output directory when -o is not given
 
-    def validate(self) -> None:
+    # Checked when the config is built (from_dict) and by validate(); the budget and the two
+    # sizes are checked there once parsed ("2M", "64MB"). The seed feeds numpy's generators.
+    bounds: ClassVar[dict[str, Range]] = {"max_epochs": POSITIVE, "seed": SEED}
+
+    def validate(self, who: str = "mix") -> None:
         if not self.sources:
             raise ConfigError("no sources given (use --source NAME=PATH:WEIGHT or [[sources]] in --config)")
         names = [s.name for s in self.sources]
@@ -52,18 +65,16 @@ class MixConfig:
                 raise ConfigError(f"source name {s.name!r}: use letters, digits, '-' or '_'")
             if not s.paths:
                 raise ConfigError(f"source {s.name!r}: no paths")
-            if not (isinstance(s.weight, (int, float)) and math.isfinite(s.weight) and s.weight > 0):
-                raise ConfigError(f"source {s.name!r}: weight must be a positive number, got {s.weight!r}")
+            check_bounds(s, f"source {s.name!r}")
+            check_finite(s, f"source {s.name!r}")  # --source web=x:inf is built in code
             if s.format not in FORMATS:
                 raise ConfigError(f"source {s.name!r}: unknown format {s.format!r} (known: {', '.join(FORMATS)})")
-            if s.max_epochs is not None and not s.max_epochs > 0:
-                raise ConfigError(f"source {s.name!r}: max_epochs must be > 0")
         if self.budget <= 0:
             raise ConfigError("the token budget must be positive (--tokens 2M)")
-        if not self.max_epochs > 0:
-            raise ConfigError("max_epochs must be > 0")
-        if self.shard_bytes <= 0 or self.shuffle_bytes <= 0:
-            raise ConfigError("shard_size and shuffle_memory must be positive sizes")
+        check_bounds(self, who)
+        check_finite(self, who)
+        for key, value in (("shard_size", self.shard_bytes), ("shuffle_memory", self.shuffle_bytes)):
+            check_value(who, key, value, SIZE, integer=True)
 
     @property
     def budget(self) -> int:

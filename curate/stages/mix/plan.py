@@ -39,6 +39,7 @@ class SourceCount:
     chars: int
     bytes: int
     id_digest: int  # crc32 of the ids in order, to catch inputs changing between passes
+    failed: dict[str, tuple[str, str]]  # files that could not be read: path -> (reason, message)
 
     @property
     def docs(self) -> int:
@@ -55,8 +56,9 @@ def count_tokens(texts: pa.ChunkedArray | pa.Array, tokenizer: Tokenizer) -> np.
     return np.asarray(tokenizer.count(texts.to_pylist()), dtype=np.int64)
 
 
-def source_reader(spec: SourceSpec) -> SourceReader:
-    return SourceReader(spec.name, spec.paths, spec.format, spec.text_field, spec.id_field, spec.date_field)
+def source_reader(spec: SourceSpec, skip: dict[str, tuple[str, str]] | None = None) -> SourceReader:
+    """The reader of a source; ``skip``: the files pass 1 could not read (not read again)."""
+    return SourceReader(spec.name, spec.paths, spec.format, spec.text_field, spec.id_field, spec.date_field, skip=skip)
 
 
 def crc_ids(crc: int, table: pa.Table) -> int:
@@ -64,11 +66,21 @@ def crc_ids(crc: int, table: pa.Table) -> int:
 
 
 def count_source(spec: SourceSpec, tokenizer: Tokenizer, progress: Progress | None = None) -> SourceCount:
+    """Pass 1 over one source. A Parquet file that fails partway is left out entirely: the
+    counts of its rows already read are dropped (its documents get no position)."""
     reader = source_reader(spec)
     counts = array("i")
     chars = nbytes = 0
     crc = 0
-    for table in reader.tables():
+    mark: tuple[str | None, int, int, int, int] = (None, 0, 0, 0, 0)  # where the current file began
+    for path, table in reader.batches():
+        if table is None:  # ``path`` failed after some of its rows: back to where it began
+            if mark[0] == path:
+                _, n_docs, chars, nbytes, crc = mark
+                del counts[n_docs:]
+            continue
+        if path is not None and mark[0] != path:
+            mark = (path, len(counts), chars, nbytes, crc)
         text = table.column("text")
         counts.extend(count_tokens(text, tokenizer).tolist())
         chars += pc.sum(pc.utf8_length(text)).as_py() or 0
@@ -84,6 +96,7 @@ def count_source(spec: SourceSpec, tokenizer: Tokenizer, progress: Progress | No
         chars,
         nbytes,
         crc,
+        reader.failed,
     )
 
 
@@ -193,19 +206,33 @@ def plan_mix(cfg: MixConfig, counted: list[SourceCount]) -> tuple[list[SourcePla
             short.append(plan)
             need = requested / c.tokens if c.tokens else float("inf")
             notes.append(
-                f"source {name!r}: {c.tokens:,} tokens would need {need:.1f} epochs for its share "
+                f"source {name!r}: {c.tokens:,} tokens would need {number(need, 1)} epochs for its share "
                 f"(max {plan.max_epochs:g}); capped at {plan.tokens_target:,} tokens, shortfall "
-                f"{requested - plan.tokens_target:,.0f} tokens given to the other sources by weight"
+                f"{number(requested - plan.tokens_target)} tokens given to the other sources by weight"
             )
     planned = sum(p.tokens_planned for p in plans)
-    if planned < budget:
-        notes.append(
-            f"all sources together hold only {planned:,} tokens within their epoch caps: the mix is "
-            f"{budget - planned:,} tokens short of the budget {budget:,}"
-        )
+    note = shortfall_note(planned, budget)
+    if note:
+        notes.append(note)
     if cfg.strict and (short or planned < budget):
         raise CurateError("--strict: " + "; ".join(n for n in notes if "weights sum" not in n))
     return plans, notes
+
+
+def number(value: float, decimals: int = 0) -> str:
+    """``1,234,567`` (with ``decimals``), or ``1e+30`` past what digits make readable."""
+    return f"{value:,.{decimals}f}" if abs(value) < 1e15 else f"{value:.3g}"
+
+
+def shortfall_note(tokens: int, budget: int) -> str | None:
+    """The note of a mix that holds fewer tokens than its budget (every source at its epoch
+    cap), None when it reaches it. The command prints it even with ``--quiet``."""
+    if tokens >= budget:
+        return None
+    return (
+        f"all sources together hold only {tokens:,} tokens within their epoch caps: the mix is "
+        f"{number(budget - tokens)} tokens short of the budget {number(budget)}"
+    )
 
 
 @dataclass

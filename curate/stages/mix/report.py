@@ -10,7 +10,7 @@ import numpy as np
 from curate.core.manifest import build_manifest
 from curate.core.shards import ShardInfo
 from curate.stages.mix.config import MixConfig
-from curate.stages.mix.plan import Planned, SourceCount, SourcePlan
+from curate.stages.mix.plan import Planned, SourceCount, SourcePlan, number
 from curate.stages.mix.shuffle import TOKENS_DIR, OutputWriter, Selected
 
 STAGE = "mix"  # the stage name in manifests and state
@@ -57,9 +57,12 @@ def manifest(
         r = realized[p.name]
         entry = source_entry(c, p, r.tokens, r.docs, r.rows, total_tokens)
         sources_json.append({**entry, "paths": c.spec.paths, "files": len(c.files), "chars": r.chars})
+    failed = sum(len(c.failed) for c in planned.counted)
     extra: dict[str, Any] = {
-        "complete": True,
-        "inputs_failed": 0,
+        # A file that could not be read is left out, like in every stage: the mix of the others
+        # is written, and a rerun (after the file is fixed) mixes again.
+        "complete": not failed,
+        "inputs_failed": failed,
         "seed": cfg.seed,
         "tokenizer": planned.tokenizer.describe(),
         "tokens": {
@@ -97,7 +100,13 @@ def manifest(
 
 def plan_report(cfg: MixConfig, planned: Planned) -> dict[str, Any]:
     total = sum(p.tokens_planned for p in planned.plans)
-    return {
+    failed = [
+        {"source": c.spec.name, "path": path, "status": "failed", "message": message}
+        for c in planned.counted
+        for path, (_, message) in c.failed.items()
+    ]
+    # Files that could not be read are listed as the run's manifest lists them.
+    return ({"inputs_failed": len(failed), "inputs": failed} if failed else {}) | {
         "stage": "mix-plan",
         "tokenizer": planned.tokenizer.describe(),
         "seed": cfg.seed,
@@ -115,7 +124,7 @@ def summarize_mix(manifest: dict[str, Any]) -> str:
     lines = []
     t = manifest["tokens"]
     lines.append(
-        f"{manifest['stage']}: {t['realized']:,} tokens (budget {t['budget']:,}), "
+        f"{manifest['stage']}: {t['realized']:,} tokens (budget {number(t['budget'])}), "
         f"tokenizer {manifest['tokenizer']['name']}, seed {manifest['seed']}"
     )
     lines.append(f"  {'source':<16}{'requested':>10}{'realized':>10}{'tokens':>14}{'docs':>9}{'rows':>9}{'epochs':>8}")
@@ -130,6 +139,9 @@ def summarize_mix(manifest: dict[str, Any]) -> str:
             lines.append(
                 f"    {errors:,} unreadable record(s): " + ", ".join(f"{k}={v}" for k, v in sorted(s["errors"].items()))
             )
+    for item in manifest.get("inputs", []):
+        if item.get("status") == "failed":
+            lines.append(f"  unreadable input: {item['path']}: {item.get('message', '')}")
     cut = manifest.get("training_cutoff")
     if cut:
         lines.append(

@@ -134,7 +134,10 @@ def _count_and_plan(cfg: MixConfig, ctx: StageContext) -> Planned:
     for note in notes:
         ctx.log(f"note: {note}")
     if sum(c.docs for c in counted) == 0:
-        raise CurateError("no usable documents in any source (all inputs empty or unreadable)")
+        failed = [f"{path}: {message}" for c in counted for path, (_, message) in c.failed.items()]
+        detail = f"; {failed[0]}" + (f" (and {len(failed) - 1} more)" if len(failed) > 1 else "") if failed else ""
+        # Exit 1 like a stage whose inputs could not be read; nothing is written.
+        raise CurateError(f"no usable documents in any source (all inputs empty or unreadable{detail})", 1)
     return Planned(tokenizer, counted, plans, notes)
 
 
@@ -187,7 +190,7 @@ def _scatter(cfg: MixConfig, planned: Planned, buckets: Buckets, show_progress: 
     total_docs = sum(c.docs for c in planned.counted)
     progress = Progress("mix: selecting", total=total_docs, unit="docs", enabled=None if show_progress else False)
     for src_index, (c, plan) in enumerate(zip(planned.counted, planned.plans)):
-        reader = source_reader(c.spec)
+        reader = source_reader(c.spec, skip=c.failed)
         offset, crc = 0, 0
         for table in reader.tables():
             n = table.num_rows
@@ -205,9 +208,10 @@ def _scatter(cfg: MixConfig, planned: Planned, buckets: Buckets, show_progress: 
             s.rejected["not_sampled"] += c.docs - s.kept
         selected.stats.merge(s)
         for path, fs in reader.per_file.items():
-            status = "done" if not fs.errors else "done_with_errors"
+            status = "failed" if path in c.failed else "done_with_errors" if fs.errors else "done"
             entry = {"source": plan.name, "path": path, "read": fs.read, "errors": sum(fs.errors.values())}
-            selected.inputs.append({**entry, "status": status})
+            message = {"message": c.failed[path][1]} if path in c.failed else {}
+            selected.inputs.append({**entry, "status": status, **message})
     buckets.close()
     progress.close()
     return selected

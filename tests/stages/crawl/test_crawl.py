@@ -116,10 +116,39 @@ def test_damaged_inputs_are_counted_and_the_rest_kept(tmp_path, warc_kit):
     assert c["read"] == c["kept"] + sum(c["rejected"].values()) + sum(c["errors"].values())
     assert c["kept"] == 5 + 6
     assert c["rejected"] == {"not_html": 1, "status_404": 1, "no_text": 1}
-    assert sum(c["errors"].values()) == 2 and "trailing_garbage" in c["errors"]
+    # Two damaged records, and the file that is no archive at all as one error naming it.
+    assert sum(c["errors"].values()) == 3 and "trailing_garbage" in c["errors"]
+    assert c["error_examples"]["unreadable_file"][0]["file"].endswith("c-notwarc.warc")
     example = c["error_examples"]["trailing_garbage"][0]
     assert example["file"].endswith("b-trailing.warc.gz") and example["offset"] == len(good)
     assert manifest["inputs_failed"] == 1
+
+
+def test_wrong_content_lengths_are_counted_whether_repaired_or_not(tmp_path, warc_kit):
+    from curate.runtime.stage import summarize
+
+    def set_length(data: bytes, which: int, delta: int) -> bytes:
+        pos = -1
+        for _ in range(which + 1):
+            pos = data.index(b"Content-Length: ", pos + 1)
+        end = data.index(b"\r\n", pos)
+        return data[: pos + 16] + str(int(data[pos + 16 : end]) + delta).encode() + data[end:]
+
+    long_page = ("https://e.com/long", warc_kit.http_block(("<p>" + "word " * 4000 + "</p>").encode()))
+    data = warc_kit.make_warc(warc_kit.simple_pages(3) + [long_page] + warc_kit.simple_pages(1, "z"), gzip=False)
+    data = set_length(data, 1, -7)  # page 0: 7 bytes short, the next header frames it whole
+    data = set_length(data, 2, 11)  # page 1: 11 bytes long, the same
+    data = set_length(data, 4, -12_000)  # the long page: far too short, no header near its end
+    (tmp_path / "in.warc").write_bytes(data)
+    manifest = crawl([str(tmp_path / "in.warc")], str(tmp_path / "out"))
+    c = manifest["counts"]
+    assert c["repaired"] == {"bad_content_length": 2} and c["errors"] == {"bad_content_length": 1}
+    assert c["kept"] == 4 and c["read"] == 5 == c["kept"] + sum(c["rejected"].values()) + sum(c["errors"].values())
+    offsets = [e["offset"] for e in c["error_examples"]["repaired:bad_content_length"]]
+    docs = {d.url: d for d in read_documents([str(tmp_path / "out")])}
+    assert sorted(d.warc_offset for d in docs.values() if "repaired" in (d.meta or "")) == sorted(offsets)
+    assert "https://e.com/long" not in docs
+    assert "repaired: bad_content_length=2" in summarize(manifest)
 
 
 def test_too_large_and_config(tmp_path, warc_kit):
@@ -163,3 +192,34 @@ def test_killed_run_resumes_without_duplicates(tmp_path, warc_kit):
     assert len(got) == 36 and len({(r["warc_path"], r["id"]) for r in got}) == 36
     assert got == want
     assert not list(out.glob(".*.tmp"))
+
+
+@pytest.mark.parametrize(
+    "overrides,message",
+    [
+        ({"min_text_chars": -1}, "crawl config: min_text_chars = -1 is out of range; allowed: an integer >= 0"),
+        ({"max_page_bytes": 0}, "crawl: max_page_bytes = 0 is out of range; allowed: an integer >= 1"),
+        ({"shard_size": "0MB"}, "crawl: shard_size = 0 is out of range; allowed: an integer >= 1"),
+        ({"extract": {"time_limit": -1.0}}, "crawl config.extract: time_limit = -1.0 is out of range"),
+        ({"extract": {"full_below_chars": -5}}, "crawl config.extract: full_below_chars = -5 is out of range"),
+        ({"http": {"retries": -1}}, "crawl config.http: retries = -1 is out of range; allowed: an integer >= 0"),
+        ({"http": {"timeout": 0.0}}, "crawl config.http: timeout = 0.0 is out of range; allowed: a number > 0"),
+        ({"http": {"backoff": -0.5}}, "crawl config.http: backoff = -0.5 is out of range; allowed: a number >= 0"),
+    ],
+)
+def test_numeric_settings_are_range_checked_when_built(overrides, message):
+    import re
+
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        load_config(None, overrides)
+
+
+def test_configs_built_in_code_are_range_checked_by_validate():
+    from curate.stages.crawl.extract import ExtractOptions
+    from curate.stages.crawl.sources import HttpOptions
+
+    with pytest.raises(ConfigError, match=r"crawl\.extract: time_limit = -2 is out of range"):
+        CrawlConfig(extract=ExtractOptions(time_limit=-2)).validate()
+    with pytest.raises(ConfigError, match=r"crawl\.http: max_backoff = -1 is out of range"):
+        CrawlConfig(http=HttpOptions(max_backoff=-1)).validate()
+    assert CrawlConfig(extract=ExtractOptions(time_limit=0)).validate().extract.time_limit == 0

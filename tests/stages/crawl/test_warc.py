@@ -130,6 +130,27 @@ def test_wrong_content_length_without_a_boundary_is_an_error(warc_kit):
     assert errors == [] and len(urls(records)) == 4
 
 
+def test_plain_warc_cut_inside_its_last_record_is_not_repaired(warc_kit):
+    data = warc_kit.make_warc(warc_kit.simple_pages(3), gzip=False)
+    last = data.rindex(b"WARC/1.0")
+    # Cut in the middle of the last page: its declared length runs past the end of the input,
+    # and what is there does not end like a record. Truncated, not a wrong length.
+    cut = data[: last + (len(data) - last) // 2]
+    records, errors = read_all(cut)
+    assert [e.reason for e in errors] == ["truncated_record"]
+    assert urls(records) == ["https://example.com/page/0", "https://example.com/page/1"]
+    assert not any(r.repaired for r in records)
+
+
+def test_too_long_content_length_of_the_last_record_is_repaired_when_it_ends_like_a_record(warc_kit):
+    data = warc_kit.make_warc(warc_kit.simple_pages(3), gzip=False)
+    records, errors = read_all(_set_length(data, 3, 500))  # record 3 = the last page
+    assert errors == [] and len(urls(records)) == 3
+    assert [r.repaired for r in records] == [None, None, None, "bad_content_length"]
+    good, _ = read_all(data)
+    assert records[-1].content == good[-1].content
+
+
 def test_not_a_warc():
     records, errors = read_all(b"<html><body>just a page</body></html>" * 50)
     assert records == [] and [e.reason for e in errors] == ["not_warc"]

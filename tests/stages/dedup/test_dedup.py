@@ -309,11 +309,18 @@ def test_errors_are_counted_and_bad_input_is_skipped(tmp_path):
     (tmp_path / "in" / "part-00002-000.parquet").write_bytes(b"PAR1 this is not parquet")
     m = dedup([str(tmp_path / "in")], str(tmp_path / "out"))
     assert m["inputs_failed"] == 1 and m["complete"] is False
-    assert [i["status"] for i in m["inputs"]] == ["done", "done", "failed"]
-    assert m["counts"]["read"] == 5 and m["counts"]["errors"] == {"missing_text": 1}
-    assert m["counts"]["rejected"] == {"exact": 1} and m["counts"]["kept"] == 3
-    with pytest.raises(CurateError, match="no readable input"):
-        dedup([str(tmp_path / "in" / "part-00002-000.parquet")], str(tmp_path / "out2"))
+    assert [i["status"] for i in m["inputs"]] == ["done", "done_with_errors", "failed"]
+    # The null text is one error (file and row named); the unreadable file one more.
+    c = m["counts"]
+    assert c["read"] == 6 and c["errors"] == {"null_text": 1, "unreadable_file": 1}
+    example = {"file": str(tmp_path / "in" / "part-00001-000.parquet"), "row": 0, "id": "n1"}
+    assert c["error_examples"]["null_text"] == [example]
+    assert c["error_examples"]["unreadable_file"][0]["file"].endswith("part-00002-000.parquet")
+    assert c["rejected"] == {"exact": 1} and c["kept"] == 3
+    # No readable input at all: still a manifest counting it (the command exits 1, like filter).
+    alone = dedup([str(tmp_path / "in" / "part-00002-000.parquet")], str(tmp_path / "out2"))
+    assert alone["inputs_failed"] == 1 and alone["counts"]["read"] == 1 and alone["counts"]["kept"] == 0
+    assert alone["counts"]["errors"] == {"unreadable_file": 1} and _read(tmp_path / "out2") == []
 
 
 def test_rerun_is_a_noop_and_other_options_need_overwrite(tmp_path):
@@ -430,57 +437,62 @@ def test_input_failing_after_its_first_row_group_is_left_out_entirely(tmp_path):
     path.write_bytes(bytes(data))
     m = dedup([str(tmp_path / "in")], str(tmp_path / "out"))
     assert [i["status"] for i in m["inputs"]] == ["failed", "done"] and "row group" in m["inputs"][0]["message"]
-    # The readable row groups of the failed input neither count nor remove anything.
-    assert m["counts"]["read"] == 21 and m["counts"]["kept"] == 21 and m["counts"]["rejected"] == {}
+    # The readable row groups of the failed input neither count nor remove anything: the
+    # input is one record read and one error.
+    assert m["counts"]["read"] == 22 and m["counts"]["kept"] == 21 and m["counts"]["rejected"] == {}
+    assert m["counts"]["errors"] == {"unreadable_file": 1}
 
 
-def test_columns_that_cannot_be_cast_fail_their_input_in_the_signature_pass(tmp_path):
+def test_columns_of_another_kind_fail_their_input_before_anything_is_read(tmp_path):
     import pyarrow as pa
 
     docs = [_doc("a", LOREM), _doc("b", LOREM), _doc("c", "something else entirely here")]
     _write(tmp_path / "in", docs)
     d = tmp_path / "in"
-    # scores as text can never become a map: caught from the schema alone.
+    # Another kind of value than the schema's, seen from the footer alone: text as a map,
+    # numbers as text (even when every value would parse), text as a date.
     pq.write_table(pa.table({"id": ["s1"], "text": [LOREM], "scores": ["q=1"]}), d / "part-00001-000.parquet")
-    # n_chars as text casts only where the text is a number: caught by the signature pass.
-    pq.write_table(
-        pa.table({"id": ["n1", "n2"], "text": [LOREM, "x y z"], "n_chars": ["12", "many"]}),
-        d / "part-00002-000.parquet",
-    )
-    # Same kind of failure on a column the signature pass reads itself (date).
+    pq.write_table(pa.table({"id": ["n1"], "text": ["a fresh text"], "n_chars": ["12"]}), d / "part-00002-000.parquet")
     pq.write_table(pa.table({"id": ["t1"], "text": [LOREM], "date": ["yesterday"]}), d / "part-00003-000.parquet")
-    # Values that do cast are fine: this input is deduplicated like the others.
-    pq.write_table(
-        pa.table({"id": ["ok1"], "text": ["a fresh document"], "n_chars": ["16"]}), d / "part-00004-000.parquet"
+    # Lossless casts are fine: large strings, int32 offsets, nanosecond dates.
+    ok = pa.table(
+        {
+            "id": pa.array(["ok1"], pa.large_string()),
+            "text": pa.array(["another fresh document"], pa.large_string()),
+            "warc_offset": pa.array([7], pa.int32()),
+            "date": pa.array([T0.replace(tzinfo=None)], pa.timestamp("ns")),
+        }
     )
+    pq.write_table(ok, d / "part-00004-000.parquet")
     infos = inspect_inputs([str(d / f"part-0000{i}-000.parquet") for i in range(5)])
-    # Only the never-castable type is seen from the metadata; the others need their values.
-    assert [i.error is not None for i in infos] == [False, True, False, False, False]
+    assert [i.error_reason for i in infos] == [None, "bad_schema", "bad_schema", "bad_schema", None]
     m = dedup([str(d)], str(tmp_path / "out"))
     assert [i["status"] for i in m["inputs"]] == ["done", "failed", "failed", "failed", "done"]
     messages = [i.get("message", "") for i in m["inputs"]]
-    assert "part-00001-000.parquet" in messages[1] and "column 'scores' has type string" in messages[1]
-    assert "part-00002-000.parquet" in messages[2] and "column 'n_chars'" in messages[2]
-    assert "part-00003-000.parquet" in messages[3]
-    # The failed inputs neither count nor remove anything (their LOREM copies stay out).
-    assert m["counts"]["read"] == 4 and m["counts"]["kept"] == 3 and m["counts"]["rejected"] == {"exact": 1}
+    assert messages[1] == "column 'scores' has type string, expected map<string, double>"
+    assert messages[2] == "column 'n_chars' has type string, expected int64"
+    assert messages[3] == "column 'date' has type string, expected timestamp[us, tz=UTC]"
+    # The failed inputs remove nothing (their LOREM copies stay out); each is one error.
+    c = m["counts"]
+    assert c["read"] == 7 and c["kept"] == 3 and c["rejected"] == {"exact": 1} and c["errors"] == {"bad_schema": 3}
+    files = [e["file"] for e in c["error_examples"]["bad_schema"]]
+    assert files == [str(d / f"part-0000{i}-000.parquet") for i in (1, 2, 3)]
     assert m["inputs_failed"] == 3 and m["complete"] is False
     kept = {r["id"]: r for r in _read(tmp_path / "out")}
-    assert set(kept) == {"a", "c", "ok1"} and kept["ok1"]["n_chars"] == 16
+    assert set(kept) == {"a", "c", "ok1"} and kept["ok1"]["warc_offset"] == 7 and kept["ok1"]["date"] == T0
 
 
-def test_check_schema_names_incompatible_columns(tmp_path):
+def test_a_value_out_of_its_column_range_fails_the_input_in_the_signature_pass(tmp_path):
     import pyarrow as pa
 
-    from curate.stages.dedup.inputs import check_schema
-
-    check_schema(pa.schema([("id", pa.string()), ("text", pa.large_string()), ("n_chars", pa.string())]))
-    with pytest.raises(ValueError, match="missing column.*text"):
-        check_schema(pa.schema([("id", pa.string()), ("body", pa.string())]))
-    with pytest.raises(ValueError, match="column 'scores' has type string"):
-        check_schema(pa.schema([("id", pa.string()), ("text", pa.string()), ("scores", pa.string())]))
-    with pytest.raises(ValueError, match="column 'epoch' has type list"):
-        check_schema(pa.schema([("id", pa.string()), ("text", pa.string()), ("epoch", pa.list_(pa.int32()))]))
+    _write(tmp_path / "in", [_doc("a", LOREM), _doc("b", "something else entirely here")])
+    # int64 epochs are read as int32: the kind is right, this value does not fit.
+    big = pa.table({"id": ["e1", "e2"], "text": [LOREM, "x y z"], "epoch": pa.array([1, 2**40], pa.int64())})
+    pq.write_table(big, tmp_path / "in" / "part-00001-000.parquet")
+    m = dedup([str(tmp_path / "in")], str(tmp_path / "out"))
+    assert [i["status"] for i in m["inputs"]] == ["done", "failed"]
+    assert "column 'epoch'" in m["inputs"][1]["message"] and "not in range" in m["inputs"][1]["message"]
+    assert m["counts"]["errors"] == {"bad_schema": 1} and m["counts"]["rejected"] == {}
 
 
 def test_same_input_given_twice_is_read_once(tmp_path):
@@ -660,5 +672,34 @@ def test_char_batches_cover_every_text_once_within_the_budget_and_errors_are_one
     assert all(e > s for s, e in batches)
     assert all(e - s == 1 or sum(map(len, texts[s:e])) <= BATCH_CHARS for s, e in batches)
     assert batches[:2] == [(0, 2), (2, 3)]
-    message = unreadable("x.parquet", 3, OSError("Couldn't deserialize thrift\nDeserializing page header failed.\n"))
+    reason, message = unreadable(
+        "x.parquet", 3, OSError("Couldn't deserialize thrift\nDeserializing page header failed.\n")
+    )
+    assert reason == "unreadable_file"
     assert message == "x.parquet: row group 3 unreadable (OSError: Couldn't deserialize thrift)"
+
+
+@pytest.mark.parametrize(
+    "options,message",
+    [
+        ({"threshold": 0.0}, "threshold = 0.0 is out of range; allowed: a number in (0, 1]"),
+        ({"verify_threshold": 1.5}, "verify_threshold = 1.5 is out of range; allowed: a number in (0, 1]"),
+        ({"seed": -1}, "seed = -1 is out of range; allowed: an integer in [0, 4294967295]"),
+        ({"seed": 2**32}, "seed = 4294967296 is out of range"),
+        ({"num_perm": 1}, "num_perm = 1 is out of range; allowed: an integer in [2, 4096]"),
+        ({"ngram": 0}, "ngram = 0 is out of range; allowed: an integer >= 1"),
+        ({"bands": 0, "rows": 4}, "bands = 0 is out of range; allowed: an integer >= 1"),
+        ({"shard_bytes": 0}, "shard_bytes = 0 is out of range; allowed: an integer >= 1"),
+    ],
+)
+def test_numeric_settings_are_range_checked(options, message):
+    import re
+
+    from curate.core.config import from_dict
+    from curate.core.errors import ConfigError
+
+    # Built in code (the command line) or from a table (the pipeline's [dedup]): the same check.
+    with pytest.raises(ConfigError, match="^dedup: " + re.escape(message)):
+        DedupConfig(**options).validate()
+    with pytest.raises(ConfigError, match=r"^\[dedup\]: " + re.escape(message)):
+        from_dict(DedupConfig, options, where="[dedup]")

@@ -172,7 +172,45 @@ def test_unreadable_input_fails_alone(tmp_path):
     bad = tmp_path / "bad.parquet"
     bad.write_bytes(b"PAR1 not really parquet")
     manifest = run_filter(inputs + [str(bad)], str(tmp_path / "out"), {"filters": [{"name": "fineweb"}]})
-    assert manifest["inputs_failed"] == 1 and manifest["counts"]["read"] == 6
+    # The bad file counts as one record read and one error naming it; the good one is filtered.
+    c = manifest["counts"]
+    assert manifest["inputs_failed"] == 1 and c["read"] == 7 and c["errors"] == {"unreadable_file": 1}
+    assert c["error_examples"]["unreadable_file"][0]["file"] == str(bad)
+    assert c["read"] == c["kept"] + sum(c["rejected"].values()) + sum(c["errors"].values())
+
+
+def test_null_text_rows_are_errors_and_the_rest_of_the_file_is_filtered(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = tmp_path / "nulls.parquet"
+    ids = ["a", "b", "c", None]
+    pq.write_table(pa.table({"id": ids, "text": [ARTICLE, None, GERMAN, ARTICLE]}), path)
+    manifest = run_filter([str(path)], str(tmp_path / "out"), {"filters": [{"name": "fineweb"}]})
+    c = manifest["counts"]
+    assert c["read"] == 4 and c["kept"] == 2 and c["errors"] == {"null_text": 1, "null_id": 1}
+    assert c["error_examples"]["null_text"] == [{"file": str(path), "row": 1, "id": "b"}]
+    assert c["error_examples"]["null_id"] == [{"file": str(path), "row": 3}]
+    assert manifest["inputs"][0]["status"] == "done_with_errors" and manifest["inputs_failed"] == 0
+    kept, rejected = outputs(tmp_path / "out")
+    assert [d.id for d in kept] == ["a", "c"] and rejected == []
+
+
+def test_wrong_column_types_fail_the_file_alone(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    inputs = write_inputs(tmp_path, n_files=1)
+    bad = tmp_path / "ints.parquet"
+    pq.write_table(pa.table({"id": pa.array([1, 2]), "text": pa.array([10, 20])}), bad)
+    manifest = run_filter(inputs + [str(bad)], str(tmp_path / "out"), {"filters": [{"name": "fineweb"}]})
+    c = manifest["counts"]
+    assert manifest["inputs_failed"] == 1 and c["read"] == 7 and c["errors"] == {"bad_schema": 1}
+    example = {"file": str(bad), "detail": "column 'id' has type int64, expected string"}
+    assert c["error_examples"]["bad_schema"] == [example]
+    assert manifest["inputs"][1]["status"] == "failed" and manifest["inputs"][1]["message"] == example["detail"]
+    kept, rejected = outputs(tmp_path / "out")
+    assert not [d for d in kept + rejected if d.id in ("1", "2", "10", "20")]  # no number became a document
 
 
 def test_chain_config_errors(tmp_path):

@@ -151,6 +151,53 @@ def test_cli_sources_replace_config_sources_by_name(tmp_path):
         load_mix_config(None, {"tokens": "1M"}, [parse_source_option("a=x:1"), parse_source_option("a=y:1")])
 
 
+SOURCE = "[[sources]]\nname = 'a'\npaths = ['x']\nweight = 1\n"
+
+
+@pytest.mark.parametrize(
+    "text,message",
+    [
+        ("seed = -1", "mix.toml: seed = -1 is out of range; allowed: an integer in [0, 4294967295]"),
+        ("seed = 4294967296", "mix.toml: seed = 4294967296 is out of range"),
+        ("max_epochs = 0.0", "mix.toml: max_epochs = 0.0 is out of range; allowed: a number > 0"),
+        ('shard_size = "0MB"', "mix: shard_size = 0 is out of range; allowed: an integer >= 1"),
+        ('shuffle_memory = "0"', "mix: shuffle_memory = 0 is out of range; allowed: an integer >= 1"),
+        (SOURCE + "max_epochs = -2.0", "mix.toml.sources[0]: max_epochs = -2.0 is out of range"),
+        (SOURCE.replace("weight = 1", "weight = 0"), "source 'a': weight must be a positive number"),
+    ],
+)
+def test_numeric_settings_are_range_checked(tmp_path, text, message):
+    import re
+
+    conf = tmp_path / "mix.toml"
+    # Top-level keys first, then the source table (where a key after it belongs to the source).
+    conf.write_text('tokens = "1M"\n' + (text + "\n" if text.startswith("[[") else text + "\n" + SOURCE))
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        load_mix_config(str(conf))
+
+
+def test_configs_built_in_code_are_range_checked_by_validate():
+    with pytest.raises(ConfigError, match=r"mix: seed = -3 is out of range"):
+        MixConfig(sources=[SourceSpec("a", ["x"], 1.0)], tokens=10, seed=-3).validate()
+    with pytest.raises(ConfigError, match=r"source 'a': max_epochs = inf is not a finite number"):
+        MixConfig(sources=[SourceSpec("a", ["x"], 1.0, max_epochs=math.inf)], tokens=10).validate()
+
+
+def test_a_budget_no_source_set_can_fill_is_said_even_quietly(sources, tmp_path):
+    from click.testing import CliRunner
+
+    from curate.cli import cli
+
+    args = ["mix", "-s", f"papers={sources['papers']}:1", "--tokens", "1e30", "--max-epochs", "2"]
+    r = CliRunner().invoke(cli, [*args, "-o", str(tmp_path / "out"), "-q"])
+    assert r.exit_code == 0, r.output
+    available = json.loads((tmp_path / "out" / "manifest.json").read_text())["sources"][0]["tokens_available"]
+    note = f"note: all sources together hold only {2 * available:,} tokens within their epoch caps"
+    assert note in r.output and "short of the budget 1e+30" in r.output and "(budget 1e+30)" in r.output
+    r = CliRunner().invoke(cli, [*args, "--plan", "--strict"])
+    assert r.exit_code == 2 and r.output.startswith("error: --strict") and note[6:] in r.output
+
+
 # --- planning ---------------------------------------------------------------------------
 
 
