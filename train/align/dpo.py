@@ -23,10 +23,12 @@ import copy
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 import torch
 
 from curate.core.errors import ConfigError
+from curate.core.ranges import POSITIVE, Range
 from curate.core.tokenizer import Tokenizer
 
 from ..chat import encode_chat
@@ -59,14 +61,17 @@ class DPOConfig(DataStageConfig):
     loss: str = "dpo"  # dpo | ipo
     label_smoothing: float = 0.0  # conservative DPO: assumed fraction of flipped labels
 
-    def validate(self) -> None:
-        super().validate()
+    bounds: ClassVar[dict[str, Range]] = {
+        **DataStageConfig.bounds,
+        "beta": POSITIVE,
+        # At 0.5 the labels are a coin toss: the loss no longer prefers either answer.
+        "label_smoothing": Range(0.0, 0.5, high_open=True),
+    }
+
+    def validate(self, who: str | None = None) -> None:
+        super().validate(who)
         if self.loss not in ("dpo", "ipo"):
             raise ConfigError(f"loss must be dpo or ipo, got {self.loss!r}")
-        if self.beta <= 0:
-            raise ConfigError(f"beta must be positive, got {self.beta}")
-        if not 0.0 <= self.label_smoothing < 0.5:
-            raise ConfigError(f"label_smoothing must be in [0, 0.5), got {self.label_smoothing}")
 
 
 def encode_side(prompt: str, response: str, tokenizer: Tokenizer, max_len: int) -> tuple[list[int], list[int]]:

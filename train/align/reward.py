@@ -27,12 +27,13 @@ import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn as nn
 
 from curate.core.errors import InputError
+from curate.core.ranges import NON_NEGATIVE, Range
 from curate.core.tokenizer import Tokenizer
 
 from ..chat import encode_chat
@@ -47,7 +48,6 @@ from .stage import (
     StageResult,
     StageRun,
     check_max_len,
-    check_positive,
     optimizer_step,
     run_steps,
     step_batch,
@@ -166,9 +166,11 @@ class RewardConfig(DataStageConfig):
     margin: float = 0.0  # used when a row has no `margin` field
     center_coef: float = 0.0  # weight of mean((r_c + r_r)^2): keeps scores centred on 0
 
-    def validate(self) -> None:
-        super().validate()
-        check_positive(self, ["center_coef"], minimum=0)
+    bounds: ClassVar[dict[str, Range]] = {
+        **DataStageConfig.bounds,
+        "margin": NON_NEGATIVE,
+        "center_coef": NON_NEGATIVE,
+    }
 
 
 @dataclass

@@ -15,12 +15,13 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 import torch
 
 from curate.core.errors import ConfigError, CurateError
 from curate.core.progress import Progress
+from curate.core.ranges import COUNT, NON_NEGATIVE, POSITIVE, SEED, SHARE, SIZE, Range, check_bounds
 from curate.core.tokenizer import Tokenizer
 
 from ..checkpoint import Checkpoint, load_checkpoint_tokenizer, load_lm
@@ -49,24 +50,26 @@ class AlignOptim:
     beta2: float = 0.95
     grad_clip: float = 1.0  # max global gradient norm; 0 = off
 
-    def validate(self) -> None:
-        if self.lr <= 0:
-            raise ConfigError(f"optim.lr must be positive, got {self.lr}")
-        if self.warmup_steps < 0:
-            raise ConfigError(f"optim.warmup_steps must be 0 or more, got {self.warmup_steps}")
+    bounds: ClassVar[dict[str, Range]] = {
+        "lr": POSITIVE,
+        "warmup_steps": COUNT,
+        "weight_decay": NON_NEGATIVE,
+        "beta1": SHARE,
+        "beta2": SHARE,
+        "grad_clip": NON_NEGATIVE,
+    }
 
-
-def check_positive(config: Any, names: Sequence[str], minimum: int | float = 1) -> None:
-    for name in names:
-        value = getattr(config, name)
-        if value is not None and value < minimum:
-            raise ConfigError(f"{name} must be at least {minimum}, got {value}")
+    def validate(self, who: str = "optim") -> None:
+        check_bounds(self, who)
+        if self.min_lr is not None and not 0 <= self.min_lr <= self.lr:
+            raise ConfigError(f"optim.min_lr must be between 0 and optim.lr, got {self.min_lr}")
 
 
 @dataclass
 class StageConfig:
     """Fields every alignment stage has. A stage subclasses it, redeclaring a field only to
-    change its default (e.g. its own ``optim`` learning rate)."""
+    change its default (e.g. its own ``optim`` learning rate), and adds its own fields' ranges
+    to ``bounds`` (checked by ``from_dict`` and again by :meth:`validate`)."""
 
     optim: AlignOptim = field(default_factory=AlignOptim)
     batch_size: int = 8  # examples, pairs or prompts per step
@@ -80,12 +83,19 @@ class StageConfig:
     device: str = "auto"
     dtype: str = "auto"
 
-    def validate(self) -> None:
-        self.optim.validate()
-        check_positive(self, ["batch_size", "max_steps", "log_every"])
-        check_positive(self, ["eval_every", "checkpoint_every", "keep_last"], minimum=0)
-        if not 0.0 <= self.val_fraction < 1.0:
-            raise ConfigError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
+    bounds: ClassVar[dict[str, Range]] = {
+        **dict.fromkeys(("batch_size", "max_steps", "log_every"), SIZE),
+        **dict.fromkeys(("eval_every", "checkpoint_every", "keep_last"), COUNT),
+        "val_fraction": SHARE,
+        "seed": SEED,
+    }
+
+    def validate(self, who: str | None = None) -> None:
+        """Every declared range (also for a config built in code), then the checks that
+        relate several fields (a stage adds its own)."""
+        who = who or type(self).__name__
+        check_bounds(self, who)
+        self.optim.validate(f"{who}.optim")
 
 
 @dataclass
@@ -95,11 +105,7 @@ class DataStageConfig(StageConfig):
     epochs: float = 1.0  # passes over the training examples (ignored when max_steps is set)
     max_len: int | None = None  # tokens per example or side (default: what the model takes)
 
-    def validate(self) -> None:
-        super().validate()
-        check_positive(self, ["max_len"])
-        if self.epochs <= 0:
-            raise ConfigError(f"epochs must be positive, got {self.epochs}")
+    bounds: ClassVar[dict[str, Range]] = {**StageConfig.bounds, "epochs": POSITIVE, "max_len": SIZE}
 
 
 def check_max_len(max_len: int | None, limit: int, what: str) -> int:
