@@ -34,7 +34,7 @@ from typing import Any
 
 import torch
 
-from curate.core.errors import InputError
+from curate.core.errors import CurateError, InputError
 from curate.core.files import atomic_write_bytes, atomic_write_json
 from curate.core.tokenizer import TOKENIZER_FILE, BPETokenizer, ByteTokenizer, Tokenizer, load_tokenizer
 
@@ -251,12 +251,18 @@ def _load_pt(path: Path, map_location) -> dict[str, Any] | None:
 
 def model_config_of(ckpt: Checkpoint):
     """The checkpoint's GPTConfig; a config that does not build one is an InputError."""
+    from .footprint import check_fits
     from .model import GPTConfig
 
     try:
-        return GPTConfig.from_dict(ckpt.model_config)
+        config = GPTConfig.from_dict(ckpt.model_config)
     except (TypeError, ValueError) as exc:
         raise InputError(f"{ckpt.path / CONFIG_FILE}: invalid model config ({exc})") from None
+    try:
+        check_fits(config, torch.device("cpu"), train=False)  # a model that cannot even be built
+    except CurateError as exc:
+        raise InputError(f"{ckpt.path / CONFIG_FILE}: {exc}") from None
+    return config
 
 
 def load_lm(path: str | os.PathLike, device: str | torch.device = "cpu"):

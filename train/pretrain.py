@@ -39,6 +39,7 @@ from curate.core.tokenizer import Tokenizer
 
 from .checkpoint import Checkpoint, load_lm
 from .data import PackedReader, validation_sequences
+from .footprint import check_fits
 from .fsdp import load_optimizer_state, shard_model
 from .metrics import truncate_metrics
 from .mix import MixInfo, open_mix, pretokenized_usable, resolve_tokenizer
@@ -196,6 +197,13 @@ class PretrainRun:
         self.gpt_config = config.model.build(self.tokenizer.vocab_size)
         self.seq_len = self.gpt_config.block_size
         self.dtype = resolve_dtype(config.dtype, ctx.device)
+        # Before anything is allocated: a model that cannot fit is one line, not an OOM.
+        check_fits(
+            self.gpt_config,
+            ctx.device,
+            shards=ctx.world_size if self.fsdp else 1,
+            activation_bytes=torch.finfo(self.dtype).bits // 8,
+        )
         self.max_steps = config.total_steps(self.seq_len, ctx.world_size)
         self.tokens_per_step = config.tokens_per_step(self.seq_len, ctx.world_size)
         wanted, held = self.max_steps * self.tokens_per_step, self.mix.total_tokens
