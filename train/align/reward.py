@@ -40,14 +40,12 @@ from ..chat import encode_chat
 from ..checkpoint import Checkpoint, load_checkpoint, load_checkpoint_tokenizer, model_config_of
 from ..model import GPT, GPTConfig
 from ..runtime import autocast_context
+from .config import AlignOptim, DataStageConfig, check_max_len
 from .data import HeldOutSplit, Skipped, pad_right, read_records
 from .losses import bradley_terry_loss
 from .stage import (
-    AlignOptim,
-    DataStageConfig,
     StageResult,
     StageRun,
-    check_max_len,
     optimizer_step,
     run_steps,
     step_batch,
@@ -266,54 +264,54 @@ def train_reward(
 ) -> StageResult:
     """Train a reward model on the comparisons at ``data``, starting from the trunk at ``base``
     (an LM/policy checkpoint; a reward checkpoint continues with its head)."""
-    run = StageRun("reward", config, output, overwrite=overwrite, data=data, say=on_message)
-    model, tokenizer = run.load_parent(base, load_scalar_model)
-    max_len = check_max_len(config.max_len, model.config.block_size, "block_size")
-    run.open()
-    train_pairs, held_pairs, skipped = load_pairs(data, tokenizer, max_len, config.val_fraction, config.margin)
-    if not held_pairs:
-        run.note("no held-out comparisons (too few rows or val_fraction = 0): accuracy is not reported")
-    optimizer, result = run.begin(
-        model,
-        examples=len(train_pairs),
-        held_out=len(held_pairs),
-        skipped=skipped,
-        load_model=lambda ckpt: model.load_export(ckpt.model_state, str(ckpt.path), require_head=True),
-    )
-    pad_id, device, dtype = tokenizer.pad_id, run.device, run.dtype
-
-    def step_fn(step: int) -> dict[str, float]:
-        batch = step_batch(train_pairs, config, step)
-        with autocast_context(device, dtype):
-            rc, rr = pair_rewards(model, batch, pad_id, device)
-        margins = torch.tensor([p.margin for p in batch], device=device)
-        loss = bradley_terry_loss(rc, rr, margins)
-        if config.center_coef:
-            loss = loss + config.center_coef * ((rc + rr) ** 2).mean()
-        grad_norm = optimizer_step(loss, model, optimizer, config.optim.grad_clip)
-        rc, rr = rc.detach(), rr.detach()
-        return {
-            "loss": loss.item(),
-            "accuracy": float((rc > rr).float().mean()),
-            "margin": float((rc - rr).mean()),
-            "grad_norm": grad_norm,
-        }
-
-    def save_fn(step: int) -> Path:
-        return run.save(
-            step,
-            model_state=model.export_state(),
-            model_config=model.config.to_dict(),
-            kind="reward",
-            extra_meta={"val_accuracy": result.eval.get("val_accuracy")},
+    with StageRun("reward", config, output, overwrite=overwrite, data=data, say=on_message) as run:
+        model, tokenizer = run.load_parent(base, load_scalar_model)
+        max_len = check_max_len(config.max_len, model.config.block_size, "block_size")
+        run.open()
+        train_pairs, held_pairs, skipped = load_pairs(data, tokenizer, max_len, config.val_fraction, config.margin)
+        if not held_pairs:
+            run.note("no held-out comparisons (too few rows or val_fraction = 0): accuracy is not reported")
+        optimizer, result = run.begin(
+            model,
+            examples=len(train_pairs),
+            held_out=len(held_pairs),
+            skipped=skipped,
+            load_model=lambda ckpt: model.load_export(ckpt.model_state, str(ckpt.path), require_head=True),
         )
+        pad_id, device, dtype = tokenizer.pad_id, run.device, run.dtype
 
-    model.train()
-    return run_steps(
-        run,
-        step_fn=step_fn,
-        eval_fn=lambda: evaluate_pairs(model, held_pairs, config.batch_size, pad_id, device, dtype),
-        save_fn=save_fn,
-        stop_at_step=stop_at_step,
-        progress=progress,
-    )
+        def step_fn(step: int) -> dict[str, float]:
+            batch = step_batch(train_pairs, config, step)
+            with autocast_context(device, dtype):
+                rc, rr = pair_rewards(model, batch, pad_id, device)
+            margins = torch.tensor([p.margin for p in batch], device=device)
+            loss = bradley_terry_loss(rc, rr, margins)
+            if config.center_coef:
+                loss = loss + config.center_coef * ((rc + rr) ** 2).mean()
+            grad_norm = optimizer_step(loss, model, optimizer, config.optim.grad_clip)
+            rc, rr = rc.detach(), rr.detach()
+            return {
+                "loss": loss.item(),
+                "accuracy": float((rc > rr).float().mean()),
+                "margin": float((rc - rr).mean()),
+                "grad_norm": grad_norm,
+            }
+
+        def save_fn(step: int) -> Path:
+            return run.save(
+                step,
+                model_state=model.export_state(),
+                model_config=model.config.to_dict(),
+                kind="reward",
+                extra_meta={"val_accuracy": result.eval.get("val_accuracy")},
+            )
+
+        model.train()
+        return run_steps(
+            run,
+            step_fn=step_fn,
+            eval_fn=lambda: evaluate_pairs(model, held_pairs, config.batch_size, pad_id, device, dtype),
+            save_fn=save_fn,
+            stop_at_step=stop_at_step,
+            progress=progress,
+        )

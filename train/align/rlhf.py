@@ -48,13 +48,12 @@ from curate.core.ranges import NON_NEGATIVE, POSITIVE, RATIO, SIZE, Range
 from ..checkpoint import Checkpoint
 from ..model import GPT
 from ..runtime import autocast_context
+from .config import AlignOptim, StageConfig
 from .data import HeldOutSplit, Prompt, Skipped, read_prompts
 from .losses import gae, kl_penalty, masked_mean, masked_whiten, ppo_policy_loss, ppo_value_loss, rloo_advantages
 from .reward import RewardScorer, ScalarHeadModel
 from .rollout import RewardFn, Rollout, Sampler, gather_logprobs, response_lengths, response_token_logits
 from .stage import (
-    AlignOptim,
-    StageConfig,
     StageResult,
     StageRun,
     load_lm_weights,
@@ -327,24 +326,24 @@ def rlhf(
 ) -> StageResult:
     """Optimise the policy at ``policy_path`` against ``reward`` (a reward-model checkpoint path
     or a callable ``reward(prompts, responses) -> scores``) on the prompts at ``prompts_path``."""
-    run = StageRun(f"rlhf-{config.algo}", config, output, overwrite=overwrite, data=prompts_path, say=on_message)
-    training = _Training(run, policy_path, reward)
-    run.open()
-    skipped = training.read_prompts(prompts_path)
-    run.begin(
-        training.models,
-        max_steps=config.max_steps,
-        examples=len(training.train_prompts),
-        held_out=len(training.held),
-        skipped=skipped,
-        load_model=training.load_state,
-    )
-    training.models.train()
-    return run_steps(
-        run,
-        step_fn=training.step,
-        eval_fn=lambda: training.sampler.evaluate(training.held),
-        save_fn=training.save,
-        stop_at_step=stop_at_step,
-        progress=progress,
-    )
+    with StageRun(f"rlhf-{config.algo}", config, output, overwrite=overwrite, data=prompts_path, say=on_message) as run:
+        training = _Training(run, policy_path, reward)
+        run.open()
+        skipped = training.read_prompts(prompts_path)
+        run.begin(
+            training.models,
+            max_steps=config.max_steps,
+            examples=len(training.train_prompts),
+            held_out=len(training.held),
+            skipped=skipped,
+            load_model=training.load_state,
+        )
+        training.models.train()
+        return run_steps(
+            run,
+            step_fn=training.step,
+            eval_fn=lambda: training.sampler.evaluate(training.held),
+            save_fn=training.save,
+            stop_at_step=stop_at_step,
+            progress=progress,
+        )

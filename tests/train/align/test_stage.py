@@ -11,19 +11,21 @@ import torch
 
 from curate.core.config import from_dict
 from curate.core.errors import ConfigError
+from train.align.config import AlignOptim
 from train.align.data import Skipped
 from train.align.dpo import DPOConfig
 from train.align.reward import RewardConfig
 from train.align.rlhf import RLHFConfig
 from train.align.sft import SFTConfig
-from train.align.stage import AlignOptim, StageRun, run_steps
+from train.align.stage import StageRun, run_steps
 from train.checkpoint import load_checkpoint
 
 
 def test_run_steps_eval_log_and_checkpoint_schedule(tmp_path):
     """One documented schedule for every stage: eval before the first step (logged as step 0),
-    every eval_every steps and at the last step; logs on the first step, every log_every and
-    the last; checkpoints every checkpoint_every and at the last; stop_at_step stops there."""
+    every eval_every steps and at max_steps; logs on step 1, every log_every and at max_steps;
+    checkpoints every checkpoint_every, at max_steps and at stop_at_step, which stops there
+    without a line or an eval of its own (the rerun logs what the uninterrupted run logs)."""
     cfg = SFTConfig(eval_every=4, log_every=3, checkpoint_every=5)
     run = StageRun("sft", cfg, tmp_path / "out")
     run.open()
@@ -47,13 +49,13 @@ def test_run_steps_eval_log_and_checkpoint_schedule(tmp_path):
         progress=False,
     )
     assert steps == list(range(9)) and res.status == "stopped" and res.step == 9
-    assert evals == [0, 4, 8, 9] and saves == [5, 9]
-    assert res.first_eval == {"val_loss": 10.0} and res.eval == {"val_loss": 1.0}
-    assert res.first == {"loss": 0.0} and res.last == {"loss": 8.0}
+    assert evals == [0, 4, 8] and saves == [5, 9]
+    assert res.first_eval == {"val_loss": 10.0} and res.eval == {"val_loss": 2.0}
+    assert res.first == {"loss": 0.0} and res.last == {"loss": 8.0}  # the stop step's, reported
     lines = [json.loads(line) for line in (tmp_path / "out" / "metrics.jsonl").read_text().splitlines()]
-    assert [line["step"] for line in lines] == [0, 1, 3, 4, 6, 8, 9]
+    assert [line["step"] for line in lines] == [0, 1, 3, 4, 6, 8, 9]  # 9: a log_every step
     assert "lr" in lines[1] and "val_loss" in lines[0] and "loss" not in lines[0]
-    assert [line["step"] for line in lines if "val_loss" in line] == [0, 4, 8, 9]
+    assert [line["step"] for line in lines if "val_loss" in line] == [0, 4, 8]
 
 
 def test_stage_run_records_its_parent_resumes_and_starts_over(tmp_path, tiny_checkpoint):
