@@ -27,6 +27,7 @@ from typing import ClassVar
 
 import torch
 
+from curate.core.comparisons import Message
 from curate.core.errors import ConfigError
 from curate.core.ranges import POSITIVE, Range
 from curate.core.tokenizer import Tokenizer
@@ -37,7 +38,7 @@ from ..runtime import autocast_context
 from .config import AlignOptim, DataStageConfig, check_max_len
 from .data import pad_right
 from .losses import preference_loss
-from .reward import load_pairs
+from .reward import load_pairs, pair_side
 from .stage import (
     StageResult,
     StageRun,
@@ -72,11 +73,15 @@ class DPOConfig(DataStageConfig):
             raise ConfigError(f"loss must be dpo or ipo, got {self.loss!r}")
 
 
-def encode_side(prompt: str, response: str, tokenizer: Tokenizer, max_len: int) -> tuple[list[int], list[int]]:
-    """(ids, assistant mask) of prompt + answer, cut from the left to ``max_len``."""
-    ids, mask = encode_chat(
-        [{"role": "user", "content": prompt}, {"role": "assistant", "content": response}], tokenizer
-    )
+def encode_side(
+    prompt: str | list[Message], response: str, tokenizer: Tokenizer, max_len: int
+) -> tuple[list[int], list[int]]:
+    """(ids, assistant mask) of prompt + answer, cut from the left to ``max_len``; the mask
+    covers the answer only (a dialogue's earlier assistant turns are prompt here)."""
+    ids, mask = encode_chat(pair_side(prompt, response), tokenizer)
+    if not isinstance(prompt, str):  # a dialogue: its assistant turns are not the answer
+        answer = len(encode_chat(pair_side(prompt, ""), tokenizer)[0]) - 1  # where the answer starts
+        mask = [0] * answer + mask[answer:]
     return ids[-max_len:], mask[-max_len:]
 
 

@@ -3,8 +3,9 @@
     curate train reward --base work/ckpt/sft --data work/comparisons -o work/ckpt/rm
     curate train score work/ckpt/rm --data answers.jsonl
 
-Each comparison (``prompt``, ``chosen``, ``rejected``; JSONL, Parquet or a directory, see
-:mod:`curate.core.comparisons`) is rendered twice in the chat template, prompt + answer, and the
+Each comparison (``prompt``, ``chosen``, ``rejected``, or HH-RLHF, StackExchange-paired or TRL
+rows; JSON Lines, a JSON array, Parquet or a directory, see :mod:`curate.core.comparisons`) is
+rendered twice in the chat template, prompt (one turn or a whole dialogue) + answer, and the
 model reads one number at the last real token of each (the ``<|end|>`` closing the answer).
 The loss is Bradley–Terry, ``-log sigmoid(r_chosen - r_rejected - margin)``; the margin is a
 per-row ``margin`` field when the data has one (Llama 2 style: larger for clearer
@@ -32,6 +33,7 @@ from typing import Any, ClassVar
 import torch
 import torch.nn as nn
 
+from curate.core.comparisons import Message, Unusable, comparison_from_row
 from curate.core.errors import InputError
 from curate.core.ranges import NON_NEGATIVE, Range
 from curate.core.tokenizer import Tokenizer
@@ -120,10 +122,16 @@ def load_scalar_model(
     return model.to(device).eval(), ckpt
 
 
-def encode_pair_side(prompt: str, response: str, tokenizer: Tokenizer, max_len: int) -> list[int]:
+def pair_side(prompt: str | list[Message], response: str) -> list[Message]:
+    """A prompt (one user turn, or the turns of a dialogue) and an answer, as messages."""
+    head = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else list(prompt)
+    return head + [{"role": "assistant", "content": response}]
+
+
+def encode_pair_side(prompt: str | list[Message], response: str, tokenizer: Tokenizer, max_len: int) -> list[int]:
     """Prompt + answer in the chat template, cut from the left to ``max_len`` tokens so the
     end (where the score is read) is always kept."""
-    ids, _ = encode_chat([{"role": "user", "content": prompt}, {"role": "assistant", "content": response}], tokenizer)
+    ids, _ = encode_chat(pair_side(prompt, response), tokenizer)
     return ids[-max_len:]
 
 
@@ -139,7 +147,7 @@ class RewardScorer:
         self.max_len = self.model.config.block_size
 
     @torch.no_grad()
-    def __call__(self, prompts: Sequence[str], responses: Sequence[str]) -> list[float]:
+    def __call__(self, prompts: Sequence[str | list[Message]], responses: Sequence[str]) -> list[float]:
         out: list[float] = []
         for start in range(0, len(prompts), self.batch_size):
             seqs = [
@@ -178,12 +186,6 @@ class PairExample:
     margin: float
 
 
-def comparison_fields(row: dict[str, Any]) -> tuple[str, str, str] | None:
-    """(prompt, chosen, rejected) of a comparison row, or None when it is not one."""
-    values = tuple(row.get(k) for k in ("prompt", "chosen", "rejected"))
-    return values if all(isinstance(v, str) for v in values) else None  # type: ignore[return-value]
-
-
 def load_pairs(
     path: str | Path,
     tokenizer: Tokenizer,
@@ -192,17 +194,19 @@ def load_pairs(
     default_margin: float,
     encode: Callable[[str, str], Any] | None = None,
 ) -> tuple[list[Any], list[Any], Skipped]:
-    """(train, held-out, skipped) comparisons from ``path``; each becomes ``encode(prompt,
-    answer)`` per side (default: reward-model ids). Bad rows are counted, not fatal."""
+    """(train, held-out, skipped) comparisons from ``path``, in any shape
+    :func:`~curate.core.comparisons.comparison_from_row` reads; each becomes ``encode(prompt,
+    answer)`` per side (default: reward-model ids). Bad rows (an empty prompt or answer among
+    them) are counted, not fatal."""
     encode = encode or (lambda p, r: encode_pair_side(p, r, tokenizer, max_len))
     split = HeldOutSplit(val_fraction)
     skipped = Skipped()
     for where, row in read_records(path, "comparison", skipped):
-        fields = comparison_fields(row)
-        if fields is None:
-            skipped.add("needs string prompt, chosen and rejected", where)
+        try:
+            prompt, chosen, rejected = comparison_from_row(row)
+        except Unusable as exc:
+            skipped.add(str(exc), where)
             continue
-        prompt, chosen, rejected = fields
         if chosen == rejected:
             skipped.add("chosen and rejected are identical", where)
             continue

@@ -2,8 +2,9 @@
 
     curate train sft --base work/ckpt/base --data samples/sft/qa.jsonl -o work/ckpt/sft
 
-Data is JSONL or Parquet (a file or a directory of them) with ``prompt``/``response`` fields
-or a ``messages`` list (see :mod:`train.chat`). Every example is rendered in the chat
+Data is JSON Lines, a JSON array or Parquet (a file or a directory of them) with a
+``messages`` list, ``prompt``/``response`` fields, or Alpaca's or Dolly's fields (see
+:mod:`train.align.formats`); examples with an empty prompt or response are skipped and counted. Every example is rendered in the chat
 template; the loss counts only the assistant's tokens. Batches are right-padded with an
 attention mask, so no example ever attends to another's tokens. A slice of the examples
 (chosen by a hash of their content, so the split is stable) is held out for an eval loss.
@@ -26,14 +27,15 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from curate.core.errors import InputError
+from curate.core.comparisons import Unusable
 from curate.core.tokenizer import Tokenizer
 
-from ..chat import encode_chat, normalize_messages
+from ..chat import encode_chat
 from ..model import GPT
 from ..runtime import autocast_context
 from .config import DataStageConfig, check_max_len
 from .data import HeldOutSplit, Skipped, pad_right, read_records
+from .formats import sft_messages
 from .stage import (
     StageResult,
     StageRun,
@@ -65,12 +67,9 @@ def load_sft_examples(
     skipped = Skipped()
     for where, row in read_records(path, "SFT", skipped):
         try:
-            messages = normalize_messages(row, where)
-        except InputError:
-            skipped.add("needs prompt/response or messages", where)
-            continue
-        if not any(m["role"] == "assistant" for m in messages):
-            skipped.add("no assistant turn", where)
+            messages = sft_messages(row)
+        except Unusable as exc:
+            skipped.add(str(exc), where)
             continue
         ids, mask = encode_chat(messages, tokenizer, max_len=max_len)
         if sum(mask[1:]) == 0:
