@@ -142,3 +142,21 @@ def test_metrics_file_is_cut_at_the_resume_step(tmp_path):
     text = (run.path / METRICS_FILE).read_text().splitlines()
     assert text[:3] == lines[:3]  # the lines as written, not re-serialised
     assert [json.loads(line)["step"] for line in text] == [1, 2, 3, 4]
+
+
+def test_one_run_at_a_time_holds_the_directory_lock(tmp_path):
+    from curate.core.lock import folder_lock
+
+    run = RunDir(tmp_path / "run", "rlhf-ppo", TinyConfig())
+    with folder_lock(tmp_path / "run" / ".curate" / "lock", "`curate train rlhf`", tmp_path / "run"):
+        with pytest.raises(CurateError, match=r"another `curate train rlhf` is running in .*run \(pid \d+") as info:
+            with run.lock():
+                pass
+        assert info.value.exit_code == 2
+    with run.lock():  # released: free again, and --overwrite keeps the lock file where it is
+        run.open()
+        run.reset()
+        assert (tmp_path / "run" / ".curate" / "lock").exists()
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(ConfigError, match="exists and is not a directory"):
+        RunDir(tmp_path / "file", "sft", TinyConfig()).lock()
