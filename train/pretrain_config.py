@@ -17,9 +17,10 @@ from typing import ClassVar
 
 from curate.core.config import parse_count, to_dict
 from curate.core.errors import ConfigError
-from curate.core.ranges import COUNT, NON_NEGATIVE, POSITIVE, SEED, SHARE, SIZE, Range, check_bounds
+from curate.core.ranges import COUNT, POSITIVE, SEED, SHARE, SIZE, Range, check_bounds
 
 from .model import PRESETS, GPTConfig
+from .optim import OPTIM_BOUNDS, check_optim
 
 DISTRIBUTED_STRATEGIES = ("ddp", "fsdp")
 
@@ -72,16 +73,7 @@ class OptimSettings:
     eps: float = 1e-8
     grad_clip: float = 1.0  # max global gradient norm; 0 = off
 
-    # min_lr is checked against lr in PretrainConfig.validate (its range depends on lr).
-    bounds: ClassVar[dict[str, Range]] = {
-        "lr": POSITIVE,
-        "warmup_steps": COUNT,
-        "weight_decay": NON_NEGATIVE,
-        "beta1": SHARE,
-        "beta2": SHARE,
-        "eps": POSITIVE,
-        "grad_clip": NON_NEGATIVE,
-    }
+    bounds: ClassVar[dict[str, Range]] = {**OPTIM_BOUNDS, "eps": POSITIVE}
 
 
 @dataclass
@@ -127,10 +119,9 @@ class PretrainConfig:
         """Every declared range (also for a config built in code, which ``from_dict`` never
         saw), then the checks that relate several settings."""
         check_bounds(self, who)
-        for name in ("model", "optim", "data"):
-            check_bounds(getattr(self, name), f"{who}.{name}")
-        if self.optim.min_lr is not None and not 0 <= self.optim.min_lr <= self.optim.lr:
-            raise ConfigError(f"optim.min_lr must be between 0 and optim.lr, got {self.optim.min_lr}")
+        check_bounds(self.model, f"{who}.model")
+        check_bounds(self.data, f"{who}.data")
+        check_optim(self.optim, f"{who}.optim")
         if self.max_tokens is not None and parse_count(self.max_tokens) <= 0:
             raise ConfigError(f"max_tokens must be positive, got {self.max_tokens!r}")
         if str(getattr(self, "dtype", "auto")).lower() in ("float16", "fp16"):

@@ -3,7 +3,6 @@ finite, naming the step; no checkpoint with such weights is written or loaded.""
 
 from __future__ import annotations
 
-import json
 import math
 import random
 import re
@@ -16,7 +15,7 @@ from click.testing import CliRunner
 import train.pretrain_loop as loop_module
 from curate.cli import cli
 from curate.core.accounting import Stats
-from curate.core.config import from_dict
+from curate.core.config import deep_merge, from_dict, parse_set
 from curate.core.document import Document
 from curate.core.errors import InputError
 from curate.core.manifest import build_manifest, write_manifest
@@ -40,12 +39,7 @@ SMALL = {
 }
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
@@ -62,15 +56,9 @@ def mix_dir(tmp_path_factory) -> Path:
     return directory
 
 
-def small(**overrides) -> PretrainConfig:
-    data = json.loads(json.dumps(SMALL))
-    for key, value in overrides.items():
-        *parents, last = key.split("__")
-        node = data
-        for p in parents:
-            node = node.setdefault(p, {})
-        node[last] = value
-    return from_dict(PretrainConfig, data)
+def small(*settings: str) -> PretrainConfig:
+    """SMALL with ``--set`` style overrides (``"optim.lr=1e10"``)."""
+    return from_dict(PretrainConfig, deep_merge(SMALL, parse_set(settings)))
 
 
 def poison_loss_from(monkeypatch, step: int) -> None:
@@ -117,7 +105,7 @@ def test_the_guard_keeps_the_first_bad_step_until_it_is_checked():
 def test_a_huge_learning_rate_without_clipping_stops_at_the_step_that_went_bad(mix_dir, tmp_path):
     out = tmp_path / "run"
     with pytest.raises(NonFiniteError) as info:
-        pretrain(small(optim__lr=1e10, optim__grad_clip=0.0), mix_dir, out, progress=False)
+        pretrain(small("optim.lr=1e10", "optim.grad_clip=0.0"), mix_dir, out, progress=False)
     # The weights overflow first (a finite loss and gradient, an update to inf) or the loss or
     # gradient norm does: either way the step is named and nothing from it on is saved.
     match = re.match(r"step (\d+): the (loss is|gradient norm is|weights hold) (nan|inf|NaN)", str(info.value))
@@ -145,7 +133,7 @@ def test_on_a_gpu_the_record_is_read_at_logging_steps_and_before_saving(mix_dir,
 
     monkeypatch.setattr(loop_module, "FiniteGuard", Lazy)
     poison_loss_from(monkeypatch, 3)
-    cfg = small(log_every=6, checkpoint_every=4, max_steps=12)
+    cfg = small("log_every=6", "checkpoint_every=4", "max_steps=12")
     with pytest.raises(NonFiniteError, match="^step 3: the loss is nan"):
         pretrain(cfg, mix_dir, tmp_path / "run", progress=False)
     assert list_step_dirs(tmp_path / "run") == []  # the checkpoint at step 4 was refused

@@ -39,13 +39,7 @@ SMALL = {
 }
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # The CI machine is shared: one thread per test process is faster than oversubscribing.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def write_mix(directory: Path, n_docs: int = 300) -> Path:

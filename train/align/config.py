@@ -13,7 +13,9 @@ from dataclasses import dataclass, field
 from typing import ClassVar
 
 from curate.core.errors import ConfigError
-from curate.core.ranges import COUNT, NON_NEGATIVE, POSITIVE, SEED, SHARE, SIZE, Range, check_bounds
+from curate.core.ranges import COUNT, POSITIVE, SEED, SHARE, SIZE, Range, check_bounds
+
+from ..optim import OPTIM_BOUNDS, check_optim
 
 
 @dataclass
@@ -28,19 +30,10 @@ class AlignOptim:
     beta2: float = 0.95
     grad_clip: float = 1.0  # max global gradient norm; 0 = off
 
-    bounds: ClassVar[dict[str, Range]] = {
-        "lr": POSITIVE,
-        "warmup_steps": COUNT,
-        "weight_decay": NON_NEGATIVE,
-        "beta1": SHARE,
-        "beta2": SHARE,
-        "grad_clip": NON_NEGATIVE,
-    }
+    bounds: ClassVar[dict[str, Range]] = OPTIM_BOUNDS
 
     def validate(self, who: str = "optim") -> None:
-        check_bounds(self, who)
-        if self.min_lr is not None and not 0 <= self.min_lr <= self.lr:
-            raise ConfigError(f"optim.min_lr must be between 0 and optim.lr, got {self.min_lr}")
+        check_optim(self, who)
 
 
 @dataclass
