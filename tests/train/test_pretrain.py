@@ -263,3 +263,15 @@ def test_a_stop_request_checkpoints_at_the_step_boundary(mix_dir, tmp_path, monk
     monkeypatch.undo()
     resumed = pretrain(cfg, mix_dir, tmp_path / "run", progress=False)
     assert resumed.start_step == 5 and resumed.step == 50
+
+
+def test_every_numeric_pretraining_setting_declares_its_range():
+    import dataclasses
+    import typing
+
+    from train.pretrain import DataSettings, ModelSettings, OptimSettings
+
+    for cls in (PretrainConfig, ModelSettings, OptimSettings, DataSettings):
+        hints = typing.get_type_hints(cls)
+        numeric = {f.name for f in dataclasses.fields(cls) if hints[f.name] in (int, float, int | None, float | None)}
+        assert not numeric - set(cls.bounds) - {"min_lr"}, cls.__name__  # min_lr: checked against lr
