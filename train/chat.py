@@ -18,9 +18,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from typing import Any
 
-from curate.core.errors import InputError
 from curate.core.tokenizer import EOT, SPECIAL_TOKENS, Tokenizer
 
 ROLES = ("system", "user", "assistant")
@@ -28,32 +26,6 @@ ROLE_TOKENS = {"system": "<|system|>", "user": "<|user|>", "assistant": "<|assis
 END = "<|end|>"
 
 Message = dict[str, str]
-
-
-def normalize_messages(row: dict[str, Any], where: str = "example") -> list[Message]:
-    """A training example as a list of ``{"role", "content"}`` messages.
-
-    Accepts ``{"messages": [...]}`` (roles system/user/assistant) or ``{"prompt": ...,
-    "response": ...}`` (optionally with ``system``). Raises InputError naming ``where``.
-    """
-    messages = row.get("messages")
-    if messages is not None:
-        if not isinstance(messages, (list, tuple)) or not messages:
-            raise InputError(f"{where}: 'messages' must be a non-empty list")
-        out: list[Message] = []
-        for i, m in enumerate(messages):
-            if not isinstance(m, dict) or m.get("role") not in ROLES or not isinstance(m.get("content"), str):
-                raise InputError(f"{where}: message {i} needs a role (system, user or assistant) and string content")
-            out.append({"role": m["role"], "content": m["content"]})
-        return out
-    prompt, response = row.get("prompt"), row.get("response")
-    if not isinstance(prompt, str) or not isinstance(response, str):
-        raise InputError(f"{where}: needs string 'prompt' and 'response' fields, or a 'messages' list")
-    out = []
-    if isinstance(row.get("system"), str) and row["system"]:
-        out.append({"role": "system", "content": row["system"]})
-    out += [{"role": "user", "content": prompt}, {"role": "assistant", "content": response}]
-    return out
 
 
 def _as_messages(prompt: str | Sequence[Message], system: str | None) -> list[Message]:

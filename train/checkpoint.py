@@ -34,9 +34,11 @@ from typing import Any
 
 import torch
 
-from curate.core.errors import InputError
+from curate.core.errors import CurateError, InputError
 from curate.core.files import atomic_write_bytes, atomic_write_json
 from curate.core.tokenizer import TOKENIZER_FILE, BPETokenizer, ByteTokenizer, Tokenizer, load_tokenizer
+
+from .finite import NonFiniteError, first_non_finite
 
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
@@ -109,6 +111,24 @@ def _tokenizer_info(tokenizer: Tokenizer | str | os.PathLike | None) -> tuple[di
     return info, source
 
 
+def sort_safetensors_metadata(path: Path) -> None:
+    """Rewrite a safetensors header with its ``__metadata__`` keys sorted, so two identical runs
+    write identical bytes (safetensors serialises that map in a per-process random order).
+    The tensors' entries and data are untouched; the header keeps its length, so this is an
+    in-place write of the header alone."""
+    with open(path, "r+b") as fh:
+        size = int.from_bytes(fh.read(8), "little")
+        raw = fh.read(size)
+        header = json.loads(raw, object_pairs_hook=dict)
+        if "__metadata__" in header:
+            header["__metadata__"] = dict(sorted(header["__metadata__"].items()))
+        text = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+        if len(text) > size:  # not the writer's spelling after all: leave the file as written
+            return
+        fh.seek(8)
+        fh.write(text.ljust(size, b" "))  # safetensors pads its header with spaces
+
+
 def list_step_dirs(run_dir: str | os.PathLike) -> list[Path]:
     """Complete step directories of a run, oldest first."""
     run_dir = Path(run_dir)
@@ -139,12 +159,17 @@ def save_checkpoint(
     the newest ``keep_last`` step directories (None or 0 keeps all). Returns the step dir."""
     from safetensors.torch import save_file
 
+    state = _clean_state(model_state)
+    bad = first_non_finite(state)
+    if bad is not None:  # never a checkpoint that breaks whatever loads it next
+        raise NonFiniteError(f"the weights hold NaN or infinite values (first in {bad})", step)
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     final = run_dir / step_dir_name(step)
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=run_dir))
     try:
-        save_file(_clean_state(model_state), str(tmp / WEIGHTS_FILE), metadata={"format": "pt", "kind": kind})
+        save_file(state, str(tmp / WEIGHTS_FILE), metadata={"format": "pt", "kind": kind})
+        sort_safetensors_metadata(tmp / WEIGHTS_FILE)
         tok_info, tok_file = _tokenizer_info(tokenizer)
         if tok_file is not None:
             shutil.copyfile(tok_file, tmp / TOKENIZER_FILE)
@@ -219,6 +244,12 @@ def load_checkpoint(
         state = load_file(str(step_dir / WEIGHTS_FILE), device=device)
     except (SafetensorError, OSError) as exc:
         raise InputError(f"{step_dir / WEIGHTS_FILE}: unreadable weights ({exc})") from None
+    bad = first_non_finite(state)
+    if bad is not None:
+        raise InputError(
+            f"{step_dir / WEIGHTS_FILE}: holds weights that are not finite (NaN or inf in {bad}); "
+            "use an earlier checkpoint"
+        )
     model_config = config.pop("model")
     kind = config.pop("kind", "lm")
     if model_config.get("tie_embeddings", True) and _TIED_KEY not in state and _EMBED_KEY in state:
@@ -251,12 +282,18 @@ def _load_pt(path: Path, map_location) -> dict[str, Any] | None:
 
 def model_config_of(ckpt: Checkpoint):
     """The checkpoint's GPTConfig; a config that does not build one is an InputError."""
+    from .footprint import check_fits
     from .model import GPTConfig
 
     try:
-        return GPTConfig.from_dict(ckpt.model_config)
+        config = GPTConfig.from_dict(ckpt.model_config)
     except (TypeError, ValueError) as exc:
         raise InputError(f"{ckpt.path / CONFIG_FILE}: invalid model config ({exc})") from None
+    try:
+        check_fits(config, torch.device("cpu"), train=False)  # a model that cannot even be built
+    except CurateError as exc:
+        raise InputError(f"{ckpt.path / CONFIG_FILE}: {exc}") from None
+    return config
 
 
 def load_lm(path: str | os.PathLike, device: str | torch.device = "cpu"):

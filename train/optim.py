@@ -1,15 +1,29 @@
 """The optimisation pieces every training loop shares: the learning-rate schedule (linear
-warmup, cosine decay), AdamW with decay on matrices only, setting the learning rate, and
-gradient clipping.
+warmup, cosine decay), the allowed values of the optimiser settings, AdamW with decay on
+matrices only, setting the learning rate, and gradient clipping.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Protocol
+from typing import Any, Protocol
 
 import torch
 import torch.nn as nn
+
+from curate.core.errors import ConfigError
+from curate.core.ranges import COUNT, NON_NEGATIVE, POSITIVE, SHARE, Range, check_bounds
+
+# The ranges of the optimiser settings every stage has (a stage's class may add its own);
+# min_lr's depends on lr, see check_optim.
+OPTIM_BOUNDS: dict[str, Range] = {
+    "lr": POSITIVE,
+    "warmup_steps": COUNT,
+    "weight_decay": NON_NEGATIVE,
+    "beta1": SHARE,
+    "beta2": SHARE,
+    "grad_clip": NON_NEGATIVE,
+}
 
 
 def lr_at(step: int, *, max_lr: float, warmup_steps: int, max_steps: int, min_lr: float) -> float:
@@ -30,6 +44,13 @@ class Schedule(Protocol):
     lr: float
     min_lr: float | None  # None = lr / 10
     warmup_steps: int
+
+
+def check_optim(optim: Any, who: str) -> None:
+    """A stage's optimiser settings within their declared ``bounds``, and 0 <= min_lr <= lr."""
+    check_bounds(optim, who)
+    if optim.min_lr is not None and not 0 <= optim.min_lr <= optim.lr:
+        raise ConfigError(f"optim.min_lr must be between 0 and optim.lr, got {optim.min_lr}")
 
 
 def scheduled_lr(step: int, schedule: Schedule, max_steps: int) -> float:

@@ -13,7 +13,10 @@ Exact resume: a checkpoint stores the weights, the optimizer state, the step (he
 schedule), every RNG state and each rank's data position, so continuing from it reproduces
 the uninterrupted run's losses bit for bit on CPU (on GPU up to non-deterministic kernels).
 Rerunning into the same output directory resumes automatically; SIGINT/SIGTERM make the run
-write a checkpoint at the end of the current step and stop cleanly.
+write a checkpoint at the end of the current step and stop cleanly. A run holds the output
+directory's lock, so a second one into it stops at once with one line; the first step whose
+loss or gradient norm is not finite stops the run (train/pretrain_loop.py), and no checkpoint
+holds weights that are not finite.
 
 Several processes (``torchrun``, or ``curate train pretrain --nproc N``) split the data by
 document. ``distributed = "ddp"`` (the default) keeps a full model per process and averages
@@ -27,7 +30,8 @@ processes continues exactly as it would have run uninterrupted.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -39,6 +43,7 @@ from curate.core.tokenizer import Tokenizer
 
 from .checkpoint import Checkpoint, load_lm
 from .data import PackedReader, validation_sequences
+from .footprint import check_fits
 from .fsdp import load_optimizer_state, shard_model
 from .metrics import truncate_metrics
 from .mix import MixInfo, open_mix, pretokenized_usable, resolve_tokenizer
@@ -58,6 +63,7 @@ from .rundir import RunDir
 from .runtime import (
     DistContext,
     barrier,
+    broadcast_object,
     resolve_dtype,
     seed_everything,
     set_rng_state,
@@ -121,13 +127,14 @@ def pretrain(
     try:
         run = PretrainRun(config, ctx, Path(data), Path(output), say=on_message or (lambda msg: None))
         run.open_data(tokenizer)
-        run.prepare_output(overwrite=overwrite, resume=resume)
-        run.build_model(init_from)
-        run.build_training()
-        run.setup_eval()
-        loop = StepLoop(run, stop_at_step=stop_at_step, show_progress=progress)
-        loop.train()
-        result = run.finish(loop)
+        with run.lock():
+            run.prepare_output(overwrite=overwrite, resume=resume)
+            run.build_model(init_from)
+            run.build_training()
+            run.setup_eval()
+            loop = StepLoop(run, stop_at_step=stop_at_step, show_progress=progress)
+            loop.train()
+            result = run.finish(loop)
         finished = True
         return result
     finally:
@@ -196,6 +203,13 @@ class PretrainRun:
         self.gpt_config = config.model.build(self.tokenizer.vocab_size)
         self.seq_len = self.gpt_config.block_size
         self.dtype = resolve_dtype(config.dtype, ctx.device)
+        # Before anything is allocated: a model that cannot fit is one line, not an OOM.
+        check_fits(
+            self.gpt_config,
+            ctx.device,
+            shards=ctx.world_size if self.fsdp else 1,
+            activation_bytes=torch.finfo(self.dtype).bits // 8,
+        )
         self.max_steps = config.total_steps(self.seq_len, ctx.world_size)
         self.tokens_per_step = config.tokens_per_step(self.seq_len, ctx.world_size)
         wanted, held = self.max_steps * self.tokens_per_step, self.mix.total_tokens
@@ -206,6 +220,22 @@ class PretrainRun:
             )
         if self.mix.token_files and pretokenized_usable(self.mix, self.tokenizer):
             self.note("reading the mix's pre-tokenized token files")
+
+    @contextlib.contextmanager
+    def lock(self) -> Iterator[None]:
+        """Hold the run directory's lock (rank 0 takes it for all ranks): a second run into the
+        same output stops with one line, on every rank, before anything is written."""
+        with contextlib.ExitStack() as held:
+            error = None
+            if self.ctx.is_main:
+                try:
+                    held.enter_context(self.dir.lock())
+                except CurateError as exc:
+                    error = str(exc)
+            error = broadcast_object(error, self.ctx)
+            if error is not None:
+                raise CurateError(error)
+            yield
 
     def prepare_output(self, *, overwrite: bool, resume: bool | None) -> None:
         if overwrite and self.ctx.is_main:

@@ -1,18 +1,26 @@
 """The settings of a pretraining run: what ``[model]``, ``[optim]``, ``[data]`` and the top-level
 keys of a pretraining TOML (samples/train/pretrain_tiny.toml) may hold, their defaults, and the
 checks that turn a bad value into a one-line error before anything runs, and how to say that
-a checkpoint's model differs from the configured one. train/pretrain.py runs them; ``curate.core.config.from_dict`` builds them from TOML and ``--set`` overrides.
+a checkpoint's model differs from the configured one. train/pretrain.py runs them;
+``curate.core.config.from_dict`` builds them from TOML and ``--set`` overrides.
+
+Every numeric setting declares its allowed values in ``bounds`` (:mod:`curate.core.ranges`):
+``from_dict`` checks them as a config is read, and :meth:`PretrainConfig.validate` checks them
+again for a config built in code.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 from curate.core.config import parse_count, to_dict
 from curate.core.errors import ConfigError
+from curate.core.ranges import COUNT, POSITIVE, SEED, SHARE, SIZE, Range, check_bounds
 
 from .model import PRESETS, GPTConfig
+from .optim import OPTIM_BOUNDS, check_optim
 
 DISTRIBUTED_STRATEGIES = ("ddp", "fsdp")
 
@@ -33,6 +41,13 @@ class ModelSettings:
     norm_weight: bool | None = None
     tie_embeddings: bool | None = None
     dropout: float | None = None
+
+    bounds: ClassVar[dict[str, Range]] = {
+        **dict.fromkeys(("block_size", "n_layer", "n_head", "n_kv_head", "n_embd", "mlp_hidden"), SIZE),
+        "rope_theta": POSITIVE,
+        "norm_eps": POSITIVE,
+        "dropout": SHARE,
+    }
 
     def build(self, vocab_size: int) -> GPTConfig:
         if self.preset not in PRESETS:
@@ -58,6 +73,8 @@ class OptimSettings:
     eps: float = 1e-8
     grad_clip: float = 1.0  # max global gradient norm; 0 = off
 
+    bounds: ClassVar[dict[str, Range]] = {**OPTIM_BOUNDS, "eps": POSITIVE}
+
 
 @dataclass
 class DataSettings:
@@ -65,6 +82,8 @@ class DataSettings:
     val_sequences: int = 64  # held-out sequences evaluated each time (split across ranks)
     shuffle_shards: bool = True  # a seeded shard order per epoch over the mix
     trace: bool = False  # write trace/rank-N.jsonl: the document ids behind every step
+
+    bounds: ClassVar[dict[str, Range]] = {"val_fraction": SHARE, "val_sequences": COUNT}
 
 
 @dataclass
@@ -90,22 +109,19 @@ class PretrainConfig:
     threads: int = 0  # CPU threads for torch ops (0 = torch's default: all cores)
     tensorboard: bool = False
 
-    def validate(self) -> None:
-        for name in ("batch_size", "grad_accum", "max_steps", "log_every"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
-        for name in ("eval_every", "checkpoint_every", "keep_last", "threads"):
-            if getattr(self, name) < 0:
-                raise ConfigError(f"{name} must be 0 or more, got {getattr(self, name)}")
-        if not 0.0 <= self.data.val_fraction < 1.0:
-            raise ConfigError(f"data.val_fraction must be in [0, 1), got {self.data.val_fraction}")
-        if self.optim.lr <= 0:
-            raise ConfigError(f"optim.lr must be positive, got {self.optim.lr}")
-        if self.optim.min_lr is not None and not 0 <= self.optim.min_lr <= self.optim.lr:
-            raise ConfigError(f"optim.min_lr must be between 0 and optim.lr, got {self.optim.min_lr}")
-        for name in ("warmup_steps", "weight_decay", "grad_clip"):
-            if getattr(self.optim, name) < 0:
-                raise ConfigError(f"optim.{name} must be 0 or more, got {getattr(self.optim, name)}")
+    bounds: ClassVar[dict[str, Range]] = {
+        **dict.fromkeys(("batch_size", "grad_accum", "max_steps", "log_every"), SIZE),
+        **dict.fromkeys(("eval_every", "checkpoint_every", "keep_last", "threads"), COUNT),
+        "seed": SEED,
+    }
+
+    def validate(self, who: str = "pretrain config") -> None:
+        """Every declared range (also for a config built in code, which ``from_dict`` never
+        saw), then the checks that relate several settings."""
+        check_bounds(self, who)
+        check_bounds(self.model, f"{who}.model")
+        check_bounds(self.data, f"{who}.data")
+        check_optim(self.optim, f"{who}.optim")
         if self.max_tokens is not None and parse_count(self.max_tokens) <= 0:
             raise ConfigError(f"max_tokens must be positive, got {self.max_tokens!r}")
         if str(getattr(self, "dtype", "auto")).lower() in ("float16", "fp16"):

@@ -2,11 +2,17 @@
 
 Each step accumulates gradients over ``grad_accum`` micro-batches (synchronising DDP
 gradients only on the last one), clips and steps the optimizer. The loop logs a metrics line
-on the run's first step, every ``log_every`` steps and on the last one (loss averaged over
-ranks, lr, gradient norm, tokens/s, MFU where the device's peak is known), evaluates every
+on step 1, every ``log_every`` steps and on the last one (loss averaged over ranks, lr,
+gradient norm, tokens/s, MFU where the device's peak is known), evaluates every
 ``eval_every`` steps and on the last one, and checkpoints every ``checkpoint_every`` steps,
-on the last one and when a stop is requested (SIGINT/SIGTERM on any rank: every rank stops
-at the same step, since all of them take part in the checkpoint).
+on the last one and when a stop is requested (``stop_at_step``, or SIGINT/SIGTERM on any
+rank: every rank stops at the same step, since all of them take part in the checkpoint).
+Which lines are logged depends on the step alone, never on where a run stopped or resumed,
+so a resumed run's metrics.jsonl is the uninterrupted run's.
+
+The first step whose loss or gradient norm is not finite stops the run with one line naming
+it (train/finite.py): checked every step on the CPU, and on a GPU at logging steps and before
+every checkpoint, where the loop synchronises anyway.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ import torch
 from curate.core.errors import CurateError
 from curate.core.progress import Progress
 
+from .finite import FiniteGuard, check_weights
 from .fsdp import clip_gradients as clip_sharded_gradients
 from .fsdp import gather_model_state, gather_optimizer_state
 from .metrics import MetricsLogger, device_peak_flops
@@ -71,6 +78,9 @@ class StepLoop:
             bar.done = run.start_step
         started = time.monotonic()
         self.window = _Throughput(device_peak_flops(ctx.device))
+        # Reading the record every step is free on the CPU; across processes the check is a
+        # collective, so it waits for the steps every rank reaches together.
+        self.guard = FiniteGuard(ctx.device, eager=ctx.device.type == "cpu" and not ctx.distributed)
         run.trained.train()
         with StopRequest() as stop, contextlib.ExitStack() as closing:
             closing.callback(logger.close)
@@ -81,6 +91,7 @@ class StepLoop:
             while self.step < run.max_steps:
                 lr, loss_sum, grad_norm = self.optimizer_step(trace)
                 self.step += 1
+                self.guard.record(self.step, loss_sum, grad_norm)
                 self.window.tokens += run.tokens_per_step
                 if bar is not None:
                     bar.add(tokens=run.tokens_per_step)
@@ -94,16 +105,16 @@ class StepLoop:
     ) -> bool:
         """Log, evaluate and checkpoint as due after ``self.step``; whether to stop here."""
         run, config, ctx, step = self.run, self.run.config, self.run.ctx, self.step
-        is_last = step in (run.max_steps, self.stop_at_step)
-        self.log(logger, lr, loss_sum, grad_norm, is_last=is_last)
+        is_last = step == run.max_steps
         # Every rank must agree to stop at the same step (they all join the checkpoint).
-        stop_now = stop.requested
+        stop_now = stop.requested or step == self.stop_at_step
         if ctx.distributed:
-            stop_now = bool(all_reduce_sum(torch.tensor([float(stop.requested)]), ctx).item() > 0)
+            stop_now = bool(all_reduce_sum(torch.tensor([float(stop_now)]), ctx).item() > 0)
+        self.log(logger, lr, loss_sum, grad_norm, is_last=is_last, stopping=stop_now)
         if is_last or stop_now or (config.checkpoint_every and step % config.checkpoint_every == 0):
             self.saved = self.checkpoint() or self.saved
             self.window.restart()
-        if stop_now or step == self.stop_at_step:
+        if stop_now:
             self.status = "stopped"
             if step < run.max_steps:
                 run.note(f"stopped at step {step:,} of {run.max_steps:,}; rerun the same command to continue")
@@ -141,18 +152,33 @@ class StepLoop:
         return lr, loss_sum, grad_norm
 
     def log(
-        self, logger: MetricsLogger, lr: float, loss_sum: torch.Tensor, grad_norm: torch.Tensor, *, is_last: bool
+        self,
+        logger: MetricsLogger,
+        lr: float,
+        loss_sum: torch.Tensor,
+        grad_norm: torch.Tensor,
+        *,
+        is_last: bool,
+        stopping: bool = False,
     ) -> None:
         """The metrics line of ``self.step`` when one is due, with the eval when one is due; an
-        eval due on a step that is not logged gets a line of its own."""
+        eval due on a step that is not logged gets a line of its own. A run stopping on a step
+        with no line due logs nothing (the rerun will log what the full run logs) but keeps
+        the step's loss for its report."""
         run, config, ctx, step = self.run, self.run.config, self.run.ctx, self.step
         eval_due = bool(config.eval_every and step % config.eval_every == 0)
-        if not (step % config.log_every == 0 or step == run.start_step + 1 or is_last):
+        line_due = step % config.log_every == 0 or step == 1 or is_last
+        if line_due or eval_due or stopping:
+            self.guard.check(ctx)  # nothing non-finite is logged, and a GPU run stops here
+        if not line_due:
             if eval_due:
                 self.val_loss = run.evaluate()
                 if self.val_loss is not None:
                     logger.log({"step": step, "val_loss": self.val_loss, "val_ppl": _perplexity(self.val_loss)})
                 self.window.restart()
+            if stopping:
+                self.last_loss = float(all_reduce_sum(loss_sum / config.grad_accum, ctx)) / ctx.world_size
+                self.first_loss = self.last_loss if self.first_loss is None else self.first_loss
             return
         mean_loss = float(all_reduce_sum(loss_sum / config.grad_accum, ctx)) / ctx.world_size
         if ctx.device.type == "cuda":
@@ -181,8 +207,12 @@ class StepLoop:
         logger.log(record)
 
     def checkpoint(self) -> Path | None:
-        """Checkpoint ``self.step`` (every rank takes part; rank 0 writes); its path on rank 0."""
+        """Checkpoint ``self.step`` (every rank takes part; rank 0 writes); its path on rank 0.
+        Weights that are not finite are never saved (every rank stops together)."""
         run, config, ctx, step = self.run, self.run.config, self.run.ctx, self.step
+        self.guard.check(ctx)
+        if ctx.distributed:  # a single process: save_checkpoint checks what it writes
+            check_weights(run.model, ctx, step)
         states = all_gather_objects({"rng": rng_state(), "data": run.reader.state_dict()}, ctx)
         fields: dict[str, Any] = {
             "tokens_seen": step * run.tokens_per_step,

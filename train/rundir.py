@@ -4,11 +4,13 @@
       step-000500/ ...   checkpoints (train/checkpoint.py), the newest ``keep_last`` kept
       latest             names the newest complete checkpoint
       metrics.jsonl      one JSON object per logged step
+      .curate/lock       held while a run writes here
       ...                what a stage adds (pretraining: trace/, tensorboard/)
 
 A rerun into the same directory resumes from its newest checkpoint; ``--overwrite`` first
 deletes what an earlier run wrote there, and nothing else (notes or configs kept beside the
-checkpoints survive). Every checkpoint's metadata names the stage, the step, the training
+checkpoints survive). One run at a time: a run holds ``.curate/lock`` (:meth:`RunDir.lock`),
+so a second one into the same directory stops at once with one line naming the first. Every checkpoint's metadata names the stage, the step, the training
 config, the tool version and the run's lineage: the checkpoint it started from (``parent``)
 and, for the alignment stages, what that one carried forward (its stage, training cutoff and
 mix). A resumed run keeps recording the lineage its first run recorded.
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import shutil
 from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -25,6 +28,7 @@ import torch
 
 from curate.core.config import to_dict
 from curate.core.errors import ConfigError, CurateError
+from curate.core.lock import LOCK_NAME, folder_lock
 from curate.core.tokenizer import Tokenizer
 from curate.core.version import __version__
 
@@ -32,6 +36,7 @@ from .checkpoint import LATEST_FILE, Checkpoint, list_step_dirs, load_checkpoint
 from .metrics import MetricsLogger, truncate_metrics
 
 METRICS_FILE = "metrics.jsonl"
+STATE_DIR = ".curate"  # the run's own bookkeeping (the lock), kept by --overwrite
 
 
 class RunConfig(Protocol):
@@ -70,6 +75,13 @@ class RunDir:
     def _check(self) -> None:
         if self.path.exists() and not self.path.is_dir():
             raise ConfigError(f"{self.path}: exists and is not a directory")
+
+    def lock(self) -> AbstractContextManager[None]:
+        """Hold the directory's lock for the block: a second run into it gets one line naming
+        this one (exit 2). ``rlhf-ppo`` and ``rlhf-rloo`` runs both name `curate train rlhf`."""
+        self._check()
+        command = f"`curate train {self.stage.split('-')[0]}`"
+        return folder_lock(self.path / STATE_DIR / LOCK_NAME, command, self.path)
 
     def reset(self) -> None:
         """``--overwrite``: delete the checkpoints (and half-written ones a kill left behind),
@@ -162,9 +174,13 @@ class RunDir:
 
     def open_metrics(self, *, tensorboard: bool = False, enabled: bool = True) -> MetricsLogger:
         """The metrics log, appended to. A resumed run first drops the lines past its start
-        step: a run killed after its last checkpoint logged steps that will be logged again."""
+        step (a run killed after its last checkpoint logged steps that will be logged again);
+        a run with nothing to resume starts a new log (one killed before its first checkpoint
+        left lines that this run logs again from step 0)."""
         if enabled and self.resume_from is not None:
             truncate_metrics(self.path / METRICS_FILE, self.start_step)
+        elif enabled:
+            (self.path / METRICS_FILE).unlink(missing_ok=True)
         return MetricsLogger(
             self.path / METRICS_FILE, self.path / "tensorboard" if tensorboard else None, enabled=enabled
         )

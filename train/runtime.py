@@ -245,6 +245,16 @@ def all_reduce_sum(values: torch.Tensor, ctx: DistContext) -> torch.Tensor:
     return values
 
 
+def all_reduce_min(values: torch.Tensor, ctx: DistContext) -> torch.Tensor:
+    """Element-wise minimum of a tensor over ranks (no-op in a single process)."""
+    if ctx.distributed:
+        import torch.distributed as dist
+
+        values = values.to(ctx.device)
+        dist.all_reduce(values, op=dist.ReduceOp.MIN)
+    return values
+
+
 def all_gather_objects(obj: Any, ctx: DistContext) -> list[Any]:
     """Every rank's ``obj`` as a list indexed by rank ([obj] in a single process)."""
     if not ctx.distributed:

@@ -121,9 +121,12 @@ def pretrain(
     config = load_pretrain_config(config_path, overrides)  # fail fast, before starting processes
     if nproc > 1 and int(os.environ.get("WORLD_SIZE", "1")) == 1:
         from train.mix import open_mix, resolve_tokenizer
+        from train.rundir import RunDir
 
         config.validate()
         resolve_tokenizer(tokenizer, open_mix(data))  # a bad path: one line here, not one per process
+        with RunDir(output, "pretrain", config).lock():
+            pass  # a run already writing into -o: likewise (rank 0 takes the lock for real)
         argv = _torchrun_argv(
             nproc,
             dict(

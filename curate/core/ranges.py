@@ -31,6 +31,7 @@ class Range:
     high: float | None = None
     low_open: bool = False
     off: tuple[float, ...] = ()
+    high_open: bool = False  # a fraction that must stay below 1, such as a held-out share
 
     def or_off(self, *values: float) -> Range:
         """The same range also accepting ``values`` (default: -1) as "rule off"."""
@@ -44,17 +45,17 @@ class Range:
         # Written as "inside" tests so that NaN (TOML's nan) is never inside.
         if self.low is not None and not (value > self.low if self.low_open else value >= self.low):
             return False
-        return not (self.high is not None and not value <= self.high)
+        return not (self.high is not None and not (value < self.high if self.high_open else value <= self.high))
 
     def describe(self, integer: bool = False) -> str:
         kind = "an integer" if integer else "a number"
         if self.low is not None and self.high is not None:
-            left = "(" if self.low_open else "["
-            text = f"{kind} in {left}{_num(self.low)}, {_num(self.high)}]"
+            left, right = "(" if self.low_open else "[", ")" if self.high_open else "]"
+            text = f"{kind} in {left}{_num(self.low)}, {_num(self.high)}{right}"
         elif self.low is not None:
             text = f"{kind} {'>' if self.low_open else '>='} {_num(self.low)}"
         elif self.high is not None:
-            text = f"{kind} <= {_num(self.high)}"
+            text = f"{kind} {'<' if self.high_open else '<='} {_num(self.high)}"
         else:
             text = kind
         if self.off:
@@ -64,11 +65,11 @@ class Range:
     def short(self) -> str:
         """Compact form for ``curate filter --list``: ``[0, 1]; -1 = off``."""
         if self.low is not None and self.high is not None:
-            text = f"{'(' if self.low_open else '['}{_num(self.low)}, {_num(self.high)}]"
+            text = f"{'(' if self.low_open else '['}{_num(self.low)}, {_num(self.high)}{')' if self.high_open else ']'}"
         elif self.low is not None:
             text = f"{'>' if self.low_open else '>='} {_num(self.low)}"
         else:
-            text = f"<= {_num(self.high)}" if self.high is not None else "any"
+            text = f"{'<' if self.high_open else '<='} {_num(self.high)}" if self.high is not None else "any"
         if self.off:
             text += "; " + ", ".join(_num(v) for v in self.off) + " = off"
         return text
@@ -79,6 +80,8 @@ def _num(value: float) -> str:
 
 
 RATIO = Range(0.0, 1.0)  # a fraction of documents, lines, words or characters; a probability
+SHARE = Range(0.0, 1.0, high_open=True)  # a fraction that must leave something: a held-out share
+SEED = Range(0, 2**32 - 1)  # a random seed: what every generator (numpy's included) accepts
 COUNT = Range(0)  # how many words, lines, sentences ...: 0 or more
 SIZE = Range(1)  # a length or an n-gram size that must be at least 1
 NON_NEGATIVE = Range(0.0)  # a per-word rate or a length that may exceed 1 but not go below 0

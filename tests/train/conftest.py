@@ -1,10 +1,12 @@
-"""Fixtures shared by the train tests: a small mix directory of numbered documents."""
+"""Fixtures shared by the train tests: a small mix directory of numbered documents, and one
+torch thread for the tests that train (``pytestmark = pytest.mark.usefixtures("one_thread")``)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
+import torch
 
 from curate.core.accounting import Stats
 from curate.core.document import Document
@@ -45,3 +47,12 @@ def write_numbered_mix():
 @pytest.fixture
 def numbered_mix(tmp_path) -> Path:
     return _write_numbered_mix(tmp_path / "mix")
+
+
+@pytest.fixture
+def one_thread():
+    """The CI machine is shared: one thread per test process is faster than oversubscribing."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 
-from curate.core.errors import InputError
 from curate.core.tokenizer import ByteTokenizer
 from train import chat
 
@@ -75,15 +74,3 @@ def test_prompt_encoding_matches_format_prompt(tok):
 def test_decode_response_stops_at_end(tok):
     ids = list(b"yes") + [tok.token_id("<|end|>")] + list(b"junk")
     assert chat.decode_response(ids, tok) == "yes"
-
-
-def test_normalize_messages_forms_and_errors():
-    assert chat.normalize_messages({"prompt": "p", "response": "r", "system": "s"}) == [
-        {"role": "system", "content": "s"},
-        {"role": "user", "content": "p"},
-        {"role": "assistant", "content": "r"},
-    ]
-    with pytest.raises(InputError, match="line 3"):
-        chat.normalize_messages({"prompt": "p"}, "line 3")
-    with pytest.raises(InputError, match="role"):
-        chat.normalize_messages({"messages": [{"role": "robot", "content": "x"}]})

@@ -39,13 +39,7 @@ SMALL = {
 }
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # The CI machine is shared: one thread per test process is faster than oversubscribing.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def write_mix(directory: Path, n_docs: int = 300) -> Path:
@@ -208,7 +202,14 @@ def test_cli_trains_resumes_and_reports(mix_dir, tmp_path):
     [
         (["--set", "optim.learning_rate=1"], "unknown key 'learning_rate'"),
         (["--set", "model.preset=huge"], "model.preset 'huge' is unknown"),
-        (["--set", "batch_size=0"], "batch_size must be at least 1"),
+        (["--set", "batch_size=0"], "pretrain config: batch_size = 0 is out of range; allowed: an integer >= 1"),
+        (["--set", "seed=-1"], "seed = -1 is out of range"),
+        (["--set", "optim.lr=nan"], "optim: lr = nan is out of range; allowed: a number > 0"),
+        (["--set", "optim.lr=inf"], "optim: lr = inf is not a finite number"),
+        (["--set", "optim.weight_decay=nan"], "weight_decay = nan is out of range"),
+        (["--set", "optim.grad_clip=-1"], "grad_clip = -1.0 is out of range; allowed: a number >= 0"),
+        (["--set", "data.val_fraction=1"], "val_fraction = 1.0 is out of range; allowed: a number in [0, 1)"),
+        (["--set", "optim.min_lr=1.0"], "optim.min_lr must be between 0 and optim.lr"),
         (["--config", "/nonexistent.toml"], "config file not found"),
     ],
 )
@@ -216,6 +217,19 @@ def test_cli_config_errors_are_one_line(mix_dir, tmp_path, extra, message):
     result = CliRunner().invoke(cli, ["train", "pretrain", "--data", str(mix_dir), "-o", str(tmp_path / "r"), *extra])
     assert result.exit_code == 2
     assert message in result.output and "Traceback" not in result.output
+    assert len(result.output.strip().splitlines()) == 1 and not (tmp_path / "r").exists()
+
+
+def test_bounds_are_checked_for_configs_built_in_code(mix_dir, tmp_path):
+    cfg = config(max_steps=2)
+    cfg.optim.lr = -1.0
+    with pytest.raises(ConfigError, match="lr = -1.0 is out of range"):
+        pretrain(cfg, mix_dir, tmp_path / "run", progress=False)
+    cfg = config(max_steps=2)
+    cfg.model.n_layer = 0
+    with pytest.raises(ConfigError, match="model: n_layer = 0 is out of range"):
+        pretrain(cfg, mix_dir, tmp_path / "run", progress=False)
+    assert not (tmp_path / "run").exists()
 
 
 def test_cli_missing_mix_is_one_line(tmp_path):
@@ -249,3 +263,15 @@ def test_a_stop_request_checkpoints_at_the_step_boundary(mix_dir, tmp_path, monk
     monkeypatch.undo()
     resumed = pretrain(cfg, mix_dir, tmp_path / "run", progress=False)
     assert resumed.start_step == 5 and resumed.step == 50
+
+
+def test_every_numeric_pretraining_setting_declares_its_range():
+    import dataclasses
+    import typing
+
+    from train.pretrain import DataSettings, ModelSettings, OptimSettings
+
+    for cls in (PretrainConfig, ModelSettings, OptimSettings, DataSettings):
+        hints = typing.get_type_hints(cls)
+        numeric = {f.name for f in dataclasses.fields(cls) if hints[f.name] in (int, float, int | None, float | None)}
+        assert not numeric - set(cls.bounds) - {"min_lr"}, cls.__name__  # min_lr: checked against lr

@@ -122,10 +122,12 @@ def test_metrics_file_is_cut_at_the_resume_step(tmp_path):
     run.open()
     lines = [json.dumps({"step": s, "loss": 1.0 / s}) for s in range(1, 6)]
     (run.path / METRICS_FILE).write_text("\n".join(lines) + "\n")
-    # A fresh run (no checkpoint yet) appends: it cuts nothing.
+    # A run with nothing to resume (the last one was killed before its first checkpoint)
+    # starts a new log: its steps would otherwise appear twice.
     with run.open_metrics() as logger:
         logger.log({"step": 1, "loss": 0.5})
-    assert len((run.path / METRICS_FILE).read_text().splitlines()) == 6
+    assert [json.loads(line)["step"] for line in (run.path / METRICS_FILE).read_text().splitlines()] == [1]
+    (run.path / METRICS_FILE).write_text("\n".join(lines) + "\n")
     with open(run.path / METRICS_FILE, "a") as fh:
         fh.write('{"step": 6, "lo')  # a kill cut the last line short
     save(run, 3)
@@ -134,9 +136,27 @@ def test_metrics_file_is_cut_at_the_resume_step(tmp_path):
     resumed.load_resume()
     # A rank that does not log leaves the file alone.
     resumed.open_metrics(enabled=False).close()
-    assert len((run.path / METRICS_FILE).read_text().splitlines()) == 7
+    assert len((run.path / METRICS_FILE).read_text().splitlines()) == 6
     with resumed.open_metrics() as logger:
         logger.log({"step": 4, "loss": 0.25})
     text = (run.path / METRICS_FILE).read_text().splitlines()
     assert text[:3] == lines[:3]  # the lines as written, not re-serialised
-    assert [json.loads(line)["step"] for line in text] == [1, 2, 3, 1, 4]
+    assert [json.loads(line)["step"] for line in text] == [1, 2, 3, 4]
+
+
+def test_one_run_at_a_time_holds_the_directory_lock(tmp_path):
+    from curate.core.lock import folder_lock
+
+    run = RunDir(tmp_path / "run", "rlhf-ppo", TinyConfig())
+    with folder_lock(tmp_path / "run" / ".curate" / "lock", "`curate train rlhf`", tmp_path / "run"):
+        with pytest.raises(CurateError, match=r"another `curate train rlhf` is running in .*run \(pid \d+") as info:
+            with run.lock():
+                pass
+        assert info.value.exit_code == 2
+    with run.lock():  # released: free again, and --overwrite keeps the lock file where it is
+        run.open()
+        run.reset()
+        assert (tmp_path / "run" / ".curate" / "lock").exists()
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(ConfigError, match="exists and is not a directory"):
+        RunDir(tmp_path / "file", "sft", TinyConfig()).lock()

@@ -1,8 +1,10 @@
 """The data side of the alignment stages (sft, reward, rlhf, dpo, sample-pairs).
 
-:func:`read_records` reads JSONL/Parquet records from a file or directory, counting bad
-lines in a :class:`Skipped` instead of failing; :func:`read_prompts` reads the prompts that
-RLHF and sample-pairs answer; :class:`HeldOutSplit` splits off a held-out slice chosen by a
+:func:`read_records` reads records from a file or directory: JSON Lines, one JSON array
+(``.json``, as Alpaca ships), either gzipped, or Parquet (as ``datasets`` writes it); a line
+that is not a JSON object or not UTF-8 is counted in a :class:`Skipped` instead of failing.
+The shapes of the records are :mod:`train.align.formats`' business. :func:`read_prompts`
+reads the prompts that RLHF and sample-pairs answer; :class:`HeldOutSplit` splits off a held-out slice chosen by a
 hash of each example's content (:func:`stable_fraction`), so membership does not depend on
 order, seed or data size; :func:`batch_indices` gives a deterministic batch order that
 resumes from a step number alone; :func:`pad_right` and :func:`left_pad` pad token sequences
@@ -11,16 +13,25 @@ into tensors; :func:`data_digest` fingerprints the data for checkpoint metadata.
 
 from __future__ import annotations
 
+import codecs
+import gzip
 import hashlib
-from collections.abc import Iterator, Sequence
+import json
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import torch
 
+from curate.core.comparisons import Unusable
 from curate.core.errors import InputError
 from curate.core.files import iter_jsonl, sha256_file
+
+from .formats import prompt_messages
+
+NOT_UTF8 = "not UTF-8 text"
+SUFFIXES = (".jsonl", ".json", ".parquet", ".jsonl.gz", ".json.gz")
 
 
 def stable_fraction(key: str) -> float:
@@ -121,35 +132,102 @@ def _parquet_rows(file: Path) -> Iterator[tuple[str, dict[str, Any]]]:
             row_no += 1
 
 
-def _jsonl_rows(file: Path) -> Iterator[tuple[str, dict[str, Any]]]:
-    with open(file, encoding="utf-8", errors="replace") as fh:
-        for lineno, row, problem in iter_jsonl(fh, objects_only=True):
-            yield f"{file}:{lineno}", row if problem is None else {"__error__": problem}
+def _undecodable(raw: bytes, start: int) -> str:
+    return f"byte {start + 1}: 0x{raw[start]:02x}"
+
+
+def _decoded_lines(lines: Iterable[bytes], bad: list[tuple[int, str]]) -> Iterator[str]:
+    """Each line as text; a line that is not UTF-8 becomes blank (which :func:`iter_jsonl`
+    skips, keeping the numbering) and is noted in ``bad`` as (line number, where)."""
+    for number, raw in enumerate(lines, 1):
+        if number == 1:
+            raw = raw.removeprefix(codecs.BOM_UTF8)  # Windows tools start files with one
+        try:
+            yield raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            bad.append((number, _undecodable(raw, exc.start)))
+            yield ""
+
+
+def _jsonl_rows(file: Path, fh: IO[bytes]) -> Iterator[tuple[str, dict[str, Any]]]:
+    bad: list[tuple[int, str]] = []
+    for lineno, row, problem in iter_jsonl(_decoded_lines(fh, bad), objects_only=True):
+        while bad:  # lines before this one that were not UTF-8
+            number, detail = bad.pop(0)
+            yield f"{file}:{number} ({detail})", {"__error__": NOT_UTF8}
+        yield f"{file}:{lineno}", row if problem is None else {"__error__": problem}
+    for number, detail in bad:
+        yield f"{file}:{number} ({detail})", {"__error__": NOT_UTF8}
+
+
+def _has_undecodable(value: Any) -> bool:
+    """Whether a parsed value holds text that was not UTF-8 (decoded with surrogateescape)."""
+    if isinstance(value, str):
+        return any("\udc80" <= ch <= "\udcff" for ch in value)
+    if isinstance(value, dict):
+        return any(_has_undecodable(k) or _has_undecodable(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_has_undecodable(v) for v in value)
+    return False
+
+
+def _array_rows(file: Path, data: bytes) -> Iterator[tuple[str, dict[str, Any]]]:
+    """The items of a file holding one JSON array; an item with bytes that are not UTF-8 is
+    counted like a line that is not."""
+    text = data.removeprefix(codecs.BOM_UTF8).decode("utf-8", errors="surrogateescape")
+    try:
+        items = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InputError(f"{file}: invalid JSON array ({exc.msg} at line {exc.lineno}, column {exc.colno})") from None
+    if not isinstance(items, list):
+        raise InputError(f"{file}: expected JSON Lines or one JSON array")
+    for i, item in enumerate(items):
+        where = f"{file} item {i}"
+        if not isinstance(item, dict):
+            yield where, {"__error__": "not a JSON object"}
+        elif _has_undecodable(item):
+            yield where, {"__error__": NOT_UTF8}
+        else:
+            yield where, item
+
+
+def _json_rows(file: Path) -> Iterator[tuple[str, dict[str, Any]]]:
+    """JSON Lines or one JSON array, told apart by the first character; gzipped or not."""
+    try:
+        with gzip.open(file, "rb") if file.name.endswith(".gz") else open(file, "rb") as fh:
+            head = fh.read(4096).removeprefix(codecs.BOM_UTF8).lstrip()
+            if head.startswith(b"["):
+                yield from _array_rows(file, head + fh.read())
+                return
+            fh.seek(0)
+            yield from _jsonl_rows(file, fh)
+    except (OSError, EOFError) as exc:  # a truncated or corrupt gzip stream
+        raise InputError(f"{file}: unreadable ({exc})") from None
 
 
 def read_records(
     path: str | Path, what: str = "examples", skipped: Skipped | None = None
 ) -> Iterator[tuple[str, dict[str, Any]]]:
-    """(where, row) from a ``.jsonl``/``.json`` file, a ``.parquet`` file or a directory of
-    them. A line that is not a JSON object is counted in ``skipped`` or, without it, yielded
-    as ``(where, {"__error__": message})``: either way the caller goes on. An unreadable
-    Parquet file is an InputError naming it."""
+    """(where, row) from a JSON Lines or JSON array file (``.jsonl``, ``.json``, optionally
+    ``.gz``), a ``.parquet`` file or a directory of them. A line that is not a JSON object or
+    not UTF-8 is counted in ``skipped`` or, without it, yielded as ``(where, {"__error__":
+    message})``: either way the caller goes on. An unreadable Parquet or gzip file, or a JSON
+    array that does not parse, is an InputError naming it."""
     path = Path(path)
     if path.is_dir():
         files = sorted(
             p
             for p in path.rglob("*")
-            if p.suffix in (".jsonl", ".json", ".parquet")
-            and not any(part.startswith(".") for part in p.relative_to(path).parts)
+            if p.name.endswith(SUFFIXES) and not any(part.startswith(".") for part in p.relative_to(path).parts)
         )
         if not files:
-            raise InputError(f"{path}: no .jsonl or .parquet {what} files")
+            raise InputError(f"{path}: no .jsonl, .json or .parquet {what} files")
     elif path.exists():
         files = [path]
     else:
         raise InputError(f"{path}: no such file or directory")
     for file in files:
-        for where, row in _parquet_rows(file) if file.suffix == ".parquet" else _jsonl_rows(file):
+        for where, row in _parquet_rows(file) if file.suffix == ".parquet" else _json_rows(file):
             if skipped is not None and "__error__" in row:
                 skipped.add(row["__error__"], where)
             else:
@@ -163,36 +241,33 @@ class Prompt:
 
 
 def read_prompts(path: str | Path) -> tuple[list[Prompt], Skipped]:
-    """Prompts from JSONL/Parquet (``prompt`` string or a ``messages`` list ending with a
-    user turn; rows of comparisons work too) or a ``.txt`` file (one prompt per line)."""
+    """Prompts from any record file :func:`read_records` reads, in any shape
+    :func:`train.align.formats.prompt_messages` knows (a ``prompt``, a conversation ending with
+    a user turn, SFT examples or comparisons without their answers), or from a ``.txt`` file
+    (one prompt per line). Unusable rows and lines that are not UTF-8 are counted."""
     path = Path(path)
     skipped = Skipped()
     prompts: list[Prompt] = []
     if path.suffix == ".txt":
         if not path.exists():
             raise InputError(f"{path}: no such file")
-        for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        bad: list[tuple[int, str]] = []
+        for line in _decoded_lines(path.read_bytes().splitlines(), bad):
             if line.strip():
                 prompts.append(Prompt(line.strip(), [{"role": "user", "content": line.strip()}]))
+        for number, detail in bad:
+            skipped.add(NOT_UTF8, f"{path}:{number} ({detail})")
     else:
         for where, row in read_records(path, "prompt", skipped):
-            msgs = row.get("messages")
-            if isinstance(row.get("prompt"), str) and row["prompt"].strip():
-                prompts.append(Prompt(row["prompt"], [{"role": "user", "content": row["prompt"]}]))
-            elif (
-                isinstance(msgs, list)
-                and msgs
-                and all(isinstance(m, dict) for m in msgs)
-                and msgs[-1].get("role") == "user"
-                and isinstance(msgs[-1].get("content"), str)
-            ):
-                prompts.append(
-                    Prompt(msgs[-1]["content"], [{"role": m.get("role"), "content": m.get("content")} for m in msgs])
-                )
-            else:
-                skipped.add("needs a 'prompt' string or 'messages' ending with a user turn", where)
+            try:
+                messages = prompt_messages(row)
+            except Unusable as exc:
+                skipped.add(str(exc), where)
+                continue
+            prompts.append(Prompt(messages[-1]["content"], messages))
     if not prompts:
-        raise InputError(f"{path}: no usable prompts")
+        detail = f" ({'; '.join(skipped.lines())})" if skipped.total else ""
+        raise InputError(f"{path}: no usable prompts{detail}")
     return prompts, skipped
 
 

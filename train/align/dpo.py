@@ -23,24 +23,25 @@ import copy
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 import torch
 
+from curate.core.comparisons import Message
 from curate.core.errors import ConfigError
+from curate.core.ranges import POSITIVE, Range
 from curate.core.tokenizer import Tokenizer
 
 from ..chat import encode_chat
 from ..model import GPT
 from ..runtime import autocast_context
+from .config import AlignOptim, DataStageConfig, check_max_len
 from .data import pad_right
 from .losses import preference_loss
-from .reward import load_pairs
+from .reward import load_pairs, pair_side
 from .stage import (
-    AlignOptim,
-    DataStageConfig,
     StageResult,
     StageRun,
-    check_max_len,
     load_policy,
     optimizer_step,
     run_steps,
@@ -59,21 +60,28 @@ class DPOConfig(DataStageConfig):
     loss: str = "dpo"  # dpo | ipo
     label_smoothing: float = 0.0  # conservative DPO: assumed fraction of flipped labels
 
-    def validate(self) -> None:
-        super().validate()
+    bounds: ClassVar[dict[str, Range]] = {
+        **DataStageConfig.bounds,
+        "beta": POSITIVE,
+        # At 0.5 the labels are a coin toss: the loss no longer prefers either answer.
+        "label_smoothing": Range(0.0, 0.5, high_open=True),
+    }
+
+    def validate(self, who: str | None = None) -> None:
+        super().validate(who)
         if self.loss not in ("dpo", "ipo"):
             raise ConfigError(f"loss must be dpo or ipo, got {self.loss!r}")
-        if self.beta <= 0:
-            raise ConfigError(f"beta must be positive, got {self.beta}")
-        if not 0.0 <= self.label_smoothing < 0.5:
-            raise ConfigError(f"label_smoothing must be in [0, 0.5), got {self.label_smoothing}")
 
 
-def encode_side(prompt: str, response: str, tokenizer: Tokenizer, max_len: int) -> tuple[list[int], list[int]]:
-    """(ids, assistant mask) of prompt + answer, cut from the left to ``max_len``."""
-    ids, mask = encode_chat(
-        [{"role": "user", "content": prompt}, {"role": "assistant", "content": response}], tokenizer
-    )
+def encode_side(
+    prompt: str | list[Message], response: str, tokenizer: Tokenizer, max_len: int
+) -> tuple[list[int], list[int]]:
+    """(ids, assistant mask) of prompt + answer, cut from the left to ``max_len``; the mask
+    covers the answer only (a dialogue's earlier assistant turns are prompt here)."""
+    ids, mask = encode_chat(pair_side(prompt, response), tokenizer)
+    if not isinstance(prompt, str):  # a dialogue: its assistant turns are not the answer
+        answer = len(encode_chat(pair_side(prompt, ""), tokenizer)[0]) - 1  # where the answer starts
+        mask = [0] * answer + mask[answer:]
     return ids[-max_len:], mask[-max_len:]
 
 
@@ -163,51 +171,56 @@ def dpo(
 ) -> StageResult:
     """Train the policy at ``policy_path`` on the comparisons at ``data`` with DPO/IPO against a
     frozen reference (``reference_path``, default the starting policy). Resumable."""
-    run = StageRun("dpo", config, output, overwrite=overwrite, data=data, say=on_message)
-    policy, tokenizer = run.load_parent(policy_path)
-    if reference_path is not None:
-        reference, _, _ = load_policy(reference_path, run.device)
-        if reference.config.vocab_size != policy.config.vocab_size:
-            raise ConfigError("the reference model's vocabulary differs from the policy's")
-    else:
-        reference = copy.deepcopy(policy)
-    reference.eval().requires_grad_(False)
-    max_len = check_max_len(config.max_len, policy.config.block_size + 1, "block_size + 1")
-    run.open()
-    train_pairs, held_pairs, skipped = load_pairs(
-        data, tokenizer, max_len, config.val_fraction, 0.0, encode=lambda p, r: encode_side(p, r, tokenizer, max_len)
-    )
-    optimizer, _ = run.begin(policy, examples=len(train_pairs), held_out=len(held_pairs), skipped=skipped)
-    pad_id, device, dtype = tokenizer.pad_id, run.device, run.dtype
-
-    def step_fn(step: int) -> dict[str, float]:
-        batch = step_batch(train_pairs, config, step)
-        loss, metrics = dpo_step_metrics(config, policy, reference, batch, pad_id, device, dtype)
-        grad_norm = optimizer_step(loss, policy, optimizer, config.optim.grad_clip)
-        return {**metrics, "grad_norm": grad_norm}
-
-    def save_fn(step: int) -> Path:
-        return run.save(
-            step,
-            model_state=policy.state_dict(),
-            model_config=policy.config.to_dict(),
-            kind="policy",
-            extra_meta={
-                "loss_type": config.loss,
-                "beta": config.beta,
-                "reference": str(reference_path or run.parent.path),
-            },
+    with StageRun("dpo", config, output, overwrite=overwrite, data=data, say=on_message) as run:
+        policy, tokenizer = run.load_parent(policy_path)
+        if reference_path is not None:
+            reference, _, _ = load_policy(reference_path, run.device)
+            if reference.config.vocab_size != policy.config.vocab_size:
+                raise ConfigError("the reference model's vocabulary differs from the policy's")
+        else:
+            reference = copy.deepcopy(policy)
+        reference.eval().requires_grad_(False)
+        max_len = check_max_len(config.max_len, policy.config.block_size + 1, "block_size + 1")
+        run.open()
+        train_pairs, held_pairs, skipped = load_pairs(
+            data,
+            tokenizer,
+            max_len,
+            config.val_fraction,
+            0.0,
+            encode=lambda p, r: encode_side(p, r, tokenizer, max_len),
         )
+        optimizer, _ = run.begin(policy, examples=len(train_pairs), held_out=len(held_pairs), skipped=skipped)
+        pad_id, device, dtype = tokenizer.pad_id, run.device, run.dtype
 
-    # The held-out margin before any update is 0 by construction; the baseline eval still
-    # gives the starting loss (log 2 for DPO) to compare with.
-    policy.train()
-    return run_steps(
-        run,
-        step_fn=step_fn,
-        eval_fn=lambda: evaluate_dpo(config, policy, reference, held_pairs, pad_id, device, dtype),
-        save_fn=save_fn,
-        stop_at_step=stop_at_step,
-        progress=progress,
-        label=config.loss,
-    )
+        def step_fn(step: int) -> dict[str, float]:
+            batch = step_batch(train_pairs, config, step)
+            loss, metrics = dpo_step_metrics(config, policy, reference, batch, pad_id, device, dtype)
+            grad_norm = optimizer_step(loss, policy, optimizer, config.optim.grad_clip)
+            return {**metrics, "grad_norm": grad_norm}
+
+        def save_fn(step: int) -> Path:
+            return run.save(
+                step,
+                model_state=policy.state_dict(),
+                model_config=policy.config.to_dict(),
+                kind="policy",
+                extra_meta={
+                    "loss_type": config.loss,
+                    "beta": config.beta,
+                    "reference": str(reference_path or run.parent.path),
+                },
+            )
+
+        # The held-out margin before any update is 0 by construction; the baseline eval still
+        # gives the starting loss (log 2 for DPO) to compare with.
+        policy.train()
+        return run_steps(
+            run,
+            step_fn=step_fn,
+            eval_fn=lambda: evaluate_dpo(config, policy, reference, held_pairs, pad_id, device, dtype),
+            save_fn=save_fn,
+            stop_at_step=stop_at_step,
+            progress=progress,
+            label=config.loss,
+        )

@@ -3,8 +3,9 @@
     curate train reward --base work/ckpt/sft --data work/comparisons -o work/ckpt/rm
     curate train score work/ckpt/rm --data answers.jsonl
 
-Each comparison (``prompt``, ``chosen``, ``rejected``; JSONL, Parquet or a directory, see
-:mod:`curate.core.comparisons`) is rendered twice in the chat template, prompt + answer, and the
+Each comparison (``prompt``, ``chosen``, ``rejected``, or HH-RLHF, StackExchange-paired or TRL
+rows; JSON Lines, a JSON array, Parquet or a directory, see :mod:`curate.core.comparisons`) is
+rendered twice in the chat template, prompt (one turn or a whole dialogue) + answer, and the
 model reads one number at the last real token of each (the ``<|end|>`` closing the answer).
 The loss is Bradley–Terry, ``-log sigmoid(r_chosen - r_rejected - margin)``; the margin is a
 per-row ``margin`` field when the data has one (Llama 2 style: larger for clearer
@@ -27,27 +28,26 @@ import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn as nn
 
+from curate.core.comparisons import Message, Unusable, comparison_from_row
 from curate.core.errors import InputError
+from curate.core.ranges import NON_NEGATIVE, Range
 from curate.core.tokenizer import Tokenizer
 
 from ..chat import encode_chat
 from ..checkpoint import Checkpoint, load_checkpoint, load_checkpoint_tokenizer, model_config_of
 from ..model import GPT, GPTConfig
 from ..runtime import autocast_context
+from .config import AlignOptim, DataStageConfig, check_max_len
 from .data import HeldOutSplit, Skipped, pad_right, read_records
 from .losses import bradley_terry_loss
 from .stage import (
-    AlignOptim,
-    DataStageConfig,
     StageResult,
     StageRun,
-    check_max_len,
-    check_positive,
     optimizer_step,
     run_steps,
     step_batch,
@@ -122,10 +122,16 @@ def load_scalar_model(
     return model.to(device).eval(), ckpt
 
 
-def encode_pair_side(prompt: str, response: str, tokenizer: Tokenizer, max_len: int) -> list[int]:
+def pair_side(prompt: str | list[Message], response: str) -> list[Message]:
+    """A prompt (one user turn, or the turns of a dialogue) and an answer, as messages."""
+    head = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else list(prompt)
+    return head + [{"role": "assistant", "content": response}]
+
+
+def encode_pair_side(prompt: str | list[Message], response: str, tokenizer: Tokenizer, max_len: int) -> list[int]:
     """Prompt + answer in the chat template, cut from the left to ``max_len`` tokens so the
     end (where the score is read) is always kept."""
-    ids, _ = encode_chat([{"role": "user", "content": prompt}, {"role": "assistant", "content": response}], tokenizer)
+    ids, _ = encode_chat(pair_side(prompt, response), tokenizer)
     return ids[-max_len:]
 
 
@@ -141,7 +147,7 @@ class RewardScorer:
         self.max_len = self.model.config.block_size
 
     @torch.no_grad()
-    def __call__(self, prompts: Sequence[str], responses: Sequence[str]) -> list[float]:
+    def __call__(self, prompts: Sequence[str | list[Message]], responses: Sequence[str]) -> list[float]:
         out: list[float] = []
         for start in range(0, len(prompts), self.batch_size):
             seqs = [
@@ -166,9 +172,11 @@ class RewardConfig(DataStageConfig):
     margin: float = 0.0  # used when a row has no `margin` field
     center_coef: float = 0.0  # weight of mean((r_c + r_r)^2): keeps scores centred on 0
 
-    def validate(self) -> None:
-        super().validate()
-        check_positive(self, ["center_coef"], minimum=0)
+    bounds: ClassVar[dict[str, Range]] = {
+        **DataStageConfig.bounds,
+        "margin": NON_NEGATIVE,
+        "center_coef": NON_NEGATIVE,
+    }
 
 
 @dataclass
@@ -176,12 +184,6 @@ class PairExample:
     chosen: list[int]
     rejected: list[int]
     margin: float
-
-
-def comparison_fields(row: dict[str, Any]) -> tuple[str, str, str] | None:
-    """(prompt, chosen, rejected) of a comparison row, or None when it is not one."""
-    values = tuple(row.get(k) for k in ("prompt", "chosen", "rejected"))
-    return values if all(isinstance(v, str) for v in values) else None  # type: ignore[return-value]
 
 
 def load_pairs(
@@ -192,17 +194,19 @@ def load_pairs(
     default_margin: float,
     encode: Callable[[str, str], Any] | None = None,
 ) -> tuple[list[Any], list[Any], Skipped]:
-    """(train, held-out, skipped) comparisons from ``path``; each becomes ``encode(prompt,
-    answer)`` per side (default: reward-model ids). Bad rows are counted, not fatal."""
+    """(train, held-out, skipped) comparisons from ``path``, in any shape
+    :func:`~curate.core.comparisons.comparison_from_row` reads; each becomes ``encode(prompt,
+    answer)`` per side (default: reward-model ids). Bad rows (an empty prompt or answer among
+    them) are counted, not fatal."""
     encode = encode or (lambda p, r: encode_pair_side(p, r, tokenizer, max_len))
     split = HeldOutSplit(val_fraction)
     skipped = Skipped()
     for where, row in read_records(path, "comparison", skipped):
-        fields = comparison_fields(row)
-        if fields is None:
-            skipped.add("needs string prompt, chosen and rejected", where)
+        try:
+            prompt, chosen, rejected = comparison_from_row(row)
+        except Unusable as exc:
+            skipped.add(str(exc), where)
             continue
-        prompt, chosen, rejected = fields
         if chosen == rejected:
             skipped.add("chosen and rejected are identical", where)
             continue
@@ -264,54 +268,54 @@ def train_reward(
 ) -> StageResult:
     """Train a reward model on the comparisons at ``data``, starting from the trunk at ``base``
     (an LM/policy checkpoint; a reward checkpoint continues with its head)."""
-    run = StageRun("reward", config, output, overwrite=overwrite, data=data, say=on_message)
-    model, tokenizer = run.load_parent(base, load_scalar_model)
-    max_len = check_max_len(config.max_len, model.config.block_size, "block_size")
-    run.open()
-    train_pairs, held_pairs, skipped = load_pairs(data, tokenizer, max_len, config.val_fraction, config.margin)
-    if not held_pairs:
-        run.note("no held-out comparisons (too few rows or val_fraction = 0): accuracy is not reported")
-    optimizer, result = run.begin(
-        model,
-        examples=len(train_pairs),
-        held_out=len(held_pairs),
-        skipped=skipped,
-        load_model=lambda ckpt: model.load_export(ckpt.model_state, str(ckpt.path), require_head=True),
-    )
-    pad_id, device, dtype = tokenizer.pad_id, run.device, run.dtype
-
-    def step_fn(step: int) -> dict[str, float]:
-        batch = step_batch(train_pairs, config, step)
-        with autocast_context(device, dtype):
-            rc, rr = pair_rewards(model, batch, pad_id, device)
-        margins = torch.tensor([p.margin for p in batch], device=device)
-        loss = bradley_terry_loss(rc, rr, margins)
-        if config.center_coef:
-            loss = loss + config.center_coef * ((rc + rr) ** 2).mean()
-        grad_norm = optimizer_step(loss, model, optimizer, config.optim.grad_clip)
-        rc, rr = rc.detach(), rr.detach()
-        return {
-            "loss": loss.item(),
-            "accuracy": float((rc > rr).float().mean()),
-            "margin": float((rc - rr).mean()),
-            "grad_norm": grad_norm,
-        }
-
-    def save_fn(step: int) -> Path:
-        return run.save(
-            step,
-            model_state=model.export_state(),
-            model_config=model.config.to_dict(),
-            kind="reward",
-            extra_meta={"val_accuracy": result.eval.get("val_accuracy")},
+    with StageRun("reward", config, output, overwrite=overwrite, data=data, say=on_message) as run:
+        model, tokenizer = run.load_parent(base, load_scalar_model)
+        max_len = check_max_len(config.max_len, model.config.block_size, "block_size")
+        run.open()
+        train_pairs, held_pairs, skipped = load_pairs(data, tokenizer, max_len, config.val_fraction, config.margin)
+        if not held_pairs:
+            run.note("no held-out comparisons (too few rows or val_fraction = 0): accuracy is not reported")
+        optimizer, result = run.begin(
+            model,
+            examples=len(train_pairs),
+            held_out=len(held_pairs),
+            skipped=skipped,
+            load_model=lambda ckpt: model.load_export(ckpt.model_state, str(ckpt.path), require_head=True),
         )
+        pad_id, device, dtype = tokenizer.pad_id, run.device, run.dtype
 
-    model.train()
-    return run_steps(
-        run,
-        step_fn=step_fn,
-        eval_fn=lambda: evaluate_pairs(model, held_pairs, config.batch_size, pad_id, device, dtype),
-        save_fn=save_fn,
-        stop_at_step=stop_at_step,
-        progress=progress,
-    )
+        def step_fn(step: int) -> dict[str, float]:
+            batch = step_batch(train_pairs, config, step)
+            with autocast_context(device, dtype):
+                rc, rr = pair_rewards(model, batch, pad_id, device)
+            margins = torch.tensor([p.margin for p in batch], device=device)
+            loss = bradley_terry_loss(rc, rr, margins)
+            if config.center_coef:
+                loss = loss + config.center_coef * ((rc + rr) ** 2).mean()
+            grad_norm = optimizer_step(loss, model, optimizer, config.optim.grad_clip)
+            rc, rr = rc.detach(), rr.detach()
+            return {
+                "loss": loss.item(),
+                "accuracy": float((rc > rr).float().mean()),
+                "margin": float((rc - rr).mean()),
+                "grad_norm": grad_norm,
+            }
+
+        def save_fn(step: int) -> Path:
+            return run.save(
+                step,
+                model_state=model.export_state(),
+                model_config=model.config.to_dict(),
+                kind="reward",
+                extra_meta={"val_accuracy": result.eval.get("val_accuracy")},
+            )
+
+        model.train()
+        return run_steps(
+            run,
+            step_fn=step_fn,
+            eval_fn=lambda: evaluate_pairs(model, held_pairs, config.batch_size, pad_id, device, dtype),
+            save_fn=save_fn,
+            stop_at_step=stop_at_step,
+            progress=progress,
+        )

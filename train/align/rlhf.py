@@ -37,26 +37,25 @@ import copy
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn as nn
 
 from curate.core.errors import ConfigError, InputError
+from curate.core.ranges import NON_NEGATIVE, POSITIVE, RATIO, SIZE, Range
 
 from ..checkpoint import Checkpoint
 from ..model import GPT
 from ..runtime import autocast_context
+from .config import AlignOptim, StageConfig
 from .data import HeldOutSplit, Prompt, Skipped, read_prompts
 from .losses import gae, kl_penalty, masked_mean, masked_whiten, ppo_policy_loss, ppo_value_loss, rloo_advantages
 from .reward import RewardScorer, ScalarHeadModel
 from .rollout import RewardFn, Rollout, Sampler, gather_logprobs, response_lengths, response_token_logits
 from .stage import (
-    AlignOptim,
-    StageConfig,
     StageResult,
     StageRun,
-    check_positive,
     load_lm_weights,
     optimizer_step,
     run_steps,
@@ -92,21 +91,24 @@ class RLHFConfig(StageConfig):
     missing_end_penalty: float | None = None  # added to the score of responses cut at max_new_tokens
     eval_samples: int = 2  # responses per held-out prompt
 
-    def validate(self) -> None:
-        super().validate()
-        check_positive(self, ["max_new_tokens", "ppo_epochs", "minibatches", "eval_samples", "max_prompt_len", "top_k"])
-        check_positive(self, ["kl_coef", "vf_coef"], minimum=0)
+    bounds: ClassVar[dict[str, Range]] = {
+        **StageConfig.bounds,
+        **dict.fromkeys(
+            ("max_new_tokens", "max_prompt_len", "top_k", "ppo_epochs", "minibatches", "eval_samples"), SIZE
+        ),
+        "rloo_k": Range(2),  # a leave-one-out baseline needs another sample of the same prompt
+        "temperature": POSITIVE,  # sampling: 0 would be greedy, and every rollout the same
+        **dict.fromkeys(("kl_coef", "vf_coef"), NON_NEGATIVE),
+        **dict.fromkeys(("gamma", "lam"), RATIO),
+        **dict.fromkeys(("clip_range", "vf_clip_range"), NON_NEGATIVE),
+    }
+
+    def validate(self, who: str | None = None) -> None:
+        super().validate(who)
         if self.algo not in ("ppo", "rloo"):
             raise ConfigError(f"algo must be ppo or rloo, got {self.algo!r}")
         if self.kl_estimator not in ("k1", "k3"):
             raise ConfigError(f"kl_estimator must be k1 or k3, got {self.kl_estimator!r}")
-        if self.algo == "rloo" and self.rloo_k < 2:
-            raise ConfigError(f"rloo_k must be at least 2, got {self.rloo_k}")
-        if self.temperature <= 0:
-            raise ConfigError(f"temperature must be positive for sampling, got {self.temperature}")
-        for name in ("gamma", "lam"):
-            if not 0.0 <= getattr(self, name) <= 1.0:
-                raise ConfigError(f"{name} must be in [0, 1], got {getattr(self, name)}")
 
     @property
     def samples_per_prompt(self) -> int:
@@ -324,24 +326,24 @@ def rlhf(
 ) -> StageResult:
     """Optimise the policy at ``policy_path`` against ``reward`` (a reward-model checkpoint path
     or a callable ``reward(prompts, responses) -> scores``) on the prompts at ``prompts_path``."""
-    run = StageRun(f"rlhf-{config.algo}", config, output, overwrite=overwrite, data=prompts_path, say=on_message)
-    training = _Training(run, policy_path, reward)
-    run.open()
-    skipped = training.read_prompts(prompts_path)
-    run.begin(
-        training.models,
-        max_steps=config.max_steps,
-        examples=len(training.train_prompts),
-        held_out=len(training.held),
-        skipped=skipped,
-        load_model=training.load_state,
-    )
-    training.models.train()
-    return run_steps(
-        run,
-        step_fn=training.step,
-        eval_fn=lambda: training.sampler.evaluate(training.held),
-        save_fn=training.save,
-        stop_at_step=stop_at_step,
-        progress=progress,
-    )
+    with StageRun(f"rlhf-{config.algo}", config, output, overwrite=overwrite, data=prompts_path, say=on_message) as run:
+        training = _Training(run, policy_path, reward)
+        run.open()
+        skipped = training.read_prompts(prompts_path)
+        run.begin(
+            training.models,
+            max_steps=config.max_steps,
+            examples=len(training.train_prompts),
+            held_out=len(training.held),
+            skipped=skipped,
+            load_model=training.load_state,
+        )
+        training.models.train()
+        return run_steps(
+            run,
+            step_fn=training.step,
+            eval_fn=lambda: training.sampler.evaluate(training.held),
+            save_fn=training.save,
+            stop_at_step=stop_at_step,
+            progress=progress,
+        )

@@ -2,8 +2,9 @@
 
     curate train sft --base work/ckpt/base --data samples/sft/qa.jsonl -o work/ckpt/sft
 
-Data is JSONL or Parquet (a file or a directory of them) with ``prompt``/``response`` fields
-or a ``messages`` list (see :mod:`train.chat`). Every example is rendered in the chat
+Data is JSON Lines, a JSON array or Parquet (a file or a directory of them) with a
+``messages`` list, ``prompt``/``response`` fields, or Alpaca's or Dolly's fields (see
+:mod:`train.align.formats`); examples with an empty prompt or response are skipped and counted. Every example is rendered in the chat
 template; the loss counts only the assistant's tokens. Batches are right-padded with an
 attention mask, so no example ever attends to another's tokens. A slice of the examples
 (chosen by a hash of their content, so the split is stable) is held out for an eval loss.
@@ -26,18 +27,18 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from curate.core.errors import InputError
+from curate.core.comparisons import Unusable
 from curate.core.tokenizer import Tokenizer
 
-from ..chat import encode_chat, normalize_messages
+from ..chat import encode_chat
 from ..model import GPT
 from ..runtime import autocast_context
+from .config import DataStageConfig, check_max_len
 from .data import HeldOutSplit, Skipped, pad_right, read_records
+from .formats import sft_messages
 from .stage import (
-    DataStageConfig,
     StageResult,
     StageRun,
-    check_max_len,
     optimizer_step,
     run_steps,
     step_batch,
@@ -66,12 +67,9 @@ def load_sft_examples(
     skipped = Skipped()
     for where, row in read_records(path, "SFT", skipped):
         try:
-            messages = normalize_messages(row, where)
-        except InputError:
-            skipped.add("needs prompt/response or messages", where)
-            continue
-        if not any(m["role"] == "assistant" for m in messages):
-            skipped.add("no assistant turn", where)
+            messages = sft_messages(row)
+        except Unusable as exc:
+            skipped.add(str(exc), where)
             continue
         ids, mask = encode_chat(messages, tokenizer, max_len=max_len)
         if sum(mask[1:]) == 0:
@@ -131,41 +129,41 @@ def sft(
     """Fine-tune the model at ``base`` on the chat examples at ``data``; checkpoints (kind
     "policy") in ``output``. Rerunning into ``output`` resumes; ``stop_at_step`` checkpoints
     and stops early, keeping the full run's schedule."""
-    run = StageRun("sft", config, output, overwrite=overwrite, data=data, say=on_message)
-    model, tokenizer = run.load_parent(base)
-    max_len = check_max_len(config.max_len, model.config.block_size + 1, "block_size + 1")
-    run.open()
-    train_ex, held_ex, skipped = load_sft_examples(data, tokenizer, max_len, config.val_fraction)
-    optimizer, result = run.begin(model, examples=len(train_ex), held_out=len(held_ex), skipped=skipped)
-    pad_id, device, dtype = tokenizer.pad_id, run.device, run.dtype
+    with StageRun("sft", config, output, overwrite=overwrite, data=data, say=on_message) as run:
+        model, tokenizer = run.load_parent(base)
+        max_len = check_max_len(config.max_len, model.config.block_size + 1, "block_size + 1")
+        run.open()
+        train_ex, held_ex, skipped = load_sft_examples(data, tokenizer, max_len, config.val_fraction)
+        optimizer, result = run.begin(model, examples=len(train_ex), held_out=len(held_ex), skipped=skipped)
+        pad_id, device, dtype = tokenizer.pad_id, run.device, run.dtype
 
-    def step_fn(step: int) -> dict[str, float]:
-        batch = step_batch(train_ex, config, step)
-        x, y, attn, _ = sft_batch(batch, pad_id, device)
-        with autocast_context(device, dtype):
-            _, loss = model(x, y, attention_mask=attn)
-        grad_norm = optimizer_step(loss, model, optimizer, config.optim.grad_clip)
-        return {"loss": loss.item(), "grad_norm": grad_norm, "tokens": int((y != -100).sum())}
+        def step_fn(step: int) -> dict[str, float]:
+            batch = step_batch(train_ex, config, step)
+            x, y, attn, _ = sft_batch(batch, pad_id, device)
+            with autocast_context(device, dtype):
+                _, loss = model(x, y, attention_mask=attn)
+            grad_norm = optimizer_step(loss, model, optimizer, config.optim.grad_clip)
+            return {"loss": loss.item(), "grad_norm": grad_norm, "tokens": int((y != -100).sum())}
 
-    def eval_fn() -> dict[str, float] | None:
-        val = sft_eval_loss(model, held_ex, config.batch_size, pad_id, device, dtype)
-        return {"val_loss": val} if val is not None else None
+        def eval_fn() -> dict[str, float] | None:
+            val = sft_eval_loss(model, held_ex, config.batch_size, pad_id, device, dtype)
+            return {"val_loss": val} if val is not None else None
 
-    def save_fn(step: int) -> Path:
-        return run.save(
-            step,
-            model_state=model.state_dict(),
-            model_config=model.config.to_dict(),
-            kind="policy",
-            extra_meta={"val_loss": result.eval.get("val_loss")},
+        def save_fn(step: int) -> Path:
+            return run.save(
+                step,
+                model_state=model.state_dict(),
+                model_config=model.config.to_dict(),
+                kind="policy",
+                extra_meta={"val_loss": result.eval.get("val_loss")},
+            )
+
+        model.train()
+        return run_steps(
+            run,
+            step_fn=step_fn,
+            eval_fn=eval_fn,
+            save_fn=save_fn,
+            stop_at_step=stop_at_step,
+            progress=progress,
         )
-
-    model.train()
-    return run_steps(
-        run,
-        step_fn=step_fn,
-        eval_fn=eval_fn,
-        save_fn=save_fn,
-        stop_at_step=stop_at_step,
-        progress=progress,
-    )

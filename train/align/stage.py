@@ -1,15 +1,17 @@
-"""What the alignment stages (sft, reward, rlhf, dpo, sample-pairs) share.
+"""What the alignment stages (sft, reward, rlhf, dpo, sample-pairs) share when they run.
 
-:class:`StageConfig` holds the config fields every stage has; :class:`StageRun` one run of a
-stage (device, seed, the checkpoint it starts from, its output directory: overwrite, resume,
-metrics log, checkpoints carrying the parent's lineage forward); :func:`run_steps` the step
-loop around a stage's own update (learning-rate schedule, progress, logging, evals,
-checkpoints), so the four stages log, eval and resume alike. Reading records, the held-out
-split and the batch order live in :mod:`train.align.data`.
+:class:`StageRun` is one run of a stage (device, seed, the checkpoint it starts from, its
+output directory: the lock, overwrite, resume, metrics log, checkpoints carrying the parent's
+lineage forward); :func:`run_steps` the step loop around a stage's own update (learning-rate
+schedule, progress, logging, evals, checkpoints, the stop at a loss that is not finite), so
+the four stages log, eval and resume alike. Their shared settings live in
+:mod:`train.align.config`; reading records, the held-out split and the batch order in
+:mod:`train.align.data`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -19,98 +21,21 @@ from typing import Any, TypeVar
 
 import torch
 
-from curate.core.errors import ConfigError, CurateError
+from curate.core.errors import CurateError
 from curate.core.progress import Progress
 from curate.core.tokenizer import Tokenizer
 
 from ..checkpoint import Checkpoint, load_checkpoint_tokenizer, load_lm
+from ..finite import NonFiniteError, check_step
 from ..metrics import MetricsLogger
 from ..model import GPT
 from ..optim import build_optimizer, clip_gradients, scheduled_lr, set_lr
 from ..rundir import RunDir, lineage_of
 from ..runtime import resolve_dtype, rng_state, seed_everything, select_device, set_rng_state
+from .config import StageConfig
 from .data import Skipped, batch_indices, data_digest
 
 M = TypeVar("M", bound=torch.nn.Module)
-
-
-# =============================================================================== config
-
-
-@dataclass
-class AlignOptim:
-    """Optimiser settings of an alignment stage (defaults suit fine-tuning, not pretraining)."""
-
-    lr: float = 1e-4
-    min_lr: float | None = None  # end of the cosine; None = lr / 10
-    warmup_steps: int = 10
-    weight_decay: float = 0.0  # fine-tuning usually runs without decay
-    beta1: float = 0.9
-    beta2: float = 0.95
-    grad_clip: float = 1.0  # max global gradient norm; 0 = off
-
-    def validate(self) -> None:
-        if self.lr <= 0:
-            raise ConfigError(f"optim.lr must be positive, got {self.lr}")
-        if self.warmup_steps < 0:
-            raise ConfigError(f"optim.warmup_steps must be 0 or more, got {self.warmup_steps}")
-
-
-def check_positive(config: Any, names: Sequence[str], minimum: int | float = 1) -> None:
-    for name in names:
-        value = getattr(config, name)
-        if value is not None and value < minimum:
-            raise ConfigError(f"{name} must be at least {minimum}, got {value}")
-
-
-@dataclass
-class StageConfig:
-    """Fields every alignment stage has. A stage subclasses it, redeclaring a field only to
-    change its default (e.g. its own ``optim`` learning rate)."""
-
-    optim: AlignOptim = field(default_factory=AlignOptim)
-    batch_size: int = 8  # examples, pairs or prompts per step
-    max_steps: int | None = None
-    val_fraction: float = 0.1  # held out for evaluation (by a hash of the content)
-    eval_every: int = 50  # steps between evals (0 = only before the first step and at the end)
-    log_every: int = 10
-    checkpoint_every: int = 0  # 0 = only at the end
-    keep_last: int = 2
-    seed: int = 1337
-    device: str = "auto"
-    dtype: str = "auto"
-
-    def validate(self) -> None:
-        self.optim.validate()
-        check_positive(self, ["batch_size", "max_steps", "log_every"])
-        check_positive(self, ["eval_every", "checkpoint_every", "keep_last"], minimum=0)
-        if not 0.0 <= self.val_fraction < 1.0:
-            raise ConfigError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
-
-
-@dataclass
-class DataStageConfig(StageConfig):
-    """A stage that makes passes over a fixed set of examples (sft, reward, dpo)."""
-
-    epochs: float = 1.0  # passes over the training examples (ignored when max_steps is set)
-    max_len: int | None = None  # tokens per example or side (default: what the model takes)
-
-    def validate(self) -> None:
-        super().validate()
-        check_positive(self, ["max_len"])
-        if self.epochs <= 0:
-            raise ConfigError(f"epochs must be positive, got {self.epochs}")
-
-
-def check_max_len(max_len: int | None, limit: int, what: str) -> int:
-    """``max_len`` (default ``limit``, what the model takes: ``what``) after checking it fits."""
-    max_len = max_len or limit
-    if max_len > limit:
-        raise ConfigError(f"max_len {max_len} exceeds the model's {what} ({limit})")
-    return max_len
-
-
-# =============================================================================== runs
 
 
 @dataclass
@@ -140,8 +65,10 @@ class StageRun:
 
     Made before anything else a stage does: it validates the config, picks the device and
     dtype and seeds the RNGs, so the models the stage then loads (:meth:`load_parent`) start
-    alike on every run. :meth:`open` starts the output directory over (``overwrite``) or finds
-    the checkpoint to resume from; :meth:`begin` builds the optimizer and restores weights,
+    alike on every run. Used as a context manager it holds the output directory's lock until
+    the run is done, so a second run into it stops at once with one line naming this one.
+    :meth:`open` starts the output directory over (``overwrite``) or finds the checkpoint to
+    resume from; :meth:`begin` builds the optimizer and restores weights,
     optimizer and RNG state from it. Checkpoints (:meth:`save`) name the parent checkpoint and
     carry its lineage and tokenizer forward (see train/rundir.py).
     """
@@ -174,6 +101,15 @@ class StageRun:
         self.optimizer: torch.optim.AdamW | None = None
         self.result: StageResult | None = None
         self.logger: MetricsLogger | None = None
+        self._held = contextlib.ExitStack()
+
+    def __enter__(self) -> StageRun:
+        self._held.enter_context(self.dir.lock())
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+        self._held.close()
 
     @property
     def output(self) -> Path:
@@ -296,6 +232,7 @@ class StageRun:
     def close(self) -> None:
         if self.logger is not None:
             self.logger.close()
+            self.logger = None
 
 
 def run_steps(
@@ -312,12 +249,15 @@ def run_steps(
     (``run.begin`` has made the optimizer and the result this fills in).
 
     ``step_fn(step)`` does one optimisation step (the learning rate already set) and returns
-    its metrics, logged with ``step`` and ``lr`` on the run's first step, every ``log_every``
-    and the last, and kept as ``result.first``/``last``. ``eval_fn()`` gives held-out metrics
+    its metrics, logged with ``step`` and ``lr`` on step 1, every ``log_every`` and on
+    ``max_steps``, and kept as ``result.first``/``last``. ``eval_fn()`` gives held-out metrics
     or None: before the first step (a fresh run logs it as step 0, the untrained baseline; a
     resumed run keeps it as ``first_eval`` only, the earlier run having reached that step),
-    every ``eval_every`` steps and on the last step (``max_steps`` or ``stop_at_step``).
-    ``save_fn(step)`` checkpoints on the last step and every ``checkpoint_every``.
+    every ``eval_every`` steps and on ``max_steps``. ``save_fn(step)`` checkpoints on
+    ``max_steps``, on ``stop_at_step`` and every ``checkpoint_every``. What is logged depends
+    on the step alone, so a run stopped and resumed logs what the uninterrupted run logs.
+    A step whose loss or gradient norm is not finite (:func:`optimizer_step`) stops the run
+    with a :class:`~train.finite.NonFiniteError` naming it, before the update is applied.
     """
     result, config, optimizer = run.result, run.config, run.optimizer
     start, max_steps = result.start_step, result.max_steps
@@ -338,15 +278,19 @@ def run_steps(
         for step in range(start, max_steps):
             lr = scheduled_lr(step, config.optim, max_steps)
             set_lr(optimizer, lr)
-            metrics = step_fn(step)
             done = step + 1
+            try:
+                metrics = step_fn(step)
+            except NonFiniteError as exc:
+                raise exc.at_step(done) from None
             bar.advance()
-            last = done in (max_steps, stop_at_step)
+            last, stopping = done == max_steps, done == stop_at_step
             record: dict[str, Any] = {}
-            if done % config.log_every == 0 or done == start + 1 or last:
-                record = {"step": done, **metrics, "lr": lr}
+            if done % config.log_every == 0 or done == 1 or last or stopping:
                 result.first = result.first or dict(metrics)
                 result.last = dict(metrics)
+            if done % config.log_every == 0 or done == 1 or last:
+                record = {"step": done, **metrics, "lr": lr}
             if (config.eval_every and done % config.eval_every == 0) or last:
                 val = eval_fn()
                 if val is not None:
@@ -355,10 +299,10 @@ def run_steps(
                     result.eval = dict(val)
             if record:
                 logger.log(record)
-            if last or (config.checkpoint_every and done % config.checkpoint_every == 0):
+            if last or stopping or (config.checkpoint_every and done % config.checkpoint_every == 0):
                 result.checkpoint = save_fn(done)
             result.step = done
-            if done == stop_at_step and done < max_steps:
+            if stopping and not last:
                 result.status = "stopped"
                 break
     finally:
@@ -376,12 +320,15 @@ def step_batch(examples: Sequence[Any], config: StageConfig, step: int) -> list[
 def optimizer_step(
     loss: torch.Tensor, model: torch.nn.Module, optimizer: torch.optim.Optimizer, grad_clip: float
 ) -> float:
-    """Backward, clip, step, clear; the gradient norm before clipping."""
+    """Backward, clip, step, clear; the gradient norm before clipping. A loss or gradient norm
+    that is not finite raises :class:`~train.finite.NonFiniteError` before the update (the
+    stages read both every step anyway, so the check adds no synchronisation)."""
     loss.backward()
-    grad_norm = clip_gradients(model, grad_clip)
+    grad_norm = float(clip_gradients(model, grad_clip))
+    check_step(float(loss.detach()), grad_norm)
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
-    return float(grad_norm)
+    return grad_norm
 
 
 def load_policy(path: str | Path, device: torch.device) -> tuple[GPT, Checkpoint, Tokenizer]:

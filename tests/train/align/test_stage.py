@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import typing
 
 import pytest
 import torch
 
+from curate.core.config import from_dict
 from curate.core.errors import ConfigError
+from train.align.config import AlignOptim
 from train.align.data import Skipped
+from train.align.dpo import DPOConfig
+from train.align.reward import RewardConfig
+from train.align.rlhf import RLHFConfig
 from train.align.sft import SFTConfig
 from train.align.stage import StageRun, run_steps
 from train.checkpoint import load_checkpoint
@@ -16,8 +23,9 @@ from train.checkpoint import load_checkpoint
 
 def test_run_steps_eval_log_and_checkpoint_schedule(tmp_path):
     """One documented schedule for every stage: eval before the first step (logged as step 0),
-    every eval_every steps and at the last step; logs on the first step, every log_every and
-    the last; checkpoints every checkpoint_every and at the last; stop_at_step stops there."""
+    every eval_every steps and at max_steps; logs on step 1, every log_every and at max_steps;
+    checkpoints every checkpoint_every, at max_steps and at stop_at_step, which stops there
+    without a line or an eval of its own (the rerun logs what the uninterrupted run logs)."""
     cfg = SFTConfig(eval_every=4, log_every=3, checkpoint_every=5)
     run = StageRun("sft", cfg, tmp_path / "out")
     run.open()
@@ -41,13 +49,13 @@ def test_run_steps_eval_log_and_checkpoint_schedule(tmp_path):
         progress=False,
     )
     assert steps == list(range(9)) and res.status == "stopped" and res.step == 9
-    assert evals == [0, 4, 8, 9] and saves == [5, 9]
-    assert res.first_eval == {"val_loss": 10.0} and res.eval == {"val_loss": 1.0}
-    assert res.first == {"loss": 0.0} and res.last == {"loss": 8.0}
+    assert evals == [0, 4, 8] and saves == [5, 9]
+    assert res.first_eval == {"val_loss": 10.0} and res.eval == {"val_loss": 2.0}
+    assert res.first == {"loss": 0.0} and res.last == {"loss": 8.0}  # the stop step's, reported
     lines = [json.loads(line) for line in (tmp_path / "out" / "metrics.jsonl").read_text().splitlines()]
-    assert [line["step"] for line in lines] == [0, 1, 3, 4, 6, 8, 9]
+    assert [line["step"] for line in lines] == [0, 1, 3, 4, 6, 8, 9]  # 9: a log_every step
     assert "lr" in lines[1] and "val_loss" in lines[0] and "loss" not in lines[0]
-    assert [line["step"] for line in lines if "val_loss" in line] == [0, 4, 8, 9]
+    assert [line["step"] for line in lines if "val_loss" in line] == [0, 4, 8]
 
 
 def test_stage_run_records_its_parent_resumes_and_starts_over(tmp_path, tiny_checkpoint):
@@ -80,3 +88,52 @@ def test_stage_run_records_its_parent_resumes_and_starts_over(tmp_path, tiny_che
     with pytest.raises(ConfigError, match="batch_size"):
         StageRun("sft", SFTConfig(batch_size=0), tmp_path / "other")
     assert not (tmp_path / "other").exists()
+
+
+@pytest.mark.parametrize(
+    "cls, data, message",
+    [
+        (SFTConfig, {"batch_size": 0}, "SFTConfig: batch_size = 0 is out of range; allowed: an integer >= 1"),
+        (SFTConfig, {"seed": -3}, "SFTConfig: seed = -3 is out of range"),
+        (SFTConfig, {"val_fraction": 1.0}, "val_fraction = 1.0 is out of range; allowed: a number in [0, 1)"),
+        (SFTConfig, {"epochs": 0.0}, "epochs = 0.0 is out of range; allowed: a number > 0"),
+        (SFTConfig, {"optim": {"lr": 0.0}}, "SFTConfig.optim: lr = 0.0 is out of range; allowed: a number > 0"),
+        (SFTConfig, {"optim": {"warmup_steps": -1}}, "warmup_steps = -1 is out of range"),
+        (SFTConfig, {"optim": {"grad_clip": -0.5}}, "grad_clip = -0.5 is out of range"),
+        (SFTConfig, {"optim": {"min_lr": 1.0}}, "optim.min_lr must be between 0 and optim.lr"),
+        (RewardConfig, {"center_coef": -1.0}, "center_coef = -1.0 is out of range; allowed: a number >= 0"),
+        (DPOConfig, {"beta": 0.0}, "beta = 0.0 is out of range; allowed: a number > 0"),
+        (DPOConfig, {"label_smoothing": 0.5}, "label_smoothing = 0.5 is out of range; allowed: a number in [0, 0.5)"),
+        (RLHFConfig, {"temperature": 0.0}, "temperature = 0.0 is out of range; allowed: a number > 0"),
+        (RLHFConfig, {"kl_coef": -0.1}, "kl_coef = -0.1 is out of range; allowed: a number >= 0"),
+        (RLHFConfig, {"gamma": 1.5}, "gamma = 1.5 is out of range; allowed: a number in [0, 1]"),
+        (RLHFConfig, {"rloo_k": 1}, "rloo_k = 1 is out of range; allowed: an integer >= 2"),
+        (RLHFConfig, {"ppo_epochs": 0}, "ppo_epochs = 0 is out of range"),
+    ],
+)
+def test_declared_bounds_are_checked_when_read_and_when_built_in_code(cls, data, message):
+    with pytest.raises(ConfigError) as read:
+        from_dict(cls, data, cls.__name__).validate()
+    assert message in str(read.value)
+    built = cls()
+    for key, value in data.items():
+        if isinstance(value, dict):
+            for inner, v in value.items():
+                setattr(getattr(built, key), inner, v)
+        else:
+            setattr(built, key, value)
+    with pytest.raises(ConfigError) as in_code:
+        built.validate()
+    assert message in str(in_code.value)
+
+
+def test_every_numeric_field_of_an_alignment_config_declares_its_range():
+    """A new numeric setting must say what it accepts (a stage's bounds include the shared ones)."""
+    for cls in (SFTConfig, RewardConfig, DPOConfig, RLHFConfig, AlignOptim):
+        numeric = {
+            f.name
+            for f in dataclasses.fields(cls)
+            if typing.get_type_hints(cls)[f.name] in (int, float, int | None, float | None)
+        }
+        unbounded = numeric - set(cls.bounds) - {"min_lr", "missing_end_penalty"}  # min_lr: relative to lr
+        assert not unbounded, (cls.__name__, unbounded)
