@@ -45,7 +45,8 @@ def _cell(value: Any) -> str:
     return value.replace("|", "\\|").replace("\n", " ")
 
 
-def _usage(name: str, reward: bool) -> str:
+def _usage(reward: bool) -> str:
+    name = "path/to/this/folder"
     if reward:
         return (
             "```python\n"
@@ -72,8 +73,9 @@ def _usage(name: str, reward: bool) -> str:
     )
 
 
-def model_card(name: str, cfg: GPTConfig, block: dict[str, Any], *, reward: bool, params: int) -> str:
-    """README.md for the exported folder ``name``."""
+def model_card(cfg: GPTConfig, block: dict[str, Any], *, reward: bool, params: int) -> str:
+    """README.md of an exported folder (naming nothing that changes with where it is written,
+    so the same checkpoint always gives the same card)."""
     arch = "LlamaForSequenceClassification" if reward else "LlamaForCausalLM"
     rows = "\n".join(f"| {CARD_KEYS[k]} | {_cell(v)} |" for k, v in block.items())
     kv = f", {cfg.n_kv_head} key/value heads" if cfg.n_kv_head != cfg.n_head else ""
@@ -89,7 +91,7 @@ def model_card(name: str, cfg: GPTConfig, block: dict[str, Any], *, reward: bool
         f"pipeline_tag: {'text-classification' if reward else 'text-generation'}\n"
         "tags:\n- curate\n- llama\n"
         "---\n\n"
-        f"# {name}\n\n"
+        f"# curate {block.get('stage') or block['kind']} model, step {block.get('step', 0)}\n\n"
         f"A {'reward model' if reward else 'language model'} trained with curate, exported as `{arch}` "
         "(no custom code needed).\n\n"
         "| | |\n|---|---|\n"
@@ -101,7 +103,7 @@ def model_card(name: str, cfg: GPTConfig, block: dict[str, Any], *, reward: bool
         f"{', tied input/output embeddings' if cfg.tie_embeddings else ''}.\n"
         f"{bias}\n"
         "## Use\n\n"
-        f"{_usage(name, reward)}\n"
+        f"{_usage(reward)}\n"
         "## Chat format\n\n"
         "`<|endoftext|><|system|>…<|end|><|user|>…<|end|><|assistant|>…<|end|>`, the role markers being "
         "special tokens; `tokenizer_config.json` holds it as a chat template:\n\n"

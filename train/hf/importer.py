@@ -98,14 +98,15 @@ def _first_id(value: Any) -> int | None:
 def _grow_for(
     state: dict[str, torch.Tensor], cfg: GPTConfig, added: dict[str, int], source_ids: dict[str, int | None]
 ) -> None:
-    """Give every appended special token an embedding (and LM head) row."""
+    """Give every appended special token an embedding (and LM head) row: rows a padded
+    vocabulary left unused are taken first, then the matrices grow."""
     size = max([cfg.vocab_size, *(i + 1 for i in added.values())])
     copies = {EOT: source_ids.get("bos"), END: source_ids.get("eos")}
     names = ["tok_emb.weight"] + ([] if cfg.tie_embeddings else ["lm_head.weight"])
     for name in names:
         old = state[name]
         rows = torch.cat([old, old.new_zeros(size - old.shape[0], old.shape[1])]) if size > old.shape[0] else old.clone()
-        mean = old[: cfg.vocab_size].mean(0)
+        mean = old[: min(added.values())].mean(0)  # over the rows the source's tokens use
         for token, tid in added.items():
             source = copies.get(token)
             rows[tid] = old[source] if source is not None and source < old.shape[0] else mean
@@ -122,6 +123,14 @@ def _meta(config: dict[str, Any], folder: Path, arch: str) -> dict[str, Any]:
     meta.setdefault("stage", "import")
     meta.update(imported_from=str(folder.resolve()), import_architecture=arch)
     return meta
+
+
+def _kind(config: dict[str, Any], reward: bool) -> str:
+    """A curate export's checkpoint kind ("lm", "policy" ...), else "lm" or "reward"."""
+    kind = (config.get("curate") or {}).get("kind") if isinstance(config.get("curate"), dict) else None
+    if isinstance(kind, str) and (kind == "reward") == reward:
+        return kind
+    return "reward" if reward else "lm"
 
 
 def read_hf_folder(source: str | Path) -> ImportedModel:
@@ -156,4 +165,4 @@ def read_hf_folder(source: str | Path) -> ImportedModel:
         )
     meta = _meta(config, folder, arch)
     meta["import_notes"] = notes
-    return ImportedModel(cfg.to_dict(), state, "reward" if reward else "lm", meta, tokenizer_json, notes)
+    return ImportedModel(cfg.to_dict(), state, _kind(config, reward), meta, tokenizer_json, notes)

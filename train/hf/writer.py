@@ -113,7 +113,7 @@ def write_hf_folder(
         for name, data in tokenizer_files(tokenizer, cfg.block_size).items():
             atomic_write_bytes(tmp / name, data)
             files.append(name)
-        card = model_card(out.name, cfg, block, reward=reward, params=params)
+        card = model_card(cfg, block, reward=reward, params=params)
         atomic_write_bytes(tmp / CARD_FILE, card.encode())
         files.append(CARD_FILE)
     return Exported(out, SEQUENCE_CLASSIFIER if reward else CAUSAL_LM, files, total, notes)
