@@ -112,8 +112,8 @@ def write_gguf(
         for hf_name, tensor in tensors.items():
             gguf_name = names.get_name(hf_name, try_suffixes=(".weight",))
             data, ggml_type = _encode(gguf, tensor, qtype)
-            shape = gguf.quant_shape_from_byte_shape(data.shape, ggml_type) if data.dtype == np.uint8 else data.shape
-            writer.add_tensor(gguf_name, data, raw_shape=shape, raw_dtype=ggml_type)
+            # Quantized data is bytes per row; the writer derives the element shape from them.
+            writer.add_tensor(gguf_name, data, raw_dtype=ggml_type)
         writer.write_header_to_file()
         writer.write_kv_data_to_file()
         writer.write_tensors_to_file()
