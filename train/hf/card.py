@@ -64,7 +64,7 @@ def _usage(reward: bool) -> str:
         f'tok = AutoTokenizer.from_pretrained("{name}")\n'
         f'model = AutoModelForCausalLM.from_pretrained("{name}")\n'
         'chat = [{"role": "user", "content": "What is the capital of France?"}]\n'
-        "ids = tok.apply_chat_template(chat, add_generation_prompt=True, return_tensors=\"pt\", return_dict=True)\n"
+        'ids = tok.apply_chat_template(chat, add_generation_prompt=True, return_tensors="pt", return_dict=True)\n'
         "out = model.generate(**ids, max_new_tokens=64, do_sample=False)\n"
         'print(tok.decode(out[0, ids["input_ids"].shape[1]:], skip_special_tokens=True))\n'
         "```\n\n"

@@ -105,7 +105,9 @@ def _grow_for(
     names = ["tok_emb.weight"] + ([] if cfg.tie_embeddings else ["lm_head.weight"])
     for name in names:
         old = state[name]
-        rows = torch.cat([old, old.new_zeros(size - old.shape[0], old.shape[1])]) if size > old.shape[0] else old.clone()
+        rows = (
+            torch.cat([old, old.new_zeros(size - old.shape[0], old.shape[1])]) if size > old.shape[0] else old.clone()
+        )
         mean = old[: min(added.values())].mean(0)  # over the rows the source's tokens use
         for token, tid in added.items():
             source = copies.get(token)

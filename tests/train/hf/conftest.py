@@ -134,7 +134,9 @@ def trained(tmp_path_factory, bpe_dir) -> Path:
         opt.zero_grad()
     out = tmp_path_factory.mktemp("trained") / "run"
     meta = {"stage": "pretrain", "training_cutoff": {"max": "2024-05-01"}}
-    return save_checkpoint(out, 150, model_state=model.state_dict(), model_config=cfg.to_dict(), meta=meta, tokenizer=tok)
+    return save_checkpoint(
+        out, 150, model_state=model.state_dict(), model_config=cfg.to_dict(), meta=meta, tokenizer=tok
+    )
 
 
 def foreign_tokenizer(folder: Path, with_ours: bool = False) -> None:

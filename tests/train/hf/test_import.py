@@ -86,7 +86,7 @@ def test_what_our_model_cannot_represent_is_one_line(hf_llama, arch, overrides, 
 
 
 def test_non_zero_qwen2_biases_are_refused(hf_llama):
-    folder, model = hf_llama("qwen2", seed=1)
+    folder, _ = hf_llama("qwen2", seed=1)
     from safetensors.torch import load_file, save_file
 
     weights = load_file(folder / "model.safetensors")
@@ -130,16 +130,15 @@ def test_pickled_weights_and_missing_tokenizers_are_refused(hf_llama):
         resolve_checkpoint(f"hf:{folder}")
 
 
-def test_the_conversion_is_cached_by_the_source_files(hf_llama, tmp_path, monkeypatch):
+def test_the_conversion_is_cached_by_the_source_files(hf_llama, tmp_path):
     folder, _ = hf_llama()
     first = resolve_checkpoint(f"hf:{folder}", cache=tmp_path / "c")
     assert first.parent.parent == tmp_path / "c"
     import train.hf.importer as importer
 
-    calls = []
-    monkeypatch.setattr(importer, "read_hf_folder", lambda *a: calls.append(a) or pytest.fail("re-read"))
-    assert resolve_checkpoint(f"hf:{folder}", cache=tmp_path / "c") == first
-    monkeypatch.undo()
+    with pytest.MonkeyPatch.context() as patch:  # not `monkeypatch`: its undo would drop the cache setting
+        patch.setattr(importer, "read_hf_folder", lambda *a: pytest.fail("re-read"))
+        assert resolve_checkpoint(f"hf:{folder}", cache=tmp_path / "c") == first
     config = json.loads((folder / "config.json").read_text())
     config["rms_norm_eps"] = 1e-6  # a changed source is converted again
     (folder / "config.json").write_text(json.dumps(config))
