@@ -39,7 +39,7 @@ from typing import Any
 import torch
 
 from curate.core.errors import InputError
-from curate.core.files import atomic_write_bytes, atomic_write_json, writing
+from curate.core.files import atomic_write_bytes, atomic_write_json, replace_folder, writing
 from curate.core.tokenizer import TOKENIZER_FILE, BPETokenizer, ByteTokenizer, Tokenizer, load_tokenizer
 
 WEIGHTS_FILE = "model.safetensors"
@@ -162,15 +162,8 @@ def save_checkpoint(
             torch.save(optimizer_state, tmp / OPTIMIZER_FILE)
         if train_state is not None:
             torch.save(train_state, tmp / TRAIN_STATE_FILE)
-        if final.exists():
-            # Rewriting a step (a run resumed from an earlier checkpoint reaches it again):
-            # move the old one aside first so the rename below is a single atomic step.
-            trash = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".old", dir=run_dir))
-            os.replace(final, trash / final.name)
-            os.replace(tmp, final)
-            shutil.rmtree(trash, ignore_errors=True)
-        else:
-            os.replace(tmp, final)
+        # A step is rewritten when a run resumed from an earlier checkpoint reaches it again.
+        replace_folder(tmp, final)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

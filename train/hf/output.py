@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from curate.core.errors import ConfigError
-from curate.core.files import make_public, writing
+from curate.core.files import make_public, replace_folder, writing
 
 
 def _folder_mode() -> int:
@@ -47,14 +47,7 @@ def staged_folder(out: Path, overwrite: bool) -> Iterator[Path]:
         with writing(out):
             yield tmp
             os.chmod(tmp, _folder_mode())  # mkdtemp makes it private; an export is for sharing
-            if out.exists():
-                # Move the old export aside first, so the rename below is one atomic step.
-                trash = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".old", dir=out.parent))
-                os.replace(out, trash / out.name)
-                os.replace(tmp, out)
-                shutil.rmtree(trash, ignore_errors=True)
-            else:
-                os.replace(tmp, out)
+            replace_folder(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
