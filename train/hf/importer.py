@@ -156,7 +156,11 @@ def read_hf_folder(source: str | Path) -> ImportedModel:
         state.update({"head.weight": score, "head.bias": torch.tensor([bias])})
         used.add("score.weight")
     _check_extras(tensors, used, where, arch)
-    tokenizer_json, added = import_tokenizer(folder)
+    tokenizer_json, added, tokens = import_tokenizer(folder)
+    if tokens - len(added) > cfg.vocab_size:
+        raise InputError(
+            f"{where}: the tokenizer has {tokens - len(added)} ids but the embedding only {cfg.vocab_size} rows"
+        )
     notes = []
     if added:
         ids = {"bos": _first_id(config.get("bos_token_id")), "eos": _first_id(config.get("eos_token_id"))}

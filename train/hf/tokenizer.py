@@ -138,8 +138,9 @@ def _json(obj: Any) -> bytes:
 # ----------------------------------------------------------------------------- import
 
 
-def import_tokenizer(folder: Path) -> tuple[str, dict[str, int]]:
-    """(tokenizer.json text with our special tokens, {token: id} of those appended)."""
+def import_tokenizer(folder: Path) -> tuple[str, dict[str, int], int]:
+    """(tokenizer.json text with our special tokens, {token: id} of those appended, the
+    number of ids it now has)."""
     from tokenizers import AddedToken
     from tokenizers import Tokenizer as HFTokenizer
 
@@ -156,7 +157,7 @@ def import_tokenizer(folder: Path) -> tuple[str, dict[str, int]]:
         if tok.token_to_id(token) is None:
             tok.add_special_tokens([AddedToken(token, special=True, normalized=False)])
             added[token] = tok.token_to_id(token)
-    return tok.to_str(pretty=True), added
+    return tok.to_str(pretty=True), added, tok.get_vocab_size(with_added_tokens=True)
 
 
 # ----------------------------------------------------------------------------- GGUF

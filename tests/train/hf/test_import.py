@@ -118,6 +118,13 @@ def test_bad_folders_are_one_line(tmp_path, setup, message):
         resolve_checkpoint(f"hf:{tmp_path / 'm'}")
 
 
+def test_a_tokenizer_larger_than_the_embedding_is_refused(hf_llama):
+    for with_ours in (True, False):  # whether or not special tokens are appended after its 380 ids
+        folder, _ = hf_llama(vocab_size=300, with_ours=with_ours, name=f"hf-{with_ours}")
+        with pytest.raises(CurateError, match="the tokenizer has 380 ids but the embedding only 300 rows"):
+            resolve_checkpoint(f"hf:{folder}")
+
+
 def test_pickled_weights_and_missing_tokenizers_are_refused(hf_llama):
     folder, model = hf_llama()
     (folder / "tokenizer.json").unlink()
