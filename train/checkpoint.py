@@ -17,6 +17,10 @@ A step directory is built under a temporary name and renamed into place only whe
 ``latest`` is rewritten (atomically) after that. A job killed at any moment therefore leaves
 either the previous checkpoint or the new one, never a half-written one.
 
+Wherever a checkpoint path is taken, ``hf:DIR`` names a local ``transformers`` Llama-family
+folder instead: :func:`resolve_checkpoint` converts it once (train/hf/importer.py) into a
+checkpoint of this layout, kept in a cache folder and reused while the source is unchanged.
+
 Nothing here unpickles arbitrary objects: weights are safetensors and the optional ``.pt``
 files are read with ``torch.load(weights_only=True)``.
 """
@@ -35,7 +39,7 @@ from typing import Any
 import torch
 
 from curate.core.errors import CurateError, InputError
-from curate.core.files import atomic_write_bytes, atomic_write_json
+from curate.core.files import atomic_write_bytes, atomic_write_json, replace_folder, writing
 from curate.core.tokenizer import TOKENIZER_FILE, BPETokenizer, ByteTokenizer, Tokenizer, load_tokenizer
 
 from .finite import NonFiniteError, first_non_finite
@@ -49,6 +53,8 @@ STEP_DIR = re.compile(r"^step-(\d+)$")
 # Prefixes torch.compile and DistributedDataParallel add to parameter names.
 _WRAPPER_PREFIXES = ("_orig_mod.", "module.")
 _TIED_KEY, _EMBED_KEY = "lm_head.weight", "tok_emb.weight"
+HF_PREFIX = "hf:"  # a checkpoint path naming a local transformers folder
+CACHE_ENV = "CURATE_CACHE_DIR"
 
 
 @dataclass
@@ -181,15 +187,8 @@ def save_checkpoint(
             torch.save(optimizer_state, tmp / OPTIMIZER_FILE)
         if train_state is not None:
             torch.save(train_state, tmp / TRAIN_STATE_FILE)
-        if final.exists():
-            # Rewriting a step (a run resumed from an earlier checkpoint reaches it again):
-            # move the old one aside first so the rename below is a single atomic step.
-            trash = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".old", dir=run_dir))
-            os.replace(final, trash / final.name)
-            os.replace(tmp, final)
-            shutil.rmtree(trash, ignore_errors=True)
-        else:
-            os.replace(tmp, final)
+        # A step is rewritten when a run resumed from an earlier checkpoint reaches it again.
+        replace_folder(tmp, final)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -201,9 +200,14 @@ def save_checkpoint(
     return final
 
 
-def resolve_checkpoint(path: str | os.PathLike) -> Path:
+def resolve_checkpoint(path: str | os.PathLike, cache: str | os.PathLike | None = None) -> Path:
     """A step directory from a step directory or a run directory (its ``latest``, else its
-    newest complete step). CurateError when there is none."""
+    newest complete step), or from ``hf:DIR``, a local ``transformers`` folder converted
+    once into ``cache`` (see :func:`import_hf_checkpoint`). CurateError when there is none.
+
+    Every command that takes a checkpoint path reads it through here."""
+    if is_hf_source(path):
+        return import_hf_checkpoint(os.fspath(path)[len(HF_PREFIX) :], cache)
     path = Path(path)
     if (path / CONFIG_FILE).exists() and (path / WEIGHTS_FILE).exists():
         return path
@@ -218,6 +222,45 @@ def resolve_checkpoint(path: str | os.PathLike) -> Path:
     if steps:
         return steps[-1]
     raise InputError(f"{path}: holds no checkpoint (expected {CONFIG_FILE} + {WEIGHTS_FILE}, or step-* directories)")
+
+
+def is_hf_source(path: str | os.PathLike) -> bool:
+    """Whether a checkpoint path names a ``transformers`` folder (``hf:DIR``)."""
+    return os.fspath(path).startswith(HF_PREFIX)
+
+
+def default_import_cache() -> Path:
+    """Where ``hf:DIR`` conversions made outside a training run are kept: $CURATE_CACHE_DIR/hf,
+    else $XDG_CACHE_HOME/curate/hf, else ~/.cache/curate/hf."""
+    root = os.environ.get(CACHE_ENV) or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.join(Path.home(), ".cache"), "curate"
+    )
+    return Path(root) / "hf"
+
+
+def import_hf_checkpoint(source: str | os.PathLike, cache: str | os.PathLike | None = None) -> Path:
+    """The step directory of the ``transformers`` folder ``source`` as one of our checkpoints,
+    made under ``cache/<folder name>-<digest of its files>/`` on first use and reused while
+    those files are unchanged (train/hf/importer.py does the conversion)."""
+    from .hf.importer import read_hf_folder, source_key
+
+    run_dir = Path(cache if cache is not None else default_import_cache()) / source_key(source)
+    if list_step_dirs(run_dir):
+        return resolve_checkpoint(run_dir)
+    imported = read_hf_folder(source)
+    with writing(run_dir):
+        tokenizer_file = run_dir / "tokenizer" / TOKENIZER_FILE
+        atomic_write_bytes(tokenizer_file, imported.tokenizer_json.encode())
+        return save_checkpoint(
+            run_dir,
+            int(imported.meta.get("step") or 0),  # a curate export keeps its step
+            model_state=imported.state,
+            model_config=imported.model_config,
+            meta=imported.meta,
+            kind=imported.kind,
+            tokenizer=tokenizer_file,
+            keep_last=None,
+        )
 
 
 def _read_config(step_dir: Path) -> dict[str, Any]:

@@ -29,6 +29,7 @@ COMMANDS: dict[str, str] = {
     "report": "curate.cli.inspect:report",
     "train": "curate.cli.train:train",
     "generate": "curate.cli.train_pretrain:generate",
+    "export": "curate.cli.export:export",
     "rate": "curate.cli.rate:rate",
 }
 

@@ -1,5 +1,5 @@
-"""Files written whole or not at all, write failures as one line, file hashes, and JSON Lines
-reading: one of each.
+"""Files (and folders) written whole or not at all, write failures as one line, file hashes, and
+JSON Lines reading: one of each.
 
 Every file the project writes goes through a temporary name in the same folder and a rename,
 so a killed job never leaves half a file under the real name. :func:`iter_jsonl` is the one
@@ -13,6 +13,7 @@ import errno
 import hashlib
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -94,6 +95,19 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
 def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
     """``obj`` as indented JSON with sorted keys (byte-stable for the same content)."""
     atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n").encode())
+
+
+def replace_folder(new: Path, dest: Path) -> None:
+    """Put the complete folder ``new`` at ``dest`` (same file system) in one rename; a folder
+    already at ``dest`` is moved aside first and deleted after, so ``dest`` is never half old,
+    half new."""
+    if not dest.exists():
+        os.replace(new, dest)
+        return
+    trash = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".old", dir=dest.parent))
+    os.replace(dest, trash / dest.name)
+    os.replace(new, dest)
+    shutil.rmtree(trash, ignore_errors=True)
 
 
 def sha256_file(path: str | os.PathLike) -> str:

@@ -174,7 +174,7 @@ def dpo(
     with StageRun("dpo", config, output, overwrite=overwrite, data=data, say=on_message) as run:
         policy, tokenizer = run.load_parent(policy_path)
         if reference_path is not None:
-            reference, _, _ = load_policy(reference_path, run.device)
+            reference, _, _ = load_policy(run.resolve(reference_path), run.device)
             if reference.config.vocab_size != policy.config.vocab_size:
                 raise ConfigError("the reference model's vocabulary differs from the policy's")
         else:

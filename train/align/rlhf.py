@@ -184,7 +184,7 @@ class _Training:
         max_prompt_len = prompt_budget(config, self.policy.config.block_size)
         named = isinstance(reward, (str, Path))
         self.reward_name = reward if named else getattr(reward, "__name__", type(reward).__name__)
-        reward_fn: RewardFn = RewardScorer(reward, run.device) if named else reward
+        reward_fn: RewardFn = RewardScorer(run.resolve(reward), run.device) if named else reward
         self.critic: ScalarHeadModel | None = None
         if config.algo == "ppo":
             self.critic = ScalarHeadModel(self.policy.config).to(run.device)

@@ -25,7 +25,7 @@ from curate.core.errors import CurateError
 from curate.core.progress import Progress
 from curate.core.tokenizer import Tokenizer
 
-from ..checkpoint import Checkpoint, load_checkpoint_tokenizer, load_lm
+from ..checkpoint import Checkpoint, is_hf_source, load_checkpoint_tokenizer, load_lm, resolve_checkpoint
 from ..finite import NonFiniteError, check_step
 from ..metrics import MetricsLogger
 from ..model import GPT
@@ -132,11 +132,21 @@ class StageRun:
     ) -> tuple[M, Tokenizer]:
         """The checkpoint the run starts from, as a model on the run's device (``loader``:
         ``load_lm`` or ``load_scalar_model``), and its tokenizer."""
-        model, ckpt = loader(path, self.device)
+        model, ckpt = loader(self.resolve(path), self.device)
+        for line in ckpt.meta.get("import_notes") or []:
+            self.note(f"{path}: {line}")
         self.parent = ckpt
         self.dir.lineage = lineage_of(ckpt)
         self.tokenizer = load_checkpoint_tokenizer(ckpt.path)
         return model, self.tokenizer
+
+    def resolve(self, path: str | Path) -> str | Path:
+        """A checkpoint path as the loaders take it: ``hf:DIR`` converted once under the run's
+        ``.curate/base/`` (kept across reruns and ``--overwrite``: keyed by the source's files),
+        every other path unchanged."""
+        if not is_hf_source(path):
+            return path
+        return resolve_checkpoint(path, cache=self.output / ".curate" / "base")
 
     def open(self) -> None:
         """Start over (``overwrite``), or find the checkpoint to resume from."""
