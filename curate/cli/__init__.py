@@ -28,6 +28,7 @@ COMMANDS: dict[str, str] = {
     "report": "curate.cli.inspect:report",
     "train": "curate.cli.train:train",
     "generate": "curate.cli.train_pretrain:generate",
+    "eval": "curate.cli.eval:eval_cmd",
     "rate": "curate.cli.rate:rate",
 }
 

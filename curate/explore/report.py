@@ -19,7 +19,7 @@ from typing import Any
 from curate.core.files import atomic_write_bytes
 from curate.explore.summary import summarize
 
-_CSS = """
+PAGE_CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2rem auto;max-width:1100px;color:#222}
 h1{font-size:1.5rem}h2{font-size:1.15rem;margin-top:2rem;border-bottom:1px solid #ddd;padding-bottom:.2rem}
 table{border-collapse:collapse;margin:.5rem 0;font-size:.9rem}td,th{padding:.2rem .6rem;border-bottom:1px solid #eee}
@@ -54,7 +54,7 @@ def _figure(width: float = 6.4, height: float = 3.4):
     return fig, ax
 
 
-def _table(headers: list[str], rows: list[list[Any]]) -> str:
+def html_table(headers: list[str], rows: list[list[Any]]) -> str:
     def cell(v: Any) -> str:
         if isinstance(v, bool) or v is None:
             return f"<td>{html.escape(str(v if v is not None else ''))}</td>"
@@ -239,7 +239,7 @@ def render_report(s: dict[str, Any]) -> str:
     esc = html.escape
     parts = [
         f"<!doctype html><html><head><meta charset='utf-8'><title>curate report: {esc(s['path'])}</title>"
-        f"<style>{_CSS}</style></head><body>"
+        f"<style>{PAGE_CSS}</style></head><body>"
     ]
     # Sections in page order (each draws its own plots).
     parts += _overview(s)
@@ -248,7 +248,7 @@ def render_report(s: dict[str, Any]) -> str:
     parts += _content_section(s)
     for name, info in (s.get("side_outputs") or {}).items():
         parts.append(f"<h2>{esc(name)}/</h2>")
-        parts.append(_table(["reason", "documents"], [[k, v] for k, v in info["by_reason"].items()]))
+        parts.append(html_table(["reason", "documents"], [[k, v] for k, v in info["by_reason"].items()]))
     parts.append("</body></html>\n")
     return "".join(parts)
 
@@ -259,7 +259,7 @@ def _overview(s: dict[str, Any]) -> list[str]:
     esc = html.escape
     parts = [f"<h1>curate report: {esc(s['path'])}</h1>"]
     parts.append(
-        _table(
+        html_table(
             ["stage", "documents", m, "characters"],
             [[s.get("stage") or "?", s["docs"], s["tokens"], s["chars"]]],
         )
@@ -304,7 +304,7 @@ def _sources_section(s: dict[str, Any]) -> list[str]:
                 x.get("capped"),
             ]
         )
-    parts.append(_table(["source", "docs", m, "share %", "requested %", "epochs", "capped"], rows))
+    parts.append(html_table(["source", "docs", m, "share %", "requested %", "epochs", "capped"], rows))
     img = _plot_sources(s)
     if img:
         parts.append(img)
@@ -335,7 +335,7 @@ def _funnel_section(s: dict[str, Any]) -> list[str]:
                 ", ".join(f"{k}={v:,}" for k, v in sorted(drops.items(), key=lambda kv: -kv[1])),
             ]
         )
-    parts.append(_table(["stage", "directory", "read", "kept", "tokens kept", "dropped"], rows))
+    parts.append(html_table(["stage", "directory", "read", "kept", "tokens kept", "dropped"], rows))
     parts.extend(funnel_imgs)
     return parts
 
@@ -359,7 +359,9 @@ def _content_section(s: dict[str, Any]) -> list[str]:
     lp = s["length_percentiles"]
     if lp["chars"]:
         parts.append(
-            _table(["", *[f"p{int(q * 100)}" for q in lp["percentiles"]]], [["characters", *lp["chars"]], [m, *lp[m]]])
+            html_table(
+                ["", *[f"p{int(q * 100)}" for q in lp["percentiles"]]], [["characters", *lp["chars"]], [m, *lp[m]]]
+            )
         )
     return parts
 
