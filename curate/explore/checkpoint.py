@@ -94,14 +94,15 @@ def _facts(s: dict[str, Any]) -> list[tuple[str, str]]:
         ("training cutoff", cutoff),
         ("mix", meta.get("mix")),
         ("parent", meta.get("parent")),
-        ("loss", _losses(meta)),
+        ("last loss", _losses(meta)),
         ("tool version", meta.get("tool_version")),
     ]
     return [(k, str(v)) for k, v in facts if v not in (None, "")]
 
 
 def _losses(meta: dict[str, Any]) -> str | None:
-    parts = [f"{k.replace('_', ' ')} {meta[k]:.4g}" for k in ("loss", "val_loss") if isinstance(meta.get(k), float)]
+    names = {"loss": "training", "val_loss": "held-out"}
+    parts = [f"{name} {meta[k]:.4g}" for k, name in names.items() if isinstance(meta.get(k), float)]
     return "  ".join(parts) or None
 
 

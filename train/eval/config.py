@@ -18,7 +18,7 @@ class EvalConfig:
     """What to evaluate and how. Every field has the meaning of the ``curate eval`` option of
     the same name (``batch_size`` is ``--batch-size``, ``text`` is ``--text``, repeatable)."""
 
-    tasks: str = "core"  # core | name,name | task.jsonl | task.toml | none
+    tasks: str | list[str] = "core"  # core | name,name (or a list) | task.jsonl | task.toml | none
     limit: int | None = None  # first N items of each task (None: all)
     shots: int = 0  # few-shot examples in front of each item
     seed: int = 1234  # few-shot examples are drawn from (seed, task, item)
@@ -45,13 +45,17 @@ class EvalConfig:
 
     def validate(self) -> None:
         """What ``bounds`` cannot say: a task list, and something to do."""
-        if not self.tasks.strip():
+        if not self.task_list:
             raise ConfigError("eval: tasks is empty (use core, names such as arc_easy,piqa, task files, or none)")
-        if self.tasks.strip() == NO_TASKS and not self.bpb and not self.text:
+        if self.task_spec is None and not self.bpb and not self.text:
             raise ConfigError("eval: nothing to do (tasks = none, no bits per byte and no text)")
 
     @property
+    def task_list(self) -> list[str]:
+        names = self.tasks.split(",") if isinstance(self.tasks, str) else self.tasks
+        return [name.strip() for name in names if name.strip()]
+
+    @property
     def task_spec(self) -> str | None:
-        """The task list to resolve, or None for ``none``."""
-        spec = self.tasks.strip()
-        return None if spec == NO_TASKS else spec
+        """The tasks as :func:`curate.core.tasks.resolve_tasks` takes them; None for ``none``."""
+        return None if self.task_list == [NO_TASKS] else ",".join(self.task_list)

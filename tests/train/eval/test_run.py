@@ -102,3 +102,18 @@ def test_inspect_on_a_non_checkpoint_folder_is_unchanged(tmp_path):
     (tmp_path / "empty").mkdir()
     result = invoke("inspect", tmp_path / "empty")
     assert result.exit_code == 2 and "no .parquet shards here" in result.output
+
+
+def test_config_from_a_pipeline_table():
+    from curate.core.config import from_dict
+    from curate.core.errors import ConfigError
+
+    config = from_dict(EvalConfig, {"tasks": ["arc_easy", "piqa"], "limit": 50, "text": ["extra"]}, where="[eval]")
+    assert config.task_spec == "arc_easy,piqa" and config.limit == 50
+    assert EvalConfig(tasks=" none ").task_spec is None
+    with pytest.raises(ConfigError, match=r"\[eval\]: val_fraction = 0.0 is out of range"):
+        from_dict(EvalConfig, {"val_fraction": 0.0}, where="[eval]")
+    with pytest.raises(ConfigError, match="unknown key 'shot'"):
+        from_dict(EvalConfig, {"shot": 5}, where="[eval]")
+    with pytest.raises(ConfigError, match="tasks is empty"):
+        EvalConfig(tasks=" , ").validate()
