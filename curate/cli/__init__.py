@@ -30,6 +30,7 @@ COMMANDS: dict[str, str] = {
     "train": "curate.cli.train:train",
     "generate": "curate.cli.train_pretrain:generate",
     "export": "curate.cli.export:export",
+    "eval": "curate.cli.eval:eval_cmd",
     "rate": "curate.cli.rate:rate",
 }
 

@@ -16,10 +16,16 @@ import click
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 def inspect_cmd(path, top, as_json) -> None:
     """Summarize a stage's shards: documents, tokens, sources, languages, domains, lengths,
-    score histograms, and drop reasons along the manifests of the stages that fed it."""
+    score histograms, and drop reasons along the manifests of the stages that fed it. On a
+    checkpoint (run or step folder): its metadata and evaluation results."""
+    from curate.explore.checkpoint import checkpoint_summary, format_checkpoint, is_checkpoint
     from curate.explore.format import format_summary
     from curate.explore.summary import summarize
 
+    if is_checkpoint(path):
+        found = checkpoint_summary(path)
+        click.echo(json.dumps(found, indent=2, default=str) if as_json else format_checkpoint(found))
+        return
     summary = summarize(path, top=top)
     click.echo(json.dumps(summary, indent=2, default=str) if as_json else format_summary(summary))
 
@@ -68,8 +74,12 @@ def sql(path, query, fmt, max_rows) -> None:
 @click.option("--top", type=click.IntRange(min=1), default=15, show_default=True)
 def report(path, output, top) -> None:
     """Write one self-contained HTML page (plots embedded as PNG) about PATH's shards and the
-    funnel from crawl to PATH."""
+    funnel from crawl to PATH; for a checkpoint, its metadata and evaluation results."""
+    from curate.explore.checkpoint import is_checkpoint, write_checkpoint_report
     from curate.explore.report import write_report
 
-    written = write_report(path, output, top=top)
+    if is_checkpoint(path):
+        written = write_checkpoint_report(path, output)
+    else:
+        written = write_report(path, output, top=top)
     click.echo(f"report: {written}", err=True)

@@ -1,0 +1,135 @@
+"""``curate inspect`` and ``curate report`` on a checkpoint folder (a training run's folder or
+one of its ``step-NNNNNN`` folders): its metadata from ``config.json`` and its evaluation
+results from ``eval.json``, in one block. Reads only those JSON files (no torch, no weights);
+the layout is train/checkpoint.py's."""
+
+from __future__ import annotations
+
+import html
+import json
+import os
+import re
+from typing import Any
+
+from curate.core.errors import InputError
+from curate.core.files import atomic_write_bytes
+from curate.explore.evals import eval_html, format_eval, load_eval
+from curate.explore.html import CSS, table
+
+CONFIG_FILE, WEIGHTS_FILE, LATEST_FILE = "config.json", "model.safetensors", "latest"
+_STEP = re.compile(r"^step-(\d+)$")
+
+
+def _is_step(path: str) -> bool:
+    return os.path.isfile(os.path.join(path, CONFIG_FILE)) and os.path.isfile(os.path.join(path, WEIGHTS_FILE))
+
+
+def _steps(run_dir: str) -> list[str]:
+    """The run's complete step folders, oldest first."""
+    found = []
+    for name in os.listdir(run_dir):
+        match = _STEP.match(name)
+        if match and _is_step(os.path.join(run_dir, name)):
+            found.append((int(match.group(1)), name))
+    return [name for _, name in sorted(found)]
+
+
+def is_checkpoint(path: str) -> bool:
+    """A step folder, or a run folder holding at least one."""
+    return os.path.isdir(path) and (_is_step(path) or bool(_steps(path)))
+
+
+def step_folder(path: str) -> str:
+    """The step a path means: itself, else the run's ``latest``, else its newest step."""
+    if _is_step(path):
+        return path
+    latest = os.path.join(path, LATEST_FILE)
+    if os.path.isfile(latest):
+        with open(latest, encoding="utf-8") as fh:
+            named = os.path.join(path, fh.read().strip())
+        if _is_step(named):
+            return named
+    steps = _steps(path)
+    if not steps:
+        raise InputError(f"{path}: holds no checkpoint")
+    return os.path.join(path, steps[-1])
+
+
+def checkpoint_summary(path: str) -> dict[str, Any]:
+    """What ``curate inspect`` shows of a checkpoint: metadata, the run's steps, eval results."""
+    step = step_folder(path)
+    try:
+        with open(os.path.join(step, CONFIG_FILE), encoding="utf-8") as fh:
+            meta = json.load(fh)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InputError(f"{os.path.join(step, CONFIG_FILE)}: unreadable checkpoint config ({exc})") from None
+    run = path if os.path.normpath(step) != os.path.normpath(path) else os.path.dirname(step)
+    return {
+        "path": path,
+        "step_dir": step,
+        "steps": _steps(run) if os.path.isdir(run) else [],
+        "meta": meta,
+        "eval": load_eval(step),
+    }
+
+
+def _model_line(model: dict[str, Any]) -> str:
+    keys = ("n_layer", "n_head", "n_kv_head", "n_embd", "block_size", "vocab_size")
+    return ", ".join(f"{k} {model[k]}" for k in keys if k in model)
+
+
+def _facts(s: dict[str, Any]) -> list[tuple[str, str]]:
+    """(label, value) pairs of the checkpoint's metadata, those it has, in reading order."""
+    meta = s["meta"]
+    tok = meta.get("tokenizer") or {}
+    cutoff = meta.get("training_cutoff")
+    if isinstance(cutoff, dict):
+        cutoff = f"{cutoff.get('max')} (p99 {cutoff.get('p99')})"
+    facts = [
+        ("stage", f"{meta.get('stage') or '?'} (kind {meta.get('kind', 'lm')})"),
+        ("step", f"{meta.get('step')} ({os.path.basename(s['step_dir'])}; kept: {', '.join(s['steps']) or '-'})"),
+        ("model", _model_line(meta.get("model") or {})),
+        ("tokenizer", f"{tok.get('name')} (vocab {tok.get('vocab_size')})" if isinstance(tok, dict) else str(tok)),
+        ("tokens seen", f"{meta['tokens_seen']:,}" if isinstance(meta.get("tokens_seen"), int) else None),
+        ("training cutoff", cutoff),
+        ("mix", meta.get("mix")),
+        ("parent", meta.get("parent")),
+        ("last loss", _losses(meta)),
+        ("tool version", meta.get("tool_version")),
+    ]
+    return [(k, str(v)) for k, v in facts if v not in (None, "")]
+
+
+def _losses(meta: dict[str, Any]) -> str | None:
+    names = {"loss": "training", "val_loss": "held-out"}
+    parts = [f"{name} {meta[k]:.4g}" for k, name in names.items() if isinstance(meta.get(k), float)]
+    return "  ".join(parts) or None
+
+
+def format_checkpoint(s: dict[str, Any]) -> str:
+    """The block ``curate inspect`` prints for a checkpoint."""
+    lines = [f"{s['path']}  [checkpoint]"]
+    lines += [f"  {label:<16}{value}" for label, value in _facts(s)]
+    if s["eval"] is None:
+        lines.append(f"  eval            none yet (curate eval {s['path']} writes {s['step_dir']}/eval.json)")
+    else:
+        lines += format_eval(s["eval"], indent="  ")
+    return "\n".join(lines)
+
+
+def write_checkpoint_report(path: str, output: str) -> str:
+    """One self-contained HTML page: the checkpoint's metadata and evaluation results."""
+    s = checkpoint_summary(path)
+    esc = html.escape
+    parts = [
+        f"<!doctype html><html><head><meta charset='utf-8'><title>curate report: {esc(path)}</title>"
+        f"<style>{CSS}</style></head><body><h1>curate report: checkpoint {esc(path)}</h1>",
+        table(["", ""], [[label, value] for label, value in _facts(s)]),
+    ]
+    if s["eval"] is None:
+        parts.append(f"<p class='note'>No evaluation yet: run <code>curate eval {esc(path)}</code>.</p>")
+    else:
+        parts += eval_html(s["eval"], table)
+    parts.append("</body></html>\n")
+    atomic_write_bytes(output, "".join(parts).encode("utf-8"))
+    return output
