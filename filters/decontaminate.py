@@ -22,7 +22,8 @@ from curate.core.ranges import Range
 from curate.core.tasks import BUNDLED, CORE, Task, resolve_tasks
 
 from .base import Filter, file_digest, register
-from .ngram_index import NgramIndex, build_index
+from .ngram_build import build_index
+from .ngram_index import NgramIndex
 
 # One index per process and configuration: chains rebuilt in the same worker, or several
 # filter objects with the same tasks (tests, benches), share it.
