@@ -19,7 +19,7 @@ import numpy as np
 from curate.core.document import Document
 from curate.core.errors import ConfigError, CurateError
 from curate.core.ranges import Range
-from curate.core.tasks import BUNDLED, CORE, Task, resolve_tasks
+from curate.core.tasks import BUNDLED, CORE, Task, load_task
 
 from .base import Filter, file_digest, register
 from .ngram_build import build_index
@@ -29,6 +29,11 @@ from .ngram_index import NgramIndex
 # filter objects with the same tasks (tests, benches), share it.
 _INDEXES: dict[tuple, NgramIndex] = {}
 _MAX_INDEXES = 4
+
+
+def _tasks_of(spec: str) -> list[Task]:
+    """``core`` (every bundled task), a bundled task's name or a task file."""
+    return [BUNDLED[name] for name in CORE] if spec == "core" else [load_task(spec)]
 
 
 @register
@@ -45,9 +50,9 @@ class Decontaminate(Filter):
     A document is flagged when it contains an n-gram of ``ngram`` consecutive words (13, as in
     GPT-3 and OLMo) of any item's question, passage or answer. Texts shorter than that: a
     question shorter than ``ngram`` words is joined with each of its answers; the joined text
-    counts whole when it has at least ``min_words`` words (8, GPT-3's smallest n), so "Which of
-    these is a renewable resource? Wind." is found while a short answer alone ("wind") or a
-    short question alone never flags a page. N-grams shared by more than ``max_items_per_ngram``
+    counts whole when it has at least ``min_words`` words (8, GPT-3's smallest n), so "Which
+    technology was developed most recently? Cellular telephone." is found while a short answer
+    alone ("cellular telephone") or a short question alone never flags a page. N-grams shared by more than ``max_items_per_ngram``
     items are a benchmark's template wording and are ignored (-1: never).
 
     The reason names the task (``decontaminate/arc_easy``; with several, the first in
@@ -80,8 +85,8 @@ class Decontaminate(Filter):
     def validate(self) -> None:
         if not isinstance(self.tasks, list) or not self.tasks:
             raise ConfigError(f"{self.who}: tasks must be a non-empty list of task names or task files")
-        try:
-            resolved = resolve_tasks(",".join(self.tasks))
+        try:  # one entry at a time (resolve_tasks would split a file name with a comma)
+            resolved = [task for spec in self.tasks for task in _tasks_of(spec)]
         except CurateError as exc:
             raise ConfigError(f"{self.who}: {exc}") from None
         # "_cache": user tasks convert records with closures, so they are not pickled (see
@@ -104,11 +109,13 @@ class Decontaminate(Filter):
         return self._cache_tasks
 
     def fingerprint(self) -> dict[str, Any]:
-        return {
+        data = {
             f"task_sha256.{task.name}.{split}": file_digest(path)
             for task in self._resolved()
             for split, path in sorted(task.files.items())
         }
+        mappings = {f"task_mapping_sha256.{spec}": file_digest(spec) for spec in self.tasks if spec.endswith(".toml")}
+        return {**data, **mappings}
 
     def _key(self) -> tuple:
         files = tuple(

@@ -204,6 +204,7 @@ def merge_reports(reports: list[list[dict[str, Any]]]) -> list[dict[str, Any]]:
     """Sum per-filter reports of several inputs (same chain); collected sets (``distinct``)
     are united, and their counters are the sizes of the unions."""
     merged: list[dict[str, Any]] = []
+    sets: list[dict[str, set[str]]] = []
     for report in reports:
         if not merged:
             merged = [
@@ -227,7 +228,7 @@ def merge_reports(reports: list[list[dict[str, Any]]]) -> list[dict[str, Any]]:
                 into[key] = dict(sorted(c.items()))
             for key, values in r.get("distinct", {}).items():
                 collected.setdefault(key, set()).update(values)
-    for into, collected in zip(merged, sets if merged else []):
+    for into, collected in zip(merged, sets):
         if collected:
             into["counters"] = dict(sorted({**into["counters"], **{k: len(v) for k, v in collected.items()}}.items()))
             into["distinct"] = {k: sorted(v) for k, v in sorted(collected.items())}

@@ -217,6 +217,7 @@ def test_task_files_in_a_chain_file_are_relative_to_it(tmp_path, monkeypatch):
         "task_sha256.quiz.test",
         "task_sha256.trivia.test",
         "task_sha256.copa.validation",
+        f"task_mapping_sha256.{folder / 'trivia.toml'}",
     }
 
 
