@@ -28,6 +28,10 @@ an "off" value such as ``-1``), and pairs that must be ordered in ``ordered``
 
 Models and word lists are loaded in :meth:`Filter.setup`, which the chain calls lazily before
 the first document, in the worker process (after fork), once per process.
+
+A ``paths`` parameter may also hold names that are not files (``decontaminate``'s bundled task
+names next to task files): :meth:`Filter.is_name` tells the chain file's path resolution which
+values to leave as written.
 """
 
 from __future__ import annotations
@@ -76,6 +80,7 @@ class Filter:
         if not self.label:
             self.label = self.name
         self.counters: Counter[str] = Counter()
+        self.distinct: dict[str, set[str]] = {}
         self._ready = False
         self.check_bounds()
         self.validate()
@@ -88,6 +93,12 @@ class Filter:
     def check_bounds(self) -> None:
         """Every declared parameter in its range, every ordered pair in order (ConfigError)."""
         check_bounds(self, self.who)
+
+    @classmethod
+    def is_name(cls, value: str) -> bool:
+        """Whether a value of a ``paths`` parameter is a name rather than a file (left as
+        written when a chain file's relative paths are resolved)."""
+        return False
 
     # -- to implement -------------------------------------------------------------------
     def validate(self) -> None:
@@ -118,6 +129,12 @@ class Filter:
         """Bump a per-filter counter (lines removed, replacements ...) shown in the manifest."""
         if n:
             self.counters[key] += n
+
+    def collect(self, key: str, value: str) -> None:
+        """Add ``value`` to the named set (benchmark items found ...). The manifest shows the
+        values and their number as the counter ``key``, distinct over every input of a run
+        (summing per-input counts would count an item found in two shards twice)."""
+        self.distinct.setdefault(key, set()).add(value)
 
     def params(self) -> dict[str, Any]:
         """Parameters with their values (defaults included), for manifests and --list."""

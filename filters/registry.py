@@ -34,7 +34,7 @@ from curate.core.errors import ConfigError, CurateError
 from .base import REGISTRY, Filter
 
 # Importing a module registers its filters; the order is the order of `curate filter --list`.
-_FILTER_MODULES = ("language", "gopher", "c4", "fineweb", "quality", "safety")
+_FILTER_MODULES = ("language", "gopher", "c4", "fineweb", "quality", "safety", "decontaminate")
 CHAIN_KEYS = ("filters", "annotate")
 
 
@@ -122,8 +122,11 @@ class FilterStats:
     would_drop: Counter = field(default_factory=Counter)
     seconds: float = 0.0
 
-    def to_json(self, counters: Counter) -> dict[str, Any]:
-        return {
+    def to_json(self, counters: Counter, distinct: dict[str, set[str]] | None = None) -> dict[str, Any]:
+        counters = Counter(counters)
+        for key, values in (distinct or {}).items():
+            counters[key] = len(values)
+        out = {
             "label": self.label,
             "name": self.name,
             "mode": self.mode,
@@ -134,6 +137,9 @@ class FilterStats:
             "counters": dict(sorted(counters.items())),
             "seconds": round(self.seconds, 3),
         }
+        if distinct:  # only filters that collect sets have the key (other reports unchanged)
+            out["distinct"] = {key: sorted(values) for key, values in sorted(distinct.items())}
+        return out
 
 
 class FilterChain:
@@ -151,6 +157,7 @@ class FilterChain:
         self.stats = [FilterStats(f.label, f.name, f.mode) for f in self.filters]
         for f in self.filters:
             f.counters.clear()
+            f.distinct.clear()
 
     def specs(self) -> list[dict[str, Any]]:
         return [resolved_spec(f) for f in self.filters]
@@ -190,12 +197,14 @@ class FilterChain:
         return None
 
     def report(self) -> list[dict[str, Any]]:
-        return [st.to_json(f.counters) for f, st in zip(self.filters, self.stats)]
+        return [st.to_json(f.counters, f.distinct) for f, st in zip(self.filters, self.stats)]
 
 
 def merge_reports(reports: list[list[dict[str, Any]]]) -> list[dict[str, Any]]:
-    """Sum per-filter reports of several inputs (same chain)."""
+    """Sum per-filter reports of several inputs (same chain); collected sets (``distinct``)
+    are united, and their counters are the sizes of the unions."""
     merged: list[dict[str, Any]] = []
+    sets: list[dict[str, set[str]]] = []
     for report in reports:
         if not merged:
             merged = [
@@ -208,14 +217,21 @@ def merge_reports(reports: list[list[dict[str, Any]]]) -> list[dict[str, Any]]:
                 )
                 for r in report
             ]
+            sets = [{k: set(v) for k, v in r.get("distinct", {}).items()} for r in report]
             continue
-        for into, r in zip(merged, report):
+        for into, r, collected in zip(merged, report, sets):
             into["docs_in"] += r["docs_in"]
             into["seconds"] = round(into["seconds"] + r["seconds"], 3)
             for key in ("dropped", "chars_dropped", "would_drop", "counters"):
                 c = Counter(into[key])
                 c.update(r[key])
                 into[key] = dict(sorted(c.items()))
+            for key, values in r.get("distinct", {}).items():
+                collected.setdefault(key, set()).update(values)
+    for into, collected in zip(merged, sets):
+        if collected:
+            into["counters"] = dict(sorted({**into["counters"], **{k: len(v) for k, v in collected.items()}}.items()))
+            into["distinct"] = {k: sorted(v) for k, v in sorted(collected.items())}
     return merged
 
 

@@ -27,11 +27,11 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from curate.core.text import char_classes
 from curate.runtime.executor import Executor
 from curate.stages.dedup.config import DedupConfig
 from curate.stages.dedup.exact import ExactVerifier
 from curate.stages.dedup.index import KeyGroups, KeyIndex, UnionFind, candidate_pairs, verify_pairs
-from curate.stages.dedup.minhash import char_classes
 from curate.stages.dedup.signatures import Unit, signature_unit, unit_key_records
 from curate.stages.dedup.state import DedupState
 

@@ -8,7 +8,7 @@ import json
 import os
 from typing import Any
 
-from curate.core.config import load_toml, resolve_path
+from curate.core.config import load_toml, resolve_path, resolve_paths
 
 # The chain used when no --config is given: FineWeb's order (language, Gopher repetition,
 # Gopher quality, C4, FineWeb), all languages kept, then PII scrubbing of what is kept.
@@ -55,8 +55,8 @@ def _paths_relative_to(chain: dict[str, Any], base: str) -> dict[str, Any]:
                 value = spec.get(key)
                 if isinstance(value, dict):
                     spec[key] = {k: resolve_path(v, base) for k, v in value.items()}
-                elif value:
-                    spec[key] = resolve_path(value, base)
+                elif value:  # a file, or a list of files and names (decontaminate's tasks)
+                    spec[key] = resolve_paths(value, base, keep=cls.is_name)
         resolved.append(spec)
     return {**chain, "filters": resolved}
 

@@ -290,7 +290,7 @@ def test_samples_chain_and_defaults_pass_the_range_checks():
     chain = build_chain(load_chain_config(str(Path(__file__).resolve().parents[3] / "samples" / "filters.toml")))
     for f in chain.filters:
         f.check_bounds()  # the declared ranges hold for every parameter the chain resolved
-    assert len(chain.filters) == 8
+    assert len(chain.filters) == 9
 
 
 def test_files_named_in_a_chain_file_are_relative_to_it(tmp_path, monkeypatch):
