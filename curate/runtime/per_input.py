@@ -232,10 +232,15 @@ def run_per_input(
     weight = (lambda p: input_weights.get(p, 1.0)) if input_weights else (lambda p: 1.0)
     if progress is not None and progress.total is None:
         progress.total = sum(weight(t.path) for t in todo)
-    for result in executor.map(_execute, [(t, process) for t in todo], ordered=False, progress=progress):
-        results[result.index] = result
-        if progress is not None:
-            progress.advance(weight(result.path))
+    try:
+        for result in executor.map(_execute, [(t, process) for t in todo], ordered=False, progress=progress):
+            results[result.index] = result
+            if progress is not None:
+                progress.advance(weight(result.path))
+    except BaseException:
+        # The pool is gone by now: workers stopped mid-write left temporary files of their own.
+        out.remove_temp_files()
+        raise
     if progress is not None:
         progress.close()
 

@@ -112,6 +112,7 @@ def load_ablation(path: str | os.PathLike, workdir: str | None = None, workers: 
         v.fingerprints = _fingerprints(v.pipe)
     proxy, eval_table = dict(data.get("proxy", {})), resolve_evals(data.get("eval", {}), here)
     _check_runs(variants, proxy)
+    eval_config(eval_table, variants[0], where)  # a typo in [eval] fails before the crawl
     return Ablation(where, root, variants, proxy, eval_table)
 
 
@@ -151,6 +152,23 @@ def resolve_evals(table: Any, here: str) -> dict[str, Any]:
     if not isinstance(table, dict):
         raise ConfigError("[eval] must be a table of curate eval's settings")
     return {**table, "text": resolve_paths(table["text"], here)} if "text" in table else dict(table)
+
+
+def eval_config(table: dict[str, Any], base: Variant, where: str):
+    """curate eval's settings for every proxy. Bits per byte are measured on the *base's*
+    held-out slice unless [eval] names a mix: a document is held out by its id alone
+    (:func:`train.data.is_validation`), so no variant trained on those documents, and every
+    variant is scored on the same text (its own slice would differ with its filters)."""
+    from curate.core.config import from_dict
+    from train.eval import EvalConfig
+
+    settings = {"mix": str(base.pipe.out("mix")), **table}
+    config = from_dict(EvalConfig, settings, f"{where} [eval]")
+    from curate.core.ranges import check_bounds
+
+    check_bounds(config, f"{where} [eval]")
+    config.validate()
+    return config
 
 
 def _content_addressed(raw: dict, resolved: dict, where: str, root: Path, workers: int) -> Pipeline:
@@ -219,14 +237,11 @@ def run_data_stages(v: Variant, log: Log) -> None:
 
 def train_and_evaluate(v: Variant, ab: Ablation, seed: int, log: Log) -> dict[str, Any]:
     """Pretrain (or resume) the proxy of ``v`` for ``seed``, evaluate it; its results."""
-    from train.eval import EvalConfig, run_eval
-
     pipe = _proxy_pipe(v, ab.proxy, seed)
     run_dir = pipe.out("pretrain")
     log(f"[{v.name}] proxy seed {seed} -> {run_dir}")
     notes = BY_NAME["pretrain"].run(pipe, pipe.built["pretrain"], False, log)
-    config = EvalConfig(**ab.eval)
-    results = run_eval(run_dir, config, progress=False, on_message=log)
+    results = _evaluated(run_dir, eval_config(ab.eval, ab.variants[0], ab.source), log)
     return {
         "variant": v.name,
         "seed": seed,
@@ -235,6 +250,25 @@ def train_and_evaluate(v: Variant, ab: Ablation, seed: int, log: Log) -> dict[st
         "notes": notes,
         "eval": results,
     }
+
+
+def _evaluated(run_dir: Path, config: Any, log: Log) -> dict[str, Any]:
+    """The proxy's eval results: reused from ``.curate/ablation-eval.json`` when the
+    checkpoint and the settings are the ones they were computed for, else computed."""
+    from curate.core.config import to_dict
+    from train.checkpoint import resolve_checkpoint
+    from train.eval import run_eval
+
+    key = {"step": resolve_checkpoint(run_dir).name, "settings": to_dict(config)}
+    record = run_dir / ".curate" / "ablation-eval.json"
+    if record.exists():
+        saved = json.loads(record.read_text(encoding="utf-8"))
+        if saved.get("key") == json.loads(json.dumps(key, default=str)):
+            log(f"  eval up to date ({record})")
+            return saved["results"]
+    results = run_eval(run_dir, config, note=lambda line: log(f"  eval: {line}"))
+    atomic_write_json(record, {"key": key, "results": results})
+    return results
 
 
 def _curves(run_dir: Path) -> dict[str, list[list[float]]]:

@@ -24,12 +24,19 @@ def metrics_of(run: dict[str, Any]) -> dict[str, tuple[str, float, bool]]:
     """``metric -> (label, value, higher is better)`` of one proxy run."""
     out: dict[str, tuple[str, float, bool]] = {}
     results = run["eval"]
-    if results.get("core") is not None:
-        out["core"] = ("CORE (mean centered accuracy)", float(results["core"]), True)
-    for task, r in sorted(results.get("tasks", {}).items()):
+    if results.get("core"):
+        out["core"] = ("CORE (mean centered accuracy)", float(results["core"]["centered_mean"]), True)
+    for task, r in sorted((results.get("tasks") or {}).items()):
         out[f"task/{task}"] = (f"{task} (centered accuracy)", float(r["centered"]), True)
-    for source, value in sorted(results.get("bpb", {}).items()):
-        out[f"bpb/{source}"] = (f"bits per byte, {source}", float(value), False)
+    held = results.get("bpb") or {}
+    for source, r in sorted((held.get("sources") or {}).items()):
+        if r.get("bpb") is not None:
+            out[f"bpb/{source}"] = (f"bits per byte, held-out {source}", float(r["bpb"]), False)
+    if (held.get("all") or {}).get("bpb") is not None:
+        out["bpb/all"] = ("bits per byte, all held-out", float(held["all"]["bpb"]), False)
+    for name, r in sorted((results.get("text_bpb") or {}).items()):
+        if r.get("bpb") is not None:
+            out[f"text/{name}"] = (f"bits per byte, {name}", float(r["bpb"]), False)
     val = run["train"]["val_loss"]
     if val:
         out["val_loss"] = ("final validation loss", float(val[-1][1]), False)

@@ -104,6 +104,10 @@ def test_the_comparison_shows_every_variant_beside_the_base_spread(ablation):
         assert d["delta"] == pytest.approx(core["variants"][name]["mean"] - base["mean"])
         assert d["beyond_noise"] == (abs(d["delta"]) > core["noise"])
     assert "base (2 seeds)" in output and "stricter-dedup" in output
+    # every proxy is scored on the same text: the base mix's held-out slice
+    base_mix = result["setup"]["variants"][0]["stages"]["mix"]
+    assert {r["eval"]["bpb"]["mix"] for r in result["runs"]} == {base_mix}
+    assert all(set(r["eval"]["tasks"]) == {"copa", "piqa"} for r in result["runs"])
     page = (folder / "out" / "ablation.html").read_text()
     assert page.count("<img") >= len(result["metrics"]) + 1
 
@@ -114,6 +118,7 @@ def test_a_rerun_resumes_and_gives_the_same_comparison(ablation):
     again = CliRunner().invoke(cli, ["ablate", str(folder / "ablate.toml"), "-j", "2"])
     assert again.exit_code == 0, again.output
     assert "running" not in again.output.replace("proxy", "")  # nothing recomputed
+    assert again.output.count("eval up to date") == 4
     after = json.loads((folder / "out" / "ablation.json").read_text())
     assert after["metrics"] == before["metrics"]
 
@@ -127,6 +132,8 @@ def test_bad_ablation_files_are_one_line_errors(tmp_path):
         ('base = "pipeline.toml"\n[[variants]]\nname = "x"\nset = { dedupe = { threshold = 0.5 } }\n', "set must be"),
         ('base = "pipeline.toml"\n[[variants]]\nname = "x"\nset = { dedup = { treshold = 0.5 } }\n', "treshold"),
         ('base = "pipeline.toml"\n[proxy]\nmax_stepz = 3\n', "max_stepz"),
+        ('base = "pipeline.toml"\n[eval]\nlimt = 3\n', "limt"),
+        ('base = "pipeline.toml"\n[eval]\nshots = -1\n', "shots"),
         ("seeds = [0, 1]\n", "'base'"),
     ):
         (tmp_path / "a.toml").write_text(text)

@@ -68,7 +68,7 @@ def find_heldout(
         if parent is None:
             break
         here, where = parent
-    held = HeldOut(manifest_sha256=sha)
+    held = HeldOut(manifest_sha256=sha if mix is None else None)  # another mix: nothing to compare with
     if mix is not None:
         if not Path(mix).exists():
             raise InputError(f"{mix}: no such mix folder")
