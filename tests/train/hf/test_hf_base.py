@@ -5,13 +5,14 @@ model trained here goes out as LlamaForSequenceClassification and back in as `--
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
 from curate.cli import cli
-from train.checkpoint import load_checkpoint
+from train.checkpoint import load_checkpoint, resolve_checkpoint
 
 pytest.importorskip("transformers")
 
@@ -112,3 +113,20 @@ def test_unsupported_base_is_one_line(tmp_path):
         f"error: hf:{folder}: architecture GPT2LMHeadModel is not supported "
         "(curate imports Llama, Mistral (no sliding window), Qwen2 (zero biases), SmolLM, TinyLlama)"
     ]
+
+
+def test_eval_scores_a_transformers_base(hf_llama, tmp_path):
+    folder, _ = hf_llama(max_position_embeddings=128)
+    out = tmp_path / "eval.json"
+    r = invoke("eval", f"hf:{folder}", "--tasks", "copa", "--limit", "4", "--no-bpb", "--device", "cpu", "-o", out)
+    assert r.exit_code == 0, r.output
+    results = json.loads(out.read_text())
+    copa = results["tasks"]["copa"]
+    assert copa["n"] == 4 and 0.0 <= copa["acc"] <= 1.0
+    assert results["checkpoint"]  # the converted base is named in the results
+    # the same model evaluated from its converted folder scores the same
+    step = resolve_checkpoint(f"hf:{folder}")
+    again = tmp_path / "again.json"
+    r = invoke("eval", step, "--tasks", "copa", "--limit", "4", "--no-bpb", "--device", "cpu", "-o", again)
+    assert r.exit_code == 0, r.output
+    assert json.loads(again.read_text())["tasks"]["copa"] == copa
