@@ -106,7 +106,7 @@ def prepare_real(corpus: Path, inputs: Path) -> dict[str, int]:
     with open(corpus / "corpora/papers/data-juicer-arxiv.jsonl", encoding="utf-8") as fh:
         for line in fh:
             papers += [("arxiv", c) for c in chunks(json.loads(line)["text"])]
-    tex = gzip.open(corpus / "corpora/papers/gutenberg-41568-intro-to-mathematics.tex.gz", "rt", encoding="utf-8")
+    tex = gzip.open(corpus / "corpora/papers/gutenberg-41568-intro-to-mathematics.tex.gz", "rt", encoding="latin-1")
     papers += [("whitehead", c) for c in chunks(tex.read())]
     counts["papers"] = write_jsonl(inputs / "papers" / "papers.jsonl", "papers", papers)
 

@@ -92,7 +92,8 @@ def load_ablation(path: str | os.PathLike, workdir: str | None = None, workers: 
         raise ConfigError(f"{where}: 'base' (the pipeline file the variants change) is required")
     base_path = resolve_path(data["base"], here)
     base_raw = load_toml(base_path)
-    check_pipeline_data(base_raw, base_path, list(OUTPUT_DIRS))
+    # The post-training tables play no part in an ablation: a base may leave them out.
+    check_pipeline_data(base_raw, base_path, list(OUTPUT_DIRS), optional=set(OUTPUT_DIRS) - {*DATA_STAGES, "pretrain"})
     base_resolved = resolve_tables(base_raw, os.path.dirname(base_path), PATH_KEYS, kept_as_written)
     if workdir:
         root = Path(workdir)  # the command line's: relative to the current directory

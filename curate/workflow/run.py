@@ -3,7 +3,10 @@
 The pipeline is a fixed sequence of stages; each writes its own folder under the work
 directory and calls the same library function as its stand-alone command::
 
-    crawl -> filter -> dedup -> tokenizer -> mix -> pretrain -> sft -> reward -> rlhf
+    crawl -> filter -> dedup -> tokenizer -> mix -> pretrain -> sft -> reward -> rlhf [-> eval]
+
+``eval`` runs only when the file has an ``[eval]`` table: ``curate eval`` on the final model
+(or the stage its ``checkpoint`` names), its scores in the summary table.
 
 A stage that completed is recorded in ``WORKDIR/.pipeline/<stage>.json`` with a fingerprint of
 its settings and of the stages before it (see :mod:`curate.workflow.state`); the stages themselves are the records of :mod:`curate.workflow.stages`. A rerun skips
@@ -50,7 +53,8 @@ def load_pipeline(path: str | os.PathLike, workdir: str | None = None, workers: 
     here, before anything runs). The run uses the settings built here."""
     pipe = read_pipeline(path, OUTPUT_DIRS, PATH_KEYS, kept_as_written, workdir=workdir, workers=workers)
     for stage in STAGES:
-        pipe.built[stage.name] = stage.build(pipe)
+        if pipe.has(stage.name):
+            pipe.built[stage.name] = stage.build(pipe)
     return pipe
 
 
@@ -70,6 +74,10 @@ def run_pipeline(
     for name, value in (("--until", until), ("--from", from_stage)):
         if value is not None and value not in STAGE_NAMES:
             raise ConfigError(f"{name} {value!r}: unknown stage; stages: {', '.join(STAGE_NAMES)}")
+        if value is not None and not pipe.has(value):
+            raise ConfigError(
+                f"{name} {value}: {pipe.source} has no [{value}] table, so the pipeline has no {value} stage"
+            )
     first = STAGE_NAMES.index(from_stage) if from_stage else 0
     last = STAGE_NAMES.index(until) if until else len(STAGE_NAMES) - 1
     if first > last:
@@ -82,20 +90,23 @@ def run_pipeline(
         # (Again) under the lock: another run may have changed the markers meanwhile.
         upstream = _preflight(pipe, first, last, from_stage, overwrite)
         if overwrite:
-            clear_stages(pipe, STAGE_NAMES[first : last + 1], log)
+            in_range = STAGE_NAMES[first : last + 1]
+            clear_stages(pipe, [s for s in in_range if pipe.has(s)], log)
             # A redone stage keeps its fingerprint (the settings did not change), so the stages
             # after the range would still look up to date while built on the old output: mark
-            # them out of date, so the next run that reaches them redoes them.
-            forget_stages(pipe, STAGE_NAMES[last + 1 :], log)
+            # them out of date, so the next run that reaches them redoes them (an optional stage
+            # the file leaves out too, should its table come back).
+            forget_stages(pipe, [s for s in in_range if not pipe.has(s)] + STAGE_NAMES[last + 1 :], log)
         return _run_locked(pipe, first, last, upstream, log)
 
 
 def _preflight(pipe: Pipeline, first: int, last: int, from_stage: str | None, overwrite: bool) -> str:
     """The read-only checks: earlier stages for --from, deletable folders for --overwrite.
     Returns the fingerprint the first stage in range builds on."""
-    upstream = check_earlier_stages(pipe, STAGE_NAMES[:first], from_stage) if from_stage else ""
+    earlier = [s for s in STAGE_NAMES[:first] if pipe.has(s)]
+    upstream = check_earlier_stages(pipe, earlier, from_stage) if from_stage else ""
     if overwrite:
-        overwrite_targets(pipe, STAGE_NAMES[first : last + 1])
+        overwrite_targets(pipe, [s for s in STAGE_NAMES[first : last + 1] if pipe.has(s)])
     return upstream
 
 
@@ -103,7 +114,15 @@ def _run_locked(pipe: Pipeline, first: int, last: int, upstream: str, log: Calla
     outcomes: list[StageOutcome] = []
     invalidated = False
     for stage in STAGE_NAMES[first : last + 1]:
-        fp = fingerprint(pipe, stage, upstream)
+        if not pipe.has(stage):
+            # Not in this file (an optional stage): not run. Should its table come back, a
+            # marker from before must not vouch for an output built on what was redone here.
+            if invalidated:
+                forget_stages(pipe, [stage], log)
+            continue
+        record = BY_NAME[stage]
+        identity = record.identity(pipe, pipe.built[stage]) if record.identity else None
+        fp = fingerprint(pipe, stage, upstream, identity)
         upstream = fp
         previous = read_marker(pipe.workdir, stage)
         if previous and previous.get("fingerprint") == fp and not invalidated:
@@ -116,7 +135,7 @@ def _run_locked(pipe: Pipeline, first: int, last: int, upstream: str, log: Calla
             log(f"[{stage}] running -> {pipe.out(stage)}")
             started = time.monotonic()
             try:
-                notes = BY_NAME[stage].run(pipe, pipe.built[stage], overwrite, log)
+                notes = record.run(pipe, pipe.built[stage], overwrite, log)
             except CurateError as exc:
                 rerun = f"--overwrite --from {stage}" + (
                     f" --until {STAGE_NAMES[last]}" if last < len(STAGE_NAMES) - 1 else ""

@@ -6,16 +6,20 @@ typo or a bad value is a ConfigError naming the table) and ``run`` runs the stag
 settings and returns the notes for the summary table. :func:`curate.workflow.run.load_pipeline`
 builds every stage before anything runs, so a typo in ``[rlhf]`` fails before the crawl, and
 the run uses exactly what was checked.
+
+The last stage, ``eval``, is optional: it runs only when the file has an ``[eval]`` table (see
+:func:`_build_eval`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 from curate.core.config import deep_merge, from_dict, load_toml, parse_set
 from curate.core.errors import ConfigError, CurateError
+from curate.core.files import atomic_write_json
 from curate.runtime.executor import Executor
 from curate.runtime.stage import StageContext
 from curate.workflow.config import Pipeline, take
@@ -30,6 +34,9 @@ class Stage:
     build: Callable[[Pipeline], Any]  # its settings, from its table
     run: Callable[[Pipeline, Any, bool, Log], dict[str, Any]]  # (pipe, settings, overwrite, log) -> notes
     paths: tuple[str, ...] = ()  # keys of its table that hold paths (relative to the pipeline file)
+    # What else decides whether its output is current, read when its turn comes (after the
+    # stages before it ran) and kept in its fingerprint: eval's is the checkpoint it scores.
+    identity: Callable[[Pipeline, Any], Any] | None = None
 
 
 def _context(pipe: Pipeline, stage: str, inputs: list[str], overwrite: bool, log: Log = print) -> StageContext:
@@ -283,6 +290,80 @@ def _run_rlhf(pipe: Pipeline, built: tuple[Any, str], overwrite: bool, log: Log)
     )
 
 
+# --------------------------------------------------------------------------- evaluation
+
+EVAL_MODELS = ("pretrain", "sft", "rlhf")  # the stages whose output is a language model
+EVAL_DEFAULT_MODEL = "rlhf"  # the pipeline's final model
+
+
+def _build_eval(pipe: Pipeline) -> tuple[Any, str]:
+    """``[eval]``: curate eval's settings (every key of ``EvalConfig``, the command's defaults)
+    plus ``checkpoint``, the stage whose model is scored: the final model (``rlhf``) unless it
+    names ``pretrain`` or ``sft``."""
+    from curate.core.ranges import check_bounds
+    from train.eval import EvalConfig
+
+    t = dict(take(pipe.tables["eval"], {f.name for f in fields(EvalConfig)} | {"checkpoint"}, "eval"))
+    model = t.pop("checkpoint", EVAL_DEFAULT_MODEL)
+    if model not in EVAL_MODELS:
+        why = " (a reward model scores, it does not predict text)" if model == "reward" else ""
+        raise ConfigError(
+            f"[eval]: checkpoint must name the stage whose model to score, one of {', '.join(EVAL_MODELS)}; "
+            f"got {model!r}{why}"
+        )
+    config = from_dict(EvalConfig, t, where="[eval]")
+    check_bounds(config, "[eval]")
+    try:
+        config.validate()
+    except ConfigError as exc:
+        raise ConfigError(f"[eval]: {str(exc).removeprefix('eval: ')}") from None
+    return config, model
+
+
+def _eval_identity(pipe: Pipeline, built: tuple[Any, str]) -> dict[str, Any] | None:
+    """The checkpoint the eval scores: its step folder and the sha256 of its weights (so a model
+    retrained by hand is scored again); None when there is none yet (the run then says why)."""
+    from curate.core.files import sha256_file
+    from train.checkpoint import WEIGHTS_FILE, resolve_checkpoint
+
+    try:
+        step = resolve_checkpoint(pipe.out(built[1]))
+        return {"step": step.name, "weights_sha256": sha256_file(step / WEIGHTS_FILE)}
+    except (CurateError, OSError):
+        return None
+
+
+def _run_eval(pipe: Pipeline, built: tuple[Any, str], overwrite: bool, log: Log) -> dict[str, Any]:
+    """curate eval on the model of ``built[1]``: ``eval.json`` in its step folder (as the
+    command writes it, for ``curate inspect`` and ``report``) and a copy in the eval folder,
+    the stage's output. Returns the scores for the summary table."""
+    from train.eval import EVAL_FILE, run_eval
+
+    config, model = built
+    results = run_eval(pipe.out(model), config, note=lambda line: log(f"[eval] {line}"))
+    atomic_write_json(pipe.out("eval") / EVAL_FILE, results)
+    return eval_notes(results, model)
+
+
+def eval_notes(results: dict[str, Any], model: str) -> dict[str, Any]:
+    """What the summary shows of an eval: CORE, each task's centered accuracy, bits per byte per
+    held-out source (and over all of them) and per ``text``."""
+    held = results.get("bpb") or {}
+    settings = results.get("settings") or {}
+    return {
+        "model": model,
+        "checkpoint": (results.get("checkpoint") or {}).get("path"),
+        "shots": settings.get("shots"),
+        "limit": settings.get("limit"),
+        "core": (results.get("core") or {}).get("centered_mean"),
+        "centered": {name: r.get("centered") for name, r in (results.get("tasks") or {}).items()},
+        "bpb": {name: r.get("bpb") for name, r in (held.get("sources") or {}).items()},
+        "bpb_all": (held.get("all") or {}).get("bpb"),
+        "text_bpb": {name: r.get("bpb") for name, r in (results.get("text_bpb") or {}).items()},
+        "file": results.get("file"),
+    }
+
+
 STAGES: list[Stage] = [
     Stage("crawl", "crawl", _build_crawl, _run_crawl, ("inputs", "config")),
     Stage("filter", "filter", _build_filter, _run_filter, ("config",)),
@@ -293,6 +374,9 @@ STAGES: list[Stage] = [
     Stage("sft", "ckpt/sft", _align_builder("sft", _sft_config, "data"), _run_sft, ("data",)),
     Stage("reward", "ckpt/rm", _align_builder("reward", _reward_config, "data"), _run_reward, ("data",)),
     Stage("rlhf", "ckpt/rlhf", _align_builder("rlhf", _rlhf_config, "prompts"), _run_rlhf, ("prompts",)),
+    # Optional (config.OPTIONAL_TABLES): only with an [eval] table. ``text`` holds [NAME=]PATH
+    # entries, ``tasks`` bundled names and task files.
+    Stage("eval", "eval", _build_eval, _run_eval, ("mix", "text=", "tasks,"), identity=_eval_identity),
 ]
 STAGE_NAMES = [s.name for s in STAGES]
 OUTPUT_DIRS = {s.name: s.output for s in STAGES}

@@ -67,18 +67,25 @@ def referenced_files(value: Any) -> list[str]:
     return []
 
 
-def fingerprint(pipe: Pipeline, stage: str, upstream: str) -> str:
+def fingerprint(pipe: Pipeline, stage: str, upstream: str, identity: Any = None) -> str:
     """What decides whether a completed stage is still up to date: its settings as written
     (before {placeholders} are expanded, so the same work directory spelt differently does not
-    count as a change), the contents of the files they name, the seed and the stage before."""
+    count as a change), the contents of the files they name, the seed and the stage before;
+    plus, for a stage that has one, ``identity`` (eval: the checkpoint it scores)."""
     from curate.core.files import sha256_file
 
     files = {f: sha256_file(f) for f in sorted(set(referenced_files(pipe.tables[stage])))}
     settings = pipe.raw.get(stage, pipe.tables[stage])
-    payload = json.dumps(
-        {"stage": stage, "settings": settings, "files": list(files.values()), "upstream": upstream, "seed": pipe.seed},
-        sort_keys=True,
-    )
+    record = {
+        "stage": stage,
+        "settings": settings,
+        "files": list(files.values()),
+        "upstream": upstream,
+        "seed": pipe.seed,
+    }
+    if identity is not None:
+        record["identity"] = identity
+    payload = json.dumps(record, sort_keys=True, default=str)
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 

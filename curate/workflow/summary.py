@@ -1,5 +1,7 @@
 """The table ``curate pipeline`` prints at the end: one row per stage, then the training
-cutoff, the reward model's held-out accuracy and the reward before and after RLHF."""
+cutoff, the reward model's held-out accuracy, the reward before and after RLHF and, with an
+``[eval]`` stage, the scores of the model it evaluated (CORE, each task's centered accuracy,
+bits per byte per held-out source)."""
 
 from __future__ import annotations
 
@@ -55,6 +57,8 @@ _NOTE_LABELS = {
     "kl": "KL",
     "vocab_size": "vocab",
     "training_cutoff": "cutoff",
+    "core": "CORE",
+    "bpb_all": "bpb",
 }
 
 
@@ -93,8 +97,34 @@ def format_summary(pipe: Pipeline, outcomes: list[StageOutcome]) -> str:
         lines.append(
             f"mean reward on held-out prompts: {_fmt(n.get('reward_before'))} before RLHF -> {_fmt(n['reward_after'])} after"
         )
+    if "eval" in by:
+        lines.extend(format_eval_scores(by["eval"].notes))
     model_stage = next((s for s in ("rlhf", "sft", "pretrain") if s in by), None)
     if model_stage:
         chat = " --chat" if model_stage != "pretrain" else ""
         lines.append(f'\ntry it:  curate generate {pipe.out(model_stage)} "What is the capital of France?"{chat}')
     return "\n".join(lines)
+
+
+def format_eval_scores(notes: dict[str, Any]) -> list[str]:
+    """The eval stage's scores, one row per metric (:func:`curate.workflow.stages.eval_notes`)."""
+    rows: list[tuple[str, Any]] = []
+    centered = notes.get("centered") or {}
+    if notes.get("core") is not None:
+        rows.append((f"CORE (mean centered accuracy, {len(centered)} task(s))", notes["core"]))
+    rows += [(f"{task} (centered accuracy)", value) for task, value in centered.items()]
+    rows += [(f"bits per byte, held-out {source}", value) for source, value in (notes.get("bpb") or {}).items()]
+    if notes.get("bpb_all") is not None:
+        rows.append(("bits per byte, all held-out", notes["bpb_all"]))
+    rows += [(f"bits per byte, {name}", value) for name, value in (notes.get("text_bpb") or {}).items()]
+    how = f"{notes.get('shots') or 0}-shot" + (f", first {notes['limit']} items per task" if notes.get("limit") else "")
+    head = f"\neval of {notes.get('checkpoint') or notes.get('model')} ({notes.get('model')}; {how}):"
+    if not rows:
+        return [head, "  no scores (see the eval's notes)"]
+    width = max(len(label) for label, _ in rows)
+    lines = [head] + [f"  {label.ljust(width)}  {_score(value)}" for label, value in rows]
+    return lines + ([f"  every metric: {notes['file']}"] if notes.get("file") else [])
+
+
+def _score(value: Any) -> str:
+    return f"{value:8.4f}" if isinstance(value, float) else f"{_fmt(value):>8}"

@@ -139,3 +139,16 @@ def test_bad_ablation_files_are_one_line_errors(tmp_path):
         (tmp_path / "a.toml").write_text(text)
         with pytest.raises(ConfigError, match=match):
             load_ablation(tmp_path / "a.toml")
+
+
+def test_a_base_without_post_training_tables_is_enough(tmp_path):
+    data_only = PIPELINE.format(root=ROOT).split("[sft]")[0]
+    (tmp_path / "pipeline.toml").write_text(data_only)
+    (tmp_path / "a.toml").write_text(
+        'base = "pipeline.toml"\n[[variants]]\nname = "x"\nset = { dedup = { threshold = 0.5 } }\n'
+    )
+    ab = load_ablation(tmp_path / "a.toml")
+    assert [v.name for v in ab.variants] == ["base", "x"]
+    (tmp_path / "pipeline.toml").write_text(data_only.split("[pretrain]")[0])
+    with pytest.raises(ConfigError, match="pretrain"):
+        load_ablation(tmp_path / "a.toml")
