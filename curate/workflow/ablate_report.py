@@ -4,7 +4,7 @@ For each metric (the CORE-style mean of centered accuracies, each task's centere
 held-out bits per byte per source, the final validation loss) a variant's value is the mean
 over its seeds; its difference from the base is shown next to the base's seed-to-seed range
 (max - min over the base's seeds), and called beyond the noise only when it is larger than
-that range. With two base seeds the range is a rough yardstick; more seeds make it firmer.
+that range (and than the variant's own range when it has several seeds). With two base seeds the range is a rough yardstick; more seeds make it firmer.
 """
 
 from __future__ import annotations
@@ -67,11 +67,19 @@ def compare(setup: dict[str, Any], runs: list[dict[str, Any]]) -> dict[str, Any]
         if BASE not in stats:
             continue
         noise = stats[BASE]["range"]
-        deltas = {
-            n: {"delta": s["mean"] - stats[BASE]["mean"], "beyond_noise": abs(s["mean"] - stats[BASE]["mean"]) > noise}
-            for n, s in stats.items()
-            if n != BASE
-        }
+        deltas = {}
+        for n, s in stats.items():
+            if n == BASE:
+                continue
+            delta = s["mean"] - stats[BASE]["mean"]
+            # a variant trained with several seeds has a spread of its own: the larger one counts
+            threshold = max(noise, s["range"])
+            deltas[n] = {
+                "delta": delta,
+                "noise": threshold,
+                "beyond_noise": abs(delta) > threshold,
+                "better": (delta > 0) == higher if delta else False,
+            }
         metrics.append(
             {
                 "metric": key,

@@ -102,7 +102,9 @@ def test_the_comparison_shows_every_variant_beside_the_base_spread(ablation):
     assert base["n"] == 2 and core["noise"] == pytest.approx(max(base["values"]) - min(base["values"]))
     for name, d in core["deltas"].items():
         assert d["delta"] == pytest.approx(core["variants"][name]["mean"] - base["mean"])
-        assert d["beyond_noise"] == (abs(d["delta"]) > core["noise"])
+        own = core["variants"][name]["range"]
+        assert d["beyond_noise"] == (abs(d["delta"]) > max(core["noise"], own))
+        assert d["better"] == (d["delta"] > 0)  # higher CORE is better
     assert "base (2 seeds)" in output and "stricter-dedup" in output
     # every proxy is scored on the same text: the base mix's held-out slice
     base_mix = result["setup"]["variants"][0]["stages"]["mix"]
