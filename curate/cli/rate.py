@@ -1,8 +1,10 @@
 """``curate rate``: serve the rating page, export the choices, print rater statistics.
 
     curate rate PAIRS -o DIR [--port 8765] [--host H --raters raters.toml] [--overlap 0.1]
+        [--flag-words FILE] [--flag-filters CHAIN.toml] [--max-flagged N] [--max-flagged-per-day N]
+        [--break-after MINUTES]
     curate rate export DIR -o comparisons.parquet
-    curate rate stats DIR
+    curate rate stats DIR [--by rater|group]
 
 The bare form is ``curate rate serve``: :class:`RateGroup` routes a first word that is not a
 sub-command name to ``serve``, so a pairs file and the sub-commands share one command name.
@@ -29,7 +31,9 @@ class RateGroup(click.Group):
 
     def format_usage(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         formatter.write_usage(ctx.command_path, "PAIRS -o DIR [OPTIONS]  (see: serve --help)")
-        formatter.write_usage(ctx.command_path, "export DIR -o comparisons.parquet | stats DIR", prefix="   or: ")
+        formatter.write_usage(
+            ctx.command_path, "export DIR -o comparisons.parquet | stats DIR [--by group]", prefix="   or: "
+        )
 
 
 @click.group(cls=RateGroup)
@@ -87,6 +91,40 @@ def rate() -> None:
     show_default=True,
     help="Name recorded for the single rater when there is no --raters file.",
 )
+@click.option(
+    "--flag-words",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Words or phrases (one per line) that give a pair a content note, besides the bundled "
+    "bad-words list and the PII detectors (default: the file this directory was started with).",
+)
+@click.option(
+    "--flag-filters",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Filter chain (e.g. samples/filters.toml) whose url_blocklist, bad_words and pii tables "
+    "also flag pairs (default: the file this directory was started with).",
+)
+@click.option(
+    "--max-flagged",
+    type=click.IntRange(min=0),
+    default=None,
+    help="At most N flagged pairs per rater per session (a session ends after 30 minutes "
+    "without a rating); the rest wait. Default: no cap.",
+)
+@click.option(
+    "--max-flagged-per-day",
+    type=click.IntRange(min=0),
+    default=None,
+    help="At most N flagged pairs per rater in any 24 hours. Default: no cap.",
+)
+@click.option(
+    "--break-after",
+    type=click.FloatRange(min=0),
+    default=50.0,
+    show_default=True,
+    help="Pause the page after this many minutes of rating without a 5-minute pause (0 = never).",
+)
 @click.option("--verbose", "-v", is_flag=True, help="Log every request (tokens are never logged).")
 def serve(
     pairs: str,
@@ -97,11 +135,17 @@ def serve(
     overlap: float | None,
     overlap_raters: int | None,
     rater_name: str,
+    flag_words: str | None,
+    flag_filters: str | None,
+    max_flagged: int | None,
+    max_flagged_per_day: int | None,
+    break_after: float,
     verbose: bool,
 ) -> None:
     """Serve the rating page for PAIRS, recording choices in -o DIR."""
     from curate.rate.server import RateServer, is_loopback
     from curate.rate.session import EXAMPLE_TOKEN_PREFIX, RATER_NAME, Rater, RatingSession, load_raters
+    from curate.rate.wellbeing import Limits
 
     host = host or "127.0.0.1"
     loopback = is_loopback(host)
@@ -119,9 +163,21 @@ def serve(
             raise ConfigError(f"--rater must be 1-64 letters, digits or _.@- (got {rater_name!r})")
         raters = [Rater(rater_name)]
 
-    session = RatingSession(output, pairs, raters, overlap, overlap_raters, require_tokens=not loopback)
+    limits = Limits(max_flagged, max_flagged_per_day, break_after * 60 if break_after > 0 else None)
+    session = RatingSession(
+        output,
+        pairs,
+        raters,
+        overlap,
+        overlap_raters,
+        require_tokens=not loopback,
+        flag_words=flag_words,
+        flag_filters=flag_filters,
+        limits=limits,
+    )
     try:
         click.echo(session.import_stats.summary(), err=True)
+        click.echo(_flag_summary(session), err=True)
         if not session.pair_ids:
             raise CurateError(f"{pairs}: no pairs to rate")
         if session.overlap > 0 and len(raters) < 2:
@@ -167,6 +223,25 @@ def serve(
     )
 
 
+def _flag_summary(session: Any) -> str:
+    reasons: dict[str, int] = {}
+    for found in session.flags.values():
+        for reason in found:
+            reasons[reason] = reasons.get(reason, 0) + 1
+    detail = ", ".join(f"{reason} {n}" for reason, n in sorted(reasons.items()))
+    line = f"content notes: {len(session.flags)} of {len(session.pair_ids)} pairs" + (f" ({detail})" if detail else "")
+    caps = [
+        f"{n} per {span}"
+        for n, span in ((session.limits.max_flagged_session, "session"), (session.limits.max_flagged_day, "day"))
+        if n is not None
+    ]
+    if caps:
+        line += f"; at most {' and '.join(caps)} per rater"
+    if session.limits.break_after_s:
+        line += f"; break reminder after {session.limits.break_after_s / 60:g} minutes"
+    return line
+
+
 @rate.command("export")
 @click.argument("directory", type=click.Path(file_okay=False))
 @click.option(
@@ -188,10 +263,17 @@ def export(directory: str, output: str, drop_disagreements: bool) -> None:
 
 @rate.command("stats")
 @click.argument("directory", type=click.Path(file_okay=False))
-@click.option("--json", "as_json", is_flag=True, help="Print the figures as JSON.")
-def stats(directory: str, as_json: bool) -> None:
-    """Ratings per rater, time per rating, and agreement (Cohen's kappa) on overlapping pairs."""
+@click.option(
+    "--by",
+    type=click.Choice(["rater", "group"]),
+    default="rater",
+    show_default=True,
+    help="rater: one row per rater; group: per rater group (raters.toml), agreement within and across groups.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the figures as JSON (rater and group figures).")
+def stats(directory: str, by: str, as_json: bool) -> None:
+    """Per rater: ratings, active time, flagged pairs seen, skips; agreement (Cohen's kappa)."""
     from curate.rate.stats import compute_stats, format_stats
 
     figures = compute_stats(directory)
-    click.echo(json.dumps(figures, indent=2, sort_keys=True) if as_json else format_stats(figures))
+    click.echo(json.dumps(figures, indent=2, sort_keys=True) if as_json else format_stats(figures, by=by))

@@ -1,14 +1,21 @@
 """Which rater rates which pair, and in which order the two answers are shown.
 
-Everything is a pure function of names and ids (keyed hashes), so a restart, a reload or a
-second machine computes the same assignment with no state to keep:
+Everything is a pure function of names, ids, the flagged set and the ratings log (keyed hashes),
+so a restart, a reload or ``curate rate stats`` computes the same assignment with no state to keep:
 
 - a pair is an *overlap* pair (rated by several people, for agreement statistics) when a hash of
   its id falls below ``overlap``; independent of file order, so adding pairs changes nothing;
-- the raters of a pair are chosen by rendezvous (highest-random-weight) hashing: rank all raters
-  by ``hash(rater, pair)`` and take the first one (or ``overlap_raters`` for overlap pairs).
-  Adding a rater to ``raters.toml`` moves only the pairs the new rater now wins, never shuffles
-  everyone's queue (a plain ``hash % n`` would);
+- the raters of an unflagged pair are chosen by rendezvous (highest-random-weight) hashing: rank
+  all raters by ``hash(rater, pair)`` and take the first one (or ``overlap_raters`` for overlap
+  pairs). Adding a rater to ``raters.toml`` moves only the pairs the new rater now wins, never
+  shuffles everyone's queue (a plain ``hash % n`` would);
+- flagged pairs (content notes, :mod:`.flags`) are dealt out instead, in hash order rather than
+  the order they arrived in: each goes to the raters who hold the fewest flagged pairs so far
+  (ties by the rendezvous rank), so every rater carries the same share give or take one. In a
+  rater's queue they sit evenly spaced among the unflagged pairs, never in a run;
+- a pair a rater skips (or passes on, from a content note) goes back to the pool: the next rater
+  in the same ranking who neither holds nor gave back that pair gets it at the end of their queue.
+  Replaying the log's skips in order rebuilds exactly the queues the server had;
 - answer A is ``response_1`` or ``response_2`` by another hash of (rater, pair): random with
   respect to the content, fixed across reloads, and recorded in every rating as ``a_is``.
 """
@@ -16,7 +23,11 @@ second machine computes the same assignment with no state to keep:
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Sequence
+from collections import Counter
+from collections.abc import Collection, Iterable, Sequence
+from typing import Any
+
+from curate.rate import RELEASING
 
 
 def _unit(*parts: str) -> float:
@@ -29,13 +40,21 @@ def is_overlap_pair(pair_id: str, overlap: float) -> bool:
     return overlap > 0 and _unit("overlap", pair_id) < overlap
 
 
+def _want(pair_id: str, n_raters: int, overlap: float, overlap_raters: int) -> int:
+    want = overlap_raters if is_overlap_pair(pair_id, overlap) else 1
+    return max(1, min(want, n_raters))
+
+
+def ranked_raters(pair_id: str, raters: Iterable[str]) -> list[str]:
+    """All raters in this pair's rendezvous order, best first."""
+    return sorted(raters, key=lambda name: (_unit("rater", name, pair_id), name), reverse=True)
+
+
 def raters_for_pair(pair_id: str, raters: Sequence[str], overlap: float, overlap_raters: int) -> list[str]:
-    """The raters who should rate ``pair_id`` (several for overlap pairs), best-ranked first."""
+    """The raters who should rate unflagged ``pair_id`` (several for overlap pairs), best-ranked first."""
     if not raters:
         return []
-    want = overlap_raters if is_overlap_pair(pair_id, overlap) else 1
-    ranked = sorted(raters, key=lambda name: (_unit("rater", name, pair_id), name), reverse=True)
-    return ranked[: max(1, min(want, len(ranked)))]
+    return ranked_raters(pair_id, raters)[: _want(pair_id, len(raters), overlap, overlap_raters)]
 
 
 def a_is(rater: str, pair_id: str) -> int:
@@ -43,23 +62,61 @@ def a_is(rater: str, pair_id: str) -> int:
     return 1 if _unit("ab", rater, pair_id) < 0.5 else 2
 
 
+def spread(plain: list[int], flagged: list[int]) -> list[int]:
+    """``plain`` with ``flagged`` inserted at evenly spaced places, both keeping their order."""
+    n = len(plain) + len(flagged)
+    slots = {int((k + 0.5) * n / len(flagged)): index for k, index in enumerate(flagged)} if flagged else {}
+    rest = iter(plain)
+    return [slots[i] if i in slots else next(rest) for i in range(n)]
+
+
 class Assignment:
-    """Each rater's queue: the positions of their pairs, in file order.
+    """Each rater's queue: the positions of their pairs in ``pair_ids`` (the session's pairs in
+    file order), so a large session costs a few integers per (pair, rater) and no text."""
 
-    ``pair_ids`` is the session's list of pairs in file order; the queues hold indices into it,
-    so a large session costs a few integers per (pair, rater) and no text.
-    """
-
-    def __init__(self, pair_ids: Sequence[str], raters: Iterable[str], overlap: float = 0.0, overlap_raters: int = 2):
+    def __init__(
+        self,
+        pair_ids: Sequence[str],
+        raters: Iterable[str],
+        overlap: float = 0.0,
+        overlap_raters: int = 2,
+        flagged: Collection[str] = (),
+    ):
         self.pair_ids = pair_ids
         self.raters = list(raters)
         self.overlap = overlap
         self.overlap_raters = overlap_raters
-        self.queues: dict[str, list[int]] = {name: [] for name in self.raters}
+        self.flagged = frozenset(flagged)
+        self.flagged_load: Counter[str] = Counter()  # flagged pairs held, per rater
+        self._index = {pair_id: i for i, pair_id in enumerate(pair_ids)}
+        self._holders: dict[int, list[str]] = {}
+        self._given_back: dict[int, set[str]] = {}
+        plain: dict[str, list[int]] = {name: [] for name in self.raters}
+        dealt: dict[str, list[int]] = {name: [] for name in self.raters}
         for index, pair_id in enumerate(pair_ids):
-            for name in raters_for_pair(pair_id, self.raters, overlap, overlap_raters):
-                self.queues[name].append(index)
+            if pair_id not in self.flagged:
+                self._holders[index] = raters_for_pair(pair_id, self.raters, overlap, overlap_raters)
+                for name in self._holders[index]:
+                    plain[name].append(index)
+        by_hash = sorted(
+            (i for i, p in enumerate(pair_ids) if p in self.flagged), key=lambda i: _unit("flagged", pair_ids[i])
+        )
+        for index in by_hash:
+            pair_id = pair_ids[index]
+            self._holders[index] = self._deal(pair_id, _want(pair_id, len(self.raters), overlap, overlap_raters), set())
+            for name in self._holders[index]:
+                dealt[name].append(index)
+        self.queues: dict[str, list[int]] = {name: spread(plain[name], sorted(dealt[name])) for name in self.raters}
         self._assigned = {name: {pair_ids[i] for i in q} for name, q in self.queues.items()}
+
+    def _deal(self, pair_id: str, want: int, exclude: set[str]) -> list[str]:
+        """The ``want`` raters (not in ``exclude``) holding the fewest flagged pairs, by rank on ties."""
+        rank = {name: i for i, name in enumerate(ranked_raters(pair_id, self.raters))}
+        chosen = sorted((r for r in self.raters if r not in exclude), key=lambda r: (self.flagged_load[r], rank[r]))
+        chosen = chosen[:want]
+        for name in chosen:
+            self.flagged_load[name] += 1
+        return chosen
 
     def total(self, rater: str) -> int:
         return len(self.queues.get(rater, ()))
@@ -67,5 +124,39 @@ class Assignment:
     def is_assigned(self, rater: str, pair_id: str) -> bool:
         return pair_id in self._assigned.get(rater, ())
 
+    def is_flagged(self, pair_id: str) -> bool:
+        return pair_id in self.flagged
+
     def queue(self, rater: str) -> list[str]:
         return [self.pair_ids[i] for i in self.queues.get(rater, ())]
+
+    def release(self, pair_id: str, rater: str) -> str | None:
+        """``rater`` gave ``pair_id`` back (skip or pass): the rater who takes it over, if any.
+
+        The pair stays in the giver's queue (they may go back and rate it after all); the taker
+        gets it at the end of theirs. Giving the same pair back twice changes nothing.
+        """
+        index = self._index.get(pair_id)
+        if index is None or not self.is_assigned(rater, pair_id):
+            return None
+        given_back = self._given_back.setdefault(index, set())
+        if rater in given_back:
+            return None
+        given_back.add(rater)
+        holders = self._holders.setdefault(index, [])
+        exclude = set(holders) | given_back
+        if pair_id in self.flagged:
+            taker = next(iter(self._deal(pair_id, 1, exclude)), None)
+        else:
+            taker = next((r for r in ranked_raters(pair_id, self.raters) if r not in exclude), None)
+        if taker is not None:
+            holders.append(taker)
+            self.queues[taker].append(index)
+            self._assigned[taker].add(pair_id)
+        return taker
+
+    def replay(self, records: Iterable[dict[str, Any]]) -> None:
+        """Apply the skips and passes of a ratings log, in log order."""
+        for record in records:
+            if record.get("choice") in RELEASING:
+                self.release(record["pair_id"], record["rater"])

@@ -2,10 +2,12 @@
 
 Each rater's last choice per pair counts (a revision replaces the earlier line). "A is better"
 and "B is better" become one comparison (``prompt``, ``chosen``, ``rejected``, ``rater``,
-``source``, ``date``, ``reason``) with A/B mapped back through the ``a_is`` the rating recorded;
-ties and skips stay in the raw log only. Every log line is accounted for::
+``source``, ``date``, ``reason``, ``group``) with A/B mapped back through the ``a_is`` the rating
+recorded; ties, skips and passes stay in the raw log only. ``group`` is the rater's group from
+``raters.toml`` (empty when none), for ``curate train reward --by-group``. Every log line is
+accounted for::
 
-    lines = exported + ties + skips + revised + disagreements dropped + unknown pairs
+    lines = exported + ties + skips + passes + revised + disagreements dropped + unknown pairs
 
 Rows come out in input order of the pairs, then by rater name, so the same log gives a
 byte-identical file. ``.jsonl`` output is written too (same fields, ISO dates).
@@ -15,18 +17,29 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from curate.core.comparisons import write_comparisons
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from curate.core.comparisons import COMPARISON_SCHEMA
 from curate.core.errors import InputError
-from curate.core.files import atomic_write_bytes
-from curate.rate import PAIRS_DB, RATINGS_LOG
+from curate.core.files import atomic_write_bytes, writing
+from curate.rate import PAIRS_DB, RATINGS_LOG, SESSION_FILE
 from curate.rate.pairs import PairStore
 from curate.rate.store import LogReadReport, latest_ratings
+
+# The comparison schema plus the rater's group (added here unless core's schema has it already).
+EXPORT_SCHEMA = (
+    COMPARISON_SCHEMA
+    if "group" in COMPARISON_SCHEMA.names
+    else COMPARISON_SCHEMA.append(pa.field("group", pa.string()))
+)
 
 
 @dataclass
@@ -35,6 +48,7 @@ class ExportStats:
     exported: int = 0
     ties: int = 0
     skips: int = 0
+    passes: int = 0  # "skip this one" from a content note
     revised: int = 0  # earlier lines replaced by a later rating of the same pair by the same rater
     disagreements: int = 0  # ratings dropped with --drop-disagreements
     unknown_pair: int = 0
@@ -47,6 +61,7 @@ class ExportStats:
             self.exported
             + self.ties
             + self.skips
+            + self.passes
             + self.revised
             + self.disagreements
             + self.unknown_pair
@@ -58,6 +73,7 @@ class ExportStats:
             f"ratings: {self.lines} log lines -> {self.exported} comparisons exported",
             f"{self.ties} ties",
             f"{self.skips} skips",
+            f"{self.passes} passes",
             f"{self.revised} revised (superseded)",
         ]
         if self.disagreements:
@@ -105,6 +121,7 @@ def export_ratings(
         stats.notes.append(
             "note: the log ends in a partly written line (a rating being saved, or never confirmed); it is not exported"
         )
+    groups = _session_groups(directory)
     store = PairStore(directory / PAIRS_DB)
     try:
         positions = store.positions()
@@ -117,6 +134,8 @@ def export_ratings(
                 stats.ties += 1
             elif record["choice"] == "skip":
                 stats.skips += 1
+            elif record["choice"] == "pass":
+                stats.passes += 1
             elif record.get("preferred") in (1, 2):
                 by_pair[pair_id].append(record)
             else:
@@ -141,13 +160,14 @@ def export_ratings(
                         "source": source,
                         "date": parse_time(record.get("time")),
                         "reason": record.get("reason") or None,
+                        "group": record.get("group") or groups.get(record["rater"]),
                     }
                 )
         stats.exported = len(rows)
     finally:
         store.close()
     if output.suffix == ".parquet":
-        write_comparisons(rows, output)
+        _write_parquet(rows, output)
     else:
         lines = [
             json.dumps({**r, "date": r["date"].isoformat() if r["date"] else None}, ensure_ascii=False, sort_keys=True)
@@ -155,3 +175,27 @@ def export_ratings(
         ]
         atomic_write_bytes(output, ("\n".join(lines) + ("\n" if lines else "")).encode("utf-8"))
     return stats
+
+
+def _session_groups(directory: Path) -> dict[str, str]:
+    """Rater -> group as the session was last started (for ratings made before groups were set)."""
+    try:
+        groups = json.loads((directory / SESSION_FILE).read_text()).get("groups")
+    except (OSError, ValueError, AttributeError):
+        return {}
+    return {k: v for k, v in groups.items() if isinstance(v, str)} if isinstance(groups, dict) else {}
+
+
+def _write_parquet(rows: list[dict[str, Any]], output: Path) -> None:
+    """Atomically, with :data:`EXPORT_SCHEMA` (core's writer knows only the core columns)."""
+    table = pa.Table.from_pylist(rows, schema=EXPORT_SCHEMA)
+    with writing(output):
+        output.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{output.name}.", suffix=".tmp", dir=output.parent)
+        os.close(fd)
+        try:
+            pq.write_table(table, tmp, compression="zstd")
+            os.replace(tmp, output)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)

@@ -7,7 +7,13 @@ sends a Content-Security-Policy that allows only these same-origin scripts, as a
 
 Kept in Python strings (not package data files) so an installed wheel always has them.
 Keys: 1/a = A is better, 2/b = B is better, t = tie, s = skip, u = back (revise the previous
-pair), r = write a reason, Esc = leave the reason box.
+pair), r = write a reason, Esc = leave the reason box; on a pair with a content note, v = show
+it and p = skip this one (a *pass*: it goes to someone else and does not count against the
+rater); Enter = resume after a break.
+
+A flagged pair (:mod:`.flags`) opens on its content note with the texts hidden: the rater
+chooses to read it or to pass. When the server says a break is due the page pauses (nothing
+can be rated) until the rater resumes, and then shows the pair it stopped at.
 """
 
 from __future__ import annotations
@@ -29,6 +35,16 @@ HTML = """<!doctype html>
   <div id="bar" aria-hidden="true"><div id="bar-fill"></div></div>
 </header>
 <main id="main" hidden>
+  <section id="note" role="note" hidden>
+    <h2>Content note</h2>
+    <p>This pair may contain <span id="note-reasons"></span>.</p>
+    <p>You do not have to read it: skipping it gives it to someone else and does not count against you.</p>
+    <div class="buttons">
+      <button id="btn-reveal" class="secondary">Show the pair <kbd>v</kbd></button>
+      <button id="btn-pass" class="secondary">Skip this one, show me something else <kbd>p</kbd></button>
+    </div>
+  </section>
+  <div id="pair-body">
   <section id="prompt-box">
     <h2>Prompt</h2>
     <div id="prompt" class="text"></div>
@@ -48,11 +64,20 @@ HTML = """<!doctype html>
     <button id="btn-skip" data-choice="skip">Skip <kbd>s</kbd></button>
     <button id="btn-back" class="secondary">Back <kbd>u</kbd></button>
   </div>
+  </div>
 </main>
+<section id="pause" hidden>
+  <h2>Time for a break</h2>
+  <p id="pause-text"></p>
+  <p>Stand up, look away from the screen, get a drink. Your place is kept: you continue with the
+  pair you stopped at.</p>
+  <button id="btn-resume">Resume <kbd>Enter</kbd></button>
+</section>
 <section id="done" hidden>
   <h2>All done</h2>
   <p>Every pair assigned to you is rated. Thank you! <button id="btn-back-done" class="secondary">Back
   <kbd>u</kbd></button></p>
+  <p id="held" hidden></p>
 </section>
 <p id="status" role="status"></p>
 <script src="/app.js"></script>
@@ -93,6 +118,10 @@ kbd { font: .75rem ui-monospace, monospace; border: 1px solid currentColor; bord
 #status { max-width: 1400px; margin: 0 auto; padding: 0 1rem 1rem; min-height: 1.5rem; color: var(--muted); }
 #status.error { color: #b00020; font-weight: 600; }
 #revising { color: var(--accent); margin: .5rem 0 0; }
+#note { background: #fff8e1; border: 1px solid #f0b400; border-radius: 6px; padding: .75rem 1rem; margin-bottom: 1rem; }
+#note p { margin: .3rem 0; }
+#pause, #done { max-width: 1400px; margin: 0 auto; padding: 1rem; }
+#pause { text-align: center; padding-top: 3rem; }
 """
 
 JS = r"""
@@ -100,7 +129,15 @@ JS = r"""
 (function () {
   const $ = (id) => document.getElementById(id);
   const CHOICE_KEYS = { "1": "a", "a": "a", "2": "b", "b": "b", "t": "tie", "3": "tie", "s": "skip" };
-  let current = null;       // the pair on screen: {pair_id, prompt, a, b, choice?}
+  const REASONS = {
+    offensive_words: "offensive or sexual language",
+    watch_words: "words on this team's watch list",
+    blocked_site: "a link to a blocked site",
+    personal_data: "personal data (an e-mail address, phone number or IP address)",
+  };
+  let current = null;       // the pair on screen: {pair_id, prompt, a, b, flags, choice?}
+  let revealed = true;      // false while a flagged pair's texts are hidden behind its note
+  let paused = false;       // a break is due: nothing can be rated until the rater resumes
   let revising = false;     // the pair on screen was rated before (came from Back)
   const rated = [];         // pair ids rated in this page, newest last, for Back
   let busy = false;         // a request is in flight: ignore further choices
@@ -137,11 +174,63 @@ JS = r"""
     return data;
   }
 
+  let lastProgress = null;
+
   function showProgress(p) {
     if (!p) return;
-    const skipped = p.skipped ? " (" + p.skipped + " skipped)" : "";
-    $("progress").textContent = p.done + " / " + p.total + " rated" + skipped;
+    lastProgress = p;
+    const notes = [];
+    if (p.skipped) notes.push(p.skipped + " skipped");
+    if (p.passed) notes.push(p.passed + " passed on");
+    $("progress").textContent = p.done + " / " + p.total + " rated" + (notes.length ? " (" + notes.join(", ") + ")" : "");
     $("bar-fill").style.width = (p.total ? (100 * p.done / p.total) : 100) + "%";
+  }
+
+  function showWellbeing(w) {
+    if (!w) return;
+    const held = lastProgress ? lastProgress.held : 0;
+    $("held").hidden = !held;
+    if (held) {
+      const when = w.flagged_limit === "day" ? "within 24 hours" : "after a pause of half an hour";
+      $("held").textContent = held + " more pair(s) with a content note wait for you: you have seen as many as " +
+        "this server allows " + (w.flagged_limit === "day" ? "in a day" : "in one session") + ". They come back " + when + ".";
+    }
+    if (w.break_due) pause(w);
+  }
+
+  function pause(w) {
+    paused = true;
+    $("main").hidden = true;
+    $("done").hidden = true;
+    $("pause").hidden = false;
+    $("pause-text").textContent = "You have been rating for " + Math.round(w.rating_minutes) +
+      " minutes without a pause.";
+    $("btn-resume").focus();
+  }
+
+  async function resume() {
+    if (!paused || busy) return;
+    setBusy(true);
+    try {
+      const data = await api("/api/resume", {});
+      paused = false;
+      $("pause").hidden = true;
+      showProgress(data.progress);
+      show(data.pair, false);
+      setStatus("Welcome back.");
+    } catch (err) {
+      setStatus("Could not resume: " + err.message, true);
+    } finally {
+      setBusy(false);
+    }
+  }
+
+  function reveal() {
+    if (!current || revealed || paused) return;
+    revealed = true;
+    $("pair-body").hidden = false;
+    shownAt = performance.now();
+    visibleMs = 0;
   }
 
   function markPrevious(choice) {
@@ -161,8 +250,13 @@ JS = r"""
       return;
     }
     $("done").hidden = true;
-    $("main").hidden = false;
+    $("main").hidden = paused;
     // textContent only: answers may contain HTML or script and must show as text.
+    const flags = pair.flags || [];
+    $("note").hidden = !flags.length;
+    $("note-reasons").textContent = flags.map((f) => REASONS[f] || f).join("; ");
+    revealed = !flags.length || (revising && !!pair.choice && pair.choice !== "pass");
+    $("pair-body").hidden = !revealed;
     $("prompt").textContent = pair.prompt;
     $("a").textContent = pair.a;
     $("b").textContent = pair.b;
@@ -200,6 +294,7 @@ JS = r"""
       showProgress(data.progress);
       setStatus(data.duplicate ? "Saved (already recorded)." : "Saved.");
       show(data.next, false);
+      showWellbeing(data.wellbeing);
     } catch (err) {
       if (err.status === 409 || err.status === 404) {  // e.g. rated in another tab: move on
         pending = null;
@@ -223,11 +318,14 @@ JS = r"""
   }
 
   function choose(choice) {
-    if (busy || pending || !current) return;
+    if (busy || pending || !current || paused) return;
+    if (!revealed && choice !== "pass") return;  // read it first, or pass
+    const flagged = !!(current.flags && current.flags.length);
+    if (choice === "pass" && !flagged) return;
     pending = {
       body: {
         rating_id: newId(), pair_id: current.pair_id, choice: choice,
-        reason: $("reason").value, client_ms: elapsedMs(), revise: revising,
+        reason: $("reason").value, client_ms: revealed ? elapsedMs() : 0, revise: revising, revealed: revealed,
       },
     };
     setStatus("Saving...");
@@ -235,7 +333,7 @@ JS = r"""
   }
 
   async function back() {
-    if (busy || pending || !rated.length) return;
+    if (busy || pending || paused || !rated.length) return;
     const target = current && revising ? rated[rated.indexOf(current.pair_id) - 1] : rated[rated.length - 1];
     if (target === undefined) return;
     setBusy(true);
@@ -257,6 +355,7 @@ JS = r"""
       if (!rated.length && data.last_rated) rated.push(data.last_rated);  // Back works after a reload
       showProgress(data.progress);
       show(data.pair, false);
+      showWellbeing(data.wellbeing);
     } catch (err) {
       const hint = (err.status === 401 || err.status === 403) ? " Open your personal link again." : "";
       setStatus("Could not load a pair: " + err.message + "." + hint, true);
@@ -269,6 +368,9 @@ JS = r"""
   }
   $("btn-back").addEventListener("click", back);
   $("btn-back-done").addEventListener("click", back);
+  $("btn-reveal").addEventListener("click", reveal);
+  $("btn-pass").addEventListener("click", () => choose("pass"));
+  $("btn-resume").addEventListener("click", resume);
 
   document.addEventListener("keydown", (e) => {
     if (e.ctrlKey || e.metaKey || e.altKey) return;
@@ -278,7 +380,13 @@ JS = r"""
       return;
     }
     const key = e.key.toLowerCase();
-    if (key in CHOICE_KEYS) { e.preventDefault(); choose(CHOICE_KEYS[key]); }
+    if (paused) {
+      if (key === "enter") { e.preventDefault(); resume(); }
+      return;
+    }
+    if (key === "v") { e.preventDefault(); reveal(); }
+    else if (key === "p") { e.preventDefault(); choose("pass"); }
+    else if (key in CHOICE_KEYS) { e.preventDefault(); choose(CHOICE_KEYS[key]); }
     else if (key === "u" || key === "backspace") { e.preventDefault(); back(); }
     else if (key === "r") { e.preventDefault(); $("reason").focus(); }
   });

@@ -150,7 +150,9 @@ def _fingerprint(files: list[Path]) -> str:
 
 
 class PairStore:
-    """Read access to ``pairs.sqlite`` (thread-safe for one process: callers hold a lock)."""
+    """Access to ``pairs.sqlite`` (thread-safe for one process: callers hold a lock): the pairs,
+    and the flags the session computed for them (kept with the key of the check that made them,
+    so a restart with the same input and settings does not scan every text again)."""
 
     def __init__(self, db_path: str | os.PathLike):
         self.path = Path(db_path)
@@ -171,6 +173,35 @@ class PairStore:
         ).fetchone()
         return Pair(*row) if row else None
 
+    def active_pairs(self) -> Iterator[Pair]:
+        """The pairs to serve, in input order (streamed)."""
+        query = (
+            "SELECT pair_id, prompt, response_1, response_2, model, meta FROM pairs WHERE active = 1 ORDER BY position"
+        )
+        for row in self.conn.execute(query):
+            yield Pair(*row)
+
+    def info(self, key: str) -> str | None:
+        row = self.conn.execute("SELECT value FROM info WHERE key = ?", (key,)).fetchone()
+        return row[0] if row else None
+
+    def flags(self) -> dict[str, list[str]]:
+        """pair_id -> flag reasons, for the flagged pairs only (empty before any session)."""
+        try:
+            rows = self.conn.execute("SELECT pair_id, reasons FROM flags").fetchall()
+        except sqlite3.OperationalError:  # a directory made before flags existed, not opened since
+            return {}
+        return {pair_id: json.loads(reasons) for pair_id, reasons in rows}
+
+    def save_flags(self, flags: dict[str, list[str]], key: str) -> None:
+        """Replace the stored flags (one transaction) and remember which check made them."""
+        with self.conn:
+            self.conn.execute("DELETE FROM flags")
+            self.conn.executemany(
+                "INSERT INTO flags VALUES (?, ?)", ((p, json.dumps(r)) for p, r in sorted(flags.items()) if r)
+            )
+            self.conn.execute("INSERT OR REPLACE INTO info VALUES ('flags_key', ?)", (key,))
+
     def positions(self) -> dict[str, int]:
         """pair_id -> order for export (active pairs by input order, then the retired ones)."""
         rows = self.conn.execute("SELECT pair_id FROM pairs ORDER BY active DESC, position, pair_id")
@@ -186,6 +217,7 @@ CREATE TABLE IF NOT EXISTS pairs (
     prompt TEXT NOT NULL, response_1 TEXT NOT NULL, response_2 TEXT NOT NULL,
     model TEXT, meta TEXT, digest TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS info (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS flags (pair_id TEXT PRIMARY KEY, reasons TEXT NOT NULL);
 """
 
 

@@ -5,11 +5,16 @@ Routes (all need a rater; see :meth:`Handler._rater`):
 ==========================  ===================================================================
 ``GET /``                   the page; ``/?token=...`` signs a rater in (cookie) and redirects to ``/``
 ``GET /app.js``, ``/app.css``  the page's script and style
-``GET /api/next``           ``{rater, pair, progress, last_rated}``: the rater's next pair (null when done)
+``GET /api/next``           ``{rater, pair, progress, last_rated, wellbeing}``: the rater's next
+                            pair (null when done), with ``flags`` (content note reasons)
 ``GET /api/pair?id=ID``     one of the rater's pairs with their current choice (to go back)
-``POST /api/rate``          ``{rating_id, pair_id, choice, reason?, client_ms?, revise?}`` ->
-                            ``{recorded, duplicate, progress, next}`` once the rating is on disk
+``POST /api/rate``          ``{rating_id, pair_id, choice, reason?, client_ms?, revise?, revealed?}``
+                            -> ``{recorded, duplicate, progress, next, wellbeing}`` once on disk
+``POST /api/resume``        ``{}``: the break is over -> the same answer as ``/api/next``
 ==========================  ===================================================================
+
+``wellbeing`` says whether a break is due (the page pauses until the rater resumes) and whether
+a cap on flagged pairs holds some back (:meth:`RatingSession.wellbeing`).
 
 Signing in: with tokens configured, a request carries the rater's token as ``Authorization:
 Bearer TOKEN`` or in the cookie set by ``/?token=``; none gives 401, a wrong one 403. The cookie
@@ -209,7 +214,10 @@ class Handler(BaseHTTPRequestHandler):
             if self.command == "GET" and url.path in ASSETS:
                 content_type, text = ASSETS[url.path]
                 self._send(200, text.encode("utf-8"), content_type)
-            elif self.command == "GET" and url.path == "/api/next":
+            elif (self.command, url.path) in (("GET", "/api/next"), ("POST", "/api/resume")):
+                if self.command == "POST":
+                    self._body()  # the same content-type rule as every POST: no cross-site resumes
+                    session.resume(rater.name)
                 self._json(
                     200,
                     {
@@ -217,6 +225,7 @@ class Handler(BaseHTTPRequestHandler):
                         "pair": session.next_pair(rater.name),
                         "progress": session.progress(rater.name),
                         "last_rated": session.last_rated(rater.name),
+                        "wellbeing": session.wellbeing(rater.name),
                     },
                 )
             elif self.command == "GET" and url.path == "/api/pair":
@@ -225,8 +234,9 @@ class Handler(BaseHTTPRequestHandler):
             elif self.command == "POST" and url.path == "/api/rate":
                 result = session.rate(rater.name, self._body())
                 result["next"] = session.next_pair(rater.name)
+                result["wellbeing"] = session.wellbeing(rater.name)
                 self._json(200, result)
-            elif url.path in ASSETS or url.path in ("/api/next", "/api/pair", "/api/rate"):
+            elif url.path in ASSETS or url.path in ("/api/next", "/api/pair", "/api/rate", "/api/resume"):
                 self._error(405, f"{self.command} is not allowed here")
             else:
                 self._error(404, "no such page")

@@ -1,8 +1,9 @@
 """A rating session: raters, their queues and the log, behind the HTTP layer.
 
 :class:`RatingSession` is everything the server does except speak HTTP: who a token belongs to,
-the next pair for a rater (A/B order applied), recording a choice (validated, idempotent,
-durable) and progress. Tests and other front-ends can drive it directly.
+the next pair for a rater (A/B order applied, flagged pairs held back once a rater's cap is
+reached), recording a choice (validated, idempotent, durable), giving skipped pairs to another
+rater, the break clock and progress. Tests and other front-ends can drive it directly.
 
 One server per rating directory: ``DIR/.lock`` is held (``flock``) while a session is open, so
 two servers cannot interleave their appends; the OS drops the lock when the process dies,
@@ -18,38 +19,31 @@ import os
 import re
 import time
 import unicodedata
-from dataclasses import dataclass
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from curate.core.config import load_toml
 from curate.core.errors import ConfigError, CurateError
 from curate.core.files import atomic_write_json
-from curate.rate import CHOICES, PAIRS_DB, RATINGS_LOG, SESSION_FILE
+from curate.rate import CHOICES, PAIRS_DB, RATINGS_LOG, RELEASING, SESSION_FILE
 from curate.rate.assign import Assignment, a_is
+from curate.rate.flags import ContentCheck
 from curate.rate.pairs import ImportStats, Pair, PairStore, import_pairs
-from curate.rate.store import RatingsLog
+from curate.rate.raters import EXAMPLE_TOKEN_PREFIX, RATER_NAME, Rater, load_raters
+from curate.rate.store import RatingsLog, read_log
+from curate.rate.wellbeing import Activity, Limits, rating_time, saw_flagged
 
 try:
     import fcntl
 except ImportError:  # pragma: no cover - not on Linux/macOS
     fcntl = None  # type: ignore[assignment]
 
+__all__ = ["EXAMPLE_TOKEN_PREFIX", "RATER_NAME", "RateError", "Rater", "RatingSession", "load_raters"]
+
 MAX_REASON_CHARS = 5000
 MAX_CLIENT_MS = 24 * 3600 * 1000
 RATING_ID = re.compile(r"^[A-Za-z0-9_-]{8,100}$")
-RATER_NAME = re.compile(r"^[A-Za-z0-9_.@-]{1,64}$")
-TOKEN = re.compile(r"^[A-Za-z0-9_.~-]+$")  # safe unquoted in a URL and a cookie (token_urlsafe's alphabet)
-MIN_TOKEN_CHARS = 16
-# The tokens in samples/raters.toml start with this; they are public, so never accept them.
-EXAMPLE_TOKEN_PREFIX = "change-me"
-
-
-@dataclass(frozen=True)
-class Rater:
-    name: str
-    token: str | None = None
 
 
 class RateError(CurateError):
@@ -60,56 +54,8 @@ class RateError(CurateError):
         self.status = status
 
 
-def load_raters(path: str | os.PathLike, allow_example_tokens: bool = False) -> list[Rater]:
-    """``[[raters]]`` tables with ``name`` and ``token``; names and tokens unique, tokens long.
-
-    The public example tokens of ``samples/raters.toml`` pass only with ``allow_example_tokens``
-    (the server allows them on the loopback address, for trying things out).
-    """
-    data = load_toml(path)
-    unknown = sorted(set(data) - {"raters"})
-    if unknown:
-        raise ConfigError(
-            f"{path}: unknown key(s) {', '.join(unknown)}; expected [[raters]] tables with name and token"
-        )
-    entries = data.get("raters")
-    if not isinstance(entries, list) or not entries:
-        raise ConfigError(f'{path}: no raters; add [[raters]] tables with name = "..." and token = "..."')
-    raters: list[Rater] = []
-    for i, entry in enumerate(entries):
-        where = f"{path}: raters[{i}]"
-        if not isinstance(entry, dict):
-            raise ConfigError(f"{where}: expected a table with name and token")
-        extra = sorted(set(entry) - {"name", "token"})
-        if extra:
-            raise ConfigError(f"{where}: unknown key(s) {', '.join(extra)}; known keys: name, token")
-        name, token = entry.get("name"), entry.get("token")
-        if not isinstance(name, str) or not RATER_NAME.match(name):
-            raise ConfigError(f"{where}: name must be 1-64 letters, digits or _.@- (got {name!r})")
-        if not isinstance(token, str) or len(token) < MIN_TOKEN_CHARS:
-            raise ConfigError(
-                f"{where} ({name}): token must be a string of at least {MIN_TOKEN_CHARS} characters; "
-                "make one with: python -c 'import secrets; print(secrets.token_urlsafe(24))'"
-            )
-        if token.startswith(EXAMPLE_TOKEN_PREFIX) and not allow_example_tokens:
-            raise ConfigError(
-                f"{where} ({name}): replace the example token with a secret one "
-                "(python -c 'import secrets; print(secrets.token_urlsafe(24))')"
-            )
-        if not TOKEN.match(token):
-            raise ConfigError(f"{where} ({name}): token may hold only letters, digits and _.~-")
-        raters.append(Rater(name, token))
-    names = [r.name for r in raters]
-    if len(set(names)) != len(names):
-        dup = next(n for n in names if names.count(n) > 1)
-        raise ConfigError(f"{path}: rater name {dup!r} appears twice")
-    if len({r.token for r in raters}) != len(raters):
-        raise ConfigError(f"{path}: two raters share a token; each rater needs their own")
-    return raters
-
-
-def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+def _iso(t: float) -> str:
+    return datetime.fromtimestamp(t, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def _clean_text(text: str) -> str:
@@ -119,7 +65,13 @@ def _clean_text(text: str) -> str:
 
 
 class RatingSession:
-    """An open rating directory: import pairs, lock, load the log, assign raters."""
+    """An open rating directory: import pairs, flag them, lock, load the log, assign raters.
+
+    ``flag_words`` and ``flag_filters`` (a filter chain file) add to the bundled bad-words list
+    and PII detectors (:mod:`.flags`); like ``overlap`` they default to the values the directory
+    was started with, because the flagged set decides who rates what. ``limits`` (breaks, caps
+    on flagged pairs) belong to this run only. ``clock`` is the time source (tests pass their own).
+    """
 
     def __init__(
         self,
@@ -129,6 +81,10 @@ class RatingSession:
         overlap: float | None = None,
         overlap_raters: int | None = None,
         require_tokens: bool = False,
+        flag_words: str | os.PathLike | None = None,
+        flag_filters: str | os.PathLike | None = None,
+        limits: Limits | None = None,
+        clock: Callable[[], float] = time.time,
     ):
         self.directory = Path(directory)
         if self.directory.exists() and not self.directory.is_dir():
@@ -140,6 +96,8 @@ class RatingSession:
             raise ConfigError("every rater needs a token when the server is reachable from other machines")
         self.raters = {r.name: r for r in raters}
         self.require_tokens = require_tokens or any(r.token for r in raters)
+        self.limits = limits or Limits()
+        self.clock = clock
         self._lock_fd = self._acquire_lock()
         try:
             previous = self._read_session()
@@ -154,11 +112,20 @@ class RatingSession:
             source = pairs_source if pairs_source is not None else previous.get("pairs")
             if source is None:
                 raise CurateError(f"{self.directory}: no pairs given and none imported before")
+            self.flag_words = _path(flag_words) if flag_words is not None else previous.get("flag_words")
+            self.flag_filters = _path(flag_filters) if flag_filters is not None else previous.get("flag_filters")
+            check = ContentCheck.build(self.flag_words, self.flag_filters)
             self.import_stats: ImportStats = import_pairs(source, self.directory / PAIRS_DB)
             self.pairs = PairStore(self.directory / PAIRS_DB)
             self.pair_ids = self.pairs.active_ids()
-            self.assignment = Assignment(self.pair_ids, sorted(self.raters), self.overlap, self.overlap_raters)
+            self.flags = self._flags(check)
+            self.assignment = Assignment(
+                self.pair_ids, sorted(self.raters), self.overlap, self.overlap_raters, flagged=self.flags
+            )
             self.log = RatingsLog(self.directory / RATINGS_LOG)
+            self.activity: dict[str, Activity] = {name: Activity() for name in self.raters}
+            for record in read_log(self.log.path):  # skips give pairs away; times feed the clocks
+                self._replay(record)
             self._cursor: dict[str, int] = dict.fromkeys(self.raters, 0)
             self._served: dict[tuple[str, str], float] = {}
             atomic_write_json(
@@ -168,8 +135,12 @@ class RatingSession:
                     "overlap": self.overlap,
                     "overlap_raters": self.overlap_raters,
                     "raters": sorted(self.raters),
-                    "started": _now(),
+                    "groups": {r.name: r.group for r in raters if r.group},
+                    "flag_words": self.flag_words,
+                    "flag_filters": self.flag_filters,
+                    "started": _iso(self.clock()),
                     "pairs_ready": len(self.pair_ids),
+                    "pairs_flagged": len(self.flags),
                 },
             )
         except BaseException:
@@ -205,6 +176,23 @@ class RatingSession:
             raise CurateError(f"{path}: unreadable ({exc}); move it away to start the session afresh") from None
         return data if isinstance(data, dict) else {}
 
+    def _flags(self, check: ContentCheck) -> dict[str, list[str]]:
+        """The flag reasons of the pairs to serve: stored ones when input and check are unchanged."""
+        key = f"{self.pairs.info('fingerprint')}:{check.fingerprint()}"
+        if self.pairs.info("flags_key") == key:
+            return self.pairs.flags()
+        flags = {pair.pair_id: reasons for pair in self.pairs.active_pairs() if (reasons := check.reasons(pair))}
+        self.pairs.save_flags(flags, key)
+        return flags
+
+    def _replay(self, record: dict[str, Any]) -> None:
+        rater = record["rater"]
+        if record["choice"] in RELEASING:
+            self.assignment.release(record["pair_id"], rater)
+        t = rating_time(record)
+        if rater in self.activity and t is not None:
+            self.activity[rater].act(t, record["pair_id"] if saw_flagged(record) else None)
+
     def close(self) -> None:
         self.log.close()
         self.pairs.close()
@@ -232,16 +220,54 @@ class RatingSession:
                 found = rater
         return found
 
-    # -- pairs and progress ----------------------------------------------------------------
+    # -- pairs, progress and well-being ----------------------------------------------------
+
+    def _held_back(self, rater: str, pair_id: str, limit: str | None) -> bool:
+        """A flagged pair the rater has not seen yet, while their cap is reached."""
+        return limit is not None and pair_id in self.flags and pair_id not in self.activity[rater].flagged_pairs
 
     def progress(self, rater: str) -> dict[str, int]:
-        done = skipped = 0
+        """done (a/b/tie/skip), total (assigned minus passed), skipped, passed, and held (flagged
+        pairs waiting because the rater reached a cap)."""
+        done = skipped = passed = held = 0
         with self.log.lock:  # another request of the same rater may be adding to `answered`
-            for pair_id, choice in self.log.state(rater).answered.items():
+            answered = self.log.state(rater).answered
+            for pair_id, choice in answered.items():
                 if self.assignment.is_assigned(rater, pair_id):
-                    done += 1
+                    passed += choice == "pass"
+                    done += choice != "pass"
                     skipped += choice == "skip"
-        return {"done": done, "total": self.assignment.total(rater), "skipped": skipped}
+            limit = self.activity[rater].flagged_limit(self.limits, self.clock()) if rater in self.activity else None
+            if limit is not None:
+                held = sum(
+                    1
+                    for pair_id in self.assignment.queue(rater)
+                    if pair_id not in answered and self._held_back(rater, pair_id, limit)
+                )
+        total = self.assignment.total(rater) - passed
+        return {"done": done, "total": total, "skipped": skipped, "passed": passed, "held": held}
+
+    def wellbeing(self, rater: str) -> dict[str, Any]:
+        """What the page needs to pause or to explain held-back pairs."""
+        now = self.clock()
+        with self.log.lock:
+            activity = self.activity.get(rater) or Activity()
+            return {
+                "break_due": activity.break_due(self.limits, now),
+                "rating_minutes": round(activity.rating_for(now) / 60, 1),
+                "break_after_minutes": None
+                if self.limits.break_after_s is None
+                else round(self.limits.break_after_s / 60, 1),
+                "flagged_limit": activity.flagged_limit(self.limits, now),
+                "flagged_this_session": activity.flagged_this_session(now),
+                "flagged_today": activity.flagged_today(now),
+            }
+
+    def resume(self, rater: str) -> None:
+        """The rater ends the break the page asked for; the break clock starts again."""
+        with self.log.lock:
+            if rater in self.activity:
+                self.activity[rater].resume(self.clock())
 
     def last_rated(self, rater: str) -> str | None:
         """The pair this rater rated most recently, if still assigned (for Back after a reload)."""
@@ -256,10 +282,12 @@ class RatingSession:
             "prompt": pair.prompt,
             "a": pair.response(first),
             "b": pair.response(3 - first),
+            "flags": self.flags.get(pair.pair_id, []),
         }
 
     def next_pair(self, rater: str) -> dict[str, Any] | None:
-        """The rater's first unanswered pair in queue order (the same one until it is answered)."""
+        """The rater's first unanswered pair in queue order (the same one until it is answered),
+        passing over flagged pairs while the rater's cap is reached."""
         with self.log.lock:
             queue = self.assignment.queues.get(rater, [])
             answered = self.log.state(rater).answered
@@ -267,10 +295,19 @@ class RatingSession:
             while cursor < len(queue) and self.pair_ids[queue[cursor]] in answered:
                 cursor += 1
             self._cursor[rater] = cursor
-            if cursor >= len(queue):
+            now = self.clock()
+            limit = self.activity[rater].flagged_limit(self.limits, now) if rater in self.activity else None
+            pair_id = next(
+                (
+                    p
+                    for p in (self.pair_ids[i] for i in queue[cursor:])
+                    if p not in answered and not self._held_back(rater, p, limit)
+                ),
+                None,
+            )
+            if pair_id is None:
                 return None
-            pair_id = self.pair_ids[queue[cursor]]
-            self._served.setdefault((rater, pair_id), time.time())
+            self._served.setdefault((rater, pair_id), now)
             pair = self.pairs.get(pair_id)
         return self._view(rater, pair) if pair else None
 
@@ -288,7 +325,10 @@ class RatingSession:
     # -- ratings ---------------------------------------------------------------------------
 
     def rate(self, rater: str, payload: Any) -> dict[str, Any]:
-        """Validate and record one choice; returns {recorded, duplicate, progress}."""
+        """Validate and record one choice; returns {recorded, duplicate, progress}.
+
+        A skip or a pass gives the pair to another rater (:meth:`Assignment.release`).
+        """
         if not isinstance(payload, dict):
             raise RateError("expected a JSON object")
         rating_id, pair_id, choice = payload.get("rating_id"), payload.get("pair_id"), payload.get("choice")
@@ -319,25 +359,31 @@ class RatingSession:
                 raise RateError(f"pair {pair_id!r} is already rated by {rater}; send revise=true to change it", 409)
             shown = a_is(rater, pair_id)
             served = self._served.pop((rater, pair_id), None)
-            now = time.time()
+            now = self.clock()
+            flags = self.flags.get(pair_id, [])
             record = {
                 "v": 1,
                 "rating_id": rating_id,
                 "rater": rater,
+                "group": self.raters[rater].group if rater in self.raters else None,
                 "pair_id": pair_id,
                 "choice": choice,
                 "a_is": shown,
-                "preferred": {"a": shown, "b": 3 - shown}.get(choice),  # 1 or 2 (response_N), None for tie/skip
+                "preferred": {"a": shown, "b": 3 - shown}.get(choice),  # 1 or 2 (response_N), None otherwise
                 "reason": _clean_text(reason) or None,
-                "time": _now(),
-                "served_at": datetime.fromtimestamp(served, UTC)
-                .isoformat(timespec="milliseconds")
-                .replace("+00:00", "Z")
-                if served
-                else None,
+                "time": _iso(now),
+                "served_at": _iso(served) if served else None,
                 "elapsed_s": round(now - served, 3) if served else None,
                 "client_ms": int(client_ms) if client_ms is not None else None,
                 "revises": previous,
+                "flags": flags,
             }
+            if flags:  # whether the rater opened the text behind the content note
+                record["revealed"] = choice != "pass" or payload.get("revealed") is True
             self.log.append(record)
+            self._replay(record)
             return {"recorded": True, "duplicate": False, "progress": self.progress(rater)}
+
+
+def _path(value: str | os.PathLike) -> str:
+    return str(Path(value).resolve())

@@ -14,7 +14,7 @@ from curate.core.comparisons import COMPARISON_SCHEMA, PAIRS_SCHEMA, read_compar
 from curate.core.errors import ConfigError, CurateError, InputError
 from curate.rate import RATINGS_LOG
 from curate.rate.assign import Assignment, a_is, is_overlap_pair, raters_for_pair
-from curate.rate.export import export_ratings
+from curate.rate.export import EXPORT_SCHEMA, export_ratings
 from curate.rate.pairs import PairStore, import_pairs
 from curate.rate.session import RateError, Rater, RatingSession, load_raters
 from curate.rate.stats import cohen_kappa, compute_stats, format_stats
@@ -176,7 +176,13 @@ def test_session_validates_and_resumes(tmp_path):
                 session.rate("solo", bad)
             assert err.value.status == status
         result = session.rate("solo", {"rating_id": rid(1), "pair_id": "p000", "choice": "a", "reason": " clear \x07"})
-        assert result["recorded"] and result["progress"] == {"done": 1, "total": 4, "skipped": 0}
+        assert result["recorded"] and result["progress"] == {
+            "done": 1,
+            "total": 4,
+            "skipped": 0,
+            "passed": 0,
+            "held": 0,
+        }
         assert session.rate("solo", {"rating_id": rid(1), "pair_id": "p000", "choice": "a"})["duplicate"]
         with pytest.raises(RateError) as err:  # a second rating of the same pair needs revise
             session.rate("solo", {"rating_id": rid(2), "pair_id": "p000", "choice": "b"})
@@ -186,7 +192,7 @@ def test_session_validates_and_resumes(tmp_path):
             RatingSession(out, pairs, [Rater("solo")])
     with RatingSession(out, pairs, [Rater("solo")]) as session:  # restart resumes
         assert session.next_pair("solo")["pair_id"] == "p002"
-        assert session.progress("solo") == {"done": 2, "total": 4, "skipped": 1}
+        assert session.progress("solo") == {"done": 2, "total": 4, "skipped": 1, "passed": 0, "held": 0}
         revised = session.rate("solo", {"rating_id": rid(4), "pair_id": "p000", "choice": "b", "revise": True})
         assert revised["progress"]["done"] == 2
         assert session.pair_for("solo", "p000")["choice"] == "b"
@@ -267,7 +273,8 @@ def test_export_maps_ab_back_and_accounts_for_every_line(tmp_path):
     stats = export_ratings(out, dest)
     assert stats.balanced and stats.revised == 1
     rows = read_comparisons(dest)
-    assert pq.read_schema(dest).equals(COMPARISON_SCHEMA, check_metadata=False)
+    assert pq.read_schema(dest).equals(EXPORT_SCHEMA, check_metadata=False)
+    assert set(EXPORT_SCHEMA.names) == {*COMPARISON_SCHEMA.names, "group"}
     assert len(rows) == stats.exported and stats.exported + stats.ties + stats.skips == stats.lines - stats.revised
     for row in rows:
         assert row["chosen"] != row["rejected"] and row["prompt"].startswith("question")

@@ -93,7 +93,13 @@ def test_api_flow_and_escaping(tmp_path):
         assert status == 200 and headers["content-type"].startswith("application/json")
         assert b"<" not in body and b">" not in body  # markup is escaped even inside the JSON
         data = json.loads(body)
-        assert data["rater"] == "solo" and data["progress"] == {"done": 0, "total": 3, "skipped": 0}
+        assert data["rater"] == "solo" and data["progress"] == {
+            "done": 0,
+            "total": 3,
+            "skipped": 0,
+            "passed": 0,
+            "held": 0,
+        }
         pair = data["pair"]
         assert pair["pair_id"] == "p000" and XSS in pair["prompt"]  # the text itself is intact
         assert {pair["a"], pair["b"]} == {"first answer 0 & <b>bold</b>", f"second answer 0 {XSS}"}
@@ -112,7 +118,13 @@ def test_api_flow_and_escaping(tmp_path):
         rate(port, "p001", "tie", "r-000000003")
         status, _, body = rate(port, "p002", "skip", "r-000000004")
         result = json.loads(body)
-        assert result["next"] is None and result["progress"] == {"done": 3, "total": 3, "skipped": 1}
+        assert result["next"] is None and result["progress"] == {
+            "done": 3,
+            "total": 3,
+            "skipped": 1,
+            "passed": 0,
+            "held": 0,
+        }
         status, _, body = call(port, "GET", "/api/next")
         assert json.loads(body)["pair"] is None
         assert call(port, "GET", "/nope")[0] == 404
