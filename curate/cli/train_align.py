@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import click
 
-from curate.cli.train_options import build_config, common_options, note, report
+from curate.cli.train_options import build_config, common_options, note, report, report_groups
 
 
 @click.command()
@@ -64,12 +64,31 @@ def sft(
 @click.option("--data", required=True, type=click.Path(), help="Comparisons: JSONL/Parquet file or directory.")
 @click.option("--epochs", type=float, default=None)
 @click.option("--margin", type=float, default=None, help="Bradley-Terry margin for rows without a 'margin' field.")
+@click.option(
+    "--half",
+    type=click.IntRange(0, 1),
+    default=None,
+    help="Train on one half (0 or 1) of the comparisons, split by a hash of each prompt: "
+    "two models on the two halves make a reward and a held-out reward for `train rlhf`.",
+)
+@click.option(
+    "--half-seed", type=click.IntRange(min=0), default=None, help="Seed of the split into halves (default 0)."
+)
+@click.option(
+    "--by-group",
+    is_flag=True,
+    default=None,
+    help="Report held-out accuracy per rater group (the comparisons' 'group' or 'rater_group').",
+)
 @common_options
 def reward(
     base,
     data,
     epochs,
     margin,
+    half,
+    half_seed,
+    by_group,
     config_path,
     overrides,
     lr,
@@ -86,6 +105,7 @@ def reward(
 
     \b
     curate train reward --base work/ckpt/sft --data samples/comparisons.jsonl -o work/ckpt/rm
+    curate train reward ... --half 0 -o work/ckpt/rm-0   # and --half 1 -o work/ckpt/rm-1
     """
     from train.align.reward import RewardConfig, train_reward
 
@@ -93,12 +113,24 @@ def reward(
         RewardConfig,
         config_path,
         overrides,
-        dict(lr=lr, batch_size=batch_size, max_steps=max_steps, seed=seed, device=device, epochs=epochs, margin=margin),
+        dict(
+            lr=lr,
+            batch_size=batch_size,
+            max_steps=max_steps,
+            seed=seed,
+            device=device,
+            epochs=epochs,
+            margin=margin,
+            half=half,
+            half_seed=half_seed,
+            by_group=by_group,
+        ),
     )
     result = train_reward(
         config, base, data, output, overwrite=overwrite, stop_at_step=stop_at_step, progress=not quiet, on_message=note
     )
     report(result, ["loss", "accuracy"], ["val_accuracy", "val_loss"])
+    report_groups(result)
 
 
 @click.command()

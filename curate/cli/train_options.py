@@ -91,3 +91,21 @@ def report(result, first_keys: list[str], eval_keys: list[str]) -> None:
         click.echo(f"stopped at step {result.step:,}; rerun the same command to continue", err=True)
     if result.checkpoint is not None:
         click.echo(f"checkpoint: {result.checkpoint}", err=True)
+
+
+def report_groups(result) -> None:
+    """``train reward --by-group``: held-out accuracy per rater group, from the last eval."""
+    groups = [k[len("val_accuracy[") : -1] for k in result.eval if k.startswith("val_accuracy[")]
+    if groups:
+        parts = [f"{g} {result.eval[f'val_accuracy[{g}]']:.1%} of {result.eval[f'val_pairs[{g}]']:,}" for g in groups]
+        click.echo(f"held-out accuracy by rater group: {', '.join(parts)}", err=True)
+
+
+def report_holdout(result) -> None:
+    """``train rlhf --holdout-reward``: the best eval by held-out reward (the run's result)."""
+    if result.eval.get("best_step") is not None and result.status != "up-to-date":
+        click.echo(
+            f"best by held-out reward: step {result.eval['best_step']:,} "
+            f"(held-out score {result.eval['best_val_holdout_score']:.4g})",
+            err=True,
+        )

@@ -12,6 +12,10 @@ per-row ``margin`` field when the data has one (Llama 2 style: larger for cleare
 preferences), else the configured constant (0 = plain Bradley–Terry). A slice of the pairs
 (by a hash of the pair) is held out; each eval reports held-out pairwise accuracy.
 
+``half`` (0 or 1) trains on one seeded half of the comparisons and ``by_group`` reports
+held-out accuracy per rater group (:mod:`train.align.halves`): two models trained on the two
+halves are the reward and the held-out reward of an RLHF run (:mod:`train.align.overopt`).
+
 Differences from InstructGPT's recipe: one pair per row rather than all K-choose-2 pairs of
 a K-way ranking (rank-derived pairs can simply be written as rows), and an optional small
 penalty on ``(r_chosen + r_rejected)^2`` (``center_coef``) that keeps scores centred on 0,
@@ -35,7 +39,7 @@ import torch.nn as nn
 
 from curate.core.comparisons import Message, Unusable, comparison_from_row
 from curate.core.errors import InputError
-from curate.core.ranges import NON_NEGATIVE, Range
+from curate.core.ranges import NON_NEGATIVE, SEED, Range
 from curate.core.tokenizer import Tokenizer
 
 from ..chat import encode_chat
@@ -44,6 +48,7 @@ from ..model import GPT, GPTConfig
 from ..runtime import autocast_context
 from .config import AlignOptim, DataStageConfig, check_max_len
 from .data import HeldOutSplit, Skipped, pad_right, read_records
+from .halves import NO_GROUP, Halves, check_groups, check_halves, group_accuracy, group_counts, group_of
 from .losses import bradley_terry_loss
 from .stage import (
     StageResult,
@@ -171,11 +176,16 @@ class RewardConfig(DataStageConfig):
     optim: AlignOptim = field(default_factory=lambda: AlignOptim(lr=5e-5))
     margin: float = 0.0  # used when a row has no `margin` field
     center_coef: float = 0.0  # weight of mean((r_c + r_r)^2): keeps scores centred on 0
+    half: int | None = None  # 0 or 1: train on that half of the comparisons (by prompt); None = all
+    half_seed: int = 0  # which split into halves: the two models of a pair must share it
+    by_group: bool = False  # held-out accuracy per rater group (the rows' `group` or `rater_group`)
 
     bounds: ClassVar[dict[str, Range]] = {
         **DataStageConfig.bounds,
         "margin": NON_NEGATIVE,
         "center_coef": NON_NEGATIVE,
+        "half": Range(0, 1),
+        "half_seed": SEED,
     }
 
 
@@ -184,6 +194,7 @@ class PairExample:
     chosen: list[int]
     rejected: list[int]
     margin: float
+    group: str | None = None  # the rater group, when the row names one
 
 
 def load_pairs(
@@ -193,11 +204,13 @@ def load_pairs(
     val_fraction: float,
     default_margin: float,
     encode: Callable[[str, str], Any] | None = None,
+    keep: Callable[[str | list[Message]], bool] | None = None,
 ) -> tuple[list[Any], list[Any], Skipped]:
     """(train, held-out, skipped) comparisons from ``path``, in any shape
     :func:`~curate.core.comparisons.comparison_from_row` reads; each becomes ``encode(prompt,
     answer)`` per side (default: reward-model ids). Bad rows (an empty prompt or answer among
-    them) are counted, not fatal."""
+    them) are counted, not fatal; a usable row whose prompt ``keep`` refuses (a :class:`Halves`)
+    is left out without being counted as skipped."""
     encode = encode or (lambda p, r: encode_pair_side(p, r, tokenizer, max_len))
     split = HeldOutSplit(val_fraction)
     skipped = Skipped()
@@ -210,11 +223,13 @@ def load_pairs(
         if chosen == rejected:
             skipped.add("chosen and rejected are identical", where)
             continue
+        if keep is not None and not keep(prompt):
+            continue
         margin = row.get("margin")
         margin = float(margin) if isinstance(margin, (int, float)) and not isinstance(margin, bool) else default_margin
         split.add(
             json.dumps([prompt, chosen, rejected], ensure_ascii=False),
-            PairExample(encode(prompt, chosen), encode(prompt, rejected), margin),
+            PairExample(encode(prompt, chosen), encode(prompt, rejected), margin, group_of(row)),
         )
     return split.finish(path, "comparisons", skipped)
 
@@ -236,23 +251,34 @@ def evaluate_pairs(
     pad_id: int,
     device: torch.device,
     dtype: torch.dtype,
+    by_group: bool = False,
 ) -> dict[str, float] | None:
-    """Held-out pairwise accuracy (ties count half), mean margin and loss."""
+    """Held-out pairwise accuracy (ties count half), mean margin and loss; with ``by_group``
+    also ``val_accuracy[GROUP]`` and ``val_pairs[GROUP]`` per rater group."""
     if not pairs:
         return None
     was_training = model.training
     model.eval()
-    correct = loss_sum = margin_sum = 0.0
+    wins: list[float] = []
+    loss_sum = margin_sum = 0.0
     for start in range(0, len(pairs), batch_size):
         batch = pairs[start : start + batch_size]
         with autocast_context(device, dtype):
             rc, rr = pair_rewards(model, batch, pad_id, device)
-        correct += float((rc > rr).sum()) + 0.5 * float((rc == rr).sum())
+        wins += ((rc > rr).float() + 0.5 * (rc == rr).float()).tolist()
         loss_sum += float(bradley_terry_loss(rc, rr)) * len(batch)
         margin_sum += float((rc - rr).sum())
     model.train(was_training)
     n = len(pairs)
-    return {"val_accuracy": correct / n, "val_margin": margin_sum / n, "val_loss": loss_sum / n}
+    out = {"val_accuracy": sum(wins) / n, "val_margin": margin_sum / n, "val_loss": loss_sum / n}
+    if by_group:
+        per_group: dict[str, list[float]] = {}
+        for pair, win in zip(pairs, wins):
+            per_group.setdefault(pair.group or NO_GROUP, []).append(win)
+        for group in sorted(per_group):
+            out[f"val_accuracy[{group}]"] = sum(per_group[group]) / len(per_group[group])
+            out[f"val_pairs[{group}]"] = len(per_group[group])
+    return out
 
 
 def train_reward(
@@ -272,9 +298,21 @@ def train_reward(
         model, tokenizer = run.load_parent(base, load_scalar_model)
         max_len = check_max_len(config.max_len, model.config.block_size, "block_size")
         run.open()
-        train_pairs, held_pairs, skipped = load_pairs(data, tokenizer, max_len, config.val_fraction, config.margin)
+        check_halves(run, config)
+        halves = Halves(config.half, config.half_seed) if config.half is not None else None
+        train_pairs, held_pairs, skipped = load_pairs(
+            data, tokenizer, max_len, config.val_fraction, config.margin, keep=halves
+        )
+        if halves is not None:
+            run.note(
+                f"half {halves.half} (seed {halves.seed}): {halves.kept:,} comparison(s) kept, "
+                f"{halves.left_out:,} left to half {1 - halves.half}"
+            )
         if not held_pairs:
             run.note("no held-out comparisons (too few rows or val_fraction = 0): accuracy is not reported")
+        train_groups = group_counts(train_pairs)
+        if config.by_group:
+            check_groups(data, train_pairs, held_pairs, run)
         optimizer, result = run.begin(
             model,
             examples=len(train_pairs),
@@ -302,19 +340,26 @@ def train_reward(
             }
 
         def save_fn(step: int) -> Path:
+            extra_meta: dict[str, Any] = {"val_accuracy": result.eval.get("val_accuracy")}
+            if halves is not None:
+                extra_meta["half"] = halves.meta()
+            if config.by_group:
+                extra_meta["group_accuracy"] = group_accuracy(result.eval, train_groups)
             return run.save(
                 step,
                 model_state=model.export_state(),
                 model_config=model.config.to_dict(),
                 kind="reward",
-                extra_meta={"val_accuracy": result.eval.get("val_accuracy")},
+                extra_meta=extra_meta,
             )
 
         model.train()
         return run_steps(
             run,
             step_fn=step_fn,
-            eval_fn=lambda: evaluate_pairs(model, held_pairs, config.batch_size, pad_id, device, dtype),
+            eval_fn=lambda: evaluate_pairs(
+                model, held_pairs, config.batch_size, pad_id, device, dtype, by_group=config.by_group
+            ),
             save_fn=save_fn,
             stop_at_step=stop_at_step,
             progress=progress,
