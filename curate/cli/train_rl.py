@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import click
 
-from curate.cli.train_options import build_config, common_options, note, report
+from curate.cli.train_options import build_config, common_options, note, report, report_holdout
 
 
 @click.command("sample-pairs")
@@ -127,6 +127,20 @@ def score(reward_model, data, output, batch_size, device, print_rows):
 @click.option("--kl-estimator", type=click.Choice(["k1", "k3"]), default=None)
 @click.option("--max-new-tokens", type=click.IntRange(min=1), default=None, help="Response length cap.")
 @click.option("--rloo-k", type=click.IntRange(min=2), default=None, help="Samples per prompt (rloo).")
+@click.option(
+    "--holdout-reward",
+    type=click.Path(),
+    default=None,
+    help="A second reward model that scores every rollout and eval, logged but never optimized "
+    "(e.g. one trained with `curate train reward --half` on the other half).",
+)
+@click.option(
+    "--stop-on-divergence",
+    type=click.IntRange(min=1),
+    default=None,
+    metavar="N",
+    help="Stop once the held-out reward has fallen for N evals in a row while the optimized one rose.",
+)
 @common_options
 def rlhf(
     policy,
@@ -137,6 +151,8 @@ def rlhf(
     kl_estimator,
     max_new_tokens,
     rloo_k,
+    holdout_reward,
+    stop_on_divergence,
     config_path,
     overrides,
     lr,
@@ -154,7 +170,12 @@ def rlhf(
     \b
     curate train rlhf --policy work/ckpt/sft --reward work/ckpt/rm --prompts samples/prompts.jsonl -o work/ckpt/rlhf
     curate train rlhf ... --algo rloo --kl-coef 0.05 --kl-estimator k3
+    curate train rlhf ... --reward work/ckpt/rm-0 --holdout-reward work/ckpt/rm-1 --stop-on-divergence 3
+
+    With --holdout-reward the run keeps the policy of its best eval by held-out reward in
+    OUT/best/ and reports that checkpoint as its result.
     """
+    from curate.core.errors import ConfigError
     from train.align.rlhf import RLHFConfig
     from train.align.rlhf import rlhf as run_rlhf
 
@@ -173,17 +194,22 @@ def rlhf(
             kl_estimator=kl_estimator,
             max_new_tokens=max_new_tokens,
             rloo_k=rloo_k,
+            stop_on_divergence=stop_on_divergence,
         ),
     )
+    if config.stop_on_divergence and holdout_reward is None:
+        raise ConfigError("--stop-on-divergence needs --holdout-reward (the reward it watches)")
     result = run_rlhf(
         config,
         policy,
         prompts,
         output,
         reward=reward_model,
+        holdout_reward=holdout_reward,
         overwrite=overwrite,
         stop_at_step=stop_at_step,
         progress=not quiet,
         on_message=note,
     )
-    report(result, ["score", "kl"], ["val_score", "val_kl"])
+    report(result, ["score", "holdout_score", "kl"], ["val_score", "val_holdout_score", "val_kl"])
+    report_holdout(result)

@@ -1,7 +1,8 @@
 """``curate inspect`` and ``curate report`` on a checkpoint folder (a training run's folder or
 one of its ``step-NNNNNN`` folders): its metadata from ``config.json`` and its evaluation
-results from ``eval.json``, in one block. Reads only those JSON files (no torch, no weights);
-the layout is train/checkpoint.py's."""
+results from ``eval.json``, in one block; for an RLHF run also its over-optimization watch
+from the run's ``metrics.jsonl`` (:mod:`curate.explore.rlhf_plots`). Reads only those JSON
+files (no torch, no weights); the layout is train/checkpoint.py's."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from curate.core.errors import InputError
 from curate.core.files import atomic_write_bytes
 from curate.explore.evals import eval_html, format_eval, load_eval
 from curate.explore.html import CSS, table
+from curate.explore.rlhf_plots import is_rlhf, run_metrics, watch_facts, watch_html
 
 CONFIG_FILE, WEIGHTS_FILE, LATEST_FILE = "config.json", "model.safetensors", "latest"
 _STEP = re.compile(r"^step-(\d+)$")
@@ -97,7 +99,31 @@ def _facts(s: dict[str, Any]) -> list[tuple[str, str]]:
         ("last loss", _losses(meta)),
         ("tool version", meta.get("tool_version")),
     ]
+    facts += _half_and_groups(meta)
+    if is_rlhf(s):
+        facts += watch_facts(s, run_metrics(s["step_dir"]))
     return [(k, str(v)) for k, v in facts if v not in (None, "")]
+
+
+def _half_and_groups(meta: dict[str, Any]) -> list[tuple[str, Any]]:
+    """A reward model's half of the comparisons and held-out accuracy per rater group."""
+    facts: list[tuple[str, Any]] = []
+    half = meta.get("half")
+    if isinstance(half, dict):
+        facts.append(
+            (
+                "half",
+                f"{half.get('index')} of the comparisons (seed {half.get('seed')}): "
+                f"{half.get('comparisons')} kept, {half.get('other_half')} in the other half",
+            )
+        )
+    for group, row in sorted((meta.get("group_accuracy") or {}).items()):
+        acc = row.get("accuracy")
+        shown = f"{acc:.1%}" if isinstance(acc, (int, float)) else "-"
+        facts.append(
+            (f"group {group}", f"held-out accuracy {shown} of {row.get('held_out')} ({row.get('train')} training)")
+        )
+    return facts
 
 
 def _losses(meta: dict[str, Any]) -> str | None:
@@ -130,6 +156,8 @@ def write_checkpoint_report(path: str, output: str) -> str:
         parts.append(f"<p class='note'>No evaluation yet: run <code>curate eval {esc(path)}</code>.</p>")
     else:
         parts += eval_html(s["eval"], table)
+    if is_rlhf(s):
+        parts += watch_html(s)
     parts.append("</body></html>\n")
     atomic_write_bytes(output, "".join(parts).encode("utf-8"))
     return output

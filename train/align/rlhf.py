@@ -1,7 +1,8 @@
 """RLHF: improve a policy against a reward, with PPO (value head, GAE) or RLOO.
 
     curate train rlhf --policy work/ckpt/sft --reward work/ckpt/rm --prompts samples/prompts.jsonl \\
-        -o work/ckpt/rlhf [--algo ppo|rloo] [--kl-coef 0.05] [--kl-estimator k1|k3]
+        -o work/ckpt/rlhf [--algo ppo|rloo] [--kl-coef 0.05] [--kl-estimator k1|k3] \\
+        [--holdout-reward work/ckpt/rm-half1 --stop-on-divergence 3]
 
 Each step samples responses to a batch of prompts from the current policy, scores them with
 the reward (a reward-model checkpoint from the CLI; any Python callable
@@ -25,6 +26,13 @@ share of responses that ended with ``<|end|>``, losses and clip fractions; every
 sampling seed and their mean score and KL logged. Checkpoints (kind "policy") resume exactly:
 the value model and optimizer state ride along in the train state.
 
+Over-optimization watch (:mod:`train.align.overopt`): every step and eval also logs the
+correlation of the score with response length and the share of repeated word 3-grams; with a
+held-out reward (``holdout_reward``, never in the loss) it logs that reward's score too, keeps
+the policy of the best eval by held-out reward in ``RUN/best/`` (the run's result), and with
+``stop_on_divergence`` N stops once the held-out reward has fallen for N evals in a row while
+the optimized one rose.
+
 Differences from the papers: no adaptive KL controller (a fixed ``kl_coef``, as in most
 recent recipes), no pretraining-loss mix (PPO-ptx), and the value model starts from the
 policy rather than from the reward model, so policy and reward model may use different
@@ -34,6 +42,7 @@ tokenizers (responses are scored as text).
 from __future__ import annotations
 
 import copy
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,14 +52,15 @@ import torch
 import torch.nn as nn
 
 from curate.core.errors import ConfigError, InputError
-from curate.core.ranges import NON_NEGATIVE, POSITIVE, RATIO, SIZE, Range
+from curate.core.ranges import COUNT, NON_NEGATIVE, POSITIVE, RATIO, SIZE, Range
 
-from ..checkpoint import Checkpoint
+from ..checkpoint import Checkpoint, step_dir_name
 from ..model import GPT
 from ..runtime import autocast_context
 from .config import AlignOptim, StageConfig
 from .data import HeldOutSplit, Prompt, Skipped, read_prompts
 from .losses import gae, kl_penalty, masked_mean, masked_whiten, ppo_policy_loss, ppo_value_loss, rloo_advantages
+from .overopt import BEST_DIR, HoldoutReward, StopOnDivergence, Watcher, batch_stats, best_checkpoint
 from .reward import RewardScorer, ScalarHeadModel
 from .rollout import RewardFn, Rollout, Sampler, gather_logprobs, response_lengths, response_token_logits
 from .stage import (
@@ -90,12 +100,14 @@ class RLHFConfig(StageConfig):
     whiten_advantages: bool = True
     missing_end_penalty: float | None = None  # added to the score of responses cut at max_new_tokens
     eval_samples: int = 2  # responses per held-out prompt
+    stop_on_divergence: int = 0  # stop once the held-out reward fell for this many evals in a row (0 = never)
 
     bounds: ClassVar[dict[str, Range]] = {
         **StageConfig.bounds,
         **dict.fromkeys(
             ("max_new_tokens", "max_prompt_len", "top_k", "ppo_epochs", "minibatches", "eval_samples"), SIZE
         ),
+        "stop_on_divergence": COUNT,
         "rloo_k": Range(2),  # a leave-one-out baseline needs another sample of the same prompt
         "temperature": POSITIVE,  # sampling: 0 would be greedy, and every rollout the same
         **dict.fromkeys(("kl_coef", "vf_coef"), NON_NEGATIVE),
@@ -109,6 +121,8 @@ class RLHFConfig(StageConfig):
             raise ConfigError(f"algo must be ppo or rloo, got {self.algo!r}")
         if self.kl_estimator not in ("k1", "k3"):
             raise ConfigError(f"kl_estimator must be k1 or k3, got {self.kl_estimator!r}")
+        if self.stop_on_divergence and not self.eval_every:
+            raise ConfigError("stop_on_divergence needs evals during the run: set eval_every above 0")
 
     @property
     def samples_per_prompt(self) -> int:
@@ -167,24 +181,43 @@ class _Models(nn.Module):
         self.critic = critic
 
 
+def reward_of(run: StageRun, reward: str | Path | RewardFn) -> tuple[RewardFn, str]:
+    """(scoring function, name) of a reward-model checkpoint path or a callable."""
+    if isinstance(reward, (str, Path)):
+        return RewardScorer(run.resolve(reward), run.device), str(reward)
+    return reward, getattr(reward, "__name__", type(reward).__name__)
+
+
 class _Training:
     """One RLHF run's models, prompts and generators, and its step, update and checkpoint.
 
     The value model (PPO only) starts as a copy of the policy's trunk with a zero head.
     ``generator`` draws the rollouts' samples and ``order`` the prompt batches and minibatch
     order; both ride along in checkpoints (the prompt order is reseeded from the step), so a
-    resumed run samples what the uninterrupted one would.
+    resumed run samples what the uninterrupted one would. ``watcher`` scores each rollout with
+    the held-out reward after it is sampled and before the update, outside the graph.
     """
 
-    def __init__(self, run: StageRun, policy_path: str | Path, reward: str | Path | RewardFn):
+    def __init__(
+        self,
+        run: StageRun,
+        policy_path: str | Path,
+        reward: str | Path | RewardFn,
+        holdout: str | Path | RewardFn | None = None,
+    ):
         config: RLHFConfig = run.config  # type: ignore[assignment]
         self.run, self.config = run, config
         self.policy, tokenizer = run.load_parent(policy_path)
         reference = copy.deepcopy(self.policy).eval().requires_grad_(False)
         max_prompt_len = prompt_budget(config, self.policy.config.block_size)
-        named = isinstance(reward, (str, Path))
-        self.reward_name = reward if named else getattr(reward, "__name__", type(reward).__name__)
-        reward_fn: RewardFn = RewardScorer(run.resolve(reward), run.device) if named else reward
+        reward_fn, self.reward_name = reward_of(run, reward)
+        held_out_reward = None
+        if holdout is not None:
+            # Loading a model draws its random init before the weights replace it: keep the
+            # run's random state as it would be without the held-out reward.
+            with torch.random.fork_rng(devices=[]):
+                held_out_reward = HoldoutReward(*reward_of(run, holdout))
+        self.watcher = Watcher(run, held_out_reward, config.stop_on_divergence)
         self.critic: ScalarHeadModel | None = None
         if config.algo == "ppo":
             self.critic = ScalarHeadModel(self.policy.config).to(run.device)
@@ -223,8 +256,10 @@ class _Training:
                 raise InputError(f"{ckpt.path}: has no value model state to resume PPO from")
             self.critic.load_export(ckpt.train_state["critic"], str(ckpt.path), require_head=True)
         self.generator.set_state(ckpt.train_state["generator"])
+        self.watcher.resume(ckpt.train_state)
 
-    def step(self, step: int) -> dict[str, float]:
+    def step(self, step: int) -> dict[str, float | None]:
+        self.watcher.start_step(step)
         config, prompts = self.config, self.train_prompts
         # Prompt batch: a seeded permutation per pass over the training prompts (pure
         # function of the step, like the other stages, so resume needs only the step).
@@ -233,18 +268,32 @@ class _Training:
         self.order.manual_seed(config.seed * 1_000_003 + epoch)
         perm = torch.randperm(len(prompts), generator=self.order).tolist()
         picked = [prompts[perm[(offset * config.batch_size + i) % len(perm)]] for i in range(config.batch_size)]
-        roll = self.sampler.rollout([p for p in picked for _ in range(config.samples_per_prompt)], self.generator)
+        expanded = [p for p in picked for _ in range(config.samples_per_prompt)]
+        roll = self.sampler.rollout(expanded, self.generator)
+        held = self.watcher.score(expanded, roll)
         seq_rewards, stats = self.update(roll)
         kl_seq = (roll.logprobs - roll.ref_logprobs).sum(1)
+        watched = batch_stats([roll], [held] if held is not None else None)
         return {
             "score": float(roll.scores.mean()),
+            **({"holdout_score": watched.pop("holdout_score")} if held is not None else {}),
             "reward": float(seq_rewards.mean()),
             "kl": float(kl_seq.mean()),
             "entropy": float(masked_mean(roll.entropy, roll.mask)),
             "response_len": float(response_lengths(roll.mask).float().mean()),
             "ended": float(roll.ended.float().mean()),
+            **watched,
             **{k: sum(v) / len(v) for k, v in stats.items()},
         }
+
+    def meta(self) -> dict[str, object]:
+        """Checkpoint metadata of the run so far (see :meth:`DivergenceWatch.meta`)."""
+        meta: dict[str, object] = {
+            "algo": self.config.algo,
+            "reward": str(self.reward_name),
+            "val_score": self.run.result.eval.get("val_score") if self.run.result else None,
+        }
+        return {**meta, **self.watcher.meta()}
 
     def update(self, roll: Rollout) -> tuple[torch.Tensor, dict[str, list[float]]]:
         """``ppo_epochs`` passes of the clipped policy loss (plus, for PPO, the clipped value loss)
@@ -295,20 +344,20 @@ class _Training:
         return seq_rewards, stats
 
     def save(self, step: int) -> Path:
-        extra_state: dict[str, Any] = {"generator": self.generator.get_state()}
+        extra_state: dict[str, Any] = {"generator": self.generator.get_state(), "watch": self.watcher.state()}
         if self.critic is not None:
             extra_state["critic"] = self.critic.export_state()
+        meta = self.meta()
+        if self.watcher.holdout is not None:
+            best = best_checkpoint(self.run.output)
+            meta["best_checkpoint"] = str(best) if best is not None else None
         return self.run.save(
             step,
             model_state=self.policy.state_dict(),
             model_config=self.policy.config.to_dict(),
             kind="policy",
             extra_state=extra_state,
-            extra_meta={
-                "algo": self.config.algo,
-                "reward": str(self.reward_name),
-                "val_score": self.run.result.eval.get("val_score"),
-            },
+            extra_meta=meta,
         )
 
 
@@ -319,31 +368,61 @@ def rlhf(
     output: str | Path,
     *,
     reward: str | Path | RewardFn,
+    holdout_reward: str | Path | RewardFn | None = None,
     overwrite: bool = False,
     stop_at_step: int | None = None,
     progress: bool = True,
     on_message: Callable[[str], None] | None = None,
 ) -> StageResult:
     """Optimise the policy at ``policy_path`` against ``reward`` (a reward-model checkpoint path
-    or a callable ``reward(prompts, responses) -> scores``) on the prompts at ``prompts_path``."""
+    or a callable ``reward(prompts, responses) -> scores``) on the prompts at ``prompts_path``;
+    ``holdout_reward`` (the same kinds) is watched, never optimized (:mod:`train.align.overopt`).
+
+    With a held-out reward the result's ``checkpoint`` is the best one by held-out reward
+    (``RUN/best/step-N``) once the run is done or stopped on divergence (status
+    ``"diverged"``); ``first_eval``/``eval`` hold ``val_holdout_score`` before and after, and
+    ``eval`` the best eval's ``best_step`` and ``best_val_holdout_score``."""
+    if config.stop_on_divergence and holdout_reward is None:
+        raise ConfigError("stop_on_divergence needs a held-out reward (--holdout-reward)")
     with StageRun(f"rlhf-{config.algo}", config, output, overwrite=overwrite, data=prompts_path, say=on_message) as run:
-        training = _Training(run, policy_path, reward)
+        run.dir.extra_dirs = (*run.dir.extra_dirs, BEST_DIR)  # --overwrite removes the best checkpoint too
+        training = _Training(run, policy_path, reward, holdout_reward)
         run.open()
         skipped = training.read_prompts(prompts_path)
-        run.begin(
+        if holdout_reward is not None and not training.held:
+            if config.stop_on_divergence:
+                raise InputError(
+                    f"{prompts_path}: stop_on_divergence needs held-out prompts to evaluate "
+                    f"(none fell in the held-out slice; raise val_fraction or add prompts)"
+                )
+            run.note("no held-out prompts: the held-out reward is logged on training batches only, no best is kept")
+        result = run.begin(
             training.models,
             max_steps=config.max_steps,
             examples=len(training.train_prompts),
             held_out=len(training.held),
             skipped=skipped,
             load_model=training.load_state,
-        )
+        )[1]
+        watcher = training.watcher
+        if watcher.watch.diverged:  # resumed from the checkpoint written where it stopped
+            run.note(f"{run.output} already stopped on divergence at step {run.start_step:,}")
+            return watcher.finish(result, config.stop_on_divergence)
         training.models.train()
-        return run_steps(
-            run,
-            step_fn=training.step,
-            eval_fn=lambda: training.sampler.evaluate(training.held),
-            save_fn=training.save,
-            stop_at_step=stop_at_step,
-            progress=progress,
-        )
+        started = time.monotonic()
+        try:
+            result = run_steps(
+                run,
+                step_fn=training.step,
+                eval_fn=lambda: watcher.evaluate(training.sampler, training.held, training.policy, training.meta()),
+                save_fn=training.save,
+                stop_at_step=stop_at_step,
+                progress=progress,
+            )
+        except StopOnDivergence:
+            # The step after the diverging eval was refused before it changed anything:
+            # checkpoint that eval's step (where a rerun finds the run stopped).
+            if result.checkpoint is None or result.checkpoint.name != step_dir_name(result.step):
+                result.checkpoint = training.save(result.step)
+            result.elapsed_s = time.monotonic() - started
+        return watcher.finish(result, config.stop_on_divergence)
