@@ -13,8 +13,8 @@ The pieces, each usable without the web server:
 - :mod:`.stats`   ratings per rater, active time, flagged pairs seen, A/B position bias, Cohen's kappa,
 - :mod:`.groups`  agreement within and across rater groups.
 
-A rating directory holds everything needed to export or resume: the imported pairs, the log and
-``session.json`` (the settings the session was started with).
+A rating directory holds everything needed to export or resume: the imported pairs (and their
+flags), the log, ``breaks.jsonl`` and ``session.json`` (the settings the session was started with).
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from __future__ import annotations
 PAIRS_DB = "pairs.sqlite"
 RATINGS_LOG = "ratings.jsonl"
 SESSION_FILE = "session.json"
+BREAKS_LOG = "breaks.jsonl"  # when each rater resumed after a break reminder
 
 # The rater's answer to one pair, as the page sends it and the log stores it. "pass" is the
 # content note's "skip this one, show me something else": it does not count against the rater.

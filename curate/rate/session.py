@@ -26,7 +26,7 @@ from typing import Any
 
 from curate.core.errors import ConfigError, CurateError
 from curate.core.files import atomic_write_json
-from curate.rate import CHOICES, PAIRS_DB, RATINGS_LOG, RELEASING, SESSION_FILE
+from curate.rate import BREAKS_LOG, CHOICES, PAIRS_DB, RATINGS_LOG, RELEASING, SESSION_FILE
 from curate.rate.assign import Assignment, a_is
 from curate.rate.flags import ContentCheck
 from curate.rate.pairs import ImportStats, Pair, PairStore, import_pairs
@@ -114,7 +114,11 @@ class RatingSession:
                 raise CurateError(f"{self.directory}: no pairs given and none imported before")
             self.flag_words = _path(flag_words) if flag_words is not None else previous.get("flag_words")
             self.flag_filters = _path(flag_filters) if flag_filters is not None else previous.get("flag_filters")
-            check = ContentCheck.build(self.flag_words, self.flag_filters)
+            # Built from the paths as given (errors name them so); stored resolved, for restarts elsewhere.
+            check = ContentCheck.build(
+                flag_words if flag_words is not None else self.flag_words,
+                flag_filters if flag_filters is not None else self.flag_filters,
+            )
             self.import_stats: ImportStats = import_pairs(source, self.directory / PAIRS_DB)
             self.pairs = PairStore(self.directory / PAIRS_DB)
             self.pair_ids = self.pairs.active_ids()
@@ -124,8 +128,13 @@ class RatingSession:
             )
             self.log = RatingsLog(self.directory / RATINGS_LOG)
             self.activity: dict[str, Activity] = {name: Activity() for name in self.raters}
+            self._resumes = self._read_resumes()
             for record in read_log(self.log.path):  # skips give pairs away; times feed the clocks
                 self._replay(record)
+            for rater, times in self._resumes.items():
+                for t in times:
+                    self.activity[rater].resume(t)
+            self._resumes.clear()
             self._cursor: dict[str, int] = dict.fromkeys(self.raters, 0)
             self._served: dict[tuple[str, str], float] = {}
             atomic_write_json(
@@ -185,12 +194,26 @@ class RatingSession:
         self.pairs.save_flags(flags, key)
         return flags
 
+    def _read_resumes(self) -> dict[str, list[float]]:
+        """Per rater, the times they resumed after a break (``breaks.jsonl``), oldest last popped."""
+        resumes: dict[str, list[float]] = {}
+        for record in read_log(self.directory / BREAKS_LOG, required=("rater", "time")):
+            t = rating_time(record)
+            if record["rater"] in self.activity and t is not None:
+                resumes.setdefault(record["rater"], []).append(t)
+        for times in resumes.values():
+            times.sort(reverse=True)
+        return resumes
+
     def _replay(self, record: dict[str, Any]) -> None:
         rater = record["rater"]
         if record["choice"] in RELEASING:
             self.assignment.release(record["pair_id"], rater)
         t = rating_time(record)
         if rater in self.activity and t is not None:
+            resumes = self._resumes.get(rater)
+            while resumes and resumes[-1] <= t:  # breaks taken before this rating, in time order
+                self.activity[rater].resume(resumes.pop())
             self.activity[rater].act(t, record["pair_id"] if saw_flagged(record) else None)
 
     def close(self) -> None:
@@ -264,10 +287,19 @@ class RatingSession:
             }
 
     def resume(self, rater: str) -> None:
-        """The rater ends the break the page asked for; the break clock starts again."""
+        """The rater ends the break the page asked for; the break clock starts again (noted in
+        ``breaks.jsonl``, so a restarted server does not ask for the same break twice)."""
         with self.log.lock:
-            if rater in self.activity:
-                self.activity[rater].resume(self.clock())
+            if rater not in self.activity:
+                return
+            now = self.clock()
+            self.activity[rater].resume(now)
+            line = json.dumps({"rater": rater, "time": _iso(now)}) + "\n"
+            try:
+                with open(self.directory / BREAKS_LOG, "a", encoding="utf-8") as fh:
+                    fh.write(line)
+            except OSError as exc:  # the break itself is not lost, only its note for a restart
+                raise CurateError(f"{self.directory / BREAKS_LOG}: cannot write ({exc.strerror or exc})") from None
 
     def last_rated(self, rater: str) -> str | None:
         """The pair this rater rated most recently, if still assigned (for Back after a reload)."""

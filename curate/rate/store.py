@@ -32,8 +32,14 @@ class LogReadReport:
     torn_tail_bytes: int = 0
 
 
-def read_log(path: str | os.PathLike, report: LogReadReport | None = None) -> Iterator[dict[str, Any]]:
-    """Stream the complete ratings in the log, in append order (bounded memory)."""
+RATING_KEYS = ("rating_id", "rater", "pair_id", "choice")
+
+
+def read_log(
+    path: str | os.PathLike, report: LogReadReport | None = None, required: tuple[str, ...] = RATING_KEYS
+) -> Iterator[dict[str, Any]]:
+    """Stream the complete records in a JSONL log (those with the ``required`` keys), in append
+    order (bounded memory)."""
     path = Path(path)
     report = report if report is not None else LogReadReport()
     if not path.exists():
@@ -46,7 +52,7 @@ def read_log(path: str | os.PathLike, report: LogReadReport | None = None) -> It
             report.lines += 1
             try:
                 record = json.loads(raw)
-                if not isinstance(record, dict) or not {"rating_id", "rater", "pair_id", "choice"} <= record.keys():
+                if not isinstance(record, dict) or not set(required) <= record.keys():
                     raise ValueError("not a rating")
             except ValueError:
                 report.bad_lines += 1

@@ -121,4 +121,6 @@ class Activity:
         return None
 
     def break_due(self, limits: Limits, now: float) -> bool:
-        return limits.break_after_s is not None and self.rating_for(now) >= limits.break_after_s
+        if limits.break_after_s is None or self.last is None or now - self.last >= PAUSE_S:
+            return False
+        return self.rating_for(now) >= limits.break_after_s

@@ -11,6 +11,7 @@ chromium-driver``); a missing ``selenium`` package is a failure (it is in the ``
 
 from __future__ import annotations
 
+import json
 import shutil
 import threading
 from pathlib import Path
@@ -169,3 +170,114 @@ def test_rate_three_pairs_by_click_and_keyboard(tmp_path, browser):
     assert rows["Question 1"]["chosen"] == shown["b1"]["b"] and rows["Question 1"]["reason"] == "B explains 1 + 1 = 2"
     assert rows["Question 2"]["chosen"] == shown["b2"]["a"]
     assert {r["rater"] for r in rows.values()} == {"ann"}
+
+
+def test_content_note_pass_and_break_pause(tmp_path, browser):
+    """A flagged pair opens on its content note with the texts hidden; passing on it moves on and
+    does not count as rated; after ten minutes of rating the page pauses (also after a reload)
+    and resumes at the pair it stopped at; a flagged pair can also be read and rated."""
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    from curate.rate.wellbeing import Limits
+
+    rows = [
+        {
+            "pair_id": f"c{i}",
+            "prompt": f"Question {i}" + (f" about zebras {XSS}" if i in (1, 4) else ""),
+            "response_1": f"One {i}",
+            "response_2": f"Two {i}",
+            "model": "test",
+            "meta": None,
+        }
+        for i in range(6)
+    ]
+    pairs = tmp_path / "pairs.parquet"
+    pq.write_table(pa.Table.from_pylist(rows, schema=PAIRS_SCHEMA), pairs)
+    words = tmp_path / "words.txt"
+    words.write_text("zebras\n")
+    now = [1_700_000_000.0]
+    out = tmp_path / "ratings"
+    session = RatingSession(
+        out,
+        pairs,
+        [Rater("ann", TOKEN)],
+        require_tokens=True,
+        flag_words=words,
+        limits=Limits(break_after_s=600),
+        clock=lambda: now[0],
+    )
+    server = RateServer(session, "127.0.0.1", 0)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    wait = WebDriverWait(browser, 15)
+    shown = lambda element_id: browser.find_element(By.ID, element_id).is_displayed()  # noqa: E731
+    text = lambda element_id: browser.find_element(By.ID, element_id).get_attribute("textContent")  # noqa: E731
+    keys = lambda k: ActionChains(browser).send_keys(k).perform()  # noqa: E731
+
+    def wait_for_pair(pair_id: str) -> None:
+        wait.until(lambda d: d.find_element(By.TAG_NAME, "body").get_attribute("data-pair-id") == pair_id)
+
+    try:
+        assert [session.assignment.queue("ann")] == [["c0", "c1", "c2", "c3", "c4", "c5"]]  # flagged ones spaced
+        browser.get(server.url(session.raters["ann"]))
+        wait_for_pair("c0")
+        assert not shown("note") and shown("prompt")
+        browser.find_element(By.ID, "btn-a").click()
+
+        # c1: the content note, the texts hidden; rating keys do nothing until it is shown
+        wait_for_pair("c1")
+        assert shown("note") and not shown("pair-body") and not shown("prompt")
+        assert "watch list" in text("note-reasons")
+        keys("1")
+        assert len(session.log.state("ann").answered) == 1
+        now[0] += 120
+        browser.find_element(By.ID, "btn-pass").click()  # "Skip this one, show me something else"
+        wait_for_pair("c2")
+        assert not shown("note") and shown("pair-body")
+        assert text("progress") == "1 / 5 rated (1 passed on)"  # the pass is not counted against ann
+
+        now[0] += 240
+        keys("2")
+        wait_for_pair("c3")
+        now[0] += 240  # c0 .. c3 without a pause of 5 minutes: 10 minutes
+        keys("t")
+        wait.until(lambda d: shown("pause"))
+        assert not shown("main") and "10 minutes" in text("pause-text")
+        assert browser.find_element(By.TAG_NAME, "body").get_attribute("data-pair-id") == "c4"
+        keys("1")  # paused: nothing is rated
+        browser.refresh()  # the pause survives a reload
+        wait.until(lambda d: shown("pause") and text("rater") == "ann")
+        assert len(session.log.state("ann").answered) == 4
+        browser.find_element(By.ID, "btn-resume").click()
+        wait.until(lambda d: not shown("pause") and shown("main"))
+        wait_for_pair("c4")  # where it stopped: the next pair, a flagged one
+
+        # c4: read it this time (v), then rate it
+        assert shown("note") and not shown("pair-body")
+        keys("v")
+        wait.until(lambda d: shown("pair-body"))
+        assert text("prompt").endswith(XSS) and browser.execute_script("return window.__pwned === undefined")
+        keys("a")
+        wait_for_pair("c5")
+        keys("b")
+        wait.until(lambda d: shown("done"))
+        assert text("progress") == "5 / 5 rated (1 passed on)"
+        problems = [
+            e["message"]
+            for e in browser.get_log("browser")
+            if "Uncaught" in e["message"] or "Content Security Policy" in e["message"]
+        ]
+        assert problems == []
+    finally:
+        server.shutdown()
+        server.server_close()
+        session.close()
+
+    stats = export_ratings(out, tmp_path / "comparisons.parquet")
+    assert stats.exported == 4 and stats.ties == 1 and stats.passes == 1 and stats.balanced
+    records = [json.loads(x) for x in (out / "ratings.jsonl").read_text().splitlines()]
+    flagged = {r["pair_id"]: (r["choice"], r["revealed"]) for r in records if r["flags"]}
+    assert flagged == {"c1": ("pass", False), "c4": ("a", True)}
+    assert (out / "breaks.jsonl").read_text().count('"ann"') == 1

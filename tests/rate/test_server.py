@@ -23,6 +23,7 @@ from curate.core.comparisons import PAIRS_SCHEMA, read_comparisons
 from curate.rate import RATINGS_LOG
 from curate.rate.server import RateServer, json_bytes
 from curate.rate.session import Rater, RatingSession
+from curate.rate.wellbeing import Limits
 
 ROOT = Path(__file__).resolve().parents[2]
 XSS = '<script>window.__pwned = 1</script><img src=x onerror="window.__pwned = 2">'
@@ -154,6 +155,38 @@ def test_request_checks_without_tokens(tmp_path):
         assert status == 403 and b"localhost" in body
         assert call(port, "GET", "/api/next", headers={"Host": f"localhost:{port}"})[0] == 200
     assert (tmp_path / "out" / RATINGS_LOG).read_text() == ""
+
+
+def test_content_note_pass_and_resume_over_http(tmp_path):
+    pairs = write_pairs(tmp_path / "pairs.parquet", 3)  # p000 carries markup and an e-mail address below
+    rows = pq.read_table(pairs).to_pylist()
+    rows[1]["prompt"] += " mail me: someone@example.org"
+    pq.write_table(pa.Table.from_pylist(rows, schema=PAIRS_SCHEMA), pairs)
+    limits = Limits(break_after_s=0.0)  # a break is due as soon as anything was rated
+    with (
+        RatingSession(tmp_path / "out", pairs, [Rater("solo")], limits=limits) as session,
+        serving(session) as server,
+    ):
+        port = server.server_port
+        rate(port, "p000", "a", "r-000000001")
+        status, _, body = call(port, "GET", "/api/next")
+        data = json.loads(body)
+        assert status == 200 and data["pair"]["pair_id"] == "p001" and data["pair"]["flags"] == ["personal_data"]
+        assert data["wellbeing"]["break_due"] and data["wellbeing"]["break_after_minutes"] == 0.0
+        # resuming is a POST like a rating: JSON only, so another site cannot trigger it
+        status, _, _ = call(port, "POST", "/api/resume", raw=b"x", headers={"Content-Type": "text/plain"})
+        assert status == 415
+        status, _, body = call(port, "POST", "/api/resume", {})
+        data = json.loads(body)
+        assert status == 200 and data["pair"]["pair_id"] == "p001"  # where it stopped
+        status, _, body = rate(port, "p001", "pass", "r-000000002", revealed=False)
+        result = json.loads(body)
+        assert status == 200 and result["progress"]["passed"] == 1 and result["progress"]["total"] == 2
+        assert result["next"]["pair_id"] == "p002" and result["next"]["flags"] == []
+        assert call(port, "GET", "/api/resume")[0] == 405
+    records = [json.loads(x) for x in (tmp_path / "out" / RATINGS_LOG).read_text().splitlines()]
+    assert records[1]["flags"] == ["personal_data"] and records[1]["revealed"] is False
+    assert "revealed" not in records[0] and records[0]["flags"] == []
 
 
 def test_tokens(tmp_path):
