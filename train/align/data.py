@@ -155,15 +155,18 @@ def _jsonl_rows(file: Path, fh: IO[bytes]) -> Iterator[tuple[str, dict[str, Any]
         while bad:  # lines before this one that were not UTF-8
             number, detail = bad.pop(0)
             yield f"{file}:{number} ({detail})", {"__error__": NOT_UTF8}
+        if problem is None and _has_undecodable(row):  # a "\\ud800" escape: valid JSON, not text
+            problem = NOT_UTF8
         yield f"{file}:{lineno}", row if problem is None else {"__error__": problem}
     for number, detail in bad:
         yield f"{file}:{number} ({detail})", {"__error__": NOT_UTF8}
 
 
 def _has_undecodable(value: Any) -> bool:
-    """Whether a parsed value holds text that was not UTF-8 (decoded with surrogateescape)."""
+    """Whether a parsed value holds text that is not valid Unicode: bytes that were not UTF-8
+    (decoded with surrogateescape) or a lone surrogate written as a JSON escape."""
     if isinstance(value, str):
-        return any("\udc80" <= ch <= "\udcff" for ch in value)
+        return any("\ud800" <= ch <= "\udfff" for ch in value)
     if isinstance(value, dict):
         return any(_has_undecodable(k) or _has_undecodable(v) for k, v in value.items())
     if isinstance(value, list):

@@ -57,8 +57,8 @@ def sft_messages(row: dict[str, Any]) -> list[Message]:
         return _check_not_empty(messages)
     prompt, response = _text(row, "prompt"), _text(row, "response")
     if prompt is None or response is None:
-        prompt = _instruction(row, "input" if "output" in row else "context")
-        response = _text(row, "output") if "output" in row else response
+        prompt = _instruction(row, "input" if row.get("output") is not None else "context")
+        response = _text(row, "output") if row.get("output") is not None else response
     if prompt is None or response is None:
         raise Unusable(f"needs {SFT_SHAPES}")
     system = _text(row, "system")
@@ -80,7 +80,9 @@ def prompt_messages(row: dict[str, Any]) -> list[Message]:
     elif isinstance(row.get("question"), str):
         messages = [{"role": "user", "content": row["question"]}]
     elif _text(row, "instruction") is not None:
-        messages = [{"role": "user", "content": _instruction(row, "input" if "output" in row else "context")}]
+        messages = [
+            {"role": "user", "content": _instruction(row, "input" if row.get("output") is not None else "context")}
+        ]
     elif "chosen" in row:
         found, _, _ = comparison_from_row(row)
         messages = [{"role": "user", "content": found}] if isinstance(found, str) else found

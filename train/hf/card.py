@@ -100,7 +100,8 @@ def model_card(cfg: GPTConfig, block: dict[str, Any], *, reward: bool, params: i
         f"{params:,} parameters: {cfg.n_layer} layers, width {cfg.n_embd}, {cfg.n_head} heads{kv}, "
         f"SwiGLU hidden size {cfg.mlp_hidden}, context {cfg.block_size} tokens, vocabulary {cfg.vocab_size}, "
         f"RoPE base {cfg.rope_theta:g}, RMSNorm epsilon {cfg.norm_eps:g}"
-        f"{', tied input/output embeddings' if cfg.tie_embeddings else ''}.\n"
+        # a sequence classifier has no output layer to tie (and an import always ties it)
+        f"{', tied input/output embeddings' if cfg.tie_embeddings and not reward else ''}.\n"
         f"{bias}\n"
         "## Use\n\n"
         f"{_usage(reward)}\n"

@@ -25,6 +25,7 @@ import torch
 
 from curate.core.errors import InputError
 
+from ..finite import first_non_finite
 from ..model import GPTConfig
 
 CAUSAL_LM = "LlamaForCausalLM"
@@ -113,27 +114,33 @@ def curate_state(tensors: dict[str, torch.Tensor], cfg: GPTConfig, where: str) -
     """Our state dict from a Llama one in ``transformers``' names and halves layout (the
     inverse of :func:`llama_tensors`). Gains are kept only when ``cfg.norm_weight``."""
     H, KV, D = cfg.n_head, cfg.n_kv_head, cfg.head_dim
+    E, M, V = cfg.n_embd, cfg.mlp_hidden, cfg.vocab_size
 
-    def take(name: str) -> torch.Tensor:
+    def take(name: str, *shape: int) -> torch.Tensor:
         if name not in tensors:
             raise InputError(f"{where}: weights lack {name}")
+        if tuple(tensors[name].shape) != shape:
+            raise InputError(f"{where}: {name} has shape {tuple(tensors[name].shape)}, config.json implies {shape}")
         return tensors[name]
 
-    state = {"tok_emb.weight": take("model.embed_tokens.weight")}
+    state = {"tok_emb.weight": take("model.embed_tokens.weight", V, E)}
     for i in range(cfg.n_layer):
         ours, theirs = f"blocks.{i}.", f"model.layers.{i}."
-        q = rope_to_pairs(take(theirs + "self_attn.q_proj.weight"), H, D)
-        k = rope_to_pairs(take(theirs + "self_attn.k_proj.weight"), KV, D)
-        state[ours + "attn.qkv.weight"] = torch.cat([q, k, take(theirs + "self_attn.v_proj.weight")])
-        state[ours + "attn.proj.weight"] = take(theirs + "self_attn.o_proj.weight")
-        for name in ("gate", "up", "down"):
-            state[ours + f"mlp.{name}.weight"] = take(theirs + f"mlp.{name}_proj.weight")
+        q = rope_to_pairs(take(theirs + "self_attn.q_proj.weight", H * D, E), H, D)
+        k = rope_to_pairs(take(theirs + "self_attn.k_proj.weight", KV * D, E), KV, D)
+        state[ours + "attn.qkv.weight"] = torch.cat([q, k, take(theirs + "self_attn.v_proj.weight", KV * D, E)])
+        state[ours + "attn.proj.weight"] = take(theirs + "self_attn.o_proj.weight", E, H * D)
+        for name, shape in (("gate", (M, E)), ("up", (M, E)), ("down", (E, M))):
+            state[ours + f"mlp.{name}.weight"] = take(theirs + f"mlp.{name}_proj.weight", *shape)
         if cfg.norm_weight:
-            state[ours + "attn_norm.weight"] = take(theirs + "input_layernorm.weight")
-            state[ours + "mlp_norm.weight"] = take(theirs + "post_attention_layernorm.weight")
+            state[ours + "attn_norm.weight"] = take(theirs + "input_layernorm.weight", E)
+            state[ours + "mlp_norm.weight"] = take(theirs + "post_attention_layernorm.weight", E)
     if cfg.norm_weight:
-        state["norm_f.weight"] = take("model.norm.weight")
-    state["lm_head.weight"] = state["tok_emb.weight"] if cfg.tie_embeddings else take("lm_head.weight")
+        state["norm_f.weight"] = take("model.norm.weight", E)
+    state["lm_head.weight"] = state["tok_emb.weight"] if cfg.tie_embeddings else take("lm_head.weight", V, E)
+    bad = first_non_finite(state)
+    if bad is not None:
+        raise InputError(f"{where}: the weights hold NaN or infinite values (first in {bad})")
     return state
 
 
@@ -212,17 +219,23 @@ def gpt_config_from_hf(config: dict[str, Any], where: str) -> GPTConfig:
     architecture_of(config, where)
     if config.get("hidden_act", "silu") not in ("silu", "swish"):
         raise _refuse(where, f"activation {config['hidden_act']!r}")
-    window = config.get("sliding_window")
-    uses_window = config.get("use_sliding_window", config.get("model_type") == "mistral")
-    if window is not None and uses_window and window < config.get("max_position_embeddings", 0):
-        raise _refuse(where, f"sliding-window attention ({window} of {config['max_position_embeddings']} positions)")
-    heads, width = int(config["num_attention_heads"]), int(config["hidden_size"])
-    if config.get("head_dim") not in (None, width // heads):
-        raise _refuse(where, f"head_dim {config['head_dim']} != hidden_size / num_attention_heads")
     try:
+        window = config.get("sliding_window")
+        uses_window = config.get("use_sliding_window", config.get("model_type") == "mistral")
+        positions = int(config.get("max_position_embeddings") or 0)
+        if window is not None and uses_window and (not positions or int(window) < positions):
+            raise _refuse(where, f"sliding-window attention ({window} of {positions or 'unbounded'} positions)")
+        heads, width = int(config["num_attention_heads"]), int(config["hidden_size"])
+        if heads < 1 or width < 1 or width % heads:
+            raise InputError(
+                f"{where}: unusable config.json (hidden_size {width} is not a positive multiple of "
+                f"num_attention_heads {heads})"
+            )
+        if config.get("head_dim") not in (None, width // heads):
+            raise _refuse(where, f"head_dim {config['head_dim']} != hidden_size / num_attention_heads")
         return GPTConfig(
             vocab_size=int(config["vocab_size"]),
-            block_size=int(config.get("max_position_embeddings") or 2048),
+            block_size=int(positions or 2048),
             n_layer=int(config["num_hidden_layers"]),
             n_head=heads,
             n_kv_head=int(config.get("num_key_value_heads") or heads),
@@ -233,5 +246,5 @@ def gpt_config_from_hf(config: dict[str, Any], where: str) -> GPTConfig:
             norm_weight=True,
             tie_embeddings=bool(config.get("tie_word_embeddings", False)),
         )
-    except (KeyError, TypeError, ValueError) as exc:
+    except (KeyError, TypeError, ValueError, ZeroDivisionError) as exc:
         raise InputError(f"{where}: unusable config.json ({type(exc).__name__}: {exc})") from None

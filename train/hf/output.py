@@ -24,6 +24,9 @@ def _folder_mode() -> int:
 
 
 def _check_replaceable(out: Path, overwrite: bool, folder: bool) -> None:
+    above = next((p for p in out.parents if p.exists()), None)
+    if above is not None and not above.is_dir():
+        raise ConfigError(f"{out}: {above} is a file, not a folder; choose another output")
     if not out.exists():
         return
     if folder != out.is_dir():

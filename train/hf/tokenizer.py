@@ -138,6 +138,32 @@ def _json(obj: Any) -> bytes:
 # ----------------------------------------------------------------------------- import
 
 
+def _prefix_every_segment(tok):
+    """A SentencePiece-style pre-tokenizer (Metaspace) with ``prepend_scheme = "first"`` puts
+    its "▁" before the first segment of a string only, while curate encodes each chat message
+    on its own: "always" makes the exported chat template and ``curate generate --chat`` give
+    the same ids (text without special tokens is one segment and encodes as before)."""
+    from tokenizers import Tokenizer as HFTokenizer
+
+    data = json.loads(tok.to_str())
+    changed = False
+
+    def visit(node: Any) -> None:
+        nonlocal changed
+        if isinstance(node, dict):
+            if node.get("type") == "Metaspace" and node.get("prepend_scheme") == "first":
+                node["prepend_scheme"] = "always"
+                changed = True
+            for value in node.values():
+                visit(value)
+        elif isinstance(node, list):
+            for value in node:
+                visit(value)
+
+    visit(data.get("pre_tokenizer"))
+    return HFTokenizer.from_str(json.dumps(data)) if changed else tok
+
+
 def import_tokenizer(folder: Path) -> tuple[str, dict[str, int], int]:
     """(tokenizer.json text with our special tokens, {token: id} of those appended, the
     number of ids it now has)."""
@@ -152,6 +178,7 @@ def import_tokenizer(folder: Path) -> tuple[str, dict[str, int], int]:
         tok = HFTokenizer.from_file(str(file))
     except Exception as exc:  # tokenizers raises plain Exceptions for bad files
         raise InputError(f"{file}: unreadable tokenizer ({exc})") from None
+    tok = _prefix_every_segment(tok)
     added: dict[str, int] = {}
     for token in SPECIAL_TOKENS:
         if tok.token_to_id(token) is None:

@@ -296,3 +296,32 @@ def test_score_reads_the_same_shapes():
     ]:
         with pytest.raises(Unusable, match=reason):
             row_fields(row)
+
+
+def test_a_lone_surrogate_escape_is_counted_not_a_crash(tmp_path):
+    path = tmp_path / "qa.jsonl"
+    lines = ['{"prompt": "hi \\ud800", "response": "ok"}', json.dumps({"prompt": "2+2?", "response": "4"})]
+    path.write_text("\n".join(lines) + "\n")
+    train, held, skipped = load_sft_examples(path, TOK, 512, 0.0)
+    assert len(train) + len(held) == 1 and skipped.counts == {"not UTF-8 text": 1}
+    pairs = tmp_path / "pairs.jsonl"
+    rows = [
+        '{"prompt": "q", "chosen": "a \\udfff", "rejected": "b"}',
+        json.dumps({"prompt": "q", "chosen": "a", "rejected": "b"}),
+    ]
+    pairs.write_text("\n".join(rows) + "\n")
+    train, held, skipped = load_pairs(pairs, TOK, 512, 0.0, 0.0)
+    assert len(train) + len(held) == 1 and skipped.counts == {"not UTF-8 text": 1}
+
+
+def test_dolly_rows_beside_alpaca_rows_in_one_parquet_file(tmp_path):
+    """datasets writes the union of the columns: a Dolly row has a null `output`."""
+    rows = [
+        {"instruction": "Add.", "input": "2+2", "output": "4", "context": None, "response": None},
+        {"instruction": "Name a fish.", "input": None, "output": None, "context": "Tope or Rope", "response": "Tope"},
+    ]
+    path = tmp_path / "mixed.parquet"
+    pq.write_table(pa.Table.from_pylist(rows), path)
+    messages, skipped = sft_texts(path)
+    assert not skipped and [m[1]["content"] for m in messages] == ["4", "Tope"]
+    assert messages[1][0]["content"] == "Name a fish.\n\nTope or Rope"

@@ -171,3 +171,14 @@ def test_imported_models_export_too(hf_llama, tmp_path):
     q = model.model.layers[0].self_attn.q_proj.weight.detach().numpy()
     assert np.abs(values(tensors["blk.0.attn_q.weight"]) - llama_cpp_permute(q, 4)).max() < 1e-3
     assert torch.equal(torch.tensor(values(tensors["output_norm.weight"])), model.model.norm.weight.detach())  # F32
+
+
+def test_an_output_below_a_file_is_one_line(make_checkpoint, bpe, tmp_path):
+    from train.export import export_hf
+
+    ckpt = make_checkpoint(bpe)
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(CurateError, match="afile is a file, not a folder"):
+        export_gguf(ckpt, tmp_path / "afile" / "m.gguf")
+    with pytest.raises(CurateError, match="afile is a file, not a folder"):
+        export_hf(ckpt, tmp_path / "afile" / "sub")

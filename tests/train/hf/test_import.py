@@ -179,3 +179,68 @@ def test_export_import_export_is_byte_stable(make_checkpoint, bpe, tmp_path, tok
     for name, tensor in original.model_state.items():
         if name in imported.model_state:
             assert torch.equal(imported.model_state[name], tensor), name
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ({"num_attention_heads": 0}, "unusable config.json"),
+        ({"num_attention_heads": "x"}, "unusable config.json"),
+        ({"hidden_size": None}, "unusable config.json"),
+    ],
+)
+def test_a_broken_config_json_is_one_line(hf_llama, overrides, message):
+    folder, _ = hf_llama()
+    config = json.loads((folder / "config.json").read_text())
+    config.update(overrides)
+    (folder / "config.json").write_text(json.dumps(config))
+    with pytest.raises(CurateError) as err:
+        resolve_checkpoint(f"hf:{folder}")
+    assert message in str(err.value) and "\n" not in str(err.value)
+
+
+def test_weights_that_disagree_with_the_config_or_are_not_finite_are_refused(hf_llama):
+    from safetensors.torch import load_file, save_file
+
+    folder, _ = hf_llama()
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, "num_key_value_heads": 4}))  # weights have 2
+    with pytest.raises(CurateError, match=r"k_proj\.weight has shape \(32, 64\), config\.json implies \(64, 64\)"):
+        resolve_checkpoint(f"hf:{folder}")
+    (folder / "config.json").write_text(json.dumps(config))
+    weights = load_file(folder / "model.safetensors")
+    weights["model.layers.0.mlp.up_proj.weight"][0, 0] = float("nan")
+    save_file(weights, str(folder / "model.safetensors"), metadata={"format": "pt"})
+    with pytest.raises(CurateError, match="the weights hold NaN or infinite values"):
+        resolve_checkpoint(f"hf:{folder}")
+
+
+def test_a_sentencepiece_style_tokenizer_gives_the_chat_template_our_ids(tmp_path, texts):
+    """Metaspace with prepend_scheme "first" (newer Llama/Mistral tokenizer.json files): the
+    exported chat template and curate's per-message encoding agree."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    from train.chat import encode_prompt
+
+    folder = tmp_path / "sp"
+    folder.mkdir()
+    tok = Tokenizer(models.BPE(unk_token="<unk>", byte_fallback=True))
+    tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="first", split=False)
+    tok.decoder = decoders.Metaspace(replacement="▁", prepend_scheme="first", split=False)
+    special = ["<unk>", "<s>", "</s>"]
+    tok.train_from_iterator(texts * 20, trainers.BpeTrainer(vocab_size=300, special_tokens=special))
+    tok.save(str(folder / "tokenizer.json"))
+    config = {"tokenizer_class": "PreTrainedTokenizerFast", "bos_token": "<s>", "eos_token": "</s>"}
+    (folder / "tokenizer_config.json").write_text(json.dumps(config))
+    cfg = transformers.LlamaConfig(
+        vocab_size=tok.get_vocab_size(), hidden_size=64, intermediate_size=160, num_hidden_layers=1,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=96, bos_token_id=1, eos_token_id=2,
+    )  # fmt: skip
+    transformers.LlamaForCausalLM(cfg).save_pretrained(folder)
+    ours = load_checkpoint_tokenizer(resolve_checkpoint(f"hf:{folder}"))
+    export_hf(f"hf:{folder}", tmp_path / "out")
+    theirs = transformers.AutoTokenizer.from_pretrained(tmp_path / "out")
+    messages = [{"role": "user", "content": "Hello world, how are you"}]
+    ids = theirs.apply_chat_template(messages, add_generation_prompt=True, tokenize=True, return_dict=False)
+    assert list(ids) == encode_prompt(messages, ours)
+    assert theirs("Hello world")["input_ids"] == [ours.eot_id, *ours.encode("Hello world")]
