@@ -27,7 +27,7 @@ from typing import Any
 from curate.core.config import load_toml, resolve_path, resolve_paths
 from curate.core.document import Document
 from curate.core.errors import ConfigError
-from curate.rate.pairs import Pair
+from curate.rate.pairs import Pair, PairStore
 from filters.base import Filter, file_digest, read_word_list
 from filters.registry import build_filter
 from filters.safety import DEFAULT_BADWORDS, BadWords, Pii, UrlBlocklist
@@ -121,6 +121,17 @@ class ContentCheck:
             if any(f(doc) for f in self.blocklists):
                 return True
         return False
+
+
+def flag_pairs(store: PairStore, check: ContentCheck) -> dict[str, list[str]]:
+    """The flag reasons of the pairs to serve (flagged ones only), stored in the pairs database:
+    computed once per input and check, read back on a restart with the same ones."""
+    key = f"{store.info('fingerprint')}:{check.fingerprint()}"
+    if store.info("flags_key") == key:
+        return store.flags()
+    flags = {pair.pair_id: reasons for pair in store.active_pairs() if (reasons := check.reasons(pair))}
+    store.save_flags(flags, key)
+    return flags
 
 
 def _plain(params: dict[str, Any]) -> dict[str, Any]:

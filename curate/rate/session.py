@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import itertools
 import json
 import os
 import re
@@ -28,11 +29,11 @@ from curate.core.errors import ConfigError, CurateError
 from curate.core.files import atomic_write_json
 from curate.rate import BREAKS_LOG, CHOICES, PAIRS_DB, RATINGS_LOG, RELEASING, SESSION_FILE
 from curate.rate.assign import Assignment, a_is
-from curate.rate.flags import ContentCheck
+from curate.rate.flags import ContentCheck, flag_pairs
 from curate.rate.pairs import ImportStats, Pair, PairStore, import_pairs
 from curate.rate.raters import EXAMPLE_TOKEN_PREFIX, RATER_NAME, Rater, load_raters
 from curate.rate.store import RatingsLog, read_log
-from curate.rate.wellbeing import Activity, Limits, rating_time, saw_flagged
+from curate.rate.wellbeing import Activity, Limits, note_resume, rating_time, read_resumes, saw_flagged
 
 try:
     import fcntl
@@ -122,13 +123,13 @@ class RatingSession:
             self.import_stats: ImportStats = import_pairs(source, self.directory / PAIRS_DB)
             self.pairs = PairStore(self.directory / PAIRS_DB)
             self.pair_ids = self.pairs.active_ids()
-            self.flags = self._flags(check)
+            self.flags = flag_pairs(self.pairs, check)
             self.assignment = Assignment(
                 self.pair_ids, sorted(self.raters), self.overlap, self.overlap_raters, flagged=self.flags
             )
             self.log = RatingsLog(self.directory / RATINGS_LOG)
             self.activity: dict[str, Activity] = {name: Activity() for name in self.raters}
-            self._resumes = self._read_resumes()
+            self._resumes = read_resumes(self.directory / BREAKS_LOG, self.activity)
             for record in read_log(self.log.path):  # skips give pairs away; times feed the clocks
                 self._replay(record)
             for rater, times in self._resumes.items():
@@ -184,26 +185,6 @@ class RatingSession:
         except (OSError, ValueError) as exc:
             raise CurateError(f"{path}: unreadable ({exc}); move it away to start the session afresh") from None
         return data if isinstance(data, dict) else {}
-
-    def _flags(self, check: ContentCheck) -> dict[str, list[str]]:
-        """The flag reasons of the pairs to serve: stored ones when input and check are unchanged."""
-        key = f"{self.pairs.info('fingerprint')}:{check.fingerprint()}"
-        if self.pairs.info("flags_key") == key:
-            return self.pairs.flags()
-        flags = {pair.pair_id: reasons for pair in self.pairs.active_pairs() if (reasons := check.reasons(pair))}
-        self.pairs.save_flags(flags, key)
-        return flags
-
-    def _read_resumes(self) -> dict[str, list[float]]:
-        """Per rater, the times they resumed after a break (``breaks.jsonl``), oldest last popped."""
-        resumes: dict[str, list[float]] = {}
-        for record in read_log(self.directory / BREAKS_LOG, required=("rater", "time")):
-            t = rating_time(record)
-            if record["rater"] in self.activity and t is not None:
-                resumes.setdefault(record["rater"], []).append(t)
-        for times in resumes.values():
-            times.sort(reverse=True)
-        return resumes
 
     def _replay(self, record: dict[str, Any]) -> None:
         rater = record["rater"]
@@ -294,12 +275,7 @@ class RatingSession:
                 return
             now = self.clock()
             self.activity[rater].resume(now)
-            line = json.dumps({"rater": rater, "time": _iso(now)}) + "\n"
-            try:
-                with open(self.directory / BREAKS_LOG, "a", encoding="utf-8") as fh:
-                    fh.write(line)
-            except OSError as exc:  # the break itself is not lost, only its note for a restart
-                raise CurateError(f"{self.directory / BREAKS_LOG}: cannot write ({exc.strerror or exc})") from None
+            note_resume(self.directory / BREAKS_LOG, rater, _iso(now))
 
     def last_rated(self, rater: str) -> str | None:
         """The pair this rater rated most recently, if still assigned (for Back after a reload)."""
@@ -329,14 +305,8 @@ class RatingSession:
             self._cursor[rater] = cursor
             now = self.clock()
             limit = self.activity[rater].flagged_limit(self.limits, now) if rater in self.activity else None
-            pair_id = next(
-                (
-                    p
-                    for p in (self.pair_ids[i] for i in queue[cursor:])
-                    if p not in answered and not self._held_back(rater, p, limit)
-                ),
-                None,
-            )
+            waiting = (self.pair_ids[i] for i in itertools.islice(queue, cursor, None))
+            pair_id = next((p for p in waiting if p not in answered and not self._held_back(rater, p, limit)), None)
             if pair_id is None:
                 return None
             self._served.setdefault((rater, pair_id), now)

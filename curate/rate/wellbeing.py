@@ -13,10 +13,15 @@ as much as the one before it. Three spans, one rule each:
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import json
+import os
+from collections.abc import Container, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
+
+from curate.core.errors import CurateError
+from curate.rate.store import read_log
 
 PAUSE_S = 5 * 60
 SESSION_GAP_S = 30 * 60
@@ -124,3 +129,24 @@ class Activity:
         if limits.break_after_s is None or self.last is None or now - self.last >= PAUSE_S:
             return False
         return self.rating_for(now) >= limits.break_after_s
+
+
+def note_resume(path: str | os.PathLike, rater: str, when: str) -> None:
+    """Append a resume after a break to ``breaks.jsonl`` (so a restart does not ask again)."""
+    try:
+        with open(path, "a", encoding="utf-8") as fh:
+            fh.write(json.dumps({"rater": rater, "time": when}) + "\n")
+    except OSError as exc:  # the break itself is not lost, only its note for a restart
+        raise CurateError(f"{path}: cannot write ({exc.strerror or exc})") from None
+
+
+def read_resumes(path: str | os.PathLike, raters: Container[str]) -> dict[str, list[float]]:
+    """Per rater, the times they resumed after a break, newest first (to pop oldest first)."""
+    resumes: dict[str, list[float]] = {}
+    for record in read_log(path, required=("rater", "time")):
+        t = rating_time(record)
+        if record["rater"] in raters and t is not None:
+            resumes.setdefault(record["rater"], []).append(t)
+    for times in resumes.values():
+        times.sort(reverse=True)
+    return resumes
