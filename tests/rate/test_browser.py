@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import shutil
 import threading
+from contextlib import contextmanager
 from pathlib import Path
 
 import pyarrow as pa
@@ -49,6 +50,29 @@ def write_pairs(path: Path) -> Path:
     ]
     pq.write_table(pa.Table.from_pylist(rows, schema=PAIRS_SCHEMA), path)
     return path
+
+
+@contextmanager
+def serving(session: RatingSession):
+    """The server on a free loopback port, in a thread; closed with the session afterwards."""
+    server = RateServer(session, "127.0.0.1", 0)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
+        session.close()
+
+
+def page_problems(browser) -> list[str]:
+    """Script errors and anything the Content-Security-Policy blocked, from the browser's console."""
+    return [
+        e["message"]
+        for e in browser.get_log("browser")
+        if "Uncaught" in e["message"] or "Content Security Policy" in e["message"]
+    ]
 
 
 @pytest.fixture
@@ -92,9 +116,6 @@ def test_rate_three_pairs_by_click_and_keyboard(tmp_path, browser):
     pairs = write_pairs(tmp_path / "pairs.parquet")
     out = tmp_path / "ratings"
     session = RatingSession(out, pairs, [Rater("ann", TOKEN)], require_tokens=True)
-    server = RateServer(session, "127.0.0.1", 0)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
     wait = WebDriverWait(browser, 15)
     text = lambda element_id: browser.find_element(By.ID, element_id).get_attribute("textContent")  # noqa: E731
     keys = lambda k: ActionChains(browser).send_keys(k).perform()  # noqa: E731
@@ -106,7 +127,7 @@ def test_rate_three_pairs_by_click_and_keyboard(tmp_path, browser):
         wait.until(lambda d: pair_on_screen() == pair_id and text("a"))
         return {"a": text("a"), "b": text("b")}
 
-    try:
+    with serving(session) as server:
         # Without the token the page cannot load pairs; with the personal link it can.
         browser.get(server.url())
         assert "401" in browser.find_element(By.TAG_NAME, "body").text
@@ -151,17 +172,7 @@ def test_rate_three_pairs_by_click_and_keyboard(tmp_path, browser):
         keys("u")
         wait.until(lambda d: d.find_element(By.ID, "revising").is_displayed())
         assert pair_on_screen() == "b2" and "previous" in browser.find_element(By.ID, "btn-a").get_attribute("class")
-        # No script errors and nothing blocked by the Content-Security-Policy along the way.
-        problems = [
-            e["message"]
-            for e in browser.get_log("browser")
-            if "Uncaught" in e["message"] or "Content Security Policy" in e["message"]
-        ]
-        assert problems == []
-    finally:
-        server.shutdown()
-        server.server_close()
-        session.close()
+        assert page_problems(browser) == []
 
     stats = export_ratings(out, tmp_path / "comparisons.parquet")
     assert stats.lines == 4 and stats.revised == 1 and stats.exported == 3 and stats.balanced
@@ -208,9 +219,6 @@ def test_content_note_pass_and_break_pause(tmp_path, browser):
         limits=Limits(break_after_s=600),
         clock=lambda: now[0],
     )
-    server = RateServer(session, "127.0.0.1", 0)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
     wait = WebDriverWait(browser, 15)
     shown = lambda element_id: browser.find_element(By.ID, element_id).is_displayed()  # noqa: E731
     text = lambda element_id: browser.find_element(By.ID, element_id).get_attribute("textContent")  # noqa: E731
@@ -219,8 +227,8 @@ def test_content_note_pass_and_break_pause(tmp_path, browser):
     def wait_for_pair(pair_id: str) -> None:
         wait.until(lambda d: d.find_element(By.TAG_NAME, "body").get_attribute("data-pair-id") == pair_id)
 
-    try:
-        assert [session.assignment.queue("ann")] == [["c0", "c1", "c2", "c3", "c4", "c5"]]  # flagged ones spaced
+    with serving(session) as server:
+        assert session.assignment.queue("ann") == ["c0", "c1", "c2", "c3", "c4", "c5"]  # flagged ones spaced
         browser.get(server.url(session.raters["ann"]))
         wait_for_pair("c0")
         assert not shown("note") and shown("prompt")
@@ -264,16 +272,7 @@ def test_content_note_pass_and_break_pause(tmp_path, browser):
         keys("b")
         wait.until(lambda d: shown("done"))
         assert text("progress") == "5 / 5 rated (1 passed on)"
-        problems = [
-            e["message"]
-            for e in browser.get_log("browser")
-            if "Uncaught" in e["message"] or "Content Security Policy" in e["message"]
-        ]
-        assert problems == []
-    finally:
-        server.shutdown()
-        server.server_close()
-        session.close()
+        assert page_problems(browser) == []
 
     stats = export_ratings(out, tmp_path / "comparisons.parquet")
     assert stats.exported == 4 and stats.ties == 1 and stats.passes == 1 and stats.balanced
