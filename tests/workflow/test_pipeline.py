@@ -10,8 +10,10 @@ from click.testing import CliRunner
 
 from curate.cli import cli
 from curate.core.manifest import load_manifest
-from curate.workflow import STAGE_NAMES as STAGES
-from curate.workflow import load_pipeline
+from curate.workflow import STAGE_NAMES, load_pipeline
+
+# The stages a pipeline without an [eval] table runs (REDUCED has none; see test_pipeline_eval.py).
+STAGES = [s for s in STAGE_NAMES if s != "eval"]
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -107,6 +109,7 @@ def test_every_stage_ran_and_counts_add_up(finished):
     for stage in STAGES:
         assert stage in output
     assert "training cutoff:" in output and "curate generate" in output
+    assert "[eval]" not in output and "CORE" not in output and not (workdir / "eval").exists()
 
 
 def test_final_checkpoint_carries_lineage_and_cutoff(finished):
@@ -160,6 +163,8 @@ def test_partial_runs_and_errors(finished, tmp_path):
         ("crawl", "set = [3]", "set must be a table or a list"),
         ("pretrain", "optim = { min_lr = -1.0 }", "min_lr must be between"),
         ("pretrain", "dtype = 'float16'", "float16 is not supported"),
+        ("eval", "limt = 5", r"\[eval\]: unknown key 'limt' \(did you mean 'limit'\?\)"),
+        ("eval", "checkpoint = 'reward'", r"\[eval\]: checkpoint must name"),
     ],
 )
 def test_typos_in_any_stage_fail_before_anything_runs(tmp_path, stage, line, match):
@@ -189,6 +194,8 @@ def test_sample_pipeline_config_loads():
     pipe = load_pipeline(ROOT / "samples" / "pipeline.toml", workdir="/tmp/unused-workdir")
     assert pipe.out("pretrain") == Path("/tmp/unused-workdir/ckpt/base")
     assert pipe.tables["mix"]["sources"][0]["paths"] == ["/tmp/unused-workdir/dedup"]
+    # the sample scores its final model; the eval's output is its own folder
+    assert pipe.built["eval"][1] == "rlhf" and pipe.out("eval") == Path("/tmp/unused-workdir/eval")
 
 
 def test_tokenizer_stage_limits(tmp_path, monkeypatch):

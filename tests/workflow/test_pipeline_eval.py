@@ -79,9 +79,7 @@ def finished(tmp_path_factory):
     folder = tmp_path_factory.mktemp("pipeline-eval")
     config = folder / "pipeline.toml"
     config.write_text(PIPELINE.format(root=ROOT))
-    output = _run(config)
-    print(output)
-    return folder / "work", config, output
+    return folder / "work", config, _run(config)
 
 
 def test_eval_scores_the_final_model_and_the_summary_shows_them(finished):
