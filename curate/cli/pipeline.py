@@ -26,7 +26,7 @@ import click
     "--workers", "-j", type=click.IntRange(min=1), default=None, help="Worker processes (default: all cores)."
 )
 def pipeline(config, workdir, until, from_stage, overwrite, workers):
-    """Run crawl -> filter -> dedup -> tokenizer -> mix -> pretrain -> sft -> reward -> rlhf.
+    """Run crawl -> filter -> dedup -> tokenizer -> mix -> pretrain -> sft -> reward -> rlhf (-> eval).
 
     Each stage writes its own folder under the work directory; stages already complete with
     the same settings are skipped, so an interrupted pipeline resumes where it stopped, and a

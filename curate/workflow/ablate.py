@@ -41,7 +41,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from curate.core.config import deep_merge, load_toml, resolve_path, resolve_paths
+from curate.core.config import deep_merge, load_toml, resolve_path
 from curate.core.errors import ConfigError
 from curate.core.files import atomic_write_json
 from curate.runtime.executor import default_workers
@@ -152,7 +152,16 @@ def resolve_evals(table: Any, here: str) -> dict[str, Any]:
     """The [eval] table with its ``text`` folders relative to the ablation file."""
     if not isinstance(table, dict):
         raise ConfigError("[eval] must be a table of curate eval's settings")
-    return {**table, "text": resolve_paths(table["text"], here)} if "text" in table else dict(table)
+    if "text" not in table:
+        return dict(table)
+    texts = table["text"] if isinstance(table["text"], list) else [table["text"]]
+    if not all(isinstance(t, str) for t in texts):
+        raise ConfigError(f"[eval] text must be a list of folders or NAME=FOLDER strings, got {table['text']!r}")
+    resolved = []
+    for spec in texts:  # NAME=DIR: only the folder is a path
+        name, sep, path = spec.rpartition("=")
+        resolved.append(f"{name}{sep}{resolve_path(path, here)}")
+    return {**table, "text": resolved}
 
 
 def eval_config(table: dict[str, Any], base: Variant, where: str):

@@ -39,7 +39,9 @@ def metrics_of(run: dict[str, Any]) -> dict[str, tuple[str, float, bool]]:
             out[f"text/{name}"] = (f"bits per byte, {name}", float(r["bpb"]), False)
     val = run["train"]["val_loss"]
     if val:
-        out["val_loss"] = ("final validation loss", float(val[-1][1]), False)
+        # on the run's own mix's held-out slice, in its own tokens: not comparable across
+        # variants whose tokenizer or mix differ (bits per byte on the base's slice are)
+        out["val_loss"] = ("final validation loss (own mix, per token)", float(val[-1][1]), False)
     return out
 
 

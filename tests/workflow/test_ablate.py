@@ -154,3 +154,11 @@ def test_a_base_without_post_training_tables_is_enough(tmp_path):
     (tmp_path / "pipeline.toml").write_text(data_only.split("[pretrain]")[0])
     with pytest.raises(ConfigError, match="pretrain"):
         load_ablation(tmp_path / "a.toml")
+
+
+def test_eval_text_folders_are_relative_to_the_ablation_file(tmp_path):
+    (tmp_path / "pipeline.toml").write_text(PIPELINE.format(root=ROOT))
+    (tmp_path / "held").mkdir()
+    (tmp_path / "a.toml").write_text('base = "pipeline.toml"\n[eval]\ntext = ["web=held", "held"]\n')
+    ab = load_ablation(tmp_path / "a.toml")
+    assert ab.eval["text"] == [f"web={tmp_path / 'held'}", str(tmp_path / "held")]
