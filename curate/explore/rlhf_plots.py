@@ -59,12 +59,8 @@ def watch_facts(s: dict[str, Any], records: list[dict[str, Any]]) -> list[tuple[
     facts: list[tuple[str, str]] = []
     if evals:
         first, last = evals[0], evals[-1]
-        facts.append(
-            (
-                "optimized reward",
-                f"{_g(first['val_score'])} -> {_g(last['val_score'])} (steps {first['step']} -> {last['step']})",
-            )
-        )
+        facts.append(("evals", f"steps {first['step']} -> {last['step']} on held-out prompts ({len(evals)} evals)"))
+        facts.append(("reward", f"optimized {_g(first['val_score'])} -> {_g(last['val_score'])}"))
         if "val_holdout_score" in last:
             facts.append(
                 ("held-out reward", f"{_g(first.get('val_holdout_score'))} -> {_g(last['val_holdout_score'])}")
@@ -102,13 +98,20 @@ def plot_overoptimization(records: list[dict[str, Any]], best_step: int | None =
         return None
     fig, ax = figure(6.4, 3.8)
     xs = [p[kl] for p in points]
-    ax.plot(xs, [p[opt] - points[0][opt] for p in points], "o-", color="#357", label="optimized reward")
+    series = [(opt, "optimized reward", "o", "#357")]
     if all(isinstance(p.get(held), (int, float)) for p in points):
-        ys = [p[held] - points[0][held] for p in points]
-        ax.plot(xs, ys, "s-", color="#c52", label="held-out reward")
+        series.append((held, "held-out reward", "s", "#c52"))
+    for key, label, marker, color in series:
+        ys = [p[key] - points[0][key] for p in points]
+        # Faint lines in step order (KL need not grow steadily), the points themselves solid.
+        ax.plot(xs, ys, "-", color=color, alpha=0.3, linewidth=1)
+        ax.plot(xs, ys, marker, color=color, label=label, markersize=5)
+        ax.annotate(
+            f"step {points[-1].get('step')}", (xs[-1], ys[-1]), fontsize=7, xytext=(4, 2), textcoords="offset points"
+        )
         for p, x, y in zip(points, xs, ys):
-            if p.get("step") == best_step:
-                ax.plot([x], [y], "*", color="#c52", markersize=14, label=f"best (step {best_step})")
+            if key == held and p.get("step") == best_step:
+                ax.plot([x], [y], "*", color=color, markersize=14, label=f"best (step {best_step})")
     ax.axhline(0, color="#aaa", linewidth=0.8)
     ax.set_xlabel("KL to the starting policy (nats per response)")
     ax.set_ylabel("change since the first eval")

@@ -90,7 +90,13 @@ def test_rlhf_watch_from_the_command_line(tmp_path, length_reward, short_policy,
 
     r = invoke("inspect", out)
     assert r.exit_code == 0, r.output
-    for label in ("optimized reward", "held-out reward", "KL to reference", "response length", "best (held-out)"):
+    for label in (
+        "reward          optimized",
+        "held-out reward",
+        "KL to reference",
+        "response length",
+        "best (held-out)",
+    ):
         assert label in r.output
     assert re.search(r"stopped\s+at step \d+: held-out reward fell", r.output)
     r = invoke("inspect", out / "best")
