@@ -12,6 +12,7 @@ Layout of a run directory::
         optimizer.pt         optional: optimizer state (loaded with weights_only=True)
         train_state.pt       optional: RNG states, data position ... (weights_only=True)
         tokenizer.json       when the tokenizer is a trained BPE, so the checkpoint stands alone
+        consumed.parquet     what the run has read so far (train/lineage.py)
 
 A step directory is built under a temporary name and renamed into place only when complete;
 ``latest`` is rewritten (atomically) after that. A job killed at any moment therefore leaves
@@ -32,6 +33,7 @@ import os
 import re
 import shutil
 import tempfile
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -160,9 +162,11 @@ def save_checkpoint(
     train_state: dict[str, Any] | None = None,
     tokenizer: Tokenizer | str | os.PathLike | None = None,
     keep_last: int | None = 3,
+    files: Mapping[str, Callable[[Path], None]] | None = None,
 ) -> Path:
     """Write ``RUN_DIR/step-NNNNNN/`` atomically, point ``latest`` at it, and delete all but
-    the newest ``keep_last`` step directories (None or 0 keeps all). Returns the step dir."""
+    the newest ``keep_last`` step directories (None or 0 keeps all). Returns the step dir.
+    ``files``: more files of the step, name -> a function that writes it at the path given."""
     from safetensors.torch import save_file
 
     state = _clean_state(model_state)
@@ -187,6 +191,8 @@ def save_checkpoint(
             torch.save(optimizer_state, tmp / OPTIMIZER_FILE)
         if train_state is not None:
             torch.save(train_state, tmp / TRAIN_STATE_FILE)
+        for name, write in (files or {}).items():
+            write(tmp / name)
         # A step is rewritten when a run resumed from an earlier checkpoint reaches it again.
         replace_folder(tmp, final)
     except BaseException:

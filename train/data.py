@@ -18,6 +18,10 @@ This module streams it:
 * **Resume**: :meth:`PackedReader.state_dict` is the position of the first token not yet
   consumed (epoch, shard, row, token offset in that document): a few integers saved in every
   checkpoint; :meth:`load_state_dict` re-reads that one document and carries on from there.
+* **Consumption**: as it advances the reader counts, per mix row, the tokens consumed and the
+  passes that read it (:attr:`PackedReader.consumption`, train/lineage.py): what each
+  checkpoint's ``consumed.parquet`` records. A resumed reader adds to the counts it is given
+  (:meth:`PackedReader.replay` rebuilds them from the position alone by reading again).
 
 Pre-tokenized mixes: when the mix manifest carries a ``pretokenized`` entry (``curate mix
 --pretokenize``: one flat token array per shard, each row's ids followed by ``eot_id``) and
@@ -42,6 +46,7 @@ import torch
 from curate.core.errors import InputError
 from curate.core.tokenizer import ByteTokenizer, Tokenizer
 
+from .lineage import Consumption
 from .mix import MixInfo, pretokenized_usable
 
 _READ_COLUMNS = ["id", "text"]
@@ -69,6 +74,7 @@ class _Doc:
     row: int
     id: str
     tokens: np.ndarray  # the document's tokens followed by <|endoftext|>
+    shard: int = 0  # index of the shard in manifest order
 
 
 class _DocStream:
@@ -115,7 +121,7 @@ class _DocStream:
                 shard = shard_order[pos]
                 for doc in self._read_shard(shard, start_row=row if pos == order else 0):
                     produced = True
-                    yield _Doc(epoch, pos, doc[0], doc[1], doc[2])
+                    yield _Doc(epoch, pos, doc[0], doc[1], doc[2], shard)
             if not produced and order == 0 and row == 0:
                 raise InputError(
                     f"{self.mix.directory}: no training documents for rank {self.rank} of {self.world_size} "
@@ -214,6 +220,14 @@ class PackedReader:
         batch_rows: int = 256,
     ):
         self.seq_len = seq_len
+        self._settings = dict(
+            rank=rank,
+            world_size=world_size,
+            val_fraction=val_fraction,
+            seed=seed,
+            shuffle_shards=shuffle_shards,
+            batch_rows=batch_rows,
+        )
         self.stream = _DocStream(
             mix,
             tokenizer,
@@ -230,6 +244,7 @@ class PackedReader:
         self._docs: Iterator[_Doc] | None = None
         self.docs_read = 0
         self.tokens_read = 0
+        self.consumption = Consumption(mix.shard_rows)
 
     # -- position ------------------------------------------------------------------------
 
@@ -259,6 +274,15 @@ class PackedReader:
             self._segments.append([doc, offset])
         self.docs_read = int(state.get("docs_read", 0))
         self.tokens_read = int(state.get("tokens_read", 0))
+
+    def replay(self, state: dict[str, int]) -> None:
+        """Take the position ``state`` with the consumption that led to it, rebuilt by reading
+        from the start again (for a checkpoint that holds no ``consumed.parquet``)."""
+        fresh = PackedReader(self.stream.mix, self.stream.tokenizer, self.seq_len, **self._settings)
+        for _ in range(int(state.get("tokens_read", 0)) // self.seq_len):
+            fresh.next_sequence()
+        self.load_state_dict(state)
+        self.consumption = fresh.consumption
 
     @property
     def epoch(self) -> int:
@@ -293,6 +317,7 @@ class PackedReader:
         while advance:
             doc, offset = self._segments[0]
             left = len(doc.tokens) - offset
+            self.consumption.add(doc.shard, doc.row, min(left, advance), started=offset == 0)
             if left <= advance:
                 self._segments.popleft()
                 advance -= left

@@ -7,6 +7,8 @@ options into a :class:`PretrainConfig` and calls it. One run directory holds:
     latest             the newest complete checkpoint
     metrics.jsonl      one line per logged step: loss, lr, grad norm, tokens/s, MFU, val loss
     trace/rank-N.jsonl optional (data.trace): the document ids behind every step, per rank
+    (each step folder also holds consumed.parquet: per mix row, tokens read and passes;
+    train/lineage.py, ``curate lineage``)
     tensorboard/       optional (tensorboard = true, when TensorBoard is installed)
 
 Exact resume: a checkpoint stores the weights, the optimizer state, the step (hence the lr
@@ -45,6 +47,7 @@ from .checkpoint import Checkpoint, load_lm
 from .data import PackedReader, validation_sequences
 from .footprint import check_fits
 from .fsdp import load_optimizer_state, shard_model
+from .lineage import CONSUMED_FILE, shard_names
 from .metrics import truncate_metrics
 from .mix import MixInfo, open_mix, pretokenized_usable, resolve_tokenizer
 from .model import GPT, GPTConfig
@@ -59,7 +62,7 @@ from .pretrain_config import (
 )
 from .pretrain_eval import HeldOut
 from .pretrain_loop import StepLoop
-from .rundir import RunDir
+from .rundir import RunDir, chain_of
 from .runtime import (
     DistContext,
     barrier,
@@ -260,8 +263,9 @@ class PretrainRun:
                     f"({model_difference(source.config, self.gpt_config)})"
                 )
             model.load_state_dict(source.state_dict())
-            self.dir.lineage = {"parent": str(source_ckpt.path)}
+            self.dir.lineage = {"parent": str(source_ckpt.path), "parent_chain": chain_of(source_ckpt)}
         if self.resuming:
+            self.dir.lineage = {"parent": None, "parent_chain": []}  # both kept from the checkpoint
             model.load_state_dict(self._load_resume().model_state)
         self.flops_per_token = model.flops_per_token(self.seq_len)
         if self.fsdp:
@@ -324,10 +328,23 @@ class PretrainRun:
             ckpt.model_state = ckpt.optimizer_state = None  # loaded: don't hold a second copy
             rank_state = ckpt.train_state["ranks"][ctx.rank]
             set_rng_state(rank_state["rng"])
-            self.reader.load_state_dict(rank_state["data"])
+            self.restore_consumption(ckpt.path, rank_state["data"])
             self.note(f"resuming from {ckpt.path.name} (step {self.start_step:,} of {self.max_steps:,})")
         if config.data.trace:
             truncate_metrics(self.trace_path, self.start_step)
+
+    def restore_consumption(self, step_dir: Path, position: dict[str, int]) -> None:
+        """The reader at ``position`` with what was consumed before it: rank 0 takes the
+        checkpoint's consumed.parquet (ranks' counts add up, so one holding them all is
+        enough); without that file every rank reads its share again up to its position."""
+        import pyarrow.parquet as pq
+
+        if not (step_dir / CONSUMED_FILE).exists():
+            self.reader.replay(position)
+            return
+        self.reader.load_state_dict(position)
+        if self.ctx.is_main:
+            self.reader.consumption.load(pq.read_table(step_dir / CONSUMED_FILE), shard_names(self.mix))
 
     def setup_eval(self) -> None:
         """This rank's held-out share; then the model as the steps call it (compiled, DDP)."""

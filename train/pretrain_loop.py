@@ -7,6 +7,8 @@ gradient norm, tokens/s, MFU where the device's peak is known), evaluates every
 ``eval_every`` steps and on the last one, and checkpoints every ``checkpoint_every`` steps,
 on the last one and when a stop is requested (``stop_at_step``, or SIGINT/SIGTERM on any
 rank: every rank stops at the same step, since all of them take part in the checkpoint).
+Each checkpoint holds what the ranks' readers have consumed (``consumed.parquet``, with its
+summary and the cutoff of the documents read in config.json; train/lineage.py).
 Which lines are logged depends on the step alone, never on where a run stopped or resumed,
 so a resumed run's metrics.jsonl is the uninterrupted run's.
 
@@ -31,6 +33,7 @@ from curate.core.progress import Progress
 from .finite import FiniteGuard, check_weights
 from .fsdp import clip_gradients as clip_sharded_gradients
 from .fsdp import gather_model_state, gather_optimizer_state
+from .lineage import CONSUMED_FILE, Consumption, consumption_summary, mix_consumed, write_consumed
 from .metrics import MetricsLogger, device_peak_flops
 from .optim import clip_gradients, scheduled_lr, set_lr
 from .runtime import (
@@ -214,6 +217,7 @@ class StepLoop:
         if ctx.distributed:  # a single process: save_checkpoint checks what it writes
             check_weights(run.model, ctx, step)
         states = all_gather_objects({"rng": rng_state(), "data": run.reader.state_dict()}, ctx)
+        consumed_parts = all_gather_objects(run.reader.consumption.sparse(), ctx)
         fields: dict[str, Any] = {
             "tokens_seen": step * run.tokens_per_step,
             "loss": self.last_loss,
@@ -238,6 +242,12 @@ class StepLoop:
                 raise CurateError(f"step {step}: model weights differ between ranks ({config.distributed} out of sync)")
         path = None
         if ctx.is_main:
+            consumption = Consumption(run.mix.shard_rows)
+            for part in consumed_parts:
+                consumption.merge(part)
+            consumed, dates = mix_consumed(run.mix, consumption)
+            fields["consumed"] = consumption_summary(consumed, dates)
+            fields["consumed_cutoff"] = fields["consumed"]["cutoff"]
             path = run.dir.save(
                 step,
                 fields=fields,
@@ -247,6 +257,7 @@ class StepLoop:
                 optimizer_state=optimizer_state,
                 train_state={"step": step, "world_size": ctx.world_size, "ranks": states},
                 tokenizer=run.tokenizer,
+                files={CONSUMED_FILE: lambda at: write_consumed(at, consumed)},
             )
         barrier(ctx)
         return path

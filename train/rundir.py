@@ -19,7 +19,7 @@ mix). A resumed run keeps recording the lineage its first run recorded.
 from __future__ import annotations
 
 import shutil
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any, Protocol
@@ -43,6 +43,16 @@ class RunConfig(Protocol):
     """What RunDir needs of a stage's config dataclass (recorded whole as ``train_config``)."""
 
     keep_last: int
+
+
+def chain_of(parent: Checkpoint) -> list[dict[str, Any]]:
+    """The parent chain a run started from ``parent`` records (``parent_chain``): the
+    checkpoints it descends from, oldest first, ``parent`` last (base -> sft -> rm/rlhf/dpo)."""
+    meta = parent.meta
+    return [
+        *(meta.get("parent_chain") or []),
+        {"path": str(parent.path), "stage": meta.get("stage"), "step": meta.get("step")},
+    ]
 
 
 def lineage_of(parent: Checkpoint | None) -> dict[str, Any]:
@@ -157,8 +167,10 @@ class RunDir:
         optimizer_state: dict[str, Any] | None,
         train_state: dict[str, Any],
         tokenizer: Tokenizer,
+        files: Mapping[str, Callable[[Path], None]] | None = None,
     ) -> Path:
-        """Write checkpoint ``step`` (metadata from :meth:`meta`), keeping the newest ``keep_last``."""
+        """Write checkpoint ``step`` (metadata from :meth:`meta`), keeping the newest
+        ``keep_last``; ``files``: more files of the step (see :func:`save_checkpoint`)."""
         return save_checkpoint(
             self.path,
             step,
@@ -170,6 +182,7 @@ class RunDir:
             train_state=train_state,
             tokenizer=tokenizer,
             keep_last=self.config.keep_last,
+            files=files,
         )
 
     def open_metrics(self, *, tensorboard: bool = False, enabled: bool = True) -> MetricsLogger:
