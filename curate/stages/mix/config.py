@@ -13,6 +13,9 @@ from curate.core.errors import ConfigError
 from curate.core.ranges import POSITIVE, SEED, SIZE, Range, check_bounds, check_value
 from curate.core.readers import FORMATS
 
+# The fewest tokens a chunk may hold: room for any one character, whatever the tokenizer.
+MIN_DOC_TOKENS = 16
+
 
 @dataclass
 class SourceSpec:
@@ -48,10 +51,18 @@ class MixConfig:
     shuffle_memory: int | str = "512MB"  # upper bound on one shuffle bucket held in memory
     pretokenize: bool = False
     output: str | None = None  # output directory when -o is not given
+    # Documents longer than this many tokens are cut into chunks of at most this many (at
+    # paragraph, then sentence, then token boundaries) and the mix samples chunks; 0 or None
+    # keeps documents whole (curate.stages.mix.chunks). A multiple of usual context lengths.
+    max_doc_tokens: int | None = 8192
 
     # Checked when the config is built (from_dict) and by validate(); the budget and the two
     # sizes are checked there once parsed ("2M", "64MB"). The seed feeds numpy's generators.
-    bounds: ClassVar[dict[str, Range]] = {"max_epochs": POSITIVE, "seed": SEED}
+    bounds: ClassVar[dict[str, Range]] = {
+        "max_epochs": POSITIVE,
+        "seed": SEED,
+        "max_doc_tokens": Range(MIN_DOC_TOKENS).or_off(0),
+    }
 
     def validate(self, who: str = "mix") -> None:
         if not self.sources:
@@ -81,6 +92,11 @@ class MixConfig:
         return parse_count(self.tokens)
 
     @property
+    def chunk_limit(self) -> int | None:
+        """Tokens a row may hold (``max_doc_tokens``), None when documents are kept whole."""
+        return self.max_doc_tokens or None
+
+    @property
     def shard_bytes(self) -> int:
         return parse_bytes(self.shard_size)
 
@@ -99,6 +115,7 @@ class MixConfig:
             "shard_size": self.shard_bytes,
             "shuffle_memory": self.shuffle_bytes,
             "pretokenize": self.pretokenize,
+            "max_doc_tokens": self.chunk_limit,
         }
 
 

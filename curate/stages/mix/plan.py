@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 import zlib
 from array import array
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pyarrow as pa
@@ -23,7 +23,8 @@ from curate.core.errors import CurateError
 from curate.core.progress import Progress
 from curate.core.readers import SourceReader
 from curate.core.tokenizer import ByteTokenizer, Tokenizer
-from curate.stages.mix.config import MixConfig, SourceSpec
+from curate.stages.mix.chunks import split_text
+from curate.stages.mix.config import MIN_DOC_TOKENS, MixConfig, SourceSpec
 
 # --- pass 1: counting --------------------------------------------------------------------
 
@@ -40,10 +41,21 @@ class SourceCount:
     bytes: int
     id_digest: int  # crc32 of the ids in order, to catch inputs changing between passes
     failed: dict[str, tuple[str, str]]  # files that could not be read: path -> (reason, message)
+    docs: int = 0  # documents read; a position of n_tokens is a document or one of its chunks
+    split_docs: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # their ordinals
+    split_chunks: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # chunks of each
 
     @property
-    def docs(self) -> int:
+    def positions(self) -> int:
+        """Rows the source offers: its documents, a split one counted once per chunk."""
         return int(self.n_tokens.shape[0])
+
+    def chunks_per_doc(self, first: int, n: int) -> np.ndarray:
+        """The number of positions of documents ``first`` .. ``first + n - 1``."""
+        reps = np.ones(n, dtype=np.int64)
+        lo, hi = np.searchsorted(self.split_docs, [first, first + n])
+        reps[self.split_docs[lo:hi] - first] = self.split_chunks[lo:hi]
+        return reps
 
     @property
     def tokens(self) -> int:
@@ -65,24 +77,42 @@ def crc_ids(crc: int, table: pa.Table) -> int:
     return zlib.crc32("\x1f".join(table.column("id").to_pylist()).encode("utf-8", "replace"), crc)
 
 
-def count_source(spec: SourceSpec, tokenizer: Tokenizer, progress: Progress | None = None) -> SourceCount:
-    """Pass 1 over one source. A Parquet file that fails partway is left out entirely: the
+def count_source(
+    spec: SourceSpec, tokenizer: Tokenizer, progress: Progress | None = None, chunk_limit: int | None = None
+) -> SourceCount:
+    """Pass 1 over one source: tokens per position (a document, or each chunk of a document
+    longer than ``chunk_limit``). A Parquet file that fails partway is left out entirely: the
     counts of its rows already read are dropped (its documents get no position)."""
     reader = source_reader(spec)
     counts = array("i")
-    chars = nbytes = 0
+    split_docs, split_chunks = array("q"), array("q")
+    chars = nbytes = docs = 0
     crc = 0
-    mark: tuple[str | None, int, int, int, int] = (None, 0, 0, 0, 0)  # where the current file began
+    mark: tuple[str | None, int, int, int, int, int, int] = (None, 0, 0, 0, 0, 0, 0)  # where the current file began
     for path, table in reader.batches():
         if table is None:  # ``path`` failed after some of its rows: back to where it began
             if mark[0] == path:
-                _, n_docs, chars, nbytes, crc = mark
-                del counts[n_docs:]
+                _, n_pos, chars, nbytes, crc, docs, n_split = mark
+                del counts[n_pos:], split_docs[n_split:], split_chunks[n_split:]
             continue
         if path is not None and mark[0] != path:
-            mark = (path, len(counts), chars, nbytes, crc)
+            mark = (path, len(counts), chars, nbytes, crc, docs, len(split_docs))
         text = table.column("text")
-        counts.extend(count_tokens(text, tokenizer).tolist())
+        per_doc = count_tokens(text, tokenizer)
+        long = np.flatnonzero(per_doc > chunk_limit) if chunk_limit else np.zeros(0, np.int64)
+        if long.shape[0] == 0:
+            counts.extend(per_doc.tolist())
+        else:
+            done = 0
+            for i in long.tolist():
+                counts.extend(per_doc[done:i].tolist())
+                chunks = split_text(text[i].as_py(), chunk_limit, tokenizer)
+                counts.extend(tokenizer.count(chunks))
+                split_docs.append(docs + i)
+                split_chunks.append(len(chunks))
+                done = i + 1
+            counts.extend(per_doc[done:].tolist())
+        docs += table.num_rows
         chars += pc.sum(pc.utf8_length(text)).as_py() or 0
         nbytes += pc.sum(pc.binary_length(pc.cast(text, pa.binary()))).as_py() or 0
         crc = crc_ids(crc, table)
@@ -97,6 +127,9 @@ def count_source(spec: SourceSpec, tokenizer: Tokenizer, progress: Progress | No
         nbytes,
         crc,
         reader.failed,
+        docs=docs,
+        split_docs=np.frombuffer(split_docs, dtype=np.int64).copy() if split_docs else np.zeros(0, np.int64),
+        split_chunks=np.frombuffer(split_chunks, dtype=np.int64).copy() if split_chunks else np.zeros(0, np.int64),
     )
 
 
@@ -140,6 +173,11 @@ class SourcePlan:
     tokens_planned: int
     rows_planned: int
     docs_selected: int
+    chunks_selected: int = 0  # distinct positions (documents or chunks) taken
+    # The row that ends the partial epoch, cut to the tokens the target still needs (with
+    # max_doc_tokens on): its position (-1: none) and its tokens after the cut.
+    cut_position: int = -1
+    cut_tokens: int = 0
 
     @property
     def capped(self) -> bool:
@@ -150,17 +188,38 @@ def select_documents(n_tokens: np.ndarray, target: int, rng: np.random.Generator
     """(whole epochs, partial-epoch mask) whose tokens reach ``target``: whole passes over the
     source, then documents in a random order until the target is reached (the last document
     may overshoot it)."""
+    full, partial, _, _ = select_rows(n_tokens, target, rng)
+    return full, partial
+
+
+def select_rows(n_tokens: np.ndarray, target: int, rng: np.random.Generator) -> tuple[int, np.ndarray, int, int]:
+    """:func:`select_documents` plus the last position taken and by how many tokens it
+    overshoots the target (-1 and 0 when nothing is sampled)."""
     total = int(n_tokens.sum(dtype=np.int64))
     partial = np.zeros(n_tokens.shape[0], dtype=bool)
     if total == 0 or target <= 0:
-        return 0, partial
+        return 0, partial, -1, 0
     full, rest = divmod(int(target), total)
-    if rest:
-        order = rng.permutation(n_tokens.shape[0])
-        reached = np.cumsum(n_tokens[order], dtype=np.int64)
-        k = int(np.searchsorted(reached, rest, side="left"))
-        partial[order[: k + 1]] = True
-    return full, partial
+    if not rest:
+        return full, partial, -1, 0
+    order = rng.permutation(n_tokens.shape[0])
+    reached = np.cumsum(n_tokens[order], dtype=np.int64)
+    k = int(np.searchsorted(reached, rest, side="left"))
+    partial[order[: k + 1]] = True
+    return full, partial, int(order[k]), int(reached[k] - rest)
+
+
+def _cut_last(n_tokens: np.ndarray, partial: np.ndarray, last: int, over: int) -> tuple[int, int]:
+    """Where the partial epoch ends on its target: the last row taken, cut to the tokens still
+    needed. A cut that would leave fewer than MIN_DOC_TOKENS is dropped instead (the source
+    then falls short by less than that); (-1, 0) when no cut is needed."""
+    if last < 0 or over <= 0:
+        return -1, 0
+    keep = int(n_tokens[last]) - over
+    if keep < MIN_DOC_TOKENS:
+        partial[last] = False
+        return -1, 0
+    return last, keep
 
 
 def _source_seed(seed: int, name: str) -> list[int]:
@@ -184,8 +243,14 @@ def plan_mix(cfg: MixConfig, counted: list[SourceCount]) -> tuple[list[SourcePla
         name = c.spec.name
         requested = weights[name] * budget
         target = int(round(targets[name]))
-        full, partial = select_documents(c.n_tokens, target, np.random.default_rng(_source_seed(cfg.seed, name)))
+        full, partial, last, over = select_rows(c.n_tokens, target, np.random.default_rng(_source_seed(cfg.seed, name)))
+        cut_position, cut_tokens = _cut_last(c.n_tokens, partial, last, over) if cfg.chunk_limit else (-1, 0)
         rows = partial.astype(np.int64) + full
+        taken = rows > 0
+        tokens_planned = int((rows * c.n_tokens).sum())
+        if cut_position >= 0:
+            tokens_planned -= int(c.n_tokens[cut_position]) - cut_tokens
+        doc_of = np.repeat(np.arange(c.docs), c.chunks_per_doc(0, c.docs)) if c.split_docs.shape[0] else None
         plan = SourcePlan(
             name=name,
             weight=c.spec.weight,
@@ -197,9 +262,12 @@ def plan_mix(cfg: MixConfig, counted: list[SourceCount]) -> tuple[list[SourcePla
             max_epochs=max_ep[name],
             full_epochs=full,
             partial=partial,
-            tokens_planned=int((rows * c.n_tokens).sum()),
+            tokens_planned=tokens_planned,
             rows_planned=int(rows.sum()),
-            docs_selected=int((rows > 0).sum()),
+            docs_selected=int(np.unique(doc_of[taken]).shape[0]) if doc_of is not None else int(taken.sum()),
+            chunks_selected=int(taken.sum()),
+            cut_position=cut_position,
+            cut_tokens=cut_tokens,
         )
         plans.append(plan)
         if plan.capped:

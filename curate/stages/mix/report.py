@@ -14,10 +14,24 @@ from curate.stages.mix.plan import Planned, SourceCount, SourcePlan, number
 from curate.stages.mix.shuffle import TOKENS_DIR, OutputWriter, Selected
 
 STAGE = "mix"  # the stage name in manifests and state
+RULE_WHOLE = (
+    "each source takes whole epochs, then documents in a seeded random order until its "
+    "target is reached; the last document taken may overshoot by less than its length"
+)
+RULE_CUT = (
+    "documents over max_doc_tokens are cut into chunks; each source takes whole epochs, then "
+    "chunks in a seeded random order until its target is reached, the last one cut to the tokens "
+    "still needed (a cut under 16 tokens is left out instead)"
+)
 
 
-def source_entry(c: SourceCount, p: SourcePlan, tokens: int, docs: int, rows: int, total: int) -> dict[str, Any]:
-    """The fields a source has in the plan report and the manifest alike."""
+def source_entry(
+    c: SourceCount, p: SourcePlan, tokens: int, docs: int, rows: int, total: int, chunks: int
+) -> dict[str, Any]:
+    """The fields a source has in the plan report and the manifest alike. ``docs`` counts the
+    documents with at least one row taken; ``chunks`` the distinct rows taken (a document kept
+    whole is one, a split one its chunks taken); ``chunks_available`` = ``chunks`` +
+    ``chunks_not_sampled``."""
     return {
         "name": p.name,
         "weight": p.weight,
@@ -29,6 +43,10 @@ def source_entry(c: SourceCount, p: SourcePlan, tokens: int, docs: int, rows: in
         "tokens_available": c.tokens,
         "docs_available": c.docs,
         "docs": docs,
+        "split_documents": int(c.split_docs.shape[0]),
+        "chunks_available": c.positions,
+        "chunks": chunks,
+        "chunks_not_sampled": c.positions - chunks,
         "rows": rows,
         "epochs": round(tokens / c.tokens, 4) if c.tokens else 0.0,
         "max_epochs": p.max_epochs,
@@ -55,8 +73,10 @@ def manifest(
     sources_json = []
     for c, p in zip(planned.counted, planned.plans):
         r = realized[p.name]
-        entry = source_entry(c, p, r.tokens, r.docs, r.rows, total_tokens)
-        sources_json.append({**entry, "paths": c.spec.paths, "files": len(c.files), "chars": r.chars})
+        entry = source_entry(c, p, r.tokens, r.docs, r.rows, total_tokens, r.chunks)
+        sources_json.append(
+            {**entry, "paths": c.spec.paths, "files": len(c.files), "chars": r.chars, "cut_rows": r.cut_rows}
+        )
     failed = sum(len(c.failed) for c in planned.counted)
     extra: dict[str, Any] = {
         # A file that could not be read is left out, like in every stage: the mix of the others
@@ -69,8 +89,15 @@ def manifest(
             "budget": cfg.budget,
             "realized": total_tokens,
             "rows": sum(r.rows for r in realized.values()),
-            "rule": "each source takes whole epochs, then documents in a seeded random order until its "
-            "target is reached; the last document taken may overshoot by less than its length",
+            "rule": RULE_CUT if cfg.chunk_limit else RULE_WHOLE,
+        },
+        "chunking": {
+            "max_doc_tokens": cfg.chunk_limit,
+            "id": "PARENT_ID#cNNNNN (chunk index, from 0); meta holds parent_id, chunk and chunks",
+            "split_documents": sum(int(c.split_docs.shape[0]) for c in planned.counted),
+            "chunks_available": sum(c.positions for c in planned.counted),
+            "chunks": sum(r.chunks for r in realized.values()),
+            "cut_rows": sum(r.cut_rows for r in realized.values()),
         },
         "sources": sources_json,
         "training_cutoff": selected.cutoff.to_json(),
@@ -113,7 +140,7 @@ def plan_report(cfg: MixConfig, planned: Planned) -> dict[str, Any]:
         "tokens": {"budget": cfg.budget, "realized": total},
         "notes": planned.notes,
         "sources": [
-            source_entry(c, p, p.tokens_planned, p.docs_selected, p.rows_planned, total)
+            source_entry(c, p, p.tokens_planned, p.docs_selected, p.rows_planned, total, p.chunks_selected)
             for c, p in zip(planned.counted, planned.plans)
         ],
     }

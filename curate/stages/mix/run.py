@@ -36,9 +36,11 @@ planning), guards the output folder and writes the manifest.
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import shutil
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -50,9 +52,10 @@ from curate.core.files import writing
 from curate.core.manifest import config_hash
 from curate.core.progress import Progress
 from curate.core.shards import ShardInfo
-from curate.core.tokenizer import load_tokenizer
+from curate.core.tokenizer import Tokenizer, load_tokenizer
 from curate.runtime.output import OutputDir
 from curate.runtime.stage import StageContext
+from curate.stages.mix.chunks import chunk_id, chunk_is_marked, chunk_meta, explode, head, set_column, split_text
 from curate.stages.mix.config import MixConfig
 from curate.stages.mix.plan import Planned, SourceCount, SourcePlan, count_source, crc_ids, plan_mix, source_reader
 from curate.stages.mix.report import STAGE, plan_report
@@ -124,7 +127,7 @@ def _count_and_plan(cfg: MixConfig, ctx: StageContext) -> Planned:
     )
     counted = []
     for spec in cfg.sources:
-        counted.append(count_source(spec, tokenizer, progress))
+        counted.append(count_source(spec, tokenizer, progress, cfg.chunk_limit))
         progress.advance()
     progress.close()
     for c in counted:
@@ -191,16 +194,17 @@ def _scatter(cfg: MixConfig, planned: Planned, buckets: Buckets, show_progress: 
     progress = Progress("mix: selecting", total=total_docs, unit="docs", enabled=None if show_progress else False)
     for src_index, (c, plan) in enumerate(zip(planned.counted, planned.plans)):
         reader = source_reader(c.spec, skip=c.failed)
-        offset, crc = 0, 0
+        offset, position, crc = 0, 0, 0
         for table in reader.tables():
             n = table.num_rows
             if offset + n > c.docs:
                 raise CurateError(f"source {c.spec.name!r}: inputs changed while mixing (more documents than counted)")
             crc = crc_ids(crc, table)
-            _scatter_table(cfg, c, plan, src_index, table, offset, buckets, selected)
+            at = Where(src_index, offset, position, planned.tokenizer, cfg.chunk_limit)
+            position += _scatter_table(cfg, c, plan, at, table, buckets, selected)
             offset += n
             progress.add(docs=n)
-        if offset != c.docs or crc != c.id_digest:
+        if offset != c.docs or position != c.positions or crc != c.id_digest:
             raise CurateError(f"source {c.spec.name!r}: inputs changed while mixing; rerun")
         s = reader.stats
         s.kept = selected.realized[plan.name].docs
@@ -217,41 +221,76 @@ def _scatter(cfg: MixConfig, planned: Planned, buckets: Buckets, show_progress: 
     return selected
 
 
+@dataclass
+class Where:
+    """Where a table of a source starts: its first document and first position."""
+
+    src_index: int
+    offset: int  # documents before it
+    position: int  # positions (documents or chunks) before it
+    tokenizer: Tokenizer
+    chunk_limit: int | None
+
+
 def _scatter_table(
-    cfg: MixConfig,
-    c: SourceCount,
-    plan: SourcePlan,
-    src_index: int,
-    table: pa.Table,
-    offset: int,
-    buckets: Buckets,
-    selected: Selected,
-) -> None:
-    """The rows of one table of a source that the plan selects, repeated once per epoch."""
-    n = table.num_rows
-    reps = plan.partial[offset : offset + n].astype(np.int64) + plan.full_epochs
+    cfg: MixConfig, c: SourceCount, plan: SourcePlan, at: Where, table: pa.Table, buckets: Buckets, selected: Selected
+) -> int:
+    """The rows of one table of a source that the plan selects, repeated once per epoch; a
+    split document's selected chunks are cut from it again (as pass 1 cut them). Returns the
+    number of positions the table spans."""
+    per_doc = c.chunks_per_doc(at.offset, table.num_rows)
+    n_pos = int(per_doc.sum())
+    positions = at.position + np.arange(n_pos, dtype=np.int64)
+    doc_of = np.repeat(np.arange(table.num_rows), per_doc)
+    reps = plan.partial[at.position : at.position + n_pos].astype(np.int64) + plan.full_epochs
+    if not (reps > 0).any():
+        return n_pos
+    needed = np.unique(doc_of[reps > 0])
+    docs = table.take(pa.array(needed))
+    in_needed = np.isin(doc_of, needed)
+    positions, reps = positions[in_needed], reps[in_needed]
+    chunks = []
+    for local, d in enumerate(needed.tolist()):
+        if per_doc[d] > 1:
+            parts = split_text(docs.column("text")[local].as_py(), at.chunk_limit, at.tokenizer)
+            if len(parts) != per_doc[d]:
+                raise CurateError(f"source {c.spec.name!r}: inputs changed while mixing; rerun")
+            chunks.append(parts)
+        else:
+            chunks.append([])
+    rows = explode(docs, np.arange(needed.shape[0]), chunks)
+    parents = at.position + (np.cumsum(per_doc) - per_doc)[doc_of[in_needed]]
     chosen = reps > 0
-    if not chosen.any():
-        return
-    picked = table.filter(pa.array(chosen))
-    selected.cutoff.add(picked.column("date"))
     real = selected.realized[plan.name]
-    real.docs += int(chosen.sum())
-    real.doc_chars += int(pc.sum(pc.utf8_length(picked.column("text"))).as_py() or 0)
-    idx = np.repeat(np.arange(n), reps)
+    selected.cutoff.add(docs.column("date"))
+    real.docs += int(needed.shape[0])
+    real.chunks += int(chosen.sum())
+    real.split_docs += int(sum(1 for parts in chunks if parts))
+    real.doc_chars += int(pc.sum(pc.utf8_length(rows.filter(pa.array(chosen)).column("text"))).as_py() or 0)
+    idx = np.repeat(np.arange(rows.num_rows), reps)
     starts = np.repeat(np.cumsum(reps) - reps, reps)
     epochs = (np.arange(idx.shape[0]) - starts).astype(np.int32)
-    positions = idx.astype(np.int64) + offset
+    positions, parents = positions[idx], parents[idx]
     ntok = c.n_tokens[positions].astype(np.int64)
+    rows = rows.take(pa.array(idx))
+    cut = np.flatnonzero((positions == plan.cut_position) & (epochs == plan.full_epochs))
+    if cut.shape[0]:
+        rows, ntok[cut[0]] = _cut_row(rows, int(cut[0]), plan.cut_tokens, at.tokenizer)
+        real.cut_rows += 1
     real.rows += int(idx.shape[0])
     real.tokens += int(ntok.sum())
-    rows = table.take(pa.array(idx))
     real.chars += int(pc.sum(pc.utf8_length(rows.column("text"))).as_py() or 0)
-    rows = rows.set_column(rows.schema.get_field_index("n_tokens"), "n_tokens", pa.array(ntok, pa.int64()))
-    rows = rows.set_column(rows.schema.get_field_index("epoch"), "epoch", pa.array(epochs, pa.int32()))
-    keys = shuffle_keys(cfg.seed, plan.name, positions, epochs)
+    rows = set_column(rows, "n_tokens", pa.array(ntok, pa.int64()))
+    rows = set_column(rows, "epoch", pa.array(epochs, pa.int32()))
+    # In a whole epoch the chunks of a document share its key (and sort by position, so they
+    # stay together and in order); in the partial epoch each row has its own key.
+    keys = np.where(
+        epochs < plan.full_epochs,
+        shuffle_keys(cfg.seed, plan.name, parents, epochs),
+        shuffle_keys(cfg.seed, plan.name, positions, epochs),
+    )
     rows = rows.append_column("_key", pa.array(keys, pa.uint64()))
-    rows = rows.append_column("_src", pa.array(np.full(idx.shape[0], src_index, np.int32)))
+    rows = rows.append_column("_src", pa.array(np.full(idx.shape[0], at.src_index, np.int32)))
     rows = rows.append_column("_pos", pa.array(positions, pa.int64()))
     n_buckets = buckets.n
     bucket_of = ((keys >> np.uint64(32)) * np.uint64(n_buckets)) >> np.uint64(32)
@@ -262,6 +301,24 @@ def _scatter_table(
     for b in range(n_buckets):
         if bounds[b + 1] > bounds[b]:
             buckets.add(b, rows.slice(int(bounds[b]), int(bounds[b + 1] - bounds[b])))
+    return n_pos
+
+
+def _cut_row(rows: pa.Table, i: int, tokens: int, tokenizer: Tokenizer) -> tuple[pa.Table, int]:
+    """Row ``i`` cut to its first ``tokens`` tokens (a chunk of its document, marked ``cut``)."""
+    text = head(rows.column("text")[i].as_py(), tokens, tokenizer)
+    ids, metas = rows.column("id").to_pylist(), rows.column("meta").to_pylist()
+    meta = json.loads(metas[i]) if metas[i] and chunk_is_marked(metas[i]) else None
+    if meta is None:  # a whole document: it becomes chunk 0 of 1
+        metas[i] = chunk_meta(metas[i], ids[i], 0, 1, cut=True)
+        ids[i] = chunk_id(ids[i], 0)
+    else:
+        metas[i] = chunk_meta(metas[i], meta["parent_id"], meta["chunk"], meta["chunks"], cut=True)
+    texts, n_chars = rows.column("text").to_pylist(), rows.column("n_chars").to_pylist()
+    texts[i], n_chars[i] = text, len(text)
+    for name, values in (("text", texts), ("id", ids), ("meta", metas), ("n_chars", n_chars)):
+        rows = set_column(rows, name, values)
+    return rows, tokenizer.count([text])[0]
 
 
 def _gather(buckets: Buckets, writer: OutputWriter, n_buckets: int, show_progress: bool) -> list[ShardInfo]:

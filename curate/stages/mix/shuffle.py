@@ -298,7 +298,10 @@ class Realized:
     rows: int = 0
     docs: int = 0
     chars: int = 0  # of rows, repeats included
-    doc_chars: int = 0  # of distinct documents
+    doc_chars: int = 0  # of distinct rows taken (documents or chunks)
+    chunks: int = 0  # distinct positions taken (a whole document is one)
+    split_docs: int = 0  # documents taken that were cut into chunks
+    cut_rows: int = 0  # rows cut to end their source's partial epoch on its target
 
 
 @dataclass

@@ -280,13 +280,15 @@ def test_epoch_cap_and_redistribution(sources, tmp_path):
 
 
 def test_partial_repeats_and_shortfall_of_whole_mix(sources, tmp_path):
-    # papers alone, 2.5 epochs: every document appears 2 or 3 times.
+    # papers alone, 2.5 epochs: every document appears 2 or 3 times (the row that ends the
+    # partial epoch on the target is cut: it is chunk 0 of its document).
     papers_tokens = run_mix(cfg_for(sources, {"papers": 1}, 1), None, plan_only=True, progress=False)["sources"][0][
         "tokens_available"
     ]
     m = run_mix(cfg_for(sources, {"papers": 1}, int(2.5 * papers_tokens)), str(tmp_path / "a"), progress=False)
     rows = read_rows(tmp_path / "a")
-    assert set(Counter(r["id"] for r in rows).values()) == {2, 3}
+    assert set(Counter(r["id"].split("#c")[0] for r in rows).values()) == {2, 3}
+    assert sum("#c" in r["id"] for r in rows) <= 1
     assert max(r["epoch"] for r in rows) == 2
     assert m["sources"][0]["epochs"] == pytest.approx(2.5, abs=0.05)
     # More than max_epochs of everything: the mix is short, says so, and --strict refuses.
@@ -451,7 +453,7 @@ def test_text_and_code_files(tmp_path):
 def test_project_samples_are_usable_sources():
     root = Path(__file__).resolve().parents[3] / "samples"
     for name, fmt, least in (
-        ("books", "text", 6),
+        ("books", "text", 3),  # real books: long documents (tests/stages/mix/test_long_documents.py)
         ("papers", "text", 6),
         ("code", "code", 5),
         ("conversations", "jsonl", 40),
