@@ -7,7 +7,11 @@ Builds synthetic document shards in a temporary directory, then times:
 * reference: read every shard with pyarrow and write it again with ShardWriter (the least any
   stage that rewrites the data must do);
 * mix: two sources (downsampled and repeated), counted, sampled, shuffled and written;
-* mix with a small shuffle memory (many buckets), to show what the external shuffle costs.
+* mix with a small shuffle memory (many buckets), to show what the external shuffle costs;
+* shares on real books (``--books``, the Project Gutenberg texts in ../shared/corpus): one
+  eBook per number, mixed as books 0.3 with the synthetic shards as web 0.5 and other 0.2 at
+  budgets from 100k tokens, with ``max_doc_tokens`` 8192 and off: realized vs requested shares
+  and total vs budget, with the date and machine.
 
 Figures are printed as documents per second and as ratios to the reference, so they compare
 across machines.
@@ -16,7 +20,10 @@ across machines.
 from __future__ import annotations
 
 import argparse
+import datetime
+import gzip
 import os
+import platform
 import random
 import sys
 import tempfile
@@ -86,10 +93,54 @@ def timed(fn) -> float:
     return time.perf_counter() - start
 
 
+BOOKS = Path(__file__).resolve().parent.parent.parent / "shared" / "corpus" / "corpora" / "books" / "gutenberg"
+
+
+def real_books(src: Path, dest: Path) -> list[str]:
+    """One plain-text file per eBook number (``11-0.txt.gz`` before ``11.txt.gz``), unzipped."""
+    dest.mkdir()
+    chosen: dict[str, Path] = {}
+    for f in sorted(src.glob("*.txt.gz"), key=lambda p: (p.name.split("-")[0].split(".")[0], "-" not in p.name)):
+        number = f.name.split("-")[0].split(".")[0]
+        if number != "old" and number not in chosen:
+            chosen[number] = f
+    for number, f in chosen.items():
+        (dest / f"{number}.txt").write_bytes(gzip.decompress(f.read_bytes()))
+    return sorted(chosen)
+
+
+def book_shares(root: Path, books_dir: Path, tokenizer: str | None) -> None:
+    """Realized vs requested shares and total vs budget with book-length documents."""
+    numbers = real_books(books_dir, root / "books")
+    print(
+        f"\nshares on real books: eBooks {', '.join(numbers)} ({books_dir}); "
+        f"{datetime.date.today().isoformat()}, {platform.machine()} {os.cpu_count()} cores, Python {platform.python_version()}"
+    )
+    weights = {"books": 0.3, "web": 0.5, "other": 0.2}
+    paths = {"books": root / "books", "web": root / "big", "other": root / "small"}
+    print(
+        f"  {'max_doc_tokens':>14} {'budget':>10} {'realized':>10} {'vs budget':>9}   books / web / other (asked 30 / 50 / 20)"
+    )
+    for limit in (8192, 0):
+        for budget in (100_000, 300_000, 1_000_000, 3_000_000):
+            cfg = MixConfig(
+                sources=[SourceSpec(n, [str(paths[n])], w) for n, w in weights.items()],
+                tokens=budget,
+                tokenizer=tokenizer,
+                max_doc_tokens=limit,
+                max_epochs=100,
+            )
+            m = mix.run(cfg, StageContext([], str(root / f"books-{limit}-{budget}"), progress=False))
+            real = m["tokens"]["realized"]
+            shares = " / ".join(f"{100 * s['share_realized']:.2f}" for s in m["sources"])
+            print(f"  {limit or 'off':>14} {budget:>10,} {real:>10,} {100 * (real / budget - 1):>+8.2f}%   {shares}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--docs", type=int, default=40_000)
     ap.add_argument("--tokenizer", default=None)
+    ap.add_argument("--books", type=Path, default=BOOKS, help="Project Gutenberg *.txt.gz files (skipped if absent)")
     args = ap.parse_args()
     os.environ.setdefault("CURATE_PROGRESS", "0")
     with tempfile.TemporaryDirectory() as tmp:
@@ -130,6 +181,8 @@ def main() -> None:
                 for s in m["sources"]
             )
         )
+        if args.books.is_dir():
+            book_shares(root, args.books, args.tokenizer)
 
 
 if __name__ == "__main__":
