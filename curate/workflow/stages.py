@@ -22,6 +22,16 @@ from curate.core.errors import ConfigError, CurateError
 from curate.core.files import atomic_write_json
 from curate.runtime.executor import Executor
 from curate.runtime.stage import StageContext
+from curate.workflow.align_stages import (
+    align_builder,
+    build_reward,
+    build_rlhf,
+    model_dir,
+    run_reward,
+    run_rlhf,
+    run_sft,
+    sft_config,
+)
 from curate.workflow.config import Pipeline, take
 
 Log = Callable[[str], None]
@@ -196,100 +206,6 @@ def _run_pretrain(pipe: Pipeline, config: Any, overwrite: bool, log: Log) -> dic
     }
 
 
-def _align_builder(stage: str, config_class: Callable[[], type], data_key: str) -> Callable[[Pipeline], Any]:
-    """``build`` of an alignment stage: its config (seed defaulting to the pipeline's) and the
-    required data file named by ``data_key``."""
-
-    def build(pipe: Pipeline) -> tuple[Any, str]:
-        t = dict(pipe.tables[stage])
-        data = t.pop(data_key, None)
-        if not data:
-            raise ConfigError(f"[{stage}]: {data_key!r} is required")
-        t.setdefault("seed", pipe.seed)
-        config = from_dict(config_class(), t, where=f"[{stage}]")
-        config.validate()
-        return config, data
-
-    return build
-
-
-def _metrics(result: Any, keys: dict[str, tuple[str, str]]) -> dict[str, Any]:
-    """Pick named metrics from a StageResult: note name -> (attribute, metric key)."""
-    notes: dict[str, Any] = {"_stopped": result.status == "stopped"}
-    for note, (attr, key) in keys.items():
-        value = getattr(result, attr, {}).get(key)
-        if value is not None:
-            notes[note] = value
-    return notes
-
-
-def _sft_config() -> type:
-    from train.align.sft import SFTConfig
-
-    return SFTConfig
-
-
-def _reward_config() -> type:
-    from train.align.reward import RewardConfig
-
-    return RewardConfig
-
-
-def _rlhf_config() -> type:
-    from train.align.rlhf import RLHFConfig
-
-    return RLHFConfig
-
-
-def _run_sft(pipe: Pipeline, built: tuple[Any, str], overwrite: bool, log: Log) -> dict[str, Any]:
-    from train.align.sft import sft
-
-    config, data = built
-    result = sft(
-        config, pipe.out("pretrain"), data, pipe.out("sft"), overwrite=overwrite, progress=True, on_message=log
-    )
-    return _metrics(
-        result, {"first_loss": ("first", "loss"), "last_loss": ("last", "loss"), "val_loss": ("eval", "val_loss")}
-    )
-
-
-def _run_reward(pipe: Pipeline, built: tuple[Any, str], overwrite: bool, log: Log) -> dict[str, Any]:
-    from train.align.reward import train_reward
-
-    config, data = built
-    result = train_reward(
-        config, pipe.out("sft"), data, pipe.out("reward"), overwrite=overwrite, progress=True, on_message=log
-    )
-    return _metrics(
-        result,
-        {
-            "final_loss": ("last", "loss"),
-            "val_accuracy_before": ("first_eval", "val_accuracy"),
-            "val_accuracy": ("eval", "val_accuracy"),
-        },
-    )
-
-
-def _run_rlhf(pipe: Pipeline, built: tuple[Any, str], overwrite: bool, log: Log) -> dict[str, Any]:
-    from train.align.rlhf import rlhf
-
-    config, prompts = built
-    result = rlhf(
-        config,
-        pipe.out("sft"),
-        prompts,
-        pipe.out("rlhf"),
-        reward=pipe.out("reward"),
-        overwrite=overwrite,
-        progress=True,
-        on_message=log,
-    )
-    return _metrics(
-        result,
-        {"reward_before": ("first_eval", "val_score"), "reward_after": ("eval", "val_score"), "kl": ("eval", "val_kl")},
-    )
-
-
 # --------------------------------------------------------------------------- evaluation
 
 EVAL_MODELS = ("pretrain", "sft", "rlhf")  # the stages whose output is a language model
@@ -327,7 +243,7 @@ def _eval_identity(pipe: Pipeline, built: tuple[Any, str]) -> dict[str, Any] | N
     from train.checkpoint import WEIGHTS_FILE, resolve_checkpoint
 
     try:
-        step = resolve_checkpoint(pipe.out(built[1]))
+        step = resolve_checkpoint(model_dir(pipe, built[1]))
         return {"step": step.name, "weights_sha256": sha256_file(step / WEIGHTS_FILE)}
     except (CurateError, OSError):
         return None
@@ -340,7 +256,7 @@ def _run_eval(pipe: Pipeline, built: tuple[Any, str], overwrite: bool, log: Log)
     from train.eval import EVAL_FILE, run_eval
 
     config, model = built
-    results = run_eval(pipe.out(model), config, note=lambda line: log(f"[eval] {line}"))
+    results = run_eval(model_dir(pipe, model), config, note=lambda line: log(f"[eval] {line}"))
     atomic_write_json(pipe.out("eval") / EVAL_FILE, results)
     return eval_notes(results, model)
 
@@ -371,9 +287,9 @@ STAGES: list[Stage] = [
     Stage("tokenizer", "tokenizer", _build_tokenizer, _run_tokenizer, ("inputs",)),
     Stage("mix", "mix", _build_mix, _run_mix, ("config", "tokenizer", "sources.paths")),
     Stage("pretrain", "ckpt/base", _build_pretrain, _run_pretrain, ("config",)),
-    Stage("sft", "ckpt/sft", _align_builder("sft", _sft_config, "data"), _run_sft, ("data",)),
-    Stage("reward", "ckpt/rm", _align_builder("reward", _reward_config, "data"), _run_reward, ("data",)),
-    Stage("rlhf", "ckpt/rlhf", _align_builder("rlhf", _rlhf_config, "prompts"), _run_rlhf, ("prompts",)),
+    Stage("sft", "ckpt/sft", align_builder("sft", sft_config, "data"), run_sft, ("data",)),
+    Stage("reward", "ckpt/rm", build_reward, run_reward, ("data",)),
+    Stage("rlhf", "ckpt/rlhf", build_rlhf, run_rlhf, ("prompts",)),
     # Optional (config.OPTIONAL_TABLES): only with an [eval] table. ``text`` holds [NAME=]PATH
     # entries, ``tasks`` bundled names and task files.
     Stage("eval", "eval", _build_eval, _run_eval, ("mix", "text=", "tasks,"), identity=_eval_identity),

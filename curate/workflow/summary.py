@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from curate.workflow.align_stages import model_dir, rlhf_summary
 from curate.workflow.config import Pipeline
 
 
@@ -92,17 +93,16 @@ def format_summary(pipe: Pipeline, outcomes: list[StageOutcome]) -> str:
         )
     if "reward" in by and "val_accuracy" in by["reward"].notes:
         lines.append(f"reward model held-out accuracy: {by['reward'].notes['val_accuracy']:.1%}")
-    if "rlhf" in by and "reward_after" in by["rlhf"].notes:
-        n = by["rlhf"].notes
-        lines.append(
-            f"mean reward on held-out prompts: {_fmt(n.get('reward_before'))} before RLHF -> {_fmt(n['reward_after'])} after"
-        )
+    if "rlhf" in by:
+        lines.extend(rlhf_summary(by["rlhf"].notes, _fmt))
     if "eval" in by:
         lines.extend(format_eval_scores(by["eval"].notes))
     model_stage = next((s for s in ("rlhf", "sft", "pretrain") if s in by), None)
     if model_stage:
         chat = " --chat" if model_stage != "pretrain" else ""
-        lines.append(f'\ntry it:  curate generate {pipe.out(model_stage)} "What is the capital of France?"{chat}')
+        lines.append(
+            f'\ntry it:  curate generate {model_dir(pipe, model_stage)} "What is the capital of France?"{chat}'
+        )
     return "\n".join(lines)
 
 

@@ -133,6 +133,36 @@ def test_rerun_skips_completed_stages(finished):
     assert result.output.count("skipped") == len(STAGES)
 
 
+def test_a_held_out_reward_model_watches_rlhf(finished):
+    """[reward] holdout = true: two reward models on the two halves; RLHF is watched by the one
+    it does not optimize, the summary shows it before and after, the best step is the result."""
+    workdir, config, _ = finished
+    text = config.read_text().replace("[reward]\n", "[reward]\nholdout = true\n")
+    text = text.replace("[rlhf]\n", "[rlhf]\nstop_on_divergence = 3\n")
+    watched = config.parent / "watched.toml"
+    watched.write_text(text)
+    result = CliRunner().invoke(cli, ["pipeline", str(watched), "--from", "reward"])
+    assert result.exit_code == 0, result.output + str(result.exception)
+    assert (workdir / "ckpt" / "rm-holdout" / "latest").exists()
+    summary = json.loads((workdir / ".pipeline" / "summary.json").read_text())
+    notes = summary[-1]["notes"]
+    assert notes["holdout_after"] is not None and notes["holdout_before"] is not None
+    assert "held-out reward model (never optimized):" in result.output
+    lowered = notes["holdout_after"] < notes["holdout_before"]
+    assert ("RLHF LOWERED the held-out reward" in result.output) == lowered
+    best = workdir / "ckpt" / "rlhf" / "best"
+    assert best.is_dir() and notes["result"] == str(best)
+    assert f"curate generate {best}" in result.output
+
+
+def test_stop_on_divergence_needs_the_held_out_reward_model(tmp_path):
+    text = REDUCED.format(workdir=tmp_path / "work", root=ROOT).replace("[rlhf]\n", "[rlhf]\nstop_on_divergence = 2\n")
+    (tmp_path / "p.toml").write_text(text)
+    result = CliRunner().invoke(cli, ["pipeline", str(tmp_path / "p.toml")])
+    assert result.exit_code == 2 and "set holdout = true in [reward]" in result.output
+    assert not (tmp_path / "work" / "crawl").exists()  # refused before anything ran
+
+
 def test_partial_runs_and_errors(finished, tmp_path):
     workdir, config, _ = finished
     runner = CliRunner()
