@@ -33,10 +33,14 @@ from curate.core.shards import first_line
 from curate.explore.query import shard_files
 
 STAGES = ("crawl", "filter", "dedup", "mix")
+# A mix row of a long document cut into chunks has the id ``ID#c00003`` (curate.stages.mix);
+# trace and forget follow the document's id through its chunks.
+PARENT_ID = "regexp_replace(id, '#c[0-9]+$', '')"
 CONSUMED_FILE = "consumed.parquet"  # written by the trainers in each step folder
 CONFIG_FILE = "config.json"
 _STEP = re.compile(r"^step-(\d+)$")
 _SKIP_DIRS = {".curate", ".pipeline", "rejected", "removed", "tokens"}
+SHOWN_SCORES = 6  # filter scores a text block shows (--json has them all)
 MAX_DEPTH = 4  # how deep under a root checkpoint step folders are looked for
 
 
@@ -56,13 +60,13 @@ class Selector:
             return f"domain {self.domain}"
         return f"id {self.ids[0]}" if len(self.ids) == 1 else f"{len(self.ids)} ids"
 
-    def where(self) -> tuple[str, list[Any]]:
+    def where(self, id_column: str = "id") -> tuple[str, list[Any]]:
         """The SQL predicate over a view (ids through the ``wanted`` table) and its parameters."""
         if self.url:
             return "url = ?", [self.url]
         if self.domain:
             return "(domain = ? OR ends_with(domain, ?))", [self.domain, "." + self.domain]
-        return "id IN (SELECT id FROM wanted)", []
+        return f"{id_column} IN (SELECT id FROM wanted)", []
 
 
 def make_selector(target: str | None = None, domain: str | None = None, ids: list[str] | None = None) -> Selector:
@@ -214,10 +218,13 @@ def trace(selector: Selector, folders: dict[str, Path | None], checkpoint_roots:
         docs.of(row)["crawl"] = {**place, **{k: row[k] for k in row if k not in ("id", "url")}}
     _trace_filter(views, docs)
     _trace_dedup(views, docs)
-    for row in views.rows("mix", "id, url, source, epoch, n_tokens, filename, file_row_number"):
+    mix_where = selector.where(PARENT_ID)[0]
+    mix_columns = f"{PARENT_ID} AS id, id AS row_id, url, source, epoch, n_tokens, filename, file_row_number"
+    for row in views.rows("mix", mix_columns, mix_where):
         place = _place(row)
+        chunk = {"chunk_id": row["row_id"]} if row["row_id"] != row["id"] else {}
         docs.of(row)["mix"].append(
-            {"source": row["source"], "epoch": row["epoch"], "n_tokens": row["n_tokens"], **place}
+            {"source": row["source"], "epoch": row["epoch"], "n_tokens": row["n_tokens"], **chunk, **place}
         )
     views.con.close()
     found = Found(selector, {s: (str(folders[s]) if folders.get(s) else None) for s in STAGES})
@@ -357,15 +364,18 @@ def _trace_checkpoints(found: Found, mix_folder: Path | None, roots: list[Path])
 
 
 def consumed(path: Path, ids: list[str]) -> list[tuple[str, int, int]]:
-    """``(id, tokens, times seen)`` of the ``ids`` in one ``consumed.parquet``."""
+    """``(id, tokens, times seen)`` of the ``ids`` in one ``consumed.parquet`` (chunks of a
+    document counted as the document)."""
     import duckdb
 
     con = duckdb.connect(database=":memory:")
     try:
         con.register("wanted", pa.table({"id": pa.array(ids, pa.string())}))
         rows = con.execute(
-            "SELECT id, sum(tokens)::BIGINT, sum(times_seen)::BIGINT FROM read_parquet(?) "
-            "WHERE id IN (SELECT id FROM wanted) GROUP BY id ORDER BY id",
+            # Times seen: a row's passes summed over its epochs, then the most of any chunk.
+            "SELECT doc, sum(tokens)::BIGINT, max(seen)::BIGINT FROM (SELECT "
+            f"{PARENT_ID} AS doc, id, sum(tokens) AS tokens, sum(times_seen) AS seen FROM read_parquet(?) "
+            f"WHERE {PARENT_ID} IN (SELECT id FROM wanted) GROUP BY doc, id) GROUP BY doc ORDER BY doc",
             [str(path)],
         ).fetchall()
     except duckdb.Error as exc:
@@ -391,8 +401,8 @@ def _crawl_line(c: dict[str, Any]) -> str:
 
 def _filter_line(f: dict[str, Any]) -> str:
     head = "kept" if f["status"] == "kept" else f"rejected: {f['reason']}"
-    scores = ", ".join(f"{k}={v:.3g}" for k, v in sorted(f["scores"].items())[:8])
-    more = f" (+{len(f['scores']) - 8} more)" if len(f["scores"]) > 8 else ""
+    scores = ", ".join(f"{k}={v:.3g}" for k, v in sorted(f["scores"].items())[:SHOWN_SCORES])
+    more = f" (+{len(f['scores']) - SHOWN_SCORES} more, --json)" if len(f["scores"]) > SHOWN_SCORES else ""
     lang = f"; language {f['language']}" if f.get("language") else ""
     return (
         f"{head}{lang}"
@@ -414,9 +424,15 @@ def _dedup_line(d: dict[str, Any]) -> str:
 def _mix_line(rows: list[dict[str, Any]]) -> str:
     epochs = sorted({r["epoch"] for r in rows if r["epoch"] is not None})
     tokens = sum(r["n_tokens"] or 0 for r in rows)
-    where = ", ".join(f"{r['file']} row {r['row']}" for r in rows[:4]) + (" ..." if len(rows) > 4 else "")
+    by_file: dict[str, list[str]] = {}
+    for r in rows:
+        by_file.setdefault(r["file"], []).append(str(r["row"]))
+    where = "; ".join(f"{f} row(s) {', '.join(rs[:6])}{' ...' if len(rs) > 6 else ''}" for f, rs in by_file.items())
+    chunks = len({r["chunk_id"] for r in rows if r.get("chunk_id")})
+    cut = f" in {chunks} chunk(s)" if chunks else ""
+    sources = ", ".join(sorted({str(r["source"]) for r in rows}))
     return (
-        f"{len(rows)} row(s) of source {rows[0]['source']}, epoch(s) {', '.join(map(str, epochs))}, "
+        f"{len(rows)} row(s){cut} of source {sources}, epoch(s) {', '.join(map(str, epochs))}, "
         f"{tokens:,} tokens  ({where})"
     )
 
