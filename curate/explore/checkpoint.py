@@ -2,7 +2,12 @@
 one of its ``step-NNNNNN`` folders): its metadata from ``config.json`` and its evaluation
 results from ``eval.json``, in one block; for an RLHF run also its over-optimization watch
 from the run's ``metrics.jsonl`` (:mod:`curate.explore.rlhf_plots`). Reads only those JSON
-files (no torch, no weights); the layout is train/checkpoint.py's."""
+files (no torch, no weights); the layout is train/checkpoint.py's.
+
+The training cutoff shown is the one of the documents the checkpoint consumed (config.json's
+``consumed_cutoff``, train/lineage.py), with the whole mix's beside it where they differ (a
+run stopped early has not read the late documents); the report plots the consumed tokens by
+month of document date."""
 
 from __future__ import annotations
 
@@ -15,7 +20,7 @@ from typing import Any
 from curate.core.errors import InputError
 from curate.core.files import atomic_write_bytes
 from curate.explore.evals import eval_html, format_eval, load_eval
-from curate.explore.html import CSS, table
+from curate.explore.html import CSS, figure, img, table
 from curate.explore.rlhf_plots import is_rlhf, run_metrics, watch_facts, watch_html
 
 CONFIG_FILE, WEIGHTS_FILE, LATEST_FILE = "config.json", "model.safetensors", "latest"
@@ -84,16 +89,14 @@ def _facts(s: dict[str, Any]) -> list[tuple[str, str]]:
     """(label, value) pairs of the checkpoint's metadata, those it has, in reading order."""
     meta = s["meta"]
     tok = meta.get("tokenizer") or {}
-    cutoff = meta.get("training_cutoff")
-    if isinstance(cutoff, dict):
-        cutoff = f"{cutoff.get('max')} (p99 {cutoff.get('p99')})"
     facts = [
         ("stage", f"{meta.get('stage') or '?'} (kind {meta.get('kind', 'lm')})"),
         ("step", f"{meta.get('step')} ({os.path.basename(s['step_dir'])}; kept: {', '.join(s['steps']) or '-'})"),
         ("model", _model_line(meta.get("model") or {})),
         ("tokenizer", f"{tok.get('name')} (vocab {tok.get('vocab_size')})" if isinstance(tok, dict) else str(tok)),
         ("tokens seen", f"{meta['tokens_seen']:,}" if isinstance(meta.get("tokens_seen"), int) else None),
-        ("training cutoff", cutoff),
+        *_cutoff_facts(meta),
+        ("consumed", _consumed_line(meta)),
         ("mix", meta.get("mix")),
         ("parent", meta.get("parent")),
         ("last loss", _losses(meta)),
@@ -103,6 +106,55 @@ def _facts(s: dict[str, Any]) -> list[tuple[str, str]]:
     if is_rlhf(s):
         facts += watch_facts(s, run_metrics(s["step_dir"]))
     return [(k, str(v)) for k, v in facts if v not in (None, "")]
+
+
+def _cutoff_text(cutoff: Any) -> Any:
+    if not isinstance(cutoff, dict):
+        return cutoff
+    undated = cutoff.get("undated_docs")
+    tail = f"; {undated:,} undated" if isinstance(undated, int) and undated else ""
+    return f"{cutoff.get('max')} (p99 {cutoff.get('p99')}{tail})"
+
+
+def _cutoff_facts(meta: dict[str, Any]) -> list[tuple[str, Any]]:
+    """The cutoff of what the checkpoint consumed, and the mix's where it differs."""
+    mix, consumed = meta.get("training_cutoff"), meta.get("consumed_cutoff")
+    if not isinstance(consumed, dict):
+        return [("training cutoff", _cutoff_text(mix))]
+    facts = [("training cutoff", f"{_cutoff_text(consumed)}, from the documents consumed")]
+    if not isinstance(mix, dict) or (mix.get("max"), mix.get("p99")) != (consumed.get("max"), consumed.get("p99")):
+        facts.append(("mix cutoff", _cutoff_text(mix)))
+    return facts
+
+
+def _consumed_line(meta: dict[str, Any]) -> str | None:
+    consumed = meta.get("consumed")
+    if not isinstance(consumed, dict):
+        return None
+    what = "documents" if "by_month" in consumed else "examples"
+    sources = ", ".join(f"{k} {v.get('tokens', 0):,}" for k, v in list((consumed.get("by_source") or {}).items())[:5])
+    return (
+        f"{consumed.get('documents', 0):,} {what}, {consumed.get('tokens', 0):,} tokens"
+        f"{f' ({sources})' if sources else ''}; curate lineage lists them"
+    )
+
+
+def _consumed_by_month_html(meta: dict[str, Any]) -> list[str]:
+    """A bar plot of the consumed tokens by month of document date (undated ones noted)."""
+    by_month = (meta.get("consumed") or {}).get("by_month") or {}
+    dated = {m: row.get("tokens", 0) for m, row in by_month.items() if m != "undated"}
+    if not dated:
+        return []
+    fig, ax = figure(7.0, 3.0)
+    months = sorted(dated)
+    ax.bar(range(len(months)), [dated[m] for m in months], color="#4c78a8")
+    step = max(1, len(months) // 12)
+    ax.set_xticks(range(0, len(months), step), months[::step], rotation=45, ha="right")
+    ax.set_ylabel("tokens consumed")
+    ax.set_title("consumed tokens by month of document date")
+    undated = (by_month.get("undated") or {}).get("tokens", 0)
+    note = f"<p class='note'>{undated:,} tokens from undated documents are not plotted.</p>" if undated else ""
+    return ["<h2>Consumed tokens by month</h2>", img(fig, "consumed tokens by month of document date"), note]
 
 
 def _half_and_groups(meta: dict[str, Any]) -> list[tuple[str, Any]]:
@@ -156,6 +208,7 @@ def write_checkpoint_report(path: str, output: str) -> str:
         parts.append(f"<p class='note'>No evaluation yet: run <code>curate eval {esc(path)}</code>.</p>")
     else:
         parts += eval_html(s["eval"], table)
+    parts += _consumed_by_month_html(s["meta"])
     if is_rlhf(s):
         parts += watch_html(s)
     parts.append("</body></html>\n")

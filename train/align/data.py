@@ -9,6 +9,9 @@ hash of each example's content (:func:`stable_fraction`), so membership does not
 order, seed or data size; :func:`batch_indices` gives a deterministic batch order that
 resumes from a step number alone; :func:`pad_right` and :func:`left_pad` pad token sequences
 into tensors; :func:`data_digest` fingerprints the data for checkpoint metadata.
+:class:`Origin` (from :func:`origin_of`) is where an example came from, and
+:func:`batch_counts` how often :func:`batch_indices` has given each example after some steps:
+together, what a checkpoint's ``consumed.parquet`` records (train/lineage.py).
 """
 
 from __future__ import annotations
@@ -17,11 +20,13 @@ import codecs
 import gzip
 import hashlib
 import json
+import re
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+import numpy as np
 import torch
 
 from curate.core.comparisons import Unusable
@@ -237,10 +242,47 @@ def read_records(
                 yield where, row
 
 
+@dataclass(frozen=True)
+class Origin:
+    """Where an example came from: its id (the record's ``id`` field, else ``file:line``), the
+    file, and its line (JSON Lines, from 1) or row/item (Parquet or a JSON array, from 0)."""
+
+    id: str
+    file: str
+    row: int
+
+
+_WHERE = re.compile(r"^(?P<file>.*?)(?::(?P<line>\d+)| row (?P<row>\d+)| item (?P<item>\d+))$")
+
+
+def origin_of(where: str, row: dict[str, Any]) -> Origin:
+    """The :class:`Origin` of a record :func:`read_records` gave as ``(where, row)``."""
+    match = _WHERE.match(where)
+    file, number = (
+        (match.group("file"), int(next(g for g in match.group("line", "row", "item") if g))) if match else (where, 0)
+    )
+    given = row.get("id")
+    if isinstance(given, (str, int)) and not isinstance(given, bool) and str(given):
+        return Origin(str(given), file, number)
+    return Origin(f"{file}:{number}", file, number)
+
+
+def batch_counts(n: int, batch_size: int, steps: int, seed: int) -> np.ndarray:
+    """How many times each of ``n`` examples is in the batches of steps 0 .. ``steps`` - 1 of
+    :func:`batch_indices` (whole passes, then the start of the next pass's permutation)."""
+    epochs, rest = divmod(steps * batch_size, n)
+    counts = np.full(n, epochs, dtype=np.int32)
+    if rest:
+        g = torch.Generator().manual_seed(seed * 1_000_003 + epochs)
+        counts[torch.randperm(n, generator=g).numpy()[:rest]] += 1
+    return counts
+
+
 @dataclass
 class Prompt:
     text: str  # what the reward sees as the prompt (the last user turn)
     messages: list[dict[str, str]]
+    origin: Origin | None = None  # where it came from (None for a .txt file's lines)
 
 
 def read_prompts(path: str | Path) -> tuple[list[Prompt], Skipped]:
@@ -267,7 +309,7 @@ def read_prompts(path: str | Path) -> tuple[list[Prompt], Skipped]:
             except Unusable as exc:
                 skipped.add(str(exc), where)
                 continue
-            prompts.append(Prompt(messages[-1]["content"], messages))
+            prompts.append(Prompt(messages[-1]["content"], messages, origin_of(where, row)))
     if not prompts:
         detail = f" ({'; '.join(skipped.lines())})" if skipped.total else ""
         raise InputError(f"{path}: no usable prompts{detail}")

@@ -191,6 +191,7 @@ def dpo(
             encode=lambda p, r: encode_side(p, r, tokenizer, max_len),
         )
         optimizer, _ = run.begin(policy, examples=len(train_pairs), held_out=len(held_pairs), skipped=skipped)
+        run.track(train_pairs, lambda p: len(p.chosen[0]) + len(p.rejected[0]))
         pad_id, device, dtype = tokenizer.pad_id, run.device, run.dtype
 
         def step_fn(step: int) -> dict[str, float]:

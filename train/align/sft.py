@@ -34,7 +34,7 @@ from ..chat import encode_chat
 from ..model import GPT
 from ..runtime import autocast_context
 from .config import DataStageConfig, check_max_len
-from .data import HeldOutSplit, Skipped, pad_right, read_records
+from .data import HeldOutSplit, Origin, Skipped, origin_of, pad_right, read_records
 from .formats import sft_messages
 from .stage import (
     StageResult,
@@ -55,6 +55,7 @@ class SFTConfig(DataStageConfig):
 class ChatExample:
     ids: list[int]
     loss_mask: list[int]
+    origin: Origin | None = None  # where it came from (consumed.parquet)
 
 
 def load_sft_examples(
@@ -75,7 +76,9 @@ def load_sft_examples(
         if sum(mask[1:]) == 0:
             skipped.add(f"no assistant tokens within max_len {max_len}", where)
             continue
-        split.add(json.dumps(messages, sort_keys=True, ensure_ascii=False), ChatExample(ids, mask))
+        split.add(
+            json.dumps(messages, sort_keys=True, ensure_ascii=False), ChatExample(ids, mask, origin_of(where, row))
+        )
     return split.finish(path, "SFT examples", skipped)
 
 
@@ -135,6 +138,7 @@ def sft(
         run.open()
         train_ex, held_ex, skipped = load_sft_examples(data, tokenizer, max_len, config.val_fraction)
         optimizer, result = run.begin(model, examples=len(train_ex), held_out=len(held_ex), skipped=skipped)
+        run.track(train_ex, lambda e: len(e.ids))
         pad_id, device, dtype = tokenizer.pad_id, run.device, run.dtype
 
         def step_fn(step: int) -> dict[str, float]:

@@ -4,7 +4,9 @@
 output directory: the lock, overwrite, resume, metrics log, checkpoints carrying the parent's
 lineage forward); :func:`run_steps` the step loop around a stage's own update (learning-rate
 schedule, progress, logging, evals, checkpoints, the stop at a loss that is not finite), so
-the four stages log, eval and resume alike. Their shared settings live in
+the four stages log, eval and resume alike. A stage that calls :meth:`StageRun.track` gets
+``consumed.parquet`` in every checkpoint: the training examples read so far, how many times
+and how many tokens (train/lineage.py), a pure function of the step like the batch order. Their shared settings live in
 :mod:`train.align.config`; reading records, the held-out split and the batch order in
 :mod:`train.align.data`.
 """
@@ -19,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+import numpy as np
 import torch
 
 from curate.core.errors import CurateError
@@ -27,13 +30,14 @@ from curate.core.tokenizer import Tokenizer
 
 from ..checkpoint import Checkpoint, is_hf_source, load_checkpoint_tokenizer, load_lm, resolve_checkpoint
 from ..finite import NonFiniteError, check_step
+from ..lineage import CONSUMED_FILE, consumption_summary, examples_consumed, write_consumed
 from ..metrics import MetricsLogger
 from ..model import GPT
 from ..optim import build_optimizer, clip_gradients, scheduled_lr, set_lr
-from ..rundir import RunDir, lineage_of
+from ..rundir import RunDir, chain_of, lineage_of
 from ..runtime import resolve_dtype, rng_state, seed_everything, select_device, set_rng_state
 from .config import StageConfig
-from .data import Skipped, batch_indices, data_digest
+from .data import Origin, Skipped, batch_counts, batch_indices, data_digest
 
 M = TypeVar("M", bound=torch.nn.Module)
 
@@ -101,6 +105,7 @@ class StageRun:
         self.optimizer: torch.optim.AdamW | None = None
         self.result: StageResult | None = None
         self.logger: MetricsLogger | None = None
+        self.tracked: tuple[list[Origin], list[int], Callable[[int], np.ndarray]] | None = None
         self._held = contextlib.ExitStack()
 
     def __enter__(self) -> StageRun:
@@ -136,7 +141,11 @@ class StageRun:
         for line in ckpt.meta.get("import_notes") or []:
             self.note(f"{path}: {line}")
         self.parent = ckpt
-        self.dir.lineage = lineage_of(ckpt)
+        self.dir.lineage = {
+            **lineage_of(ckpt),
+            "parent_chain": chain_of(ckpt),
+            "consumed_cutoff": ckpt.meta.get("consumed_cutoff"),
+        }
         self.tokenizer = load_checkpoint_tokenizer(ckpt.path)
         return model, self.tokenizer
 
@@ -208,6 +217,41 @@ class StageRun:
         )
         return self.optimizer, self.result
 
+    def track(
+        self,
+        examples: Sequence[Any],
+        tokens_of: Callable[[Any], int],
+        counts: Callable[[int], np.ndarray] | None = None,
+    ) -> None:
+        """Record with every checkpoint which of the training ``examples`` (each with an
+        ``origin``) the steps so far read: ``counts(step)`` gives the passes over each
+        (default: :func:`batch_counts` of the config's batch size and seed), ``tokens_of`` an
+        example's tokens per pass."""
+        data = self.data or "examples"
+        # An example without an origin (a prompt from a .txt file) is named by its place.
+        origins = [getattr(e, "origin", None) or Origin(f"{data}:{i}", data, i) for i, e in enumerate(examples)]
+        tokens = [int(tokens_of(e)) for e in examples]
+        config = self.config
+        if counts is None:
+
+            def counts(step: int) -> np.ndarray:
+                return batch_counts(len(origins), config.batch_size, step, config.seed)
+
+        self.tracked = (origins, tokens, counts)
+
+    def _consumed(self, step: int) -> tuple[dict[str, Any], dict[str, Callable[[Path], None]]]:
+        """(metadata, files) of what the tracked examples' first ``step`` steps read."""
+        if self.tracked is None:
+            return {}, {}
+        origins, tokens, counts = self.tracked
+        table = examples_consumed(
+            [o.id for o in origins], [o.file for o in origins], [o.row for o in origins], tokens, counts(step)
+        )
+        summary = consumption_summary(table)
+        for key in ("by_month", "cutoff"):  # examples carry no dates; the cutoff is the parent's
+            summary.pop(key)
+        return {"consumed": summary}, {CONSUMED_FILE: lambda at: write_consumed(at, table)}
+
     def open_logger(self) -> MetricsLogger:
         self.logger = self.dir.open_metrics()
         return self.logger
@@ -228,15 +272,17 @@ class StageRun:
         fields: dict[str, Any] = {"data": self.data, "data_sha256": self.data_sha256}
         if self.parent is not None and "tokenizer" in self.parent.meta:
             fields["tokenizer"] = self.parent.meta["tokenizer"]
+        consumed, files = self._consumed(step)
         return self.dir.save(
             step,
-            fields={**fields, **(extra_meta or {})},
+            fields={**fields, **consumed, **(extra_meta or {})},
             model_state=model_state,
             model_config=model_config,
             kind=kind,
             optimizer_state=self.optimizer.state_dict(),
             train_state=train_state,
             tokenizer=self.tokenizer,
+            files=files,
         )
 
     def close(self) -> None:
