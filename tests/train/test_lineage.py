@@ -221,3 +221,29 @@ def test_sft_and_dpo_record_their_examples_and_the_parent_chain(tmp_path, tiny_c
     assert f"pretrain ({base}) -> sft ({out}) -> dpo ({last})" in text
     assert "4 examples" in text and str(pairs) in text
     assert [s.name for s in list_step_dirs(tmp_path / "dpo")] == ["step-000002"]
+
+
+def test_rlhf_records_the_prompts_it_drew(tmp_path, tiny_checkpoint, monkeypatch):
+    from train.align import rlhf as rlhf_module
+    from train.align.rlhf import RLHFConfig, rlhf
+
+    prompts = tmp_path / "prompts.jsonl"
+    with open(prompts, "w") as fh:
+        for i in range(5):
+            fh.write(json.dumps({"prompt": f"Say {i}.", **({"id": f"p{i}"} if i % 2 else {})}) + "\n")
+    drawn: list[str] = []
+    rollout = rlhf_module.Sampler.rollout
+
+    def spy(self, expanded, generator):
+        drawn.extend(p.text for p in expanded)
+        return rollout(self, expanded, generator)
+
+    monkeypatch.setattr(rlhf_module.Sampler, "rollout", spy)
+    cfg = RLHFConfig(batch_size=2, max_steps=4, max_new_tokens=4, eval_every=0, val_fraction=0.0, seed=1)
+    base = tiny_checkpoint(tmp_path / "base")
+    out = rlhf(cfg, base, prompts, tmp_path / "rl", reward=lambda p, r: [float(len(x)) for x in r], progress=False)
+    rows = {r["id"]: r for r in consumed(out.checkpoint)}
+    per_prompt = cfg.samples_per_prompt
+    expected = {f"p{i}" if i % 2 else f"{prompts}:{i + 1}": drawn.count(f"Say {i}.") // per_prompt for i in range(5)}
+    assert {k: v for k, v in expected.items() if v} == {k: r["times_seen"] for k, r in rows.items()}
+    assert sum(r["times_seen"] for r in rows.values()) == 4 * 2

@@ -47,7 +47,7 @@ from ..checkpoint import Checkpoint, load_checkpoint, load_checkpoint_tokenizer,
 from ..model import GPT, GPTConfig
 from ..runtime import autocast_context
 from .config import AlignOptim, DataStageConfig, check_max_len
-from .data import HeldOutSplit, Skipped, pad_right, read_records
+from .data import HeldOutSplit, Origin, Skipped, origin_of, pad_right, read_records
 from .halves import NO_GROUP, Halves, check_groups, check_halves, group_accuracy, group_counts, group_of
 from .losses import bradley_terry_loss
 from .stage import (
@@ -195,6 +195,7 @@ class PairExample:
     rejected: list[int]
     margin: float
     group: str | None = None  # the rater group, when the row names one
+    origin: Origin | None = None  # where it came from (consumed.parquet)
 
 
 def load_pairs(
@@ -229,7 +230,7 @@ def load_pairs(
         margin = float(margin) if isinstance(margin, (int, float)) and not isinstance(margin, bool) else default_margin
         split.add(
             json.dumps([prompt, chosen, rejected], ensure_ascii=False),
-            PairExample(encode(prompt, chosen), encode(prompt, rejected), margin, group_of(row)),
+            PairExample(encode(prompt, chosen), encode(prompt, rejected), margin, group_of(row), origin_of(where, row)),
         )
     return split.finish(path, "comparisons", skipped)
 
@@ -320,6 +321,7 @@ def train_reward(
             skipped=skipped,
             load_model=lambda ckpt: model.load_export(ckpt.model_state, str(ckpt.path), require_head=True),
         )
+        run.track(train_pairs, lambda p: len(p.chosen) + len(p.rejected))
         pad_id, device, dtype = tokenizer.pad_id, run.device, run.dtype
 
         def step_fn(step: int) -> dict[str, float]:

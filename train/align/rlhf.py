@@ -48,6 +48,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
+import numpy as np
 import torch
 import torch.nn as nn
 
@@ -389,6 +390,11 @@ def rlhf(
         training = _Training(run, policy_path, reward, holdout_reward)
         run.open()
         skipped = training.read_prompts(prompts_path)
+        run.track(
+            training.train_prompts,
+            lambda p: len(run.tokenizer.encode(p.text)) * config.samples_per_prompt,
+            counts=lambda step: prompt_counts(len(training.train_prompts), config.batch_size, step, config.seed),
+        )
         if holdout_reward is not None and not training.held:
             if config.stop_on_divergence:
                 raise InputError(
@@ -426,3 +432,19 @@ def rlhf(
                 result.checkpoint = training.save(result.step)
             result.elapsed_s = time.monotonic() - started
         return watcher.finish(result, config.stop_on_divergence)
+
+
+def prompt_counts(n: int, batch_size: int, steps: int, seed: int) -> np.ndarray:
+    """How many times each of ``n`` training prompts is picked in steps 0 .. ``steps`` - 1, in
+    the order :meth:`_Training.step` draws them (keep the two alike): a seeded permutation
+    per pass, ``batch_size`` prompts a step. What consumed.parquet records."""
+    per_epoch = max(1, n // batch_size)
+    counts = np.zeros(n, dtype=np.int32)
+    order, perm, perm_epoch = torch.Generator(), np.arange(n), None
+    for step in range(steps):
+        epoch, offset = divmod(step, per_epoch)
+        if epoch != perm_epoch:
+            order.manual_seed(seed * 1_000_003 + epoch)
+            perm, perm_epoch = torch.randperm(n, generator=order).numpy(), epoch
+        np.add.at(counts, perm[(offset * batch_size + np.arange(batch_size)) % n], 1)
+    return counts
