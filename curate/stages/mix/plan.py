@@ -158,6 +158,16 @@ def allocate(budget: int, weights: dict[str, float], caps: dict[str, int]) -> di
     return targets
 
 
+def whole_tokens(targets: dict[str, float]) -> dict[str, int]:
+    """Targets in whole tokens that add up to the rounded sum of ``targets`` (largest
+    remainders first, then source order), so exact sources fill an exact budget."""
+    floors = {n: math.floor(t) for n, t in targets.items()}
+    left = int(round(sum(targets.values()))) - sum(floors.values())
+    for n in sorted(targets, key=lambda n: floors[n] - targets[n])[: max(0, left)]:
+        floors[n] += 1
+    return floors
+
+
 @dataclass
 class SourcePlan:
     name: str
@@ -236,13 +246,13 @@ def plan_mix(cfg: MixConfig, counted: list[SourceCount]) -> tuple[list[SourcePla
     weights = {c.spec.name: c.spec.weight / total_w for c in counted}
     max_ep = {c.spec.name: c.spec.max_epochs if c.spec.max_epochs is not None else cfg.max_epochs for c in counted}
     caps = {c.spec.name: int(math.floor(max_ep[c.spec.name] * c.tokens)) for c in counted}
-    targets = allocate(budget, weights, caps)
+    targets = whole_tokens(allocate(budget, weights, caps))
     plans: list[SourcePlan] = []
     short = []
     for c in counted:
         name = c.spec.name
         requested = weights[name] * budget
-        target = int(round(targets[name]))
+        target = targets[name]
         full, partial, last, over = select_rows(c.n_tokens, target, np.random.default_rng(_source_seed(cfg.seed, name)))
         cut_position, cut_tokens = _cut_last(c.n_tokens, partial, last, over) if cfg.chunk_limit else (-1, 0)
         rows = partial.astype(np.int64) + full

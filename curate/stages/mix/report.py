@@ -138,6 +138,7 @@ def plan_report(cfg: MixConfig, planned: Planned) -> dict[str, Any]:
         "tokenizer": planned.tokenizer.describe(),
         "seed": cfg.seed,
         "tokens": {"budget": cfg.budget, "realized": total},
+        "max_doc_tokens": cfg.chunk_limit,
         "notes": planned.notes,
         "sources": [
             source_entry(c, p, p.tokens_planned, p.docs_selected, p.rows_planned, total, p.chunks_selected)
@@ -166,6 +167,17 @@ def summarize_mix(manifest: dict[str, Any]) -> str:
             lines.append(
                 f"    {errors:,} unreadable record(s): " + ", ".join(f"{k}={v}" for k, v in sorted(s["errors"].items()))
             )
+    split = sum(s.get("split_documents", 0) for s in manifest["sources"])
+    if split:
+        chunks = sum(s["chunks_available"] - s["docs_available"] + s["split_documents"] for s in manifest["sources"])
+        limit = manifest.get("chunking", {}).get("max_doc_tokens") or manifest.get("max_doc_tokens")
+        cut = sum(s.get("cut_rows", 0) for s in manifest["sources"])
+        lines.append(
+            f"  long documents: {split:,} cut into chunks"
+            + (f" of at most {limit:,} tokens" if limit else "")
+            + f" ({chunks:,} chunks)"
+            + (f"; {cut} row(s) cut to end a source on its target" if cut else "")
+        )
     for item in manifest.get("inputs", []):
         if item.get("status") == "failed":
             lines.append(f"  unreadable input: {item['path']}: {item.get('message', '')}")

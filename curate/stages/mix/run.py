@@ -4,19 +4,25 @@ A source's weight is its target share of the OUTPUT TOKENS. The mix runs in pass
 every source each time and keeping only small per-document arrays in memory:
 
 1. **Count**: every non-empty document of every source is tokenized with the chosen tokenizer
-   (a trained BPE directory, or UTF-8 bytes by default); only ``n_tokens`` per document
-   position is kept (4 bytes a document).
+   (a trained BPE directory, or UTF-8 bytes by default); a document longer than
+   ``max_doc_tokens`` is cut into chunks (:mod:`curate.stages.mix.chunks`), each a position of
+   its own. Only ``n_tokens`` per position is kept (4 bytes), plus the ordinals and chunk
+   counts of the documents that were cut.
 2. **Plan** (:func:`allocate`): targets are ``weight * budget``. A source may be repeated up
    to ``max_epochs`` times (4 by default: Muennighoff et al., 2023, "Scaling Data-Constrained
    Language Models", found up to about four epochs nearly as useful as fresh data); a source
    that would need more is capped and its shortfall is given to the other sources in
    proportion to their weights (water filling), or is an error with ``strict``.
    Each source's target is then met by whole epochs plus a uniform random sample (seeded) of
-   documents for the last, partial epoch (:func:`select_documents`).
-   **Budget rule**: the sample takes documents in a seeded random order until the source's
-   target is reached, so each source overshoots its target by less than one document (the
-   last one taken) and the mix holds at least the budget, unless sources run out (reported).
-3. **Scatter**: each selected (source, document, epoch) row gets a seeded 64-bit random key
+   positions for the last, partial epoch (:func:`select_documents`).
+   **Budget rule**: the sample takes positions in a seeded random order until the source's
+   target is reached. With ``max_doc_tokens`` on, the last row taken is cut to the tokens the
+   target still needs, so each source meets its target (within the few tokens a BPE counts
+   differently on the cut text); with it off, each source overshoots by less than one
+   document and the mix holds at least the budget, unless sources run out (reported).
+3. **Scatter**: each selected (source, position, epoch) row gets a seeded 64-bit random key
+   (in an epoch that takes the whole source, the key of its document's first position, so a
+   document's chunks stay together and in order)
    and is appended to one of N temporary bucket files by key range (N sized so that a bucket
    fits in ``shuffle_memory``).
 4. **Gather**: buckets are read one at a time, sorted by key and written out as shards of
