@@ -393,11 +393,16 @@ def format_lineage(found: Lineage) -> str:
         lines.append(f"  cutoff          {_cutoff_text(cut)}  (from what it consumed)")
         if isinstance(mix_cut, dict) and (mix_cut.get("max"), mix_cut.get("p99")) != (cut.get("max"), cut.get("p99")):
             lines.append(f"  mix cutoff      {_cutoff_text(mix_cut)}")
+    elif isinstance(meta.get("consumed_cutoff"), dict):
+        lines.append(
+            f"  cutoff          {_cutoff_text(meta['consumed_cutoff'])}  (the parent's, from what it consumed)"
+        )
     lines += [f"  note: {n}" for n in found.notes]
+    unit = "docs" if found.mix else "examples"
     lines.append("  by source")
     for source, row in s["by_source"].items():
         share = row["tokens"] / s["tokens"] if s["tokens"] else 0.0
-        lines.append(f"    {source:<30} {row['documents']:>8,} docs {row['tokens']:>12,} tokens {share:>7.1%}")
+        lines.append(f"    {source:<30} {row['documents']:>8,} {unit} {row['tokens']:>12,} tokens {share:>7.1%}")
     if found.mix:
         lines.append("  by month of document date")
         for month, row in s["by_month"].items():
