@@ -13,7 +13,8 @@ checkpoints survive). One run at a time: a run holds ``.curate/lock`` (:meth:`Ru
 so a second one into the same directory stops at once with one line naming the first. Every checkpoint's metadata names the stage, the step, the training
 config, the tool version and the run's lineage: the checkpoint it started from (``parent``)
 and, for the alignment stages, what that one carried forward (its stage, training cutoff and
-mix). A resumed run keeps recording the lineage its first run recorded.
+mix), and the whole ``parent_chain`` (:func:`chain_of`). A resumed run keeps recording the
+lineage its first run recorded.
 """
 
 from __future__ import annotations
