@@ -50,6 +50,12 @@ from curate.core.errors import CurateError
     default=None,
     help="Most times a source may be repeated [default: 4, Muennighoff et al. 2023].",
 )
+@click.option(
+    "--max-doc-tokens",
+    type=int,
+    default=None,
+    help="Cut longer documents into chunks the mix samples (0: keep documents whole) [default: 8192].",
+)
 @click.option("--seed", type=int, default=None, help="Seed of the sampling and the shuffle [default: 0].")
 @click.option(
     "--strict",
@@ -76,6 +82,7 @@ def mix(
     output,
     tokenizer,
     max_epochs,
+    max_doc_tokens,
     seed,
     strict,
     shard_size,
@@ -102,6 +109,7 @@ def mix(
         "tokens": tokens,
         "tokenizer": tokenizer,
         "max_epochs": max_epochs,
+        "max_doc_tokens": max_doc_tokens,
         "seed": seed,
         "strict": strict,
         "shard_size": shard_size,

@@ -110,3 +110,13 @@ def test_sample_mix_config_is_valid():
     cfg = load_mix_config(str(SAMPLES / "mix.toml"))
     assert [s.name for s in cfg.sources] == ["web", "books", "papers", "code", "conversations"]
     assert abs(sum(s.weight for s in cfg.sources) - 1) < 1e-9 and cfg.budget == 2_000_000
+
+
+def test_max_doc_tokens_option_cuts_the_sample_books(tmp_path):
+    base = ["mix", "-s", f"books={SAMPLES / 'books'}:1", "--tokens", "50k", "--plan", "--json"]
+    cut = CliRunner().invoke(cli, [*base, "--max-doc-tokens", "4096"])
+    whole = CliRunner().invoke(cli, [*base, "--max-doc-tokens", "0"])
+    assert cut.exit_code == 0 and whole.exit_code == 0, cut.output + whole.output
+    assert cut.output != whole.output and "chunk" in cut.output
+    bad = CliRunner().invoke(cli, [*base, "--max-doc-tokens", "3"])
+    assert bad.exit_code == 2 and "max_doc_tokens" in bad.output

@@ -20,7 +20,7 @@ SAMPLES = Path(__file__).resolve().parents[2] / "samples"
 def bpe_dir(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("tok")
     stats = train_from_paths([str(SAMPLES / "books"), str(SAMPLES / "papers")], out, vocab_size=600)
-    assert stats["docs"] == 16 and stats["bytes_per_token"] > 1.5
+    assert stats["docs"] == 11 and stats["bytes_per_token"] > 1.5
     return out
 
 

@@ -105,7 +105,7 @@ def test_every_stage_ran_and_counts_add_up(finished):
     assert manifests["filter"]["counts"]["read"] == manifests["crawl"]["counts"]["kept"]
     assert manifests["dedup"]["counts"]["read"] == manifests["filter"]["counts"]["kept"]
     assert 0 < manifests["dedup"]["counts"]["kept"] < manifests["crawl"]["counts"]["read"]
-    assert manifests["mix"]["tokens"]["realized"] >= 40_000
+    assert abs(manifests["mix"]["tokens"]["realized"] - 40_000) <= 200  # within 0.5% of the budget
     for stage in STAGES:
         assert stage in output
     assert "training cutoff:" in output and "curate generate" in output
