@@ -43,6 +43,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
+from curate.core.document import parent_id
 from curate.core.errors import InputError
 from curate.core.tokenizer import ByteTokenizer, Tokenizer
 
@@ -53,10 +54,12 @@ _READ_COLUMNS = ["id", "text"]
 
 
 def is_validation(doc_id: str, val_fraction: float) -> bool:
-    """Whether a document belongs to the held-out slice (a stable hash of its id)."""
+    """Whether a document belongs to the held-out slice (a stable hash of its id; a chunk the
+    mix cut from a long document goes with its parent, so a book is never split between the
+    two sides and a cut row never lands on the other side of its whole passes)."""
     if val_fraction <= 0:
         return False
-    digest = hashlib.blake2b(doc_id.encode("utf-8"), digest_size=8).digest()
+    digest = hashlib.blake2b(parent_id(doc_id).encode("utf-8"), digest_size=8).digest()
     return int.from_bytes(digest, "big") / 2**64 < val_fraction
 
 

@@ -36,6 +36,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from curate.core.document import CHUNK_SUFFIX_SQL
 from curate.core.errors import InputError
 
 from .mix import MixInfo, open_mix
@@ -216,11 +217,15 @@ def _iso(us: int) -> str:
     return (datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=us)).isoformat().replace("+00:00", "Z")
 
 
+# Documents, not rows: the chunks the mix cut from a long document count as that document.
+_PARENT = f"regexp_replace(id, '{CHUNK_SUFFIX_SQL}', '')"
+
+
 def _cutoff(con, view: str) -> dict[str, Any]:
     """Latest date and 99th percentile over the view's distinct documents, as the mix computes
     its own (curate/stages/mix/shuffle.py ``Cutoff``: nearest rank over an hourly histogram,
     rounded down to the hour), so the two compare equal when every document was consumed."""
-    docs = f"(SELECT id, max(epoch_us(date)) AS us FROM {view} WHERE tokens > 0 GROUP BY id)"
+    docs = f"(SELECT {_PARENT} AS doc, max(epoch_us(date)) AS us FROM {view} WHERE tokens > 0 GROUP BY doc)"
     dated, undated, lo, hi = con.execute(
         f"SELECT count(us), count(*) - count(us), min(us), max(us) FROM {docs}"
     ).fetchone()
@@ -242,13 +247,14 @@ def _cutoff(con, view: str) -> dict[str, Any]:
 
 def _summary(con, view: str) -> dict[str, Any]:
     rows, docs, tokens = con.execute(
-        f"SELECT count(*), count(DISTINCT id), coalesce(sum(tokens), 0) FROM {view}"
+        f"SELECT count(*), count(DISTINCT {_PARENT}), coalesce(sum(tokens), 0) FROM {view}"
     ).fetchone()
     by_source = con.execute(
-        f"SELECT coalesce(source, '(none)'), count(DISTINCT id), sum(tokens) FROM {view} GROUP BY 1 ORDER BY 3 DESC, 1"
+        f"SELECT coalesce(source, '(none)'), count(DISTINCT {_PARENT}), sum(tokens) FROM {view} GROUP BY 1 "
+        "ORDER BY 3 DESC, 1"
     ).fetchall()
     by_month = con.execute(
-        f"SELECT coalesce(strftime(date, '%Y-%m'), 'undated') AS m, count(DISTINCT id), sum(tokens) "
+        f"SELECT coalesce(strftime(date, '%Y-%m'), 'undated') AS m, count(DISTINCT {_PARENT}), sum(tokens) "
         f"FROM {view} GROUP BY 1 ORDER BY (m = 'undated'), m"
     ).fetchall()
     return {

@@ -54,11 +54,18 @@ def trace_cmd(target, domain, workdir, crawl_dir, filter_dir, dedup_dir, mix_dir
     """
     from pathlib import Path
 
+    from curate.core.errors import InputError
     from curate.explore.trace import format_trace, make_selector, trace
     from curate.workflow.forget import stage_folders
 
     selector = make_selector(target, domain)
     overrides = {"crawl": crawl_dir, "filter": filter_dir, "dedup": dedup_dir, "mix": mix_dir}
     roots = [Path(p) for p in checkpoint_roots] or [Path(workdir)]
-    found = trace(selector, stage_folders(workdir, overrides), roots)
+    folders = stage_folders(workdir, overrides)
+    if not any(path.is_dir() for path in folders.values()):
+        raise InputError(
+            f"{workdir}: no crawl, filter, dedup or mix output here; give the work directory of a "
+            "pipeline run, or the stage folders with --crawl/--filter/--dedup/--mix"
+        )
+    found = trace(selector, folders, roots)
     click.echo(json.dumps(found.to_json(), indent=2, default=str) if as_json else format_trace(found, limit=limit))

@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -135,6 +136,17 @@ def domain_of(url: str) -> str | None:
         return None
     host = host.lower().rstrip(".")
     return host[4:] if host.startswith("www.") else host
+
+
+CHUNK_MARK = "#c"  # the mix cuts a long document ID into chunks ID#c00000, ID#c00001, ...
+_CHUNK_SUFFIX = re.compile(r"#c\d{5,}$")
+CHUNK_SUFFIX_SQL = "#c[0-9]{5,}$"  # the same, for DuckDB's regexp_replace
+
+
+def parent_id(doc_id: str) -> str:
+    """The id of the document a mix chunk was cut from (the id itself for a whole document):
+    what held-out splits, lineage counts, trace and forget go by."""
+    return _CHUNK_SUFFIX.sub("", doc_id)
 
 
 def stable_id(*parts: object) -> str:

@@ -26,6 +26,7 @@ from typing import Any
 
 import pyarrow as pa
 
+from curate.core.document import CHUNK_SUFFIX_SQL, parent_id
 from curate.core.errors import ConfigError, InputError
 from curate.core.files import sha256_file
 from curate.core.manifest import MANIFEST_NAME
@@ -35,7 +36,7 @@ from curate.explore.query import shard_files
 STAGES = ("crawl", "filter", "dedup", "mix")
 # A mix row of a long document cut into chunks has the id ``ID#c00003`` (curate.stages.mix);
 # trace and forget follow the document's id through its chunks.
-PARENT_ID = "regexp_replace(id, '#c[0-9]+$', '')"
+PARENT_ID = f"regexp_replace(id, '{CHUNK_SUFFIX_SQL}', '')"
 CONSUMED_FILE = "consumed.parquet"  # written by the trainers in each step folder
 CONFIG_FILE = "config.json"
 _STEP = re.compile(r"^step-(\d+)$")
@@ -81,11 +82,11 @@ def make_selector(target: str | None = None, domain: str | None = None, ids: lis
         if not d or "/" in d or " " in d:
             raise ConfigError(f"--domain {domain!r}: give a host name such as example.com")
         return Selector(domain=d)
-    if ids:
-        return Selector(ids=tuple(sorted(set(ids))))
+    if ids:  # a chunk's id (as `curate lineage` prints it) names its document
+        return Selector(ids=tuple(sorted({parent_id(i) for i in ids})))
     assert target is not None
     target = target.strip()
-    return Selector(url=target) if "://" in target else Selector(ids=(target,))
+    return Selector(url=target) if "://" in target else Selector(ids=(parent_id(target),))
 
 
 def read_ids_file(path: str) -> list[str]:
@@ -372,8 +373,11 @@ def consumed(path: Path, ids: list[str]) -> list[tuple[str, int, int]]:
     try:
         con.register("wanted", pa.table({"id": pa.array(ids, pa.string())}))
         rows = con.execute(
-            # Times seen: a row's passes summed over its epochs, then the most of any chunk.
-            "SELECT doc, sum(tokens)::BIGINT, max(seen)::BIGINT FROM (SELECT "
+            # Times seen: a row's passes summed over its epochs; a document's whole passes plus
+            # the most of any of its chunks (a chunked document's parts, or the cut head of a
+            # whole one in a last, partial epoch).
+            "SELECT doc, sum(tokens)::BIGINT, (coalesce(sum(seen) FILTER (WHERE id = doc), 0) "
+            "+ coalesce(max(seen) FILTER (WHERE id <> doc), 0))::BIGINT FROM (SELECT "
             f"{PARENT_ID} AS doc, id, sum(tokens) AS tokens, sum(times_seen) AS seen FROM read_parquet(?) "
             f"WHERE {PARENT_ID} IN (SELECT id FROM wanted) GROUP BY doc, id) GROUP BY doc ORDER BY doc",
             [str(path)],

@@ -99,13 +99,17 @@ def forget(
     if not found.documents:
         raise InputError(f"no document matches {selector.label} in {workdir}")
     target = workdir / f"forget-{name}"
+    _check_mix_sources(folders)
     _check_request(target, selector, name)
     ids = sorted(found.ids)
     atomic_write_bytes(target / "forgotten-ids.txt", "".join(i + "\n" for i in ids).encode())
     new: dict[str, Path] = {}
     log(f"forget {name}: {len(ids)} document(s); writing {target}")
     new["filter"] = target / "filter"
-    filter_manifest = write_filter(folders["filter"], new["filter"], set(ids), name)
+    earlier = earlier_requests(workdir, target)
+    if earlier:
+        log(f"forget {name}: also leaving out the documents of earlier requests: {', '.join(sorted(earlier))}")
+    filter_manifest = write_filter(folders["filter"], new["filter"], set(ids), name, earlier)
     notes: list[str] = []
     if folders["dedup"].is_dir() and load_manifest(folders["dedup"]) is not None:
         new["dedup"] = target / "dedup"
@@ -127,6 +131,34 @@ def forget(
     }
     atomic_write_json(target / "forget.json", result)
     return result
+
+
+def _check_mix_sources(folders: dict[str, Path]) -> None:
+    """Every file the mix read must still be there (before anything is written): the mix is
+    rerun with its own settings. A path the mix was given relative to the folder it ran in is
+    read from the current folder."""
+    if not folders["mix"].is_dir():
+        return
+    config = (load_manifest(folders["mix"]) or {}).get("config", {})
+    ours = {str(folders[s].resolve()) for s in ("filter", "dedup") if folders[s].exists()}
+    for source in config.get("sources", []):
+        for path in source.get("paths", []):
+            if str(Path(path).resolve()) not in ours and not Path(path).exists():
+                where = (
+                    " (relative to the folder the mix ran in: run forget from there)" if not os.path.isabs(path) else ""
+                )
+                raise InputError(f"mix source {source.get('name')!r}: {path} not found{where}")
+
+
+def earlier_requests(workdir: Path, target: Path) -> dict[str, set[str]]:
+    """The finished requests in ``workdir`` (``forget-*/forget.json``) but ``target``: name ->
+    the ids they forgot."""
+    out = {}
+    for folder in sorted(workdir.glob("forget-*")):
+        ids_file = folder / "forgotten-ids.txt"
+        if folder != target and (folder / "forget.json").exists() and ids_file.exists():
+            out[folder.name.removeprefix("forget-")] = set(ids_file.read_text(encoding="utf-8").split())
+    return out
 
 
 def _check_request(target: Path, selector: Selector, name: str) -> None:
@@ -167,13 +199,18 @@ def holders(found: Found, folders: dict[str, Path]) -> list[dict[str, Any]]:
 # --------------------------------------------------------------------------- filter
 
 
-def write_filter(old: Path, new: Path, ids: set[str], name: str) -> dict[str, Any]:
+def write_filter(
+    old: Path, new: Path, ids: set[str], name: str, earlier: dict[str, set[str]] | None = None
+) -> dict[str, Any]:
     """The old filter output without the documents ``ids``: they go to ``rejected/`` with reason
-    ``forgotten/<name>`` and no text, the rest is copied as it is (module docstring)."""
+    ``forgotten/<name>`` and no text, the rest is copied as it is (module docstring). The ids of
+    ``earlier`` requests (name -> ids) are left out too, each with its own reason, so that a
+    second request does not bring back what a first one removed."""
     reason = REASON_PREFIX + name
+    requests = {**(earlier or {}), name: set(ids)}
     old_manifest = load_manifest(old) or {}
     stats = Stats.from_json(old_manifest.get("counts", {}))
-    wanted = pa.array(sorted(ids), pa.string())
+    wanted = pa.array(sorted(set().union(*requests.values())), pa.string())
     out = OutputDir(new, "filter", ["rejected"])
     out.check()
     with out.locked():
@@ -191,9 +228,13 @@ def write_filter(old: Path, new: Path, ids: set[str], name: str) -> dict[str, An
                         hit = pc.is_in(table.column("id"), value_set=wanted).fill_null(False)
                         writer.write_table(table.filter(pc.invert(hit)))
                         gone = table.filter(hit)
-                        if gone.num_rows:
-                            _count_moved(stats, gone, sub, reason, moved)
-                            forgotten.write_table(_without_text(gone, reason))
+                        for request in sorted(requests) if gone.num_rows else ():
+                            mine = pa.array(sorted(requests[request]), pa.string())
+                            part = gone.filter(pc.is_in(gone.column("id"), value_set=mine).fill_null(False))
+                            gone = gone.filter(pc.invert(pc.is_in(gone.column("id"), value_set=mine).fill_null(False)))
+                            if part.num_rows:
+                                _count_moved(stats, part, sub, REASON_PREFIX + request, moved)
+                                forgotten.write_table(_without_text(part, REASON_PREFIX + request))
             outputs = {"": kept.close(), "rejected": rejected.close() + forgotten.close()}
         except BaseException:
             for w in (kept, rejected, forgotten):
@@ -205,6 +246,7 @@ def write_filter(old: Path, new: Path, ids: set[str], name: str) -> dict[str, An
             "from": str(old),
             "reason": reason,
             "forgotten": dict(sorted(moved.items())),
+            "earlier_requests": sorted(earlier or {}),
         }
         manifest = build_manifest(
             "filter", old_manifest.get("config", {}), old_manifest.get("inputs", []), stats, outputs, extra

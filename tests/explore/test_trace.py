@@ -167,3 +167,13 @@ def test_trace_without_records_and_bad_input(workdir, tmp_path):
     assert "no stage output holds" in CliRunner().invoke(cli, ["trace", "nope", "--workdir", str(workdir)]).output
     bad = CliRunner().invoke(cli, ["trace", "x", "--domain", "a.org", "--workdir", str(workdir)])
     assert bad.exit_code != 0 and "exactly one of" in bad.output
+
+
+def test_a_chunk_id_names_its_document_and_a_missing_workdir_is_one_line(tmp_path):
+    from curate.explore.trace import make_selector
+
+    assert make_selector("abc123#c00002").ids == ("abc123",)
+    assert make_selector(None, ids=["abc#c00000", "abc", "def"]).ids == ("abc", "def")
+    result = CliRunner().invoke(cli, ["trace", "abc", "--workdir", str(tmp_path / "nope")])
+    assert result.exit_code != 0 and "no crawl, filter, dedup or mix output here" in result.output
+    assert "Traceback" not in result.output

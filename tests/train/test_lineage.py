@@ -247,3 +247,27 @@ def test_rlhf_records_the_prompts_it_drew(tmp_path, tiny_checkpoint, monkeypatch
     expected = {f"p{i}" if i % 2 else f"{prompts}:{i + 1}": drawn.count(f"Say {i}.") // per_prompt for i in range(5)}
     assert {k: v for k, v in expected.items() if v} == {k: r["times_seen"] for k, r in rows.items()}
     assert sum(r["times_seen"] for r in rows.values()) == 4 * 2
+
+
+def test_chunks_of_a_long_document_count_as_that_document_and_share_its_split():
+    import pyarrow as pa
+
+    from train.data import is_validation
+    from train.lineage import CONSUMED_SCHEMA, consumption_summary
+
+    table = pa.table(
+        {
+            "id": ["book#c00000", "book#c00001", "page"],
+            "source": ["books", "books", "web"],
+            "tokens": [10, 10, 5],
+            "times_seen": [1, 1, 2],
+            "shard": ["s", "s", "s"],
+            "row": [0, 1, 2],
+        },
+        schema=CONSUMED_SCHEMA,
+    )
+    summary = consumption_summary(table)
+    assert summary["documents"] == 2 and summary["by_source"]["books"]["documents"] == 1
+    for fraction in (0.1, 0.5, 0.9):
+        ids = [f"doc{i}" for i in range(200)]
+        assert all(is_validation(f"{i}#c00003", fraction) == is_validation(i, fraction) for i in ids)

@@ -173,3 +173,18 @@ def test_forget_bad_input(workdir, tmp_path):
     assert "exactly one of" in _forget(workdir, "--domain", "a.org", "--url", "https://a.org/").output
     assert "--name" in _forget(workdir, "--domain", "a.org", "--name", "../x").output
     assert not list(workdir.glob("forget-*"))
+
+
+def test_a_second_request_keeps_the_first_ones_documents_out(workdir):
+    first = _forget(workdir, "--domain", "near.example.org", "--name", "first")
+    assert first.exit_code == 0, first.output
+    gone = set((workdir / "forget-first" / "forgotten-ids.txt").read_text().split())
+    second = _forget(workdir, "--url", "https://keep.example.com/original", "--name", "second")
+    assert second.exit_code == 0, second.output
+    target = workdir / "forget-second"
+    manifest = json.loads((target / "filter" / "manifest.json").read_text())
+    assert _balanced(manifest)
+    assert manifest["counts"]["rejected"].get("forgotten/first") == len(gone)
+    assert manifest["counts"]["rejected"].get("forgotten/second") == 1
+    for stage in ("filter", "dedup", "mix"):
+        assert not gone & {i.split("#")[0] for i in _ids(target / stage)}, stage

@@ -203,7 +203,8 @@ def save_best(run: StageRun, step: int, policy: torch.nn.Module, fields: dict[st
     """The policy at ``step`` as ``RUN/best/step-N`` (weights and metadata, no optimizer state:
     a result, not a place to resume from), replacing the one there."""
     best_dir = run.output / BEST_DIR
-    meta_fields: dict[str, Any] = {"data": run.data, "data_sha256": run.data_sha256, **fields}
+    consumed, files = run.consumed_record(step)  # what the policy at that step had read (lineage)
+    meta_fields: dict[str, Any] = {"data": run.data, "data_sha256": run.data_sha256, **consumed, **fields}
     if run.parent is not None and "tokenizer" in run.parent.meta:
         meta_fields["tokenizer"] = run.parent.meta["tokenizer"]
     saved = save_checkpoint(
@@ -215,6 +216,7 @@ def save_best(run: StageRun, step: int, policy: torch.nn.Module, fields: dict[st
         kind="policy",
         tokenizer=run.tokenizer,
         keep_last=None,
+        files=files,
     )
     # Only one best: any other step here is an earlier best (or one from a run started over).
     for old in list_step_dirs(best_dir):

@@ -239,7 +239,7 @@ class StageRun:
 
         self.tracked = (origins, tokens, counts)
 
-    def _consumed(self, step: int) -> tuple[dict[str, Any], dict[str, Callable[[Path], None]]]:
+    def consumed_record(self, step: int) -> tuple[dict[str, Any], dict[str, Callable[[Path], None]]]:
         """(metadata, files) of what the tracked examples' first ``step`` steps read."""
         if self.tracked is None:
             return {}, {}
@@ -272,7 +272,7 @@ class StageRun:
         fields: dict[str, Any] = {"data": self.data, "data_sha256": self.data_sha256}
         if self.parent is not None and "tokenizer" in self.parent.meta:
             fields["tokenizer"] = self.parent.meta["tokenizer"]
-        consumed, files = self._consumed(step)
+        consumed, files = self.consumed_record(step)
         return self.dir.save(
             step,
             fields={**fields, **consumed, **(extra_meta or {})},

@@ -53,7 +53,12 @@ def token_head(text: str, limit: int, tok: Tokenizer) -> str:
         return ""
     if isinstance(tok, ByteTokenizer):
         return text.encode("utf-8", errors="replace")[:limit].decode("utf-8", errors="ignore")
-    lo, hi = 0, len(text)  # a prefix of lo characters fits; find the longest (counts grow with length)
+    # A prefix of lo characters fits; find the longest (counts grow with length). Galloping
+    # first, so the cost follows the head's length, not the whole text's (a multi-MB text
+    # without paragraph or sentence breaks would otherwise be re-counted in full each time).
+    lo, hi = 0, min(len(text), 4 * limit)
+    while hi < len(text) and tok.count([text[:hi]])[0] <= limit:
+        lo, hi = hi, min(len(text), 2 * hi)
     while lo < hi:
         mid = (lo + hi + 1) // 2
         if tok.count([text[:mid]])[0] <= limit:

@@ -164,6 +164,7 @@ def test_length_biased_reward_stops_on_divergence(tmp_path, algo, length_reward,
     best = load_checkpoint(out / BEST_DIR)
     start = load_checkpoint(policy)
     assert all(torch.equal(best.model_state[k], start.model_state[k]) for k in start.model_state)
+    assert (best.path / "consumed.parquet").exists() and "consumed" in best.meta  # lineage of the result
     last = load_checkpoint(out)
     assert last.meta["step"] == res.step and last.meta["diverged_at"] == res.step
     assert last.meta["best_step"] == 0 and last.meta["best_checkpoint"] == str(res.checkpoint)
