@@ -141,6 +141,10 @@ def run_reward(pipe: Pipeline, built: tuple[Any, str, bool], overwrite: bool, lo
         )
         return metrics(result, REWARD_NOTES)
     notes: dict[str, Any] = {}
+    # The held-out model is trained after the optimized one: when that one starts afresh (a
+    # first run, or `--overwrite`, which clears the stage's own folder), a held-out model
+    # already there is from an earlier run and is redone too.
+    fresh = overwrite or not (pipe.out("reward") / "latest").exists()
     for half, out in ((0, pipe.out("reward")), (1, holdout_dir(pipe))):
         log(f"[reward] half {half} of the comparisons -> {out}")
         result = train_reward(
@@ -148,7 +152,7 @@ def run_reward(pipe: Pipeline, built: tuple[Any, str, bool], overwrite: bool, lo
             pipe.out("sft"),
             data,
             out,
-            overwrite=overwrite,
+            overwrite=overwrite or (half == 1 and fresh and out.exists()),
             progress=True,
             on_message=log,
         )

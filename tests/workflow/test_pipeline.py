@@ -153,6 +153,9 @@ def test_a_held_out_reward_model_watches_rlhf(finished):
     best = workdir / "ckpt" / "rlhf" / "best"
     assert best.is_dir() and notes["result"] == str(best)
     assert f"curate generate {best}" in result.output
+    # --overwrite redoes the held-out model with the optimized one (no resume of a stale one)
+    again = CliRunner().invoke(cli, ["pipeline", str(watched), "--from", "reward", "--until", "reward", "--overwrite"])
+    assert again.exit_code == 0 and "half 1" in again.output and "resuming" not in again.output, again.output
 
 
 def test_stop_on_divergence_needs_the_held_out_reward_model(tmp_path):
