@@ -181,4 +181,4 @@ def test_peak_host_memory_per_rank_falls_with_the_number_of_ranks(tmp_path):
     assert peak_one > 0.9 * model_bytes  # the measurement sees the weights
     # With two ranks each holds half the weights plus at most a few tensors being drawn.
     assert peak_two < peak_one - 0.35 * model_bytes
-    assert peak_two < 0.65 * model_bytes
+    assert peak_two < 0.7 * model_bytes  # building the full model first gave 1.04x (162 MB)
