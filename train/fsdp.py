@@ -9,6 +9,16 @@ so each rank keeps 1/N of the gradients and of the optimizer state. On CUDA the 
 weights are cast to bf16 (fp16) for compute while the sharded master weights, the gradient
 reduction and the optimizer stay fp32.
 
+The model is built on the meta device (shapes, no storage), sharded, and only then given
+memory: each rank allocates its shards and nothing more (``build_sharded_model``). A fresh
+run's weights come from ``model.initial_parameters``, which replays the constructor's random
+draws in order, one full tensor at a time, so a rank's shard holds exactly the values it
+would hold had the full model been built under the same seed and then sharded: FSDP starts
+from the same weights as DDP and a single process, bit for bit. Host memory per rank is
+therefore its 1/N of the weights plus the one tensor being drawn, not the whole model; every
+rank still draws every tensor (the generator must advance the same way everywhere). A resumed
+or ``--init-from`` run copies each rank's slice of the full tensors it loaded.
+
 Checkpoints keep the single-file format of every other run (train/checkpoint.py): the full
 weights are gathered one tensor at a time into rank 0's host memory for ``model.safetensors``,
 and the optimizer state is gathered the same way into a full ``optimizer.pt`` keyed exactly
@@ -22,11 +32,13 @@ without communication.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import torch
 import torch.nn as nn
 
+from .model import GPT, GPTConfig, initial_parameters
 from .runtime import DistContext
 
 
@@ -37,10 +49,12 @@ def _is_dtensor(value: Any) -> bool:
 
 
 def shard_model(model: nn.Module, ctx: DistContext, compute_dtype: torch.dtype) -> nn.Module:
-    """Shard ``model`` (a GPT, on the CPU or its device) across all ranks, in place.
+    """Shard ``model`` (a GPT on the meta device, the CPU or its device) across all ranks, in
+    place.
 
-    The model may live in host memory when this is called: ``fully_shard`` moves each block to
-    the process's device as it shards it, so no GPU ever holds the whole model at once.
+    A model on the meta device stays there (``build_sharded_model`` then allocates the shards);
+    one in host memory is moved to the process's device block by block as it is sharded, so
+    no GPU ever holds the whole model at once.
     """
     from torch.distributed.device_mesh import init_device_mesh
     from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
@@ -56,6 +70,83 @@ def shard_model(model: nn.Module, ctx: DistContext, compute_dtype: torch.dtype) 
     # runs first in backward, so freeing them would only all-gather them straight back.
     fully_shard(model, mesh=mesh, mp_policy=policy, reshard_after_forward=False)
     return model
+
+
+def build_sharded_model(
+    config: GPTConfig,
+    ctx: DistContext,
+    compute_dtype: torch.dtype,
+    state: Mapping[str, torch.Tensor] | None = None,
+) -> GPT:
+    """A GPT sharded across all ranks whose full weights never exist on any one of them.
+
+    Built on the meta device, sharded, then each rank's shards are allocated on its device
+    and filled: from ``state`` (a full state dict: a checkpoint being resumed, --init-from)
+    when given, else with the initial weights ``GPT(config)`` would get from torch's global
+    generator in its current state (``initial_parameters``; the generator advances the same).
+    """
+    with torch.device("meta"):
+        model = GPT(config)
+    shard_model(model, ctx, compute_dtype)
+    model.to_empty(device=ctx.device)
+    model.reset_buffers()
+    if state is None:
+        fill_shards(model, initial_parameters(config))
+    else:
+        fill_shards(model, _checked_state(model, state))
+    return model
+
+
+def _checked_state(model: nn.Module, state: Mapping[str, torch.Tensor]) -> Iterable[tuple[str, torch.Tensor]]:
+    """``state``'s tensors, one per parameter, after checking it is exactly the model's (as
+    ``load_state_dict(strict=True)`` would); a tied matrix may appear under both names."""
+    names = set(model.state_dict())  # every name a tied matrix goes by, persistent buffers
+    missing, unexpected = sorted(names - set(state)), sorted(set(state) - names)
+    if missing or unexpected:
+        raise RuntimeError(f"state dict does not match the model: missing {missing}, unexpected {unexpected}")
+    return ((name, state[name]) for name, _ in model.named_parameters())
+
+
+def fill_shards(model: nn.Module, values: Iterable[tuple[str, torch.Tensor]]) -> None:
+    """Copy each (name, full tensor) into this rank's shard of the parameter of that name.
+
+    Every parameter must be given exactly once. Only the rank's slice of each tensor is moved
+    to the device, so a GPU never holds a full tensor either.
+    """
+    params = dict(model.named_parameters())
+    filled: set[str] = set()
+    with torch.no_grad():
+        for name, full in values:
+            param = params[name]
+            if tuple(full.shape) != tuple(param.shape):
+                raise RuntimeError(f"{name}: shape {tuple(full.shape)}, the model expects {tuple(param.shape)}")
+            if _is_dtensor(param):
+                local = param.to_local()
+                local.copy_(_local_slice(full, param))
+            else:
+                param.copy_(full)
+            filled.add(name)
+    if filled != set(params):
+        raise RuntimeError(f"no values for {sorted(set(params) - filled)}")
+
+
+def _local_slice(full: torch.Tensor, param: Any) -> torch.Tensor:
+    """This rank's part of ``full`` for a sharded parameter, on the parameter's device."""
+    from torch.distributed.tensor import Shard, distribute_tensor
+
+    local = param.to_local()
+    placements = tuple(param.placements)
+    if len(placements) == 1 and isinstance(placements[0], Shard) and placements[0].dim == 0:
+        # FSDP2's even sharding of dim 0 (torch.chunk's): ceil(rows / N) rows per rank, the
+        # last ranks short or empty.
+        rows, ranks = full.shape[0], param.device_mesh.size()
+        per_rank = -(-rows // ranks)
+        start = min(per_rank * param.device_mesh.get_local_rank(), rows)
+        part = full[start : start + per_rank]
+        if part.shape == local.shape:
+            return part.to(local.device)
+    # Any other layout: let DTensor cut it (no communication; the full tensor goes to the device).
+    return distribute_tensor(full.to(param.device), param.device_mesh, param.placements, src_data_rank=None).to_local()
 
 
 def clip_gradients(model: nn.Module, max_norm: float) -> torch.Tensor:

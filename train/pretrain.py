@@ -46,7 +46,7 @@ from curate.core.tokenizer import Tokenizer
 from .checkpoint import Checkpoint, load_lm
 from .data import PackedReader, validation_sequences
 from .footprint import check_fits
-from .fsdp import load_optimizer_state, shard_model
+from .fsdp import build_sharded_model, load_optimizer_state
 from .lineage import CONSUMED_FILE, shard_names
 from .metrics import truncate_metrics
 from .mix import MixInfo, open_mix, pretokenized_usable, resolve_tokenizer
@@ -250,11 +250,12 @@ class PretrainRun:
 
     def build_model(self, init_from: str | Path | None) -> None:
         # The same seed on every rank gives every rank the same initial weights (DDP also
-        # broadcasts rank 0's); afterwards each rank gets its own RNG stream. Under FSDP the full
-        # model is built (and loaded) in host memory and reaches the device one shard at a time,
-        # so it never has to fit one GPU.
+        # broadcasts rank 0's); afterwards each rank gets its own RNG stream. Under FSDP the model
+        # is built on the meta device and each rank allocates and fills only its shards, with
+        # the values the full model would have had (train/fsdp.py): no rank, and no GPU, ever
+        # holds the whole model, except as the full tensors a resumed run loads.
         seed_everything(self.config.seed)
-        model = GPT(self.gpt_config).to("cpu" if self.fsdp else self.ctx.device)
+        state = None  # full weights to start from instead of the seeded initialization
         if init_from is not None and not self.resuming:
             source, source_ckpt = load_lm(init_from)
             if source.config != self.gpt_config:
@@ -262,14 +263,19 @@ class PretrainRun:
                     f"--init-from {init_from}: its model differs from this run's "
                     f"({model_difference(source.config, self.gpt_config)})"
                 )
-            model.load_state_dict(source.state_dict())
+            state = source.state_dict()
             self.dir.lineage = {"parent": str(source_ckpt.path), "parent_chain": chain_of(source_ckpt)}
         if self.resuming:
             self.dir.lineage = {"parent": None, "parent_chain": []}  # both kept from the checkpoint
-            model.load_state_dict(self._load_resume().model_state)
-        self.flops_per_token = model.flops_per_token(self.seq_len)
+            state = self._load_resume().model_state
         if self.fsdp:
-            shard_model(model, self.ctx, self.dtype)
+            model = build_sharded_model(self.gpt_config, self.ctx, self.dtype, state)
+        else:
+            model = GPT(self.gpt_config).to(self.ctx.device)
+            if state is not None:
+                model.load_state_dict(state)
+        del state
+        self.flops_per_token = model.flops_per_token(self.seq_len)
         self.model = model
 
     def _load_resume(self) -> Checkpoint:

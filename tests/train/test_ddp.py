@@ -173,6 +173,39 @@ def test_fsdp_matches_ddp_and_resumes_exactly(tmp_path):
         assert fsdp_norm == pytest.approx(ddp_norm, rel=1e-5)  # summed in another order
 
 
+def test_fsdp_init_from_matches_ddp(tmp_path):
+    """--init-from under FSDP: each rank copies its slice of the parent's full weights into
+    its shards (train/fsdp.py), and the run then ends where the DDP run from the same parent
+    does, bit for bit."""
+    mix = write_mix(tmp_path / "mix", n_docs=60)
+    settings = [
+        "max_steps=2",
+        "batch_size=2",
+        "grad_accum=1",
+        "model.block_size=16",
+        "model.n_embd=32",
+        "model.n_layer=1",
+        "eval_every=0",
+        "checkpoint_every=2",
+        "optim.grad_clip=100",
+        'device="cpu"',
+    ]
+    parent = tmp_path / "parent"
+    args = ["train", "pretrain", "--data", str(mix), "-o", str(parent), "--quiet"]
+    for item in settings:
+        args += ["--set", item]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    fsdp_run, ddp_run = tmp_path / "fsdp", tmp_path / "ddp"
+    _launch(mix, fsdp_run, settings, "--fsdp", "--init-from", str(parent))
+    _launch(mix, ddp_run, settings, "--init-from", str(parent))
+    fsdp_ckpt, ddp_ckpt = load_checkpoint(fsdp_run), load_checkpoint(ddp_run)
+    assert fsdp_ckpt.meta["distributed"] == "fsdp" and fsdp_ckpt.meta["parent"].endswith("step-000002")
+    assert fsdp_ckpt.meta["weights_sha256_by_rank"][0] == ddp_ckpt.meta["weights_sha256_by_rank"][0]
+    parent_state = load_checkpoint(parent).model_state
+    assert not torch.equal(fsdp_ckpt.model_state["tok_emb.weight"], parent_state["tok_emb.weight"])  # it trained
+
+
 def test_unknown_distributed_strategy_is_one_line(tmp_path):
     mix = write_mix(tmp_path / "mix", n_docs=10)
     result = CliRunner().invoke(
