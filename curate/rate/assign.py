@@ -14,8 +14,14 @@ so a restart, a reload or ``curate rate stats`` computes the same assignment wit
   (ties by the rendezvous rank), so every rater carries the same share give or take one. In a
   rater's queue they sit evenly spaced among the unflagged pairs, never in a run;
 - a pair a rater skips (or passes on, from a content note) goes back to the pool: the next rater
-  in the same ranking who neither holds nor gave back that pair gets it at the end of their queue.
-  Replaying the log's skips in order rebuilds exactly the queues the server had;
+  in the same ranking who neither holds nor gave back that pair gets it at the end of their queue
+  (a flagged pair: the least loaded such rater, those below their cap on flagged pairs first,
+  :meth:`Assignment.release`); the giver's flagged load drops by one;
+- a flagged pair waiting for a rater who reached their cap can be *moved* to a rater with room
+  (:meth:`Assignment.move`; the session decides when, :mod:`.session`);
+- caps depend on the time and on this run's limits, so the server writes who took a pair
+  (``taker``) and which pairs moved (``moved``) into the rating that caused it: replaying the
+  log applies those, and rebuilds exactly the queues the server had;
 - answer A is ``response_1`` or ``response_2`` by another hash of (rater, pair): random with
   respect to the content, fixed across reloads, and recorded in every rating as ``a_is``.
 """
@@ -24,10 +30,12 @@ from __future__ import annotations
 
 import hashlib
 from collections import Counter
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from typing import Any
 
 from curate.rate import RELEASING
+
+_COMPUTE: Any = object()  # release(): no taker recorded, choose one
 
 
 def _unit(*parts: str) -> float:
@@ -90,7 +98,9 @@ class Assignment:
         self.flagged_load: Counter[str] = Counter()  # flagged pairs held, per rater
         self._index = {pair_id: i for i, pair_id in enumerate(pair_ids)}
         self._holders: dict[int, list[str]] = {}
-        self._given_back: dict[int, set[str]] = {}
+        self._given_back: dict[int, set[str]] = {}  # raters who gave the pair back (or had it moved away)
+        self._taken: dict[int, set[str]] = {}  # givers whose pair another rater took over
+        self._received: dict[str, set[int]] = {name: set() for name in self.raters}  # flagged, handed over
         plain: dict[str, list[int]] = {name: [] for name in self.raters}
         dealt: dict[str, list[int]] = {name: [] for name in self.raters}
         for index, pair_id in enumerate(pair_ids):
@@ -103,20 +113,45 @@ class Assignment:
         )
         for index in by_hash:
             pair_id = pair_ids[index]
-            self._holders[index] = self._deal(pair_id, _want(pair_id, len(self.raters), overlap, overlap_raters), set())
+            self._holders[index] = self._best(pair_id, set(), _want(pair_id, len(self.raters), overlap, overlap_raters))
             for name in self._holders[index]:
+                self.flagged_load[name] += 1
                 dealt[name].append(index)
         self.queues: dict[str, list[int]] = {name: spread(plain[name], sorted(dealt[name])) for name in self.raters}
         self._assigned = {name: {pair_ids[i] for i in q} for name, q in self.queues.items()}
+        self._flagged_queue = {name: [i for i in q if pair_ids[i] in self.flagged] for name, q in self.queues.items()}
 
-    def _deal(self, pair_id: str, want: int, exclude: set[str]) -> list[str]:
-        """The ``want`` raters (not in ``exclude``) holding the fewest flagged pairs, by rank on ties."""
+    def _best(
+        self, pair_id: str, exclude: set[str], want: int = 1, prefer: Callable[[str], tuple] | None = None
+    ) -> list[str]:
+        """The ``want`` raters (not in ``exclude``) first by ``prefer`` (the session's caps), then
+        holding the fewest flagged pairs, by rank on ties."""
         rank = {name: i for i, name in enumerate(ranked_raters(pair_id, self.raters))}
-        chosen = sorted((r for r in self.raters if r not in exclude), key=lambda r: (self.flagged_load[r], rank[r]))
-        chosen = chosen[:want]
-        for name in chosen:
-            self.flagged_load[name] += 1
-        return chosen
+
+        def key(name: str) -> tuple:
+            return (*(prefer(name) if prefer else ()), self.flagged_load[name], rank[name])
+
+        return sorted((r for r in self.raters if r not in exclude), key=key)[:want]
+
+    def _excluded(self, index: int) -> set[str]:
+        return set(self._holders.get(index, ())) | self._given_back.get(index, set())
+
+    def best_taker(self, pair_id: str, eligible: Callable[[str], bool]) -> str | None:
+        """The least loaded ``eligible`` rater who neither holds nor gave back flagged ``pair_id``."""
+        index = self._index.get(pair_id)
+        if index is None:
+            return None
+        exclude = self._excluded(index) | {r for r in self.raters if not eligible(r)}
+        return next(iter(self._best(pair_id, exclude)), None)
+
+    def _hand(self, index: int, taker: str) -> None:
+        self._holders.setdefault(index, []).append(taker)
+        self.queues[taker].append(index)
+        self._assigned[taker].add(self.pair_ids[index])
+        if self.pair_ids[index] in self.flagged:
+            self.flagged_load[taker] += 1
+            self._received[taker].add(index)
+            self._flagged_queue[taker].append(index)
 
     def total(self, rater: str) -> int:
         return len(self.queues.get(rater, ()))
@@ -130,11 +165,32 @@ class Assignment:
     def queue(self, rater: str) -> list[str]:
         return [self.pair_ids[i] for i in self.queues.get(rater, ())]
 
-    def release(self, pair_id: str, rater: str) -> str | None:
+    def flagged_queue(self, rater: str) -> list[str]:
+        """The flagged pairs in the rater's queue, in queue order."""
+        return [self.pair_ids[i] for i in self._flagged_queue.get(rater, ())]
+
+    def received(self, rater: str) -> list[str]:
+        """Flagged pairs handed to the rater by a skip or a move (not dealt at the start)."""
+        return [self.pair_ids[i] for i in sorted(self._received.get(rater, ()))]
+
+    def gave_back(self, rater: str, pair_id: str) -> bool:
+        index = self._index.get(pair_id)
+        return index is not None and rater in self._given_back.get(index, ())
+
+    def replaced(self, rater: str, pair_id: str) -> bool:
+        """``rater`` gave ``pair_id`` back and another rater took it over: theirs is no longer wanted."""
+        index = self._index.get(pair_id)
+        return index is not None and rater in self._taken.get(index, ())
+
+    def release(
+        self, pair_id: str, rater: str, prefer: Callable[[str], tuple] | None = None, taker: Any = _COMPUTE
+    ) -> str | None:
         """``rater`` gave ``pair_id`` back (skip or pass): the rater who takes it over, if any.
 
-        The pair stays in the giver's queue (they may go back and rate it after all); the taker
-        gets it at the end of theirs. Giving the same pair back twice changes nothing.
+        ``prefer`` ranks the candidates for a flagged pair before their load (the session puts
+        raters below their cap first); ``taker`` is the one a log line recorded (None: nobody),
+        used when still possible. The pair stays in the giver's queue; the taker gets it at the
+        end of theirs. Giving the same pair back twice changes nothing.
         """
         index = self._index.get(pair_id)
         if index is None or not self.is_assigned(rater, pair_id):
@@ -142,21 +198,58 @@ class Assignment:
         given_back = self._given_back.setdefault(index, set())
         if rater in given_back:
             return None
+        exclude = self._excluded(index) | {rater}
         given_back.add(rater)
-        holders = self._holders.setdefault(index, [])
-        exclude = set(holders) | given_back
         if pair_id in self.flagged:
-            taker = next(iter(self._deal(pair_id, 1, exclude)), None)
+            self.flagged_load[rater] -= 1
+            self._received[rater].discard(index)
+        if taker is None or (isinstance(taker, str) and taker in self.queues and taker not in exclude):
+            chosen = taker
+        elif pair_id in self.flagged:
+            chosen = next(iter(self._best(pair_id, exclude, prefer=prefer)), None)
         else:
-            taker = next((r for r in ranked_raters(pair_id, self.raters) if r not in exclude), None)
-        if taker is not None:
-            holders.append(taker)
-            self.queues[taker].append(index)
-            self._assigned[taker].add(pair_id)
-        return taker
+            chosen = next((r for r in ranked_raters(pair_id, self.raters) if r not in exclude), None)
+        if chosen is not None:
+            self._hand(index, chosen)
+            self._taken.setdefault(index, set()).add(rater)
+        return chosen
+
+    def move(self, pair_id: str, giver: str, taker: str) -> bool:
+        """Flagged ``pair_id`` leaves ``giver``'s queue (who reached a cap before seeing it) for the
+        end of ``taker``'s; False (and nothing changed) when that is not possible."""
+        index = self._index.get(pair_id)
+        if (
+            index is None
+            or pair_id not in self.flagged
+            or not self.is_assigned(giver, pair_id)
+            or self.gave_back(giver, pair_id)
+            or taker not in self.queues
+            or taker in self._excluded(index)
+        ):
+            return False
+        self.queues[giver].remove(index)
+        self._flagged_queue[giver].remove(index)
+        self._assigned[giver].discard(pair_id)
+        self._holders[index].remove(giver)
+        self._given_back.setdefault(index, set()).add(giver)
+        self._received[giver].discard(index)
+        self.flagged_load[giver] -= 1
+        self._hand(index, taker)
+        return True
+
+    def apply(self, record: dict[str, Any]) -> None:
+        """Apply one log line: its skip or pass (to the recorded taker), then its moves."""
+        if record.get("choice") in RELEASING:
+            taker = record.get("taker", _COMPUTE)
+            self.release(
+                record["pair_id"], record["rater"], taker=taker if taker is None or isinstance(taker, str) else _COMPUTE
+            )
+        moved = record.get("moved")
+        for move in moved if isinstance(moved, list) else ():
+            if isinstance(move, list) and len(move) == 3 and all(isinstance(x, str) for x in move):
+                self.move(*move)
 
     def replay(self, records: Iterable[dict[str, Any]]) -> None:
-        """Apply the skips and passes of a ratings log, in log order."""
+        """Apply the skips, passes and moves of a ratings log, in log order."""
         for record in records:
-            if record.get("choice") in RELEASING:
-                self.release(record["pair_id"], record["rater"])
+            self.apply(record)

@@ -5,6 +5,14 @@ the next pair for a rater (A/B order applied, flagged pairs held back once a rat
 reached), recording a choice (validated, idempotent, durable), giving skipped pairs to another
 rater, the break clock and progress. Tests and other front-ends can drive it directly.
 
+Caps on flagged pairs also steer the assignment: a skipped flagged pair goes to a rater below
+their cap first, and once a rater reaches a cap, the flagged pairs waiting for them move to
+raters with room (room: the cap less the flagged pairs seen and those already handed over
+unseen). Each rating records what it caused (``taker``, ``moved``), so replaying the log
+rebuilds the same queues whatever the limits of a later run. A pair held back is not served,
+not even by id, nor rated; a pair given back and taken over by another rater cannot be rated
+again by the rater who gave it back.
+
 One server per rating directory: ``DIR/.lock`` is held (``flock``) while a session is open, so
 two servers cannot interleave their appends; the OS drops the lock when the process dies,
 even by ``kill -9``.
@@ -16,6 +24,7 @@ import hashlib
 import hmac
 import itertools
 import json
+import math
 import os
 import re
 import time
@@ -124,19 +133,8 @@ class RatingSession:
             self.pairs = PairStore(self.directory / PAIRS_DB)
             self.pair_ids = self.pairs.active_ids()
             self.flags = flag_pairs(self.pairs, check)
-            self.assignment = Assignment(
-                self.pair_ids, sorted(self.raters), self.overlap, self.overlap_raters, flagged=self.flags
-            )
             self.log = RatingsLog(self.directory / RATINGS_LOG)
-            self.activity: dict[str, Activity] = {name: Activity() for name in self.raters}
-            self._resumes = read_resumes(self.directory / BREAKS_LOG, self.activity)
-            for record in read_log(self.log.path):  # skips give pairs away; times feed the clocks
-                self._replay(record)
-            for rater, times in self._resumes.items():
-                for t in times:
-                    self.activity[rater].resume(t)
-            self._resumes.clear()
-            self._cursor: dict[str, int] = dict.fromkeys(self.raters, 0)
+            self._load_state()
             self._served: dict[tuple[str, str], float] = {}
             atomic_write_json(
                 self.directory / SESSION_FILE,
@@ -186,10 +184,24 @@ class RatingSession:
             raise CurateError(f"{path}: unreadable ({exc}); move it away to start the session afresh") from None
         return data if isinstance(data, dict) else {}
 
-    def _replay(self, record: dict[str, Any]) -> None:
+    def _load_state(self) -> None:
+        """The assignment and the raters' clocks, from the pairs and the log on disk."""
+        self.assignment = Assignment(
+            self.pair_ids, sorted(self.raters), self.overlap, self.overlap_raters, flagged=self.flags
+        )
+        self.activity: dict[str, Activity] = {name: Activity() for name in self.raters}
+        self._resumes = read_resumes(self.directory / BREAKS_LOG, self.activity)
+        for record in read_log(self.log.path):  # skips and moves give pairs away; times feed the clocks
+            self.assignment.apply(record)
+            self._clock_in(record)
+        for rater, times in self._resumes.items():
+            for t in times:
+                self.activity[rater].resume(t)
+        self._resumes.clear()
+        self._cursor: dict[str, int] = dict.fromkeys(self.raters, 0)
+
+    def _clock_in(self, record: dict[str, Any]) -> None:
         rater = record["rater"]
-        if record["choice"] in RELEASING:
-            self.assignment.release(record["pair_id"], rater)
         t = rating_time(record)
         if rater in self.activity and t is not None:
             resumes = self._resumes.get(rater)
@@ -230,6 +242,50 @@ class RatingSession:
         """A flagged pair the rater has not seen yet, while their cap is reached."""
         return limit is not None and pair_id in self.flags and pair_id not in self.activity[rater].flagged_pairs
 
+    def _limit(self, rater: str, now: float) -> str | None:
+        activity = self.activity.get(rater)
+        return activity.flagged_limit(self.limits, now) if activity is not None else None
+
+    def _room(self, rater: str, now: float) -> float:
+        """How many more flagged pairs the rater may see now, less those handed to them unseen."""
+        activity = self.activity.get(rater)
+        if activity is None:
+            return 0
+        room = math.inf
+        if self.limits.max_flagged_session is not None:
+            room = min(room, self.limits.max_flagged_session - activity.flagged_this_session(now))
+        if self.limits.max_flagged_day is not None:
+            room = min(room, self.limits.max_flagged_day - activity.flagged_today(now))
+        answered = self.log.state(rater).answered
+        pending = sum(
+            1 for p in self.assignment.received(rater) if p not in answered and p not in activity.flagged_pairs
+        )
+        return room - pending
+
+    def _rebalance(self, now: float) -> list[list[str]]:
+        """Move the flagged pairs waiting for raters at a cap to raters with room (fewest flagged
+        pairs first); the moves as [pair_id, from, to], in the order made."""
+        if self.limits.max_flagged_session is None and self.limits.max_flagged_day is None:
+            return []
+        capped = [r for r in sorted(self.raters) if self._limit(r, now) is not None]
+        if not capped:
+            return []
+        room = {r: self._room(r, now) for r in self.raters}
+        moves: list[list[str]] = []
+        for giver in capped:
+            if not any(left > 0 for left in room.values()):
+                break
+            answered = self.log.state(giver).answered
+            seen = self.activity[giver].flagged_pairs
+            for pair_id in self.assignment.flagged_queue(giver):
+                if pair_id in answered or pair_id in seen or self.assignment.gave_back(giver, pair_id):
+                    continue
+                taker = self.assignment.best_taker(pair_id, lambda r: room[r] > 0)
+                if taker is not None and self.assignment.move(pair_id, giver, taker):
+                    room[taker] -= 1
+                    moves.append([pair_id, giver, taker])
+        return moves
+
     def progress(self, rater: str) -> dict[str, int]:
         """done (a/b/tie/skip), total (assigned minus passed), skipped, passed, and held (flagged
         pairs waiting because the rater reached a cap)."""
@@ -245,7 +301,7 @@ class RatingSession:
             if limit is not None:
                 held = sum(
                     1
-                    for pair_id in self.assignment.queue(rater)
+                    for pair_id in self.assignment.flagged_queue(rater)
                     if pair_id not in answered and self._held_back(rater, pair_id, limit)
                 )
         total = self.assignment.total(rater) - passed
@@ -314,10 +370,14 @@ class RatingSession:
         return self._view(rater, pair) if pair else None
 
     def pair_for(self, rater: str, pair_id: str) -> dict[str, Any]:
-        """One assigned pair (to go back and revise), with the rater's current choice."""
+        """One assigned pair (to go back and revise), with the rater's current choice; not one
+        held back by the rater's cap on flagged pairs (409)."""
         with self.log.lock:
             if not self.assignment.is_assigned(rater, pair_id):
                 raise RateError(f"pair {pair_id!r} is not assigned to {rater}", 404)
+            limit = self._limit(rater, self.clock())
+            if self._held_back(rater, pair_id, limit):
+                raise RateError(_held_message(pair_id, rater, limit), 409)
             pair = self.pairs.get(pair_id)
             choice = self.log.state(rater).answered.get(pair_id)
         if pair is None:  # pragma: no cover - assigned ids always come from the database
@@ -359,9 +419,15 @@ class RatingSession:
             previous = self.log.state(rater).answered.get(pair_id)
             if previous is not None and not revise:
                 raise RateError(f"pair {pair_id!r} is already rated by {rater}; send revise=true to change it", 409)
+            if choice not in RELEASING and self.assignment.replaced(rater, pair_id):
+                raise RateError(f"pair {pair_id!r} was given back by {rater} and another rater has it now", 409)
+            now = self.clock()
+            limit = self._limit(rater, now)
+            unread_pass = choice == "pass" and payload.get("revealed") is not True
+            if not unread_pass and (rater, pair_id) not in self._served and self._held_back(rater, pair_id, limit):
+                raise RateError(_held_message(pair_id, rater, limit), 409)
             shown = a_is(rater, pair_id)
             served = self._served.pop((rater, pair_id), None)
-            now = self.clock()
             flags = self.flags.get(pair_id, [])
             record = {
                 "v": 1,
@@ -382,9 +448,29 @@ class RatingSession:
             }
             if flags:  # whether the rater opened the text behind the content note
                 record["revealed"] = choice != "pass" or payload.get("revealed") is True
-            self.log.append(record)
-            self._replay(record)
+            try:
+                self._clock_in(record)
+                if choice in RELEASING:  # who takes it over: recorded, so a replay needs no limits
+                    record["taker"] = self.assignment.release(pair_id, rater, prefer=self._prefer(now))
+                if moves := self._rebalance(now):
+                    record["moved"] = moves
+                self.log.append(record)
+            except BaseException:
+                self._load_state()  # not on disk: back to what the log says
+                raise
             return {"recorded": True, "duplicate": False, "progress": self.progress(rater)}
+
+    def _prefer(self, now: float) -> Callable[[str], tuple]:
+        """How a skipped flagged pair picks its taker: raters below their cap first, those with room first."""
+
+        def key(name: str) -> tuple:
+            return (self._limit(name, now) is not None, self._room(name, now) <= 0)
+
+        return key
+
+
+def _held_message(pair_id: str, rater: str, limit: str | None) -> str:
+    return f"pair {pair_id!r} is held back: {rater} reached the cap on flagged pairs for this {limit}"
 
 
 def _path(value: str | os.PathLike) -> str:

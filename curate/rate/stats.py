@@ -6,7 +6,8 @@
   per rating (median and 90th percentile; the page's visible-time clock, else the server's),
   *active* time (:func:`.wellbeing.active_seconds`: pauses do not count) and the flagged pairs
   they saw, so a lead can see the load each person carries;
-- agreement on pairs rated by two or more people (skips left out), compared on which
+- agreement on pairs rated by two or more people (skips left out, and so is a rating of a pair
+  the rater had given back to another rater, from logs before that was refused), compared on which
   *response* won, not which letter: per pair of raters the share of agreement and Cohen's kappa
   (agreement corrected for chance, 1 = perfect, 0 = chance), and the same pooled;
 - with ``--by group``: the same figures per rater group, and agreement within and across
@@ -100,8 +101,8 @@ def compute_stats(directory: str | os.PathLike) -> dict[str, Any]:
         seconds = client_seconds(record)
         if seconds is not None and record["choice"] != "pass":
             times[rater].append(seconds)
-        if record["choice"] not in ("skip", "pass"):
-            labels_by_pair[pair_id][rater] = _label(record)
+        if record["choice"] not in ("skip", "pass") and not assignment.replaced(rater, pair_id):
+            labels_by_pair[pair_id][rater] = _label(record)  # not a pair the rater gave to another
     for rater in assignment.raters:
         per_rater.setdefault(rater, dict.fromkeys(CHOICE_COUNTS, 0))
     for rater, row in per_rater.items():

@@ -3,6 +3,7 @@ not count against anyone, skipped pairs rated by another rater, breaks, active t
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from itertools import pairwise
 from pathlib import Path
@@ -19,7 +20,7 @@ from curate.rate.assign import Assignment, ranked_raters, spread
 from curate.rate.export import export_ratings
 from curate.rate.flags import ContentCheck
 from curate.rate.pairs import Pair
-from curate.rate.session import Rater, RatingSession
+from curate.rate.session import RateError, Rater, RatingSession
 from curate.rate.stats import compute_stats, format_stats
 from curate.rate.wellbeing import PAUSE_S, SESSION_GAP_S, Limits, active_seconds
 
@@ -157,7 +158,10 @@ def test_flagged_pairs_capped_per_session_and_day_and_passes_do_not_count(tmp_pa
             rate(session, "ann", view["pair_id"], "a", n)
         assert len(seen) == 2  # the session cap
         progress = session.progress("ann")
-        assert progress["held"] == 4 and progress["done"] == progress["total"] - 4
+        # ben, with room for two, took two of the four waiting for ann; two wait for her
+        assert progress["held"] == 2 and progress["done"] == progress["total"] - 2
+        assert session.assignment.flagged_load == Counter({"ann": 4, "ben": 8})
+        assert len(session.assignment.received("ben")) == 2
         assert session.wellbeing("ann")["flagged_limit"] == "session"
 
         clock.advance(SESSION_GAP_S)  # a new session: one more, then the day's cap holds
@@ -171,17 +175,17 @@ def test_flagged_pairs_capped_per_session_and_day_and_passes_do_not_count(tmp_pa
         rate(session, "ann", view["pair_id"], "b", 101)
         assert session.next_pair("ann") is None and session.wellbeing("ann")["flagged_limit"] == "day"
         assert session.wellbeing("ann")["flagged_today"] == 3
+        queues = session.assignment.queues
 
     clock.advance(6 * 3600)  # a restart knows the counts from the log
     with RatingSession(out, pairs, raters, limits=limits, clock=clock) as session:
         assert session.flag_words is not None and len(session.flags) == 12  # the directory remembers the list
-        assert session.next_pair("ann") is None and session.progress("ann")["held"] == 2
-        clock.advance(24 * 3600)
-        assert session.next_pair("ann")["flags"] == ["watch_words"]
+        assert session.assignment.queues == queues  # the moves are in the log
+        assert session.next_pair("ann") is None and session.wellbeing("ann")["flagged_limit"] == "day"
     figures = compute_stats(out)
     ann = figures["raters"]["ann"]
     assert ann["flagged_seen"] == 3 and ann["pass"] == 1 and figures["pairs_flagged"] == 12
-    assert ann["assigned"] == figures["raters"]["ann"]["rated"] + 2  # the two still held back
+    assert ann["assigned"] == figures["raters"]["ann"]["rated"]  # the held ones went to ben
 
 
 def test_skipped_pair_is_rated_by_another_rater(tmp_path):
@@ -217,8 +221,6 @@ def test_skipped_pair_is_rated_by_another_rater(tmp_path):
 
 
 def _export_rows(out: Path, tmp_path: Path) -> list[dict]:
-    import json
-
     dest = tmp_path / "c.jsonl"
     stats = export_ratings(out, dest)
     assert stats.balanced
@@ -296,3 +298,150 @@ def test_cli_flag_options_and_stats_by(tmp_path):
     assert result.exit_code == 2 and "'team' is not one of 'rater', 'group'" in result.output
     result = runner.invoke(cli, ["rate", "stats", str(tmp_path / "r"), "--by", "group"])
     assert result.exit_code == 0 and "no rater has a group" in result.output
+
+
+# -- caps steer the assignment (held pairs move, skips avoid capped raters, no way around a cap) --
+
+
+def _cap_session(tmp_path: Path, clock: Clock, limits: Limits | None = None) -> tuple[Path, RatingSession]:
+    pairs = write_pairs(tmp_path / "pairs.parquet", 12, flagged={0, 1, 2, 3, 4, 5})
+    session = RatingSession(
+        tmp_path / "ratings",
+        pairs,
+        RATERS,
+        flag_words=watch_words(tmp_path),
+        limits=limits or Limits(max_flagged_session=1),
+        clock=clock,
+    )
+    return pairs, session
+
+
+def test_pair_held_for_a_capped_rater_moves_to_a_rater_with_room(tmp_path):
+    clock = Clock()
+    pairs, session = _cap_session(tmp_path, clock)
+    with session:
+        assert session.assignment.queue("ann") == ["p009", "p000", "p010", "p005", "p011"]
+        n = 0
+        while (view := session.next_pair("ann")) is not None:  # the reviewer's run: ann rates all she can
+            n += 1
+            clock.advance(20)
+            rate(session, "ann", view["pair_id"], "skip" if view["flags"] else "a", n)
+        assert session.wellbeing("ann")["flagged_limit"] == "session"  # the skip showed her p000
+        # p000 went to ben (below his cap); p005, waiting for ann, moved to cal (ben's room is p000)
+        assert session.assignment.queue("ann") == ["p009", "p000", "p010", "p011"]
+        assert session.assignment.queue("ben")[-1] == "p000" and session.assignment.queue("cal")[-1] == "p005"
+        assert session.progress("ann") == {"done": 4, "total": 4, "skipped": 1, "passed": 0, "held": 0}
+        assert session.assignment.flagged_load == Counter({"ann": 0, "ben": 3, "cal": 3})
+        queues = {r: session.assignment.queue(r) for r in session.raters}
+    # the log says who took what: a restart without caps (and stats) rebuild the same queues
+    with RatingSession(tmp_path / "ratings", pairs, RATERS, clock=clock) as session:
+        assert {r: session.assignment.queue(r) for r in session.raters} == queues
+    figures = compute_stats(tmp_path / "ratings")
+    assert {r: row["assigned"] for r, row in figures["raters"].items()} == {"ann": 4, "ben": 4, "cal": 5}
+
+
+def test_skipped_flagged_pair_goes_to_a_rater_below_the_cap(tmp_path):
+    clock = Clock()
+    pairs, session = _cap_session(tmp_path, clock)
+    with session:
+        assert session.next_pair("ben")["pair_id"] == "p002"
+        rate(session, "ben", "p002", "a", 1)  # ben reaches his cap; p003, waiting for him, goes to cal
+        assert session.wellbeing("ben")["flagged_limit"] == "session"
+        assert "p003" not in session.assignment.queue("ben") and session.assignment.queue("cal")[-1] == "p003"
+        load = session.assignment.flagged_load
+        assert load["ben"] < load["cal"]  # by load alone, ben would take the next skipped flagged pair
+        clock.advance(20)
+        rate(session, "ann", "p000", "skip", 1)
+        assert session.assignment.is_assigned("cal", "p000") and not session.assignment.is_assigned("ben", "p000")
+        queues = {r: session.assignment.queue(r) for r in session.raters}
+    lines = (tmp_path / "ratings" / "ratings.jsonl").read_text().splitlines()
+    assert '"taker":"cal"' in lines[-1]
+    with RatingSession(tmp_path / "ratings", pairs, RATERS, clock=clock) as session:  # no caps this run
+        assert {r: session.assignment.queue(r) for r in session.raters} == queues
+
+
+def test_giving_a_pair_back_lowers_the_givers_flagged_load():
+    ids = [f"pair-{i}" for i in range(60)]
+    raters = ["ann", "ben", "cal"]
+    assignment = Assignment(ids, raters, flagged=set(ids[:12]))
+    assert assignment.flagged_load == Counter({"ann": 4, "ben": 4, "cal": 4})
+    first, second = assignment.flagged_queue("ann")[:2]
+    taker = assignment.release(first, "ann")
+    assert assignment.flagged_load["ann"] == 3 and assignment.flagged_load[taker] == 5
+    assert assignment.release(first, "ann") is None and assignment.flagged_load["ann"] == 3  # twice: no change
+    assert first in assignment.queue("ann") and assignment.replaced("ann", first)  # still listed, not wanted
+    other = ({"ben", "cal"} - {taker}).pop()
+    assert assignment.move(second, "ann", other)
+    assert second not in assignment.queue("ann") and assignment.queue(other)[-1] == second
+    assert assignment.flagged_load == Counter({"ann": 2, taker: 5, other: 5})
+    assert not assignment.move(second, other, "ann")  # never back to the rater it left
+    assert sum(assignment.flagged_load.values()) == 12
+
+
+def test_pairs_held_back_are_not_served_or_rated_by_id(tmp_path):
+    from http.client import HTTPConnection
+    from threading import Thread
+
+    from curate.rate.server import RateServer
+
+    pairs = write_pairs(tmp_path / "pairs.parquet", 6, flagged={1, 3})
+    clock = Clock()
+    limits = Limits(max_flagged_session=1)
+    flag_words = watch_words(tmp_path)
+    with RatingSession(tmp_path / "r", pairs, [Rater("solo")], flag_words=flag_words, limits=limits, clock=clock) as s:
+        n = 0
+        while (view := s.next_pair("solo")) is not None:
+            n += 1
+            rate(s, "solo", view["pair_id"], "a", n)
+        (held,) = [p for p in s.assignment.flagged_queue("solo") if p not in s.activity["solo"].flagged_pairs]
+        assert s.progress("solo")["held"] == 1
+        server = RateServer(s, "127.0.0.1", 0)
+        Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+
+        def call(method: str, path: str, body: dict | None = None) -> tuple[int, dict]:
+            conn = HTTPConnection("127.0.0.1", server.server_port, timeout=10)
+            data = None if body is None else json.dumps(body).encode()
+            conn.request(method, path, body=data, headers={"Content-Type": "application/json"} if body else {})
+            resp = conn.getresponse()
+            status, payload = resp.status, json.loads(resp.read())
+            conn.close()
+            return status, payload
+
+        try:
+            status, payload = call("GET", f"/api/pair?id={held}")
+            assert status == 409 and "held back" in payload["error"] and "zebra" not in json.dumps(payload)
+            status, payload = call("POST", "/api/rate", {"rating_id": "r-api-000001", "pair_id": held, "choice": "a"})
+            assert status == 409 and "cap on flagged pairs" in payload["error"]
+            status, _ = call("GET", "/api/pair?id=p000")  # pairs not held back are still there to revise
+            assert status == 200
+            clock.advance(SESSION_GAP_S)  # a new session: the pair is offered again
+            status, payload = call("GET", f"/api/pair?id={held}")
+            assert status == 200 and "zebra" in payload["pair"]["prompt"]
+        finally:
+            server.shutdown()
+            server.server_close()
+    assert [r["pair_id"] for r in _log(tmp_path / "r")].count(held) == 0
+
+
+def test_a_pair_given_back_to_another_rater_cannot_be_rated_again(tmp_path):
+    pairs = write_pairs(tmp_path / "pairs.parquet", 30)
+    out = tmp_path / "ratings"
+    with RatingSession(out, pairs, RATERS) as session:
+        first = session.next_pair("ann")["pair_id"]
+        rate(session, "ann", first, "skip", 1)
+        taker = next(r for r in session.raters if r != "ann" and session.assignment.is_assigned(r, first))
+        rate(session, taker, first, "a", 1)
+        with pytest.raises(RateError, match="given back") as err:
+            rate(session, "ann", first, "b", 2, revise=True)
+        assert err.value.status == 409
+        rate(session, "ann", first, "pass", 3, revise=True)  # giving it back again stays possible
+    # a log from before this was refused: the giver's rating stays out of agreement
+    record = {**_log(out)[-1], "rating_id": "r-old-000001", "choice": "b", "preferred": 2, "revises": "pass"}
+    with open(out / "ratings.jsonl", "a") as fh:
+        fh.write(json.dumps(record) + "\n")
+    figures = compute_stats(out)
+    assert figures["raters"]["ann"]["b"] == 1 and figures["overlap_pairs_rated"] == 0
+
+
+def _log(out: Path) -> list[dict]:
+    return [json.loads(line) for line in (out / "ratings.jsonl").read_text().splitlines()]
