@@ -64,6 +64,13 @@ def _child(argv: list[str]) -> None:
                     "seconds": seconds,
                     "driver_rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * kb,
                     "worker_rss": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * kb,
+                    "cpu": sum(
+                        r.ru_utime + r.ru_stime
+                        for r in (
+                            resource.getrusage(resource.RUSAGE_SELF),
+                            resource.getrusage(resource.RUSAGE_CHILDREN),
+                        )
+                    ),
                 }
             ),
             flush=True,
@@ -111,6 +118,7 @@ def main() -> None:
     ap.add_argument("--workers", "-j", type=int, default=min(2, os.cpu_count() or 1))
     ap.add_argument("--dup-rate", type=float, default=0.1)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--docs-per-shard", type=int, default=2_000)
     ap.add_argument("--workdir", default=None, help="where corpora and outputs go (default: a temporary folder)")
     ap.add_argument("--extra", action="append", default=[], help="more Parquet shards to sample paragraphs from")
     ap.add_argument("--keep", action="store_true", help="keep the work folder")
@@ -129,7 +137,10 @@ def main() -> None:
         f"Python {platform.python_version()}, workers {args.workers}, dup rate {args.dup_rate}, "
         f"load average {os.getloadavg()[0]:.1f}"
     )
-    print(f"{'stage':<7} {'docs':>10} {'seconds':>9} {'us/doc':>9} {'docs/s':>9} {'driver RSS':>11} {'worker RSS':>11}")
+    print(
+        f"{'stage':<7} {'docs':>10} {'seconds':>9} {'us/doc':>9} {'docs/s':>9} {'CPU us/doc':>10} "
+        f"{'driver RSS':>11} {'worker RSS':>11}"
+    )
     results: dict[str, list[tuple[int, dict]]] = {s: [] for s in STAGES}
     bytes_per_doc = None
     try:
@@ -142,8 +153,9 @@ def main() -> None:
                     continue
             corpus = root / f"docs-{n}"
             t0 = time.perf_counter()
-            # ~16 shards at every size (at most 50k documents each), so every worker has work.
-            per_shard = min(50_000, max(500, n // 16))
+            # The same shard size at every size: a worker's memory then measures the stage, not
+            # the shard; more documents means more shards.
+            per_shard = args.docs_per_shard
             info = make_scale_docs.write(
                 corpus, n, seed=args.seed, dup_rate=args.dup_rate, docs_per_shard=per_shard, extra=args.extra
             )
@@ -175,7 +187,8 @@ def main() -> None:
                 results[stage].append((n, r))
                 print(
                     f"{stage:<7} {n:>10,} {r['seconds']:>9.1f} {1e6 * r['seconds'] / n:>9.1f} "
-                    f"{n / r['seconds']:>9,.0f} {_mb(r['driver_rss']):>11} {_mb(r['worker_rss']):>11}",
+                    f"{n / r['seconds']:>9,.0f} {1e6 * r['cpu'] / n:>10.1f} {_mb(r['driver_rss']):>11} "
+                    f"{_mb(r['worker_rss']):>11}",
                     flush=True,
                 )
             for stage in STAGES:
@@ -193,8 +206,13 @@ def main() -> None:
         ns, ts = [n for n, _ in rows], [r["seconds"] for _, r in rows]
         b = fit_exponent(ns, ts)
         a, c = fit_line(ns, ts)
+        cpu = fit_exponent(ns, [r["cpu"] for _, r in rows])
         mem = fit_exponent(ns, [r["driver_rss"] for _, r in rows])
-        line = f"  {stage:<7} b = {b:.2f}   driver RSS ~ n^{mem:.2f}   line: {a:.1f} s + {1e6 * c:.1f} us x n"
+        _, per_doc = fit_line(ns, [r["driver_rss"] for _, r in rows])
+        line = (
+            f"  {stage:<7} b = {b:.2f}   CPU time ~ n^{cpu:.2f}   driver RSS ~ n^{mem:.2f} "
+            f"({per_doc:,.0f} bytes/doc)   line: {a:.1f} s + {1e6 * c:.1f} us x n"
+        )
         if abs(b - 1) > 0.1:
             if b < 1 and a > 0:
                 why = (
@@ -205,8 +223,13 @@ def main() -> None:
                 why = (
                     f"above 1: time per document grows from {1e6 * ts[0] / ns[0]:.1f} to {1e6 * ts[-1] / ns[-1]:.1f} us"
                 )
-                if stage == "dedup":
-                    why += "; see the candidate pairs per document in the manifests"
+                if cpu < b - 0.1:
+                    why += (
+                        f"; CPU time grows only as n^{cpu:.2f}: the rest is waiting (other jobs on the "
+                        f"machine; load average {os.getloadavg()[0]:.1f} at the end)"
+                    )
+                if mem > 0.15:
+                    why += f"; the driver holds ~{per_doc:,.0f} bytes per document"
             line += f"\n          {why}"
         print(line)
 
