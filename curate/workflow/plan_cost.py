@@ -206,19 +206,23 @@ def plan_data(
             StagePlan(
                 "dedup", h, w, r["dedup_worker_mem"], driver, docs * bpd, docs * bpd,
                 cores_cost(h) if cores_cost else None, docs, kept,
-                f"dedup {r['dedup']:g} docs/s/core, dedup_worker_mem, dedup_driver_per_doc, dedup_keep",
+                f"dedup {r['dedup']:g} docs/s/core, dedup_worker_mem, dedup_driver_base, dedup_driver_per_doc, dedup_keep",
                 note,
             )
         )  # fmt: skip
         docs = kept
     if "mix" in stages:
         h = docs / r["mix"] / 3600
+        driver = r["mix_driver_base"] + r["mix_driver_per_doc"] * docs
+        note = "one machine: does not shrink with nodes; disk at most its input"
+        if driver > cluster.memory:
+            note += f"; its ~{_bytes(driver)} exceeds a node's memory (issue 19, part 1: mix --engine ray)"
         out.append(
             StagePlan(
-                "mix", h, 1, None, r["mix_driver_mem"], docs * bpd, docs * bpd,
+                "mix", h, 1, None, driver, docs * bpd, docs * bpd,
                 cores_cost(h) if cores_cost else None, docs, None,
-                f"mix {r['mix']:g} docs/s in one process, mix_driver_mem",
-                "one machine: does not shrink with nodes; disk at most its input",
+                f"mix {r['mix']:g} docs/s in one process, mix_driver_base, mix_driver_per_doc",
+                note,
             )
         )  # fmt: skip
     return out
@@ -303,6 +307,10 @@ def _si(n: float) -> str:
     return f"{n:,.0f}"
 
 
+def _money(c: float) -> str:
+    return f"{c:,.2f}" if c < 100 else f"{c:,.0f}"
+
+
 def _hours(h: float) -> str:
     if h >= 48:
         return f"{h / 24:,.1f} d"
@@ -344,13 +352,13 @@ def format_plan(
         lines.append(
             f"{p.stage:<10} {cell(p.docs_in, _si):>8} {cell(p.hours, _hours):>10} {cell(p.workers, str):>8} "
             f"{cell(p.worker_mem, _bytes):>10} {cell(p.driver_mem, _bytes):>9} {cell(p.disk_write, _bytes):>9} "
-            f"{cell(p.net_read, _bytes):>9} {cell(p.cost, lambda c: f'{c:,.0f}'):>12}"
+            f"{cell(p.net_read, _bytes):>9} {cell(p.cost, _money):>12}"
         )
         total_h += p.hours or 0.0
         total_cost += p.cost or 0.0
     lines.append(
         f"{'total':<10} {'':>8} {_hours(total_h):>10} {'':>8} {'':>10} {'':>9} {'':>9} {'':>9} "
-        f"{(f'{total_cost:,.0f}' if total_cost else '-'):>12}"
+        f"{(_money(total_cost) if total_cost else '-'):>12}"
     )
     lines.append("")
     lines.append("what each figure rests on (curate/workflow/plan_rates.py; README Benchmarks):")
@@ -360,5 +368,6 @@ def format_plan(
     used = sorted({k for p in plans for k in RATES if k in p.rests_on})
     for key in used:
         rate = RATES[key]
-        lines.append(f"    {key} = {rate.value:g} {rate.unit}: {rate.source}")
+        value = _bytes(rate.value) if rate.unit == "bytes" else f"{rate.value:g} {rate.unit}"
+        lines.append(f"    {key} = {value}: {rate.source}")
     return "\n".join(lines)

@@ -34,16 +34,22 @@ RATES: dict[str, Rate] = {
     "crawl": Rate(114.2, "HTML docs/s per core", "bench/crawl.py: real Common Crawl capture, 2026-11-28"),
     "filter": Rate(235.0, "docs/s per core", "bench/filters.py: FineWeb-order chain on 4,873 real docs (low end)"),
     "dedup": Rate(2107.0, "docs/s per core", "bench/dedup.py: end to end on 6,316 real docs, one worker"),
-    "mix": Rate(14_000.0, "docs/s, one process", "bench/scale.py: mix at 100k docs"),
+    "mix": Rate(16_893.0, "docs/s, one process", "bench/scale.py: mix at 100k docs, 2026-12-03"),
     # peak memory per worker / on the driver, bytes
-    "crawl_worker_mem": Rate(400e6, "bytes", "assumed: bench/crawl.py prints no RSS"),
-    "filter_worker_mem": Rate(130e6, "bytes", "bench/scale.py: filter worker RSS at 100k docs"),
-    "dedup_worker_mem": Rate(200e6, "bytes", "bench/scale.py: dedup worker RSS at 100k docs"),
-    "dedup_driver_base": Rate(260e6, "bytes", "bench/scale.py: dedup driver RSS at 10k docs"),
-    "dedup_driver_per_doc": Rate(1000.0, "bytes/doc", "bench/scale.py: dedup driver RSS growth 10k -> 100k"),
-    "mix_driver_mem": Rate(250e6, "bytes", "bench/scale.py: mix RSS at 100k docs (plus shuffle_memory)"),
+    "crawl_worker_mem": Rate(
+        116e6,
+        "bytes",
+        "bench/scale.py --child crawl samples/warc -j 2: worker RSS on the samples' small WARC files "
+        "(records are streamed; unmeasured on 1 GB files)",
+    ),
+    "filter_worker_mem": Rate(159e6, "bytes", "bench/scale.py: filter worker RSS at 10k and 100k docs"),
+    "dedup_worker_mem": Rate(204e6, "bytes", "bench/scale.py: dedup worker RSS at 100k docs"),
+    "dedup_driver_base": Rate(280e6, "bytes", "bench/scale.py: dedup driver RSS at 10k docs"),
+    "dedup_driver_per_doc": Rate(1385.0, "bytes/doc", "bench/scale.py: dedup driver RSS growth 10k -> 100k"),
+    "mix_driver_per_doc": Rate(3411.0, "bytes/doc", "bench/scale.py: mix RSS growth 10k -> 100k"),
+    "mix_driver_base": Rate(194e6, "bytes", "bench/scale.py: mix RSS at 10k docs"),
     # sizes and survival
-    "parquet_bytes_per_doc": Rate(507.0, "bytes/doc", "bench/scale.py corpus: 1,963 chars/doc, zstd Parquet"),
+    "parquet_bytes_per_doc": Rate(508.0, "bytes/doc", "bench/scale.py corpus: 1,963 chars/doc, zstd Parquet"),
     "crawl_yield": Rate(0.9, "docs per page", "assumed: HTML responses with extractable text"),
     "filter_keep": Rate(
         0.45,
