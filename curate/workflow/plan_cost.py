@@ -199,7 +199,10 @@ def plan_data(
         h = docs / (r["dedup"] * w) / 3600
         driver = r["dedup_driver_base"] + r["dedup_driver_per_doc"] * docs
         kept = docs * r["dedup_keep"]
-        note = "disk: kept and removed shards"
+        note = (
+            "disk: kept and removed shards; the grouping and the write run on the driver (issue 19, "
+            "part 2), so this time, from a one-worker run, is a lower bound"
+        )
         if driver > cluster.memory:
             note += f"; the driver's ~{_bytes(driver)} exceeds a node's memory (issue 19, part 2)"
         out.append(
