@@ -25,7 +25,33 @@ import click
 @click.option(
     "--workers", "-j", type=click.IntRange(min=1), default=None, help="Worker processes (default: all cores)."
 )
-def pipeline(config, workdir, until, from_stage, overwrite, workers):
+@click.option(
+    "--plan",
+    is_flag=True,
+    help="Run nothing: print per stage the expected time, memory, disk, network read and cost "
+    "for --input on --cluster, from the rates the benches measured.",
+)
+@click.option(
+    "--input",
+    "input_size",
+    default=None,
+    metavar="SIZE-OR-SNAPSHOT",
+    help="With --plan: compressed WARC bytes (10TB), WARC files (1000warc) or a Common Crawl "
+    "snapshot (CC-MAIN-2024-10: ~90,000 WARC files of ~1 GB, ~3 billion pages).",
+)
+@click.option(
+    "--cluster",
+    default=None,
+    metavar="NODESxCORESxMEM[+GPUSxTYPE]",
+    help="With --plan: e.g. 16x32x128GB, or 16x32x128GB+8xH100 (GPUs in all) for training.",
+)
+@click.option(
+    "--price-core-hour", type=click.FloatRange(min=0), default=None, help="With --plan: price of a core-hour."
+)
+@click.option("--price-gpu-hour", type=click.FloatRange(min=0), default=None, help="With --plan: price of a GPU-hour.")
+def pipeline(
+    config, workdir, until, from_stage, overwrite, workers, plan, input_size, cluster, price_core_hour, price_gpu_hour
+):
     """Run crawl -> filter -> dedup -> tokenizer -> mix -> pretrain -> sft -> reward -> rlhf (-> eval).
 
     Each stage writes its own folder under the work directory; stages already complete with
@@ -37,9 +63,31 @@ def pipeline(config, workdir, until, from_stage, overwrite, workers):
       curate pipeline samples/pipeline.toml --until dedup
       curate pipeline samples/pipeline.toml --from pretrain      # data stages must be up to date
       curate pipeline samples/pipeline.toml --overwrite --from sft --until sft
+      curate pipeline samples/pipeline.toml --plan --input CC-MAIN-2024-10 \\
+          --cluster 16x32x128GB+8xH100 --price-core-hour 0.04 --price-gpu-hour 2.5
     """
+    from curate.core.errors import ConfigError
     from curate.workflow import format_summary, load_pipeline, run_pipeline
 
+    if plan:
+        from curate.workflow.plan_cost import format_plan, parse_cluster, parse_input, plan_pipeline
+
+        if input_size is None or cluster is None:
+            raise ConfigError("--plan needs --input SIZE-OR-SNAPSHOT and --cluster NODESxCORESxMEM[+GPUSxTYPE]")
+        inp, spec = parse_input(input_size), parse_cluster(cluster)
+        pipe = load_pipeline(config, workdir=workdir, workers=workers)
+        plans = plan_pipeline(pipe, inp, spec, price_core_hour, price_gpu_hour)
+        click.echo(format_plan(plans, inp, spec, price_core_hour, price_gpu_hour))
+        return
+    given = (
+        ("--input", input_size),
+        ("--cluster", cluster),
+        ("--price-core-hour", price_core_hour),
+        ("--price-gpu-hour", price_gpu_hour),
+    )
+    for name, value in given:
+        if value is not None:
+            raise ConfigError(f"{name} is used only with --plan")
     pipe = load_pipeline(config, workdir=workdir, workers=workers)
     outcomes = run_pipeline(
         pipe, until=until, from_stage=from_stage, overwrite=overwrite, log=lambda m: click.echo(m, err=True)

@@ -1,0 +1,376 @@
+"""``curate pipeline FILE --plan``: what a run will take before it starts.
+
+From an input size (bytes, a number of WARC files or a Common Crawl snapshot name), a cluster
+(``NODESxCORESxMEM[+GPUSxTYPE]``) and prices, each stage gets its expected wall time, workers,
+peak memory per worker and on the driver, bytes written to disk and read over the network, and
+its cost, computed from the measured rates of :mod:`curate.workflow.plan_rates` (each figure
+names the rate it rests on). Pretraining reuses ``curate train estimate`` (6·N·D FLOPs at a
+measured MFU).
+
+The model, stated so that a bill can be checked against it:
+
+* pages = WARC files × ~33,000; documents flow crawl → filter → dedup → mix, shrinking by the
+  table's crawl yield, filter keep and dedup keep fractions;
+* a data stage runs ``workers = nodes × min(cores, node memory / worker memory)`` processes, each
+  at the stage's per-core rate, so its time is ``docs / (rate × workers)`` (crawl: at most one
+  worker per WARC file); ``mix`` runs on one machine (``--engine ray`` for mix is not built yet);
+* a data stage is charged for every core of the cluster while it runs (what a cloud bills),
+  training for its GPUs; cost = hours × (cores × price per core-hour or GPUs × price per GPU-hour).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from curate.core.errors import ConfigError
+from curate.workflow.plan_rates import (
+    CC_PAGES_PER_WARC,
+    CC_SOURCE,
+    CC_WARC_FILE_BYTES,
+    CC_WARC_FILES_PER_SNAPSHOT,
+    RATES,
+)
+
+_BYTE_UNITS = {
+    "b": 1,
+    "kb": 1e3,
+    "mb": 1e6,
+    "gb": 1e9,
+    "tb": 1e12,
+    "pb": 1e15,
+    "kib": 2**10,
+    "mib": 2**20,
+    "gib": 2**30,
+    "tib": 2**40,
+    "pib": 2**50,
+    "k": 1e3,
+    "m": 1e6,
+    "g": 1e9,
+    "t": 1e12,
+    "p": 1e15,
+}
+_SNAPSHOT = re.compile(r"^CC-MAIN-(\d{4})-(\d{2})$", re.IGNORECASE)
+_WARC = re.compile(r"^(\d+(?:\.\d+)?)\s*([km]?)\s*warcs?$", re.IGNORECASE)
+_BYTES = re.compile(r"^(\d+(?:\.\d+)?)\s*([a-z]+)$", re.IGNORECASE)
+_CLUSTER = re.compile(
+    r"^(\d+)x(\d+)x(\d+(?:\.\d+)?)\s*([a-z]*)(?:\+(\d+)x([a-z0-9][a-z0-9-]*))?$",
+    re.IGNORECASE,
+)
+
+
+@dataclass(frozen=True)
+class InputSize:
+    label: str
+    bytes: float  # compressed WARC bytes
+    warc_files: float
+    pages: float
+    basis: str  # how the figures were derived
+
+
+@dataclass(frozen=True)
+class Cluster:
+    nodes: int
+    cores: int  # per node
+    memory: float  # bytes per node
+    gpus: int = 0  # in all
+    gpu_type: str | None = None
+
+    @property
+    def total_cores(self) -> int:
+        return self.nodes * self.cores
+
+
+@dataclass
+class StagePlan:
+    stage: str
+    hours: float | None = None
+    workers: int | None = None
+    worker_mem: float | None = None
+    driver_mem: float | None = None
+    disk_write: float | None = None
+    net_read: float | None = None
+    cost: float | None = None
+    docs_in: float | None = None
+    docs_out: float | None = None
+    rests_on: str = ""
+    note: str = ""
+
+
+def parse_input(spec: str) -> InputSize:
+    """``10TB`` / ``500GiB`` (compressed WARC bytes), ``1000warc`` (WARC files) or
+    ``CC-MAIN-2024-10`` (a Common Crawl snapshot at its documented averages)."""
+    s = str(spec).strip()
+    m = _SNAPSHOT.match(s)
+    if m:
+        files = CC_WARC_FILES_PER_SNAPSHOT
+        return InputSize(s.upper(), files * CC_WARC_FILE_BYTES, files, files * CC_PAGES_PER_WARC, CC_SOURCE)
+    m = _WARC.match(s)
+    if m:
+        files = float(m.group(1)) * {"": 1, "k": 1e3, "m": 1e6}[m.group(2).lower()]
+        if files > 0:
+            return InputSize(
+                s, files * CC_WARC_FILE_BYTES, files, files * CC_PAGES_PER_WARC, f"{CC_SOURCE}, per WARC file"
+            )
+    m = _BYTES.match(s.replace(" ", ""))
+    if m and m.group(2).lower() in _BYTE_UNITS:
+        size = float(m.group(1)) * _BYTE_UNITS[m.group(2).lower()]
+        if size > 0:
+            files = size / CC_WARC_FILE_BYTES
+            return InputSize(s, size, files, files * CC_PAGES_PER_WARC, f"{CC_SOURCE}, per GB of WARC")
+    raise ConfigError(
+        f"--input {spec!r}: expected compressed WARC bytes (10TB, 500GB), a number of WARC files (1000warc) "
+        "or a Common Crawl snapshot (CC-MAIN-2024-10)"
+    )
+
+
+def parse_cluster(spec: str) -> Cluster:
+    """``16x32x128GB`` (nodes × cores per node × memory per node), optionally ``+8xH100``
+    (GPUs in all and their type, one of ``curate train estimate --gpu``)."""
+    m = _CLUSTER.match(str(spec).strip().replace(" ", ""))
+    unit = (m.group(4) or "gb").lower() if m else ""
+    if not m or unit not in _BYTE_UNITS or int(m.group(1)) < 1 or int(m.group(2)) < 1 or float(m.group(3)) <= 0:
+        raise ConfigError(
+            f"--cluster {spec!r}: expected NODESxCORESxMEM[+GPUSxTYPE], e.g. 16x32x128GB or 2x64x512GB+8xH100"
+        )
+    gpus, gpu_type = 0, None
+    if m.group(5):
+        from train.metrics import GPU_PEAK_FLOPS
+
+        gpus, gpu_type = int(m.group(5)), m.group(6).lower()
+        if gpus < 1 or gpu_type not in GPU_PEAK_FLOPS:
+            raise ConfigError(
+                f"--cluster {spec!r}: unknown GPU {m.group(6)!r} or count; known: {', '.join(sorted(GPU_PEAK_FLOPS))}"
+            )
+    return Cluster(int(m.group(1)), int(m.group(2)), float(m.group(3)) * _BYTE_UNITS[unit], gpus, gpu_type)
+
+
+def _workers(cluster: Cluster, worker_mem: float, stage: str) -> int:
+    per_node = min(cluster.cores, int(cluster.memory // worker_mem))
+    if per_node < 1:
+        raise ConfigError(
+            f"--cluster: a {stage} worker needs ~{_bytes(worker_mem)} and a node has {_bytes(cluster.memory)}"
+        )
+    return cluster.nodes * per_node
+
+
+def plan_data(
+    inp: InputSize,
+    cluster: Cluster,
+    price_core_hour: float | None = None,
+    stages: tuple[str, ...] = ("crawl", "filter", "dedup", "mix"),
+) -> list[StagePlan]:
+    """Plans of the data stages (crawl, filter, dedup, mix) for ``inp`` on ``cluster``."""
+    r = {k: v.value for k, v in RATES.items()}
+    bpd = r["parquet_bytes_per_doc"]
+    cores_cost = (lambda h: h * cluster.total_cores * price_core_hour) if price_core_hour is not None else None
+    out: list[StagePlan] = []
+
+    docs = inp.pages
+    if "crawl" in stages:
+        w = min(_workers(cluster, r["crawl_worker_mem"], "crawl"), max(1, math.ceil(inp.warc_files)))
+        h = docs / (r["crawl"] * w) / 3600
+        produced = docs * r["crawl_yield"]
+        out.append(
+            StagePlan(
+                "crawl", h, w, r["crawl_worker_mem"], None, produced * bpd, inp.bytes,
+                cores_cost(h) if cores_cost else None, docs, produced,
+                f"crawl {r['crawl']:g} docs/s/core, crawl_worker_mem, crawl_yield, parquet_bytes_per_doc; {inp.basis}",
+            )
+        )  # fmt: skip
+        docs = produced
+    if "filter" in stages:
+        w = _workers(cluster, r["filter_worker_mem"], "filter")
+        h = docs / (r["filter"] * w) / 3600
+        kept = docs * r["filter_keep"]
+        out.append(
+            StagePlan(
+                "filter", h, w, r["filter_worker_mem"], None, docs * bpd, docs * bpd,
+                cores_cost(h) if cores_cost else None, docs, kept,
+                f"filter {r['filter']:g} docs/s/core, filter_worker_mem, filter_keep",
+                "disk: kept and rejected shards",
+            )
+        )  # fmt: skip
+        docs = kept
+    if "dedup" in stages:
+        w = _workers(cluster, r["dedup_worker_mem"], "dedup")
+        h = docs / (r["dedup"] * w) / 3600
+        driver = r["dedup_driver_base"] + r["dedup_driver_per_doc"] * docs
+        kept = docs * r["dedup_keep"]
+        note = (
+            "disk: kept and removed shards; the grouping and the write run on the driver (issue 19, "
+            "part 2), so this time, from a one-worker run, is a lower bound"
+        )
+        if driver > cluster.memory:
+            note += f"; the driver's ~{_bytes(driver)} exceeds a node's memory (issue 19, part 2)"
+        out.append(
+            StagePlan(
+                "dedup", h, w, r["dedup_worker_mem"], driver, docs * bpd, docs * bpd,
+                cores_cost(h) if cores_cost else None, docs, kept,
+                f"dedup {r['dedup']:g} docs/s/core, dedup_worker_mem, dedup_driver_base, dedup_driver_per_doc, dedup_keep",
+                note,
+            )
+        )  # fmt: skip
+        docs = kept
+    if "mix" in stages:
+        h = docs / r["mix"] / 3600
+        driver = r["mix_driver_base"] + r["mix_driver_per_doc"] * docs
+        note = "one machine: does not shrink with nodes; disk at most its input"
+        if driver > cluster.memory:
+            note += f"; its ~{_bytes(driver)} exceeds a node's memory (issue 19, part 1: mix --engine ray)"
+        out.append(
+            StagePlan(
+                "mix", h, 1, None, driver, docs * bpd, docs * bpd,
+                cores_cost(h) if cores_cost else None, docs, None,
+                f"mix {r['mix']:g} docs/s in one process, mix_driver_base, mix_driver_per_doc",
+                note,
+            )
+        )  # fmt: skip
+    return out
+
+
+def plan_training(
+    params: float, tokens: float, cluster: Cluster, price_gpu_hour: float | None = None, stage: str = "pretrain"
+) -> StagePlan:
+    """``curate train estimate`` for ``params`` on ``tokens`` over the cluster's GPUs."""
+    from train.estimate import estimate
+
+    if not cluster.gpus:
+        return StagePlan(stage, note="no GPUs in --cluster (add +GPUSxTYPE, e.g. +8xH100)")
+    mfu = RATES["pretrain_mfu"]
+    est = estimate(
+        params, tokens, gpu=cluster.gpu_type or "h100", mfu=mfu.value, gpus=cluster.gpus, price=price_gpu_hour
+    )
+    return StagePlan(
+        stage,
+        hours=est.wall_hours,
+        workers=cluster.gpus,
+        cost=est.cost,
+        rests_on=f"curate train estimate: {_si(params)} parameters, {_si(tokens)} tokens, 6·N·D at MFU "
+        f"{mfu.value:.0%} ({mfu.source})",
+    )
+
+
+def plan_pipeline(
+    pipe: Any,
+    inp: InputSize,
+    cluster: Cluster,
+    price_core_hour: float | None = None,
+    price_gpu_hour: float | None = None,
+) -> list[StagePlan]:
+    """One plan per stage of a loaded pipeline (:func:`curate.workflow.load_pipeline`)."""
+    from curate.workflow.stages import STAGE_NAMES
+
+    names = [s for s in STAGE_NAMES if pipe.has(s)]
+    data = {p.stage: p for p in plan_data(inp, cluster, price_core_hour, tuple(names))}
+    out: list[StagePlan] = []
+    for name in names:
+        if name in data:
+            out.append(data[name])
+        elif name == "pretrain":
+            params, tokens = _pretrain_size(pipe)
+            out.append(plan_training(params, tokens, cluster, price_gpu_hour))
+        elif name == "tokenizer":
+            out.append(StagePlan(name, note="trains on a capped sample (max_docs / max_chars): not modelled"))
+        else:
+            out.append(StagePlan(name, note="not modelled: small next to pretraining at these step counts"))
+    return out
+
+
+def _pretrain_size(pipe: Any) -> tuple[float, float]:
+    """Parameters (with the pipeline's vocabulary) and training tokens of its pretrain stage:
+    ``max_tokens``, else ``max_steps × batch_size × grad_accum × block_size``."""
+    import torch
+
+    from train.model import GPT
+
+    config = pipe.built["pretrain"]
+    vocab = int(pipe.tables.get("tokenizer", {}).get("vocab_size", 8192))
+    with torch.device("meta"):
+        params = GPT(config.model.build(vocab_size=vocab)).num_params()
+    tokens = getattr(config, "max_tokens", None)
+    if not tokens:
+        tokens = config.max_steps * config.batch_size * config.grad_accum * config.model.block_size
+    return float(params), float(tokens)
+
+
+def _bytes(n: float) -> str:
+    for unit, scale in (("PB", 1e15), ("TB", 1e12), ("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if n >= scale:
+            return f"{n / scale:,.3g} {unit}"
+    return f"{n:,.0f} B"
+
+
+def _si(n: float) -> str:
+    for unit, scale in (("T", 1e12), ("B", 1e9), ("M", 1e6), ("k", 1e3)):
+        if n >= scale:
+            return f"{n / scale:,.3g}{unit}"
+    return f"{n:,.0f}"
+
+
+def _money(c: float) -> str:
+    return f"{c:,.2f}" if c < 100 else f"{c:,.0f}"
+
+
+def _hours(h: float) -> str:
+    if h >= 48:
+        return f"{h / 24:,.1f} d"
+    if h >= 1:
+        return f"{h:,.1f} h"
+    if h >= 1 / 60:
+        return f"{h * 60:,.1f} min"
+    return f"{h * 3600:,.1f} s"
+
+
+def format_plan(
+    plans: list[StagePlan],
+    inp: InputSize,
+    cluster: Cluster,
+    price_core_hour: float | None = None,
+    price_gpu_hour: float | None = None,
+) -> str:
+    """The plan as a table, then what each figure rests on."""
+    gpus = f" + {cluster.gpus} x {cluster.gpu_type}" if cluster.gpus else ""
+    lines = [
+        f"input:   {inp.label}: {inp.warc_files:,.0f} WARC files, {_bytes(inp.bytes)} compressed, "
+        f"~{_si(inp.pages)} pages",
+        f"cluster: {cluster.nodes} nodes x {cluster.cores} cores x {_bytes(cluster.memory)}{gpus} "
+        f"({cluster.total_cores:,} cores)",
+        "prices:  "
+        + (f"{price_core_hour:g}/core-hour" if price_core_hour is not None else "no --price-core-hour")
+        + ", "
+        + (f"{price_gpu_hour:g}/GPU-hour" if price_gpu_hour is not None else "no --price-gpu-hour"),
+        "",
+        f"{'stage':<10} {'docs in':>8} {'time':>10} {'workers':>8} {'mem/worker':>10} {'driver':>9} "
+        f"{'disk':>9} {'net read':>9} {'cost':>12}",
+    ]
+    total_h = total_cost = 0.0
+    for p in plans:
+
+        def cell(v: float | None, fmt: Any) -> str:
+            return fmt(v) if v is not None else "-"
+
+        lines.append(
+            f"{p.stage:<10} {cell(p.docs_in, _si):>8} {cell(p.hours, _hours):>10} {cell(p.workers, str):>8} "
+            f"{cell(p.worker_mem, _bytes):>10} {cell(p.driver_mem, _bytes):>9} {cell(p.disk_write, _bytes):>9} "
+            f"{cell(p.net_read, _bytes):>9} {cell(p.cost, _money):>12}"
+        )
+        total_h += p.hours or 0.0
+        total_cost += p.cost or 0.0
+    lines.append(
+        f"{'total':<10} {'':>8} {_hours(total_h):>10} {'':>8} {'':>10} {'':>9} {'':>9} {'':>9} "
+        f"{(_money(total_cost) if total_cost else '-'):>12}"
+    )
+    lines.append("")
+    lines.append("what each figure rests on (curate/workflow/plan_rates.py; README Benchmarks):")
+    for p in plans:
+        text = "; ".join(t for t in (p.rests_on, p.note) if t)
+        lines.append(f"  {p.stage}: {text}")
+    used = sorted({k for p in plans for k in RATES if k in p.rests_on})
+    for key in used:
+        rate = RATES[key]
+        value = _bytes(rate.value) if rate.unit == "bytes" else f"{rate.value:g} {rate.unit}"
+        lines.append(f"    {key} = {value}: {rate.source}")
+    return "\n".join(lines)
