@@ -47,6 +47,7 @@ import math
 import os
 import shutil
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -59,6 +60,7 @@ from curate.core.manifest import config_hash
 from curate.core.progress import Progress
 from curate.core.shards import ShardInfo
 from curate.core.tokenizer import Tokenizer, load_tokenizer
+from curate.runtime.executor import report
 from curate.runtime.output import OutputDir
 from curate.runtime.stage import StageContext
 from curate.stages.mix.chunks import chunk_id, chunk_is_marked, chunk_meta, explode, head, set_column, split_text
@@ -66,7 +68,19 @@ from curate.stages.mix.config import MixConfig
 from curate.stages.mix.plan import Planned, SourceCount, SourcePlan, count_source, crc_ids, plan_mix, source_reader
 from curate.stages.mix.report import STAGE, plan_report
 from curate.stages.mix.report import manifest as build_mix_manifest
-from curate.stages.mix.shuffle import ROW_OVERHEAD, TOKENS_DIR, Buckets, OutputWriter, Realized, Selected, shuffle_keys
+from curate.stages.mix.shuffle import (
+    ROW_OVERHEAD,
+    TOKENS_DIR,
+    Buckets,
+    OutputWriter,
+    Realized,
+    Selected,
+    bucket_paths,
+    cached_tokenizer,
+    read_bucket,
+    shuffle_keys,
+    sort_bucket,
+)
 
 STATE_FILE = "mix-state.json"  # under .curate/
 BUCKET_DIR = ".curate/buckets"
@@ -77,7 +91,8 @@ BUCKET_DIR = ".curate/buckets"
 
 def plan(config: MixConfig, ctx: StageContext) -> dict[str, Any]:
     """Count and plan only: the shares, epochs and notes the mix would realize (writes nothing)."""
-    planned = _count_and_plan(config, ctx)
+    with ctx.executor.session():
+        planned = _count_and_plan(config, ctx)
     return plan_report(config, planned)
 
 
@@ -87,10 +102,11 @@ def run(config: MixConfig, ctx: StageContext) -> dict[str, Any]:
     A rerun with the same configuration and unchanged inputs returns the existing manifest and
     does nothing; with changed inputs it starts over (the mix is one global shuffle).
     """
-    planned = _count_and_plan(config, ctx)
-    out = OutputDir(ctx.output, STAGE, state_file=STATE_FILE)
-    with out.locked(), writing(out.path):
-        return _write_mix(config, ctx, planned, out)
+    with ctx.executor.session():
+        planned = _count_and_plan(config, ctx)
+        out = OutputDir(ctx.output, STAGE, state_file=STATE_FILE)
+        with out.locked(), writing(out.path):
+            return _write_mix(config, ctx, planned, out)
 
 
 def _write_mix(config: MixConfig, ctx: StageContext, planned: Planned, out: OutputDir) -> dict[str, Any]:
@@ -102,17 +118,12 @@ def _write_mix(config: MixConfig, ctx: StageContext, planned: Planned, out: Outp
         ctx.log(f"{ctx.output}: already holds this mix (same configuration and inputs); nothing to do")
         return done
     n_buckets, flush_bytes = _bucket_sizes(config, planned)
-    buckets = Buckets(out.path / BUCKET_DIR, n_buckets, flush_bytes)
     writer = OutputWriter(str(out.path), config.shard_bytes, planned.tokenizer if config.pretokenize else None)
     try:
-        selected = _scatter(config, planned, buckets, ctx.progress)
-        shards = _gather(buckets, writer, n_buckets, ctx.progress)
+        selected = _scatter(config, planned, ctx, out.path / BUCKET_DIR, n_buckets, flush_bytes)
+        shards = _gather(config, ctx, out.path / BUCKET_DIR, writer, n_buckets)
     except BaseException:
         writer.abort()
-        try:
-            buckets.close()
-        except OSError:
-            pass  # a full disk fails the buckets' last flush too; they are removed all the same
         shutil.rmtree(out.path / BUCKET_DIR, ignore_errors=True)
         raise
     shutil.rmtree(out.path / BUCKET_DIR, ignore_errors=True)
@@ -132,8 +143,9 @@ def _count_and_plan(cfg: MixConfig, ctx: StageContext) -> Planned:
         "mix: counting tokens", total=len(cfg.sources), unit="sources", enabled=None if ctx.progress else False
     )
     counted = []
-    for spec in cfg.sources:
-        counted.append(count_source(spec, tokenizer, progress, cfg.chunk_limit))
+    jobs = [(spec, cfg.tokenizer, cfg.chunk_limit) for spec in cfg.sources]
+    for c in ctx.executor.map(_count_task, jobs, progress=progress):
+        counted.append(c)
         progress.advance()
     progress.close()
     for c in counted:
@@ -192,13 +204,47 @@ def _bucket_sizes(cfg: MixConfig, planned: Planned) -> tuple[int, int]:
     return n_buckets, flush_bytes
 
 
-def _scatter(cfg: MixConfig, planned: Planned, buckets: Buckets, show_progress: bool) -> Selected:
-    """Pass 2: read every source again and scatter the selected rows (with their repeats)
-    into the buckets, each with its shuffle key."""
+class _Reported:
+    """Progress counts of a task, sent with :func:`~curate.runtime.executor.report`."""
+
+    def add(self, **counts: int) -> None:
+        report(**counts)
+
+
+def _count_task(job: tuple[Any, str | None, int | None]) -> SourceCount:
+    """Pass 1 over one source (a task: local worker or Ray)."""
+    spec, tokenizer, chunk_limit = job
+    return count_source(spec, cached_tokenizer(tokenizer), _Reported(), chunk_limit)
+
+
+def _scatter(
+    cfg: MixConfig, planned: Planned, ctx: StageContext, bucket_dir: Any, n_buckets: int, flush_bytes: int
+) -> Selected:
+    """Pass 2 (the shuffle's map): one task per source reads it again and scatters its
+    selected rows (with their repeats) into bucket files of its own, each with its key."""
     selected = Selected(realized={p.name: Realized() for p in planned.plans})
     total_docs = sum(c.docs for c in planned.counted)
-    progress = Progress("mix: selecting", total=total_docs, unit="docs", enabled=None if show_progress else False)
-    for src_index, (c, plan) in enumerate(zip(planned.counted, planned.plans)):
+    progress = Progress("mix: selecting", total=total_docs, unit="docs", enabled=None if ctx.progress else False)
+    jobs = [
+        (cfg, c, plan, src_index, str(bucket_dir), n_buckets, flush_bytes)
+        for src_index, (c, plan) in enumerate(zip(planned.counted, planned.plans))
+    ]
+    for part in ctx.executor.map(_scatter_source, jobs, progress=progress):
+        selected.stats.merge(part.stats)
+        selected.realized.update(part.realized)
+        selected.cutoff.merge(part.cutoff)
+        selected.inputs.extend(part.inputs)
+    progress.close()
+    return selected
+
+
+def _scatter_source(job: tuple[Any, ...]) -> Selected:
+    """Pass 2 over one source (a task): its selected rows into its own bucket files."""
+    cfg, c, plan, src_index, bucket_dir, n_buckets, flush_bytes = job
+    tokenizer = cached_tokenizer(cfg.tokenizer)
+    buckets = Buckets(Path(bucket_dir), n_buckets, flush_bytes, tag=src_index)
+    selected = Selected(realized={plan.name: Realized()})
+    try:
         reader = source_reader(c.spec, skip=c.failed)
         offset, position, crc = 0, 0, 0
         for table in reader.tables():
@@ -206,24 +252,27 @@ def _scatter(cfg: MixConfig, planned: Planned, buckets: Buckets, show_progress: 
             if offset + n > c.docs:
                 raise CurateError(f"source {c.spec.name!r}: inputs changed while mixing (more documents than counted)")
             crc = crc_ids(crc, table)
-            at = Where(src_index, offset, position, planned.tokenizer, cfg.chunk_limit)
+            at = Where(src_index, offset, position, tokenizer, cfg.chunk_limit)
             position += _scatter_table(cfg, c, plan, at, table, buckets, selected)
             offset += n
-            progress.add(docs=n)
+            report(docs=n)
         if offset != c.docs or position != c.positions or crc != c.id_digest:
             raise CurateError(f"source {c.spec.name!r}: inputs changed while mixing; rerun")
-        s = reader.stats
-        s.kept = selected.realized[plan.name].docs
-        if c.docs - s.kept:
-            s.rejected["not_sampled"] += c.docs - s.kept
-        selected.stats.merge(s)
-        for path, fs in reader.per_file.items():
-            status = "failed" if path in c.failed else "done_with_errors" if fs.errors else "done"
-            entry = {"source": plan.name, "path": path, "read": fs.read, "errors": sum(fs.errors.values())}
-            message = {"message": c.failed[path][1]} if path in c.failed else {}
-            selected.inputs.append({**entry, "status": status, **message})
-    buckets.close()
-    progress.close()
+    finally:
+        try:
+            buckets.close()
+        except OSError:
+            pass  # a full disk fails the buckets' last flush too; they are removed all the same
+    s = reader.stats
+    s.kept = selected.realized[plan.name].docs
+    if c.docs - s.kept:
+        s.rejected["not_sampled"] += c.docs - s.kept
+    selected.stats.merge(s)
+    for path, fs in reader.per_file.items():
+        status = "failed" if path in c.failed else "done_with_errors" if fs.errors else "done"
+        entry = {"source": plan.name, "path": path, "read": fs.read, "errors": sum(fs.errors.values())}
+        message = {"message": c.failed[path][1]} if path in c.failed else {}
+        selected.inputs.append({**entry, "status": status, **message})
     return selected
 
 
@@ -327,15 +376,23 @@ def _cut_row(rows: pa.Table, i: int, tokens: int, tokenizer: Tokenizer) -> tuple
     return rows, tokenizer.count([text])[0]
 
 
-def _gather(buckets: Buckets, writer: OutputWriter, n_buckets: int, show_progress: bool) -> list[ShardInfo]:
-    """Pass 3: bucket by bucket, sorted by key, into the output shards."""
-    progress = Progress("mix: writing", total=n_buckets, unit="buckets", enabled=None if show_progress else False)
-    for b in range(n_buckets):
-        table = buckets.read_sorted(b)
-        if table is not None:
+def _gather(
+    cfg: MixConfig, ctx: StageContext, bucket_dir: Any, writer: OutputWriter, n_buckets: int
+) -> list[ShardInfo]:
+    """Pass 3 (the shuffle's reduce): a task per bucket gathers its rows from every source's
+    bucket file, sorts them by key (and with ``pretokenize`` encodes them); the sorted buckets
+    are streamed in key order, one at a time, into the output shards."""
+    progress = Progress("mix: writing", total=n_buckets, unit="buckets", enabled=None if ctx.progress else False)
+    n_sources = len(cfg.sources)
+    jobs = [
+        (bucket_paths(Path(bucket_dir), b, n_sources), cfg.tokenizer, bool(cfg.pretokenize)) for b in range(n_buckets)
+    ]
+    for sorted_path in ctx.executor.map(sort_bucket, jobs):
+        if sorted_path is not None:
+            table = read_bucket(sorted_path)
             writer.write(table)
             progress.add(rows=table.num_rows)
-            os.unlink(buckets.paths[b])
+            os.unlink(sorted_path)
         progress.advance()
     shards = writer.close()
     progress.close()

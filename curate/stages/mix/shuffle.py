@@ -28,7 +28,7 @@ from curate.core.accounting import Stats
 from curate.core.document import SCHEMA
 from curate.core.files import sha256_file
 from curate.core.shards import ShardInfo, ShardWriter
-from curate.core.tokenizer import Tokenizer
+from curate.core.tokenizer import TOKENIZER_FILE, Tokenizer, load_tokenizer
 
 TOKENS_DIR = "tokens"
 ROW_OVERHEAD = 200  # bytes per row beside its text, as ShardWriter counts it
@@ -63,15 +63,46 @@ BUCKET_SCHEMA = (
 )
 
 
-class Buckets:
-    """N append-only Arrow IPC files; each holds rows whose keys fall in one range."""
+_TOKENIZERS: dict[tuple[str | None, int], Tokenizer] = {}
 
-    def __init__(self, directory: Path, n: int, flush_bytes: int):
+
+def cached_tokenizer(spec: str | None) -> Tokenizer:
+    """The tokenizer at ``spec`` (None: UTF-8 bytes), loaded once per worker process (again
+    when its file changes)."""
+    try:
+        path = spec if not spec or os.path.isfile(spec) else os.path.join(spec, TOKENIZER_FILE)
+        stamp = os.stat(path).st_mtime_ns if path else 0
+    except OSError:
+        stamp = -1
+    key = (spec, stamp)
+    if key not in _TOKENIZERS:
+        if len(_TOKENIZERS) > 8:
+            _TOKENIZERS.clear()
+        _TOKENIZERS[key] = load_tokenizer(spec)
+    return _TOKENIZERS[key]
+
+
+def bucket_path(directory: Path, bucket: int, tag: int) -> Path:
+    """The file of bucket ``bucket`` written by the task of source ``tag``."""
+    return directory / f"bucket-{bucket:05d}-s{tag:04d}.arrow"
+
+
+def bucket_paths(directory: Path, bucket: int, n_tags: int) -> list[str]:
+    """The files of bucket ``bucket`` over every source's task."""
+    return [str(bucket_path(directory, bucket, t)) for t in range(n_tags)]
+
+
+class Buckets:
+    """N append-only Arrow IPC files; each holds rows whose keys fall in one range. Every
+    source's task writes its own set (``tag``), so the map side of the shuffle runs in
+    parallel; the reduce side (:func:`sort_bucket`) gathers one bucket over all sets."""
+
+    def __init__(self, directory: Path, n: int, flush_bytes: int, tag: int = 0):
         self.directory = directory
         directory.mkdir(parents=True, exist_ok=True)
         self.n = n
         self.flush_bytes = flush_bytes
-        self.paths = [directory / f"bucket-{i:05d}.arrow" for i in range(n)]
+        self.paths = [bucket_path(directory, i, tag) for i in range(n)]
         self._writers: list[Any] = [None] * n
         self._pending: list[list[pa.Table]] = [[] for _ in range(n)]
         self._pending_bytes = [0] * n
@@ -103,17 +134,41 @@ class Buckets:
                 self._writers[b][0].close()
                 self._writers[b] = None
 
-    def read_sorted(self, bucket: int) -> pa.Table | None:
-        path = self.paths[bucket]
-        if not path.exists():
-            return None
-        with pa.OSFile(str(path), "rb") as src:
-            table = ipc.open_stream(src).read_all()
-        order = pc.sort_indices(
-            table,
-            sort_keys=[("_key", "ascending"), ("_src", "ascending"), ("_pos", "ascending"), ("epoch", "ascending")],
-        )
-        return table.take(order).drop_columns(["_key", "_src", "_pos"])
+
+def read_bucket(path: str) -> pa.Table:
+    with pa.OSFile(str(path), "rb") as src:
+        return ipc.open_stream(src).read_all()
+
+
+def sort_bucket(job: tuple[list[str], str | None, bool]) -> str | None:
+    """The reduce side of the shuffle (a task): one bucket's files over every source, sorted
+    by key and (with ``pretokenize``) encoded into an ``_ids`` column, written to one sorted
+    file (returned; None for an empty bucket). The inputs are removed."""
+    paths, tokenizer, pretokenize = job
+    parts = [read_bucket(p) for p in paths if os.path.exists(p)]
+    if not parts:
+        return None
+    table = pa.concat_tables(parts) if len(parts) > 1 else parts[0]
+    order = pc.sort_indices(
+        table,
+        sort_keys=[("_key", "ascending"), ("_src", "ascending"), ("_pos", "ascending"), ("epoch", "ascending")],
+    )
+    table = table.take(order).drop_columns(["_key", "_src", "_pos"])
+    if pretokenize:
+        ids = cached_tokenizer(tokenizer).encode_batch(table.column("text").to_pylist())
+        table = table.append_column("_ids", pa.array(ids, pa.list_(pa.int64())))
+    out = paths[0].rsplit("-s", 1)[0] + "-sorted.arrow"
+    tmp = out + ".tmp"
+    with (
+        pa.OSFile(tmp, "wb") as sink,
+        ipc.new_stream(sink, table.schema, options=ipc.IpcWriteOptions(compression="lz4")) as writer,
+    ):
+        writer.write_table(table)
+    os.replace(tmp, out)
+    for p in paths:
+        if os.path.exists(p):
+            os.unlink(p)
+    return out
 
 
 class OutputWriter:
@@ -202,19 +257,32 @@ class OutputWriter:
         part, rest = table.slice(0, end), table.slice(end)
         if self._writer is None:
             self._open()
-        self._writer.write_table(part)
+        ids = part.column("_ids") if "_ids" in part.column_names else None
+        self._writer.write_table(part.drop_columns(["_ids"]) if ids is not None else part)
         if self.tokenizer is not None:
-            self._write_tokens(part)
+            self._write_tokens(part, ids)
         self._filled += int(sizes[:end].sum())
         self._pending = [rest] if rest.num_rows else []
         self._pending_bytes = int(sizes[end:].sum())
         if self._filled >= self.shard_bytes:
             self._close()
 
-    def _write_tokens(self, table: pa.Table) -> None:
+    def _write_tokens(self, table: pa.Table, encoded: pa.ChunkedArray | None) -> None:
+        """Token ids of the rows, each followed by end-of-text; ``encoded``: the ids the
+        shuffle's reduce tasks computed (else they are encoded here)."""
         eot = self.tokenizer.eot_id
-        ids = self.tokenizer.encode_batch(table.column("text").to_pylist())
-        flat = np.fromiter(itertools.chain.from_iterable(doc + [eot] for doc in ids), dtype=np.int64)
+        if encoded is not None:
+            lists = encoded.combine_chunks()
+            values = np.asarray(pc.list_flatten(lists).to_numpy(zero_copy_only=False), dtype=np.int64)
+            lengths = np.asarray(pc.list_value_length(lists).to_numpy(zero_copy_only=False), dtype=np.int64)
+            flat = np.full(int(lengths.sum()) + lengths.shape[0], eot, dtype=np.int64)
+            ends = np.cumsum(lengths + 1) - 1
+            keep = np.ones(flat.shape[0], dtype=bool)
+            keep[ends] = False
+            flat[keep] = values
+        else:
+            ids = self.tokenizer.encode_batch(table.column("text").to_pylist())
+            flat = np.fromiter(itertools.chain.from_iterable(doc + [eot] for doc in ids), dtype=np.int64)
         # Fixed little-endian layout, whatever the machine, so the files are portable.
         self._tok_fh.write(flat.astype(np.dtype(self.dtype).newbyteorder("<")).tobytes())
         self._tok_count += int(flat.shape[0])
@@ -249,6 +317,15 @@ class Cutoff:
         self.min_us: int | None = None
         self.undated = 0
         self.dated = 0
+
+    def merge(self, other: Cutoff) -> None:
+        """Add what ``other`` saw (the cutoff of another source's task)."""
+        self.hours.update(other.hours)
+        self.undated += other.undated
+        self.dated += other.dated
+        for name, pick in (("max_us", max), ("min_us", min)):
+            mine, theirs = getattr(self, name), getattr(other, name)
+            setattr(self, name, theirs if mine is None else mine if theirs is None else pick(mine, theirs))
 
     def add(self, dates: pa.ChunkedArray | pa.Array) -> None:
         self.undated += dates.null_count
