@@ -1,10 +1,11 @@
 """The external shuffle and output writing of ``curate mix`` (its passes 2 and 3).
 
 Every selected (source, document, epoch) row gets a seeded 64-bit key (:func:`shuffle_keys`)
-and goes to one of N bucket files by key range (:class:`Buckets`); buckets are then sorted one
-at a time and streamed into shards (:class:`OutputWriter`). The output order is the global
-key order whatever N is, so memory is bounded by one bucket and the bytes written do not
-depend on it. :class:`Cutoff` tracks the training cutoff over the selected documents.
+and goes to one of N bucket files by key range (:class:`Buckets`, one set per source's task);
+each bucket is then gathered over the sources and sorted by a task of its own
+(:func:`sort_bucket`), and the sorted buckets are streamed one at a time into shards
+(:class:`OutputWriter`). The output order is the global key order whatever N is, so memory is
+bounded by one bucket (per worker) and the bytes written do not depend on it. :class:`Cutoff` tracks the training cutoff over the selected documents.
 """
 
 from __future__ import annotations
