@@ -72,7 +72,18 @@ from curate.runtime.output import OutputDir
 from curate.runtime.stage import StageContext
 from curate.stages.mix.chunks import chunk_id, chunk_is_marked, chunk_meta, explode, head, set_column, split_text
 from curate.stages.mix.config import MixConfig
-from curate.stages.mix.plan import Planned, SourceCount, SourcePlan, count_source, crc_ids, plan_mix, source_reader
+from curate.stages.mix.plan import (
+    Planned,
+    SourceCount,
+    SourcePlan,
+    combine_counts,
+    count_source,
+    crc_ids,
+    part_view,
+    plan_mix,
+    source_parts,
+    source_reader,
+)
 from curate.stages.mix.report import STAGE, plan_report
 from curate.stages.mix.report import manifest as build_mix_manifest
 from curate.stages.mix.shuffle import (
@@ -82,7 +93,7 @@ from curate.stages.mix.shuffle import (
     OutputWriter,
     Realized,
     Selected,
-    bucket_paths,
+    bucket_index,
     cached_tokenizer,
     read_bucket,
     shuffle_keys,
@@ -128,8 +139,8 @@ def _write_mix(config: MixConfig, ctx: StageContext, planned: Planned, out: Outp
     shutil.rmtree(out.path / BUCKET_DIR, ignore_errors=True)  # a killed run's buckets
     writer = OutputWriter(str(out.path), config.shard_bytes, planned.tokenizer if config.pretokenize else None)
     try:
-        selected = _scatter(config, planned, ctx, out.path / BUCKET_DIR, n_buckets, flush_bytes)
-        shards = _gather(config, ctx, out.path / BUCKET_DIR, writer, n_buckets)
+        selected, written = _scatter(config, planned, ctx, str(out.path / BUCKET_DIR), n_buckets, flush_bytes)
+        shards = _gather(config, ctx, written, writer, n_buckets)
     except BaseException:
         writer.abort()
         shutil.rmtree(out.path / BUCKET_DIR, ignore_errors=True)
@@ -147,14 +158,19 @@ def _count_and_plan(cfg: MixConfig, ctx: StageContext) -> Planned:
     """Pass 1 (token counts per document of every source) and the plan built on it."""
     cfg.validate()
     tokenizer = load_tokenizer(cfg.tokenizer)
+    parts = [source_parts(spec) for spec in cfg.sources]
     progress = Progress(
-        "mix: counting tokens", total=len(cfg.sources), unit="sources", enabled=None if ctx.progress else False
+        "mix: counting tokens", total=sum(map(len, parts)), unit="parts", enabled=None if ctx.progress else False
     )
+    jobs = [(spec, files, cfg.tokenizer, cfg.chunk_limit) for spec, runs in zip(cfg.sources, parts) for files in runs]
+    results = ctx.executor.map(_count_task, jobs, progress=progress)
     counted = []
-    jobs = [(spec, cfg.tokenizer, cfg.chunk_limit) for spec in cfg.sources]
-    for c in ctx.executor.map(_count_task, jobs, progress=progress):
-        counted.append(c)
-        progress.advance()
+    for spec, runs in zip(cfg.sources, parts):
+        part_counts = []
+        for _ in runs:
+            part_counts.append(next(results))
+            progress.advance()
+        counted.append(combine_counts(spec, part_counts))
     progress.close()
     for c in counted:
         if c.docs == 0:
@@ -219,58 +235,68 @@ class _Reported:
         report(**counts)
 
 
-def _count_task(job: tuple[Any, str | None, int | None]) -> SourceCount:
-    """Pass 1 over one source (a task: local worker or Ray)."""
-    spec, tokenizer, chunk_limit = job
-    return count_source(spec, cached_tokenizer(tokenizer), _Reported(), chunk_limit)
+def _count_task(job: tuple[Any, Any, str | None, int | None]) -> SourceCount:
+    """Pass 1 over a run of files of one source (a task: here, a local worker or Ray)."""
+    spec, files, tokenizer, chunk_limit = job
+    return count_source(spec, cached_tokenizer(tokenizer), _Reported(), chunk_limit, files=files)
 
 
 def _scatter(
-    cfg: MixConfig, planned: Planned, ctx: StageContext, bucket_dir: Any, n_buckets: int, flush_bytes: int
-) -> Selected:
-    """Pass 2 (the shuffle's map): one task per source reads it again and scatters its
-    selected rows (with their repeats) into bucket files of its own, each with its key."""
+    cfg: MixConfig, planned: Planned, ctx: StageContext, bucket_dir: str, n_buckets: int, flush_bytes: int
+) -> tuple[Selected, list[Any]]:
+    """Pass 3 (the shuffle's map): one task per part of a source reads it again and scatters
+    its selected rows (with their repeats) into a bucket file of its own, each with its key;
+    returns what was selected and, per task, its file and the bucket of each of its batches."""
     selected = Selected(realized={p.name: Realized() for p in planned.plans})
     total_docs = sum(c.docs for c in planned.counted)
     progress = Progress("mix: selecting", total=total_docs, unit="docs", enabled=None if ctx.progress else False)
-    jobs = [
-        (cfg, c, plan, src_index, str(bucket_dir), n_buckets, flush_bytes)
-        for src_index, (c, plan) in enumerate(zip(planned.counted, planned.plans))
-    ]
-    for part in ctx.executor.map(_scatter_source, jobs, progress=progress):
-        selected.stats.merge(part.stats)
-        selected.realized.update(part.realized)
-        selected.cutoff.merge(part.cutoff)
-        selected.inputs.extend(part.inputs)
+    jobs = []
+    for src_index, (c, plan) in enumerate(zip(planned.counted, planned.plans)):
+        for part in c.parts:
+            view, part_plan = part_view(c, plan, part)
+            tag = len(jobs)
+            jobs.append((cfg, view, part_plan, src_index, part.pos_start, bucket_dir, tag, n_buckets, flush_bytes))
+    written = []
+    for part_selected, index in ctx.executor.map(_scatter_part, jobs, progress=progress):
+        selected.stats.merge(part_selected.stats)
+        for name, r in part_selected.realized.items():
+            selected.realized[name].add(r)
+        selected.cutoff.merge(part_selected.cutoff)
+        selected.inputs.extend(part_selected.inputs)
+        written.append(index)
     progress.close()
-    return selected
+    return selected, written
 
 
-def _scatter_source(job: tuple[Any, ...]) -> Selected:
-    """Pass 2 over one source (a task): its selected rows into its own bucket files."""
-    cfg, c, plan, src_index, bucket_dir, n_buckets, flush_bytes = job
+def _scatter_part(job: tuple[Any, ...]) -> tuple[Selected, tuple[str, list[int]] | None]:
+    """Pass 3 over a part of a source (a task; ``c`` and ``plan`` are the part's view, see
+    :func:`~curate.stages.mix.plan.part_view`): its selected rows into a bucket file of its
+    own. Returns what it selected and (its file, the bucket of each batch), None if empty."""
+    cfg, c, plan, src_index, pos_start, bucket_dir, tag, n_buckets, flush_bytes = job
     tokenizer = cached_tokenizer(cfg.tokenizer)
-    buckets = Buckets(Path(bucket_dir), n_buckets, flush_bytes, tag=src_index)
+    buckets = Buckets(Path(bucket_dir), n_buckets, flush_bytes, tag=tag)
     selected = Selected(realized={plan.name: Realized()})
     try:
-        reader = source_reader(c.spec, skip=c.failed)
+        reader = source_reader(c.spec, skip=c.failed, files=c.parts[0].files)
         offset, position, crc = 0, 0, 0
         for table in reader.tables():
             n = table.num_rows
             if offset + n > c.docs:
                 raise CurateError(f"source {c.spec.name!r}: inputs changed while mixing (more documents than counted)")
             crc = crc_ids(crc, table)
-            at = Where(src_index, offset, position, tokenizer, cfg.chunk_limit)
+            at = Where(src_index, offset, position, tokenizer, cfg.chunk_limit, pos_start)
             position += _scatter_table(cfg, c, plan, at, table, buckets, selected)
             offset += n
             report(docs=n)
         if offset != c.docs or position != c.positions or crc != c.id_digest:
             raise CurateError(f"source {c.spec.name!r}: inputs changed while mixing; rerun")
-    finally:
+    except BaseException:
         try:
             buckets.close()
         except OSError:
             pass  # a full disk fails the buckets' last flush too; they are removed all the same
+        raise
+    index = buckets.close()
     s = reader.stats
     s.kept = selected.realized[plan.name].docs
     if c.docs - s.kept:
@@ -281,7 +307,7 @@ def _scatter_source(job: tuple[Any, ...]) -> Selected:
         entry = {"source": plan.name, "path": path, "read": fs.read, "errors": sum(fs.errors.values())}
         message = {"message": c.failed[path][1]} if path in c.failed else {}
         selected.inputs.append({**entry, "status": status, **message})
-    return selected
+    return selected, index
 
 
 @dataclass
@@ -293,6 +319,7 @@ class Where:
     position: int  # positions (documents or chunks) before it
     tokenizer: Tokenizer
     chunk_limit: int | None
+    base: int = 0  # positions of the source before the task's part (where its keys start)
 
 
 def _scatter_table(
@@ -349,12 +376,12 @@ def _scatter_table(
     # stay together and in order); in the partial epoch each row has its own key.
     keys = np.where(
         epochs < plan.full_epochs,
-        shuffle_keys(cfg.seed, plan.name, parents, epochs),
-        shuffle_keys(cfg.seed, plan.name, positions, epochs),
+        shuffle_keys(cfg.seed, plan.name, parents + at.base, epochs),
+        shuffle_keys(cfg.seed, plan.name, positions + at.base, epochs),
     )
     rows = rows.append_column("_key", pa.array(keys, pa.uint64()))
     rows = rows.append_column("_src", pa.array(np.full(idx.shape[0], at.src_index, np.int32)))
-    rows = rows.append_column("_pos", pa.array(positions, pa.int64()))
+    rows = rows.append_column("_pos", pa.array(positions + at.base, pa.int64()))
     n_buckets = buckets.n
     bucket_of = ((keys >> np.uint64(32)) * np.uint64(n_buckets)) >> np.uint64(32)
     order = np.argsort(bucket_of, kind="stable")
@@ -385,22 +412,27 @@ def _cut_row(rows: pa.Table, i: int, tokens: int, tokenizer: Tokenizer) -> tuple
 
 
 def _gather(
-    cfg: MixConfig, ctx: StageContext, bucket_dir: Any, writer: OutputWriter, n_buckets: int
+    cfg: MixConfig, ctx: StageContext, written: list[Any], writer: OutputWriter, n_buckets: int
 ) -> list[ShardInfo]:
-    """Pass 3 (the shuffle's reduce): a task per bucket gathers its rows from every source's
-    bucket file, sorts them by key (and with ``pretokenize`` encodes them); the sorted buckets
+    """Pass 4 (the shuffle's reduce): a task per bucket gathers its batches from every map
+    task's file, sorts them by key (and with ``pretokenize`` encodes them); the sorted buckets
     are streamed in key order, one at a time, into the output shards."""
     progress = Progress("mix: writing", total=n_buckets, unit="buckets", enabled=None if ctx.progress else False)
-    n_sources = len(cfg.sources)
-    jobs = [
-        (bucket_paths(Path(bucket_dir), b, n_sources), cfg.tokenizer, bool(cfg.pretokenize)) for b in range(n_buckets)
-    ]
-    for sorted_path in ctx.executor.map(sort_bucket, jobs):
+    where = bucket_index(written, n_buckets)
+    jobs = ((b, where[b], cfg.tokenizer, bool(cfg.pretokenize)) for b in range(n_buckets))
+    # A map task's file goes once the last bucket it holds batches of is written.
+    last = {}
+    for item in written:
+        if item is not None:
+            last.setdefault(max(item[1]), []).append(item[0])
+    for b, sorted_path in enumerate(ctx.executor.map(sort_bucket, jobs)):
         if sorted_path is not None:
             table = read_bucket(sorted_path)
             writer.write(table)
             progress.add(rows=table.num_rows)
             os.unlink(sorted_path)
+        for path in last.get(b, []):
+            os.unlink(path)
         progress.advance()
     shards = writer.close()
     progress.close()

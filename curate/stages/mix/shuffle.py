@@ -83,28 +83,21 @@ def cached_tokenizer(spec: str | None) -> Tokenizer:
     return _TOKENIZERS[key]
 
 
-def bucket_path(directory: Path, bucket: int, tag: int) -> Path:
-    """The file of bucket ``bucket`` written by the task of source ``tag``."""
-    return directory / f"bucket-{bucket:05d}-s{tag:04d}.arrow"
-
-
-def bucket_paths(directory: Path, bucket: int, n_tags: int) -> list[str]:
-    """The files of bucket ``bucket`` over every source's task."""
-    return [str(bucket_path(directory, bucket, t)) for t in range(n_tags)]
-
-
 class Buckets:
-    """N append-only Arrow IPC files; each holds rows whose keys fall in one range. Every
-    source's task writes its own set (``tag``), so the map side of the shuffle runs in
-    parallel; the reduce side (:func:`sort_bucket`) gathers one bucket over all sets."""
+    """The map side of the shuffle for one task (``tag``): its rows, by key range into N
+    buckets, buffered per bucket and flushed as record batches into ONE Arrow IPC file, with
+    the bucket of every batch kept (:meth:`close` returns them), so a task writes one file
+    whatever N is and the reduce side (:func:`sort_bucket`) reads only its own batches."""
 
     def __init__(self, directory: Path, n: int, flush_bytes: int, tag: int = 0):
         self.directory = directory
         directory.mkdir(parents=True, exist_ok=True)
         self.n = n
         self.flush_bytes = flush_bytes
-        self.paths = [bucket_path(directory, i, tag) for i in range(n)]
-        self._writers: list[Any] = [None] * n
+        self.path = directory / f"map-{tag:06d}.arrow"
+        self._sink: Any = None
+        self._writer: Any = None
+        self._batch_buckets: list[int] = []
         self._pending: list[list[pa.Table]] = [[] for _ in range(n)]
         self._pending_bytes = [0] * n
 
@@ -117,23 +110,41 @@ class Buckets:
     def _flush(self, bucket: int) -> None:
         if not self._pending[bucket]:
             return
-        if self._writers[bucket] is None:
-            sink = pa.OSFile(str(self.paths[bucket]), "wb")
-            self._writers[bucket] = (
-                sink,
-                ipc.new_stream(sink, BUCKET_SCHEMA, options=ipc.IpcWriteOptions(compression="lz4")),
-            )
-        table = pa.concat_tables(self._pending[bucket])
-        self._writers[bucket][1].write_table(table)
+        if self._writer is None:
+            self._sink = pa.OSFile(str(self.path), "wb")
+            self._writer = ipc.new_file(self._sink, BUCKET_SCHEMA, options=ipc.IpcWriteOptions(compression="lz4"))
+        table = pa.concat_tables(self._pending[bucket]).combine_chunks()
+        for batch in table.to_batches():
+            self._writer.write_batch(batch)
+            self._batch_buckets.append(bucket)
         self._pending[bucket], self._pending_bytes[bucket] = [], 0
 
-    def close(self) -> None:
-        for b in range(self.n):
-            self._flush(b)
-            if self._writers[b] is not None:
-                self._writers[b][1].close()
-                self._writers[b][0].close()
-                self._writers[b] = None
+    def close(self) -> tuple[str, list[int]] | None:
+        """Flush and close; (the file, the bucket of each of its batches), None if empty."""
+        try:
+            for b in range(self.n):
+                self._flush(b)
+        finally:
+            if self._writer is not None:
+                self._writer.close()
+                self._sink.close()
+                self._writer = None
+        return (str(self.path), self._batch_buckets) if self._batch_buckets else None
+
+
+def bucket_index(written: list[tuple[str, list[int]] | None], n: int) -> list[list[tuple[str, list[int]]]]:
+    """Where each of the ``n`` buckets lies in the map tasks' files: (file, its batch numbers)."""
+    out: list[list[tuple[str, list[int]]]] = [[] for _ in range(n)]
+    for item in written:
+        if item is None:
+            continue
+        path, buckets = item
+        per_bucket: dict[int, list[int]] = {}
+        for i, bucket in enumerate(buckets):
+            per_bucket.setdefault(bucket, []).append(i)
+        for bucket, numbers in sorted(per_bucket.items()):
+            out[bucket].append((path, numbers))
+    return out
 
 
 def read_bucket(path: str) -> pa.Table:
@@ -141,15 +152,19 @@ def read_bucket(path: str) -> pa.Table:
         return ipc.open_stream(src).read_all()
 
 
-def sort_bucket(job: tuple[list[str], str | None, bool]) -> str | None:
-    """The reduce side of the shuffle (a task): one bucket's files over every source, sorted
-    by key and (with ``pretokenize``) encoded into an ``_ids`` column, written to one sorted
-    file (returned; None for an empty bucket). The inputs are removed."""
-    paths, tokenizer, pretokenize = job
-    parts = [read_bucket(p) for p in paths if os.path.exists(p)]
-    if not parts:
+def sort_bucket(job: tuple[int, list[tuple[str, list[int]]], str | None, bool]) -> str | None:
+    """The reduce side of the shuffle (a task): one bucket's batches from every map task's
+    file, sorted by key and (with ``pretokenize``) encoded into an ``_ids`` column, written to
+    one sorted file beside them (returned; None for an empty bucket)."""
+    bucket, where, tokenizer, pretokenize = job
+    batches = []
+    for path, numbers in where:
+        with pa.OSFile(path, "rb") as src:
+            reader = ipc.open_file(src)
+            batches.extend(reader.get_batch(i) for i in numbers)
+    if not batches:
         return None
-    table = pa.concat_tables(parts) if len(parts) > 1 else parts[0]
+    table = pa.Table.from_batches(batches, schema=BUCKET_SCHEMA)
     order = pc.sort_indices(
         table,
         sort_keys=[("_key", "ascending"), ("_src", "ascending"), ("_pos", "ascending"), ("epoch", "ascending")],
@@ -158,7 +173,7 @@ def sort_bucket(job: tuple[list[str], str | None, bool]) -> str | None:
     if pretokenize:
         ids = cached_tokenizer(tokenizer).encode_batch(table.column("text").to_pylist())
         table = table.append_column("_ids", pa.array(ids, pa.list_(pa.int64())))
-    out = paths[0].rsplit("-s", 1)[0] + "-sorted.arrow"
+    out = os.path.join(os.path.dirname(where[0][0]), f"sorted-{bucket:05d}.arrow")
     tmp = out + ".tmp"
     with (
         pa.OSFile(tmp, "wb") as sink,
@@ -166,9 +181,6 @@ def sort_bucket(job: tuple[list[str], str | None, bool]) -> str | None:
     ):
         writer.write_table(table)
     os.replace(tmp, out)
-    for p in paths:
-        if os.path.exists(p):
-            os.unlink(p)
     return out
 
 
@@ -380,6 +392,11 @@ class Realized:
     chunks: int = 0  # distinct positions taken (a whole document is one)
     split_docs: int = 0  # documents taken that were cut into chunks
     cut_rows: int = 0  # rows cut to end their source's partial epoch on its target
+
+    def add(self, other: Realized) -> None:
+        """Add the counts of another part of the same source."""
+        for name in self.__dataclass_fields__:
+            setattr(self, name, getattr(self, name) + getattr(other, name))
 
 
 @dataclass

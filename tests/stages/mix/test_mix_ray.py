@@ -3,16 +3,20 @@ the local engine's shards, token files and manifest, with 1 and 2 workers."""
 
 from __future__ import annotations
 
+import importlib
 import json
 import random
 import sys
 from pathlib import Path
 
+import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
 
 from curate.cli import cli
+from curate.core.document import Document
 from curate.core.files import sha256_file
+from curate.core.shards import ShardWriter
 from curate.runtime.executor import Executor
 from curate.runtime.stage import StageContext
 from curate.stages import mix
@@ -33,7 +37,8 @@ def _text(rng: random.Random, n_bytes: int) -> str:
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory) -> dict[str, Path]:
-    """Long books (cut into chunks), short web pages in JSONL, mid-length papers; a small BPE."""
+    """Long books (cut into chunks), short web pages in JSONL (one line bad), mid-length papers,
+    forum shards in Parquet (one failing partway); a small BPE."""
     root = tmp_path_factory.mktemp("mixray")
     rng = random.Random(11)
     out = {}
@@ -50,10 +55,27 @@ def corpus(tmp_path_factory) -> dict[str, Path]:
             for i in range(150):
                 doc = {"id": f"w{part}-{i}", "text": _text(rng, rng.randint(100, 1500))}
                 fh.write(json.dumps(doc) + "\n")
+            fh.write("{not json\n")
     out["web"] = web
+    forum = root / "forum"
+    for prefix in ("part-00000", "part-00001", "part-00002"):
+        with ShardWriter(forum, prefix=prefix, row_group_bytes=2000) as w:
+            for i in range(40):
+                w.write(Document(id=f"{prefix}-{i}", text=_text(rng, rng.randint(200, 900))))
+    _corrupt_last_row_group(forum / "part-00001-000.parquet")
+    out["forum"] = forum
     train_from_paths([str(out["papers"])], root / "bpe", vocab_size=300)
     out["bpe"] = root / "bpe"
     return out
+
+
+def _corrupt_last_row_group(path: Path) -> None:
+    meta = pq.ParquetFile(path).metadata
+    column = meta.row_group(meta.num_row_groups - 1).column(meta.schema.names.index("text"))
+    data = bytearray(path.read_bytes())
+    start = column.dictionary_page_offset or column.data_page_offset
+    data[start : start + 64] = b"\xff" * 64
+    path.write_bytes(bytes(data))
 
 
 @pytest.fixture(scope="module")
@@ -69,9 +91,10 @@ def ray_local():
 def _config(corpus: dict[str, Path], output: Path) -> MixConfig:
     return MixConfig(
         sources=[
-            SourceSpec("web", [str(corpus["web"])], 0.5),
+            SourceSpec("web", [str(corpus["web"])], 0.4),
             SourceSpec("books", [str(corpus["books"])], 0.3),
             SourceSpec("papers", [str(corpus["papers"])], 0.2),
+            SourceSpec("forum", [str(corpus["forum"])], 0.1),
         ],
         tokens=200_000,
         tokenizer=str(corpus["bpe"]),
@@ -91,18 +114,23 @@ def _result(output: Path, manifest: dict) -> tuple[list[str], list[str], dict]:
     return [sha256_file(p) for p in shards], [sha256_file(p) for p in tokens], kept
 
 
-def test_mix_on_ray_is_byte_identical_to_local(tmp_path, corpus, ray_local):
+def test_mix_on_ray_is_byte_identical_to_local(tmp_path, corpus, ray_local, monkeypatch):
+    """Whole sources per task, then runs of files (a few kB of input) per task: the same mix."""
+    out = tmp_path / "whole-sources"
+    reference = _result(out, mix.run(_config(corpus, out), StageContext([], str(out), progress=False)))
+    monkeypatch.setattr(importlib.import_module("curate.stages.mix.plan"), "PART_BYTES", 8_000)
     results = {}
     for engine in ("local", "ray"):
         for workers in (1, 2):
             out = tmp_path / f"{engine}-{workers}"
             ctx = StageContext([], str(out), Executor(engine, workers), progress=False)
             results[engine, workers] = _result(out, mix.run(_config(corpus, out), ctx))
-    reference = results["local", 1]
     shards, tokens, manifest = reference
     assert len(shards) >= 3 and len(tokens) == len(shards)
     assert manifest["chunking"]["split_documents"] >= 4 and manifest["shuffle"]["buckets"] > 1
     assert manifest["tokens"]["realized"] >= 199_000
+    assert manifest["counts"]["errors"] == {"bad_json": 2, "unreadable_file": 1}, manifest["counts"]
+    assert [i["status"] for i in manifest["inputs"]].count("failed") == 1
     for key, got in results.items():
         assert got[0] == shards, key
         assert got[1] == tokens, key
