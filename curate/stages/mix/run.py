@@ -24,17 +24,20 @@ every source each time and keeping only small per-document arrays in memory:
    (in an epoch that takes the whole source, the key of its document's first position, so a
    document's chunks stay together and in order)
    and is appended to one of N temporary bucket files by key range (N sized so that a bucket
-   fits in ``shuffle_memory``); each source's task writes its own set of N files.
-4. **Gather**: one task per bucket reads that bucket's files of every source, sorts the rows
-   by key (with ``pretokenize`` also encodes them) and writes one sorted file; the sorted
+   fits in ``shuffle_memory``); each task writes one file of record batches, and the bucket
+   of each batch.
+4. **Gather**: one task per bucket reads that bucket's batches from every task's file, sorts
+   the rows by key (with ``pretokenize`` also encodes them) and writes one sorted file; the sorted
    buckets are streamed, one at a time and in key order, into shards of ``shard_size``. The
    result is a global shuffle across sources in bounded memory, and the same inputs, config
    and seed give byte-identical shards.
 
-Passes 1 and 3 run one task per source and pass 4 one task per bucket on ``ctx.executor``:
-in this process, in local worker processes, or as Ray tasks (a map/reduce shuffle); the
-tasks' results are combined in source and bucket order, so shards, token files and manifest
-do not depend on the engine or the number of workers.
+Passes 1 and 3 run one task per part of a source (a run of whole files of about
+:data:`~curate.stages.mix.plan.PART_BYTES`) and pass 4 one task per bucket, on
+``ctx.executor``: in this process, in local worker processes, or as Ray tasks (a map/reduce
+shuffle). The driver keeps the per-position arrays and streams one sorted bucket at a time;
+the tasks' results are combined in file and bucket order, so shards, token files and manifest
+do not depend on the engine, the number of workers or how sources are split into parts.
 
 Rows keep ``source`` (set to the mix's source name) and their original ``id``; ``epoch`` says
 which repeat a row is (0 = first) and ``n_tokens`` holds its token count. The manifest holds
