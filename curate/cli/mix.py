@@ -7,7 +7,7 @@ import json
 
 import click
 
-from curate.cli.common import finish, overwrite_option, quiet_option
+from curate.cli.common import engine_options, finish, overwrite_option, quiet_option, workers_option
 from curate.core.errors import CurateError
 
 
@@ -73,6 +73,8 @@ from curate.core.errors import CurateError
 )
 @click.option("--plan", "plan_only", is_flag=True, help="Count and plan only: print shares and epochs, write nothing.")
 @click.option("--json", "as_json", is_flag=True, help="Print the manifest (or plan) as JSON on stdout.")
+@workers_option
+@engine_options
 @overwrite_option
 @quiet_option
 def mix(
@@ -90,6 +92,9 @@ def mix(
     pretokenize,
     plan_only,
     as_json,
+    workers,
+    engine,
+    ray_address,
     overwrite,
     quiet,
 ) -> None:
@@ -99,7 +104,13 @@ def mix(
     curate mix -s web=work/dedup:0.55 -s books=samples/books:0.2 \\
                -s papers=samples/papers:0.15 -s code=samples/code:0.1 --tokens 2M -o work/mix
     curate mix --config samples/mix.toml
+
+    Sources are counted and sampled by one task per source and the shuffle's buckets sorted
+    by one task per bucket: on local worker processes (--workers), or with --engine ray as
+    Ray tasks (the output folder must then be storage every node sees); the shards are the
+    same either way. --shuffle-memory is per worker.
     """
+    from curate.runtime.executor import Executor, default_workers
     from curate.runtime.stage import StageContext
     from curate.stages import mix as stage
     from curate.stages.mix.plan import shortfall_note
@@ -121,7 +132,8 @@ def mix(
     if not output and not plan_only:
         raise CurateError("no output directory: give -o DIR (or --plan to only plan)")
     log = (lambda msg: None) if quiet else (lambda msg: click.echo(msg, err=True))
-    ctx = StageContext([], output or "", overwrite=overwrite, progress=not quiet, log=log)
+    executor = Executor(engine, workers or default_workers(), ray_address)
+    ctx = StageContext([], output or "", executor, overwrite=overwrite, progress=not quiet, log=log)
     manifest = stage.plan(cfg, ctx) if plan_only else stage.run(cfg, ctx)
     if as_json:
         click.echo(json.dumps(manifest, indent=2, sort_keys=True, default=str))
@@ -163,14 +175,24 @@ def tokenizer() -> None:
     show_default=True,
     help="Format of the inputs.",
 )
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the sample drawn within the caps.")
+@workers_option
+@engine_options
 @quiet_option
-def train_tokenizer(inputs, output, vocab_size, min_frequency, max_docs, max_chars, fmt, quiet) -> None:
+def train_tokenizer(
+    inputs, output, vocab_size, min_frequency, max_docs, max_chars, fmt, seed, workers, engine, ray_address, quiet
+) -> None:
     """Train a byte-level BPE on INPUTS (shard folders, JSONL, text or code files).
+
+    Within --max-docs / --max-chars it trains on a seeded sample of the whole corpus, drawn
+    by one task per input file: on local worker processes (--workers), or with --engine ray
+    as Ray tasks; tokenizer.json is the same either way.
 
     Special tokens for end of text and chat turns are reserved; `curate mix --tokenizer DIR`
     and `curate train` load the result from DIR.
     """
     from curate.core.config import parse_count
+    from curate.runtime.executor import Executor, default_workers
     from curate.runtime.stage import StageContext
     from curate.stages import tokenize
 
@@ -180,8 +202,10 @@ def train_tokenizer(inputs, output, vocab_size, min_frequency, max_docs, max_cha
         max_docs=parse_count(max_docs) if max_docs else None,
         max_chars=parse_count(max_chars) if max_chars else None,
         format=fmt,
+        seed=seed,
     )
-    stats = tokenize.run(config.validate(), StageContext(list(inputs), output, progress=not quiet))
+    executor = Executor(engine, workers or default_workers(), ray_address)
+    stats = tokenize.run(config.validate(), StageContext(list(inputs), output, executor, progress=not quiet))
     if not quiet:
         click.echo(
             f"tokenizer: vocab {stats['vocab_size']:,} trained on {stats['docs']:,} documents "

@@ -1,27 +1,40 @@
 """The tokenizer stage: a byte-level BPE trained on the corpus (``curate tokenizer train``).
 
 ``run(TokenizeConfig, ctx)`` streams the texts of ``ctx.inputs`` (shard folders, JSONL, text or
-code files; capped by ``max_docs`` / ``max_chars``) into Hugging Face ``tokenizers``' BPE
-trainer and saves ``tokenizer.json`` and ``tokenizer_config.json`` in ``ctx.output``, with the
-project's special tokens reserved (:data:`curate.core.tokenizer.SPECIAL_TOKENS`). It returns
-what it trained on and the bytes per token it reaches on the first megabyte of that text.
+code files) into Hugging Face ``tokenizers``' BPE trainer and saves ``tokenizer.json`` and
+``tokenizer_config.json`` in ``ctx.output``, with the project's special tokens reserved
+(:data:`curate.core.tokenizer.SPECIAL_TOKENS`). It returns what it trained on and the bytes per
+token it reaches on the first megabyte of that text.
+
+**The sample.** Under ``max_docs`` / ``max_chars`` the trainer sees a seeded sample of the whole
+corpus, not its first files: every document gets a key (a hash of ``seed``, its file's place
+in the input listing and its row), one task per input file counts documents and characters
+per key range (:data:`KEY_RANGES` of them), the lowest key ranges that reach the caps are
+chosen, and one task per file returns its documents in those ranges, in file order. The
+trainer takes them in input order until the caps (the last text cut to ``max_chars``). The
+tasks run on ``ctx.executor`` (local processes or Ray tasks); the sample, and so
+``tokenizer.json``, is the same on either engine and any number of workers.
 """
 
 from __future__ import annotations
 
 import itertools
 import os
-from collections.abc import Iterator
+import zlib
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
+
+import numpy as np
 
 from curate.core.errors import ConfigError, InputError
 from curate.core.files import atomic_write_bytes, atomic_write_json
 from curate.core.lock import LOCK_NAME, folder_lock
 from curate.core.ranges import SIZE, Range, check_bounds
-from curate.core.readers import FORMATS, iter_texts
+from curate.core.readers import FORMATS, SourceReader, resolve_files
 from curate.core.tokenizer import SPECIAL_TOKENS, TOKENIZER_FILE, BPETokenizer
+from curate.runtime.executor import Executor
 from curate.runtime.stage import StageContext
 
 STAGE = "tokenizer"
@@ -38,6 +51,7 @@ class TokenizeConfig:
     max_docs: int | None = None
     max_chars: int | None = 1_000_000_000
     format: str = "auto"  # of the inputs: auto | parquet | jsonl | text | code
+    seed: int = 0  # of the sample drawn under max_docs / max_chars
 
     bounds: ClassVar[dict[str, Range]] = {
         "vocab_size": Range(MIN_VOCAB),
@@ -76,6 +90,8 @@ def run(config: TokenizeConfig, ctx: StageContext) -> dict[str, Any]:
             max_docs=config.max_docs,
             max_chars=config.max_chars,
             fmt=config.format,
+            seed=config.seed,
+            executor=ctx.executor,
         )
 
 
@@ -109,6 +125,96 @@ def train_bpe(
     return BPETokenizer(out)
 
 
+KEY_RANGES = 4096  # key ranges the sample is chosen by (the last one taken is cut at the caps)
+
+
+def _keys(seed: int, file_index: int, n: int, first: int) -> np.ndarray:
+    """The key range (0 .. KEY_RANGES - 1) of rows ``first .. first + n - 1`` of a file."""
+    base = np.uint64(zlib.crc32(f"{int(seed)}:{file_index}".encode()))
+    with np.errstate(over="ignore"):
+        x = (np.arange(first, first + n, dtype=np.uint64) + np.uint64(1)) * np.uint64(0x9E3779B97F4A7C15) ^ (
+            base * np.uint64(0xD6E8FEB86659FD93)
+        )
+        x ^= x >> np.uint64(30)
+        x *= np.uint64(0xBF58476D1CE4E5B9)
+        x ^= x >> np.uint64(27)
+        x *= np.uint64(0x94D049BB133111EB)
+        x ^= x >> np.uint64(31)
+    return (x >> np.uint64(64 - 12)).astype(np.int64)
+
+
+def _file_texts(path: str, fmt: str) -> Iterator[list[str]]:
+    for table in SourceReader("input", [path], fmt, strict=True).tables():
+        yield table.column("text").to_pylist()
+
+
+def _count_file(job: tuple[str, str, int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """Documents and characters per key range of one input file (a task)."""
+    path, fmt, index, seed = job
+    docs = np.zeros(KEY_RANGES, np.int64)
+    chars = np.zeros(KEY_RANGES, np.int64)
+    row = 0
+    for texts in _file_texts(path, fmt):
+        keys = _keys(seed, index, len(texts), row)
+        row += len(texts)
+        docs += np.bincount(keys, minlength=KEY_RANGES)
+        chars += np.bincount(keys, weights=[len(t) for t in texts], minlength=KEY_RANGES).astype(np.int64)
+    return docs, chars
+
+
+def _sample_file(job: tuple[str, str, int, int, int]) -> list[str]:
+    """The texts of one input file whose key range is at most ``limit`` (a task)."""
+    path, fmt, index, seed, limit = job
+    out: list[str] = []
+    row = 0
+    for texts in _file_texts(path, fmt):
+        keys = _keys(seed, index, len(texts), row)
+        row += len(texts)
+        out.extend(t for t, k in zip(texts, keys.tolist()) if k <= limit)
+    return out
+
+
+def sample_texts(
+    inputs: list[str],
+    fmt: str = "auto",
+    max_docs: int | None = None,
+    max_chars: int | None = None,
+    seed: int = 0,
+    executor: Executor | None = None,
+) -> Iterator[str]:
+    """The seeded sample of the documents under ``inputs`` within the caps (see the module
+    docstring), in input order, drawn by tasks on ``executor``."""
+    executor = executor or Executor()
+    files = resolve_files(inputs, fmt)
+    limit = KEY_RANGES - 1
+    if max_docs is not None or max_chars is not None:
+        docs = np.zeros(KEY_RANGES, np.int64)
+        chars = np.zeros(KEY_RANGES, np.int64)
+        for d, c in executor.map(_count_file, [(f.path, f.format, i, seed) for i, f in enumerate(files)]):
+            docs += d
+            chars += c
+        reached = np.zeros(KEY_RANGES, bool)
+        if max_docs is not None:
+            reached |= np.cumsum(docs) >= max_docs
+        if max_chars is not None:
+            reached |= np.cumsum(chars) >= max_chars
+        if reached.any():
+            limit = int(np.argmax(reached))
+    jobs = [(f.path, f.format, i, seed, limit) for i, f in enumerate(files)]
+    yield from _capped(itertools.chain.from_iterable(executor.map(_sample_file, jobs)), max_docs, max_chars)
+
+
+def _capped(texts: Iterable[str], max_docs: int | None, max_chars: int | None) -> Iterator[str]:
+    chars = 0
+    for docs, text in enumerate(texts):
+        if (max_docs is not None and docs >= max_docs) or (max_chars is not None and chars >= max_chars):
+            return
+        if max_chars is not None:
+            text = text[: max_chars - chars]
+        chars += len(text)
+        yield text
+
+
 def train_from_paths(
     inputs: list[str],
     output_dir: str | os.PathLike,
@@ -117,17 +223,21 @@ def train_from_paths(
     max_docs: int | None = None,
     max_chars: int | None = None,
     fmt: str = "auto",
+    seed: int = 0,
+    executor: Executor | None = None,
 ) -> dict:
-    """Train a BPE on documents under ``inputs`` (shard folders, JSONL, text or code files),
-    streamed and capped by ``max_docs`` / ``max_chars``; returns what it trained on and the
-    bytes per token it achieves on the first megabyte of that text."""
+    """Train a BPE on documents under ``inputs`` (shard folders, JSONL, text or code files):
+    a seeded sample within ``max_docs`` / ``max_chars`` drawn by tasks on ``executor``;
+    returns what it trained on and the bytes per token it achieves on the first megabyte of
+    that text."""
     seen = {"docs": 0, "chars": 0}
     sample: list[str] = []
     sample_bytes = 0
+    executor = executor or Executor()
 
     def texts() -> Iterator[str]:
         nonlocal sample_bytes
-        for text in iter_texts(inputs, fmt, max_docs=max_docs, max_chars=max_chars):
+        for text in sample_texts(inputs, fmt, max_docs, max_chars, seed, executor):
             seen["docs"] += 1
             seen["chars"] += len(text)
             if sample_bytes < 1 << 20:
@@ -135,12 +245,15 @@ def train_from_paths(
                 sample_bytes += len(text.encode("utf-8", "replace"))
             yield text
 
-    stream = texts()
-    try:
-        first = next(stream)
-    except StopIteration:
-        raise InputError(f"no documents found in {', '.join(inputs)}") from None
-    tok = train_bpe(itertools.chain([first], stream), output_dir, vocab_size=vocab_size, min_frequency=min_frequency)
+    with executor.session():
+        stream = texts()
+        try:
+            first = next(stream)
+        except StopIteration:
+            raise InputError(f"no documents found in {', '.join(inputs)}") from None
+        tok = train_bpe(
+            itertools.chain([first], stream), output_dir, vocab_size=vocab_size, min_frequency=min_frequency
+        )
     n_tokens = sum(tok.count(sample)) or 1
     return {
         "vocab_size": tok.vocab_size,

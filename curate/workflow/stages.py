@@ -133,7 +133,11 @@ def _build_tokenizer(pipe: Pipeline) -> tuple[Any, list[str]]:
     from curate.stages import tokenize
 
     t = dict(
-        take(pipe.tables["tokenizer"], {"inputs", "vocab_size", "max_docs", "max_chars", "min_frequency"}, "tokenizer")
+        take(
+            pipe.tables["tokenizer"],
+            {"inputs", "vocab_size", "max_docs", "max_chars", "min_frequency", "seed"},
+            "tokenizer",
+        )
     )
     inputs = t.pop("inputs", None) or [str(pipe.out("dedup"))]
     # The pipeline's defaults: a smaller vocabulary than the command's, and no character cap.

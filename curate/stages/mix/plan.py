@@ -10,9 +10,10 @@ caps into per-source targets (:func:`allocate`, water filling) and document sele
 from __future__ import annotations
 
 import math
+import os
 import zlib
 from array import array
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import pyarrow as pa
@@ -21,12 +22,45 @@ import pyarrow.compute as pc
 from curate.core.accounting import Stats
 from curate.core.errors import CurateError
 from curate.core.progress import Progress
-from curate.core.readers import SourceReader
+from curate.core.readers import SourceFile, SourceReader, resolve_files
 from curate.core.tokenizer import ByteTokenizer, Tokenizer
 from curate.stages.mix.chunks import split_text
 from curate.stages.mix.config import MIN_DOC_TOKENS, MixConfig, SourceSpec
 
 # --- pass 1: counting --------------------------------------------------------------------
+
+PART_BYTES = 256 << 20  # input bytes of a source one task counts and scatters (whole files)
+
+
+@dataclass
+class Part:
+    """A run of whole files of a source that one task counts and scatters, and where its
+    documents and positions start in the source."""
+
+    files: list[SourceFile]
+    docs: int = 0
+    positions: int = 0
+    id_digest: int = 0
+    doc_start: int = 0
+    pos_start: int = 0
+
+
+def source_parts(spec: SourceSpec, part_bytes: int | None = None) -> list[list[SourceFile]]:
+    """The files of ``spec`` in runs of about ``part_bytes`` input bytes (at least one run)."""
+    part_bytes = part_bytes or PART_BYTES
+    parts: list[list[SourceFile]] = [[]]
+    size = 0
+    for f in resolve_files(spec.paths, spec.format):
+        try:
+            n = os.path.getsize(f.path)
+        except OSError:
+            n = 0  # counted as unreadable by the task
+        if parts[-1] and size + n > part_bytes:
+            parts.append([])
+            size = 0
+        parts[-1].append(f)
+        size += n
+    return parts
 
 
 @dataclass
@@ -44,6 +78,7 @@ class SourceCount:
     docs: int = 0  # documents read; a position of n_tokens is a document or one of its chunks
     split_docs: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # their ordinals
     split_chunks: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # chunks of each
+    parts: list[Part] = field(default_factory=list)  # the runs of files tasks counted
 
     @property
     def positions(self) -> int:
@@ -68,9 +103,74 @@ def count_tokens(texts: pa.ChunkedArray | pa.Array, tokenizer: Tokenizer) -> np.
     return np.asarray(tokenizer.count(texts.to_pylist()), dtype=np.int64)
 
 
-def source_reader(spec: SourceSpec, skip: dict[str, tuple[str, str]] | None = None) -> SourceReader:
-    """The reader of a source; ``skip``: the files pass 1 could not read (not read again)."""
-    return SourceReader(spec.name, spec.paths, spec.format, spec.text_field, spec.id_field, spec.date_field, skip=skip)
+def source_reader(
+    spec: SourceSpec, skip: dict[str, tuple[str, str]] | None = None, files: list[SourceFile] | None = None
+) -> SourceReader:
+    """The reader of a source (of its ``files`` only, when given); ``skip``: the files pass 1
+    could not read (not read again)."""
+    if files is None:
+        paths = spec.paths
+    else:
+        paths = []
+    reader = SourceReader(spec.name, paths, spec.format, spec.text_field, spec.id_field, spec.date_field, skip=skip)
+    if files is not None:
+        reader.files = list(files)
+    return reader
+
+
+def combine_counts(spec: SourceSpec, parts: list[SourceCount]) -> SourceCount:
+    """One source's count from its parts' counts (in file order)."""
+    stats = Stats()
+    failed: dict[str, tuple[str, str]] = {}
+    infos: list[Part] = []
+    split_docs, split_chunks = [], []
+    docs = positions = 0
+    for c in parts:
+        stats.merge(c.stats)
+        failed.update(c.failed)
+        infos.append(Part(c.parts[0].files, c.docs, c.positions, c.id_digest, docs, positions))
+        split_docs.append(c.split_docs + docs)
+        split_chunks.append(c.split_chunks)
+        docs += c.docs
+        positions += c.positions
+    return SourceCount(
+        spec,
+        np.concatenate([c.n_tokens for c in parts]) if parts else np.zeros(0, np.int32),
+        stats,
+        [f for c in parts for f in c.files],
+        sum(c.chars for c in parts),
+        sum(c.bytes for c in parts),
+        zlib.crc32(b"".join(c.id_digest.to_bytes(4, "little") for c in parts)),
+        failed,
+        docs=docs,
+        split_docs=np.concatenate(split_docs) if split_docs else np.zeros(0, np.int64),
+        split_chunks=np.concatenate(split_chunks) if split_chunks else np.zeros(0, np.int64),
+        parts=infos,
+    )
+
+
+def part_view(c: SourceCount, plan: SourcePlan, part: Part) -> tuple[SourceCount, SourcePlan]:
+    """The count and plan of one part of a source, its documents and positions from 0 (what
+    the task that scatters the part needs, and no more)."""
+    lo, hi = part.pos_start, part.pos_start + part.positions
+    a, b = np.searchsorted(c.split_docs, [part.doc_start, part.doc_start + part.docs])
+    paths = {f.path for f in part.files}
+    count = SourceCount(
+        c.spec,
+        c.n_tokens[lo:hi],
+        Stats(),
+        [f.path for f in part.files],
+        0,
+        0,
+        part.id_digest,
+        {p: v for p, v in c.failed.items() if p in paths},
+        docs=part.docs,
+        split_docs=c.split_docs[a:b] - part.doc_start,
+        split_chunks=c.split_chunks[a:b],
+        parts=[part],
+    )
+    cut = plan.cut_position - lo if lo <= plan.cut_position < hi else -1
+    return count, replace(plan, partial=plan.partial[lo:hi], cut_position=cut)
 
 
 def crc_ids(crc: int, table: pa.Table) -> int:
@@ -78,12 +178,17 @@ def crc_ids(crc: int, table: pa.Table) -> int:
 
 
 def count_source(
-    spec: SourceSpec, tokenizer: Tokenizer, progress: Progress | None = None, chunk_limit: int | None = None
+    spec: SourceSpec,
+    tokenizer: Tokenizer,
+    progress: Progress | None = None,
+    chunk_limit: int | None = None,
+    files: list[SourceFile] | None = None,
 ) -> SourceCount:
-    """Pass 1 over one source: tokens per position (a document, or each chunk of a document
-    longer than ``chunk_limit``). A Parquet file that fails partway is left out entirely: the
-    counts of its rows already read are dropped (its documents get no position)."""
-    reader = source_reader(spec)
+    """Pass 1 over one source (or its ``files`` only): tokens per position (a document, or
+    each chunk of a document longer than ``chunk_limit``). A Parquet file that fails partway is
+    left out entirely: the counts of its rows already read are dropped (its documents get no
+    position)."""
+    reader = source_reader(spec, files=files)
     counts = array("i")
     split_docs, split_chunks = array("q"), array("q")
     chars = nbytes = docs = 0
@@ -130,6 +235,7 @@ def count_source(
         docs=docs,
         split_docs=np.frombuffer(split_docs, dtype=np.int64).copy() if split_docs else np.zeros(0, np.int64),
         split_chunks=np.frombuffer(split_chunks, dtype=np.int64).copy() if split_chunks else np.zeros(0, np.int64),
+        parts=[Part(list(reader.files), docs, len(counts), crc)],
     )
 
 

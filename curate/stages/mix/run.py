@@ -24,10 +24,20 @@ every source each time and keeping only small per-document arrays in memory:
    (in an epoch that takes the whole source, the key of its document's first position, so a
    document's chunks stay together and in order)
    and is appended to one of N temporary bucket files by key range (N sized so that a bucket
-   fits in ``shuffle_memory``).
-4. **Gather**: buckets are read one at a time, sorted by key and written out as shards of
-   ``shard_size``. The result is a global shuffle across sources in bounded memory, and the
-   same inputs, config and seed give byte-identical shards.
+   fits in ``shuffle_memory``); each task writes one file of record batches, and the bucket
+   of each batch.
+4. **Gather**: one task per bucket reads that bucket's batches from every task's file, sorts
+   the rows by key (with ``pretokenize`` also encodes them) and writes one sorted file; the sorted
+   buckets are streamed, one at a time and in key order, into shards of ``shard_size``. The
+   result is a global shuffle across sources in bounded memory, and the same inputs, config
+   and seed give byte-identical shards.
+
+Passes 1 and 3 run one task per part of a source (a run of whole files of about
+:data:`~curate.stages.mix.plan.PART_BYTES`) and pass 4 one task per bucket, on
+``ctx.executor``: in this process, in local worker processes, or as Ray tasks (a map/reduce
+shuffle). The driver keeps the per-position arrays and streams one sorted bucket at a time;
+the tasks' results are combined in file and bucket order, so shards, token files and manifest
+do not depend on the engine, the number of workers or how sources are split into parts.
 
 Rows keep ``source`` (set to the mix's source name) and their original ``id``; ``epoch`` says
 which repeat a row is (0 = first) and ``n_tokens`` holds its token count. The manifest holds
@@ -47,6 +57,7 @@ import math
 import os
 import shutil
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -59,14 +70,38 @@ from curate.core.manifest import config_hash
 from curate.core.progress import Progress
 from curate.core.shards import ShardInfo
 from curate.core.tokenizer import Tokenizer, load_tokenizer
+from curate.runtime.executor import report
 from curate.runtime.output import OutputDir
 from curate.runtime.stage import StageContext
 from curate.stages.mix.chunks import chunk_id, chunk_is_marked, chunk_meta, explode, head, set_column, split_text
 from curate.stages.mix.config import MixConfig
-from curate.stages.mix.plan import Planned, SourceCount, SourcePlan, count_source, crc_ids, plan_mix, source_reader
+from curate.stages.mix.plan import (
+    Planned,
+    SourceCount,
+    SourcePlan,
+    combine_counts,
+    count_source,
+    crc_ids,
+    part_view,
+    plan_mix,
+    source_parts,
+    source_reader,
+)
 from curate.stages.mix.report import STAGE, plan_report
 from curate.stages.mix.report import manifest as build_mix_manifest
-from curate.stages.mix.shuffle import ROW_OVERHEAD, TOKENS_DIR, Buckets, OutputWriter, Realized, Selected, shuffle_keys
+from curate.stages.mix.shuffle import (
+    ROW_OVERHEAD,
+    TOKENS_DIR,
+    Buckets,
+    OutputWriter,
+    Realized,
+    Selected,
+    bucket_index,
+    cached_tokenizer,
+    read_bucket,
+    shuffle_keys,
+    sort_bucket,
+)
 
 STATE_FILE = "mix-state.json"  # under .curate/
 BUCKET_DIR = ".curate/buckets"
@@ -77,7 +112,8 @@ BUCKET_DIR = ".curate/buckets"
 
 def plan(config: MixConfig, ctx: StageContext) -> dict[str, Any]:
     """Count and plan only: the shares, epochs and notes the mix would realize (writes nothing)."""
-    planned = _count_and_plan(config, ctx)
+    with ctx.executor.session():
+        planned = _count_and_plan(config, ctx)
     return plan_report(config, planned)
 
 
@@ -87,10 +123,11 @@ def run(config: MixConfig, ctx: StageContext) -> dict[str, Any]:
     A rerun with the same configuration and unchanged inputs returns the existing manifest and
     does nothing; with changed inputs it starts over (the mix is one global shuffle).
     """
-    planned = _count_and_plan(config, ctx)
-    out = OutputDir(ctx.output, STAGE, state_file=STATE_FILE)
-    with out.locked(), writing(out.path):
-        return _write_mix(config, ctx, planned, out)
+    with ctx.executor.session():
+        planned = _count_and_plan(config, ctx)
+        out = OutputDir(ctx.output, STAGE, state_file=STATE_FILE)
+        with out.locked(), writing(out.path):
+            return _write_mix(config, ctx, planned, out)
 
 
 def _write_mix(config: MixConfig, ctx: StageContext, planned: Planned, out: OutputDir) -> dict[str, Any]:
@@ -102,17 +139,13 @@ def _write_mix(config: MixConfig, ctx: StageContext, planned: Planned, out: Outp
         ctx.log(f"{ctx.output}: already holds this mix (same configuration and inputs); nothing to do")
         return done
     n_buckets, flush_bytes = _bucket_sizes(config, planned)
-    buckets = Buckets(out.path / BUCKET_DIR, n_buckets, flush_bytes)
+    shutil.rmtree(out.path / BUCKET_DIR, ignore_errors=True)  # a killed run's buckets
     writer = OutputWriter(str(out.path), config.shard_bytes, planned.tokenizer if config.pretokenize else None)
     try:
-        selected = _scatter(config, planned, buckets, ctx.progress)
-        shards = _gather(buckets, writer, n_buckets, ctx.progress)
+        selected, written = _scatter(config, planned, ctx, str(out.path / BUCKET_DIR), n_buckets, flush_bytes)
+        shards = _gather(config, ctx, written, writer, n_buckets)
     except BaseException:
         writer.abort()
-        try:
-            buckets.close()
-        except OSError:
-            pass  # a full disk fails the buckets' last flush too; they are removed all the same
         shutil.rmtree(out.path / BUCKET_DIR, ignore_errors=True)
         raise
     shutil.rmtree(out.path / BUCKET_DIR, ignore_errors=True)
@@ -128,13 +161,19 @@ def _count_and_plan(cfg: MixConfig, ctx: StageContext) -> Planned:
     """Pass 1 (token counts per document of every source) and the plan built on it."""
     cfg.validate()
     tokenizer = load_tokenizer(cfg.tokenizer)
+    parts = [source_parts(spec) for spec in cfg.sources]
     progress = Progress(
-        "mix: counting tokens", total=len(cfg.sources), unit="sources", enabled=None if ctx.progress else False
+        "mix: counting tokens", total=sum(map(len, parts)), unit="parts", enabled=None if ctx.progress else False
     )
+    jobs = [(spec, files, cfg.tokenizer, cfg.chunk_limit) for spec, runs in zip(cfg.sources, parts) for files in runs]
+    results = ctx.executor.map(_count_task, jobs, progress=progress)
     counted = []
-    for spec in cfg.sources:
-        counted.append(count_source(spec, tokenizer, progress, cfg.chunk_limit))
-        progress.advance()
+    for spec, runs in zip(cfg.sources, parts):
+        part_counts = []
+        for _ in runs:
+            part_counts.append(next(results))
+            progress.advance()
+        counted.append(combine_counts(spec, part_counts))
     progress.close()
     for c in counted:
         if c.docs == 0:
@@ -192,39 +231,86 @@ def _bucket_sizes(cfg: MixConfig, planned: Planned) -> tuple[int, int]:
     return n_buckets, flush_bytes
 
 
-def _scatter(cfg: MixConfig, planned: Planned, buckets: Buckets, show_progress: bool) -> Selected:
-    """Pass 2: read every source again and scatter the selected rows (with their repeats)
-    into the buckets, each with its shuffle key."""
+class _Reported:
+    """Progress counts of a task, sent with :func:`~curate.runtime.executor.report`."""
+
+    def add(self, **counts: int) -> None:
+        report(**counts)
+
+
+def _count_task(job: tuple[Any, Any, str | None, int | None]) -> SourceCount:
+    """Pass 1 over a run of files of one source (a task: here, a local worker or Ray)."""
+    spec, files, tokenizer, chunk_limit = job
+    return count_source(spec, cached_tokenizer(tokenizer), _Reported(), chunk_limit, files=files)
+
+
+def _scatter(
+    cfg: MixConfig, planned: Planned, ctx: StageContext, bucket_dir: str, n_buckets: int, flush_bytes: int
+) -> tuple[Selected, list[Any]]:
+    """Pass 3 (the shuffle's map): one task per part of a source reads it again and scatters
+    its selected rows (with their repeats) into a bucket file of its own, each with its key;
+    returns what was selected and, per task, its file and the bucket of each of its batches."""
     selected = Selected(realized={p.name: Realized() for p in planned.plans})
     total_docs = sum(c.docs for c in planned.counted)
-    progress = Progress("mix: selecting", total=total_docs, unit="docs", enabled=None if show_progress else False)
+    progress = Progress("mix: selecting", total=total_docs, unit="docs", enabled=None if ctx.progress else False)
+    jobs = []
     for src_index, (c, plan) in enumerate(zip(planned.counted, planned.plans)):
-        reader = source_reader(c.spec, skip=c.failed)
+        for part in c.parts:
+            view, part_plan = part_view(c, plan, part)
+            tag = len(jobs)
+            jobs.append((cfg, view, part_plan, src_index, part.pos_start, bucket_dir, tag, n_buckets, flush_bytes))
+    written = []
+    for part_selected, index in ctx.executor.map(_scatter_part, jobs, progress=progress):
+        selected.stats.merge(part_selected.stats)
+        for name, r in part_selected.realized.items():
+            selected.realized[name].add(r)
+        selected.cutoff.merge(part_selected.cutoff)
+        selected.inputs.extend(part_selected.inputs)
+        written.append(index)
+    progress.close()
+    return selected, written
+
+
+def _scatter_part(job: tuple[Any, ...]) -> tuple[Selected, tuple[str, list[int]] | None]:
+    """Pass 3 over a part of a source (a task; ``c`` and ``plan`` are the part's view, see
+    :func:`~curate.stages.mix.plan.part_view`): its selected rows into a bucket file of its
+    own. Returns what it selected and (its file, the bucket of each batch), None if empty."""
+    cfg, c, plan, src_index, pos_start, bucket_dir, tag, n_buckets, flush_bytes = job
+    tokenizer = cached_tokenizer(cfg.tokenizer)
+    buckets = Buckets(Path(bucket_dir), n_buckets, flush_bytes, tag=tag)
+    selected = Selected(realized={plan.name: Realized()})
+    try:
+        reader = source_reader(c.spec, skip=c.failed, files=c.parts[0].files)
         offset, position, crc = 0, 0, 0
         for table in reader.tables():
             n = table.num_rows
             if offset + n > c.docs:
                 raise CurateError(f"source {c.spec.name!r}: inputs changed while mixing (more documents than counted)")
             crc = crc_ids(crc, table)
-            at = Where(src_index, offset, position, planned.tokenizer, cfg.chunk_limit)
+            at = Where(src_index, offset, position, tokenizer, cfg.chunk_limit, pos_start)
             position += _scatter_table(cfg, c, plan, at, table, buckets, selected)
             offset += n
-            progress.add(docs=n)
+            report(docs=n)
         if offset != c.docs or position != c.positions or crc != c.id_digest:
             raise CurateError(f"source {c.spec.name!r}: inputs changed while mixing; rerun")
-        s = reader.stats
-        s.kept = selected.realized[plan.name].docs
-        if c.docs - s.kept:
-            s.rejected["not_sampled"] += c.docs - s.kept
-        selected.stats.merge(s)
-        for path, fs in reader.per_file.items():
-            status = "failed" if path in c.failed else "done_with_errors" if fs.errors else "done"
-            entry = {"source": plan.name, "path": path, "read": fs.read, "errors": sum(fs.errors.values())}
-            message = {"message": c.failed[path][1]} if path in c.failed else {}
-            selected.inputs.append({**entry, "status": status, **message})
-    buckets.close()
-    progress.close()
-    return selected
+    except BaseException:
+        try:
+            buckets.close()
+        except OSError:
+            pass  # a full disk fails the buckets' last flush too; they are removed all the same
+        raise
+    index = buckets.close()
+    s = reader.stats
+    s.kept = selected.realized[plan.name].docs
+    if c.docs - s.kept:
+        s.rejected["not_sampled"] += c.docs - s.kept
+    selected.stats.merge(s)
+    for path, fs in reader.per_file.items():
+        status = "failed" if path in c.failed else "done_with_errors" if fs.errors else "done"
+        entry = {"source": plan.name, "path": path, "read": fs.read, "errors": sum(fs.errors.values())}
+        message = {"message": c.failed[path][1]} if path in c.failed else {}
+        selected.inputs.append({**entry, "status": status, **message})
+    return selected, index
 
 
 @dataclass
@@ -236,6 +322,7 @@ class Where:
     position: int  # positions (documents or chunks) before it
     tokenizer: Tokenizer
     chunk_limit: int | None
+    base: int = 0  # positions of the source before the task's part (where its keys start)
 
 
 def _scatter_table(
@@ -292,12 +379,12 @@ def _scatter_table(
     # stay together and in order); in the partial epoch each row has its own key.
     keys = np.where(
         epochs < plan.full_epochs,
-        shuffle_keys(cfg.seed, plan.name, parents, epochs),
-        shuffle_keys(cfg.seed, plan.name, positions, epochs),
+        shuffle_keys(cfg.seed, plan.name, parents + at.base, epochs),
+        shuffle_keys(cfg.seed, plan.name, positions + at.base, epochs),
     )
     rows = rows.append_column("_key", pa.array(keys, pa.uint64()))
     rows = rows.append_column("_src", pa.array(np.full(idx.shape[0], at.src_index, np.int32)))
-    rows = rows.append_column("_pos", pa.array(positions, pa.int64()))
+    rows = rows.append_column("_pos", pa.array(positions + at.base, pa.int64()))
     n_buckets = buckets.n
     bucket_of = ((keys >> np.uint64(32)) * np.uint64(n_buckets)) >> np.uint64(32)
     order = np.argsort(bucket_of, kind="stable")
@@ -327,15 +414,28 @@ def _cut_row(rows: pa.Table, i: int, tokens: int, tokenizer: Tokenizer) -> tuple
     return rows, tokenizer.count([text])[0]
 
 
-def _gather(buckets: Buckets, writer: OutputWriter, n_buckets: int, show_progress: bool) -> list[ShardInfo]:
-    """Pass 3: bucket by bucket, sorted by key, into the output shards."""
-    progress = Progress("mix: writing", total=n_buckets, unit="buckets", enabled=None if show_progress else False)
-    for b in range(n_buckets):
-        table = buckets.read_sorted(b)
-        if table is not None:
+def _gather(
+    cfg: MixConfig, ctx: StageContext, written: list[Any], writer: OutputWriter, n_buckets: int
+) -> list[ShardInfo]:
+    """Pass 4 (the shuffle's reduce): a task per bucket gathers its batches from every map
+    task's file, sorts them by key (and with ``pretokenize`` encodes them); the sorted buckets
+    are streamed in key order, one at a time, into the output shards."""
+    progress = Progress("mix: writing", total=n_buckets, unit="buckets", enabled=None if ctx.progress else False)
+    where = bucket_index(written, n_buckets)
+    jobs = ((b, where[b], cfg.tokenizer, bool(cfg.pretokenize)) for b in range(n_buckets))
+    # A map task's file goes once the last bucket it holds batches of is written.
+    last = {}
+    for item in written:
+        if item is not None:
+            last.setdefault(max(item[1]), []).append(item[0])
+    for b, sorted_path in enumerate(ctx.executor.map(sort_bucket, jobs)):
+        if sorted_path is not None:
+            table = read_bucket(sorted_path)
             writer.write(table)
             progress.add(rows=table.num_rows)
-            os.unlink(buckets.paths[b])
+            os.unlink(sorted_path)
+        for path in last.get(b, []):
+            os.unlink(path)
         progress.advance()
     shards = writer.close()
     progress.close()

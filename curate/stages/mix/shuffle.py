@@ -1,10 +1,11 @@
 """The external shuffle and output writing of ``curate mix`` (its passes 2 and 3).
 
 Every selected (source, document, epoch) row gets a seeded 64-bit key (:func:`shuffle_keys`)
-and goes to one of N bucket files by key range (:class:`Buckets`); buckets are then sorted one
-at a time and streamed into shards (:class:`OutputWriter`). The output order is the global
-key order whatever N is, so memory is bounded by one bucket and the bytes written do not
-depend on it. :class:`Cutoff` tracks the training cutoff over the selected documents.
+and goes to one of N bucket files by key range (:class:`Buckets`, one set per source's task);
+each bucket is then gathered over the sources and sorted by a task of its own
+(:func:`sort_bucket`), and the sorted buckets are streamed one at a time into shards
+(:class:`OutputWriter`). The output order is the global key order whatever N is, so memory is
+bounded by one bucket (per worker) and the bytes written do not depend on it. :class:`Cutoff` tracks the training cutoff over the selected documents.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from curate.core.accounting import Stats
 from curate.core.document import SCHEMA
 from curate.core.files import sha256_file
 from curate.core.shards import ShardInfo, ShardWriter
-from curate.core.tokenizer import Tokenizer
+from curate.core.tokenizer import TOKENIZER_FILE, Tokenizer, load_tokenizer
 
 TOKENS_DIR = "tokens"
 ROW_OVERHEAD = 200  # bytes per row beside its text, as ShardWriter counts it
@@ -63,16 +64,40 @@ BUCKET_SCHEMA = (
 )
 
 
-class Buckets:
-    """N append-only Arrow IPC files; each holds rows whose keys fall in one range."""
+_TOKENIZERS: dict[tuple[str | None, int], Tokenizer] = {}
 
-    def __init__(self, directory: Path, n: int, flush_bytes: int):
+
+def cached_tokenizer(spec: str | None) -> Tokenizer:
+    """The tokenizer at ``spec`` (None: UTF-8 bytes), loaded once per worker process (again
+    when its file changes)."""
+    try:
+        path = spec if not spec or os.path.isfile(spec) else os.path.join(spec, TOKENIZER_FILE)
+        stamp = os.stat(path).st_mtime_ns if path else 0
+    except OSError:
+        stamp = -1
+    key = (spec, stamp)
+    if key not in _TOKENIZERS:
+        if len(_TOKENIZERS) > 8:
+            _TOKENIZERS.clear()
+        _TOKENIZERS[key] = load_tokenizer(spec)
+    return _TOKENIZERS[key]
+
+
+class Buckets:
+    """The map side of the shuffle for one task (``tag``): its rows, by key range into N
+    buckets, buffered per bucket and flushed as record batches into ONE Arrow IPC file, with
+    the bucket of every batch kept (:meth:`close` returns them), so a task writes one file
+    whatever N is and the reduce side (:func:`sort_bucket`) reads only its own batches."""
+
+    def __init__(self, directory: Path, n: int, flush_bytes: int, tag: int = 0):
         self.directory = directory
         directory.mkdir(parents=True, exist_ok=True)
         self.n = n
         self.flush_bytes = flush_bytes
-        self.paths = [directory / f"bucket-{i:05d}.arrow" for i in range(n)]
-        self._writers: list[Any] = [None] * n
+        self.path = directory / f"map-{tag:06d}.arrow"
+        self._sink: Any = None
+        self._writer: Any = None
+        self._batch_buckets: list[int] = []
         self._pending: list[list[pa.Table]] = [[] for _ in range(n)]
         self._pending_bytes = [0] * n
 
@@ -85,35 +110,78 @@ class Buckets:
     def _flush(self, bucket: int) -> None:
         if not self._pending[bucket]:
             return
-        if self._writers[bucket] is None:
-            sink = pa.OSFile(str(self.paths[bucket]), "wb")
-            self._writers[bucket] = (
-                sink,
-                ipc.new_stream(sink, BUCKET_SCHEMA, options=ipc.IpcWriteOptions(compression="lz4")),
-            )
-        table = pa.concat_tables(self._pending[bucket])
-        self._writers[bucket][1].write_table(table)
+        if self._writer is None:
+            self._sink = pa.OSFile(str(self.path), "wb")
+            self._writer = ipc.new_file(self._sink, BUCKET_SCHEMA, options=ipc.IpcWriteOptions(compression="lz4"))
+        table = pa.concat_tables(self._pending[bucket]).combine_chunks()
+        for batch in table.to_batches():
+            self._writer.write_batch(batch)
+            self._batch_buckets.append(bucket)
         self._pending[bucket], self._pending_bytes[bucket] = [], 0
 
-    def close(self) -> None:
-        for b in range(self.n):
-            self._flush(b)
-            if self._writers[b] is not None:
-                self._writers[b][1].close()
-                self._writers[b][0].close()
-                self._writers[b] = None
+    def close(self) -> tuple[str, list[int]] | None:
+        """Flush and close; (the file, the bucket of each of its batches), None if empty."""
+        try:
+            for b in range(self.n):
+                self._flush(b)
+        finally:
+            if self._writer is not None:
+                self._writer.close()
+                self._sink.close()
+                self._writer = None
+        return (str(self.path), self._batch_buckets) if self._batch_buckets else None
 
-    def read_sorted(self, bucket: int) -> pa.Table | None:
-        path = self.paths[bucket]
-        if not path.exists():
-            return None
-        with pa.OSFile(str(path), "rb") as src:
-            table = ipc.open_stream(src).read_all()
-        order = pc.sort_indices(
-            table,
-            sort_keys=[("_key", "ascending"), ("_src", "ascending"), ("_pos", "ascending"), ("epoch", "ascending")],
-        )
-        return table.take(order).drop_columns(["_key", "_src", "_pos"])
+
+def bucket_index(written: list[tuple[str, list[int]] | None], n: int) -> list[list[tuple[str, list[int]]]]:
+    """Where each of the ``n`` buckets lies in the map tasks' files: (file, its batch numbers)."""
+    out: list[list[tuple[str, list[int]]]] = [[] for _ in range(n)]
+    for item in written:
+        if item is None:
+            continue
+        path, buckets = item
+        per_bucket: dict[int, list[int]] = {}
+        for i, bucket in enumerate(buckets):
+            per_bucket.setdefault(bucket, []).append(i)
+        for bucket, numbers in sorted(per_bucket.items()):
+            out[bucket].append((path, numbers))
+    return out
+
+
+def read_bucket(path: str) -> pa.Table:
+    with pa.OSFile(str(path), "rb") as src:
+        return ipc.open_stream(src).read_all()
+
+
+def sort_bucket(job: tuple[int, list[tuple[str, list[int]]], str | None, bool]) -> str | None:
+    """The reduce side of the shuffle (a task): one bucket's batches from every map task's
+    file, sorted by key and (with ``pretokenize``) encoded into an ``_ids`` column, written to
+    one sorted file beside them (returned; None for an empty bucket)."""
+    bucket, where, tokenizer, pretokenize = job
+    batches = []
+    for path, numbers in where:
+        with pa.OSFile(path, "rb") as src:
+            reader = ipc.open_file(src)
+            batches.extend(reader.get_batch(i) for i in numbers)
+    if not batches:
+        return None
+    table = pa.Table.from_batches(batches, schema=BUCKET_SCHEMA)
+    order = pc.sort_indices(
+        table,
+        sort_keys=[("_key", "ascending"), ("_src", "ascending"), ("_pos", "ascending"), ("epoch", "ascending")],
+    )
+    table = table.take(order).drop_columns(["_key", "_src", "_pos"])
+    if pretokenize:
+        ids = cached_tokenizer(tokenizer).encode_batch(table.column("text").to_pylist())
+        table = table.append_column("_ids", pa.array(ids, pa.list_(pa.int64())))
+    out = os.path.join(os.path.dirname(where[0][0]), f"sorted-{bucket:05d}.arrow")
+    tmp = out + ".tmp"
+    with (
+        pa.OSFile(tmp, "wb") as sink,
+        ipc.new_stream(sink, table.schema, options=ipc.IpcWriteOptions(compression="lz4")) as writer,
+    ):
+        writer.write_table(table)
+    os.replace(tmp, out)
+    return out
 
 
 class OutputWriter:
@@ -202,19 +270,32 @@ class OutputWriter:
         part, rest = table.slice(0, end), table.slice(end)
         if self._writer is None:
             self._open()
-        self._writer.write_table(part)
+        ids = part.column("_ids") if "_ids" in part.column_names else None
+        self._writer.write_table(part.drop_columns(["_ids"]) if ids is not None else part)
         if self.tokenizer is not None:
-            self._write_tokens(part)
+            self._write_tokens(part, ids)
         self._filled += int(sizes[:end].sum())
         self._pending = [rest] if rest.num_rows else []
         self._pending_bytes = int(sizes[end:].sum())
         if self._filled >= self.shard_bytes:
             self._close()
 
-    def _write_tokens(self, table: pa.Table) -> None:
+    def _write_tokens(self, table: pa.Table, encoded: pa.ChunkedArray | None) -> None:
+        """Token ids of the rows, each followed by end-of-text; ``encoded``: the ids the
+        shuffle's reduce tasks computed (else they are encoded here)."""
         eot = self.tokenizer.eot_id
-        ids = self.tokenizer.encode_batch(table.column("text").to_pylist())
-        flat = np.fromiter(itertools.chain.from_iterable(doc + [eot] for doc in ids), dtype=np.int64)
+        if encoded is not None:
+            lists = encoded.combine_chunks()
+            values = np.asarray(pc.list_flatten(lists).to_numpy(zero_copy_only=False), dtype=np.int64)
+            lengths = np.asarray(pc.list_value_length(lists).to_numpy(zero_copy_only=False), dtype=np.int64)
+            flat = np.full(int(lengths.sum()) + lengths.shape[0], eot, dtype=np.int64)
+            ends = np.cumsum(lengths + 1) - 1
+            keep = np.ones(flat.shape[0], dtype=bool)
+            keep[ends] = False
+            flat[keep] = values
+        else:
+            ids = self.tokenizer.encode_batch(table.column("text").to_pylist())
+            flat = np.fromiter(itertools.chain.from_iterable(doc + [eot] for doc in ids), dtype=np.int64)
         # Fixed little-endian layout, whatever the machine, so the files are portable.
         self._tok_fh.write(flat.astype(np.dtype(self.dtype).newbyteorder("<")).tobytes())
         self._tok_count += int(flat.shape[0])
@@ -249,6 +330,15 @@ class Cutoff:
         self.min_us: int | None = None
         self.undated = 0
         self.dated = 0
+
+    def merge(self, other: Cutoff) -> None:
+        """Add what ``other`` saw (the cutoff of another source's task)."""
+        self.hours.update(other.hours)
+        self.undated += other.undated
+        self.dated += other.dated
+        for name, pick in (("max_us", max), ("min_us", min)):
+            mine, theirs = getattr(self, name), getattr(other, name)
+            setattr(self, name, theirs if mine is None else mine if theirs is None else pick(mine, theirs))
 
     def add(self, dates: pa.ChunkedArray | pa.Array) -> None:
         self.undated += dates.null_count
@@ -302,6 +392,11 @@ class Realized:
     chunks: int = 0  # distinct positions taken (a whole document is one)
     split_docs: int = 0  # documents taken that were cut into chunks
     cut_rows: int = 0  # rows cut to end their source's partial epoch on its target
+
+    def add(self, other: Realized) -> None:
+        """Add the counts of another part of the same source."""
+        for name in self.__dataclass_fields__:
+            setattr(self, name, getattr(self, name) + getattr(other, name))
 
 
 @dataclass
