@@ -1,8 +1,8 @@
 """The decision pass of ``curate dedup``: which documents are removed, and which document
 represents each of them (the rules are in :mod:`curate.stages.dedup.run`'s docstring).
 
-:class:`Ranker` orders a group best first (earliest date, or latest for URL groups; then
-higher quality; then smaller id; then input order). :class:`Decisions` runs, after the
+:class:`~curate.stages.dedup.stars.Ranker` orders a group best first (earliest date, or latest
+for URL groups; then higher quality; then smaller id; then input order). :class:`Decisions` runs, after the
 signature pass and on its :class:`~curate.stages.dedup.state.DedupState`, the steps that remove
 URL and exact duplicates per key group, join verified near-duplicate pairs (on estimated
 Jaccard, or on exact Jaccard through :mod:`curate.stages.dedup.exact`; the edges come from the
@@ -21,40 +21,12 @@ import numpy as np
 
 from curate.stages.dedup.engine import Engine
 from curate.stages.dedup.exact import ExactVerifier
-from curate.stages.dedup.index import VERIFY_CHUNK, DocStore, UnionFind
+from curate.stages.dedup.index import VERIFY_CHUNK, UnionFind
 from curate.stages.dedup.signatures import NO_DATE
+from curate.stages.dedup.stars import Ranker, star_split
 from curate.stages.dedup.state import EXACT, KEPT, KIND_NAMES, NEAR, URL, DedupState
 
 TOP_CLUSTERS = 10
-
-
-class Ranker:
-    """Picks representatives: earliest date (latest for URL groups), higher quality, smaller id."""
-
-    def __init__(self, store: DocStore):
-        self.date = store["date"]
-        self.quality = store["quality"]
-        self.store = store
-
-    def order(self, docs: np.ndarray, newest: bool = False) -> np.ndarray:
-        """``docs`` sorted best first."""
-        date = self.date[docs]
-        quality = self.quality[docs].astype(np.float64)
-        quality = np.where(np.isnan(quality), -np.inf, quality)
-        if newest:
-            date_key = np.where(date == NO_DATE, np.iinfo(np.int64).max, -date)  # missing dates last
-        else:
-            date_key = date
-        order = np.lexsort((docs, -quality, date_key))
-        ranked = docs[order]
-        dk, qk = date_key[order], quality[order]
-        tied = int(np.count_nonzero((dk == dk[0]) & (qk == qk[0])))
-        if tied > 1:  # break the tie on the leading documents by id, then input order
-            head = ranked[:tied]
-            ids = self.store.doc_ids(head)
-            head = head[sorted(range(tied), key=lambda k: (ids[k], int(head[k])))]
-            ranked = np.concatenate((head, ranked[tied:]))
-        return ranked
 
 
 @dataclass
@@ -139,36 +111,20 @@ class Decisions:
                 self._remove(docs[losers], kind, keeper[sub[losers]])
 
     def _near(self) -> None:
-        uf = UnionFind()
         verifier = self.verifier
         if verifier is None:
-            self.engine.near_edges(self.state, uf)
-            self._stars(uf)
+            for docs, centers in self.engine.near_stars(self.state):
+                self._remove(docs, NEAR, centers)
             return
+        uf = UnionFind()
         self.engine.exact_edges(self.state, verifier, uf)
         self.state.counters["candidate_pairs"] += verifier.stats["candidates"]
         self.state.counters["verified_pairs"] += verifier.stats["accepted"]
-        self._stars(uf, verifier)
-
-    def _stars(self, uf: UnionFind, verifier: ExactVerifier | None = None) -> None:
-        """Stars inside each cluster: see the module docstring. Members are measured against
-        the centre by estimated Jaccard, or exact Jaccard with a ``verifier``."""
-        sig = self.state.store["sig"]
         accept = self.state.config.accept
         for component in uf.components():
-            remaining = self.ranker.order(component)
-            while len(remaining) > 1:
-                center, rest = int(remaining[0]), remaining[1:]
-                if verifier is None:
-                    sims = (sig[rest] == sig[center]).mean(axis=1)
-                else:
-                    sims = verifier.similarities(center, rest)
-                take = sims >= accept
-                if take.any():
-                    self._remove(rest[take], NEAR, center)
-                    if verifier is not None:
-                        verifier.record_near(rest[take], sims[take])
-                remaining = rest[~take]
+            for members, center, sims in star_split(component, self.ranker, verifier.similarities, accept):
+                self._remove(members, NEAR, center)
+                verifier.record_near(members, sims)
 
     def resolve(self) -> Removals:
         """Point every removed document at a kept one, fill similarities, list the clusters."""

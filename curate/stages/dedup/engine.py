@@ -12,8 +12,10 @@ An engine is made for one run. The operations:
   driver; on Ray the tasks write them to partitioned files);
 * ``signature_results``: the signature pass's results, in unit order;
 * ``map``: any function over units, results in order (the exact verification's shingle pass);
-* ``near_edges``: every verified candidate pair among the documents still kept, joined in a
-  union-find (``verify = "estimate"``);
+* ``near_stars``: with ``verify = "estimate"``, the stars of the clusters of verified candidate
+  pairs among the documents still kept (locally a union-find over the pairs and the star split
+  in this process; on Ray connected components and star split as tasks, see
+  :mod:`curate.stages.dedup.ray`);
 * ``exact_edges``: the same with ``verify = "exact"``: the candidate pairs handed to the
   :class:`~curate.stages.dedup.exact.ExactVerifier`, its shingle pass, then the pairs whose exact
   Jaccard passes the threshold joined in the union-find.
@@ -33,6 +35,7 @@ from curate.stages.dedup.config import DedupConfig
 from curate.stages.dedup.exact import ExactVerifier
 from curate.stages.dedup.index import KeyGroups, KeyIndex, UnionFind, candidate_pairs, verify_pairs
 from curate.stages.dedup.signatures import Unit, signature_unit, unit_key_records
+from curate.stages.dedup.stars import Ranker, estimated_similarities, star_split
 from curate.stages.dedup.state import DedupState
 
 
@@ -55,8 +58,9 @@ class Engine(Protocol):
         """``fn(item)`` for every item, in item order."""
         ...
 
-    def near_edges(self, state: DedupState, uf: UnionFind) -> None:
-        """Join every verified candidate pair of documents still kept in ``uf``."""
+    def near_stars(self, state: DedupState) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """``(removed, centres)``: the documents the star split of the clusters of verified
+        candidate pairs among documents still kept removes, each with its star's centre."""
         ...
 
     def exact_edges(self, state: DedupState, verifier: ExactVerifier, uf: UnionFind) -> None:
@@ -91,6 +95,14 @@ class LocalEngine:
     def map(self, fn: Callable[[Any], Any], items: list[Any]) -> Iterator[Any]:
         char_classes()  # build the character table once, before the workers fork
         return self.executor.map(fn, items)
+
+    def near_stars(self, state: DedupState) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        uf = UnionFind()
+        self.near_edges(state, uf)
+        ranker, sig = Ranker(state.store), state.store["sig"]
+        for component in uf.components():
+            for members, center, _ in star_split(component, ranker, estimated_similarities(sig), state.config.accept):
+                yield members, np.full(len(members), center, dtype=np.int64)
 
     def near_edges(self, state: DedupState, uf: UnionFind) -> None:
         sig = state.store["sig"]

@@ -64,20 +64,28 @@ from typing import Any
 
 import numpy as np
 
+from curate.core.errors import CurateError
 from curate.core.progress import Progress
 from curate.runtime.executor import Executor
 from curate.stages.dedup.config import DedupConfig
 from curate.stages.dedup.exact import ExactVerifier
 from curate.stages.dedup.index import KeyGroups, UnionFind, plan_partitions
 from curate.stages.dedup.ray_tasks import (
+    EDGE,
     PartitionedKeys,
     exact_pairs_task,
     exact_verify_task,
+    labels_task,
+    large_star_task,
     pairs_task,
     partition_ranges,
+    read_ranges,
     signature_task,
+    small_star_task,
+    stars_task,
     verify_task,
 )
+from curate.stages.dedup.signature_pass import store_columns
 from curate.stages.dedup.signatures import Unit
 from curate.stages.dedup.state import DedupState
 
@@ -85,6 +93,9 @@ from curate.stages.dedup.state import DedupState
 # A constant (not derived from the cluster size) so the partitioning, and with it every
 # figure in the manifest, does not depend on the number of workers.
 MIN_BAND_PARTITIONS = 16
+# Large-star/small-star needs O(log^2 n) rounds; far fewer in practice.
+MAX_CC_ROUNDS = 200
+REMOVAL_CHUNK = 1 << 16  # (removed, centre) records the driver reads back at once
 
 
 class RayEngine:
@@ -154,28 +165,90 @@ class RayEngine:
         finally:
             Path(alive_path).unlink(missing_ok=True)
 
-    def near_edges(self, state: DedupState, uf: UnionFind) -> None:
-        """Two rounds of tasks: candidate pairs per band partition, then verification per
-        pair partition; the driver only joins the returned forests."""
+    def near_stars(self, state: DedupState) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """Candidate pairs per band partition, verification per pair partition, connected
+        components by large-star/small-star rounds and the star split per label partition, all
+        as tasks over files in the work directory; the driver only reads the removals back, a
+        chunk at a time (see the module docstring)."""
         if not self._has_band_records(state):
             return
         n, partitions = state.n_docs, self.indexes["band"].partitions
+        cfg = state.config
+        cc = state.work / "components"
+        cc.mkdir(parents=True, exist_ok=True)
         progress = state.progress_bar("near pairs", partitions, "partitions")
         try:
             pair_files = list(self._pair_round(state, pairs_task, progress, then=partitions))
             sig_path = str(state.work / "store" / "sig.bin")
             verify_items = [
-                (partition_ranges(pair_files, q), sig_path, n, state.config.num_perm, state.config.accept)
+                (partition_ranges(pair_files, q), sig_path, n, cfg.num_perm, cfg.accept, str(cc / f"v-{q:04d}.bin"))
                 for q in range(partitions)
             ]
-            with closing(self.executor.map(verify_task, verify_items)) as results:
-                for result in results:
+            edges = []
+            items = [(*item, partitions) for item in verify_items]
+            with closing(self.executor.map(verify_task, items)) as results:
+                for item, result in zip(items, results):
                     state.counters["candidate_pairs"] += result["candidates"]
                     state.counters["verified_pairs"] += result["verified"]
-                    uf.union_many(result["members"], result["roots"])
+                    edges.append((item[5], result["bounds"]))
                     progress.advance()
         finally:
             progress.close()
+        _unlink(pair_files)
+        stars = self._stars(state, self._components(state, edges, partitions), partitions)
+        for path in stars:
+            yield from _removal_chunks(path)
+
+    def _round(
+        self, task: Callable[[Any], Any], files: list[tuple[str, list[int]]], out: str, partitions: int
+    ) -> list[tuple[str, Any]]:
+        """``task`` over every partition of ``files``, each writing ``out`` with its partition
+        number filled in: ``(path, result)`` of each."""
+        items = [(partition_ranges(files, q), out.format(q), partitions) for q in range(partitions)]
+        with closing(self.executor.map(task, items)) as results:
+            return [(item[1], result) for item, result in zip(items, results)]
+
+    def _components(
+        self, state: DedupState, edges: list[tuple[str, list[int]]], partitions: int
+    ) -> list[tuple[str, list[int]]]:
+        """Large-star and small-star rounds over the verified ``edges`` (both directions,
+        partitioned by source) until a round's input equals the previous one's: then every
+        component is a star around its smallest document. Returns those edges' files."""
+        cc = state.work / "components"
+        previous = None
+        for r in range(MAX_CC_ROUNDS):
+            large = self._round(large_star_task, edges, str(cc / f"l{r:03d}-{{:04d}}.bin"), partitions)
+            seen = [sum(res["edges"] for _, res in large), 0, 0]
+            for _, res in large:
+                seen[1] ^= res["digest"][0]
+                seen[2] = (seen[2] + res["digest"][1]) % 2**64
+            if seen == previous:
+                _unlink(large)
+                state.counters["component_rounds"] = r
+                return edges
+            previous = seen
+            large_files = [(path, res["bounds"]) for path, res in large]
+            small = self._round(small_star_task, large_files, str(cc / f"s{r:03d}-{{:04d}}.bin"), partitions)
+            _unlink(edges)
+            _unlink(large_files)
+            edges = [(path, res["bounds"]) for path, res in small]
+        raise CurateError(f"dedup: connected components did not converge in {MAX_CC_ROUNDS} rounds")
+
+    def _stars(self, state: DedupState, edges: list[tuple[str, list[int]]], partitions: int) -> list[str]:
+        """Component labels, then the star split of each label partition: the removal files."""
+        cc = state.work / "components"
+        labels = self._round(labels_task, edges, str(cc / "labels-{:04d}.bin"), partitions)
+        _unlink(edges)
+        columns = store_columns(state.config.num_perm)
+        store, n, accept = str(state.work / "store"), state.n_docs, state.config.accept
+        items = [
+            (partition_ranges(labels, q), store, columns, n, accept, str(cc / f"stars-{q:04d}.bin"))
+            for q in range(partitions)
+        ]
+        with closing(self.executor.map(stars_task, items)) as results:
+            out = [item[5] for item, _ in zip(items, results)]
+        _unlink(labels)
+        return out
 
     def exact_edges(self, state: DedupState, verifier: ExactVerifier, uf: UnionFind) -> None:
         """Three rounds of tasks: candidate pairs per band partition (their documents marked on
@@ -219,3 +292,18 @@ class RayEngine:
         finally:
             progress.close()
         verifier.stats["pair_partitions"] = partitions
+
+
+def _unlink(files: list[tuple[str, Any]]) -> None:
+    for path, _ in files:
+        Path(path).unlink(missing_ok=True)
+
+
+def _removal_chunks(path: str, chunk: int = REMOVAL_CHUNK) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """``(removed, centres)`` of a :func:`~curate.stages.dedup.ray_tasks.stars_task` file, at
+    most ``chunk`` records at a time (so the driver holds a bounded slice), then deletes it."""
+    total = Path(path).stat().st_size // EDGE.itemsize
+    for lo in range(0, total, chunk):
+        records = read_ranges([(path, lo, min(total, lo + chunk))], EDGE)
+        yield records["src"].copy(), records["dst"].copy()
+    Path(path).unlink(missing_ok=True)

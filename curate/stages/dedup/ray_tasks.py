@@ -10,6 +10,7 @@ partition of an index or of the candidate pairs is the union of its slice of eve
 
 from __future__ import annotations
 
+import itertools
 import math
 import os
 from collections.abc import Iterator
@@ -20,9 +21,18 @@ import numpy as np
 
 from curate.stages.dedup.exact import new_pair_stats, verify_partition
 from curate.stages.dedup.exact_store import ShingleReader
-from curate.stages.dedup.index import RECORD, UnionFind, candidate_pairs, group_records, keep_groups, verify_pairs
+from curate.stages.dedup.index import (
+    RECORD,
+    DocStore,
+    UnionFind,
+    candidate_pairs,
+    group_records,
+    keep_groups,
+    verify_pairs,
+)
 from curate.stages.dedup.minhash import fmix64
 from curate.stages.dedup.signatures import signature_unit, unit_key_records
+from curate.stages.dedup.stars import Ranker, estimated_similarities, star_split
 
 # --------------------------------------------------------------------------- partitioned key files
 
@@ -154,19 +164,113 @@ def exact_pairs_task(args: tuple[list[tuple[str, int, int]], str, int, str, int]
     return {"bounds": bounds, "docs": np.unique(np.concatenate((pairs // n_docs, pairs % n_docs)))}
 
 
-def verify_task(args: tuple[list[tuple[str, int, int]], str, int, int, float]) -> dict[str, Any]:
-    """Verified edges among the candidate pairs of one pair partition, as a spanning forest."""
-    ranges, sig_path, n_docs, num_perm, accept = args
+def verify_task(args: tuple[list[tuple[str, int, int]], str, int, int, float, str, int]) -> dict[str, Any]:
+    """Verified edges among the candidate pairs of one pair partition, written to ``out_path``
+    in both directions and partitioned by their source (the input of
+    :func:`large_star_task`); returns the counters and the partition offsets."""
+    ranges, sig_path, n_docs, num_perm, accept, out_path, partitions = args
     pairs = np.unique(read_ranges(ranges, np.int64))
-    uf = UnionFind()
     verified = 0
+    left, right = [np.zeros(0, np.int64)], [np.zeros(0, np.int64)]
     if len(pairs):
         sig = np.memmap(sig_path, dtype="<u4", mode="r", shape=(n_docs, num_perm))
         for a, b in verify_pairs(pairs, n_docs, sig, accept):
             verified += len(a)
-            uf.union_many(a, b)
-    members, roots = uf.forest()
-    return {"candidates": len(pairs), "verified": verified, "members": members, "roots": roots}
+            left.append(a)
+            right.append(b)
+    a, b = np.concatenate(left), np.concatenate(right)
+    bounds = write_edges(out_path, np.concatenate((a, b)), np.concatenate((b, a)), partitions)
+    return {"candidates": len(pairs), "verified": verified, "bounds": bounds}
+
+
+# --------------------------------------------------------------------------- connected components
+
+EDGE = np.dtype([("src", "<i8"), ("dst", "<i8")])  # an edge, or a (label, document) record
+
+
+def write_edges(path: str, src: np.ndarray, dst: np.ndarray, partitions: int) -> list[int]:
+    """``(src, dst)`` records written to ``path`` partitioned by a hash of ``src``."""
+    rec = np.empty(len(src), dtype=EDGE)
+    rec["src"], rec["dst"] = src, dst
+    return write_partitioned(path, rec, fmix64(rec["src"].view(np.uint64)), partitions)
+
+
+def _grouped_edges(ranges: list[tuple[str, int, int]]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The distinct edges of one partition sorted by ``(src, dst)``: ``src``, ``dst``, the start
+    of each source's run and, per edge, the smallest of its source and the source's
+    destinations (``min(u, min N(u))``)."""
+    edges = np.unique(read_ranges(ranges, EDGE))
+    src, dst = edges["src"], edges["dst"]
+    starts = np.flatnonzero(np.concatenate(([True], src[1:] != src[:-1]))) if len(src) else np.zeros(0, np.int64)
+    low = np.minimum(src[starts], dst[starts])  # destinations are sorted within a source
+    sizes = np.diff(np.concatenate((starts, [len(src)])))
+    return src, dst, starts, np.repeat(low, sizes)
+
+
+def edge_digest(src: np.ndarray, dst: np.ndarray) -> tuple[int, int]:
+    """An order-independent digest of a set of distinct edges, ``(xor, sum modulo 2**64)`` of
+    a 64-bit hash of each, combined over partitions the same way: two rounds with the same
+    count and digest have the same edges."""
+    if len(src) == 0:
+        return 0, 0
+    mixed = fmix64(fmix64(src.view(np.uint64)) ^ dst.view(np.uint64))
+    return int(np.bitwise_xor.reduce(mixed)), int(mixed.sum(dtype=np.uint64))
+
+
+def large_star_task(args: tuple[list[tuple[str, int, int]], str, int]) -> dict[str, Any]:
+    """Large-star over one partition of an undirected edge set stored in both directions: every
+    node ``u`` links each neighbour ``v > u`` to ``m(u) = min(u, min N(u))``. Writes the new
+    edges ``(v, m(u))``, stored once at their larger end, partitioned for
+    :func:`small_star_task`; returns the offsets, and the count and digest of the distinct
+    input edges (the driver stops when a round's input equals the previous round's)."""
+    ranges, out_path, partitions = args
+    src, dst, _, low = _grouped_edges(ranges)
+    up = dst > src
+    bounds = write_edges(out_path, dst[up], low[up], partitions)
+    return {"bounds": bounds, "edges": len(src), "digest": edge_digest(src, dst)}
+
+
+def small_star_task(args: tuple[list[tuple[str, int, int]], str, int]) -> dict[str, Any]:
+    """Small-star over one partition of edges stored at their larger end: every node ``u`` and
+    its smaller neighbours are linked to ``m = min(u, min N(u))``. Writes the new edges in both
+    directions, partitioned for the next :func:`large_star_task`."""
+    ranges, out_path, partitions = args
+    src, dst, starts, low = _grouped_edges(ranges)
+    other = dst != low
+    a = np.concatenate((dst[other], src[starts]))  # (v, m) for v != m, and (u, m): u > v >= m
+    b = np.concatenate((low[other], low[starts]))
+    return {"bounds": write_edges(out_path, np.concatenate((a, b)), np.concatenate((b, a)), partitions)}
+
+
+def labels_task(args: tuple[list[tuple[str, int, int]], str, int]) -> list[int]:
+    """Component labels from one partition of the converged edges (stars around each
+    component's smallest node, in both directions): ``(label, document)`` of every node,
+    partitioned by label for :func:`stars_task`."""
+    ranges, out_path, partitions = args
+    src, _, starts, low = _grouped_edges(ranges)
+    return write_edges(out_path, low[starts], src[starts], partitions)
+
+
+def stars_task(args: tuple[list[tuple[str, int, int]], str, dict[str, tuple[str, int]], int, float, str]) -> int:
+    """The star split (:func:`curate.stages.dedup.stars.star_split`, on estimated Jaccard) of
+    every component of one label partition: ``(removed, centre)`` records written to
+    ``out_path``; returns their number."""
+    ranges, store_dir, columns, n_docs, accept, out_path = args
+    records = np.sort(read_ranges(ranges, EDGE), order=["src", "dst"])
+    label, docs = records["src"], records["dst"]
+    removed, centers = [np.zeros(0, np.int64)], [np.zeros(0, np.int64)]
+    if len(docs):
+        store = DocStore.open(store_dir, columns, n_docs)
+        ranker, sims = Ranker(store), estimated_similarities(store["sig"])
+        starts = np.flatnonzero(np.concatenate(([True], label[1:] != label[:-1])))
+        for lo, hi in itertools.pairwise([*starts.tolist(), len(docs)]):
+            for members, center, _ in star_split(docs[lo:hi], ranker, sims, accept):
+                removed.append(members)
+                centers.append(np.full(len(members), center, dtype=np.int64))
+    out = np.empty(sum(len(r) for r in removed), dtype=EDGE)
+    out["src"], out["dst"] = np.concatenate(removed), np.concatenate(centers)
+    write_partitioned(out_path, out, out["src"].view(np.uint64), 1)
+    return len(out)
 
 
 def exact_verify_task(args: tuple[list[tuple[str, int, int]], str, str, int, int, float, int]) -> dict[str, Any]:
