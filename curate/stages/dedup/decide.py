@@ -21,20 +21,23 @@ import numpy as np
 
 from curate.stages.dedup.engine import Engine
 from curate.stages.dedup.exact import ExactVerifier
-from curate.stages.dedup.index import VERIFY_CHUNK, UnionFind
+from curate.stages.dedup.index import UnionFind
 from curate.stages.dedup.signatures import NO_DATE
 from curate.stages.dedup.stars import Ranker, star_split
 from curate.stages.dedup.state import EXACT, KEPT, KIND_NAMES, NEAR, URL, DedupState
 
 TOP_CLUSTERS = 10
+RESOLVE_CHUNK = 1 << 16  # documents the driver resolves (and scans for the clusters) at once
+SIMILARITY = "similarity.bin"  # the work file of exact dup_similarity per document (float32)
 
 
 @dataclass
 class Removals:
-    """What the decisions removed, for the write pass and the manifest."""
+    """What the decisions removed, for the write pass and the manifest: besides these, every
+    removed document has its kind in ``state.kind``, the kept document that represents it in
+    ``state.dup_of`` and, with ``verify = "exact"``, its ``dup_similarity`` in the work file
+    :data:`SIMILARITY` (the estimated one is the write pass's: agreeing signature values)."""
 
-    docs: np.ndarray  # the removed documents, ascending
-    similarity: np.ndarray  # dup_similarity of each (with the document that represents it)
     top_reps: np.ndarray  # representatives of the largest clusters, largest first
     clusters: list[dict[str, Any]]  # their manifest entries (representative_url: the write pass's)
 
@@ -127,47 +130,73 @@ class Decisions:
                 verifier.record_near(members, sims)
 
     def resolve(self) -> Removals:
-        """Point every removed document at a kept one, fill similarities, list the clusters."""
+        """Point every removed document at a kept one, fill similarities, list the clusters;
+        :data:`RESOLVE_CHUNK` documents at a time (memory maps in the work directory hold the
+        per-document results: the driver's memory does not grow with the corpus)."""
         state = self.state
-        removed = np.flatnonzero(state.kind != KEPT)
-        if len(removed) == 0:
-            return Removals(removed, np.zeros(0, np.float32), np.zeros(0, np.int64), [])
-        target = np.asarray(state.dup_of[removed])
-        direct = target.copy()
-        for _ in range(8):  # chains are at most url -> exact -> near
-            chained = state.kind[target] != KEPT
-            if not chained.any():
-                break
-            target[chained] = state.dup_of[target[chained]]
-        state.dup_of[removed] = target
-        if self.verifier is not None:
-            similarity = self.verifier.final_similarity(removed, direct, target)
-        else:
-            sig = state.store["sig"]
-            similarity = np.empty(len(removed), dtype=np.float32)
-            for i in range(0, len(removed), VERIFY_CHUNK):
-                a, b = removed[i : i + VERIFY_CHUNK], target[i : i + VERIFY_CHUNK]
-                similarity[i : i + VERIFY_CHUNK] = (sig[a] == sig[b]).mean(axis=1)
-        top_reps, clusters = self._clusters(removed)
-        return Removals(removed, similarity, top_reps, clusters)
+        n = state.n_docs
+        # Exact similarities come from the verifier; estimated ones the write pass computes.
+        similarity = _work_map(state, SIMILARITY, "<f4") if self.verifier is not None else None
+        sizes = _work_map(state, "cluster_sizes.bin", "<i4")  # removed documents each one represents
+        for lo in range(0, n, RESOLVE_CHUNK):
+            removed = lo + np.flatnonzero(np.asarray(state.kind[lo : lo + RESOLVE_CHUNK]) != KEPT)
+            if len(removed) == 0:
+                continue
+            target = np.asarray(state.dup_of[removed])
+            direct = target.copy()
+            for _ in range(8):  # chains are at most url -> exact -> near
+                chained = state.kind[target] != KEPT
+                if not chained.any():
+                    break
+                target[chained] = state.dup_of[target[chained]]
+            state.dup_of[removed] = target
+            if self.verifier is not None and similarity is not None:
+                similarity[removed] = self.verifier.final_similarity(removed, direct, target)
+            np.add.at(sizes, target, 1)
+        for column in (similarity, state.kind, state.dup_of):
+            if isinstance(column, np.memmap):
+                column.flush()  # the write tasks read them, on other nodes too
+        top_reps, clusters = self._clusters(sizes)
+        del sizes
+        (state.work / "cluster_sizes.bin").unlink(missing_ok=True)
+        return Removals(top_reps, clusters)
 
-    def _clusters(self, removed: np.ndarray) -> tuple[np.ndarray, list[dict[str, Any]]]:
-        """The representatives of the largest clusters and their manifest entries."""
+    def _clusters(self, sizes: np.ndarray) -> tuple[np.ndarray, list[dict[str, Any]]]:
+        """The representatives of the largest clusters (``sizes``: removed documents each
+        document represents) and their manifest entries, in two chunked scans."""
         state = self.state
-        targets = np.asarray(state.dup_of[removed])
-        reps, counts = np.unique(targets, return_counts=True)
-        order = np.lexsort((reps, -counts))[:TOP_CLUSTERS]
+        n = state.n_docs
+        reps, counts = np.zeros(0, np.int64), np.zeros(0, np.int64)
+        for lo in range(0, n, RESOLVE_CHUNK):
+            chunk = np.asarray(sizes[lo : lo + RESOLVE_CHUNK], dtype=np.int64)
+            hit = np.flatnonzero(chunk)
+            reps, counts = np.concatenate((reps, lo + hit)), np.concatenate((counts, chunk[hit]))
+            order = np.lexsort((reps, -counts))[:TOP_CLUSTERS]
+            reps, counts = reps[order], counts[order]
+        kinds: list[Counter] = [Counter() for _ in reps]
+        members: list[list[int]] = [[] for _ in reps]
+        for lo in range(0, n if len(reps) else 0, RESOLVE_CHUNK):
+            removed = lo + np.flatnonzero(np.asarray(state.kind[lo : lo + RESOLVE_CHUNK]) != KEPT)
+            targets = np.asarray(state.dup_of[removed])
+            for k, rep in enumerate(reps.tolist()):
+                mine = removed[targets == rep]
+                kinds[k].update(KIND_NAMES[int(c)] for c in np.asarray(state.kind[mine]))
+                members[k].extend(mine[: 5 - len(members[k])].tolist())
         out = []
-        for rep, count in zip(reps[order].tolist(), counts[order].tolist()):
-            members = removed[targets == rep]
-            kinds = Counter(KIND_NAMES[int(k)] for k in state.kind[members])
+        for k, (rep, count) in enumerate(zip(reps.tolist(), counts.tolist())):
             out.append(
                 {
                     "size": count + 1,
                     "representative": state.store.doc_id(rep),
                     "representative_url": None,  # filled by the write pass
-                    "removed_by_kind": dict(sorted(kinds.items())),
-                    "members": state.store.doc_ids(members[:5]),
+                    "removed_by_kind": dict(sorted(kinds[k].items())),
+                    "members": state.store.doc_ids(np.array(members[k], dtype=np.int64)),
                 }
             )
-        return reps[order], out
+        return reps, out
+
+
+def _work_map(state: DedupState, name: str, dtype: str) -> np.ndarray:
+    """A zeroed per-document column in a new work file."""
+    n = state.n_docs
+    return np.memmap(state.work / name, dtype=dtype, mode="w+", shape=(max(n, 1),))[:n]

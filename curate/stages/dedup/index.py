@@ -212,7 +212,8 @@ class DocStore:
         self.columns = columns
         self._files = {name: open(self.directory / f"{name}.bin", "wb") for name in columns}
         self._ids = open(self.directory / "ids.bin", "wb")
-        self._id_offsets = [np.zeros(1, dtype=np.int64)]
+        self._id_offsets = open(self.directory / "id_offsets.bin", "wb")  # written as it goes
+        self._id_offsets.write(np.zeros(1, dtype=np.int64).tobytes())
         self._id_bytes = 0
         self.n_docs = 0
         self._maps: dict[str, np.ndarray] = {}
@@ -227,7 +228,7 @@ class DocStore:
         encoded = [(i or "").encode("utf-8", "surrogatepass") for i in ids]
         lengths = np.fromiter((len(e) for e in encoded), dtype=np.int64, count=n)
         self._ids.write(b"".join(encoded))
-        self._id_offsets.append(self._id_bytes + np.cumsum(lengths))
+        self._id_offsets.write((self._id_bytes + np.cumsum(lengths)).astype(np.int64).tobytes())
         self._id_bytes += int(lengths.sum())
         self.n_docs += n
 
@@ -235,9 +236,7 @@ class DocStore:
         for fh in self._files.values():
             fh.close()
         self._ids.close()
-        offsets = np.concatenate(self._id_offsets)
-        offsets.tofile(self.directory / "id_offsets.bin")
-        self._id_offsets = []
+        self._id_offsets.close()
         self._map()
 
     @classmethod

@@ -151,16 +151,17 @@ class RayEngine:
         np.asarray(state.alive, dtype=np.uint8).tofile(alive_path)  # what url/exact left
         pair_dir = state.work / "pairs"
         pair_dir.mkdir(parents=True, exist_ok=True)
-        band_items = [
-            (index.ranges(p), alive_path, n, str(pair_dir / f"pairs-b{p:04d}.bin"), partitions)
-            for p in range(partitions)
-            if index.ranges(p)
-        ]
-        progress.total = len(band_items) + then
+        records = np.zeros(partitions, dtype=np.int64)
+        for _, bounds in index.units:
+            records += np.diff(bounds)
+        used = np.flatnonzero(records).tolist()  # the partitions with records
+        out = str(pair_dir / "pairs-b{:04d}.bin")
+        band_items = ((index.ranges(p), alive_path, n, out.format(p), partitions) for p in used)
+        progress.total = len(used) + then
         try:
             with closing(self.executor.map(task, band_items)) as results:
-                for item, result in zip(band_items, results):
-                    yield item[3], result
+                for p, result in zip(used, results):
+                    yield out.format(p), result
                     progress.advance()
         finally:
             Path(alive_path).unlink(missing_ok=True)
@@ -180,17 +181,25 @@ class RayEngine:
         try:
             pair_files = list(self._pair_round(state, pairs_task, progress, then=partitions))
             sig_path = str(state.work / "store" / "sig.bin")
-            verify_items = [
-                (partition_ranges(pair_files, q), sig_path, n, cfg.num_perm, cfg.accept, str(cc / f"v-{q:04d}.bin"))
+            edge_path = str(cc / "v-{:04d}.bin")
+            verify_items = (
+                (
+                    partition_ranges(pair_files, q),
+                    sig_path,
+                    n,
+                    cfg.num_perm,
+                    cfg.accept,
+                    edge_path.format(q),
+                    partitions,
+                )
                 for q in range(partitions)
-            ]
+            )
             edges = []
-            items = [(*item, partitions) for item in verify_items]
-            with closing(self.executor.map(verify_task, items)) as results:
-                for item, result in zip(items, results):
+            with closing(self.executor.map(verify_task, verify_items)) as results:
+                for q, result in enumerate(results):
                     state.counters["candidate_pairs"] += result["candidates"]
                     state.counters["verified_pairs"] += result["verified"]
-                    edges.append((item[5], result["bounds"]))
+                    edges.append((edge_path.format(q), result["bounds"]))
                     progress.advance()
         finally:
             progress.close()
@@ -200,17 +209,17 @@ class RayEngine:
             yield from _removal_chunks(path)
 
     def _round(
-        self, task: Callable[[Any], Any], files: list[tuple[str, list[int]]], out: str, partitions: int
+        self, task: Callable[[Any], Any], files: list[tuple[str, np.ndarray]], out: str, partitions: int
     ) -> list[tuple[str, Any]]:
         """``task`` over every partition of ``files``, each writing ``out`` with its partition
         number filled in: ``(path, result)`` of each."""
-        items = [(partition_ranges(files, q), out.format(q), partitions) for q in range(partitions)]
+        items = ((partition_ranges(files, q), out.format(q), partitions) for q in range(partitions))
         with closing(self.executor.map(task, items)) as results:
-            return [(item[1], result) for item, result in zip(items, results)]
+            return [(out.format(q), result) for q, result in enumerate(results)]
 
     def _components(
-        self, state: DedupState, edges: list[tuple[str, list[int]]], partitions: int
-    ) -> list[tuple[str, list[int]]]:
+        self, state: DedupState, edges: list[tuple[str, np.ndarray]], partitions: int
+    ) -> list[tuple[str, np.ndarray]]:
         """Large-star and small-star rounds over the verified ``edges`` (both directions,
         partitioned by source) until a round's input equals the previous one's: then every
         component is a star around its smallest document. Returns those edges' files."""
@@ -234,21 +243,22 @@ class RayEngine:
             edges = [(path, res["bounds"]) for path, res in small]
         raise CurateError(f"dedup: connected components did not converge in {MAX_CC_ROUNDS} rounds")
 
-    def _stars(self, state: DedupState, edges: list[tuple[str, list[int]]], partitions: int) -> list[str]:
+    def _stars(self, state: DedupState, edges: list[tuple[str, np.ndarray]], partitions: int) -> list[str]:
         """Component labels, then the star split of each label partition: the removal files."""
         cc = state.work / "components"
         labels = self._round(labels_task, edges, str(cc / "labels-{:04d}.bin"), partitions)
         _unlink(edges)
         columns = store_columns(state.config.num_perm)
         store, n, accept = str(state.work / "store"), state.n_docs, state.config.accept
-        items = [
-            (partition_ranges(labels, q), store, columns, n, accept, str(cc / f"stars-{q:04d}.bin"))
-            for q in range(partitions)
-        ]
+        label_files = [(path, bounds) for path, bounds in labels]
+        out = str(cc / "stars-{:04d}.bin")
+        items = (
+            (partition_ranges(label_files, q), store, columns, n, accept, out.format(q)) for q in range(partitions)
+        )
         with closing(self.executor.map(stars_task, items)) as results:
-            out = [item[5] for item, _ in zip(items, results)]
+            paths = [out.format(q) for q, _ in enumerate(results)]
         _unlink(labels)
-        return out
+        return paths
 
     def exact_edges(self, state: DedupState, verifier: ExactVerifier, uf: UnionFind) -> None:
         """Three rounds of tasks: candidate pairs per band partition (their documents marked on
@@ -270,7 +280,7 @@ class RayEngine:
         sig_path = str(state.work / "store" / "sig.bin")
         shingle_dir = str(verifier.work)
         cfg = state.config
-        verify_items = [
+        verify_items = (
             (
                 partition_ranges(pair_files, q),
                 shingle_dir,
@@ -281,7 +291,7 @@ class RayEngine:
                 verifier.budget // 2,
             )
             for q in range(partitions)
-        ]
+        )
         progress = state.progress_bar("exact verification (pairs)", partitions, "partitions")
         try:
             with closing(self.executor.map(exact_verify_task, verify_items)) as results:
@@ -299,9 +309,11 @@ def _unlink(files: list[tuple[str, Any]]) -> None:
         Path(path).unlink(missing_ok=True)
 
 
-def _removal_chunks(path: str, chunk: int = REMOVAL_CHUNK) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+def _removal_chunks(path: str) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """``(removed, centres)`` of a :func:`~curate.stages.dedup.ray_tasks.stars_task` file, at
-    most ``chunk`` records at a time (so the driver holds a bounded slice), then deletes it."""
+    most :data:`REMOVAL_CHUNK` records at a time (so the driver holds a bounded slice), then
+    deletes it."""
+    chunk = REMOVAL_CHUNK
     total = Path(path).stat().st_size // EDGE.itemsize
     for lo in range(0, total, chunk):
         records = read_ranges([(path, lo, min(total, lo + chunk))], EDGE)

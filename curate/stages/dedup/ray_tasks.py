@@ -41,23 +41,24 @@ def _partition_bits(partitions: int) -> int:
     return int(math.log2(partitions))
 
 
-def write_partitioned(path: str, records: np.ndarray, hashes: np.ndarray, partitions: int) -> list[int]:
+def write_partitioned(path: str, records: np.ndarray, hashes: np.ndarray, partitions: int) -> np.ndarray:
     """Write ``records`` to ``path`` grouped by partition (the top bits of their uniform 64-bit
     ``hashes``; order kept inside each) and return the ``partitions + 1`` record offsets."""
     if partitions > 1:
         part = (hashes >> np.uint64(64 - _partition_bits(partitions))).astype(np.int64)
         order = np.argsort(part, kind="stable")
         records, part = records[order], part[order]
-        bounds = np.searchsorted(part, np.arange(partitions + 1)).tolist()
+        bounds = np.searchsorted(part, np.arange(partitions + 1))
     else:
-        bounds = [0, len(records)]
+        bounds = np.array([0, len(records)])
     tmp = f"{path}.tmp"
     records.tofile(tmp)
     os.replace(tmp, path)  # a retried task rewrites the same file whole
-    return [int(b) for b in bounds]
+    # An array (8 bytes a partition), as the driver keeps one per file: (files x partitions).
+    return np.asarray(bounds, dtype=np.int64)
 
 
-def write_key_records(path: str, keys: np.ndarray, docs: np.ndarray, partitions: int) -> list[int]:
+def write_key_records(path: str, keys: np.ndarray, docs: np.ndarray, partitions: int) -> np.ndarray:
     """``(key, doc)`` records partitioned by key (band keys and text/URL hashes are uniform)."""
     rec = np.empty(len(keys), dtype=RECORD)
     rec["key"] = keys
@@ -72,9 +73,9 @@ def read_ranges(ranges: list[tuple[str, int, int]], dtype: np.dtype = RECORD) ->
     return np.concatenate(parts) if parts else np.empty(0, dtype=dtype)
 
 
-def partition_ranges(files: list[tuple[str, list[int]]], partition: int) -> list[tuple[str, int, int]]:
+def partition_ranges(files: list[tuple[str, np.ndarray]], partition: int) -> list[tuple[str, int, int]]:
     """``(path, lo, hi)`` of one partition in each ``(path, bounds)`` file that has records of it."""
-    return [(path, b[partition], b[partition + 1]) for path, b in files if b[partition + 1] > b[partition]]
+    return [(path, int(b[partition]), int(b[partition + 1])) for path, b in files if b[partition + 1] > b[partition]]
 
 
 class PartitionedKeys:
@@ -86,17 +87,17 @@ class PartitionedKeys:
         self.directory = directory
         self.name = name
         self.partitions = partitions
-        self.units: list[tuple[str, list[int]]] = []  # in unit (= document) order
+        self.units: list[tuple[str, np.ndarray]] = []  # in unit (= document) order
         self.records = 0
         self.spilled_bytes = 0
 
     def unit_path(self, unit: int) -> str:
         return str(self.directory / f"{self.name}-u{unit:06d}.bin")
 
-    def add_unit(self, path: str, bounds: list[int]) -> None:
-        self.units.append((path, bounds))
-        self.records += bounds[-1]
-        self.spilled_bytes += bounds[-1] * RECORD.itemsize
+    def add_unit(self, path: str, bounds: np.ndarray) -> None:
+        self.units.append((path, np.asarray(bounds, dtype=np.int64)))
+        self.records += int(bounds[-1])
+        self.spilled_bytes += int(bounds[-1]) * RECORD.itemsize
 
     def ranges(self, partition: int) -> list[tuple[str, int, int]]:
         return partition_ranges(self.units, partition)
@@ -146,7 +147,7 @@ def _band_partition_pairs(ranges: list[tuple[str, int, int]], alive_path: str, n
     return pairs
 
 
-def pairs_task(args: tuple[list[tuple[str, int, int]], str, int, str, int]) -> list[int]:
+def pairs_task(args: tuple[list[tuple[str, int, int]], str, int, str, int]) -> np.ndarray:
     """Candidate pairs of one band partition among documents still kept, written to
     ``out_path`` partitioned by a hash of the pair (so that each pair, whichever bands it
     shares, is verified by one task only); returns the partition offsets."""
@@ -188,7 +189,7 @@ def verify_task(args: tuple[list[tuple[str, int, int]], str, int, int, float, st
 EDGE = np.dtype([("src", "<i8"), ("dst", "<i8")])  # an edge, or a (label, document) record
 
 
-def write_edges(path: str, src: np.ndarray, dst: np.ndarray, partitions: int) -> list[int]:
+def write_edges(path: str, src: np.ndarray, dst: np.ndarray, partitions: int) -> np.ndarray:
     """``(src, dst)`` records written to ``path`` partitioned by a hash of ``src``."""
     rec = np.empty(len(src), dtype=EDGE)
     rec["src"], rec["dst"] = src, dst
@@ -242,7 +243,7 @@ def small_star_task(args: tuple[list[tuple[str, int, int]], str, int]) -> dict[s
     return {"bounds": write_edges(out_path, np.concatenate((a, b)), np.concatenate((b, a)), partitions)}
 
 
-def labels_task(args: tuple[list[tuple[str, int, int]], str, int]) -> list[int]:
+def labels_task(args: tuple[list[tuple[str, int, int]], str, int]) -> np.ndarray:
     """Component labels from one partition of the converged edges (stars around each
     component's smallest node, in both directions): ``(label, document)`` of every node,
     partitioned by label for :func:`stars_task`."""

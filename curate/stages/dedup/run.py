@@ -190,7 +190,7 @@ def _execute(
         decisions = Decisions(state, engine)
         removals = decisions.run()
         t_decide = time.monotonic() - started - t_signatures
-        stats, shards = write_outputs(state, removals, staging)
+        stats, shards = write_outputs(state, removals, staging, engine.map)
         verifier = decisions.verifier
         spilled_bytes = sum(idx.spilled_bytes for idx in state.indexes.values())
         work_bytes = state.store.bytes_on_disk() + spilled_bytes
