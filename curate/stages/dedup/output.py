@@ -1,6 +1,9 @@
-"""Pass 2 of ``curate dedup``: the inputs streamed again, kept rows written to the staging
-directory and removed rows (with ``dup_of``, ``dup_kind``, ``dup_similarity``) to its
-``removed/``, in input order. The run then moves the staged shards into place and writes
+"""Pass 2 of ``curate dedup``: one task per input (:func:`write_input`: the engine's worker
+processes or Ray tasks) streams the input again and writes its kept rows to the staging
+directory and its removed rows (with ``dup_of``, ``dup_kind``, ``dup_similarity``) to its
+``removed/``, in input order, as ``part-{input:05d}-NNN.parquet``: the same shards whatever the
+engine. The decisions come from memory-mapped files in the work directory, so the driver holds
+one task's counts at a time. The run then moves the staged shards into place and writes
 ``manifest.json`` last (:meth:`curate.runtime.output.OutputDir.commit`)."""
 
 from __future__ import annotations

@@ -18,15 +18,31 @@ directory itself. What runs where, for N documents, B LSH bands and P partitions
   the URL and exact decisions, partitioned by a hash of the pair. Then one task per pair
   partition: it de-duplicates its pairs (a pair sharing several bands is verified once, and
   counted once, as on the local engine), verifies them on signatures memory-mapped from the
-  shared store, and returns a spanning forest of the verified edges (at most one edge per
-  document it touches). No process ever holds more than one partition of the band index,
-  which is B times larger than the corpus's document count.
+  shared store, and writes the verified edges in both directions, partitioned by a hash of
+  their source. No process ever holds more than one partition of the band index, which is B
+  times larger than the corpus's document count.
+* **Connected components, on the cluster**: the alternating large-star / small-star algorithm
+  (Kiveris et al., "Connected components in MapReduce and beyond", 2014) over the edge files,
+  one task per partition and step (:func:`~curate.stages.dedup.ray_tasks.large_star_task`,
+  :func:`~curate.stages.dedup.ray_tasks.small_star_task`), each writing the next edge set
+  partitioned for the next step. A large-star task also returns the count and an
+  order-independent digest of its (distinct) input edges; when a round's input equals the
+  previous round's, the set is a fixed point: every component is a star around its smallest
+  document (O(log^2 n) rounds at worst, a handful in practice). Then
+  :func:`~curate.stages.dedup.ray_tasks.labels_task` turns the stars into ``(label, document)``
+  records partitioned by label, and :func:`~curate.stages.dedup.ray_tasks.stars_task` splits
+  each component of a label partition into stars (:func:`curate.stages.dedup.stars.star_split`,
+  the local engine's rule and code) and writes the ``(removed, centre)`` records.
+* **Write, on the cluster**: one task per input file
+  (:func:`curate.stages.dedup.output.write_input`), as on the local engine.
 * **On the driver**: the document store (memory maps: what is touched stays in page cache,
   not process memory), the URL and exact decisions streamed partition by partition (each
-  partition sized to ``memory_bytes``), the union-find over the partitions' forests (memory
-  proportional to the documents that have a near duplicate, usually a small fraction), the
-  split of clusters into stars, and the single sequential write pass, which keeps the output
-  shards byte-identical to the local engine's.
+  partition sized to ``memory_bytes``), the removals read back from the star files
+  :data:`REMOVAL_CHUNK` records at a time into the memory-mapped per-document columns, and the
+  chains resolved and the largest clusters counted in chunks over those columns
+  (:meth:`curate.stages.dedup.decide.Decisions.resolve`). Its memory grows only with the
+  number of files and partitions (the offsets of each partition in each file), not with the
+  number of edges or documents (but for one byte a document, the ``alive`` flags).
 
 With ``verify = "exact"`` (:mod:`curate.stages.dedup.exact`) the near-duplicate edges take three
 rounds instead (:meth:`RayEngine.exact_edges`):
@@ -45,14 +61,14 @@ rounds instead (:meth:`RayEngine.exact_edges`):
   accepted pairs and its counters. A pair partition holds at most the pairs of a band
   partition's share (two per band record, 8 bytes each against a record's 16), so it fits
   where a band partition does.
-* **On the driver**, as locally: the union-find, the star split measured on exact Jaccard
-  (sets read through a cache bounded by half the budget) and the final similarities.
+* **On the driver**, as locally: the union-find of the accepted pairs, the star split
+  measured on exact Jaccard (sets read through a cache bounded by half the budget) and the
+  final similarities.
 
-Groups, candidate pairs and verified edges do not depend on the number of partitions or
-workers, and the union of the partitions' forests has the components of all verified edges,
-so the kept and removed documents (and the output shards) are exactly the local engine's. In
-exact mode only the manifest's ``pairs.exact.pair_partitions`` and ``batches`` differ: they
-count this engine's partitions.
+Groups, candidate pairs, verified edges and components do not depend on the number of
+partitions or workers, so the kept and removed documents (and the output shards) are exactly
+the local engine's. In exact mode only the manifest's ``pairs.exact.pair_partitions`` and
+``batches`` differ: they count this engine's partitions.
 """
 
 from __future__ import annotations
