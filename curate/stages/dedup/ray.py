@@ -220,6 +220,9 @@ class RayEngine:
         finally:
             progress.close()
         _unlink(pair_files)
+        if not any(bounds[-1] for _, bounds in edges):  # nothing verified: no components
+            _unlink(edges)
+            return
         stars = self._stars(state, self._components(state, edges, partitions), partitions)
         for path in stars:
             yield from _removal_chunks(path)
