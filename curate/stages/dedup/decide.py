@@ -21,9 +21,8 @@ import numpy as np
 
 from curate.stages.dedup.engine import Engine
 from curate.stages.dedup.exact import ExactVerifier
-from curate.stages.dedup.index import UnionFind
 from curate.stages.dedup.signatures import NO_DATE
-from curate.stages.dedup.stars import Ranker, star_split
+from curate.stages.dedup.stars import Ranker
 from curate.stages.dedup.state import EXACT, KEPT, KIND_NAMES, NEAR, URL, DedupState
 
 TOP_CLUSTERS = 10
@@ -119,15 +118,11 @@ class Decisions:
             for docs, centers in self.engine.near_stars(self.state):
                 self._remove(docs, NEAR, centers)
             return
-        uf = UnionFind()
-        self.engine.exact_edges(self.state, verifier, uf)
+        for docs, centers, sims in self.engine.exact_stars(self.state, verifier):
+            self._remove(docs, NEAR, centers)
+            verifier.record_near(docs, sims)
         self.state.counters["candidate_pairs"] += verifier.stats["candidates"]
         self.state.counters["verified_pairs"] += verifier.stats["accepted"]
-        accept = self.state.config.accept
-        for component in uf.components():
-            for members, center, sims in star_split(component, self.ranker, verifier.similarities, accept):
-                self._remove(members, NEAR, center)
-                verifier.record_near(members, sims)
 
     def resolve(self) -> Removals:
         """Point every removed document at a kept one, fill similarities, list the clusters;

@@ -16,9 +16,9 @@ An engine is made for one run. The operations:
   pairs among the documents still kept (locally a union-find over the pairs and the star split
   in this process; on Ray connected components and star split as tasks, see
   :mod:`curate.stages.dedup.ray`);
-* ``exact_edges``: the same with ``verify = "exact"``: the candidate pairs handed to the
-  :class:`~curate.stages.dedup.exact.ExactVerifier`, its shingle pass, then the pairs whose exact
-  Jaccard passes the threshold joined in the union-find.
+* ``exact_stars``: the same with ``verify = "exact"``: the candidate pairs handed to the
+  :class:`~curate.stages.dedup.exact.ExactVerifier`, its shingle pass, then the clusters of the
+  pairs whose exact Jaccard passes the threshold, split into stars on exact Jaccard.
 """
 
 from __future__ import annotations
@@ -63,8 +63,11 @@ class Engine(Protocol):
         candidate pairs among documents still kept removes, each with its star's centre."""
         ...
 
-    def exact_edges(self, state: DedupState, verifier: ExactVerifier, uf: UnionFind) -> None:
-        """Join every candidate pair whose exact Jaccard passes the threshold in ``uf``."""
+    def exact_stars(
+        self, state: DedupState, verifier: ExactVerifier
+    ) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """``(removed, centres, similarities)``: :meth:`near_stars` with ``verify = "exact"``,
+        the pairs and the star split measured on exact Jaccard through ``verifier``."""
         ...
 
 
@@ -113,6 +116,16 @@ class LocalEngine:
             for a, b in verify_pairs(pairs, n, sig, state.config.accept):
                 state.counters["verified_pairs"] += len(a)
                 uf.union_many(a, b)
+
+    def exact_stars(
+        self, state: DedupState, verifier: ExactVerifier
+    ) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        uf = UnionFind()
+        self.exact_edges(state, verifier, uf)
+        ranker = Ranker(state.store)
+        for component in uf.components():
+            for members, center, sims in star_split(component, ranker, verifier.similarities, state.config.accept):
+                yield members, np.full(len(members), center, dtype=np.int64), sims
 
     def exact_edges(self, state: DedupState, verifier: ExactVerifier, uf: UnionFind) -> None:
         n = max(state.n_docs, 1)

@@ -45,7 +45,7 @@ directory itself. What runs where, for N documents, B LSH bands and P partitions
   number of edges or documents (but for one byte a document, the ``alive`` flags).
 
 With ``verify = "exact"`` (:mod:`curate.stages.dedup.exact`) the near-duplicate edges take three
-rounds instead (:meth:`RayEngine.exact_edges`):
+rounds instead (:meth:`RayEngine.exact_stars`):
 
 * **Candidate pairs, on the cluster**: the same task per band partition
   (:func:`~curate.stages.dedup.ray_tasks.exact_pairs_task`), which also returns the documents of its pairs; the driver marks
@@ -56,14 +56,15 @@ rounds instead (:meth:`RayEngine.exact_edges`):
   in unit order, to the shingle store in the work directory (a flat file plus per-document
   offsets), so the sets are on disk, never all in memory.
 * **Exact verification, on the cluster**: one task per pair partition
-  (:func:`~curate.stages.dedup.ray_tasks.exact_verify_task`): it de-duplicates its pairs, reads the sets it needs from the
-  shared store in batches of at most half the budget and returns a spanning forest of the
-  accepted pairs and its counters. A pair partition holds at most the pairs of a band
-  partition's share (two per band record, 8 bytes each against a record's 16), so it fits
-  where a band partition does.
-* **On the driver**, as locally: the union-find of the accepted pairs, the star split
-  measured on exact Jaccard (sets read through a cache bounded by half the budget) and the
-  final similarities.
+  (:func:`~curate.stages.dedup.ray_tasks.exact_verify_task`): it de-duplicates its pairs, reads
+  the sets it needs from the shared store in batches of at most half the budget and writes a
+  spanning forest of the accepted pairs as edge files; it returns its counters. A pair
+  partition holds at most the pairs of a band partition's share (two per band record, 8 bytes
+  each against a record's 16), so it fits where a band partition does.
+* **Components and stars, on the cluster**, as above, the star split measured on exact Jaccard
+  (the task reads the sets from the shared store through a cache of half the budget) and its
+  similarities returned with the removals, which the driver records for the final
+  similarities.
 
 Groups, candidate pairs, verified edges and components do not depend on the number of
 partitions or workers, so the kept and removed documents (and the output shards) are exactly
@@ -85,9 +86,9 @@ from curate.core.progress import Progress
 from curate.runtime.executor import Executor
 from curate.stages.dedup.config import DedupConfig
 from curate.stages.dedup.exact import ExactVerifier
-from curate.stages.dedup.index import KeyGroups, UnionFind, plan_partitions
+from curate.stages.dedup.index import KeyGroups, plan_partitions
 from curate.stages.dedup.ray_tasks import (
-    EDGE,
+    STAR,
     PartitionedKeys,
     exact_pairs_task,
     exact_verify_task,
@@ -220,10 +221,23 @@ class RayEngine:
         finally:
             progress.close()
         _unlink(pair_files)
+        for docs, centers, _ in self._star_removals(state, edges, partitions):
+            yield docs, centers
+
+    def _star_removals(
+        self,
+        state: DedupState,
+        edges: list[tuple[str, np.ndarray]],
+        partitions: int,
+        shingles: tuple[str, int] | None = None,
+    ) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """``(removed, centres, similarities)`` of the star split of the components of
+        ``edges`` (verified edges in both directions, partitioned by source), on exact Jaccard
+        with ``shingles`` (the shingle store's folder and a task's set budget)."""
         if not any(bounds[-1] for _, bounds in edges):  # nothing verified: no components
             _unlink(edges)
             return
-        stars = self._stars(state, self._components(state, edges, partitions), partitions)
+        stars = self._stars(state, self._components(state, edges, partitions), partitions, shingles)
         for path in stars:
             yield from _removal_chunks(path)
 
@@ -262,7 +276,13 @@ class RayEngine:
             edges = [(path, res["bounds"]) for path, res in small]
         raise CurateError(f"dedup: connected components did not converge in {MAX_CC_ROUNDS} rounds")
 
-    def _stars(self, state: DedupState, edges: list[tuple[str, np.ndarray]], partitions: int) -> list[str]:
+    def _stars(
+        self,
+        state: DedupState,
+        edges: list[tuple[str, np.ndarray]],
+        partitions: int,
+        shingles: tuple[str, int] | None,
+    ) -> list[str]:
         """Component labels, then the star split of each label partition: the removal files."""
         cc = state.work / "components"
         labels = self._round(labels_task, edges, str(cc / "labels-{:04d}.bin"), partitions)
@@ -272,18 +292,22 @@ class RayEngine:
         label_files = [(path, bounds) for path, bounds in labels]
         out = str(cc / "stars-{:04d}.bin")
         items = (
-            (partition_ranges(label_files, q), store, columns, n, accept, out.format(q)) for q in range(partitions)
+            (partition_ranges(label_files, q), store, columns, n, accept, out.format(q), *(shingles or (None, 0)))
+            for q in range(partitions)
         )
         with closing(self.executor.map(stars_task, items)) as results:
             paths = [out.format(q) for q, _ in enumerate(results)]
         _unlink(labels)
         return paths
 
-    def exact_edges(self, state: DedupState, verifier: ExactVerifier, uf: UnionFind) -> None:
+    def exact_stars(
+        self, state: DedupState, verifier: ExactVerifier
+    ) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
         """Three rounds of tasks: candidate pairs per band partition (their documents marked on
         the driver), the shingle pass over the row groups holding marked documents (sets
         appended on the driver to the store in the work directory), and exact verification per
-        pair partition."""
+        pair partition; then the components and the star split on exact Jaccard as tasks, as
+        in :meth:`near_stars`."""
         partitions = self.indexes["band"].partitions if self._has_band_records(state) else 0
         pair_files = []
         if partitions:
@@ -299,6 +323,9 @@ class RayEngine:
         sig_path = str(state.work / "store" / "sig.bin")
         shingle_dir = str(verifier.work)
         cfg = state.config
+        cc = state.work / "components"
+        cc.mkdir(parents=True, exist_ok=True)
+        edge_path = str(cc / "v-{:04d}.bin")
         verify_items = (
             (
                 partition_ranges(pair_files, q),
@@ -308,19 +335,25 @@ class RayEngine:
                 cfg.num_perm,
                 cfg.accept,
                 verifier.budget // 2,
+                edge_path.format(q),
+                partitions,
             )
             for q in range(partitions)
         )
+        edges = []
         progress = state.progress_bar("exact verification (pairs)", partitions, "partitions")
         try:
             with closing(self.executor.map(exact_verify_task, verify_items)) as results:
-                for result in results:
+                for q, result in enumerate(results):
                     verifier.add_stats(result["stats"])
-                    uf.union_many(result["members"], result["roots"])
+                    edges.append((edge_path.format(q), result["bounds"]))
                     progress.advance()
         finally:
             progress.close()
+        _unlink(pair_files)
         verifier.stats["pair_partitions"] = partitions
+        if partitions:
+            yield from self._star_removals(state, edges, partitions, (shingle_dir, verifier.budget // 2))
 
 
 def _unlink(files: list[tuple[str, Any]]) -> None:
@@ -328,13 +361,13 @@ def _unlink(files: list[tuple[str, Any]]) -> None:
         Path(path).unlink(missing_ok=True)
 
 
-def _removal_chunks(path: str) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """``(removed, centres)`` of a :func:`~curate.stages.dedup.ray_tasks.stars_task` file, at
+def _removal_chunks(path: str) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """``(removed, centres, similarities)`` of a :func:`~curate.stages.dedup.ray_tasks.stars_task` file, at
     most :data:`REMOVAL_CHUNK` records at a time (so the driver holds a bounded slice), then
     deletes it."""
     chunk = REMOVAL_CHUNK
-    total = Path(path).stat().st_size // EDGE.itemsize
+    total = Path(path).stat().st_size // STAR.itemsize
     for lo in range(0, total, chunk):
-        records = read_ranges([(path, lo, min(total, lo + chunk))], EDGE)
-        yield records["src"].copy(), records["dst"].copy()
+        records = read_ranges([(path, lo, min(total, lo + chunk))], STAR)
+        yield records["doc"].copy(), records["center"].copy(), records["sim"].copy()
     Path(path).unlink(missing_ok=True)

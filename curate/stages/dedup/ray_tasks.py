@@ -19,8 +19,8 @@ from typing import Any
 
 import numpy as np
 
-from curate.stages.dedup.exact import new_pair_stats, verify_partition
-from curate.stages.dedup.exact_store import ShingleReader
+from curate.stages.dedup.exact import jaccards, new_pair_stats, verify_partition
+from curate.stages.dedup.exact_store import SetCache, ShingleReader
 from curate.stages.dedup.index import (
     RECORD,
     DocStore,
@@ -252,34 +252,57 @@ def labels_task(args: tuple[list[tuple[str, int, int]], str, int]) -> np.ndarray
     return write_edges(out_path, low[starts], src[starts], partitions)
 
 
-def stars_task(args: tuple[list[tuple[str, int, int]], str, dict[str, tuple[str, int]], int, float, str]) -> int:
-    """The star split (:func:`curate.stages.dedup.stars.star_split`, on estimated Jaccard) of
-    every component of one label partition: ``(removed, centre)`` records written to
-    ``out_path``; returns their number."""
-    ranges, store_dir, columns, n_docs, accept, out_path = args
+STAR = np.dtype([("doc", "<i8"), ("center", "<i8"), ("sim", "<f8")])  # a removal by the star split
+
+
+def stars_task(
+    args: tuple[list[tuple[str, int, int]], str, dict[str, tuple[str, int]], int, float, str, str | None, int],
+) -> int:
+    """The star split (:func:`curate.stages.dedup.stars.star_split`) of every component of one
+    label partition, on estimated Jaccard, or on exact Jaccard with ``shingle_dir`` (the
+    shingle store, read through a cache of ``set_budget`` bytes): ``(removed, centre,
+    similarity)`` records written to ``out_path``; returns their number."""
+    ranges, store_dir, columns, n_docs, accept, out_path, shingle_dir, set_budget = args
     records = np.sort(read_ranges(ranges, EDGE), order=["src", "dst"])
     label, docs = records["src"], records["dst"]
-    removed, centers = [np.zeros(0, np.int64)], [np.zeros(0, np.int64)]
+    parts = [np.zeros(0, dtype=STAR)]
     if len(docs):
         store = DocStore.open(store_dir, columns, n_docs)
-        ranker, sims = Ranker(store), estimated_similarities(store["sig"])
-        starts = np.flatnonzero(np.concatenate(([True], label[1:] != label[:-1])))
-        for lo, hi in itertools.pairwise([*starts.tolist(), len(docs)]):
-            for members, center, _ in star_split(docs[lo:hi], ranker, sims, accept):
-                removed.append(members)
-                centers.append(np.full(len(members), center, dtype=np.int64))
-    out = np.empty(sum(len(r) for r in removed), dtype=EDGE)
-    out["src"], out["dst"] = np.concatenate(removed), np.concatenate(centers)
-    write_partitioned(out_path, out, out["src"].view(np.uint64), 1)
+        ranker = Ranker(store)
+        reader = None
+        if shingle_dir is None:
+            sims = estimated_similarities(store["sig"])
+        else:
+            reader = ShingleReader(shingle_dir, n_docs)
+            cache = SetCache(reader, set_budget)
+
+            def sims(center: int, rest: np.ndarray) -> np.ndarray:
+                return jaccards(np.full(len(rest), center, dtype=np.int64), rest, cache.get)
+
+        try:
+            starts = np.flatnonzero(np.concatenate(([True], label[1:] != label[:-1])))
+            for lo, hi in itertools.pairwise([*starts.tolist(), len(docs)]):
+                for members, center, sim in star_split(docs[lo:hi], ranker, sims, accept):
+                    part = np.empty(len(members), dtype=STAR)
+                    part["doc"], part["center"], part["sim"] = members, center, sim
+                    parts.append(part)
+        finally:
+            if reader is not None:
+                reader.close()
+    out = np.concatenate(parts)
+    write_partitioned(out_path, out, out["doc"].view(np.uint64), 1)
     return len(out)
 
 
-def exact_verify_task(args: tuple[list[tuple[str, int, int]], str, str, int, int, float, int]) -> dict[str, Any]:
+def exact_verify_task(
+    args: tuple[list[tuple[str, int, int]], str, str, int, int, float, int, str, int],
+) -> dict[str, Any]:
     """Exact verification of the candidate pairs of one pair partition
     (:func:`curate.stages.dedup.exact.verify_partition`): the shingle sets of each batch are read from
     the driver's shingle store in the shared work directory, at most ``set_budget`` bytes at
-    once; returns a spanning forest of the accepted pairs and the counters."""
-    ranges, shingle_dir, sig_path, n_docs, num_perm, accept, set_budget = args
+    once. Writes a spanning forest of the accepted pairs (the same components, at most one edge
+    a document) as :func:`verify_task` writes its edges; returns the counters and the offsets."""
+    ranges, shingle_dir, sig_path, n_docs, num_perm, accept, set_budget, out_path, partitions = args
     pairs = np.unique(read_ranges(ranges, np.int64))
     uf = UnionFind()
     stats = new_pair_stats()
@@ -290,5 +313,6 @@ def exact_verify_task(args: tuple[list[tuple[str, int, int]], str, str, int, int
             verify_partition(pairs, n_docs, sets, sig, accept, set_budget, uf, stats)
         finally:
             sets.close()
-    members, roots = uf.forest()
-    return {"stats": stats, "members": members, "roots": roots}
+    a, b = uf.forest()
+    bounds = write_edges(out_path, np.concatenate((a, b)), np.concatenate((b, a)), partitions)
+    return {"stats": stats, "bounds": bounds}
