@@ -318,7 +318,8 @@ def test_failed_ray_task_is_a_one_line_error(tmp_path, ray_local):
 
     missing = str(tmp_path / "not-on-this-node.bin")
     with pytest.raises(CurateError, match="verify_task.*FileNotFoundError.*every node"):
-        list(Executor("ray", workers=2).map(verify_task, [([(missing, 0, 4)], missing, 10, 4, 0.8)], in_flight=2))
+        items = [([(missing, 0, 4)], missing, 10, 4, 0.8, str(tmp_path / "edges.bin"), 4)]
+        list(Executor("ray", workers=2).map(verify_task, items, in_flight=2))
 
 
 def test_dedup_on_ray_of_inputs_holding_no_documents(tmp_path, ray_local):

@@ -1,8 +1,8 @@
 """The decision pass of ``curate dedup``: which documents are removed, and which document
 represents each of them (the rules are in :mod:`curate.stages.dedup.run`'s docstring).
 
-:class:`Ranker` orders a group best first (earliest date, or latest for URL groups; then
-higher quality; then smaller id; then input order). :class:`Decisions` runs, after the
+:class:`~curate.stages.dedup.stars.Ranker` orders a group best first (earliest date, or latest
+for URL groups; then higher quality; then smaller id; then input order). :class:`Decisions` runs, after the
 signature pass and on its :class:`~curate.stages.dedup.state.DedupState`, the steps that remove
 URL and exact duplicates per key group, join verified near-duplicate pairs (on estimated
 Jaccard, or on exact Jaccard through :mod:`curate.stages.dedup.exact`; the edges come from the
@@ -21,48 +21,22 @@ import numpy as np
 
 from curate.stages.dedup.engine import Engine
 from curate.stages.dedup.exact import ExactVerifier
-from curate.stages.dedup.index import VERIFY_CHUNK, DocStore, UnionFind
 from curate.stages.dedup.signatures import NO_DATE
+from curate.stages.dedup.stars import Ranker
 from curate.stages.dedup.state import EXACT, KEPT, KIND_NAMES, NEAR, URL, DedupState
 
 TOP_CLUSTERS = 10
-
-
-class Ranker:
-    """Picks representatives: earliest date (latest for URL groups), higher quality, smaller id."""
-
-    def __init__(self, store: DocStore):
-        self.date = store["date"]
-        self.quality = store["quality"]
-        self.store = store
-
-    def order(self, docs: np.ndarray, newest: bool = False) -> np.ndarray:
-        """``docs`` sorted best first."""
-        date = self.date[docs]
-        quality = self.quality[docs].astype(np.float64)
-        quality = np.where(np.isnan(quality), -np.inf, quality)
-        if newest:
-            date_key = np.where(date == NO_DATE, np.iinfo(np.int64).max, -date)  # missing dates last
-        else:
-            date_key = date
-        order = np.lexsort((docs, -quality, date_key))
-        ranked = docs[order]
-        dk, qk = date_key[order], quality[order]
-        tied = int(np.count_nonzero((dk == dk[0]) & (qk == qk[0])))
-        if tied > 1:  # break the tie on the leading documents by id, then input order
-            head = ranked[:tied]
-            ids = self.store.doc_ids(head)
-            head = head[sorted(range(tied), key=lambda k: (ids[k], int(head[k])))]
-            ranked = np.concatenate((head, ranked[tied:]))
-        return ranked
+RESOLVE_CHUNK = 1 << 16  # documents the driver resolves (and scans for the clusters) at once
+SIMILARITY = "similarity.bin"  # the work file of exact dup_similarity per document (float32)
 
 
 @dataclass
 class Removals:
-    """What the decisions removed, for the write pass and the manifest."""
+    """What the decisions removed, for the write pass and the manifest: besides these, every
+    removed document has its kind in ``state.kind``, the kept document that represents it in
+    ``state.dup_of`` and, with ``verify = "exact"``, its ``dup_similarity`` in the work file
+    :data:`SIMILARITY` (the estimated one is the write pass's: agreeing signature values)."""
 
-    docs: np.ndarray  # the removed documents, ascending
-    similarity: np.ndarray  # dup_similarity of each (with the document that represents it)
     top_reps: np.ndarray  # representatives of the largest clusters, largest first
     clusters: list[dict[str, Any]]  # their manifest entries (representative_url: the write pass's)
 
@@ -139,79 +113,85 @@ class Decisions:
                 self._remove(docs[losers], kind, keeper[sub[losers]])
 
     def _near(self) -> None:
-        uf = UnionFind()
         verifier = self.verifier
         if verifier is None:
-            self.engine.near_edges(self.state, uf)
-            self._stars(uf)
+            for docs, centers in self.engine.near_stars(self.state):
+                self._remove(docs, NEAR, centers)
             return
-        self.engine.exact_edges(self.state, verifier, uf)
+        for docs, centers, sims in self.engine.exact_stars(self.state, verifier):
+            self._remove(docs, NEAR, centers)
+            verifier.record_near(docs, sims)
         self.state.counters["candidate_pairs"] += verifier.stats["candidates"]
         self.state.counters["verified_pairs"] += verifier.stats["accepted"]
-        self._stars(uf, verifier)
-
-    def _stars(self, uf: UnionFind, verifier: ExactVerifier | None = None) -> None:
-        """Stars inside each cluster: see the module docstring. Members are measured against
-        the centre by estimated Jaccard, or exact Jaccard with a ``verifier``."""
-        sig = self.state.store["sig"]
-        accept = self.state.config.accept
-        for component in uf.components():
-            remaining = self.ranker.order(component)
-            while len(remaining) > 1:
-                center, rest = int(remaining[0]), remaining[1:]
-                if verifier is None:
-                    sims = (sig[rest] == sig[center]).mean(axis=1)
-                else:
-                    sims = verifier.similarities(center, rest)
-                take = sims >= accept
-                if take.any():
-                    self._remove(rest[take], NEAR, center)
-                    if verifier is not None:
-                        verifier.record_near(rest[take], sims[take])
-                remaining = rest[~take]
 
     def resolve(self) -> Removals:
-        """Point every removed document at a kept one, fill similarities, list the clusters."""
+        """Point every removed document at a kept one, fill similarities, list the clusters;
+        :data:`RESOLVE_CHUNK` documents at a time (memory maps in the work directory hold the
+        per-document results: the driver's memory does not grow with the corpus)."""
         state = self.state
-        removed = np.flatnonzero(state.kind != KEPT)
-        if len(removed) == 0:
-            return Removals(removed, np.zeros(0, np.float32), np.zeros(0, np.int64), [])
-        target = np.asarray(state.dup_of[removed])
-        direct = target.copy()
-        for _ in range(8):  # chains are at most url -> exact -> near
-            chained = state.kind[target] != KEPT
-            if not chained.any():
-                break
-            target[chained] = state.dup_of[target[chained]]
-        state.dup_of[removed] = target
-        if self.verifier is not None:
-            similarity = self.verifier.final_similarity(removed, direct, target)
-        else:
-            sig = state.store["sig"]
-            similarity = np.empty(len(removed), dtype=np.float32)
-            for i in range(0, len(removed), VERIFY_CHUNK):
-                a, b = removed[i : i + VERIFY_CHUNK], target[i : i + VERIFY_CHUNK]
-                similarity[i : i + VERIFY_CHUNK] = (sig[a] == sig[b]).mean(axis=1)
-        top_reps, clusters = self._clusters(removed)
-        return Removals(removed, similarity, top_reps, clusters)
+        n = state.n_docs
+        # Exact similarities come from the verifier; estimated ones the write pass computes.
+        similarity = _work_map(state, SIMILARITY, "<f4") if self.verifier is not None else None
+        sizes = _work_map(state, "cluster_sizes.bin", "<i4")  # removed documents each one represents
+        for lo in range(0, n, RESOLVE_CHUNK):
+            removed = lo + np.flatnonzero(np.asarray(state.kind[lo : lo + RESOLVE_CHUNK]) != KEPT)
+            if len(removed) == 0:
+                continue
+            target = np.asarray(state.dup_of[removed])
+            direct = target.copy()
+            for _ in range(8):  # chains are at most url -> exact -> near
+                chained = state.kind[target] != KEPT
+                if not chained.any():
+                    break
+                target[chained] = state.dup_of[target[chained]]
+            state.dup_of[removed] = target
+            if self.verifier is not None and similarity is not None:
+                similarity[removed] = self.verifier.final_similarity(removed, direct, target)
+            np.add.at(sizes, target, 1)
+        for column in (similarity, state.kind, state.dup_of):
+            if isinstance(column, np.memmap):
+                column.flush()  # the write tasks read them, on other nodes too
+        top_reps, clusters = self._clusters(sizes)
+        del sizes
+        (state.work / "cluster_sizes.bin").unlink(missing_ok=True)
+        return Removals(top_reps, clusters)
 
-    def _clusters(self, removed: np.ndarray) -> tuple[np.ndarray, list[dict[str, Any]]]:
-        """The representatives of the largest clusters and their manifest entries."""
+    def _clusters(self, sizes: np.ndarray) -> tuple[np.ndarray, list[dict[str, Any]]]:
+        """The representatives of the largest clusters (``sizes``: removed documents each
+        document represents) and their manifest entries, in two chunked scans."""
         state = self.state
-        targets = np.asarray(state.dup_of[removed])
-        reps, counts = np.unique(targets, return_counts=True)
-        order = np.lexsort((reps, -counts))[:TOP_CLUSTERS]
+        n = state.n_docs
+        reps, counts = np.zeros(0, np.int64), np.zeros(0, np.int64)
+        for lo in range(0, n, RESOLVE_CHUNK):
+            chunk = np.asarray(sizes[lo : lo + RESOLVE_CHUNK], dtype=np.int64)
+            hit = np.flatnonzero(chunk)
+            reps, counts = np.concatenate((reps, lo + hit)), np.concatenate((counts, chunk[hit]))
+            order = np.lexsort((reps, -counts))[:TOP_CLUSTERS]
+            reps, counts = reps[order], counts[order]
+        kinds: list[Counter] = [Counter() for _ in reps]
+        members: list[list[int]] = [[] for _ in reps]
+        for lo in range(0, n if len(reps) else 0, RESOLVE_CHUNK):
+            removed = lo + np.flatnonzero(np.asarray(state.kind[lo : lo + RESOLVE_CHUNK]) != KEPT)
+            targets = np.asarray(state.dup_of[removed])
+            for k, rep in enumerate(reps.tolist()):
+                mine = removed[targets == rep]
+                kinds[k].update(KIND_NAMES[int(c)] for c in np.asarray(state.kind[mine]))
+                members[k].extend(mine[: 5 - len(members[k])].tolist())
         out = []
-        for rep, count in zip(reps[order].tolist(), counts[order].tolist()):
-            members = removed[targets == rep]
-            kinds = Counter(KIND_NAMES[int(k)] for k in state.kind[members])
+        for k, (rep, count) in enumerate(zip(reps.tolist(), counts.tolist())):
             out.append(
                 {
                     "size": count + 1,
                     "representative": state.store.doc_id(rep),
                     "representative_url": None,  # filled by the write pass
-                    "removed_by_kind": dict(sorted(kinds.items())),
-                    "members": state.store.doc_ids(members[:5]),
+                    "removed_by_kind": dict(sorted(kinds[k].items())),
+                    "members": state.store.doc_ids(np.array(members[k], dtype=np.int64)),
                 }
             )
-        return reps[order], out
+        return reps, out
+
+
+def _work_map(state: DedupState, name: str, dtype: str) -> np.ndarray:
+    """A zeroed per-document column in a new work file."""
+    n = state.n_docs
+    return np.memmap(state.work / name, dtype=dtype, mode="w+", shape=(max(n, 1),))[:n]

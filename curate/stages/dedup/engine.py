@@ -12,11 +12,13 @@ An engine is made for one run. The operations:
   driver; on Ray the tasks write them to partitioned files);
 * ``signature_results``: the signature pass's results, in unit order;
 * ``map``: any function over units, results in order (the exact verification's shingle pass);
-* ``near_edges``: every verified candidate pair among the documents still kept, joined in a
-  union-find (``verify = "estimate"``);
-* ``exact_edges``: the same with ``verify = "exact"``: the candidate pairs handed to the
-  :class:`~curate.stages.dedup.exact.ExactVerifier`, its shingle pass, then the pairs whose exact
-  Jaccard passes the threshold joined in the union-find.
+* ``near_stars``: with ``verify = "estimate"``, the stars of the clusters of verified candidate
+  pairs among the documents still kept (locally a union-find over the pairs and the star split
+  in this process; on Ray connected components and star split as tasks, see
+  :mod:`curate.stages.dedup.ray`);
+* ``exact_stars``: the same with ``verify = "exact"``: the candidate pairs handed to the
+  :class:`~curate.stages.dedup.exact.ExactVerifier`, its shingle pass, then the clusters of the
+  pairs whose exact Jaccard passes the threshold, split into stars on exact Jaccard.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from curate.stages.dedup.config import DedupConfig
 from curate.stages.dedup.exact import ExactVerifier
 from curate.stages.dedup.index import KeyGroups, KeyIndex, UnionFind, candidate_pairs, verify_pairs
 from curate.stages.dedup.signatures import Unit, signature_unit, unit_key_records
+from curate.stages.dedup.stars import Ranker, estimated_similarities, star_split
 from curate.stages.dedup.state import DedupState
 
 
@@ -55,12 +58,16 @@ class Engine(Protocol):
         """``fn(item)`` for every item, in item order."""
         ...
 
-    def near_edges(self, state: DedupState, uf: UnionFind) -> None:
-        """Join every verified candidate pair of documents still kept in ``uf``."""
+    def near_stars(self, state: DedupState) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """``(removed, centres)``: the documents the star split of the clusters of verified
+        candidate pairs among documents still kept removes, each with its star's centre."""
         ...
 
-    def exact_edges(self, state: DedupState, verifier: ExactVerifier, uf: UnionFind) -> None:
-        """Join every candidate pair whose exact Jaccard passes the threshold in ``uf``."""
+    def exact_stars(
+        self, state: DedupState, verifier: ExactVerifier
+    ) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """``(removed, centres, similarities)``: :meth:`near_stars` with ``verify = "exact"``,
+        the pairs and the star split measured on exact Jaccard through ``verifier``."""
         ...
 
 
@@ -92,6 +99,14 @@ class LocalEngine:
         char_classes()  # build the character table once, before the workers fork
         return self.executor.map(fn, items)
 
+    def near_stars(self, state: DedupState) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        uf = UnionFind()
+        self.near_edges(state, uf)
+        ranker, sig = Ranker(state.store), state.store["sig"]
+        for component in uf.components():
+            for members, center, _ in star_split(component, ranker, estimated_similarities(sig), state.config.accept):
+                yield members, np.full(len(members), center, dtype=np.int64)
+
     def near_edges(self, state: DedupState, uf: UnionFind) -> None:
         sig = state.store["sig"]
         n = max(state.n_docs, 1)
@@ -101,6 +116,16 @@ class LocalEngine:
             for a, b in verify_pairs(pairs, n, sig, state.config.accept):
                 state.counters["verified_pairs"] += len(a)
                 uf.union_many(a, b)
+
+    def exact_stars(
+        self, state: DedupState, verifier: ExactVerifier
+    ) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        uf = UnionFind()
+        self.exact_edges(state, verifier, uf)
+        ranker = Ranker(state.store)
+        for component in uf.components():
+            for members, center, sims in star_split(component, ranker, verifier.similarities, state.config.accept):
+                yield members, np.full(len(members), center, dtype=np.int64), sims
 
     def exact_edges(self, state: DedupState, verifier: ExactVerifier, uf: UnionFind) -> None:
         n = max(state.n_docs, 1)

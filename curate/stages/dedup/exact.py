@@ -30,7 +30,7 @@ How, within the stage's memory budget (``memory_bytes``):
 
 Nothing depends on ``workers`` or on the budget: pairs, sets and decisions are the same
 whatever the number of partitions or batches, so outputs are byte-identical. Which engine
-finds the pairs and verifies them is the engine's ``exact_edges``
+finds the pairs and verifies them is the engine's ``exact_stars``
 (:mod:`curate.stages.dedup.engine`): locally steps 1 and 3 run here, with ``--engine ray``
 (:mod:`curate.stages.dedup.ray`) the pairs come from Ray tasks, which also verify each pair
 partition with :func:`verify_partition` over a

@@ -212,7 +212,8 @@ class DocStore:
         self.columns = columns
         self._files = {name: open(self.directory / f"{name}.bin", "wb") for name in columns}
         self._ids = open(self.directory / "ids.bin", "wb")
-        self._id_offsets = [np.zeros(1, dtype=np.int64)]
+        self._id_offsets = open(self.directory / "id_offsets.bin", "wb")  # written as it goes
+        self._id_offsets.write(np.zeros(1, dtype=np.int64).tobytes())
         self._id_bytes = 0
         self.n_docs = 0
         self._maps: dict[str, np.ndarray] = {}
@@ -227,7 +228,7 @@ class DocStore:
         encoded = [(i or "").encode("utf-8", "surrogatepass") for i in ids]
         lengths = np.fromiter((len(e) for e in encoded), dtype=np.int64, count=n)
         self._ids.write(b"".join(encoded))
-        self._id_offsets.append(self._id_bytes + np.cumsum(lengths))
+        self._id_offsets.write((self._id_bytes + np.cumsum(lengths)).astype(np.int64).tobytes())
         self._id_bytes += int(lengths.sum())
         self.n_docs += n
 
@@ -235,9 +236,21 @@ class DocStore:
         for fh in self._files.values():
             fh.close()
         self._ids.close()
-        offsets = np.concatenate(self._id_offsets)
-        offsets.tofile(self.directory / "id_offsets.bin")
-        self._id_offsets = []
+        self._id_offsets.close()
+        self._map()
+
+    @classmethod
+    def open(cls, directory: str | os.PathLike, columns: dict[str, tuple[str, int]], n_docs: int) -> DocStore:
+        """A finished store in ``directory`` (of ``n_docs`` documents), read-only: how the Ray
+        tasks read the driver's store in the shared work directory."""
+        store = cls.__new__(cls)
+        store.directory, store.columns, store.n_docs = Path(directory), columns, n_docs
+        store._id_bytes = (store.directory / "ids.bin").stat().st_size
+        store._map()
+        return store
+
+    def _map(self) -> None:
+        self._maps = {}
         for name, (dtype, width) in self.columns.items():
             shape = (self.n_docs, width) if width > 1 else (self.n_docs,)
             path = self.directory / f"{name}.bin"
@@ -245,7 +258,8 @@ class DocStore:
                 self._maps[name] = np.zeros(shape, dtype=dtype)
             else:
                 self._maps[name] = np.memmap(path, dtype=dtype, mode="r", shape=shape)
-        self._offsets = np.fromfile(self.directory / "id_offsets.bin", dtype=np.int64)
+        # Memory-mapped, as the columns: the driver's memory does not grow with the corpus.
+        self._offsets = np.memmap(self.directory / "id_offsets.bin", dtype=np.int64, mode="r")
         self._blob = (
             np.memmap(self.directory / "ids.bin", dtype=np.uint8, mode="r") if self._id_bytes else np.zeros(0, np.uint8)
         )

@@ -1,11 +1,18 @@
-"""Pass 2 of ``curate dedup``: the inputs streamed again, kept rows written to the staging
-directory and removed rows (with ``dup_of``, ``dup_kind``, ``dup_similarity``) to its
-``removed/``, in input order. The run then moves the staged shards into place and writes
+"""Pass 2 of ``curate dedup``: one task per input (:func:`write_input`: the engine's worker
+processes or Ray tasks) streams the input again and writes its kept rows to the staging
+directory and its removed rows (with ``dup_of``, ``dup_kind``, ``dup_similarity``) to its
+``removed/``, in input order, as ``part-{input:05d}-NNN.parquet``: the same shards whatever the
+engine. The decisions come from memory-mapped files in the work directory, so the driver holds
+one task's counts at a time. The run then moves the staged shards into place and writes
 ``manifest.json`` last (:meth:`curate.runtime.output.OutputDir.commit`)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+from contextlib import closing
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -14,8 +21,9 @@ import pyarrow.compute as pc
 from curate.core.accounting import Stats
 from curate.core.errors import CurateError
 from curate.core.shards import ShardInfo, ShardWriter, read_tables
-from curate.stages.dedup.decide import Removals
-from curate.stages.dedup.index import remove_tree
+from curate.stages.dedup.decide import SIMILARITY, Removals
+from curate.stages.dedup.index import DocStore, remove_tree
+from curate.stages.dedup.signature_pass import store_columns
 from curate.stages.dedup.state import KEPT, KIND_NAMES, DedupState
 
 REMOVED = "removed"  # the sub-folder of removed rows
@@ -69,96 +77,137 @@ def _set_column(table: pa.Table, name: str, values: pa.Array) -> pa.Table:
     return table.set_column(i, table.schema.field(i), values)
 
 
-class _WritePass:
-    def __init__(self, state: DedupState, removals: Removals, staging: Path):
-        self.state = state
-        self.removals = removals
-        shard_bytes = state.config.shard_bytes
-        group_chars = max(1, min(MAX_GROUP_CHARS, shard_bytes))
-        self.kept = RowGroups(ShardWriter(staging, prefix="part-00000", shard_bytes=shard_bytes), group_chars)
-        self.removed = RowGroups(
-            ShardWriter(staging / REMOVED, prefix="part-00000", shard_bytes=shard_bytes), group_chars
-        )
-        self.rep_rank = {int(r): k for k, r in enumerate(removals.top_reps)}
-        self.stats = Stats()
+@dataclass
+class WriteInput:
+    """What :func:`write_input` needs for one input: plain data, so that it can run as a Ray
+    task (every path on storage all nodes see)."""
 
-    def count_input_errors(self) -> None:
-        """What the signature pass could not use: documents of the inputs it read, and each
-        input left out as one record read and one error."""
-        state = self.state
-        self.stats.read += len(state.failed)
-        for index, errors in sorted(state.input_errors.items()):
-            self.stats.errors.update(errors)
-            for reason, items in state.error_examples.get(index, {}).items():
-                for item in items:
-                    self.stats.example(reason, **item)
-
-    def table(self, table: pa.Table, offset: int) -> None:
-        """Count and write the rows of one batch, whose first document is ``offset``."""
-        state, stats = self.state, self.stats
-        idx = np.arange(offset, offset + table.num_rows)
-        valid = state.store["valid"][idx].astype(bool)
-        kind = state.kind[idx]
-        keep = valid & (kind == KEPT)
-        rem = valid & (kind != KEPT)
-        text_len = pc.utf8_length(table.column("text")).to_numpy(zero_copy_only=False)
-        text_len = np.nan_to_num(text_len.astype(np.float64)).astype(np.int64)
-        stats.chars["read"] += int(text_len.sum())
-        stats.chars["kept"] += int(text_len[keep].sum())
-        stats.kept += int(keep.sum())
-        for k, name in KIND_NAMES.items():
-            c = int(np.count_nonzero(rem & (kind == k)))
-            if c:
-                stats.rejected[name] += c
-                stats.chars[f"rejected:{name}"] += int(text_len[rem & (kind == k)].sum())
-        if self.rep_rank:
-            clusters = self.removals.clusters
-            for j in np.flatnonzero(np.isin(idx, self.removals.top_reps)).tolist():
-                clusters[self.rep_rank[int(idx[j])]]["representative_url"] = table.column("url")[j].as_py()
-        self.kept.add(table.filter(pa.array(keep)))
-        if rem.any():
-            self.removed.add(self._removed_rows(table.filter(pa.array(rem)), idx[rem]))
-
-    def _removed_rows(self, removed: pa.Table, docs: np.ndarray) -> pa.Table:
-        """``removed`` (the rows of ``docs``) with their ``dup_of``, ``dup_kind`` and ``dup_similarity``."""
-        state = self.state
-        where = np.searchsorted(self.removals.docs, docs)  # removals.docs are sorted ascending
-        targets = np.asarray(state.dup_of[docs])
-        removed = _set_column(removed, "dup_of", pa.array(state.store.doc_ids(targets), pa.string()))
-        kinds = [KIND_NAMES[int(k)] for k in state.kind[docs]]
-        removed = _set_column(removed, "dup_kind", pa.array(kinds, pa.string()))
-        return _set_column(removed, "dup_similarity", pa.array(self.removals.similarity[where], pa.float32()))
-
-    def abort(self) -> None:
-        self.kept.writer.abort()
-        self.removed.writer.abort()
+    path: str
+    index: int  # the input's number: its shards are part-{index:05d}-NNN
+    first: int  # its first document
+    rows: int
+    staging: str
+    shard_bytes: int
+    work: str  # the run's work directory: the document store and the decisions' columns
+    columns: dict[str, tuple[str, int]]
+    n_docs: int
+    top_reps: list[int]  # the largest clusters' representatives, whose URL the manifest wants
 
 
-def write_outputs(state: DedupState, removals: Removals, staging: Path) -> tuple[Stats, dict[str, list[ShardInfo]]]:
-    """Pass 2 into ``staging`` (see the module docstring); the clusters of ``removals`` get their
-    representative's URL. Returns the counts and the shards of each output."""
+def write_input(item: WriteInput) -> dict[str, Any]:
+    """Pass 2 for one input: its kept rows to ``part-{index:05d}-NNN.parquet`` in the staging
+    folder and its removed rows (with ``dup_of``, ``dup_kind``, ``dup_similarity``) to the same
+    names under ``removed/``, in input order. Reads the decisions from the work directory's
+    memory-mapped columns; returns the counts, the shards and the URLs of ``top_reps`` found."""
+    work = Path(item.work)
+    store = DocStore.open(work / "store", item.columns, item.n_docs)
+    size = max(item.n_docs, 1)
+    kind = np.memmap(work / "kind.bin", dtype="u1", mode="r", shape=(size,))
+    dup_of = np.memmap(work / "dup_of.bin", dtype="<i8", mode="r", shape=(size,))
+    exact = (work / SIMILARITY).exists()
+    similarity = np.memmap(work / SIMILARITY, dtype="<f4", mode="r", shape=(size,)) if exact else None
+    group_chars = max(1, min(MAX_GROUP_CHARS, item.shard_bytes))
+    prefix = f"part-{item.index:05d}"
+    staging = Path(item.staging)
+    kept = RowGroups(ShardWriter(staging, prefix=prefix, shard_bytes=item.shard_bytes), group_chars)
+    removed = RowGroups(ShardWriter(staging / REMOVED, prefix=prefix, shard_bytes=item.shard_bytes), group_chars)
+    stats = Stats(read=item.rows)
+    urls: dict[int, str] = {}
+    reps = np.array(item.top_reps, dtype=np.int64)
+    offset = item.first
+    try:
+        for table in read_tables(item.path, batch_rows=2048):
+            idx = np.arange(offset, offset + table.num_rows)
+            valid = np.asarray(store["valid"][idx]).astype(bool)
+            kinds = np.asarray(kind[idx])
+            keep = valid & (kinds == KEPT)
+            rem = valid & (kinds != KEPT)
+            text_len = pc.utf8_length(table.column("text")).to_numpy(zero_copy_only=False)
+            text_len = np.nan_to_num(text_len.astype(np.float64)).astype(np.int64)
+            stats.chars["read"] += int(text_len.sum())
+            stats.chars["kept"] += int(text_len[keep].sum())
+            stats.kept += int(keep.sum())
+            for k, name in KIND_NAMES.items():
+                c = int(np.count_nonzero(rem & (kinds == k)))
+                if c:
+                    stats.rejected[name] += c
+                    stats.chars[f"rejected:{name}"] += int(text_len[rem & (kinds == k)].sum())
+            for j in np.flatnonzero(np.isin(idx, reps)).tolist():
+                urls[int(idx[j])] = table.column("url")[j].as_py()
+            kept.add(table.filter(pa.array(keep)))
+            if rem.any():
+                docs = idx[rem]
+                targets = np.asarray(dup_of[docs])
+                rows = table.filter(pa.array(rem))
+                rows = _set_column(rows, "dup_of", pa.array(store.doc_ids(targets), pa.string()))
+                rows = _set_column(rows, "dup_kind", pa.array([KIND_NAMES[int(k)] for k in kinds[rem]], pa.string()))
+                if similarity is not None:
+                    sims = np.asarray(similarity[docs])
+                else:  # estimated Jaccard with the document that represents it
+                    sig = store["sig"]
+                    sims = (sig[docs] == sig[targets]).mean(axis=1).astype(np.float32)
+                rows = _set_column(rows, "dup_similarity", pa.array(sims, pa.float32()))
+                removed.add(rows)
+            offset += table.num_rows
+        if offset != item.first + item.rows:
+            raise CurateError(f"{item.path}: changed while dedup was running; rerun")
+        kept.flush()
+        removed.flush()
+        shards = {"": kept.writer.close(), REMOVED: removed.writer.close()}
+    except BaseException:
+        kept.writer.abort()
+        removed.writer.abort()
+        raise
+    return {"stats": stats, "shards": shards, "urls": urls}
+
+
+def write_outputs(
+    state: DedupState,
+    removals: Removals,
+    staging: Path,
+    map_fn: Callable[[Callable[[Any], Any], list[Any]], Iterator[Any]],
+) -> tuple[Stats, dict[str, list[ShardInfo]]]:
+    """Pass 2 into ``staging``: :func:`write_input` for every input read, through ``map_fn`` (the
+    engine's: worker processes or Ray tasks), results joined in input order; the clusters of
+    ``removals`` get their representative's URL. Returns the counts and the shards of each
+    output. The driver holds one input's result at a time."""
     remove_tree(staging)
-    out = _WritePass(state, removals, staging)
-    out.count_input_errors()
+    stats = Stats(read=len(state.failed))
+    for index, errors in sorted(state.input_errors.items()):  # what the signature pass could not use
+        stats.errors.update(errors)
+        for reason, items in state.error_examples.get(index, {}).items():
+            for example in items:
+                stats.example(reason, **example)
+    columns = store_columns(state.config.num_perm)
+    top = [int(r) for r in removals.top_reps]
+    work_items = [
+        WriteInput(
+            info.path,
+            info.index,
+            state.offsets[info.index],
+            info.rows,
+            str(staging),
+            state.config.shard_bytes,
+            str(state.work),
+            columns,
+            state.n_docs,
+            top,
+        )
+        for info in state.inputs
+        if info.index not in state.failed
+    ]
+    shards: dict[str, list[ShardInfo]] = {"": [], REMOVED: []}
+    rank = {rep: k for k, rep in enumerate(top)}
     progress = state.progress_bar("writing", state.n_docs, "docs")
     try:
-        for info in state.inputs:
-            if info.index in state.failed:
-                continue
-            out.stats.read += info.rows
-            offset = state.offsets[info.index]
-            for table in read_tables(info.path, batch_rows=2048):
-                out.table(table, offset)
-                offset += table.num_rows
-                progress.advance(table.num_rows)
-            if offset != state.offsets[info.index] + info.rows:
-                raise CurateError(f"{info.path}: changed while dedup was running; rerun")
-        out.kept.flush()
-        out.removed.flush()
-        shards = {"": out.kept.writer.close(), REMOVED: out.removed.writer.close()}
-    except BaseException:
-        out.abort()
-        raise
+        with closing(map_fn(write_input, work_items)) as results:
+            for item, result in zip(work_items, results):
+                stats.merge(result["stats"])
+                for name, infos in result["shards"].items():
+                    shards[name].extend(infos)
+                for rep, url in result["urls"].items():
+                    removals.clusters[rank[rep]]["representative_url"] = url
+                progress.advance(item.rows)
     finally:
         progress.close()
-    return out.stats, shards
+    return stats, shards

@@ -18,18 +18,34 @@ directory itself. What runs where, for N documents, B LSH bands and P partitions
   the URL and exact decisions, partitioned by a hash of the pair. Then one task per pair
   partition: it de-duplicates its pairs (a pair sharing several bands is verified once, and
   counted once, as on the local engine), verifies them on signatures memory-mapped from the
-  shared store, and returns a spanning forest of the verified edges (at most one edge per
-  document it touches). No process ever holds more than one partition of the band index,
-  which is B times larger than the corpus's document count.
+  shared store, and writes the verified edges in both directions, partitioned by a hash of
+  their source. No process ever holds more than one partition of the band index, which is B
+  times larger than the corpus's document count.
+* **Connected components, on the cluster**: the alternating large-star / small-star algorithm
+  (Kiveris et al., "Connected components in MapReduce and beyond", 2014) over the edge files,
+  one task per partition and step (:func:`~curate.stages.dedup.ray_tasks.large_star_task`,
+  :func:`~curate.stages.dedup.ray_tasks.small_star_task`), each writing the next edge set
+  partitioned for the next step. A large-star task also returns the count and an
+  order-independent digest of its (distinct) input edges; when a round's input equals the
+  previous round's, the set is a fixed point: every component is a star around its smallest
+  document (O(log^2 n) rounds at worst, a handful in practice). Then
+  :func:`~curate.stages.dedup.ray_tasks.labels_task` turns the stars into ``(label, document)``
+  records partitioned by label, and :func:`~curate.stages.dedup.ray_tasks.stars_task` splits
+  each component of a label partition into stars (:func:`curate.stages.dedup.stars.star_split`,
+  the local engine's rule and code) and writes the ``(removed, centre)`` records.
+* **Write, on the cluster**: one task per input file
+  (:func:`curate.stages.dedup.output.write_input`), as on the local engine.
 * **On the driver**: the document store (memory maps: what is touched stays in page cache,
   not process memory), the URL and exact decisions streamed partition by partition (each
-  partition sized to ``memory_bytes``), the union-find over the partitions' forests (memory
-  proportional to the documents that have a near duplicate, usually a small fraction), the
-  split of clusters into stars, and the single sequential write pass, which keeps the output
-  shards byte-identical to the local engine's.
+  partition sized to ``memory_bytes``), the removals read back from the star files
+  :data:`REMOVAL_CHUNK` records at a time into the memory-mapped per-document columns, and the
+  chains resolved and the largest clusters counted in chunks over those columns
+  (:meth:`curate.stages.dedup.decide.Decisions.resolve`). Its memory grows only with the
+  number of files and partitions (the offsets of each partition in each file), not with the
+  number of edges or documents (but for one byte a document, the ``alive`` flags).
 
 With ``verify = "exact"`` (:mod:`curate.stages.dedup.exact`) the near-duplicate edges take three
-rounds instead (:meth:`RayEngine.exact_edges`):
+rounds instead (:meth:`RayEngine.exact_stars`):
 
 * **Candidate pairs, on the cluster**: the same task per band partition
   (:func:`~curate.stages.dedup.ray_tasks.exact_pairs_task`), which also returns the documents of its pairs; the driver marks
@@ -40,19 +56,20 @@ rounds instead (:meth:`RayEngine.exact_edges`):
   in unit order, to the shingle store in the work directory (a flat file plus per-document
   offsets), so the sets are on disk, never all in memory.
 * **Exact verification, on the cluster**: one task per pair partition
-  (:func:`~curate.stages.dedup.ray_tasks.exact_verify_task`): it de-duplicates its pairs, reads the sets it needs from the
-  shared store in batches of at most half the budget and returns a spanning forest of the
-  accepted pairs and its counters. A pair partition holds at most the pairs of a band
-  partition's share (two per band record, 8 bytes each against a record's 16), so it fits
-  where a band partition does.
-* **On the driver**, as locally: the union-find, the star split measured on exact Jaccard
-  (sets read through a cache bounded by half the budget) and the final similarities.
+  (:func:`~curate.stages.dedup.ray_tasks.exact_verify_task`): it de-duplicates its pairs, reads
+  the sets it needs from the shared store in batches of at most half the budget and writes a
+  spanning forest of the accepted pairs as edge files; it returns its counters. A pair
+  partition holds at most the pairs of a band partition's share (two per band record, 8 bytes
+  each against a record's 16), so it fits where a band partition does.
+* **Components and stars, on the cluster**, as above, the star split measured on exact Jaccard
+  (the task reads the sets from the shared store through a cache of half the budget) and its
+  similarities returned with the removals, which the driver records for the final
+  similarities.
 
-Groups, candidate pairs and verified edges do not depend on the number of partitions or
-workers, and the union of the partitions' forests has the components of all verified edges,
-so the kept and removed documents (and the output shards) are exactly the local engine's. In
-exact mode only the manifest's ``pairs.exact.pair_partitions`` and ``batches`` differ: they
-count this engine's partitions.
+Groups, candidate pairs, verified edges and components do not depend on the number of
+partitions or workers, so the kept and removed documents (and the output shards) are exactly
+the local engine's. In exact mode only the manifest's ``pairs.exact.pair_partitions`` and
+``batches`` differ: they count this engine's partitions.
 """
 
 from __future__ import annotations
@@ -64,20 +81,28 @@ from typing import Any
 
 import numpy as np
 
+from curate.core.errors import CurateError
 from curate.core.progress import Progress
 from curate.runtime.executor import Executor
 from curate.stages.dedup.config import DedupConfig
 from curate.stages.dedup.exact import ExactVerifier
-from curate.stages.dedup.index import KeyGroups, UnionFind, plan_partitions
+from curate.stages.dedup.index import KeyGroups, plan_partitions
 from curate.stages.dedup.ray_tasks import (
+    STAR,
     PartitionedKeys,
     exact_pairs_task,
     exact_verify_task,
+    labels_task,
+    large_star_task,
     pairs_task,
     partition_ranges,
+    read_ranges,
     signature_task,
+    small_star_task,
+    stars_task,
     verify_task,
 )
+from curate.stages.dedup.signature_pass import store_columns
 from curate.stages.dedup.signatures import Unit
 from curate.stages.dedup.state import DedupState
 
@@ -85,6 +110,9 @@ from curate.stages.dedup.state import DedupState
 # A constant (not derived from the cluster size) so the partitioning, and with it every
 # figure in the manifest, does not depend on the number of workers.
 MIN_BAND_PARTITIONS = 16
+# Large-star/small-star needs O(log^2 n) rounds; far fewer in practice.
+MAX_CC_ROUNDS = 200
+REMOVAL_CHUNK = 1 << 16  # (removed, centre) records the driver reads back at once
 
 
 class RayEngine:
@@ -140,48 +168,146 @@ class RayEngine:
         np.asarray(state.alive, dtype=np.uint8).tofile(alive_path)  # what url/exact left
         pair_dir = state.work / "pairs"
         pair_dir.mkdir(parents=True, exist_ok=True)
-        band_items = [
-            (index.ranges(p), alive_path, n, str(pair_dir / f"pairs-b{p:04d}.bin"), partitions)
-            for p in range(partitions)
-            if index.ranges(p)
-        ]
-        progress.total = len(band_items) + then
+        records = np.zeros(partitions, dtype=np.int64)
+        for _, bounds in index.units:
+            records += np.diff(bounds)
+        used = np.flatnonzero(records).tolist()  # the partitions with records
+        out = str(pair_dir / "pairs-b{:04d}.bin")
+        band_items = ((index.ranges(p), alive_path, n, out.format(p), partitions) for p in used)
+        progress.total = len(used) + then
         try:
             with closing(self.executor.map(task, band_items)) as results:
-                for item, result in zip(band_items, results):
-                    yield item[3], result
+                for p, result in zip(used, results):
+                    yield out.format(p), result
                     progress.advance()
         finally:
             Path(alive_path).unlink(missing_ok=True)
 
-    def near_edges(self, state: DedupState, uf: UnionFind) -> None:
-        """Two rounds of tasks: candidate pairs per band partition, then verification per
-        pair partition; the driver only joins the returned forests."""
+    def near_stars(self, state: DedupState) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """Candidate pairs per band partition, verification per pair partition, connected
+        components by large-star/small-star rounds and the star split per label partition, all
+        as tasks over files in the work directory; the driver only reads the removals back, a
+        chunk at a time (see the module docstring)."""
         if not self._has_band_records(state):
             return
         n, partitions = state.n_docs, self.indexes["band"].partitions
+        cfg = state.config
+        cc = state.work / "components"
+        cc.mkdir(parents=True, exist_ok=True)
         progress = state.progress_bar("near pairs", partitions, "partitions")
         try:
             pair_files = list(self._pair_round(state, pairs_task, progress, then=partitions))
             sig_path = str(state.work / "store" / "sig.bin")
-            verify_items = [
-                (partition_ranges(pair_files, q), sig_path, n, state.config.num_perm, state.config.accept)
+            edge_path = str(cc / "v-{:04d}.bin")
+            verify_items = (
+                (
+                    partition_ranges(pair_files, q),
+                    sig_path,
+                    n,
+                    cfg.num_perm,
+                    cfg.accept,
+                    edge_path.format(q),
+                    partitions,
+                )
                 for q in range(partitions)
-            ]
+            )
+            edges = []
             with closing(self.executor.map(verify_task, verify_items)) as results:
-                for result in results:
+                for q, result in enumerate(results):
                     state.counters["candidate_pairs"] += result["candidates"]
                     state.counters["verified_pairs"] += result["verified"]
-                    uf.union_many(result["members"], result["roots"])
+                    edges.append((edge_path.format(q), result["bounds"]))
                     progress.advance()
         finally:
             progress.close()
+        _unlink(pair_files)
+        for docs, centers, _ in self._star_removals(state, edges, partitions):
+            yield docs, centers
 
-    def exact_edges(self, state: DedupState, verifier: ExactVerifier, uf: UnionFind) -> None:
+    def _star_removals(
+        self,
+        state: DedupState,
+        edges: list[tuple[str, np.ndarray]],
+        partitions: int,
+        shingles: tuple[str, int] | None = None,
+    ) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """``(removed, centres, similarities)`` of the star split of the components of
+        ``edges`` (verified edges in both directions, partitioned by source), on exact Jaccard
+        with ``shingles`` (the shingle store's folder and a task's set budget)."""
+        if not any(bounds[-1] for _, bounds in edges):  # nothing verified: no components
+            _unlink(edges)
+            return
+        stars = self._stars(state, self._components(state, edges, partitions), partitions, shingles)
+        for path in stars:
+            yield from _removal_chunks(path)
+
+    def _round(
+        self, task: Callable[[Any], Any], files: list[tuple[str, np.ndarray]], out: str, partitions: int
+    ) -> list[tuple[str, Any]]:
+        """``task`` over every partition of ``files``, each writing ``out`` with its partition
+        number filled in: ``(path, result)`` of each."""
+        items = ((partition_ranges(files, q), out.format(q), partitions) for q in range(partitions))
+        with closing(self.executor.map(task, items)) as results:
+            return [(out.format(q), result) for q, result in enumerate(results)]
+
+    def _components(
+        self, state: DedupState, edges: list[tuple[str, np.ndarray]], partitions: int
+    ) -> list[tuple[str, np.ndarray]]:
+        """Large-star and small-star rounds over the verified ``edges`` (both directions,
+        partitioned by source) until a round's input equals the previous one's: then every
+        component is a star around its smallest document. Returns those edges' files."""
+        cc = state.work / "components"
+        previous = None
+        for r in range(MAX_CC_ROUNDS):
+            large = self._round(large_star_task, edges, str(cc / f"l{r:03d}-{{:04d}}.bin"), partitions)
+            seen = [sum(res["edges"] for _, res in large), 0, 0]
+            for _, res in large:
+                seen[1] ^= res["digest"][0]
+                seen[2] = (seen[2] + res["digest"][1]) % 2**64
+            if seen == previous:
+                _unlink(large)
+                state.counters["component_rounds"] = r
+                return edges
+            previous = seen
+            large_files = [(path, res["bounds"]) for path, res in large]
+            small = self._round(small_star_task, large_files, str(cc / f"s{r:03d}-{{:04d}}.bin"), partitions)
+            _unlink(edges)
+            _unlink(large_files)
+            edges = [(path, res["bounds"]) for path, res in small]
+        raise CurateError(f"dedup: connected components did not converge in {MAX_CC_ROUNDS} rounds")
+
+    def _stars(
+        self,
+        state: DedupState,
+        edges: list[tuple[str, np.ndarray]],
+        partitions: int,
+        shingles: tuple[str, int] | None,
+    ) -> list[str]:
+        """Component labels, then the star split of each label partition: the removal files."""
+        cc = state.work / "components"
+        labels = self._round(labels_task, edges, str(cc / "labels-{:04d}.bin"), partitions)
+        _unlink(edges)
+        columns = store_columns(state.config.num_perm)
+        store, n, accept = str(state.work / "store"), state.n_docs, state.config.accept
+        label_files = [(path, bounds) for path, bounds in labels]
+        out = str(cc / "stars-{:04d}.bin")
+        items = (
+            (partition_ranges(label_files, q), store, columns, n, accept, out.format(q), *(shingles or (None, 0)))
+            for q in range(partitions)
+        )
+        with closing(self.executor.map(stars_task, items)) as results:
+            paths = [out.format(q) for q, _ in enumerate(results)]
+        _unlink(labels)
+        return paths
+
+    def exact_stars(
+        self, state: DedupState, verifier: ExactVerifier
+    ) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
         """Three rounds of tasks: candidate pairs per band partition (their documents marked on
         the driver), the shingle pass over the row groups holding marked documents (sets
         appended on the driver to the store in the work directory), and exact verification per
-        pair partition."""
+        pair partition; then the components and the star split on exact Jaccard as tasks, as
+        in :meth:`near_stars`."""
         partitions = self.indexes["band"].partitions if self._has_band_records(state) else 0
         pair_files = []
         if partitions:
@@ -197,7 +323,10 @@ class RayEngine:
         sig_path = str(state.work / "store" / "sig.bin")
         shingle_dir = str(verifier.work)
         cfg = state.config
-        verify_items = [
+        cc = state.work / "components"
+        cc.mkdir(parents=True, exist_ok=True)
+        edge_path = str(cc / "v-{:04d}.bin")
+        verify_items = (
             (
                 partition_ranges(pair_files, q),
                 shingle_dir,
@@ -206,16 +335,39 @@ class RayEngine:
                 cfg.num_perm,
                 cfg.accept,
                 verifier.budget // 2,
+                edge_path.format(q),
+                partitions,
             )
             for q in range(partitions)
-        ]
+        )
+        edges = []
         progress = state.progress_bar("exact verification (pairs)", partitions, "partitions")
         try:
             with closing(self.executor.map(exact_verify_task, verify_items)) as results:
-                for result in results:
+                for q, result in enumerate(results):
                     verifier.add_stats(result["stats"])
-                    uf.union_many(result["members"], result["roots"])
+                    edges.append((edge_path.format(q), result["bounds"]))
                     progress.advance()
         finally:
             progress.close()
+        _unlink(pair_files)
         verifier.stats["pair_partitions"] = partitions
+        if partitions:
+            yield from self._star_removals(state, edges, partitions, (shingle_dir, verifier.budget // 2))
+
+
+def _unlink(files: list[tuple[str, Any]]) -> None:
+    for path, _ in files:
+        Path(path).unlink(missing_ok=True)
+
+
+def _removal_chunks(path: str) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """``(removed, centres, similarities)`` of a :func:`~curate.stages.dedup.ray_tasks.stars_task` file, at
+    most :data:`REMOVAL_CHUNK` records at a time (so the driver holds a bounded slice), then
+    deletes it."""
+    chunk = REMOVAL_CHUNK
+    total = Path(path).stat().st_size // STAR.itemsize
+    for lo in range(0, total, chunk):
+        records = read_ranges([(path, lo, min(total, lo + chunk))], STAR)
+        yield records["doc"].copy(), records["center"].copy(), records["sim"].copy()
+    Path(path).unlink(missing_ok=True)

@@ -10,6 +10,7 @@ partition of an index or of the candidate pairs is the union of its slice of eve
 
 from __future__ import annotations
 
+import itertools
 import math
 import os
 from collections.abc import Iterator
@@ -18,11 +19,20 @@ from typing import Any
 
 import numpy as np
 
-from curate.stages.dedup.exact import new_pair_stats, verify_partition
-from curate.stages.dedup.exact_store import ShingleReader
-from curate.stages.dedup.index import RECORD, UnionFind, candidate_pairs, group_records, keep_groups, verify_pairs
+from curate.stages.dedup.exact import jaccards, new_pair_stats, verify_partition
+from curate.stages.dedup.exact_store import SetCache, ShingleReader
+from curate.stages.dedup.index import (
+    RECORD,
+    DocStore,
+    UnionFind,
+    candidate_pairs,
+    group_records,
+    keep_groups,
+    verify_pairs,
+)
 from curate.stages.dedup.minhash import fmix64
 from curate.stages.dedup.signatures import signature_unit, unit_key_records
+from curate.stages.dedup.stars import Ranker, estimated_similarities, star_split
 
 # --------------------------------------------------------------------------- partitioned key files
 
@@ -31,23 +41,24 @@ def _partition_bits(partitions: int) -> int:
     return int(math.log2(partitions))
 
 
-def write_partitioned(path: str, records: np.ndarray, hashes: np.ndarray, partitions: int) -> list[int]:
+def write_partitioned(path: str, records: np.ndarray, hashes: np.ndarray, partitions: int) -> np.ndarray:
     """Write ``records`` to ``path`` grouped by partition (the top bits of their uniform 64-bit
     ``hashes``; order kept inside each) and return the ``partitions + 1`` record offsets."""
     if partitions > 1:
         part = (hashes >> np.uint64(64 - _partition_bits(partitions))).astype(np.int64)
         order = np.argsort(part, kind="stable")
         records, part = records[order], part[order]
-        bounds = np.searchsorted(part, np.arange(partitions + 1)).tolist()
+        bounds = np.searchsorted(part, np.arange(partitions + 1))
     else:
-        bounds = [0, len(records)]
+        bounds = np.array([0, len(records)])
     tmp = f"{path}.tmp"
     records.tofile(tmp)
     os.replace(tmp, path)  # a retried task rewrites the same file whole
-    return [int(b) for b in bounds]
+    # An array (8 bytes a partition), as the driver keeps one per file: (files x partitions).
+    return np.asarray(bounds, dtype=np.int64)
 
 
-def write_key_records(path: str, keys: np.ndarray, docs: np.ndarray, partitions: int) -> list[int]:
+def write_key_records(path: str, keys: np.ndarray, docs: np.ndarray, partitions: int) -> np.ndarray:
     """``(key, doc)`` records partitioned by key (band keys and text/URL hashes are uniform)."""
     rec = np.empty(len(keys), dtype=RECORD)
     rec["key"] = keys
@@ -62,9 +73,9 @@ def read_ranges(ranges: list[tuple[str, int, int]], dtype: np.dtype = RECORD) ->
     return np.concatenate(parts) if parts else np.empty(0, dtype=dtype)
 
 
-def partition_ranges(files: list[tuple[str, list[int]]], partition: int) -> list[tuple[str, int, int]]:
+def partition_ranges(files: list[tuple[str, np.ndarray]], partition: int) -> list[tuple[str, int, int]]:
     """``(path, lo, hi)`` of one partition in each ``(path, bounds)`` file that has records of it."""
-    return [(path, b[partition], b[partition + 1]) for path, b in files if b[partition + 1] > b[partition]]
+    return [(path, int(b[partition]), int(b[partition + 1])) for path, b in files if b[partition + 1] > b[partition]]
 
 
 class PartitionedKeys:
@@ -76,17 +87,17 @@ class PartitionedKeys:
         self.directory = directory
         self.name = name
         self.partitions = partitions
-        self.units: list[tuple[str, list[int]]] = []  # in unit (= document) order
+        self.units: list[tuple[str, np.ndarray]] = []  # in unit (= document) order
         self.records = 0
         self.spilled_bytes = 0
 
     def unit_path(self, unit: int) -> str:
         return str(self.directory / f"{self.name}-u{unit:06d}.bin")
 
-    def add_unit(self, path: str, bounds: list[int]) -> None:
-        self.units.append((path, bounds))
-        self.records += bounds[-1]
-        self.spilled_bytes += bounds[-1] * RECORD.itemsize
+    def add_unit(self, path: str, bounds: np.ndarray) -> None:
+        self.units.append((path, np.asarray(bounds, dtype=np.int64)))
+        self.records += int(bounds[-1])
+        self.spilled_bytes += int(bounds[-1]) * RECORD.itemsize
 
     def ranges(self, partition: int) -> list[tuple[str, int, int]]:
         return partition_ranges(self.units, partition)
@@ -136,7 +147,7 @@ def _band_partition_pairs(ranges: list[tuple[str, int, int]], alive_path: str, n
     return pairs
 
 
-def pairs_task(args: tuple[list[tuple[str, int, int]], str, int, str, int]) -> list[int]:
+def pairs_task(args: tuple[list[tuple[str, int, int]], str, int, str, int]) -> np.ndarray:
     """Candidate pairs of one band partition among documents still kept, written to
     ``out_path`` partitioned by a hash of the pair (so that each pair, whichever bands it
     shares, is verified by one task only); returns the partition offsets."""
@@ -154,27 +165,144 @@ def exact_pairs_task(args: tuple[list[tuple[str, int, int]], str, int, str, int]
     return {"bounds": bounds, "docs": np.unique(np.concatenate((pairs // n_docs, pairs % n_docs)))}
 
 
-def verify_task(args: tuple[list[tuple[str, int, int]], str, int, int, float]) -> dict[str, Any]:
-    """Verified edges among the candidate pairs of one pair partition, as a spanning forest."""
-    ranges, sig_path, n_docs, num_perm, accept = args
+def verify_task(args: tuple[list[tuple[str, int, int]], str, int, int, float, str, int]) -> dict[str, Any]:
+    """Verified edges among the candidate pairs of one pair partition, written to ``out_path``
+    in both directions and partitioned by their source (the input of
+    :func:`large_star_task`); returns the counters and the partition offsets."""
+    ranges, sig_path, n_docs, num_perm, accept, out_path, partitions = args
     pairs = np.unique(read_ranges(ranges, np.int64))
-    uf = UnionFind()
     verified = 0
+    left, right = [np.zeros(0, np.int64)], [np.zeros(0, np.int64)]
     if len(pairs):
         sig = np.memmap(sig_path, dtype="<u4", mode="r", shape=(n_docs, num_perm))
         for a, b in verify_pairs(pairs, n_docs, sig, accept):
             verified += len(a)
-            uf.union_many(a, b)
-    members, roots = uf.forest()
-    return {"candidates": len(pairs), "verified": verified, "members": members, "roots": roots}
+            left.append(a)
+            right.append(b)
+    a, b = np.concatenate(left), np.concatenate(right)
+    bounds = write_edges(out_path, np.concatenate((a, b)), np.concatenate((b, a)), partitions)
+    return {"candidates": len(pairs), "verified": verified, "bounds": bounds}
 
 
-def exact_verify_task(args: tuple[list[tuple[str, int, int]], str, str, int, int, float, int]) -> dict[str, Any]:
+# --------------------------------------------------------------------------- connected components
+
+EDGE = np.dtype([("src", "<i8"), ("dst", "<i8")])  # an edge, or a (label, document) record
+
+
+def write_edges(path: str, src: np.ndarray, dst: np.ndarray, partitions: int) -> np.ndarray:
+    """``(src, dst)`` records written to ``path`` partitioned by a hash of ``src``."""
+    rec = np.empty(len(src), dtype=EDGE)
+    rec["src"], rec["dst"] = src, dst
+    return write_partitioned(path, rec, fmix64(rec["src"].view(np.uint64)), partitions)
+
+
+def _grouped_edges(ranges: list[tuple[str, int, int]]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The distinct edges of one partition sorted by ``(src, dst)``: ``src``, ``dst``, the start
+    of each source's run and, per edge, the smallest of its source and the source's
+    destinations (``min(u, min N(u))``)."""
+    edges = np.unique(read_ranges(ranges, EDGE))
+    src, dst = edges["src"], edges["dst"]
+    starts = np.flatnonzero(np.concatenate(([True], src[1:] != src[:-1]))) if len(src) else np.zeros(0, np.int64)
+    low = np.minimum(src[starts], dst[starts])  # destinations are sorted within a source
+    sizes = np.diff(np.concatenate((starts, [len(src)])))
+    return src, dst, starts, np.repeat(low, sizes)
+
+
+def edge_digest(src: np.ndarray, dst: np.ndarray) -> tuple[int, int]:
+    """An order-independent digest of a set of distinct edges, ``(xor, sum modulo 2**64)`` of
+    a 64-bit hash of each, combined over partitions the same way: two rounds with the same
+    count and digest have the same edges."""
+    if len(src) == 0:
+        return 0, 0
+    mixed = fmix64(fmix64(src.view(np.uint64)) ^ dst.view(np.uint64))
+    return int(np.bitwise_xor.reduce(mixed)), int(mixed.sum(dtype=np.uint64))
+
+
+def large_star_task(args: tuple[list[tuple[str, int, int]], str, int]) -> dict[str, Any]:
+    """Large-star over one partition of an undirected edge set stored in both directions: every
+    node ``u`` links each neighbour ``v > u`` to ``m(u) = min(u, min N(u))``. Writes the new
+    edges ``(v, m(u))``, stored once at their larger end, partitioned for
+    :func:`small_star_task`; returns the offsets, and the count and digest of the distinct
+    input edges (the driver stops when a round's input equals the previous round's)."""
+    ranges, out_path, partitions = args
+    src, dst, _, low = _grouped_edges(ranges)
+    up = dst > src
+    bounds = write_edges(out_path, dst[up], low[up], partitions)
+    return {"bounds": bounds, "edges": len(src), "digest": edge_digest(src, dst)}
+
+
+def small_star_task(args: tuple[list[tuple[str, int, int]], str, int]) -> dict[str, Any]:
+    """Small-star over one partition of edges stored at their larger end: every node ``u`` and
+    its smaller neighbours are linked to ``m = min(u, min N(u))``. Writes the new edges in both
+    directions, partitioned for the next :func:`large_star_task`."""
+    ranges, out_path, partitions = args
+    src, dst, starts, low = _grouped_edges(ranges)
+    other = dst != low
+    a = np.concatenate((dst[other], src[starts]))  # (v, m) for v != m, and (u, m): u > v >= m
+    b = np.concatenate((low[other], low[starts]))
+    return {"bounds": write_edges(out_path, np.concatenate((a, b)), np.concatenate((b, a)), partitions)}
+
+
+def labels_task(args: tuple[list[tuple[str, int, int]], str, int]) -> np.ndarray:
+    """Component labels from one partition of the converged edges (stars around each
+    component's smallest node, in both directions): ``(label, document)`` of every node,
+    partitioned by label for :func:`stars_task`."""
+    ranges, out_path, partitions = args
+    src, _, starts, low = _grouped_edges(ranges)
+    return write_edges(out_path, low[starts], src[starts], partitions)
+
+
+STAR = np.dtype([("doc", "<i8"), ("center", "<i8"), ("sim", "<f8")])  # a removal by the star split
+
+
+def stars_task(
+    args: tuple[list[tuple[str, int, int]], str, dict[str, tuple[str, int]], int, float, str, str | None, int],
+) -> int:
+    """The star split (:func:`curate.stages.dedup.stars.star_split`) of every component of one
+    label partition, on estimated Jaccard, or on exact Jaccard with ``shingle_dir`` (the
+    shingle store, read through a cache of ``set_budget`` bytes): ``(removed, centre,
+    similarity)`` records written to ``out_path``; returns their number."""
+    ranges, store_dir, columns, n_docs, accept, out_path, shingle_dir, set_budget = args
+    records = np.sort(read_ranges(ranges, EDGE), order=["src", "dst"])
+    label, docs = records["src"], records["dst"]
+    parts = [np.zeros(0, dtype=STAR)]
+    if len(docs):
+        store = DocStore.open(store_dir, columns, n_docs)
+        ranker = Ranker(store)
+        reader = None
+        if shingle_dir is None:
+            sims = estimated_similarities(store["sig"])
+        else:
+            reader = ShingleReader(shingle_dir, n_docs)
+            cache = SetCache(reader, set_budget)
+
+            def sims(center: int, rest: np.ndarray) -> np.ndarray:
+                return jaccards(np.full(len(rest), center, dtype=np.int64), rest, cache.get)
+
+        try:
+            starts = np.flatnonzero(np.concatenate(([True], label[1:] != label[:-1])))
+            for lo, hi in itertools.pairwise([*starts.tolist(), len(docs)]):
+                for members, center, sim in star_split(docs[lo:hi], ranker, sims, accept):
+                    part = np.empty(len(members), dtype=STAR)
+                    part["doc"], part["center"], part["sim"] = members, center, sim
+                    parts.append(part)
+        finally:
+            if reader is not None:
+                reader.close()
+    out = np.concatenate(parts)
+    write_partitioned(out_path, out, out["doc"].view(np.uint64), 1)
+    return len(out)
+
+
+def exact_verify_task(
+    args: tuple[list[tuple[str, int, int]], str, str, int, int, float, int, str, int],
+) -> dict[str, Any]:
     """Exact verification of the candidate pairs of one pair partition
     (:func:`curate.stages.dedup.exact.verify_partition`): the shingle sets of each batch are read from
     the driver's shingle store in the shared work directory, at most ``set_budget`` bytes at
-    once; returns a spanning forest of the accepted pairs and the counters."""
-    ranges, shingle_dir, sig_path, n_docs, num_perm, accept, set_budget = args
+    once. Writes a spanning forest of the accepted pairs (the same components, at most one edge
+    a document) as :func:`verify_task` writes its edges; returns the counters and the offsets."""
+    ranges, shingle_dir, sig_path, n_docs, num_perm, accept, set_budget, out_path, partitions = args
     pairs = np.unique(read_ranges(ranges, np.int64))
     uf = UnionFind()
     stats = new_pair_stats()
@@ -185,5 +313,6 @@ def exact_verify_task(args: tuple[list[tuple[str, int, int]], str, str, int, int
             verify_partition(pairs, n_docs, sets, sig, accept, set_budget, uf, stats)
         finally:
             sets.close()
-    members, roots = uf.forest()
-    return {"stats": stats, "members": members, "roots": roots}
+    a, b = uf.forest()
+    bounds = write_edges(out_path, np.concatenate((a, b)), np.concatenate((b, a)), partitions)
+    return {"stats": stats, "bounds": bounds}

@@ -28,8 +28,9 @@ runner. It makes two passes over the inputs:
    The representative kept for a group is the one with the earliest ``date``, then the higher
    ``quality_score``, then the smaller ``id`` (then input order); missing dates rank last and
    missing scores lowest. For URL groups the *latest* date wins instead (a refetch supersedes).
-3. **Write** (second streaming pass): kept rows go to ``output_dir`` in input order, removed
-   rows to ``output_dir/removed`` with ``dup_of`` (the id of the kept document that represents
+3. **Write** (second streaming pass, one task per input): kept rows go to ``output_dir`` in
+   input order, one set of shards per input (``part-{input:05d}-NNN.parquet``), removed rows to
+   ``output_dir/removed`` under the same names with ``dup_of`` (the id of the kept document that represents
    it, following url -> exact -> near chains), ``dup_kind`` (why it was removed) and
    ``dup_similarity`` (Jaccard with ``dup_of``: estimated, or exact with ``verify = "exact"``).
 
@@ -190,7 +191,7 @@ def _execute(
         decisions = Decisions(state, engine)
         removals = decisions.run()
         t_decide = time.monotonic() - started - t_signatures
-        stats, shards = write_outputs(state, removals, staging)
+        stats, shards = write_outputs(state, removals, staging, engine.map)
         verifier = decisions.verifier
         spilled_bytes = sum(idx.spilled_bytes for idx in state.indexes.values())
         work_bytes = state.store.bytes_on_disk() + spilled_bytes
