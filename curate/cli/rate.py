@@ -192,7 +192,9 @@ def serve(
     def stop(signum: int, frame: Any) -> None:
         raise KeyboardInterrupt
 
-    previous_handler = signal.signal(signal.SIGTERM, stop)
+    # Both set here: a process started in the background of a script inherits SIGINT ignored,
+    # and Ctrl-C (or `kill -INT`) must still stop it cleanly.
+    previous_handlers = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
         click.echo(f"rating {len(session.pair_ids)} pairs; choices are saved to {session.log.path}")
         if session.overlap > 0 and len(raters) > 1:
@@ -214,7 +216,8 @@ def serve(
         except KeyboardInterrupt:
             pass
     finally:
-        signal.signal(signal.SIGTERM, previous_handler)
+        for sig, handler in previous_handlers.items():
+            signal.signal(sig, handler)
         server.server_close()
         lines = sum(state.ratings for state in session.log.raters.values())
         session.close()
