@@ -145,6 +145,9 @@ class Executor:
         from curate.runtime.ray import ray_session, task_result
 
         with ray_session(self.ray_address, self.workers) as ray:
+            # A task whose worker dies (killed, out of memory, its node lost) runs again: safe,
+            # since a task's shards appear only by an atomic rename and a rerun writes the same
+            # bytes (tests/runtime/test_cluster.py kills one mid-stage). Exceptions are not retried.
             remote_fn = ray.remote(num_cpus=1, max_retries=2)(fn)
             limit = in_flight or max(2, 2 * int(ray.cluster_resources().get("CPU", 1)))
             pending: deque = deque()
