@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import time
 from pathlib import Path
 
 import pytest
@@ -48,14 +47,14 @@ def cluster():
 def test_cluster_worker_killed_mid_stage_same_output(cluster, tmp_path):
     assert len(cluster.raylets()) == 2  # the head and the second node: two raylet processes
 
-    t0 = time.monotonic()
-    calm = harness.run_pipeline(cluster, tmp_path / "undisturbed", kill=False, timeout=120)
-    faulted = harness.run_pipeline(cluster, tmp_path / "killed", kill=True, timeout=120)
-    assert time.monotonic() - t0 < 150, (calm["seconds"], faulted["seconds"])
+    # timeouts are hang guards for each command, not a speed test
+    harness.run_pipeline(cluster, tmp_path / "undisturbed", kill=False, timeout=600)
+    faulted = harness.run_pipeline(cluster, tmp_path / "killed", kill=True, timeout=600)
 
     kills = {k["stage"]: k for k in faulted["kills"]}
-    # Crawl's tasks (one per WARC file, ~0.5 s each) are always caught; the others usually are.
-    assert "crawl" in kills, faulted
+    # Some stage's running task was caught (crawl's, one per WARC file, nearly always; the
+    # others usually): a run with no kill would prove nothing.
+    assert kills, faulted
     for k in kills.values():
         # A worker executing one of our tasks (ray::<task>), killed while the stage's command ran,
         # and really gone; the stage still exited 0 (run_pipeline raises otherwise).
