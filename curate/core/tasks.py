@@ -110,7 +110,8 @@ def _lettered(record: dict[str, Any]) -> tuple[list[str], int]:
     return list(texts), labels.index(record["answerKey"])
 
 
-def _arc(task: str, n: int, r: dict[str, Any]) -> Item:
+def _question_answer(task: str, n: int, r: dict[str, Any]) -> Item:
+    """ARC and CommonsenseQA: "Question: ...\nAnswer:" and the lettered choices."""
     choices, label = _lettered(r)
     return Item(
         task,
@@ -170,18 +171,6 @@ def _boolq(task: str, n: int, r: dict[str, Any]) -> Item:
     return Item(task, str(n), context, (" no", " yes"), int(bool(r["answer"])), texts=(r["passage"], r["question"]))
 
 
-def _commonsense_qa(task: str, n: int, r: dict[str, Any]) -> Item:
-    choices, label = _lettered(r)
-    return Item(
-        task,
-        r["id"],
-        f"Question: {r['question']}\nAnswer:",
-        tuple(f" {c}" for c in choices),
-        label,
-        texts=(r["question"], *choices),
-    )
-
-
 def _mmlu(task: str, n: int, r: dict[str, Any]) -> Item:
     subject = r["subject"].replace("_", " ")
     options = "".join(f"{letter}. {text}\n" for letter, text in zip("ABCD", r["choices"]))
@@ -208,11 +197,11 @@ def _bundled(name: str, convert: Callable, eval_split: str, fewshot: str | None,
 BUNDLED: dict[str, Task] = {
     t.name: t
     for t in (
-        _bundled("arc_easy", _arc, "validation", None, "allenai/ai2_arc", "CC BY-SA 4.0"),
-        _bundled("arc_challenge", _arc, "validation", None, "allenai/ai2_arc", "CC BY-SA 4.0"),
+        _bundled("arc_easy", _question_answer, "validation", None, "allenai/ai2_arc", "CC BY-SA 4.0"),
+        _bundled("arc_challenge", _question_answer, "validation", None, "allenai/ai2_arc", "CC BY-SA 4.0"),
         _bundled("openbookqa", _openbookqa, "validation", None, "allenai/openbookqa", "Apache-2.0"),
         _bundled("copa", _copa, "validation", None, "SuperGLUE COPA", "BSD-2-Clause"),
-        _bundled("commonsense_qa", _commonsense_qa, "validation", None, "tau/commonsense_qa", "MIT"),
+        _bundled("commonsense_qa", _question_answer, "validation", None, "tau/commonsense_qa", "MIT"),
         _bundled("piqa", _piqa, "validation", None, "ybisk/piqa", "AFL-3.0"),
         _bundled("winogrande", _winogrande, "validation", None, "allenai/winogrande", "CC-BY"),
         _bundled("boolq", _boolq, "validation", None, "google/boolq", "CC BY-SA 3.0"),
