@@ -85,6 +85,30 @@ def warc_kit():
 # ------------------------------------------------------------------ WARC builders (warc_kit)
 
 
+@pytest.fixture
+def data_stages():
+    """``data_stages(warc, work, tokens)``: crawl -> filter (the URL blocklist drops
+    ``blocked.example.net``) -> dedup (threshold 0.8) -> mix (one web source, seed 1) into the
+    pipeline's folder names under ``work``: a small work directory for trace and forget."""
+
+    def run(warc, work, tokens: str) -> None:
+        from curate.runtime.stage import StageContext
+        from curate.stages import crawl, dedup, mix
+        from curate.stages import filter as filter_stage
+
+        def ctx(inputs, out):
+            return StageContext(inputs, str(work / out), progress=False)
+
+        crawl.run(crawl.load_config(None), ctx([str(warc)], "crawl"))
+        chain = {"filters": [{"name": "url_blocklist", "domains": ["blocked.example.net"]}]}
+        filter_stage.run(filter_stage.FilterConfig(chain=chain), ctx([str(work / "crawl")], "filter"))
+        dedup.run(dedup.DedupConfig(threshold=0.8), ctx([str(work / "filter")], "dedup"))
+        sources = [{"name": "web", "paths": [str(work / "dedup")], "weight": 1.0}]
+        mix.run(mix.load_mix_config(None, {"sources": sources, "tokens": tokens, "seed": 1}), ctx([], "mix"))
+
+    return run
+
+
 def article_html(title: str, n_paras: int = 4, lang: str = "en", charset: str | None = "utf-8") -> str:
     para = (
         "This paragraph about {t} is long enough to look like real content written for readers, "

@@ -37,15 +37,11 @@ def _page(kit, title: str, text: str) -> bytes:
 
 
 @pytest.fixture
-def workdir(tmp_path, warc_kit):
+def workdir(tmp_path, warc_kit, data_stages):
     """WORKDIR with crawl, filter, dedup and mix outputs (the pipeline's folder names): 6 pages,
     one of them (``near.example.org/copy``) a near duplicate of ``keep.example.com/original``,
     one blocked by the filter (``blocked.example.net``); and a checkpoint step that consumed the
     first 4 mix rows. Returns (workdir, {name: document id})."""
-    from curate.runtime.stage import StageContext
-    from curate.stages import crawl, dedup, mix
-    from curate.stages import filter as filter_stage
-
     original = _text(1)
     words = original.split()
     words[-3:] = ["zebra", "quartz", "nebula."]  # a near duplicate: the last words changed
@@ -61,13 +57,7 @@ def workdir(tmp_path, warc_kit):
     warc.parent.mkdir()
     warc.write_bytes(warc_kit.make_warc(pages))
     work = tmp_path / "work"
-    ctx = lambda inputs, out: StageContext(inputs, str(work / out), progress=False)  # noqa: E731
-    crawl.run(crawl.load_config(None), ctx([str(warc)], "crawl"))
-    chain = {"filters": [{"name": "url_blocklist", "domains": ["blocked.example.net"]}]}
-    filter_stage.run(filter_stage.FilterConfig(chain=chain), ctx([str(work / "crawl")], "filter"))
-    dedup.run(dedup.DedupConfig(threshold=0.8), ctx([str(work / "filter")], "dedup"))
-    sources = [{"name": "web", "paths": [str(work / "dedup")], "weight": 1.0}]
-    mix.run(mix.load_mix_config(None, {"sources": sources, "tokens": "12k", "seed": 1}), ctx([], "mix"))
+    data_stages(warc, work, "12k")
     return work
 
 

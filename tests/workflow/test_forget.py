@@ -27,15 +27,11 @@ def _text(seed: int) -> str:
 
 
 @pytest.fixture
-def workdir(tmp_path, warc_kit):
+def workdir(tmp_path, warc_kit, data_stages):
     """WORKDIR (the pipeline's folder names) of 5 pages: ``near.example.org/copy`` is a near
     duplicate of ``keep.example.com/original`` (removed by dedup), ``sub.near.example.org/b``
     is kept and consumed by the checkpoint ``ckpt/base`` (a consumption record of every mix
     row), which ``ckpt/sft`` (no record) was fine-tuned from."""
-    from curate.runtime.stage import StageContext
-    from curate.stages import crawl, dedup, mix
-    from curate.stages import filter as filter_stage
-
     original = _text(1)
     copy = original.rsplit(" ", 3)[0] + " zebra quartz nebula."
 
@@ -56,13 +52,7 @@ def workdir(tmp_path, warc_kit):
     warc.parent.mkdir()
     warc.write_bytes(warc_kit.make_warc(pages))
     work = tmp_path / "work"
-    ctx = lambda inputs, out: StageContext(inputs, str(work / out), progress=False)  # noqa: E731
-    crawl.run(crawl.load_config(None), ctx([str(warc)], "crawl"))
-    chain = {"filters": [{"name": "url_blocklist", "domains": ["blocked.example.net"]}]}
-    filter_stage.run(filter_stage.FilterConfig(chain=chain), ctx([str(work / "crawl")], "filter"))
-    dedup.run(dedup.DedupConfig(threshold=0.8), ctx([str(work / "filter")], "dedup"))
-    sources = [{"name": "web", "paths": [str(work / "dedup")], "weight": 1.0}]
-    mix.run(mix.load_mix_config(None, {"sources": sources, "tokens": "8k", "seed": 1}), ctx([], "mix"))
+    data_stages(warc, work, "8k")
     sha = hashlib.sha256((work / "mix" / "manifest.json").read_bytes()).hexdigest()
     rows = pq.read_table(work / "mix" / "part-00000-000.parquet", columns=["id", "source", "n_tokens"])
     base = _step(work / "ckpt" / "base", {"stage": "pretrain", "mix_manifest_sha256": sha})
