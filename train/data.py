@@ -231,16 +231,7 @@ class PackedReader:
             shuffle_shards=shuffle_shards,
             batch_rows=batch_rows,
         )
-        self.stream = _DocStream(
-            mix,
-            tokenizer,
-            rank=rank,
-            world_size=world_size,
-            val_fraction=val_fraction,
-            seed=seed,
-            shuffle_shards=shuffle_shards,
-            batch_rows=batch_rows,
-        )
+        self.stream = _DocStream(mix, tokenizer, **self._settings)  # kept to build a replaying twin
         # Segments of the documents not fully consumed yet: [doc, offset of first unused token].
         self._segments: deque[list[Any]] = deque()
         self._next_position = (0, 0, 0)  # (epoch, order, row) of the next document to read
