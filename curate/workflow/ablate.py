@@ -46,7 +46,7 @@ from curate.core.errors import ConfigError
 from curate.core.files import atomic_write_json
 from curate.runtime.executor import default_workers
 from curate.workflow.config import Pipeline, check_pipeline_data, pipeline_from_tables, resolve_tables
-from curate.workflow.stages import OUTPUT_DIRS, PATH_KEYS, STAGES, kept_as_written
+from curate.workflow.stages import OUTPUT_DIRS, PATH_KEYS, STAGES, checkpoint_identity, kept_as_written
 from curate.workflow.state import fingerprint
 
 DATA_STAGES = ("crawl", "filter", "dedup", "tokenizer", "mix")
@@ -74,7 +74,8 @@ class Ablation:
     workdir: Path
     variants: list[Variant]  # the base first
     proxy: dict[str, Any]
-    eval: dict[str, Any]
+    eval: dict[str, Any]  # the [eval] table as written (paths resolved)
+    eval_config: Any = None  # train.eval.EvalConfig built from it, once
 
 
 # --------------------------------------------------------------------------- loading
@@ -113,8 +114,8 @@ def load_ablation(path: str | os.PathLike, workdir: str | None = None, workers: 
         v.fingerprints = _fingerprints(v.pipe)
     proxy, eval_table = dict(data.get("proxy", {})), resolve_evals(data.get("eval", {}), here)
     _check_runs(variants, proxy)
-    eval_config(eval_table, variants[0], where)  # a typo in [eval] fails before the crawl
-    return Ablation(where, root, variants, proxy, eval_table)
+    evaluation = eval_config(eval_table, variants[0], where)  # a typo in [eval] fails before the crawl
+    return Ablation(where, root, variants, proxy, eval_table, evaluation)
 
 
 def _seeds(value: Any, where: str, minimum: int) -> list[int]:
@@ -173,10 +174,7 @@ def eval_config(table: dict[str, Any], base: Variant, where: str):
     from train.eval import EvalConfig
 
     settings = {"mix": str(base.pipe.out("mix")), **table}
-    config = from_dict(EvalConfig, settings, f"{where} [eval]")
-    from curate.core.ranges import check_bounds
-
-    check_bounds(config, f"{where} [eval]")
+    config = from_dict(EvalConfig, settings, f"{where} [eval]")  # ranges checked there
     config.validate()
     return config
 
@@ -251,7 +249,7 @@ def train_and_evaluate(v: Variant, ab: Ablation, seed: int, log: Log) -> dict[st
     run_dir = pipe.out("pretrain")
     log(f"[{v.name}] proxy seed {seed} -> {run_dir}")
     notes = BY_NAME["pretrain"].run(pipe, pipe.built["pretrain"], False, log)
-    results = _evaluated(run_dir, eval_config(ab.eval, ab.variants[0], ab.source), log)
+    results = _evaluated(run_dir, ab.eval_config, log)
     return {
         "variant": v.name,
         "seed": seed,
@@ -266,10 +264,9 @@ def _evaluated(run_dir: Path, config: Any, log: Log) -> dict[str, Any]:
     """The proxy's eval results: reused from ``.curate/ablation-eval.json`` when the
     checkpoint and the settings are the ones they were computed for, else computed."""
     from curate.core.config import to_dict
-    from train.checkpoint import resolve_checkpoint
     from train.eval import run_eval
 
-    key = {"step": resolve_checkpoint(run_dir).name, "settings": to_dict(config)}
+    key = {"model": checkpoint_identity(run_dir), "settings": to_dict(config)}
     record = run_dir / ".curate" / "ablation-eval.json"
     if record.exists():
         saved = json.loads(record.read_text(encoding="utf-8"))

@@ -220,7 +220,6 @@ def _build_eval(pipe: Pipeline) -> tuple[Any, str]:
     """``[eval]``: curate eval's settings (every key of ``EvalConfig``, the command's defaults)
     plus ``checkpoint``, the stage whose model is scored: the final model (``rlhf``) unless it
     names ``pretrain`` or ``sft``."""
-    from curate.core.ranges import check_bounds
     from train.eval import EvalConfig
 
     t = dict(take(pipe.tables["eval"], {f.name for f in fields(EvalConfig)} | {"checkpoint"}, "eval"))
@@ -231,8 +230,7 @@ def _build_eval(pipe: Pipeline) -> tuple[Any, str]:
             f"[eval]: checkpoint must name the stage whose model to score, one of {', '.join(EVAL_MODELS)}; "
             f"got {model!r}{why}"
         )
-    config = from_dict(EvalConfig, t, where="[eval]")
-    check_bounds(config, "[eval]")
+    config = from_dict(EvalConfig, t, where="[eval]")  # ranges checked there
     try:
         config.validate()
     except ConfigError as exc:
@@ -240,17 +238,23 @@ def _build_eval(pipe: Pipeline) -> tuple[Any, str]:
     return config, model
 
 
-def _eval_identity(pipe: Pipeline, built: tuple[Any, str]) -> dict[str, Any] | None:
-    """The checkpoint the eval scores: its step folder and the sha256 of its weights (so a model
-    retrained by hand is scored again); None when there is none yet (the run then says why)."""
+def checkpoint_identity(path: Any) -> dict[str, Any] | None:
+    """What an evaluation of the model at ``path`` (a run or step folder) depends on: its step
+    folder and the sha256 of its weights (so a model retrained by hand is scored again); None
+    when there is no checkpoint yet. Used by the eval stage and by ``curate ablate``."""
     from curate.core.files import sha256_file
     from train.checkpoint import WEIGHTS_FILE, resolve_checkpoint
 
     try:
-        step = resolve_checkpoint(model_dir(pipe, built[1]))
+        step = resolve_checkpoint(path)
         return {"step": step.name, "weights_sha256": sha256_file(step / WEIGHTS_FILE)}
     except (CurateError, OSError):
         return None
+
+
+def _eval_identity(pipe: Pipeline, built: tuple[Any, str]) -> dict[str, Any] | None:
+    """The checkpoint the eval scores (None when there is none yet: the run then says why)."""
+    return checkpoint_identity(model_dir(pipe, built[1]))
 
 
 def _run_eval(pipe: Pipeline, built: tuple[Any, str], overwrite: bool, log: Log) -> dict[str, Any]:
