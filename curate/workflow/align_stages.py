@@ -55,7 +55,8 @@ def build_reward(pipe: Pipeline) -> tuple[Any, str, bool]:
     table = {k: v for k, v in pipe.tables["reward"].items() if k != HOLDOUT_KEY}
     if holdout and table.get("half") is not None:
         raise ConfigError("[reward]: holdout = true trains both halves; leave out `half`")
-    config, data = align_builder("reward", reward_config, "data")(_with_table(pipe, "reward", table))
+    without = dataclasses.replace(pipe, tables={**pipe.tables, "reward": table})
+    config, data = align_builder("reward", reward_config, "data")(without)
     return config, data, holdout
 
 
@@ -64,12 +65,6 @@ def build_rlhf(pipe: Pipeline) -> tuple[Any, str]:
     if getattr(config, "stop_on_divergence", 0) and not holdout_enabled(pipe):
         raise ConfigError("[rlhf]: stop_on_divergence needs a held-out reward model: set holdout = true in [reward]")
     return config, prompts
-
-
-def _with_table(pipe: Pipeline, stage: str, table: dict[str, Any]) -> Pipeline:
-    clone = dataclasses.replace(pipe) if dataclasses.is_dataclass(pipe) else pipe
-    clone.tables = {**pipe.tables, stage: table}
-    return clone
 
 
 def holdout_dir(pipe: Pipeline) -> Path:
