@@ -36,7 +36,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from curate.core.document import CHUNK_SUFFIX_SQL
+from curate.core.document import PARENT_ID_SQL
 from curate.core.errors import InputError
 
 from .mix import MixInfo, open_mix
@@ -218,7 +218,7 @@ def _iso(us: int) -> str:
 
 
 # Documents, not rows: the chunks the mix cut from a long document count as that document.
-_PARENT = f"regexp_replace(id, '{CHUNK_SUFFIX_SQL}', '')"
+_PARENT = PARENT_ID_SQL
 
 
 def _cutoff(con, view: str) -> dict[str, Any]:

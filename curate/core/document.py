@@ -141,6 +141,7 @@ def domain_of(url: str) -> str | None:
 CHUNK_MARK = "#c"  # the mix cuts a long document ID into chunks ID#c00000, ID#c00001, ...
 _CHUNK_SUFFIX = re.compile(r"#c\d{5,}$")
 CHUNK_SUFFIX_SQL = "#c[0-9]{5,}$"  # the same, for DuckDB's regexp_replace
+PARENT_ID_SQL = f"regexp_replace(id, '{CHUNK_SUFFIX_SQL}', '')"  # parent_id() of the `id` column, in SQL
 
 
 def parent_id(doc_id: str) -> str:

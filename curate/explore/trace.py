@@ -26,7 +26,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from curate.core.document import CHUNK_SUFFIX_SQL, parent_id
+from curate.core.document import PARENT_ID_SQL, parent_id
 from curate.core.errors import ConfigError, InputError
 from curate.core.files import sha256_file
 from curate.core.manifest import MANIFEST_NAME
@@ -36,7 +36,7 @@ from curate.explore.query import shard_files
 STAGES = ("crawl", "filter", "dedup", "mix")
 # A mix row of a long document cut into chunks has the id ``ID#c00003`` (curate.stages.mix);
 # trace and forget follow the document's id through its chunks.
-PARENT_ID = f"regexp_replace(id, '{CHUNK_SUFFIX_SQL}', '')"
+PARENT_ID = PARENT_ID_SQL
 CONSUMED_FILE = "consumed.parquet"  # written by the trainers in each step folder
 CONFIG_FILE = "config.json"
 _STEP = re.compile(r"^step-(\d+)$")
