@@ -22,13 +22,13 @@ from collections.abc import Sequence
 import numpy as np
 import pyarrow as pa
 
+from curate.core.document import CHUNK_MARK
 from curate.core.tokenizer import ByteTokenizer, Tokenizer
 
 # Each boundary is the end of a match: the separator stays with the text before it.
 PARAGRAPH = re.compile(r"\n[ \t]*\n\s*")
 SENTENCE = re.compile(r"[.!?\u2026]+[\"'\u201d\u2019)\]]*\s+|\n\s*")
 LEVELS = (PARAGRAPH, SENTENCE)
-CHUNK_MARK = "#c"
 
 
 def chunk_id(parent_id: str, index: int) -> str:
