@@ -55,7 +55,8 @@ def trace_cmd(target, domain, workdir, crawl_dir, filter_dir, dedup_dir, mix_dir
     from pathlib import Path
 
     from curate.core.errors import InputError
-    from curate.explore.trace import format_trace, make_selector, trace
+    from curate.explore.trace import make_selector, trace
+    from curate.explore.trace_text import format_trace
     from curate.workflow.forget import stage_folders
 
     selector = make_selector(target, domain)

@@ -47,7 +47,8 @@ from curate.core.files import atomic_write_bytes, atomic_write_json
 from curate.core.manifest import build_manifest, load_manifest
 from curate.core.shards import DEFAULT_SHARD_BYTES, ShardWriter, read_tables
 from curate.explore.query import shard_files
-from curate.explore.trace import STAGES, Found, Selector, read_step_config, step_meta, totals, trace
+from curate.explore.trace import STAGES, Found, Selector, read_step_config, step_meta, trace
+from curate.explore.trace_text import totals
 from curate.runtime.executor import Executor
 from curate.runtime.output import OutputDir
 from curate.runtime.stage import StageContext
