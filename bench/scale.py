@@ -122,11 +122,26 @@ def main() -> None:
     ap.add_argument("--workdir", default=None, help="where corpora and outputs go (default: a temporary folder)")
     ap.add_argument("--extra", action="append", default=[], help="more Parquet shards to sample paragraphs from")
     ap.add_argument("--keep", action="store_true", help="keep the work folder")
+    ap.add_argument(
+        "--stages", default=",".join(STAGES), help="which stages to run, comma-separated (default: all three)"
+    )
+    ap.add_argument(
+        "--engine",
+        choices=("local", "ray"),
+        default="local",
+        help="run each stage on local worker processes or as Ray tasks (a local Ray instance; the driver's "
+        "RSS is then the figure that matters: Ray's workers are not its children)",
+    )
+    ap.add_argument("--json", default=None, help="also write every measured row to this JSON file")
     args = ap.parse_args()
     sizes = [parse_size(s) for s in args.sizes.split(",") if s.strip()]
     sizes += [1_000_000] if args.one_m else []
     sizes += [10_000_000] if args.ten_m else []
     sizes = sorted(set(sizes))
+    stages = [s.strip() for s in args.stages.split(",") if s.strip()]
+    unknown = sorted(set(stages) - set(STAGES))
+    if unknown:
+        ap.error(f"unknown stage {', '.join(unknown)}; choose from {', '.join(STAGES)}")
 
     import make_scale_docs
 
@@ -134,7 +149,7 @@ def main() -> None:
     root.mkdir(parents=True, exist_ok=True)
     print(
         f"bench/scale.py {datetime.date.today().isoformat()}: {platform.machine()} {os.cpu_count()} cores, "
-        f"Python {platform.python_version()}, workers {args.workers}, dup rate {args.dup_rate}, "
+        f"Python {platform.python_version()}, engine {args.engine}, workers {args.workers}, dup rate {args.dup_rate}, "
         f"load average {os.getloadavg()[0]:.1f}"
     )
     print(
@@ -165,7 +180,8 @@ def main() -> None:
                 f"planted {info['planted']['exact']:,} exact + {info['planted']['near']:,} near, "
                 f"generated in {time.perf_counter() - t0:.1f} s"
             )
-            j = ["-j", str(args.workers)]
+            # With --engine ray, --workers is the CPUs of the local Ray instance the command starts.
+            j = ["-j", str(args.workers)] + (["--engine", "ray"] if args.engine == "ray" else [])
             commands = {
                 "filter": ["filter", str(corpus), "-o", str(root / f"filter-{n}"), "-q", *j],
                 "dedup": ["dedup", str(corpus), "-o", str(root / f"dedup-{n}"), *j],
@@ -177,9 +193,10 @@ def main() -> None:
                     str(info["chars"] // 2),
                     "-o",
                     str(root / f"mix-{n}"),
+                    *j,
                 ],
             }
-            for stage in STAGES:
+            for stage in stages:
                 r = run_stage(commands[stage])
                 if stage == "dedup":
                     m = json.loads((root / f"dedup-{n}" / "manifest.json").read_text())
@@ -191,6 +208,9 @@ def main() -> None:
                     f"{_mb(r['worker_rss']):>11}",
                     flush=True,
                 )
+                if args.json:
+                    rows = {st: [{"docs": k, **v} for k, v in rs] for st, rs in results.items() if rs}
+                    Path(args.json).write_text(json.dumps(rows, indent=1) + "\n")
             for stage in STAGES:
                 shutil.rmtree(root / f"{stage}-{n}", ignore_errors=True)
             shutil.rmtree(corpus, ignore_errors=True)

@@ -26,6 +26,20 @@ import click
     "--workers", "-j", type=click.IntRange(min=1), default=None, help="Worker processes (default: all cores)."
 )
 @click.option(
+    "--engine",
+    type=click.Choice(["local", "ray"]),
+    default=None,
+    help="Run the data stages (crawl to mix) on local worker processes (the default) or as Ray tasks "
+    "(the `ray` extra; the work directory must then be storage every node sees). The outputs are the "
+    "same. With --plan: the engine planned for (default: ray on more than one node).",
+)
+@click.option(
+    "--ray-address",
+    default=None,
+    metavar="ADDR",
+    help="With --engine ray: the cluster to join (e.g. auto); default: start a local Ray instance.",
+)
+@click.option(
     "--plan",
     is_flag=True,
     help="Run nothing: print per stage the expected time, memory, disk, network read and cost "
@@ -37,7 +51,7 @@ import click
     default=None,
     metavar="SIZE-OR-SNAPSHOT",
     help="With --plan: compressed WARC bytes (10TB), WARC files (1000warc) or a Common Crawl "
-    "snapshot (CC-MAIN-2024-10: ~90,000 WARC files of ~1 GB, ~3 billion pages).",
+    "snapshot (CC-MAIN-2024-10: its published page count).",
 )
 @click.option(
     "--cluster",
@@ -50,7 +64,19 @@ import click
 )
 @click.option("--price-gpu-hour", type=click.FloatRange(min=0), default=None, help="With --plan: price of a GPU-hour.")
 def pipeline(
-    config, workdir, until, from_stage, overwrite, workers, plan, input_size, cluster, price_core_hour, price_gpu_hour
+    config,
+    workdir,
+    until,
+    from_stage,
+    overwrite,
+    workers,
+    engine,
+    ray_address,
+    plan,
+    input_size,
+    cluster,
+    price_core_hour,
+    price_gpu_hour,
 ):
     """Run crawl -> filter -> dedup -> tokenizer -> mix -> pretrain -> sft -> reward -> rlhf (-> eval).
 
@@ -63,6 +89,7 @@ def pipeline(
       curate pipeline samples/pipeline.toml --until dedup
       curate pipeline samples/pipeline.toml --from pretrain      # data stages must be up to date
       curate pipeline samples/pipeline.toml --overwrite --from sft --until sft
+      curate pipeline cc.toml --until mix --engine ray --ray-address auto
       curate pipeline samples/pipeline.toml --plan --input CC-MAIN-2024-10 \\
           --cluster 16x32x128GB+8xH100 --price-core-hour 0.04 --price-gpu-hour 2.5
     """
@@ -76,7 +103,7 @@ def pipeline(
             raise ConfigError("--plan needs --input SIZE-OR-SNAPSHOT and --cluster NODESxCORESxMEM[+GPUSxTYPE]")
         inp, spec = parse_input(input_size), parse_cluster(cluster)
         pipe = load_pipeline(config, workdir=workdir, workers=workers)
-        plans = plan_pipeline(pipe, inp, spec, price_core_hour, price_gpu_hour)
+        plans = plan_pipeline(pipe, inp, spec, price_core_hour, price_gpu_hour, engine=engine)
         click.echo(format_plan(plans, inp, spec, price_core_hour, price_gpu_hour))
         return
     given = (
@@ -88,7 +115,10 @@ def pipeline(
     for name, value in given:
         if value is not None:
             raise ConfigError(f"{name} is used only with --plan")
+    if ray_address and engine != "ray":
+        raise ConfigError("--ray-address is used only with --engine ray")
     pipe = load_pipeline(config, workdir=workdir, workers=workers)
+    pipe.engine, pipe.ray_address = engine or "local", ray_address
     outcomes = run_pipeline(
         pipe, until=until, from_stage=from_stage, overwrite=overwrite, log=lambda m: click.echo(m, err=True)
     )

@@ -32,6 +32,9 @@ class Pipeline:
     workers: int = 1
     seed: int = 0
     source: str = "pipeline config"
+    # Where the data stages run (curate.runtime.executor.ENGINES); the outputs are the same.
+    engine: str = "local"
+    ray_address: str | None = None
     built: dict[str, Any] = field(default_factory=dict)
 
     def out(self, stage: str) -> Path:

@@ -9,11 +9,16 @@ measured MFU).
 
 The model, stated so that a bill can be checked against it:
 
-* pages = WARC files × ~33,000; documents flow crawl → filter → dedup → mix, shrinking by the
-  table's crawl yield, filter keep and dedup keep fractions;
+* pages: a Common Crawl snapshot's published page count (:mod:`curate.workflow.cc_snapshots`),
+  else bytes or WARC files at the one published measurement of bytes per page; documents flow
+  crawl → filter → dedup → mix, shrinking by the table's crawl yield, filter keep and dedup keep
+  fractions;
 * a data stage runs ``workers = nodes × min(cores, node memory / worker memory)`` processes, each
   at the stage's per-core rate, so its time is ``docs / (rate × workers)`` (crawl: at most one
-  worker per WARC file); ``mix`` runs on one machine (``--engine ray`` for mix is not built yet);
+  worker per WARC file). With ``--engine ray`` (assumed on more than one node) every stage uses
+  every node; with ``--engine local`` one node works. dedup and mix have a measured serial part
+  (the driver's work): ``time = docs × (serial + parallel / workers)``, so more nodes shorten
+  them less; their drivers' memory is a measured base plus bytes per document;
 * a data stage is charged for every core of the cluster while it runs (what a cloud bills),
   training for its GPUs; cost = hours × (cores × price per core-hour or GPUs × price per GPU-hour).
 """
@@ -26,13 +31,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from curate.core.errors import ConfigError
-from curate.workflow.plan_rates import (
-    CC_PAGES_PER_WARC,
-    CC_SOURCE,
-    CC_WARC_FILE_BYTES,
-    CC_WARC_FILES_PER_SNAPSHOT,
-    RATES,
-)
+from curate.workflow import cc_snapshots
+from curate.workflow.plan_rates import RATES
 
 _BYTE_UNITS = {
     "b": 1,
@@ -101,25 +101,24 @@ class StagePlan:
 
 def parse_input(spec: str) -> InputSize:
     """``10TB`` / ``500GiB`` (compressed WARC bytes), ``1000warc`` (WARC files) or
-    ``CC-MAIN-2024-10`` (a Common Crawl snapshot at its documented averages)."""
+    ``CC-MAIN-2024-10`` (a Common Crawl snapshot: its published page count, see
+    :mod:`curate.workflow.cc_snapshots`)."""
     s = str(spec).strip()
-    m = _SNAPSHOT.match(s)
-    if m:
-        files = CC_WARC_FILES_PER_SNAPSHOT
-        return InputSize(s.upper(), files * CC_WARC_FILE_BYTES, files, files * CC_PAGES_PER_WARC, CC_SOURCE)
+    per_page, per_file = cc_snapshots.BYTES_PER_PAGE, cc_snapshots.WARC_FILE_BYTES
+    basis = f"{per_page / 1e3:.1f} kB per page, {per_file / 1e9:.2f} GB per WARC file (CC-MAIN-2019-09, published)"
+    if _SNAPSHOT.match(s):
+        snap = cc_snapshots.snapshot(s)
+        return InputSize(snap["name"], snap["bytes"], snap["warc_files"], snap["pages"], snap["basis"])
     m = _WARC.match(s)
     if m:
         files = float(m.group(1)) * {"": 1, "k": 1e3, "m": 1e6}[m.group(2).lower()]
         if files > 0:
-            return InputSize(
-                s, files * CC_WARC_FILE_BYTES, files, files * CC_PAGES_PER_WARC, f"{CC_SOURCE}, per WARC file"
-            )
+            return InputSize(s, files * per_file, files, files * per_file / per_page, basis)
     m = _BYTES.match(s.replace(" ", ""))
     if m and m.group(2).lower() in _BYTE_UNITS:
         size = float(m.group(1)) * _BYTE_UNITS[m.group(2).lower()]
         if size > 0:
-            files = size / CC_WARC_FILE_BYTES
-            return InputSize(s, size, files, files * CC_PAGES_PER_WARC, f"{CC_SOURCE}, per GB of WARC")
+            return InputSize(s, size, size / per_file, size / per_page, basis)
     raise ConfigError(
         f"--input {spec!r}: expected compressed WARC bytes (10TB, 500GB), a number of WARC files (1000warc) "
         "or a Common Crawl snapshot (CC-MAIN-2024-10)"
@@ -147,13 +146,19 @@ def parse_cluster(spec: str) -> Cluster:
     return Cluster(int(m.group(1)), int(m.group(2)), float(m.group(3)) * _BYTE_UNITS[unit], gpus, gpu_type)
 
 
-def _workers(cluster: Cluster, worker_mem: float, stage: str) -> int:
+def _workers(cluster: Cluster, worker_mem: float, stage: str, nodes: int | None = None) -> int:
     per_node = min(cluster.cores, int(cluster.memory // worker_mem))
     if per_node < 1:
         raise ConfigError(
             f"--cluster: a {stage} worker needs ~{_bytes(worker_mem)} and a node has {_bytes(cluster.memory)}"
         )
-    return cluster.nodes * per_node
+    return (cluster.nodes if nodes is None else nodes) * per_node
+
+
+def plan_engine(cluster: Cluster, engine: str | None = None) -> str:
+    """The engine a plan assumes: the one given, else Ray on more than one node (the local
+    engine uses one machine), else local."""
+    return engine or ("ray" if cluster.nodes > 1 else "local")
 
 
 def plan_data(
@@ -161,74 +166,87 @@ def plan_data(
     cluster: Cluster,
     price_core_hour: float | None = None,
     stages: tuple[str, ...] = ("crawl", "filter", "dedup", "mix"),
+    engine: str | None = None,
 ) -> list[StagePlan]:
-    """Plans of the data stages (crawl, filter, dedup, mix) for ``inp`` on ``cluster``."""
+    """Plans of the data stages (crawl, filter, dedup, mix) for ``inp`` on ``cluster`` with
+    ``engine`` (see :func:`plan_engine`)."""
     r = {k: v.value for k, v in RATES.items()}
+    ray = plan_engine(cluster, engine) == "ray"
+    nodes = None if ray else 1  # the local engine runs on the machine it was started on
+    one_node = "" if ray or cluster.nodes == 1 else "; --engine local: one node of the cluster works"
+    cost = (lambda h: h * cluster.total_cores * price_core_hour) if price_core_hour is not None else (lambda h: None)
     bpd = r["parquet_bytes_per_doc"]
-    cores_cost = (lambda h: h * cluster.total_cores * price_core_hour) if price_core_hour is not None else None
     out: list[StagePlan] = []
-
     docs = inp.pages
     if "crawl" in stages:
-        w = min(_workers(cluster, r["crawl_worker_mem"], "crawl"), max(1, math.ceil(inp.warc_files)))
+        w = min(_workers(cluster, r["crawl_worker_mem"], "crawl", nodes), max(1, math.ceil(inp.warc_files)))
         h = docs / (r["crawl"] * w) / 3600
         produced = docs * r["crawl_yield"]
-        out.append(
-            StagePlan(
-                "crawl", h, w, r["crawl_worker_mem"], None, produced * bpd, inp.bytes,
-                cores_cost(h) if cores_cost else None, docs, produced,
-                f"crawl {r['crawl']:g} docs/s/core, crawl_worker_mem, crawl_yield, parquet_bytes_per_doc; {inp.basis}",
-            )
-        )  # fmt: skip
+        rests = f"crawl {r['crawl']:g} docs/s/core, crawl_worker_mem, crawl_yield, parquet_bytes_per_doc; {inp.basis}"
+        out.append(StagePlan("crawl", h, w, r["crawl_worker_mem"], None, produced * bpd, inp.bytes, cost(h),
+                             docs, produced, rests, one_node.lstrip("; ")))  # fmt: skip
         docs = produced
     if "filter" in stages:
-        w = _workers(cluster, r["filter_worker_mem"], "filter")
+        w = _workers(cluster, r["filter_worker_mem"], "filter", nodes)
         h = docs / (r["filter"] * w) / 3600
         kept = docs * r["filter_keep"]
-        out.append(
-            StagePlan(
-                "filter", h, w, r["filter_worker_mem"], None, docs * bpd, docs * bpd,
-                cores_cost(h) if cores_cost else None, docs, kept,
-                f"filter {r['filter']:g} docs/s/core, filter_worker_mem, filter_keep",
-                "disk: kept and rejected shards",
-            )
-        )  # fmt: skip
+        out.append(StagePlan("filter", h, w, r["filter_worker_mem"], None, docs * bpd, docs * bpd, cost(h), docs,
+                             kept, f"filter {r['filter']:g} docs/s/core, filter_worker_mem, filter_keep",
+                             "disk: kept and rejected shards" + one_node))  # fmt: skip
         docs = kept
     if "dedup" in stages:
-        w = _workers(cluster, r["dedup_worker_mem"], "dedup")
-        h = docs / (r["dedup"] * w) / 3600
-        driver = r["dedup_driver_base"] + r["dedup_driver_per_doc"] * docs
-        kept = docs * r["dedup_keep"]
-        note = (
-            "disk: kept and removed shards; the grouping and the write run on the driver (issue 19, "
-            "part 2), so this time, from a one-worker run, is a lower bound"
-        )
-        if driver > cluster.memory:
-            note += f"; the driver's ~{_bytes(driver)} exceeds a node's memory (issue 19, part 2)"
-        out.append(
-            StagePlan(
-                "dedup", h, w, r["dedup_worker_mem"], driver, docs * bpd, docs * bpd,
-                cores_cost(h) if cores_cost else None, docs, kept,
-                f"dedup {r['dedup']:g} docs/s/core, dedup_worker_mem, dedup_driver_base, dedup_driver_per_doc, dedup_keep",
-                note,
-            )
-        )  # fmt: skip
-        docs = kept
+        out.append(_plan_dedup(docs, cluster, ray, nodes, cost, one_node))
+        docs = out[-1].docs_out or 0.0
     if "mix" in stages:
-        h = docs / r["mix"] / 3600
-        driver = r["mix_driver_base"] + r["mix_driver_per_doc"] * docs
-        note = "one machine: does not shrink with nodes; disk at most its input"
-        if driver > cluster.memory:
-            note += f"; its ~{_bytes(driver)} exceeds a node's memory (issue 19, part 1: mix --engine ray)"
-        out.append(
-            StagePlan(
-                "mix", h, 1, None, driver, docs * bpd, docs * bpd,
-                cores_cost(h) if cores_cost else None, docs, None,
-                f"mix {r['mix']:g} docs/s in one process, mix_driver_base, mix_driver_per_doc",
-                note,
-            )
-        )  # fmt: skip
+        out.append(_plan_mix(docs, cluster, ray, cost))
     return out
+
+
+def _amdahl(docs: float, serial_us: float, parallel_us: float, workers: int) -> float:
+    """Hours for ``docs`` at ``serial_us`` per document on the driver plus ``parallel_us`` core-
+    microseconds per document spread over ``workers``."""
+    return docs * (serial_us + parallel_us / workers) / 3.6e9
+
+
+def _plan_dedup(docs: float, cluster: Cluster, ray: bool, nodes: int | None, cost: Any, one_node: str) -> StagePlan:
+    r = {k: v.value for k, v in RATES.items()}
+    bpd = r["parquet_bytes_per_doc"]
+    w = _workers(cluster, r["dedup_worker_mem"], "dedup", nodes)
+    e = "dedup_ray_" if ray else "dedup_"
+    h = r["dedup_real_factor"] * _amdahl(docs, r[e + "serial_us"], r[e + "parallel_us"], w)
+    driver = r[e + "driver_base"] + r[e + "driver_per_doc"] * docs
+    rests = (
+        f"dedup_real_factor x ({e}serial_us + {e}parallel_us / workers), dedup_worker_mem, "
+        f"{e}driver_base, {e}driver_per_doc, dedup_keep"
+    )
+    if ray:
+        note = "disk: kept and removed shards; duplicate groups and the write are Ray tasks"
+    else:
+        note = "disk: kept and removed shards; the local engine groups duplicates in the driver" + one_node
+    if driver > cluster.memory:
+        note += f"; the driver's ~{_bytes(driver)} exceeds a node's memory" + ("" if ray else ": use --engine ray")
+    kept = docs * r["dedup_keep"]
+    return StagePlan("dedup", h, w, r["dedup_worker_mem"], driver, docs * bpd, docs * bpd, cost(h), docs, kept,
+                     rests, note)  # fmt: skip
+
+
+def _plan_mix(docs: float, cluster: Cluster, ray: bool, cost: Any) -> StagePlan:
+    r = {k: v.value for k, v in RATES.items()}
+    bpd = r["parquet_bytes_per_doc"]
+    w = _workers(cluster, r["mix_worker_mem"], "mix", None if ray else 1)
+    e = "mix_ray_" if ray else "mix_"
+    h = _amdahl(docs, r[e + "serial_us"], r[e + "parallel_us"], w)
+    driver = r[e + "driver_base"] + r[e + "driver_per_doc"] * docs
+    rests = f"{e}serial_us + {e}parallel_us / workers, mix_worker_mem, {e}driver_base, {e}driver_per_doc"
+    if ray:
+        note = "counting, sampling and the bucketed shuffle are Ray tasks, the shards are written by the driver"
+    else:
+        note = "--engine local: one machine, does not shrink with nodes"
+    note += "; disk at most its input"
+    if driver > cluster.memory:
+        note += f"; the driver's ~{_bytes(driver)} exceeds a node's memory" + ("" if ray else ": use --engine ray")
+    return StagePlan("mix", h, w, r["mix_worker_mem"], driver, docs * bpd, docs * bpd, cost(h), docs, None,
+                     rests, note)  # fmt: skip
 
 
 def plan_training(
@@ -259,12 +277,13 @@ def plan_pipeline(
     cluster: Cluster,
     price_core_hour: float | None = None,
     price_gpu_hour: float | None = None,
+    engine: str | None = None,
 ) -> list[StagePlan]:
     """One plan per stage of a loaded pipeline (:func:`curate.workflow.load_pipeline`)."""
     from curate.workflow.stages import STAGE_NAMES
 
     names = [s for s in STAGE_NAMES if pipe.has(s)]
-    data = {p.stage: p for p in plan_data(inp, cluster, price_core_hour, tuple(names))}
+    data = {p.stage: p for p in plan_data(inp, cluster, price_core_hour, tuple(names), engine)}
     out: list[StagePlan] = []
     for name in names:
         if name in data:

@@ -18,45 +18,69 @@ class Rate:
     source: str
 
 
-# --- Common Crawl: documented per-snapshot averages ----------------------------------------
-# A monthly snapshot lists ~90,000 WARC files (its warc.paths.gz), each ~1 GB gzip-compressed,
-# holding ~3 billion pages in all (Common Crawl's announcement of each crawl, e.g.
-# https://commoncrawl.org/blog/february-march-2024-crawl-archive-now-available, and
-# https://commoncrawl.github.io/cc-crawl-statistics/ for page counts per snapshot).
-CC_WARC_FILES_PER_SNAPSHOT = 90_000
-CC_WARC_FILE_BYTES = 1_000_000_000
-CC_PAGES_PER_SNAPSHOT = 3_000_000_000
-CC_PAGES_PER_WARC = CC_PAGES_PER_SNAPSHOT / CC_WARC_FILES_PER_SNAPSHOT  # ~33,000
-CC_SOURCE = "Common Crawl snapshot averages: ~90,000 WARC files of ~1 GB, ~3 billion pages (commoncrawl.org)"
+# Common Crawl's published sizes (pages per snapshot, bytes per page) are in
+# curate.workflow.cc_snapshots.
+
+# dedup and mix have a part that does not spread over workers (the driver's scheduling, its
+# per-document columns, mix's shard writing): from the same 1M-document corpus run with 1 and
+# with 2 workers, t(w) = serial + parallel / w gives both, in microseconds per document.
+SCALE = "bench/scale.py 2026-12-03, 1M generated documents, 1 vs 2 workers"
+S = "bench/scale.py 2026-12-03"
 
 RATES: dict[str, Rate] = {
     # docs/s per core
     "crawl": Rate(114.2, "HTML docs/s per core", "bench/crawl.py: real Common Crawl capture, 2026-11-28"),
     "filter": Rate(235.0, "docs/s per core", "bench/filters.py: FineWeb-order chain on 4,873 real docs (low end)"),
     "dedup": Rate(2107.0, "docs/s per core", "bench/dedup.py: end to end on 6,316 real docs, one worker"),
-    "mix": Rate(16_893.0, "docs/s, one process", "bench/scale.py: mix at 100k docs, 2026-12-03"),
-    # peak memory per worker / on the driver, bytes
+    # Real documents cost more to dedup than the generated ones: 474.6 us (bench/dedup.py, one
+    # worker) vs 151.2 us (bench/scale.py at 1M, one local worker). Applied to both engines.
+    "dedup_real_factor": Rate(
+        474.6 / 151.2, "x", "bench/dedup.py (real docs) / bench/scale.py (generated), one worker"
+    ),
+    "dedup_serial_us": Rate(25.6, "us/doc", f"{SCALE}, local: 151.2 s and 88.4 s"),
+    "dedup_parallel_us": Rate(125.6, "core-us/doc", f"{SCALE}, local"),
+    "dedup_ray_serial_us": Rate(9.2, "us/doc", f"{SCALE}, --engine ray: 164.4 s and 86.8 s"),
+    "dedup_ray_parallel_us": Rate(155.2, "core-us/doc", f"{SCALE}, --engine ray"),
+    "mix_serial_us": Rate(34.9, "us/doc", f"{SCALE}, local: 36.7 s and 35.8 s (the shard writing)"),
+    "mix_parallel_us": Rate(1.8, "core-us/doc", f"{SCALE}, local"),
+    "mix_ray_serial_us": Rate(
+        12.8, "us/doc", f"{SCALE}, --engine ray: 39.6 s and 26.2 s (the driver writes the shards)"
+    ),
+    "mix_ray_parallel_us": Rate(26.8, "core-us/doc", f"{SCALE}, --engine ray"),
+    # peak memory per worker / on the driver, bytes (RSS high-water)
     "crawl_worker_mem": Rate(
         116e6,
         "bytes",
         "bench/scale.py --child crawl samples/warc -j 2: worker RSS on the samples' small WARC files "
         "(records are streamed; unmeasured on 1 GB files)",
     ),
-    "filter_worker_mem": Rate(159e6, "bytes", "bench/scale.py: filter worker RSS at 10k and 100k docs"),
-    "dedup_worker_mem": Rate(204e6, "bytes", "bench/scale.py: dedup worker RSS at 100k docs"),
-    "dedup_driver_base": Rate(280e6, "bytes", "bench/scale.py: dedup driver RSS at 10k docs"),
-    "dedup_driver_per_doc": Rate(1385.0, "bytes/doc", "bench/scale.py: dedup driver RSS growth 10k -> 100k"),
-    "mix_driver_per_doc": Rate(3411.0, "bytes/doc", "bench/scale.py: mix RSS growth 10k -> 100k"),
-    "mix_driver_base": Rate(194e6, "bytes", "bench/scale.py: mix RSS at 10k docs"),
+    "filter_worker_mem": Rate(177e6, "bytes", "bench/scale.py: filter worker RSS at 1M docs (157-177 MB, 10k-1M)"),
+    "dedup_worker_mem": Rate(2.62e9, "bytes", f"{S}: local dedup worker RSS at 10M docs (563 MB at 1M)"),
+    "dedup_driver_base": Rate(145e6, "bytes", f"{S}: local dedup driver RSS at 10k docs"),
+    "dedup_driver_per_doc": Rate(1106.0, "bytes/doc", f"{S}: local dedup driver RSS, 10k-10M fit (10.7 GB at 10M)"),
+    "dedup_ray_driver_base": Rate(206e6, "bytes", f"{S} --engine ray: driver RSS at 10k docs"),
+    "dedup_ray_driver_per_doc": Rate(632.0, "bytes/doc", f"{S} --engine ray: driver RSS, 10k-1M fit (802 MB at 1M)"),
+    "mix_worker_mem": Rate(850e6, "bytes", f"{S}: local mix worker RSS at 10M docs"),
+    "mix_driver_base": Rate(204e6, "bytes", f"{S}: local mix driver RSS at 10k docs"),
+    "mix_driver_per_doc": Rate(39.0, "bytes/doc", f"{S}: local mix driver RSS, 10k-10M fit (754 MB at 10M)"),
+    "mix_ray_driver_base": Rate(227e6, "bytes", f"{S} --engine ray: mix driver RSS at 10k docs"),
+    "mix_ray_driver_per_doc": Rate(441.0, "bytes/doc", f"{S} --engine ray: mix driver RSS, 10k-1M fit (705 MB at 1M)"),
     # sizes and survival
-    "parquet_bytes_per_doc": Rate(508.0, "bytes/doc", "bench/scale.py corpus: 1,963 chars/doc, zstd Parquet"),
-    "crawl_yield": Rate(0.9, "docs per page", "assumed: HTML responses with extractable text"),
-    "filter_keep": Rate(
-        0.45,
-        "kept/in",
-        "assumed: ~45% of CC pages are English (cc-crawl-statistics); "
-        "the default chain kept 166 of 197 real English pages (README ablation)",
+    "parquet_bytes_per_doc": Rate(510.0, "bytes/doc", "bench/scale.py corpus: 1,968 chars/doc, zstd Parquet"),
+    "crawl_yield": Rate(
+        0.94, "docs per page", "16 of 17 responses in two real Common Crawl WARC files (2020-34, 2024-22) gave text"
     ),
-    "dedup_keep": Rate(0.8, "kept/in", "assumed: 10-30% duplicates on web crawls (issue 19); 0.8 kept"),
+    "filter_keep": Rate(
+        0.434 * 166 / 197,
+        "kept/in",
+        "43.4% of CC-MAIN-2024-42's pages are English (cc-crawl-statistics languages.csv) x the default "
+        "chain kept 166 of 197 real English pages (README ablation)",
+    ),
+    "dedup_keep": Rate(
+        0.8,
+        "kept/in",
+        "assumed: 10-30% duplicates on web crawls (issue 19); CC-MAIN-2024-42 alone has 2.8% exact "
+        "content duplicates (its digests vs pages), near duplicates are more",
+    ),
     "pretrain_mfu": Rate(0.4, "MFU", "README: curate train pretrain on an H200, small, compiled: MFU 37-40%"),
 }

@@ -50,7 +50,8 @@ class Stage:
 
 
 def _context(pipe: Pipeline, stage: str, inputs: list[str], overwrite: bool, log: Log = print) -> StageContext:
-    return StageContext(inputs, str(pipe.out(stage)), Executor("local", pipe.workers), overwrite=overwrite, log=log)
+    executor = Executor(pipe.engine, pipe.workers, ray_address=pipe.ray_address)
+    return StageContext(inputs, str(pipe.out(stage)), executor, overwrite=overwrite, log=log)
 
 
 # --------------------------------------------------------------------------- data stages

@@ -558,3 +558,36 @@ def test_workdir_written_in_the_file_is_relative_to_it(tmp_path):
         "s3://b/c.warc.gz",
         str(tmp_path / "warc"),
     ]
+
+
+# --------------------------------------------------------------------------- --engine ray
+
+
+def test_data_stages_on_ray_write_what_local_workers_write(tmp_path):
+    """`--engine ray` runs crawl to mix as Ray tasks (a local Ray instance here) and writes the
+    same files as local worker processes, so a cluster run can be checked against a laptop's."""
+    pytest.importorskip("ray")
+    local, ray_run = tmp_path / "local", tmp_path / "ray"
+    for base in (local, ray_run):
+        base.mkdir()
+    configs = {}
+    for base in (local, ray_run):
+        configs[base] = base / "pipeline.toml"
+        configs[base].write_text(REDUCED.format(workdir=base / "work", root=ROOT))
+    assert _pipeline(configs[local], "--until", "mix").exit_code == 0
+    result = _pipeline(configs[ray_run], "--until", "mix", "--engine", "ray")
+    assert result.exit_code == 0, result.output
+    for stage in ("crawl", "filter", "dedup", "mix"):
+        a, b = _shards(local / "work" / stage), _shards(ray_run / "work" / stage)
+        assert a and a.keys() == b.keys(), stage
+        assert all(a[k] == b[k] for k in a), stage
+    tok = "tokenizer/tokenizer.json"
+    assert (local / "work" / tok).read_bytes() == (ray_run / "work" / tok).read_bytes()
+    for stage in ("crawl", "filter", "dedup", "mix"):
+        counts = [load_manifest(base / "work" / stage)["counts"] for base in (local, ray_run)]
+        assert counts[0] == counts[1] and counts[0]["read"] > 0, stage
+
+
+def test_ray_address_needs_the_ray_engine(tmp_path):
+    result = _pipeline(_config(tmp_path), "--ray-address", "auto")
+    assert result.exit_code != 0 and "--ray-address is used only with --engine ray" in result.output
