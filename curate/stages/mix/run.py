@@ -45,9 +45,10 @@ requested vs realized shares, epochs, the seed and tokenizer, and the ``training
 (latest document date, with the 99th percentile beside it) that the trainer records.
 
 Settings live in :mod:`curate.stages.mix.config`, counting and planning in
-:mod:`curate.stages.mix.plan`, the shuffle and shard writing in :mod:`curate.stages.mix.shuffle`;
-this module runs the passes (``run(config, ctx)``, or ``plan(config, ctx)`` to stop after
-planning), guards the output folder and writes the manifest.
+:mod:`curate.stages.mix.plan`, the shuffle in :mod:`curate.stages.mix.shuffle` and shard
+writing in :mod:`curate.stages.mix.writer`; this module runs the passes (``run(config, ctx)``,
+or ``plan(config, ctx)`` to stop after planning), guards the output folder and writes the
+manifest.
 """
 
 from __future__ import annotations
@@ -90,10 +91,7 @@ from curate.stages.mix.plan import (
 from curate.stages.mix.report import STAGE, plan_report
 from curate.stages.mix.report import manifest as build_mix_manifest
 from curate.stages.mix.shuffle import (
-    ROW_OVERHEAD,
-    TOKENS_DIR,
     Buckets,
-    OutputWriter,
     Realized,
     Selected,
     bucket_index,
@@ -102,6 +100,7 @@ from curate.stages.mix.shuffle import (
     shuffle_keys,
     sort_bucket,
 )
+from curate.stages.mix.writer import ROW_OVERHEAD, TOKENS_DIR, OutputWriter
 
 STATE_FILE = "mix-state.json"  # under .curate/
 BUCKET_DIR = ".curate/buckets"
