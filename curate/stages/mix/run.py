@@ -44,11 +44,11 @@ which repeat a row is (0 = first) and ``n_tokens`` holds its token count. The ma
 requested vs realized shares, epochs, the seed and tokenizer, and the ``training_cutoff``
 (latest document date, with the 99th percentile beside it) that the trainer records.
 
-Settings live in :mod:`curate.stages.mix.config`, counting and planning in
-:mod:`curate.stages.mix.plan`, the shuffle in :mod:`curate.stages.mix.shuffle` and shard
-writing in :mod:`curate.stages.mix.writer`; this module runs the passes (``run(config, ctx)``,
-or ``plan(config, ctx)`` to stop after planning), guards the output folder and writes the
-manifest.
+Settings live in :mod:`curate.stages.mix.config`, counting in :mod:`curate.stages.mix.count`,
+planning in :mod:`curate.stages.mix.plan`, the shuffle in :mod:`curate.stages.mix.shuffle` and
+shard writing in :mod:`curate.stages.mix.writer`; this module runs the passes
+(``run(config, ctx)``, or ``plan(config, ctx)`` to stop after planning), guards the output
+folder and writes the manifest.
 """
 
 from __future__ import annotations
@@ -76,18 +76,8 @@ from curate.runtime.output import OutputDir
 from curate.runtime.stage import StageContext
 from curate.stages.mix.chunks import chunk_id, chunk_is_marked, chunk_meta, explode, head, set_column, split_text
 from curate.stages.mix.config import MixConfig
-from curate.stages.mix.plan import (
-    Planned,
-    SourceCount,
-    SourcePlan,
-    combine_counts,
-    count_source,
-    crc_ids,
-    part_view,
-    plan_mix,
-    source_parts,
-    source_reader,
-)
+from curate.stages.mix.count import SourceCount, combine_counts, count_source, crc_ids, source_reader
+from curate.stages.mix.plan import Planned, SourcePlan, part_view, plan_mix, source_parts
 from curate.stages.mix.report import STAGE, plan_report
 from curate.stages.mix.report import manifest as build_mix_manifest
 from curate.stages.mix.shuffle import (
