@@ -25,10 +25,8 @@ files, reading no text) for ``curate lineage``. This module does not import torc
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -36,9 +34,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from curate.core.document import PARENT_ID_SQL
 from curate.core.errors import InputError
 
+from .lineage_summary import connect, summarize
 from .mix import MixInfo, open_mix
 
 CONSUMED_FILE = "consumed.parquet"
@@ -74,7 +72,6 @@ _CRAWL_COLUMNS = {
     "warc_offset": "BIGINT",
     "date": "TIMESTAMPTZ",
 }
-_HOUR_US = 3600 * 1_000_000
 
 
 class Consumption:
@@ -205,75 +202,13 @@ def write_consumed(path: Path, table: pa.Table) -> None:
 # -- summaries ------------------------------------------------------------------------------
 
 
-def _connect():
-    import duckdb
-
-    con = duckdb.connect()
-    con.execute("SET TimeZone = 'UTC'")
-    return con
-
-
-def _iso(us: int) -> str:
-    return (datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=us)).isoformat().replace("+00:00", "Z")
-
-
-# Documents, not rows: the chunks the mix cut from a long document count as that document.
-_PARENT = PARENT_ID_SQL
-
-
-def _cutoff(con, view: str) -> dict[str, Any]:
-    """Latest date and 99th percentile over the view's distinct documents, as the mix computes
-    its own (curate/stages/mix/shuffle.py ``Cutoff``: nearest rank over an hourly histogram,
-    rounded down to the hour), so the two compare equal when every document was consumed."""
-    docs = f"(SELECT {_PARENT} AS doc, max(epoch_us(date)) AS us FROM {view} WHERE tokens > 0 GROUP BY doc)"
-    dated, undated, lo, hi = con.execute(
-        f"SELECT count(us), count(*) - count(us), min(us), max(us) FROM {docs}"
-    ).fetchone()
-    out: dict[str, Any] = {"max": None, "p99": None, "min": None, "dated_docs": dated, "undated_docs": undated}
-    if not dated:
-        return out
-    hours = con.execute(
-        f"SELECT us // {_HOUR_US} AS h, count(*) FROM {docs} WHERE us IS NOT NULL GROUP BY h ORDER BY h"
-    )
-    rank, seen, p99_hour = math.ceil(0.99 * dated), 0, None
-    for hour, n in hours.fetchall():
-        seen += n
-        if seen >= rank:
-            p99_hour = hour
-            break
-    out.update(max=_iso(hi), min=_iso(lo), p99=_iso(max(lo, p99_hour * _HOUR_US)))
-    return out
-
-
-def _summary(con, view: str) -> dict[str, Any]:
-    rows, docs, tokens = con.execute(
-        f"SELECT count(*), count(DISTINCT {_PARENT}), coalesce(sum(tokens), 0) FROM {view}"
-    ).fetchone()
-    by_source = con.execute(
-        f"SELECT coalesce(source, '(none)'), count(DISTINCT {_PARENT}), sum(tokens) FROM {view} GROUP BY 1 "
-        "ORDER BY 3 DESC, 1"
-    ).fetchall()
-    by_month = con.execute(
-        f"SELECT coalesce(strftime(date, '%Y-%m'), 'undated') AS m, count(DISTINCT {_PARENT}), sum(tokens) "
-        f"FROM {view} GROUP BY 1 ORDER BY (m = 'undated'), m"
-    ).fetchall()
-    return {
-        "rows": int(rows),
-        "documents": int(docs),
-        "tokens": int(tokens),
-        "by_source": {s: {"documents": int(d), "tokens": int(t)} for s, d, t in by_source},
-        "by_month": {m: {"documents": int(d), "tokens": int(t)} for m, d, t in by_month},
-        "cutoff": _cutoff(con, view),
-    }
-
-
 def consumption_summary(table: pa.Table, dates: pa.Array | None = None) -> dict[str, Any]:
     """The ``consumed`` entry of a checkpoint's config.json (see the module docstring)."""
     if dates is None:
         dates = pa.nulls(table.num_rows, pa.timestamp("us", tz="UTC"))
-    con = _connect()
+    con = connect()
     con.register("consumed_rows", table.append_column("date", dates))
-    return _summary(con, "consumed_rows")
+    return summarize(con, "consumed_rows")
 
 
 # -- curate lineage -------------------------------------------------------------------------
@@ -327,7 +262,7 @@ def lineage(path: str | Path, output: str | Path | None = None, head: int = 10) 
     consumed = step / CONSUMED_FILE
     if not consumed.exists():
         raise InputError(f"{step}: has no {CONSUMED_FILE} (written by curate's trainers since the lineage record)")
-    con = _connect()
+    con = connect()
     con.execute(f"CREATE VIEW consumed AS SELECT * FROM read_parquet({_sql_path(consumed)})")
     found = Lineage(step, meta, {})
     crawl = ", ".join(f"CAST(NULL AS {t}) AS {c}" for c, t in _CRAWL_COLUMNS.items())
@@ -355,7 +290,7 @@ def lineage(path: str | Path, output: str | Path | None = None, head: int = 10) 
             "LEFT JOIN docs m ON m.filename = s.path AND m.file_row_number = c.row"
         )
     con.execute(f"CREATE TABLE lineage AS {select} ORDER BY shard, row")
-    found.summary = _summary(con, "lineage")
+    found.summary = summarize(con, "lineage")
     cursor = con.execute(f"SELECT * FROM lineage ORDER BY tokens DESC, shard, row LIMIT {int(head)}")
     names = [d[0] for d in cursor.description]
     found.head = [dict(zip(names, r)) for r in cursor.fetchall()]

@@ -11,7 +11,8 @@ raters with room (room: the cap less the flagged pairs seen and those already ha
 unseen). Each rating records what it caused (``taker``, ``moved``), so replaying the log
 rebuilds the same queues whatever the limits of a later run. A pair held back is not served,
 not even by id, nor rated; a pair given back and taken over by another rater cannot be rated
-again by the rater who gave it back.
+again by the rater who gave it back. The caps' rules are in :mod:`.caps`, the checks on a
+rating's fields in :mod:`.request`.
 
 One server per rating directory: ``DIR/.lock`` is held (``flock``) while a session is open, so
 two servers cannot interleave their appends; the OS drops the lock when the process dies,
@@ -24,11 +25,8 @@ import hashlib
 import hmac
 import itertools
 import json
-import math
 import os
-import re
 import time
-import unicodedata
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -36,11 +34,13 @@ from typing import Any
 
 from curate.core.errors import ConfigError, CurateError
 from curate.core.files import atomic_write_json
-from curate.rate import BREAKS_LOG, CHOICES, PAIRS_DB, RATINGS_LOG, RELEASING, SESSION_FILE
+from curate.rate import BREAKS_LOG, PAIRS_DB, RATINGS_LOG, RELEASING, SESSION_FILE
 from curate.rate.assign import Assignment, a_is
+from curate.rate.caps import FlagCaps
 from curate.rate.flags import ContentCheck, flag_pairs
 from curate.rate.pairs import ImportStats, Pair, PairStore, import_pairs
 from curate.rate.raters import EXAMPLE_TOKEN_PREFIX, RATER_NAME, Rater, load_raters
+from curate.rate.request import RateError, check_rating, clean_text, held_message
 from curate.rate.store import RatingsLog, read_log
 from curate.rate.wellbeing import Activity, Limits, note_resume, rating_time, read_resumes, saw_flagged
 
@@ -51,27 +51,9 @@ except ImportError:  # pragma: no cover - not on Linux/macOS
 
 __all__ = ["EXAMPLE_TOKEN_PREFIX", "RATER_NAME", "RateError", "Rater", "RatingSession", "load_raters"]
 
-MAX_REASON_CHARS = 5000
-MAX_CLIENT_MS = 24 * 3600 * 1000
-RATING_ID = re.compile(r"^[A-Za-z0-9_-]{8,100}$")
-
-
-class RateError(CurateError):
-    """A request the session refuses; ``status`` is the HTTP status the server answers with."""
-
-    def __init__(self, message: str, status: int = 400):
-        super().__init__(message)
-        self.status = status
-
 
 def _iso(t: float) -> str:
     return datetime.fromtimestamp(t, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def _clean_text(text: str) -> str:
-    # Lone surrogates (from JSON "\ud800") cannot be written as UTF-8; control characters are noise.
-    text = text.encode("utf-8", "replace").decode("utf-8")
-    return "".join(c for c in text if c in "\n\t" or unicodedata.category(c) != "Cc").strip()
 
 
 class RatingSession:
@@ -199,6 +181,7 @@ class RatingSession:
                 self.activity[rater].resume(t)
         self._resumes.clear()
         self._cursor: dict[str, int] = dict.fromkeys(self.raters, 0)
+        self.caps = FlagCaps(self.raters, self.flags, self.limits, self.activity, self.assignment, self.log)
 
     def _clock_in(self, record: dict[str, Any]) -> None:
         rater = record["rater"]
@@ -238,54 +221,6 @@ class RatingSession:
 
     # -- pairs, progress and well-being ----------------------------------------------------
 
-    def _held_back(self, rater: str, pair_id: str, limit: str | None) -> bool:
-        """A flagged pair the rater has not seen yet, while their cap is reached."""
-        return limit is not None and pair_id in self.flags and pair_id not in self.activity[rater].flagged_pairs
-
-    def _limit(self, rater: str, now: float) -> str | None:
-        activity = self.activity.get(rater)
-        return activity.flagged_limit(self.limits, now) if activity is not None else None
-
-    def _room(self, rater: str, now: float) -> float:
-        """How many more flagged pairs the rater may see now, less those handed to them unseen."""
-        activity = self.activity.get(rater)
-        if activity is None:
-            return 0
-        room = math.inf
-        if self.limits.max_flagged_session is not None:
-            room = min(room, self.limits.max_flagged_session - activity.flagged_this_session(now))
-        if self.limits.max_flagged_day is not None:
-            room = min(room, self.limits.max_flagged_day - activity.flagged_today(now))
-        answered = self.log.state(rater).answered
-        pending = sum(
-            1 for p in self.assignment.received(rater) if p not in answered and p not in activity.flagged_pairs
-        )
-        return room - pending
-
-    def _rebalance(self, now: float) -> list[list[str]]:
-        """Move the flagged pairs waiting for raters at a cap to raters with room (fewest flagged
-        pairs first); the moves as [pair_id, from, to], in the order made."""
-        if self.limits.max_flagged_session is None and self.limits.max_flagged_day is None:
-            return []
-        capped = [r for r in sorted(self.raters) if self._limit(r, now) is not None]
-        if not capped:
-            return []
-        room = {r: self._room(r, now) for r in self.raters}
-        moves: list[list[str]] = []
-        for giver in capped:
-            if not any(left > 0 for left in room.values()):
-                break
-            answered = self.log.state(giver).answered
-            seen = self.activity[giver].flagged_pairs
-            for pair_id in self.assignment.flagged_queue(giver):
-                if pair_id in answered or pair_id in seen or self.assignment.gave_back(giver, pair_id):
-                    continue
-                taker = self.assignment.best_taker(pair_id, lambda r: room[r] > 0)
-                if taker is not None and self.assignment.move(pair_id, giver, taker):
-                    room[taker] -= 1
-                    moves.append([pair_id, giver, taker])
-        return moves
-
     def progress(self, rater: str) -> dict[str, int]:
         """done (a/b/tie/skip), total (assigned minus passed), skipped, passed, and held (flagged
         pairs waiting because the rater reached a cap)."""
@@ -302,7 +237,7 @@ class RatingSession:
                 held = sum(
                     1
                     for pair_id in self.assignment.flagged_queue(rater)
-                    if pair_id not in answered and self._held_back(rater, pair_id, limit)
+                    if pair_id not in answered and self.caps.held_back(rater, pair_id, limit)
                 )
         total = self.assignment.total(rater) - passed
         return {"done": done, "total": total, "skipped": skipped, "passed": passed, "held": held}
@@ -362,7 +297,7 @@ class RatingSession:
             now = self.clock()
             limit = self.activity[rater].flagged_limit(self.limits, now) if rater in self.activity else None
             waiting = (self.pair_ids[i] for i in itertools.islice(queue, cursor, None))
-            pair_id = next((p for p in waiting if p not in answered and not self._held_back(rater, p, limit)), None)
+            pair_id = next((p for p in waiting if p not in answered and not self.caps.held_back(rater, p, limit)), None)
             if pair_id is None:
                 return None
             self._served.setdefault((rater, pair_id), now)
@@ -375,9 +310,9 @@ class RatingSession:
         with self.log.lock:
             if not self.assignment.is_assigned(rater, pair_id):
                 raise RateError(f"pair {pair_id!r} is not assigned to {rater}", 404)
-            limit = self._limit(rater, self.clock())
-            if self._held_back(rater, pair_id, limit):
-                raise RateError(_held_message(pair_id, rater, limit), 409)
+            limit = self.caps.limit(rater, self.clock())
+            if self.caps.held_back(rater, pair_id, limit):
+                raise RateError(held_message(pair_id, rater, limit), 409)
             pair = self.pairs.get(pair_id)
             choice = self.log.state(rater).answered.get(pair_id)
         if pair is None:  # pragma: no cover - assigned ids always come from the database
@@ -391,25 +326,7 @@ class RatingSession:
 
         A skip or a pass gives the pair to another rater (:meth:`Assignment.release`).
         """
-        if not isinstance(payload, dict):
-            raise RateError("expected a JSON object")
-        rating_id, pair_id, choice = payload.get("rating_id"), payload.get("pair_id"), payload.get("choice")
-        if not isinstance(rating_id, str) or not RATING_ID.match(rating_id):
-            raise RateError("rating_id must be 8-100 letters, digits, _ or -")
-        if not isinstance(pair_id, str):
-            raise RateError("pair_id must be a string")
-        if choice not in CHOICES:
-            raise RateError(f"choice must be one of {', '.join(CHOICES)}")
-        reason = payload.get("reason") or ""
-        if not isinstance(reason, str) or len(reason) > MAX_REASON_CHARS:
-            raise RateError(f"reason must be text of at most {MAX_REASON_CHARS} characters")
-        client_ms = payload.get("client_ms")
-        if client_ms is not None and (
-            isinstance(client_ms, bool)
-            or not isinstance(client_ms, (int, float))
-            or not 0 <= client_ms <= MAX_CLIENT_MS
-        ):
-            raise RateError("client_ms must be a number of milliseconds")
+        rating_id, pair_id, choice, reason, client_ms = check_rating(payload)
         revise = payload.get("revise", False) is True
         with self.log.lock:
             if self.log.has(rater, rating_id):  # a retry of a rating already on disk
@@ -422,10 +339,10 @@ class RatingSession:
             if choice not in RELEASING and self.assignment.replaced(rater, pair_id):
                 raise RateError(f"pair {pair_id!r} was given back by {rater} and another rater has it now", 409)
             now = self.clock()
-            limit = self._limit(rater, now)
+            limit = self.caps.limit(rater, now)
             unread_pass = choice == "pass" and payload.get("revealed") is not True
-            if not unread_pass and (rater, pair_id) not in self._served and self._held_back(rater, pair_id, limit):
-                raise RateError(_held_message(pair_id, rater, limit), 409)
+            if not unread_pass and (rater, pair_id) not in self._served and self.caps.held_back(rater, pair_id, limit):
+                raise RateError(held_message(pair_id, rater, limit), 409)
             shown = a_is(rater, pair_id)
             served = self._served.pop((rater, pair_id), None)
             flags = self.flags.get(pair_id, [])
@@ -438,7 +355,7 @@ class RatingSession:
                 "choice": choice,
                 "a_is": shown,
                 "preferred": {"a": shown, "b": 3 - shown}.get(choice),  # 1 or 2 (response_N), None otherwise
-                "reason": _clean_text(reason) or None,
+                "reason": clean_text(reason) or None,
                 "time": _iso(now),
                 "served_at": _iso(served) if served else None,
                 "elapsed_s": round(now - served, 3) if served else None,
@@ -451,26 +368,14 @@ class RatingSession:
             try:
                 self._clock_in(record)
                 if choice in RELEASING:  # who takes it over: recorded, so a replay needs no limits
-                    record["taker"] = self.assignment.release(pair_id, rater, prefer=self._prefer(now))
-                if moves := self._rebalance(now):
+                    record["taker"] = self.assignment.release(pair_id, rater, prefer=self.caps.prefer(now))
+                if moves := self.caps.rebalance(now):
                     record["moved"] = moves
                 self.log.append(record)
             except BaseException:
                 self._load_state()  # not on disk: back to what the log says
                 raise
             return {"recorded": True, "duplicate": False, "progress": self.progress(rater)}
-
-    def _prefer(self, now: float) -> Callable[[str], tuple]:
-        """How a skipped flagged pair picks its taker: raters below their cap first, those with room first."""
-
-        def key(name: str) -> tuple:
-            return (self._limit(name, now) is not None, self._room(name, now) <= 0)
-
-        return key
-
-
-def _held_message(pair_id: str, rater: str, limit: str | None) -> str:
-    return f"pair {pair_id!r} is held back: {rater} reached the cap on flagged pairs for this {limit}"
 
 
 def _path(value: str | os.PathLike) -> str:

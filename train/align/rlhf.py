@@ -37,6 +37,9 @@ Differences from the papers: no adaptive KL controller (a fixed ``kl_coef``, as 
 recent recipes), no pretraining-loss mix (PPO-ptx), and the value model starts from the
 policy rather than from the reward model, so policy and reward model may use different
 tokenizers (responses are scored as text).
+
+The settings (:class:`RLHFConfig`, their defaults and allowed values) live in
+:mod:`train.align.rlhf_config`.
 """
 
 from __future__ import annotations
@@ -44,91 +47,25 @@ from __future__ import annotations
 import copy
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn as nn
 
 from curate.core.errors import ConfigError, InputError
-from curate.core.ranges import COUNT, NON_NEGATIVE, POSITIVE, RATIO, SIZE, Range
 
 from ..checkpoint import Checkpoint, step_dir_name
 from ..model import GPT
 from ..runtime import autocast_context
-from .config import AlignOptim, StageConfig
 from .data import HeldOutSplit, Prompt, Skipped, read_prompts
 from .losses import gae, kl_penalty, masked_mean, masked_whiten, ppo_policy_loss, ppo_value_loss, rloo_advantages
 from .overopt import BEST_DIR, HoldoutReward, StopOnDivergence, Watcher, batch_stats, best_checkpoint
 from .reward import RewardScorer, ScalarHeadModel
+from .rlhf_config import RLHFConfig, prompt_budget
 from .rollout import RewardFn, Rollout, Sampler, gather_logprobs, response_lengths, response_token_logits
-from .stage import (
-    StageResult,
-    StageRun,
-    load_lm_weights,
-    optimizer_step,
-    run_steps,
-)
-
-
-@dataclass
-class RLHFConfig(StageConfig):
-    """RLHF settings: the shared stage fields (see :class:`train.align.stage.StageConfig`;
-    ``batch_size`` counts prompts, ``val_fraction`` the prompts held out) plus sampling,
-    KL penalty and PPO/RLOO settings."""
-
-    optim: AlignOptim = field(default_factory=lambda: AlignOptim(lr=1e-5, warmup_steps=0))
-    max_steps: int = 100
-    eval_every: int = 20  # 0 = only at the start and the end
-    log_every: int = 1
-    algo: str = "ppo"  # ppo | rloo
-    rloo_k: int = 4  # samples per prompt (rloo)
-    max_new_tokens: int = 32  # response length cap
-    max_prompt_len: int | None = None  # default: block_size - max_new_tokens (prompt cut from the left)
-    temperature: float = 1.0
-    top_k: int | None = None
-    kl_coef: float = 0.05
-    kl_estimator: str = "k1"  # k1 | k3
-    gamma: float = 1.0
-    lam: float = 0.95
-    clip_range: float = 0.2
-    vf_clip_range: float = 0.2
-    vf_coef: float = 0.1
-    ppo_epochs: int = 2  # passes over each rollout batch
-    minibatches: int = 1  # per pass
-    whiten_advantages: bool = True
-    missing_end_penalty: float | None = None  # added to the score of responses cut at max_new_tokens
-    eval_samples: int = 2  # responses per held-out prompt
-    stop_on_divergence: int = 0  # stop once the held-out reward fell for this many evals in a row (0 = never)
-
-    bounds: ClassVar[dict[str, Range]] = {
-        **StageConfig.bounds,
-        **dict.fromkeys(
-            ("max_new_tokens", "max_prompt_len", "top_k", "ppo_epochs", "minibatches", "eval_samples"), SIZE
-        ),
-        "stop_on_divergence": COUNT,
-        "rloo_k": Range(2),  # a leave-one-out baseline needs another sample of the same prompt
-        "temperature": POSITIVE,  # sampling: 0 would be greedy, and every rollout the same
-        **dict.fromkeys(("kl_coef", "vf_coef"), NON_NEGATIVE),
-        **dict.fromkeys(("gamma", "lam"), RATIO),
-        **dict.fromkeys(("clip_range", "vf_clip_range"), NON_NEGATIVE),
-    }
-
-    def validate(self, who: str | None = None) -> None:
-        super().validate(who)
-        if self.algo not in ("ppo", "rloo"):
-            raise ConfigError(f"algo must be ppo or rloo, got {self.algo!r}")
-        if self.kl_estimator not in ("k1", "k3"):
-            raise ConfigError(f"kl_estimator must be k1 or k3, got {self.kl_estimator!r}")
-        if self.stop_on_divergence and not self.eval_every:
-            raise ConfigError("stop_on_divergence needs evals during the run: set eval_every above 0")
-
-    @property
-    def samples_per_prompt(self) -> int:
-        return self.rloo_k if self.algo == "rloo" else 1
-
+from .stage import StageResult, StageRun, load_lm_weights, optimizer_step, run_steps
 
 # =============================================================================== targets
 
@@ -158,19 +95,6 @@ def rloo_targets(roll: Rollout, cfg: RLHFConfig) -> tuple[torch.Tensor, torch.Te
 
 
 # =============================================================================== the run
-
-
-def prompt_budget(cfg: RLHFConfig, block: int) -> int:
-    """Tokens a prompt may keep (cut from the left) so that it and the answer fit ``block``."""
-    if cfg.max_new_tokens >= block:
-        raise ConfigError(f"max_new_tokens {cfg.max_new_tokens} must be below the model's block_size ({block})")
-    max_prompt_len = cfg.max_prompt_len or block - cfg.max_new_tokens
-    if max_prompt_len + cfg.max_new_tokens > block:
-        raise ConfigError(
-            f"max_prompt_len + max_new_tokens ({max_prompt_len + cfg.max_new_tokens}) exceeds "
-            f"the model's block_size ({block})"
-        )
-    return max_prompt_len
 
 
 class _Models(nn.Module):
