@@ -11,7 +11,8 @@ samples and shuffles). The child reports the RSS high-water of its own process (
 of its largest reaped child (a worker), from ``getrusage``.
 
 Printed per stage and size: seconds, microseconds per document, documents/s, peak RSS of the
-driver and of a worker; then per stage the growth exponent ``b`` of ``time ~ n^b`` (least squares
+driver and of a worker, and what the driver's resident memory was at its peak (sampled from
+/proc/self/smaps: its own heap and anonymous memory, Ray's object store mapped in, mapped files); then per stage the growth exponent ``b`` of ``time ~ n^b`` (least squares
 on log time vs log n; 1.0 is linear) and, where it is not within 0.1 of 1, a reason measured
 from the same figures: the fixed cost ``a`` of a straight-line fit ``t = a + c n`` (process
 start, model and index loading), and for dedup the candidate pairs per document.
@@ -47,10 +48,48 @@ def parse_size(s: str) -> int:
     return int(float(s[:-1] if mult > 1 else s) * mult)
 
 
+def _smaps() -> dict[str, int]:
+    """This process's resident bytes by kind, from /proc/self/smaps (Linux): its own heap and
+    anonymous memory, Ray's object store (shared memory mapped in), and mapped files (libraries,
+    memory-mapped work columns)."""
+    out = {"own": 0, "object_store": 0, "files": 0}
+    kind = "own"
+    try:
+        with open("/proc/self/smaps") as f:
+            for line in f:
+                if line[0] in "0123456789abcdef" and "-" in line.split(" ", 1)[0]:
+                    parts = line.split()
+                    name = parts[5] if len(parts) > 5 else ""
+                    if name.startswith("/dev/shm") or "plasma" in name:
+                        kind = "object_store"
+                    elif name.startswith("/"):
+                        kind = "files"
+                    else:
+                        kind = "own"  # [heap], [stack], anonymous
+                elif line.startswith("Rss:"):
+                    out[kind] += int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return out
+
+
+def _watch_smaps(peak: dict) -> None:
+    """Keep in ``peak`` the breakdown of the largest resident total seen (every 0.3 s)."""
+    while True:
+        now = _smaps()
+        if sum(now.values()) > sum(peak.values()):
+            peak.update(now)
+        time.sleep(0.3)
+
+
 def _child(argv: list[str]) -> None:
     """Run one ``curate`` command in this process and print its RSS high-waters as JSON."""
+    import threading
+
     from curate.cli import cli
 
+    breakdown: dict[str, int] = {"own": 0, "object_store": 0, "files": 0}
+    threading.Thread(target=_watch_smaps, args=(breakdown,), daemon=True).start()
     start = time.perf_counter()
     try:
         cli.main(argv, prog_name="curate", standalone_mode=False)
@@ -63,6 +102,7 @@ def _child(argv: list[str]) -> None:
                 {
                     "seconds": seconds,
                     "driver_rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * kb,
+                    "driver_at_peak": dict(breakdown),
                     "worker_rss": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * kb,
                     "cpu": sum(
                         r.ru_utime + r.ru_stime
@@ -208,6 +248,13 @@ def main() -> None:
                     f"{_mb(r['worker_rss']):>11}",
                     flush=True,
                 )
+                at_peak = r.get("driver_at_peak") or {}
+                if any(at_peak.values()):
+                    print(
+                        f"{'':<7} {'':>10} driver at its peak: own {_mb(at_peak['own'])}, Ray object store "
+                        f"{_mb(at_peak['object_store'])}, mapped files {_mb(at_peak['files'])}",
+                        flush=True,
+                    )
                 if args.json:
                     rows = {st: [{"docs": k, **v} for k, v in rs] for st, rs in results.items() if rs}
                     Path(args.json).write_text(json.dumps(rows, indent=1) + "\n")

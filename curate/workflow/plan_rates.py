@@ -64,13 +64,20 @@ RATES: dict[str, Rate] = {
     # the store's size, spilled to disk) and 46 MB memory-mapped work files (page cache); its own
     # heap and anonymous memory grew 96 -> 139 MB from 30k to 1M documents.
     "dedup_ray_driver_per_doc": Rate(
-        44.0, "bytes/doc", f"{S} --engine ray: the driver's heap + anonymous memory, 30k-1M (smaps)"
+        44.0, "bytes/doc", f"{S} --engine ray: the driver's own memory, 98 -> 141 MB from 30k to 1M (smaps)"
     ),
     "mix_worker_mem": Rate(850e6, "bytes", f"{S}: local mix worker RSS at 10M docs"),
     "mix_driver_base": Rate(204e6, "bytes", f"{S}: local mix driver RSS at 10k docs"),
     "mix_driver_per_doc": Rate(39.0, "bytes/doc", f"{S}: local mix driver RSS, 10k-10M fit (754 MB at 10M)"),
-    "mix_ray_driver_base": Rate(227e6, "bytes", f"{S} --engine ray: mix driver RSS at 10k docs"),
-    "mix_ray_driver_per_doc": Rate(441.0, "bytes/doc", f"{S} --engine ray: mix driver RSS, 10k-1M fit (705 MB at 1M)"),
+    # The Ray mix driver's own memory (smaps: heap + anonymous) was 183, 449 and 507 MB at 30k,
+    # 300k and 1M documents: a shuffle buffer that fills up to --shuffle-memory, then ~83 bytes
+    # per document (its sampling plan and the shuffle's positions).
+    "mix_ray_driver_base": Rate(
+        424e6, "bytes", f"{S} --engine ray: the mix driver's own memory, 300k-1M line at 0 docs (smaps)"
+    ),
+    "mix_ray_driver_per_doc": Rate(
+        83.0, "bytes/doc", f"{S} --engine ray: the mix driver's own memory, 300k-1M (449 -> 507 MB, smaps)"
+    ),
     # sizes and survival
     "parquet_bytes_per_doc": Rate(510.0, "bytes/doc", "bench/scale.py corpus: 1,968 chars/doc, zstd Parquet"),
     "crawl_yield": Rate(
