@@ -57,21 +57,31 @@ def finish(manifest: dict[str, Any], summary: str) -> None:
         )
 
 
-def engine_options(f: Callable) -> Callable:
-    """``--engine local|ray`` and ``--ray-address``: where the stage's work runs."""
-    f = click.option(
-        "--ray-address",
-        default=None,
-        metavar="ADDR",
-        help="Ray cluster to join (e.g. ray://head:10001 or auto); default: start a local Ray instance.",
-    )(f)
-    return click.option(
-        "--engine",
-        type=click.Choice(["local", "ray"]),
-        default="local",
-        show_default=True,
-        help="Run on local worker processes, or as Ray tasks (needs the `ray` extra).",
-    )(f)
+def engine_options(
+    f: Callable | None = None,
+    *,
+    default: str | None = "local",
+    engine_help: str = "Run on local worker processes, or as Ray tasks (needs the `ray` extra).",
+) -> Callable:
+    """``--engine local|ray`` and ``--ray-address``: where the stage's work runs. Used bare
+    (``@engine_options``) or with another default and help (``@engine_options(default=None, ...)``)."""
+
+    def decorate(f: Callable) -> Callable:
+        f = click.option(
+            "--ray-address",
+            default=None,
+            metavar="ADDR",
+            help="Ray cluster to join (e.g. ray://head:10001 or auto); default: start a local Ray instance.",
+        )(f)
+        return click.option(
+            "--engine",
+            type=click.Choice(["local", "ray"]),
+            default=default,
+            show_default=default is not None,
+            help=engine_help,
+        )(f)
+
+    return decorate(f) if f is not None else decorate
 
 
 class LazyGroup(click.Group):

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import click
 
+from curate.cli.common import engine_options
+
 
 @click.command("pipeline")
 @click.argument("config", type=click.Path(dir_okay=False))
@@ -25,19 +27,11 @@ import click
 @click.option(
     "--workers", "-j", type=click.IntRange(min=1), default=None, help="Worker processes (default: all cores)."
 )
-@click.option(
-    "--engine",
-    type=click.Choice(["local", "ray"]),
+@engine_options(
     default=None,
-    help="Run the data stages (crawl to mix) on local worker processes (the default) or as Ray tasks "
-    "(the `ray` extra; the work directory must then be storage every node sees). The outputs are the "
-    "same. With --plan: the engine planned for (default: ray on more than one node).",
-)
-@click.option(
-    "--ray-address",
-    default=None,
-    metavar="ADDR",
-    help="With --engine ray: the cluster to join (e.g. auto); default: start a local Ray instance.",
+    engine_help="Run the data stages (crawl to mix) on local worker processes (the default) or as Ray "
+    "tasks (the `ray` extra; the work directory must then be storage every node sees). The outputs are "
+    "the same. With --plan: the engine planned for (default: ray on more than one node).",
 )
 @click.option(
     "--plan",

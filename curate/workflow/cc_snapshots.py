@@ -137,9 +137,9 @@ ANNOUNCED = {
     "CC-MAIN-2024-51": {"uncompressed": 394 * TIB},
 }
 
-BYTES_PER_PAGE = 59.86 * TIB / 2_913_733_422  # ~22.6 kB, CC-MAIN-2019-09
-WARC_FILE_BYTES = 59.86 * TIB / 64_000  # ~1.03 GB, CC-MAIN-2019-09
-SOURCE = "Common Crawl's published statistics (cc-crawl-statistics, crawl announcements)"
+_MEASURED = ANNOUNCED["CC-MAIN-2019-09"]
+BYTES_PER_PAGE = _MEASURED["warc_bytes"] / PAGES["CC-MAIN-2019-09"][0]  # ~22.6 kB
+WARC_FILE_BYTES = _MEASURED["warc_bytes"] / _MEASURED["warc_files"]  # ~1.03 GB
 
 
 def snapshot(name: str) -> dict:

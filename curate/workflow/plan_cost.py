@@ -34,6 +34,8 @@ from curate.core.errors import ConfigError
 from curate.workflow import cc_snapshots
 from curate.workflow.plan_rates import RATES
 
+_R = {k: v.value for k, v in RATES.items()}  # the rates' values by name
+
 _BYTE_UNITS = {
     "b": 1,
     "kb": 1e3,
@@ -170,7 +172,7 @@ def plan_data(
 ) -> list[StagePlan]:
     """Plans of the data stages (crawl, filter, dedup, mix) for ``inp`` on ``cluster`` with
     ``engine`` (see :func:`plan_engine`)."""
-    r = {k: v.value for k, v in RATES.items()}
+    r = _R
     ray = plan_engine(cluster, engine) == "ray"
     nodes = None if ray else 1  # the local engine runs on the machine it was started on
     one_node = "" if ray or cluster.nodes == 1 else "; --engine local: one node of the cluster works"
@@ -208,8 +210,15 @@ def _amdahl(docs: float, serial_us: float, parallel_us: float, workers: int) -> 
     return docs * (serial_us + parallel_us / workers) / 3.6e9
 
 
+def _driver_note(driver: float, cluster: Cluster, ray: bool) -> str:
+    """What to say when a driver's memory exceeds a node's."""
+    if driver <= cluster.memory:
+        return ""
+    return f"; the driver's ~{_bytes(driver)} exceeds a node's memory" + ("" if ray else ": use --engine ray")
+
+
 def _plan_dedup(docs: float, cluster: Cluster, ray: bool, nodes: int | None, cost: Any, one_node: str) -> StagePlan:
-    r = {k: v.value for k, v in RATES.items()}
+    r = _R
     bpd = r["parquet_bytes_per_doc"]
     w = _workers(cluster, r["dedup_worker_mem"], "dedup", nodes)
     e = "dedup_ray_" if ray else "dedup_"
@@ -223,15 +232,14 @@ def _plan_dedup(docs: float, cluster: Cluster, ray: bool, nodes: int | None, cos
         note = "disk: kept and removed shards; duplicate groups and the write are Ray tasks"
     else:
         note = "disk: kept and removed shards; the local engine groups duplicates in the driver" + one_node
-    if driver > cluster.memory:
-        note += f"; the driver's ~{_bytes(driver)} exceeds a node's memory" + ("" if ray else ": use --engine ray")
+    note += _driver_note(driver, cluster, ray)
     kept = docs * r["dedup_keep"]
     return StagePlan("dedup", h, w, r["dedup_worker_mem"], driver, docs * bpd, docs * bpd, cost(h), docs, kept,
                      rests, note)  # fmt: skip
 
 
 def _plan_mix(docs: float, cluster: Cluster, ray: bool, cost: Any) -> StagePlan:
-    r = {k: v.value for k, v in RATES.items()}
+    r = _R
     bpd = r["parquet_bytes_per_doc"]
     w = _workers(cluster, r["mix_worker_mem"], "mix", None if ray else 1)
     e = "mix_ray_" if ray else "mix_"
@@ -242,9 +250,7 @@ def _plan_mix(docs: float, cluster: Cluster, ray: bool, cost: Any) -> StagePlan:
         note = "counting, sampling and the bucketed shuffle are Ray tasks, the shards are written by the driver"
     else:
         note = "--engine local: one machine, does not shrink with nodes"
-    note += "; disk at most its input"
-    if driver > cluster.memory:
-        note += f"; the driver's ~{_bytes(driver)} exceeds a node's memory" + ("" if ray else ": use --engine ray")
+    note += "; disk at most its input" + _driver_note(driver, cluster, ray)
     return StagePlan("mix", h, w, r["mix_worker_mem"], driver, docs * bpd, docs * bpd, cost(h), docs, None,
                      rests, note)  # fmt: skip
 
