@@ -21,13 +21,14 @@ import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Protocol
+from typing import BinaryIO, Protocol
 
 import numpy as np
 
 RECORD = np.dtype([("key", "<u8"), ("doc", "<i8")])
 MAX_PARTITIONS = 1024
 VERIFY_CHUNK = 32_768  # candidate pairs (or removed documents) compared on signatures at once
+COPY_BLOCK = 1 << 20  # bytes of a unit file copied into the store at once
 
 
 class KeyGroups(Protocol):
@@ -232,6 +233,48 @@ class DocStore:
         self._id_bytes += int(lengths.sum())
         self.n_docs += n
 
+    @staticmethod
+    def write_unit(
+        path: str | os.PathLike, columns: dict[str, tuple[str, int]], ids: list[str], **arrays: np.ndarray
+    ) -> None:
+        """One unit's documents as a file :meth:`append_unit` adds to a store: the ``columns``
+        given in ``arrays`` (in ``columns``' order), the ids' byte lengths, then the ids. Written
+        whole by an atomic rename, so a retried task rewrites it."""
+        n = len(ids)
+        encoded = [(i or "").encode("utf-8", "surrogatepass") for i in ids]
+        tmp = f"{path}.tmp"
+        with open(tmp, "wb") as fh:
+            for name, (dtype, width) in columns.items():
+                if name in arrays:
+                    arr = np.ascontiguousarray(arrays[name], dtype=dtype)
+                    if arr.size != n * width:
+                        raise ValueError(f"column {name}: {arr.size} values for {n} documents")
+                    fh.write(arr.tobytes())
+            fh.write(np.fromiter((len(e) for e in encoded), dtype=np.int64, count=n).tobytes())
+            fh.write(b"".join(encoded))
+        os.replace(tmp, path)
+
+    def append_unit(self, path: str | os.PathLike, n: int, **arrays: np.ndarray) -> None:
+        """Append the ``n`` documents of a :meth:`write_unit` file, copied a block at a time
+        (the unit is never all in memory), with the columns the file lacks from ``arrays``."""
+        with open(path, "rb") as fh:
+            for name, (dtype, width) in self.columns.items():
+                if name in arrays:
+                    arr = np.ascontiguousarray(arrays[name], dtype=dtype)
+                    if arr.size != n * width:
+                        raise ValueError(f"column {name}: {arr.size} values for {n} documents")
+                    self._files[name].write(arr.tobytes())
+                else:
+                    _copy(fh, self._files[name], n * width * np.dtype(dtype).itemsize, name, path)
+            lengths = np.fromfile(fh, dtype=np.int64, count=n)
+            if len(lengths) != n:
+                raise ValueError(f"unit file {path}: {len(lengths)} id lengths for {n} documents")
+            self._id_offsets.write((self._id_bytes + np.cumsum(lengths)).astype(np.int64).tobytes())
+            blob = int(lengths.sum())
+            _copy(fh, self._ids, blob, "ids", path)
+        self._id_bytes += blob
+        self.n_docs += n
+
     def finish(self) -> None:
         for fh in self._files.values():
             fh.close()
@@ -280,6 +323,17 @@ class DocStore:
     def close(self) -> None:
         self._maps = {}
         self._blob = np.zeros(0, np.uint8)
+
+
+def _copy(src: BinaryIO, dst: BinaryIO, size: int, what: str, path: str | os.PathLike) -> None:
+    """Copy exactly ``size`` bytes from ``src`` to ``dst``, a block at a time."""
+    left = size
+    while left:
+        block = src.read(min(left, COPY_BLOCK))
+        if not block:
+            raise ValueError(f"unit file {path}: {what} ends {left} bytes short")
+        dst.write(block)
+        left -= len(block)
 
 
 class UnionFind:

@@ -8,9 +8,11 @@ directory itself. What runs where, for N documents, B LSH bands and P partitions
   worker processes. A task computes the unit's signatures and hashes
   (:func:`curate.stages.dedup.signatures.signature_unit`), writes its ``(key, doc)`` records of each
   index (band, exact, url) to one file per index in the work directory, ordered by partition
-  (the key's top bits) and returns the partition boundaries plus the per-document columns
-  (about 4 x num_perm bytes a document). The driver appends those, in unit order, to the
-  memory-mapped document store (:class:`curate.stages.dedup.index.DocStore`) in the work directory.
+  (the key's top bits), and its per-document columns (about 4 x num_perm bytes a document) and
+  ids to one more file; it returns only the partition boundaries, its error counts and the
+  paths, so nothing a document's size passes through Ray's object store to the driver. The
+  driver copies the unit files, in unit order and a block at a time, into the memory-mapped
+  document store (:class:`curate.stages.dedup.index.DocStore`) in the work directory.
 * **Near-duplicate edges, on the cluster**, in two rounds of independent tasks. First one task
   per band partition (at least :data:`MIN_BAND_PARTITIONS`, more when a partition would not
   fit ``memory_bytes``): it reads its slice of every unit's band file (N x B / P records),
@@ -42,7 +44,7 @@ directory itself. What runs where, for N documents, B LSH bands and P partitions
   chains resolved and the largest clusters counted in chunks over those columns
   (:meth:`curate.stages.dedup.decide.Decisions.resolve`). Its memory grows only with the
   number of files and partitions (the offsets of each partition in each file), not with the
-  number of edges or documents (but for one byte a document, the ``alive`` flags).
+  number of edges or documents.
 
 With ``verify = "exact"`` (:mod:`curate.stages.dedup.exact`) the near-duplicate edges take three
 rounds instead (:meth:`RayEngine.exact_stars`):
@@ -121,10 +123,12 @@ class RayEngine:
 
     def __init__(self, executor: Executor):
         self.executor = executor
+        self.directory = Path()
         self.indexes: dict[str, PartitionedKeys] = {}
 
     def make_indexes(self, directory: Path, records: dict[str, int], memory_bytes: int) -> dict[str, KeyGroups]:
         directory.mkdir(parents=True, exist_ok=True)
+        self.directory = directory  # also holds the units' store files until the driver adds them
         self.indexes = {}
         for name, count in records.items():
             # The driver decides URL and exact groups one partition at a time, and a near task
@@ -138,7 +142,14 @@ class RayEngine:
     def signature_results(self, units: list[Unit]) -> Iterator[dict[str, Any]]:
         partitions = {name: index.partitions for name, index in self.indexes.items()}
         items = (
-            (k, unit.offset, unit.args, {name: index.unit_path(k) for name, index in self.indexes.items()}, partitions)
+            (
+                k,
+                unit.offset,
+                unit.args,
+                {name: index.unit_path(k) for name, index in self.indexes.items()},
+                partitions,
+                str(self.directory / f"store-u{k:06d}.bin"),
+            )
             for k, unit in enumerate(units)
         )
         return self.executor.map(signature_task, items)
@@ -164,8 +175,9 @@ class RayEngine:
         after this round)."""
         index = self.indexes["band"]
         n, partitions = state.n_docs, index.partitions
-        alive_path = str(state.work / "alive.bin")
-        np.asarray(state.alive, dtype=np.uint8).tofile(alive_path)  # what url/exact left
+        alive_path = str(state.work / "alive.bin")  # the memory-mapped flags: what url/exact left
+        if isinstance(state.alive, np.memmap):
+            state.alive.flush()  # for tasks on other nodes, which read it from shared storage
         pair_dir = state.work / "pairs"
         pair_dir.mkdir(parents=True, exist_ok=True)
         records = np.zeros(partitions, dtype=np.int64)
@@ -175,13 +187,10 @@ class RayEngine:
         out = str(pair_dir / "pairs-b{:04d}.bin")
         band_items = ((index.ranges(p), alive_path, n, out.format(p), partitions) for p in used)
         progress.total = len(used) + then
-        try:
-            with closing(self.executor.map(task, band_items)) as results:
-                for p, result in zip(used, results):
-                    yield out.format(p), result
-                    progress.advance()
-        finally:
-            Path(alive_path).unlink(missing_ok=True)
+        with closing(self.executor.map(task, band_items)) as results:
+            for p, result in zip(used, results):
+                yield out.format(p), result
+                progress.advance()
 
     def near_stars(self, state: DedupState) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """Candidate pairs per band partition, verification per pair partition, connected

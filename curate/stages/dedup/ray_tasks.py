@@ -31,6 +31,7 @@ from curate.stages.dedup.index import (
     verify_pairs,
 )
 from curate.stages.dedup.minhash import fmix64
+from curate.stages.dedup.signature_pass import store_columns
 from curate.stages.dedup.signatures import signature_unit, unit_key_records
 from curate.stages.dedup.stars import Ranker, estimated_similarities, star_split
 
@@ -119,10 +120,12 @@ class PartitionedKeys:
 # --------------------------------------------------------------------------- Ray tasks
 
 
-def signature_task(args: tuple[int, int, tuple, dict[str, str], dict[str, int]]) -> dict[str, Any]:
+def signature_task(args: tuple[int, int, tuple, dict[str, str], dict[str, int], str]) -> dict[str, Any]:
     """Pass 1 for one row group: signatures, with the key records written to partitioned files
-    (``paths[name]``) instead of returned."""
-    _unit, doc_offset, unit_args, paths, partitions = args
+    (``paths[name]``) and the per-document columns and ids to ``store_path`` (a
+    :meth:`~curate.stages.dedup.index.DocStore.write_unit` file), so that what comes back
+    through Ray, and so into the driver, is a few counters and paths whatever the unit's size."""
+    _unit, doc_offset, unit_args, paths, partitions, store_path = args
     result = signature_unit(unit_args)
     if "error" in result:
         return result
@@ -130,9 +133,15 @@ def signature_task(args: tuple[int, int, tuple, dict[str, str], dict[str, int]])
     files = {}
     for name, keys, key_docs in unit_key_records(result, docs, unit_args[3]):
         files[name] = (paths[name], write_key_records(paths[name], keys, key_docs, partitions[name]))
-    del result["keys"]  # written to the band file; the driver does not need them
-    result["index_files"] = files
-    return result
+    columns = store_columns(unit_args[3].num_perm)
+    DocStore.write_unit(store_path, columns, result["ids"], **{k: result[k] for k in columns if k in result})
+    return {
+        "n": result["n"],
+        "errors": result["errors"],
+        "error_examples": result["error_examples"],  # at most MAX_EXAMPLES per reason
+        "index_files": files,
+        "store_file": store_path,
+    }
 
 
 def _band_partition_pairs(ranges: list[tuple[str, int, int]], alive_path: str, n_docs: int) -> np.ndarray:

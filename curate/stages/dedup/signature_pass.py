@@ -27,6 +27,8 @@ from curate.stages.dedup.inputs import InputInfo
 from curate.stages.dedup.signatures import Unit, placeholder
 from curate.stages.dedup.state import DedupState
 
+ALIVE_CHUNK = 1 << 20  # documents whose flags are set at once
+
 
 def store_columns(num_perm: int) -> dict[str, tuple[str, int]]:
     """The document store's columns: ``name -> (dtype, values per document)``."""
@@ -108,6 +110,12 @@ class _Collector:
                 if len(bucket) < MAX_EXAMPLES:
                     bucket.append({"file": path, "row": first_row + row, **({"id": doc_id} if doc_id else {})})
         n = result["n"]
+        unit_input = np.full(n, unit.input, dtype=np.int32)
+        if "store_file" in result:  # a Ray task wrote the columns to the shared work directory
+            self.store.append_unit(result["store_file"], n, input=unit_input)
+            Path(result["store_file"]).unlink(missing_ok=True)
+            self.engine.add_keys(np.arange(unit.offset, unit.offset + n, dtype=np.int64), result, self.config)
+            return
         self.store.append(
             result["ids"],
             sig=result["sig"],
@@ -118,7 +126,7 @@ class _Collector:
             has_url=result["has_url"],
             n_shingles=result["n_shingles"],
             valid=result["valid"],
-            input=np.full(n, unit.input, dtype=np.int32),
+            input=unit_input,
         )
         self.engine.add_keys(np.arange(unit.offset, unit.offset + n, dtype=np.int64), result, self.config)
 
@@ -141,9 +149,15 @@ def signature_pass(
     finally:
         bar.close()
     store.finish()
-    alive = store["valid"].astype(bool)
-    if collector.failed and n:
-        alive &= ~np.isin(store["input"], np.fromiter(collector.failed, dtype=np.int32))
+    # Memory-mapped, as the store: one byte a document in page cache, not in the driver's heap.
+    alive = np.memmap(work / "alive.bin", dtype="u1", mode="w+", shape=(max(n, 1),))[:n]
+    failed = np.fromiter(collector.failed, dtype=np.int32) if collector.failed else None
+    for lo in range(0, n, ALIVE_CHUNK):
+        hi = min(n, lo + ALIVE_CHUNK)
+        keep = np.asarray(store["valid"][lo:hi], dtype=bool)
+        if failed is not None:
+            keep &= ~np.isin(store["input"][lo:hi], failed)
+        alive[lo:hi] = keep
     kind = np.memmap(work / "kind.bin", dtype="u1", mode="w+", shape=(max(n, 1),))[:n]
     dup_of = np.memmap(work / "dup_of.bin", dtype="<i8", mode="w+", shape=(max(n, 1),))[:n]
     dup_of[:] = -1

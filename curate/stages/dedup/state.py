@@ -44,7 +44,7 @@ class DedupState:
     error_examples: dict[int, dict[str, list[dict[str, Any]]]]  # input index -> reason -> examples
     store: DocStore
     indexes: dict[str, KeyGroups]  # "exact", "url", "band": the kinds of key that are on
-    alive: np.ndarray  # bool per document: still kept
+    alive: np.ndarray  # u1 per document, memory-mapped (work/alive.bin): still kept
     kind: np.ndarray  # u1 per document: KEPT or the kind of duplicate it was removed as
     dup_of: np.ndarray  # i8 per document: the document that removed it (-1 while kept)
     counters: Counter = field(default_factory=Counter)  # removed_<kind>, candidate_pairs, verified_pairs

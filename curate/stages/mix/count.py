@@ -38,7 +38,7 @@ class SourceCount:
     """What pass 1 learned about one source."""
 
     spec: SourceSpec
-    n_tokens: np.ndarray  # int32 per document position (4 bytes a document)
+    n_tokens: np.ndarray  # int32 per document position (4 bytes a document; a memory map on the driver)
     stats: Stats
     files: list[str]
     chars: int
@@ -88,8 +88,9 @@ def source_reader(
     return reader
 
 
-def combine_counts(spec: SourceSpec, parts: list[SourceCount]) -> SourceCount:
-    """One source's count from its parts' counts (in file order)."""
+def combine_counts(spec: SourceSpec, parts: list[SourceCount], n_tokens: np.ndarray | None = None) -> SourceCount:
+    """One source's count from its parts' counts (in file order); ``n_tokens``: their token
+    counts already joined (into a file, as the driver does part by part), else joined here."""
     stats = Stats()
     failed: dict[str, tuple[str, str]] = {}
     infos: list[Part] = []
@@ -98,14 +99,19 @@ def combine_counts(spec: SourceSpec, parts: list[SourceCount]) -> SourceCount:
     for c in parts:
         stats.merge(c.stats)
         failed.update(c.failed)
-        infos.append(Part(c.parts[0].files, c.docs, c.positions, c.id_digest, docs, positions))
+        n_pos = c.parts[0].positions  # also when the part's n_tokens went to a file
+        infos.append(Part(c.parts[0].files, c.docs, n_pos, c.id_digest, docs, positions))
         split_docs.append(c.split_docs + docs)
         split_chunks.append(c.split_chunks)
         docs += c.docs
-        positions += c.positions
+        positions += n_pos
+    if n_tokens is None:
+        n_tokens = np.concatenate([c.n_tokens for c in parts]) if parts else np.zeros(0, np.int32)
+    if n_tokens.shape[0] != positions:
+        raise ValueError(f"source {spec.name!r}: {n_tokens.shape[0]} token counts for {positions} positions")
     return SourceCount(
         spec,
-        np.concatenate([c.n_tokens for c in parts]) if parts else np.zeros(0, np.int32),
+        n_tokens,
         stats,
         [f for c in parts for f in c.files],
         sum(c.chars for c in parts),

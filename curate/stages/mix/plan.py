@@ -22,6 +22,7 @@ from curate.core.readers import SourceFile, resolve_files
 from curate.core.tokenizer import Tokenizer
 from curate.stages.mix.config import MIN_DOC_TOKENS, MixConfig, SourceSpec
 from curate.stages.mix.count import Part, SourceCount
+from curate.stages.mix.positions import Positions, chunked
 
 # --- parts: the runs of whole files one task counts and scatters -------------------------
 
@@ -54,7 +55,7 @@ def part_view(c: SourceCount, plan: SourcePlan, part: Part) -> tuple[SourceCount
     paths = {f.path for f in part.files}
     count = SourceCount(
         c.spec,
-        c.n_tokens[lo:hi],
+        np.asarray(c.n_tokens[lo:hi]),  # a plain array (a slice of a file on the driver)
         Stats(),
         [f.path for f in part.files],
         0,
@@ -67,7 +68,7 @@ def part_view(c: SourceCount, plan: SourcePlan, part: Part) -> tuple[SourceCount
         parts=[part],
     )
     cut = plan.cut_position - lo if lo <= plan.cut_position < hi else -1
-    return count, replace(plan, partial=plan.partial[lo:hi], cut_position=cut)
+    return count, replace(plan, partial=np.asarray(plan.partial[lo:hi]), cut_position=cut)
 
 
 # --- planning ----------------------------------------------------------------------------
@@ -139,21 +140,37 @@ def select_documents(n_tokens: np.ndarray, target: int, rng: np.random.Generator
     return full, partial
 
 
-def select_rows(n_tokens: np.ndarray, target: int, rng: np.random.Generator) -> tuple[int, np.ndarray, int, int]:
+def select_rows(
+    n_tokens: np.ndarray, target: int, rng: np.random.Generator, positions: Positions | None = None
+) -> tuple[int, np.ndarray, int, int]:
     """:func:`select_documents` plus the last position taken and by how many tokens it
-    overshoots the target (-1 and 0 when nothing is sampled)."""
+    overshoots the target (-1 and 0 when nothing is sampled). With ``positions`` the order and
+    the mask are files, walked a chunk at a time (the same draws as ``rng.permutation``)."""
+    positions = positions or Positions(None)
+    n = int(n_tokens.shape[0])
     total = int(n_tokens.sum(dtype=np.int64))
-    partial = np.zeros(n_tokens.shape[0], dtype=bool)
+    partial = positions.array("partial", bool, n)
     if total == 0 or target <= 0:
         return 0, partial, -1, 0
     full, rest = divmod(int(target), total)
     if not rest:
         return full, partial, -1, 0
-    order = rng.permutation(n_tokens.shape[0])
-    reached = np.cumsum(n_tokens[order], dtype=np.int64)
-    k = int(np.searchsorted(reached, rest, side="left"))
-    partial[order[: k + 1]] = True
-    return full, partial, int(order[k]), int(reached[k] - rest)
+    order = positions.array("order", np.int64, n, fill=None)
+    for lo, hi in chunked(n):
+        order[lo:hi] = np.arange(lo, hi, dtype=np.int64)
+    rng.shuffle(order.view(np.ndarray))  # as rng.permutation(n) draws it, in place
+    reached = 0
+    for lo, hi in chunked(n):
+        part = order[lo:hi]
+        cum = reached + np.cumsum(n_tokens[part], dtype=np.int64)
+        if cum[-1] < rest:
+            partial[part] = True
+            reached = int(cum[-1])
+            continue
+        k = int(np.searchsorted(cum, rest, side="left"))
+        partial[part[: k + 1]] = True
+        return full, partial, int(part[k]), int(cum[k] - rest)
+    raise AssertionError("the partial epoch needs less than one whole pass")
 
 
 def _cut_last(n_tokens: np.ndarray, partial: np.ndarray, last: int, over: int) -> tuple[int, int]:
@@ -173,8 +190,29 @@ def _source_seed(seed: int, name: str) -> list[int]:
     return [int(seed) & 0xFFFFFFFF, zlib.crc32(name.encode("utf-8"))]
 
 
-def plan_mix(cfg: MixConfig, counted: list[SourceCount]) -> tuple[list[SourcePlan], list[str]]:
-    """Targets and document selections per source, and notes for the user."""
+def _selected(c: SourceCount, full: int, partial: np.ndarray) -> tuple[int, int, int, int]:
+    """Tokens and rows a source's selection holds, and its distinct documents and positions,
+    summed a chunk of documents at a time (before the last row's cut)."""
+    tokens = rows = docs = chunks = 0
+    pos = 0
+    for lo, hi in chunked(c.docs):
+        per_doc = c.chunks_per_doc(lo, hi - lo)
+        end = pos + int(per_doc.sum())
+        reps = np.asarray(partial[pos:end], dtype=np.int64) + full
+        taken = reps > 0
+        tokens += int((reps * c.n_tokens[pos:end]).sum(dtype=np.int64))
+        rows += int(reps.sum())
+        chunks += int(taken.sum())
+        docs += int(np.unique(np.repeat(np.arange(hi - lo), per_doc)[taken]).shape[0])
+        pos = end
+    return tokens, rows, docs, chunks
+
+
+def plan_mix(
+    cfg: MixConfig, counted: list[SourceCount], positions: Positions | None = None
+) -> tuple[list[SourcePlan], list[str]]:
+    """Targets and document selections per source, and notes for the user (``positions``:
+    where the per-position arrays go, in memory when None)."""
     budget = cfg.budget
     notes: list[str] = []
     total_w = sum(c.spec.weight for c in counted)
@@ -190,14 +228,12 @@ def plan_mix(cfg: MixConfig, counted: list[SourceCount]) -> tuple[list[SourcePla
         name = c.spec.name
         requested = weights[name] * budget
         target = targets[name]
-        full, partial, last, over = select_rows(c.n_tokens, target, np.random.default_rng(_source_seed(cfg.seed, name)))
+        rng = np.random.default_rng(_source_seed(cfg.seed, name))
+        full, partial, last, over = select_rows(c.n_tokens, target, rng, positions)
         cut_position, cut_tokens = _cut_last(c.n_tokens, partial, last, over) if cfg.chunk_limit else (-1, 0)
-        rows = partial.astype(np.int64) + full
-        taken = rows > 0
-        tokens_planned = int((rows * c.n_tokens).sum())
+        tokens_planned, rows_planned, docs_selected, chunks_selected = _selected(c, full, partial)
         if cut_position >= 0:
             tokens_planned -= int(c.n_tokens[cut_position]) - cut_tokens
-        doc_of = np.repeat(np.arange(c.docs), c.chunks_per_doc(0, c.docs)) if c.split_docs.shape[0] else None
         plan = SourcePlan(
             name=name,
             weight=c.spec.weight,
@@ -210,9 +246,9 @@ def plan_mix(cfg: MixConfig, counted: list[SourceCount]) -> tuple[list[SourcePla
             full_epochs=full,
             partial=partial,
             tokens_planned=tokens_planned,
-            rows_planned=int(rows.sum()),
-            docs_selected=int(np.unique(doc_of[taken]).shape[0]) if doc_of is not None else int(taken.sum()),
-            chunks_selected=int(taken.sum()),
+            rows_planned=rows_planned,
+            docs_selected=docs_selected,
+            chunks_selected=chunks_selected,
             cut_position=cut_position,
             cut_tokens=cut_tokens,
         )

@@ -6,7 +6,7 @@ every source each time and keeping only small per-document arrays in memory:
 1. **Count**: every non-empty document of every source is tokenized with the chosen tokenizer
    (a trained BPE directory, or UTF-8 bytes by default); a document longer than
    ``max_doc_tokens`` is cut into chunks (:mod:`curate.stages.mix.chunks`), each a position of
-   its own. Only ``n_tokens`` per position is kept (4 bytes), plus the ordinals and chunk
+   its own. Only ``n_tokens`` per position is kept (4 bytes, in a file), plus the ordinals and chunk
    counts of the documents that were cut.
 2. **Plan** (:func:`allocate`): targets are ``weight * budget``. A source may be repeated up
    to ``max_epochs`` times (4 by default: Muennighoff et al., 2023, "Scaling Data-Constrained
@@ -35,7 +35,10 @@ every source each time and keeping only small per-document arrays in memory:
 Passes 1 and 3 run one task per part of a source (a run of whole files of about
 :data:`~curate.stages.mix.plan.PART_BYTES`) and pass 4 one task per bucket, on
 ``ctx.executor``: in this process, in local worker processes, or as Ray tasks (a map/reduce
-shuffle). The driver keeps the per-position arrays and streams one sorted bucket at a time;
+shuffle). The driver keeps the per-position arrays (token counts, sampling order, partial-epoch
+flags) in memory-mapped files of a temporary directory (:mod:`curate.stages.mix.positions`),
+walked a chunk at a time, and streams one sorted bucket at a time, so its memory is bounded
+by ``shuffle_memory`` and ``shard_size``, not by the corpus;
 the tasks' results are combined in file and bucket order, so shards, token files and manifest
 do not depend on the engine, the number of workers or how sources are split into parts.
 
@@ -58,6 +61,8 @@ import os
 import shutil
 from typing import Any
 
+import numpy as np
+
 from curate.core.errors import CurateError
 from curate.core.files import writing
 from curate.core.manifest import config_hash
@@ -70,11 +75,12 @@ from curate.runtime.stage import StageContext
 from curate.stages.mix.config import MixConfig
 from curate.stages.mix.count import SourceCount, combine_counts, count_source
 from curate.stages.mix.plan import Planned, plan_mix, source_parts
+from curate.stages.mix.positions import Positions
 from curate.stages.mix.report import STAGE, plan_report
 from curate.stages.mix.report import manifest as build_mix_manifest
 from curate.stages.mix.scatter import scatter
-from curate.stages.mix.shuffle import bucket_index, cached_tokenizer, read_bucket, sort_bucket
-from curate.stages.mix.writer import ROW_OVERHEAD, TOKENS_DIR, OutputWriter
+from curate.stages.mix.shuffle import bucket_index, cached_tokenizer, sort_bucket
+from curate.stages.mix.writer import ROW_OVERHEAD, TOKENS_DIR, OutputWriter, write_shard
 
 STATE_FILE = "mix-state.json"  # under .curate/
 BUCKET_DIR = ".curate/buckets"
@@ -85,9 +91,13 @@ BUCKET_DIR = ".curate/buckets"
 
 def plan(config: MixConfig, ctx: StageContext) -> dict[str, Any]:
     """Count and plan only: the shares, epochs and notes the mix would realize (writes nothing)."""
-    with ctx.executor.session():
-        planned = _count_and_plan(config, ctx)
-    return plan_report(config, planned)
+    positions = Positions()
+    try:
+        with ctx.executor.session():
+            planned = _count_and_plan(config, ctx, positions)
+        return plan_report(config, planned)
+    finally:
+        positions.close()
 
 
 def run(config: MixConfig, ctx: StageContext) -> dict[str, Any]:
@@ -96,11 +106,15 @@ def run(config: MixConfig, ctx: StageContext) -> dict[str, Any]:
     A rerun with the same configuration and unchanged inputs returns the existing manifest and
     does nothing; with changed inputs it starts over (the mix is one global shuffle).
     """
-    with ctx.executor.session():
-        planned = _count_and_plan(config, ctx)
-        out = OutputDir(ctx.output, STAGE, state_file=STATE_FILE)
-        with out.locked(), writing(out.path):
-            return _write_mix(config, ctx, planned, out)
+    positions = Positions()
+    try:
+        with ctx.executor.session():
+            planned = _count_and_plan(config, ctx, positions)
+            out = OutputDir(ctx.output, STAGE, state_file=STATE_FILE)
+            with out.locked(), writing(out.path):
+                return _write_mix(config, ctx, planned, out)
+    finally:
+        positions.close()
 
 
 def _write_mix(config: MixConfig, ctx: StageContext, planned: Planned, out: OutputDir) -> dict[str, Any]:
@@ -118,7 +132,7 @@ def _write_mix(config: MixConfig, ctx: StageContext, planned: Planned, out: Outp
         selected, written = scatter(config, planned, ctx, str(out.path / BUCKET_DIR), n_buckets, flush_bytes)
         shards = _gather(config, ctx, written, writer, n_buckets)
     except BaseException:
-        writer.abort()
+        # A shard task removes its own half-written files; whole shards stay until the rerun.
         shutil.rmtree(out.path / BUCKET_DIR, ignore_errors=True)
         raise
     shutil.rmtree(out.path / BUCKET_DIR, ignore_errors=True)
@@ -130,8 +144,9 @@ def _write_mix(config: MixConfig, ctx: StageContext, planned: Planned, out: Outp
 # --------------------------------------------------------------------------- passes
 
 
-def _count_and_plan(cfg: MixConfig, ctx: StageContext) -> Planned:
-    """Pass 1 (token counts per document of every source) and the plan built on it."""
+def _count_and_plan(cfg: MixConfig, ctx: StageContext, positions: Positions) -> Planned:
+    """Pass 1 (token counts per document of every source) and the plan built on it, the
+    per-position arrays in ``positions`` (each part's counts added as its task returns)."""
     cfg.validate()
     tokenizer = load_tokenizer(cfg.tokenizer)
     parts = [source_parts(spec) for spec in cfg.sources]
@@ -143,15 +158,19 @@ def _count_and_plan(cfg: MixConfig, ctx: StageContext) -> Planned:
     counted = []
     for spec, runs in zip(cfg.sources, parts):
         part_counts = []
+        n_tokens = positions.writer("n_tokens", np.int32)
         for _ in runs:
-            part_counts.append(next(results))
+            count = next(results)
+            n_tokens.append(count.n_tokens)
+            count.n_tokens = np.zeros(0, np.int32)  # in the file now
+            part_counts.append(count)
             progress.advance()
-        counted.append(combine_counts(spec, part_counts))
+        counted.append(combine_counts(spec, part_counts, n_tokens.finish()))
     progress.close()
     for c in counted:
         if c.docs == 0:
             ctx.log(f"warning: source {c.spec.name!r} has no usable documents")
-    plans, notes = plan_mix(cfg, counted)
+    plans, notes = plan_mix(cfg, counted, positions)
     for note in notes:
         ctx.log(f"note: {note}")
     if sum(c.docs for c in counted) == 0:
@@ -221,25 +240,43 @@ def _gather(
     cfg: MixConfig, ctx: StageContext, written: list[Any], writer: OutputWriter, n_buckets: int
 ) -> list[ShardInfo]:
     """Pass 4 (the shuffle's reduce): a task per bucket gathers its batches from every map
-    task's file, sorts them by key (and with ``pretokenize`` encodes them); the sorted buckets
-    are streamed in key order, one at a time, into the output shards."""
-    progress = Progress("mix: writing", total=n_buckets, unit="buckets", enabled=None if ctx.progress else False)
+    task's file and sorts them by key (with ``pretokenize`` also encodes them); the driver cuts
+    the sorted stream into shards from its row sizes, and a task per shard writes it
+    (:mod:`curate.stages.mix.writer`)."""
+    progress = Progress("mix: sorting", total=n_buckets, unit="buckets", enabled=None if ctx.progress else False)
     where = bucket_index(written, n_buckets)
     jobs = ((b, where[b], cfg.tokenizer, bool(cfg.pretokenize)) for b in range(n_buckets))
-    # A map task's file goes once the last bucket it holds batches of is written.
+    # A map task's file goes once the last bucket it holds batches of is sorted.
     last = {}
     for item in written:
         if item is not None:
             last.setdefault(max(item[1]), []).append(item[0])
-    for b, sorted_path in enumerate(ctx.executor.map(sort_bucket, jobs)):
-        if sorted_path is not None:
-            table = read_bucket(sorted_path)
-            writer.write(table)
-            progress.add(rows=table.num_rows)
-            os.unlink(sorted_path)
+    planner = writer.planner()
+    shards = []
+    for b, result in enumerate(ctx.executor.map(sort_bucket, jobs)):
+        if result is not None:
+            sizes_path = result["path"] + ".sizes"
+            shards.extend(planner.add(result["path"], np.fromfile(sizes_path, dtype="<i8")))
+            os.unlink(sizes_path)
         for path in last.get(b, []):
             os.unlink(path)
         progress.advance()
-    shards = writer.close()
+    shards.extend(planner.finish())
     progress.close()
-    return shards
+    # A sorted bucket goes once the last shard that reads it is written.
+    release: dict[int, list[str]] = {}
+    for path, k in {seg[0]: k for k, (_, groups) in enumerate(shards) for g in groups for seg in g}.items():
+        release.setdefault(k, []).append(path)
+    progress = Progress("mix: writing", total=len(shards), unit="shards", enabled=None if ctx.progress else False)
+    items = (
+        (writer.output_dir, index, groups, writer.row_group_bytes, cfg.tokenizer, bool(cfg.pretokenize))
+        for index, groups in shards
+    )
+    for k, result in enumerate(ctx.executor.map(write_shard, items)):
+        writer.add(result)
+        for path in release.get(k, []):
+            os.unlink(path)
+        progress.add(rows=result["rows"])
+        progress.advance()
+    progress.close()
+    return writer.shards

@@ -1,12 +1,11 @@
-"""The external shuffle of ``curate mix`` (its passes 2 and 3).
+"""The external shuffle of ``curate mix`` (its passes 3 and 4).
 
 Every selected (source, document, epoch) row gets a seeded 64-bit key (:func:`shuffle_keys`)
 and goes to one of N bucket files by key range (:class:`Buckets`, one set per source's task);
 each bucket is then gathered over the sources and sorted by a task of its own
-(:func:`sort_bucket`), and the sorted buckets are streamed one at a time into shards
-(:class:`~curate.stages.mix.writer.OutputWriter`). The output order is the global key order
-whatever N is, so memory is bounded by one bucket (per worker) and the bytes written do not
-depend on it. :class:`Cutoff` tracks the training cutoff over the selected documents.
+(:func:`sort_bucket`), and the sorted stream is cut into shards that tasks write
+(:mod:`curate.stages.mix.writer`). The output order is the global key order whatever N is, so
+memory is bounded by one bucket (per worker) and the bytes written do not depend on it. :class:`Cutoff` tracks the training cutoff over the selected documents.
 """
 
 from __future__ import annotations
@@ -27,8 +26,7 @@ import pyarrow.ipc as ipc
 
 from curate.core.accounting import Stats
 from curate.core.document import SCHEMA
-from curate.core.tokenizer import TOKENIZER_FILE, Tokenizer, load_tokenizer
-from curate.stages.mix.writer import TOKENS_DIR, OutputWriter
+from curate.stages.mix.writer import TOKENS_DIR, OutputWriter, cached_tokenizer, write_sorted
 
 __all__ = [
     "BUCKET_SCHEMA",
@@ -40,7 +38,6 @@ __all__ = [
     "Selected",
     "bucket_index",
     "cached_tokenizer",
-    "read_bucket",
     "shuffle_keys",
     "sort_bucket",
 ]
@@ -74,25 +71,6 @@ BUCKET_SCHEMA = (
     .append(pa.field("_src", pa.int32()))
     .append(pa.field("_pos", pa.int64()))
 )
-
-
-_TOKENIZERS: dict[tuple[str | None, int], Tokenizer] = {}
-
-
-def cached_tokenizer(spec: str | None) -> Tokenizer:
-    """The tokenizer at ``spec`` (None: UTF-8 bytes), loaded once per worker process (again
-    when its file changes)."""
-    try:
-        path = spec if not spec or os.path.isfile(spec) else os.path.join(spec, TOKENIZER_FILE)
-        stamp = os.stat(path).st_mtime_ns if path else 0
-    except OSError:
-        stamp = -1
-    key = (spec, stamp)
-    if key not in _TOKENIZERS:
-        if len(_TOKENIZERS) > 8:
-            _TOKENIZERS.clear()
-        _TOKENIZERS[key] = load_tokenizer(spec)
-    return _TOKENIZERS[key]
 
 
 class Buckets:
@@ -159,15 +137,12 @@ def bucket_index(written: list[tuple[str, list[int]] | None], n: int) -> list[li
     return out
 
 
-def read_bucket(path: str) -> pa.Table:
-    with pa.OSFile(str(path), "rb") as src:
-        return ipc.open_stream(src).read_all()
-
-
-def sort_bucket(job: tuple[int, list[tuple[str, list[int]]], str | None, bool]) -> str | None:
+def sort_bucket(job: tuple[int, list[tuple[str, list[int]]], str | None, bool]) -> dict[str, Any] | None:
     """The reduce side of the shuffle (a task): one bucket's batches from every map task's
     file, sorted by key and (with ``pretokenize``) encoded into an ``_ids`` column, written to
-    one sorted file beside them (returned; None for an empty bucket)."""
+    one sorted file beside them with its row sizes
+    (:func:`~curate.stages.mix.writer.write_sorted`). Returns the file and its row count
+    (None for an empty bucket)."""
     bucket, where, tokenizer, pretokenize = job
     batches = []
     for path, numbers in where:
@@ -186,14 +161,8 @@ def sort_bucket(job: tuple[int, list[tuple[str, list[int]]], str | None, bool]) 
         ids = cached_tokenizer(tokenizer).encode_batch(table.column("text").to_pylist())
         table = table.append_column("_ids", pa.array(ids, pa.list_(pa.int64())))
     out = os.path.join(os.path.dirname(where[0][0]), f"sorted-{bucket:05d}.arrow")
-    tmp = out + ".tmp"
-    with (
-        pa.OSFile(tmp, "wb") as sink,
-        ipc.new_stream(sink, table.schema, options=ipc.IpcWriteOptions(compression="lz4")) as writer,
-    ):
-        writer.write_table(table)
-    os.replace(tmp, out)
-    return out
+    write_sorted(table, out)
+    return {"path": out, "rows": table.num_rows}
 
 
 class Cutoff:

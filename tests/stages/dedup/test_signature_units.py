@@ -1,0 +1,89 @@
+"""What a ``dedup --engine ray`` signature task sends back to the driver: a few counters and
+paths, whatever the size of its unit; the per-document columns and ids go through a unit file
+in the work directory, which the driver copies into the document store exactly as the local
+engine appends the same columns in memory."""
+
+from __future__ import annotations
+
+import pickle
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from curate.core.document import SCHEMA
+from curate.stages.dedup import DedupConfig
+from curate.stages.dedup.index import DocStore
+from curate.stages.dedup.ray_tasks import signature_task
+from curate.stages.dedup.signature_pass import store_columns
+from curate.stages.dedup.signatures import signature_unit
+
+
+def _parquet(path, n: int) -> str:
+    rng = np.random.default_rng(n)
+    words = [f"mot{i}é" for i in range(500)]
+    texts = [" ".join(rng.choice(words, size=60)) for _ in range(n)]
+    texts[3] = None  # an error the task counts, with an example
+    columns = {
+        "id": [f"doc-{i}-ü" for i in range(n)],
+        "text": texts,
+        "url": [f"https://example.org/{i % 7}" for i in range(n)],
+    }
+    # The corpus schema's types, nullable: a null text is a user's mistake the stage counts.
+    schema = pa.schema([SCHEMA.field(name).with_nullable(True) for name in columns])
+    table = pa.table(columns, schema=schema)
+    pq.write_table(table, path, row_group_size=n)
+    return str(path)
+
+
+def _task(tmp_path, n: int, config: DedupConfig) -> tuple[dict, tuple]:
+    unit_args = (_parquet(tmp_path / f"in-{n}.parquet", n), 0, n, config)
+    paths = {name: str(tmp_path / f"{name}-{n}.bin") for name in ("exact", "url", "band")}
+    partitions = {"exact": 4, "url": 4, "band": 16}
+    return signature_task((0, 0, unit_args, paths, partitions, str(tmp_path / f"store-{n}.bin"))), unit_args
+
+
+def test_signature_task_result_does_not_grow_with_its_unit(tmp_path):
+    config = DedupConfig()
+    sizes = {}
+    for n in (100, 5000):
+        result, _ = _task(tmp_path, n, config)
+        assert result["n"] == n and result["errors"] == {"null_text": 1}
+        assert not any(isinstance(v, np.ndarray) and v.size >= n for v in result.values())
+        sizes[n] = len(pickle.dumps(result))
+    # 50x the documents: the same paths and counters (a unit's columns alone would be ~2.6 MB).
+    assert sizes[5000] < sizes[100] + 256 and sizes[5000] < 4096, sizes
+
+
+def test_unit_file_appends_as_the_columns_do(tmp_path):
+    config = DedupConfig()
+    n = 300
+    result, unit_args = _task(tmp_path, n, config)
+    columns = store_columns(config.num_perm)
+    local = signature_unit(unit_args)
+    inputs = np.full(n, 7, dtype=np.int32)
+    direct = DocStore(tmp_path / "direct", columns)
+    copied = DocStore(tmp_path / "copied", columns)
+    for _ in range(2):  # two units, so offsets into the id blob carry over
+        direct.append(local["ids"], input=inputs, **{k: local[k] for k in columns if k != "input"})
+        copied.append_unit(result["store_file"], n, input=inputs)
+    direct.finish()
+    copied.finish()
+    assert copied.n_docs == direct.n_docs == 2 * n
+    for name in columns:
+        np.testing.assert_array_equal(copied[name], direct[name])
+    assert copied.doc_ids(np.arange(2 * n)) == direct.doc_ids(np.arange(2 * n))
+    assert copied.doc_id(n + 5) == "doc-5-ü"
+    assert copied.bytes_on_disk() == direct.bytes_on_disk()
+
+
+def test_truncated_unit_file_is_named(tmp_path):
+    config = DedupConfig()
+    result, _ = _task(tmp_path, 50, config)
+    path = result["store_file"]
+    with open(path, "r+b") as fh:
+        fh.truncate(fh.seek(0, 2) - 10)  # the id blob ends short
+    store = DocStore(tmp_path / "store", store_columns(config.num_perm))
+    with pytest.raises(ValueError, match="ids ends 10 bytes short"):
+        store.append_unit(path, 50, input=np.zeros(50, np.int32))
