@@ -72,6 +72,9 @@ class Executor:
             raise CurateError(f"unknown engine {self.engine!r}; use 'local' or 'ray'")
         if self.workers < 1:
             raise CurateError(f"workers must be at least 1, got {self.workers}")
+        if self.ray_address and self.engine != "ray":
+            # Said, not ignored: a user who names a cluster expects the work to run there.
+            raise CurateError("--ray-address is used only with --engine ray")
 
     @property
     def is_ray(self) -> bool:

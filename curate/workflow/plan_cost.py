@@ -18,7 +18,8 @@ The model, stated so that a bill can be checked against it:
   worker per WARC file). With ``--engine ray`` (assumed on more than one node) every stage uses
   every node; with ``--engine local`` one node works. dedup and mix have a measured serial part
   (the driver's work): ``time = docs × (serial + parallel / workers)``, so more nodes shorten
-  them less; their drivers' memory is a measured base plus bytes per document;
+  them less; their drivers' memory is a measured base plus bytes per document (on Ray, dedup's
+  per-document part is the URL/exact decisions' index partition, at most ``--memory-gb``);
 * a data stage is charged for every core of the cluster while it runs (what a cloud bills),
   training for its GPUs; cost = hours × (cores × price per core-hour or GPUs × price per GPU-hour).
 """
@@ -31,6 +32,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from curate.core.errors import ConfigError
+from curate.stages.dedup.config import DEFAULT_MEMORY_GB
 from curate.workflow import cc_snapshots
 from curate.workflow.plan_rates import RATES
 
@@ -223,10 +225,13 @@ def _plan_dedup(docs: float, cluster: Cluster, ray: bool, nodes: int | None, cos
     w = _workers(cluster, r["dedup_worker_mem"], "dedup", nodes)
     e = "dedup_ray_" if ray else "dedup_"
     h = r["dedup_real_factor"] * _amdahl(docs, r[e + "serial_us"], r[e + "parallel_us"], w)
-    driver = r[e + "driver_base"] + r[e + "driver_per_doc"] * docs
+    grows = r[e + "driver_per_doc"] * docs
+    if ray:  # the URL/exact decisions' index partition, which grows up to the --memory-gb budget
+        grows = min(grows, DEFAULT_MEMORY_GB * 1024**3)
+    driver = r[e + "driver_base"] + grows
     rests = (
         f"dedup_real_factor x ({e}serial_us + {e}parallel_us / workers), dedup_worker_mem, "
-        f"{e}driver_base, {e}driver_per_doc, dedup_keep"
+        f"{e}driver_base, {e}driver_per_doc" + (" up to --memory-gb" if ray else "") + ", dedup_keep"
     )
     if ray:
         note = "disk: kept and removed shards; duplicate groups and the write are Ray tasks"
@@ -247,7 +252,7 @@ def _plan_mix(docs: float, cluster: Cluster, ray: bool, cost: Any) -> StagePlan:
     driver = r[e + "driver_base"] + r[e + "driver_per_doc"] * docs
     rests = f"{e}serial_us + {e}parallel_us / workers, mix_worker_mem, {e}driver_base, {e}driver_per_doc"
     if ray:
-        note = "counting, sampling and the bucketed shuffle are Ray tasks, the shards are written by the driver"
+        note = "counting, sampling, the bucketed shuffle and the shard writing are Ray tasks"
     else:
         note = "--engine local: one machine, does not shrink with nodes"
     note += "; disk at most its input" + _driver_note(driver, cluster, ray)

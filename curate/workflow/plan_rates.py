@@ -21,11 +21,13 @@ class Rate:
 # Common Crawl's published sizes (pages per snapshot, bytes per page) are in
 # curate.workflow.cc_snapshots.
 
-# dedup and mix have a part that does not spread over workers (the driver's scheduling, its
-# per-document columns, mix's shard writing): from the same 1M-document corpus run with 1 and
-# with 2 workers, t(w) = serial + parallel / w gives both, in microseconds per document.
+# dedup and mix have a part that does not spread over workers (the driver's scheduling and its
+# per-document work): from the same 1M-document corpus run with 1 and with 2 workers,
+# t(w) = serial + parallel / w gives both, in microseconds per document.
 SCALE = "bench/scale.py 2026-12-03, 1M generated documents, 1 vs 2 workers"
+SCALE4 = "bench/scale.py 2026-12-04, 1M generated documents, 1 vs 2 workers"
 S = "bench/scale.py 2026-12-03"
+S4 = "bench/scale.py 2026-12-04"
 
 RATES: dict[str, Rate] = {
     # docs/s per core
@@ -39,14 +41,14 @@ RATES: dict[str, Rate] = {
     ),
     "dedup_serial_us": Rate(25.6, "us/doc", f"{SCALE}, local: 151.2 s and 88.4 s"),
     "dedup_parallel_us": Rate(125.6, "core-us/doc", f"{SCALE}, local"),
-    "dedup_ray_serial_us": Rate(9.2, "us/doc", f"{SCALE}, --engine ray: 164.4 s and 86.8 s"),
-    "dedup_ray_parallel_us": Rate(155.2, "core-us/doc", f"{SCALE}, --engine ray"),
-    "mix_serial_us": Rate(34.9, "us/doc", f"{SCALE}, local: 36.7 s and 35.8 s (the shard writing)"),
-    "mix_parallel_us": Rate(1.8, "core-us/doc", f"{SCALE}, local"),
-    "mix_ray_serial_us": Rate(
-        12.8, "us/doc", f"{SCALE}, --engine ray: 39.6 s and 26.2 s (the driver writes the shards)"
-    ),
-    "mix_ray_parallel_us": Rate(26.8, "core-us/doc", f"{SCALE}, --engine ray"),
+    "dedup_ray_serial_us": Rate(27.3, "us/doc", f"{SCALE4}, --engine ray: 139.7 s and 83.5 s"),
+    "dedup_ray_parallel_us": Rate(112.4, "core-us/doc", f"{SCALE4}, --engine ray"),
+    # Since 2026-12-04 a task writes each shard (the driver only plans the cuts): before, the
+    # local mix was almost all serial (34.9 + 1.8 us/doc), on Ray 12.8 + 26.8.
+    "mix_serial_us": Rate(5.2, "us/doc", f"{SCALE4}, local: 33.4 s and 19.3 s"),
+    "mix_parallel_us": Rate(28.2, "core-us/doc", f"{SCALE4}, local"),
+    "mix_ray_serial_us": Rate(7.4, "us/doc", f"{SCALE4}, --engine ray: 37.4 s and 22.4 s"),
+    "mix_ray_parallel_us": Rate(30.0, "core-us/doc", f"{SCALE4}, --engine ray"),
     # peak memory per worker / on the driver, bytes (RSS high-water)
     "crawl_worker_mem": Rate(
         116e6,
@@ -58,25 +60,25 @@ RATES: dict[str, Rate] = {
     "dedup_worker_mem": Rate(2.62e9, "bytes", f"{S}: local dedup worker RSS at 10M docs (563 MB at 1M)"),
     "dedup_driver_base": Rate(145e6, "bytes", f"{S}: local dedup driver RSS at 10k docs"),
     "dedup_driver_per_doc": Rate(1106.0, "bytes/doc", f"{S}: local dedup driver RSS, 10k-10M fit (10.7 GB at 10M)"),
-    "dedup_ray_driver_base": Rate(206e6, "bytes", f"{S} --engine ray: driver RSS at 10k docs"),
-    # The Ray driver's RSS grew 632 bytes/doc (802 MB at 1M), but /proc/self/smaps at its peak
-    # shows 497 MB of that are Ray's object store pages mapped into the driver (plasma: bounded by
-    # the store's size, spilled to disk) and 46 MB memory-mapped work files (page cache); its own
-    # heap and anonymous memory grew 96 -> 139 MB from 30k to 1M documents.
+    # The Ray dedup driver's own memory (smaps: heap + anonymous; no object store pages since
+    # the signature tasks write their columns to files) was 102, 114, 146 and 234 x 10^6
+    # bytes at 30k, 300k, 1M and 3M documents: the URL/exact decisions' index partition, 16
+    # bytes a document per kind of key (3x while sorted), which --memory-gb caps (plan_cost
+    # applies the cap).
+    "dedup_ray_driver_base": Rate(102e6, "bytes", f"{S4} --engine ray: the driver's own memory at 30k docs (smaps)"),
     "dedup_ray_driver_per_doc": Rate(
-        44.0, "bytes/doc", f"{S} --engine ray: the driver's own memory, 98 -> 141 MB from 30k to 1M (smaps)"
+        44.2, "bytes/doc", f"{S4} --engine ray: the driver's own memory, 146 -> 234 MB from 1M to 3M (smaps)"
     ),
     "mix_worker_mem": Rate(850e6, "bytes", f"{S}: local mix worker RSS at 10M docs"),
     "mix_driver_base": Rate(204e6, "bytes", f"{S}: local mix driver RSS at 10k docs"),
     "mix_driver_per_doc": Rate(39.0, "bytes/doc", f"{S}: local mix driver RSS, 10k-10M fit (754 MB at 10M)"),
-    # The Ray mix driver's own memory (smaps: heap + anonymous) was 183, 449 and 507 MB at 30k,
-    # 300k and 1M documents: a shuffle buffer that fills up to --shuffle-memory, then ~83 bytes
-    # per document (its sampling plan and the shuffle's positions).
-    "mix_ray_driver_base": Rate(
-        424e6, "bytes", f"{S} --engine ray: the mix driver's own memory, 300k-1M line at 0 docs (smaps)"
-    ),
+    # The Ray mix driver's own memory (smaps: heap + anonymous) was 76.5, 78.4, 79.0 and 81.0
+    # x 10^6 bytes at 30k, 300k, 1M and 3M documents: its per-document arrays are memory-mapped
+    # files and the shards are written by tasks (before 2026-12-04: 183, 449, 507 MB at
+    # 30k-1M, the driver holding a sorted bucket and the shard being written).
+    "mix_ray_driver_base": Rate(76.5e6, "bytes", f"{S4} --engine ray: the mix driver's own memory at 30k docs (smaps)"),
     "mix_ray_driver_per_doc": Rate(
-        83.0, "bytes/doc", f"{S} --engine ray: the mix driver's own memory, 300k-1M (449 -> 507 MB, smaps)"
+        1.5, "bytes/doc", f"{S4} --engine ray: the mix driver's own memory, 76.5 -> 81.0 MB from 30k to 3M (smaps)"
     ),
     # sizes and survival
     "parquet_bytes_per_doc": Rate(510.0, "bytes/doc", "bench/scale.py corpus: 1,968 chars/doc, zstd Parquet"),

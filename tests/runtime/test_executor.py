@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -42,6 +43,33 @@ def test_unknown_engine_and_bad_worker_count_are_one_line_errors():
         Executor("spark")
     with pytest.raises(CurateError, match="workers must be at least 1"):
         Executor("local", 0)
+    with pytest.raises(CurateError, match="--ray-address is used only with --engine ray"):
+        Executor("local", 2, "auto")
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["crawl", "samples/warc"],
+        ["filter", "samples/train"],
+        ["dedup", "samples/train"],
+        ["mix", "-s", "a=samples/code:1", "--tokens", "1k"],
+        ["tokenizer", "train", "samples/code"],
+    ],
+)
+def test_a_cluster_address_without_the_ray_engine_is_refused_not_ignored(tmp_path, args):
+    from click.testing import CliRunner
+
+    from curate.cli import cli
+
+    samples = Path(__file__).resolve().parents[2] / "samples"
+    args = [str(samples / a.removeprefix("samples/")) if a.startswith("samples/") else a for a in args]
+    args = [a.replace("=samples/", f"={samples}/") for a in args]
+    out = tmp_path / "out"
+    result = CliRunner().invoke(cli, [*args, "-o", str(out), "--ray-address", "auto", "-q"])
+    assert result.exit_code == 2, result.output
+    assert result.output.strip() == "error: --ray-address is used only with --engine ray"
+    assert not out.exists()  # refused before anything was written
 
 
 @pytest.mark.parametrize("workers", [1, 3])

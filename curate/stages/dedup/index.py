@@ -190,10 +190,10 @@ def verify_pairs(
 
 
 def plan_partitions(expected_records: int, memory_bytes: int) -> int:
-    """1 when the records fit ``memory_bytes``; else a power of two such that one partition,
-    sorted (about 3x its size while sorting), fits."""
+    """A power of two such that one partition, sorted (about 3x its size while sorting), fits
+    ``memory_bytes``: 1 when all the records do."""
     need = int(expected_records) * RECORD.itemsize
-    if need <= memory_bytes:
+    if 3 * need <= memory_bytes:
         return 1
     parts = 2 ** math.ceil(math.log2(max(2.0, 3.0 * need / max(memory_bytes, 1))))
     return int(min(parts, MAX_PARTITIONS))

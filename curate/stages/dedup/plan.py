@@ -134,7 +134,7 @@ def plan_dedup(
     chars_per_doc = text_bytes / docs if docs else 0.0
     batch_chars = min(BATCH_CHARS, max_rg * chars_per_doc) if max_rg else 0
     worker_memory = int(batch_chars * _BYTES_PER_BATCH_CHAR + 2 * max_rg * per_doc_result)
-    index_memory = index_bytes if partitions == 1 else min(index_bytes, memory_bytes)
+    index_memory = min(3 * index_bytes, memory_bytes)  # one partition, sorted
     peak = _BASE_MEMORY + workers * (worker_memory + _BASE_MEMORY // 2) + index_memory + docs * 2
     disk = store_bytes + (index_bytes if partitions > 1 else 0) + input_bytes
     rate_docs, rate_chars = _measure_rate(infos, config) if measure else (0.0, 0.0)
