@@ -42,9 +42,12 @@ directory itself. What runs where, for N documents, B LSH bands and P partitions
   partition sized to ``memory_bytes``), the removals read back from the star files
   :data:`REMOVAL_CHUNK` records at a time into the memory-mapped per-document columns, and the
   chains resolved and the largest clusters counted in chunks over those columns
-  (:meth:`curate.stages.dedup.decide.Decisions.resolve`). Its memory grows only with the
-  number of files and partitions (the offsets of each partition in each file), not with the
-  number of edges or documents.
+  (:meth:`curate.stages.dedup.decide.Decisions.resolve`). Where each partition lies in each
+  unit's key file is a table in the work directory
+  (:class:`~curate.stages.dedup.ray_tasks.PartitionedKeys`) that the tasks read themselves. Its
+  memory grows with the number of partition files of a round (8 bytes each) and, up to
+  ``memory_bytes``, with the URL/exact index partition it decides at once; not with the
+  number of row groups, edges or documents (the inputs' entries in the manifest aside).
 
 With ``verify = "exact"`` (:mod:`curate.stages.dedup.exact`) the near-duplicate edges take three
 rounds instead (:meth:`RayEngine.exact_stars`):
@@ -156,8 +159,8 @@ class RayEngine:
 
     def add_keys(self, docs: np.ndarray, result: dict[str, Any], config: DedupConfig) -> None:
         # The task wrote the unit's records to one file per index (none when the unit failed).
-        for name, (path, bounds) in result.get("index_files", {}).items():
-            self.indexes[name].add_unit(path, bounds)
+        for name, (_, bounds) in result.get("index_files", {}).items():
+            self.indexes[name].add_unit(result["unit"], bounds)
 
     def map(self, fn: Callable[[Any], Any], items: list[Any]) -> Iterator[Any]:
         return self.executor.map(fn, items)
@@ -180,12 +183,10 @@ class RayEngine:
             state.alive.flush()  # for tasks on other nodes, which read it from shared storage
         pair_dir = state.work / "pairs"
         pair_dir.mkdir(parents=True, exist_ok=True)
-        records = np.zeros(partitions, dtype=np.int64)
-        for _, bounds in index.units:
-            records += np.diff(bounds)
-        used = np.flatnonzero(records).tolist()  # the partitions with records
+        used = np.flatnonzero(index.partition_records()).tolist()  # the partitions with records
         out = str(pair_dir / "pairs-b{:04d}.bin")
-        band_items = ((index.ranges(p), alive_path, n, out.format(p), partitions) for p in used)
+        keys = index.spec()  # each task finds its partition's slice of every unit's file itself
+        band_items = ((keys, p, alive_path, n, out.format(p), partitions) for p in used)
         progress.total = len(used) + then
         with closing(self.executor.map(task, band_items)) as results:
             for p, result in zip(used, results):

@@ -79,29 +79,85 @@ def partition_ranges(files: list[tuple[str, np.ndarray]], partition: int) -> lis
     return [(path, int(b[partition]), int(b[partition + 1])) for path, b in files if b[partition + 1] > b[partition]]
 
 
+TABLE_CHUNK_BYTES = 8 << 20  # bounds rows turned into the by-partition table at once
+
+
 class PartitionedKeys:
     """The key index of one kind of key, as the signature tasks left it: one file per unit,
     each ordered by partition. A :class:`~curate.stages.dedup.index.KeyGroups`, as the decisions
-    want a key index."""
+    want a key index.
+
+    Where each partition lies in each unit's file (``partitions + 1`` offsets a unit) is kept
+    in files, not in the driver's memory: appended a unit at a time, then turned into a table
+    by partition (:meth:`spec` names it), from which a task reads its partition's slice of
+    every unit's file itself (:func:`keys_ranges`): at a billion documents in 100k units and
+    256 partitions the offsets are ~200 MB a kind of key, and a task's list of ranges as long
+    as the units."""
 
     def __init__(self, directory: Path, name: str, partitions: int):
         self.directory = directory
         self.name = name
         self.partitions = partitions
-        self.units: list[tuple[str, np.ndarray]] = []  # in unit (= document) order
+        self.units = 0  # units that wrote a file, in unit (= document) order
         self.records = 0
         self.spilled_bytes = 0
+        self._rows: Any = None  # the offsets, a unit per row, while units are added
+        self._ids: Any = None  # the unit numbers of those rows
+        self._done = False
 
     def unit_path(self, unit: int) -> str:
-        return str(self.directory / f"{self.name}-u{unit:06d}.bin")
+        return _unit_path(str(self.directory), self.name, unit)
 
-    def add_unit(self, path: str, bounds: np.ndarray) -> None:
-        self.units.append((path, np.asarray(bounds, dtype=np.int64)))
+    def add_unit(self, unit: int, bounds: np.ndarray) -> None:
+        bounds = np.asarray(bounds, dtype="<i8")
+        if self._rows is None:
+            self._rows = open(_table_path(str(self.directory), self.name, "rows"), "wb")
+            self._ids = open(_table_path(str(self.directory), self.name, "units"), "wb")
+        self._rows.write(bounds.tobytes())
+        self._ids.write(np.array([unit], dtype="<i8").tobytes())
+        self.units += 1
         self.records += int(bounds[-1])
         self.spilled_bytes += int(bounds[-1]) * RECORD.itemsize
 
+    def spec(self) -> tuple[str, str, int, int]:
+        """What :func:`keys_ranges` needs (the offsets turned into a table by partition first)."""
+        if not self._done:
+            self._finish()
+        return str(self.directory), self.name, self.partitions, self.units
+
+    def _finish(self) -> None:
+        self._done = True
+        if self._rows is None:
+            return
+        self._rows.close()
+        self._ids.close()
+        width = self.partitions + 1
+        rows_path = _table_path(str(self.directory), self.name, "rows")
+        rows = np.memmap(rows_path, dtype="<i8", mode="r", shape=(self.units, width))
+        table = np.memmap(
+            _table_path(str(self.directory), self.name, "table"), dtype="<i8", mode="w+", shape=(width, self.units)
+        )
+        step = max(1, TABLE_CHUNK_BYTES // (8 * width))
+        for lo in range(0, self.units, step):
+            table[:, lo : lo + step] = rows[lo : lo + step].T
+        table.flush()
+        del rows, table
+        Path(rows_path).unlink(missing_ok=True)
+
+    def partition_records(self) -> np.ndarray:
+        """Records per partition, over every unit (a row of the table at a time)."""
+        directory, name, partitions, units = self.spec()
+        out = np.zeros(partitions, dtype=np.int64)
+        if units:
+            table = np.memmap(
+                _table_path(directory, name, "table"), dtype="<i8", mode="r", shape=(partitions + 1, units)
+            )
+            for p in range(partitions):
+                out[p] = int(np.asarray(table[p + 1]).sum() - np.asarray(table[p]).sum())
+        return out
+
     def ranges(self, partition: int) -> list[tuple[str, int, int]]:
-        return partition_ranges(self.units, partition)
+        return keys_ranges(self.spec(), partition)
 
     def groups(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """As :meth:`KeyIndex.groups`: units were added in document order, so every group
@@ -112,9 +168,35 @@ class PartitionedKeys:
                 yield grouped
 
     def close(self) -> None:
-        for path, _ in self.units:
-            Path(path).unlink(missing_ok=True)
-        self.units = []
+        directory, name = str(self.directory), self.name
+        self.spec()  # the rows file closed and folded into the table
+        ids = _table_path(directory, name, "units")
+        if os.path.exists(ids):
+            for unit in np.fromfile(ids, dtype="<i8").tolist():
+                Path(_unit_path(directory, name, unit)).unlink(missing_ok=True)
+        for what in ("table", "units", "rows"):
+            Path(_table_path(directory, name, what)).unlink(missing_ok=True)
+        self.units = 0
+
+
+def _unit_path(directory: str, name: str, unit: int) -> str:
+    return os.path.join(directory, f"{name}-u{unit:06d}.bin")
+
+
+def _table_path(directory: str, name: str, what: str) -> str:
+    return os.path.join(directory, f"{name}-{what}.bin")
+
+
+def keys_ranges(spec: tuple[str, str, int, int], partition: int) -> list[tuple[str, int, int]]:
+    """``(unit file, lo, hi)`` of one partition in every unit file of a
+    :class:`PartitionedKeys` (``spec``) that holds records of it, in unit order."""
+    directory, name, partitions, units = spec
+    if units == 0:
+        return []
+    table = np.memmap(_table_path(directory, name, "table"), dtype="<i8", mode="r", shape=(partitions + 1, units))
+    lo, hi = np.asarray(table[partition]), np.asarray(table[partition + 1])
+    ids = np.fromfile(_table_path(directory, name, "units"), dtype="<i8")
+    return [(_unit_path(directory, name, int(ids[i])), int(lo[i]), int(hi[i])) for i in np.flatnonzero(hi > lo)]
 
 
 # --------------------------------------------------------------------------- Ray tasks
@@ -136,6 +218,7 @@ def signature_task(args: tuple[int, int, tuple, dict[str, str], dict[str, int], 
     columns = store_columns(unit_args[3].num_perm)
     DocStore.write_unit(store_path, columns, result["ids"], **{k: result[k] for k in columns if k in result})
     return {
+        "unit": _unit,
         "n": result["n"],
         "errors": result["errors"],
         "error_examples": result["error_examples"],  # at most MAX_EXAMPLES per reason
@@ -156,20 +239,21 @@ def _band_partition_pairs(ranges: list[tuple[str, int, int]], alive_path: str, n
     return pairs
 
 
-def pairs_task(args: tuple[list[tuple[str, int, int]], str, int, str, int]) -> np.ndarray:
-    """Candidate pairs of one band partition among documents still kept, written to
-    ``out_path`` partitioned by a hash of the pair (so that each pair, whichever bands it
-    shares, is verified by one task only); returns the partition offsets."""
-    ranges, alive_path, n_docs, out_path, partitions = args
-    pairs = _band_partition_pairs(ranges, alive_path, n_docs)
+def pairs_task(args: tuple[tuple[str, str, int, int], int, str, int, str, int]) -> np.ndarray:
+    """Candidate pairs of one band partition (of the :class:`PartitionedKeys` ``keys``) among
+    documents still kept, written to ``out_path`` partitioned by a hash of the pair (so that
+    each pair, whichever bands it shares, is verified by one task only); returns the
+    partition offsets."""
+    keys, band, alive_path, n_docs, out_path, partitions = args
+    pairs = _band_partition_pairs(keys_ranges(keys, band), alive_path, n_docs)
     return write_partitioned(out_path, pairs, fmix64(pairs.view(np.uint64)), partitions)
 
 
-def exact_pairs_task(args: tuple[list[tuple[str, int, int]], str, int, str, int]) -> dict[str, Any]:
+def exact_pairs_task(args: tuple[tuple[str, str, int, int], int, str, int, str, int]) -> dict[str, Any]:
     """:func:`pairs_task` for ``verify = "exact"``: also returns the documents of the pairs
     (at most the partition's records), which the driver marks for the shingle pass."""
-    ranges, alive_path, n_docs, out_path, partitions = args
-    pairs = _band_partition_pairs(ranges, alive_path, n_docs)
+    keys, band, alive_path, n_docs, out_path, partitions = args
+    pairs = _band_partition_pairs(keys_ranges(keys, band), alive_path, n_docs)
     bounds = write_partitioned(out_path, pairs, fmix64(pairs.view(np.uint64)), partitions)
     return {"bounds": bounds, "docs": np.unique(np.concatenate((pairs // n_docs, pairs % n_docs)))}
 

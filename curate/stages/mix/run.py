@@ -118,7 +118,8 @@ def run(config: MixConfig, ctx: StageContext) -> dict[str, Any]:
 
 
 def _write_mix(config: MixConfig, ctx: StageContext, planned: Planned, out: OutputDir) -> dict[str, Any]:
-    """Passes 2 and 3 into ``out`` (held locked), unless it already holds this exact mix."""
+    """Passes 3 and 4 (scatter; sort and write) into ``out`` (held locked), unless it already
+    holds this exact mix."""
     chash = config_hash(config.to_json())
     fingerprint = _fingerprint([(c.spec.name, c.files) for c in planned.counted])
     done = _prepare_output(out, chash, fingerprint, ctx.overwrite)

@@ -1,7 +1,8 @@
 """What a ``dedup --engine ray`` signature task sends back to the driver: a few counters and
 paths, whatever the size of its unit; the per-document columns and ids go through a unit file
 in the work directory, which the driver copies into the document store exactly as the local
-engine appends the same columns in memory."""
+engine appends the same columns in memory; and the offsets of the units' key files are a
+table in files, not lists on the driver."""
 
 from __future__ import annotations
 
@@ -13,9 +14,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from curate.core.document import SCHEMA
-from curate.stages.dedup import DedupConfig
-from curate.stages.dedup.index import DocStore
-from curate.stages.dedup.ray_tasks import signature_task
+from curate.stages.dedup import DedupConfig, ray_tasks
+from curate.stages.dedup.index import DocStore, KeyIndex
+from curate.stages.dedup.ray_tasks import PartitionedKeys, keys_ranges, signature_task, write_key_records
 from curate.stages.dedup.signature_pass import store_columns
 from curate.stages.dedup.signatures import signature_unit
 
@@ -87,3 +88,45 @@ def test_truncated_unit_file_is_named(tmp_path):
     store = DocStore(tmp_path / "store", store_columns(config.num_perm))
     with pytest.raises(ValueError, match="ids ends 10 bytes short"):
         store.append_unit(path, 50, input=np.zeros(50, np.int32))
+
+
+def test_partition_offsets_are_a_table_in_files_that_tasks_read(tmp_path, monkeypatch):
+    """The offsets of every partition in every unit's key file stay out of the driver's
+    memory: a table in the work directory (turned by partition a few rows at a time), from
+    which a task finds its partition's ranges itself; grouping over it is the in-memory index's."""
+    monkeypatch.setattr(ray_tasks, "TABLE_CHUNK_BYTES", 100)  # a row or two at a time
+    rng = np.random.default_rng(3)
+    partitions = 8
+    index = PartitionedKeys(tmp_path, "band", partitions)
+    reference = KeyIndex(tmp_path / "ref", "band", 1 << 30, 10_000)
+    expected: dict[int, list] = {p: [] for p in range(partitions)}
+    doc = 0
+    for unit in (0, 1, 3, 4, 7):  # units 2, 5 and 6 failed: no file
+        n = int(rng.integers(5, 60))
+        keys = rng.integers(0, 40, size=n).astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15)
+        docs = np.arange(doc, doc + n, dtype=np.int64)
+        doc += n
+        path = index.unit_path(unit)
+        bounds = write_key_records(path, keys, docs, partitions)
+        index.add_unit(unit, bounds)
+        reference.add(keys, docs)
+        for p in range(partitions):
+            if bounds[p + 1] > bounds[p]:
+                expected[p].append((path, int(bounds[p]), int(bounds[p + 1])))
+    assert index.records == doc
+    spec = index.spec()
+    assert isinstance(spec, tuple) and len(pickle.dumps(spec)) < 300  # what a task is given
+    for p in range(partitions):
+        assert keys_ranges(spec, p) == expected[p]
+    assert index.partition_records().tolist() == [sum(hi - lo for _, lo, hi in expected[p]) for p in range(partitions)]
+
+    def flat(groups):
+        out = set()
+        for docs, group in groups:
+            for g in np.unique(group):
+                out.add(tuple(docs[group == g].tolist()))
+        return out
+
+    assert flat(index.groups()) == flat(reference.groups()) and flat(reference.groups())
+    index.close()
+    assert not list(tmp_path.glob("band-*"))  # unit files and the table are gone
