@@ -41,8 +41,10 @@ RATES: dict[str, Rate] = {
     ),
     "dedup_serial_us": Rate(25.6, "us/doc", f"{SCALE}, local: 151.2 s and 88.4 s"),
     "dedup_parallel_us": Rate(125.6, "core-us/doc", f"{SCALE}, local"),
-    "dedup_ray_serial_us": Rate(27.3, "us/doc", f"{SCALE4}, --engine ray: 139.7 s and 83.5 s"),
-    "dedup_ray_parallel_us": Rate(112.4, "core-us/doc", f"{SCALE4}, --engine ray"),
+    # Two pairs of runs the same day gave 27.3 + 112.4 (139.7 s and 83.5 s, before the offsets
+    # table) and 14.5 + 123.0 (the current code): the split moves with a few % of noise.
+    "dedup_ray_serial_us": Rate(14.5, "us/doc", f"{SCALE4}, --engine ray: 137.5 s and 76.0 s"),
+    "dedup_ray_parallel_us": Rate(123.0, "core-us/doc", f"{SCALE4}, --engine ray"),
     # Since 2026-12-04 a task writes each shard (the driver only plans the cuts): before, the
     # local mix was almost all serial (34.9 + 1.8 us/doc), on Ray 12.8 + 26.8.
     "mix_serial_us": Rate(5.2, "us/doc", f"{SCALE4}, local: 33.4 s and 19.3 s"),
@@ -57,21 +59,27 @@ RATES: dict[str, Rate] = {
         "(records are streamed; unmeasured on 1 GB files)",
     ),
     "filter_worker_mem": Rate(177e6, "bytes", "bench/scale.py: filter worker RSS at 1M docs (157-177 MB, 10k-1M)"),
-    "dedup_worker_mem": Rate(2.62e9, "bytes", f"{S}: local dedup worker RSS at 10M docs (563 MB at 1M)"),
+    "dedup_worker_mem": Rate(1.09e9, "bytes", f"{S4}: local dedup worker RSS at 10M docs (2.62 GB on 2026-12-03)"),
     "dedup_driver_base": Rate(145e6, "bytes", f"{S}: local dedup driver RSS at 10k docs"),
-    "dedup_driver_per_doc": Rate(1106.0, "bytes/doc", f"{S}: local dedup driver RSS, 10k-10M fit (10.7 GB at 10M)"),
+    # 10.17 GB RSS at 10M on 2026-12-04: 4.85 GB its own (the index partition, within
+    # --memory-gb), 5.21 GB its memory-mapped document store.
+    "dedup_driver_per_doc": Rate(
+        1002.0, "bytes/doc", f"{S}: local dedup driver RSS at 10k; {S4}: 10.17 GB at 10M (a line through both)"
+    ),
     # The Ray dedup driver's own memory (smaps: heap + anonymous; no object store pages since
-    # the signature tasks write their columns to files) was 102, 114, 146 and 234 x 10^6
-    # bytes at 30k, 300k, 1M and 3M documents: the URL/exact decisions' index partition, 16
+    # the signature tasks write their columns to files) was 101.5, 113.6, 144.0 and 230.0 x
+    # 10^6 bytes at 30k, 300k, 1M and 3M documents: the URL/exact decisions' index partition, 16
     # bytes a document per kind of key (3x while sorted), which --memory-gb caps (plan_cost
     # applies the cap).
-    "dedup_ray_driver_base": Rate(102e6, "bytes", f"{S4} --engine ray: the driver's own memory at 30k docs (smaps)"),
+    "dedup_ray_driver_base": Rate(101.5e6, "bytes", f"{S4} --engine ray: the driver's own memory at 30k docs (smaps)"),
     "dedup_ray_driver_per_doc": Rate(
-        44.2, "bytes/doc", f"{S4} --engine ray: the driver's own memory, 146 -> 234 MB from 1M to 3M (smaps)"
+        43.0, "bytes/doc", f"{S4} --engine ray: the driver's own memory, 144 -> 230 MB from 1M to 3M (smaps)"
     ),
-    "mix_worker_mem": Rate(850e6, "bytes", f"{S}: local mix worker RSS at 10M docs"),
-    "mix_driver_base": Rate(204e6, "bytes", f"{S}: local mix driver RSS at 10k docs"),
-    "mix_driver_per_doc": Rate(39.0, "bytes/doc", f"{S}: local mix driver RSS, 10k-10M fit (754 MB at 10M)"),
+    "mix_worker_mem": Rate(594e6, "bytes", f"{S4}: local mix worker RSS at 10M docs (552 MB at 3M)"),
+    # The local mix driver's RSS at 1M, 3M and 10M documents: 159, 161 and 226 x 10^6 bytes; its
+    # own memory 41, 42 and 39; the rest its memory-mapped per-document arrays in page cache.
+    "mix_driver_base": Rate(159e6, "bytes", f"{S4}: local mix driver RSS at 1M docs"),
+    "mix_driver_per_doc": Rate(9.4, "bytes/doc", f"{S4}: local mix driver RSS, 3M-10M (161 -> 226 MB)"),
     # The Ray mix driver's own memory (smaps: heap + anonymous) was 76.5, 78.4, 79.0 and 81.0
     # x 10^6 bytes at 30k, 300k, 1M and 3M documents: its per-document arrays are memory-mapped
     # files and the shards are written by tasks (before 2026-12-04: 183, 449, 507 MB at

@@ -9,7 +9,8 @@ casts), ``plan`` (resource plan), ``minhash`` (normalization, shingles, signatur
 (banding), ``urls`` (URL keys), ``signatures`` (pass 1 in the workers), ``signature_pass`` (pass 1
 on the driver), ``index`` (spilling key index, document store, union-find), ``state`` (a run's
 state between the passes), ``engine`` (what differs between engines; the local one), ``ray`` and
-``ray_tasks`` (the Ray engine and its tasks), ``decide`` (ranking and the decisions), ``exact`` and
+``ray_tasks`` (the Ray engine and its tasks), ``partitioned`` (the partitioned files the tasks
+share), ``decide`` (ranking and the decisions), ``exact`` and
 ``exact_store`` (exact verification), ``output`` (pass 2), ``run`` (the stage).
 """
 

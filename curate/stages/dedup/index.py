@@ -33,7 +33,7 @@ COPY_BLOCK = 1 << 20  # bytes of a unit file copied into the store at once
 
 class KeyGroups(Protocol):
     """What the decisions need of a key index: :class:`KeyIndex`, or the Ray engine's
-    :class:`~curate.stages.dedup.ray_tasks.PartitionedKeys`."""
+    :class:`~curate.stages.dedup.partitioned.PartitionedKeys`."""
 
     partitions: int
     records: int

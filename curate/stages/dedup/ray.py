@@ -44,7 +44,7 @@ directory itself. What runs where, for N documents, B LSH bands and P partitions
   chains resolved and the largest clusters counted in chunks over those columns
   (:meth:`curate.stages.dedup.decide.Decisions.resolve`). Where each partition lies in each
   unit's key file is a table in the work directory
-  (:class:`~curate.stages.dedup.ray_tasks.PartitionedKeys`) that the tasks read themselves. Its
+  (:class:`~curate.stages.dedup.partitioned.PartitionedKeys`) that the tasks read themselves. Its
   memory grows with the number of partition files of a round (8 bytes each) and, up to
   ``memory_bytes``, with the URL/exact index partition it decides at once; not with the
   number of row groups, edges or documents (the inputs' entries in the manifest aside).
@@ -92,16 +92,14 @@ from curate.runtime.executor import Executor
 from curate.stages.dedup.config import DedupConfig
 from curate.stages.dedup.exact import ExactVerifier
 from curate.stages.dedup.index import KeyGroups, plan_partitions
+from curate.stages.dedup.partitioned import PartitionedKeys, partition_ranges, read_ranges
 from curate.stages.dedup.ray_tasks import (
     STAR,
-    PartitionedKeys,
     exact_pairs_task,
     exact_verify_task,
     labels_task,
     large_star_task,
     pairs_task,
-    partition_ranges,
-    read_ranges,
     signature_task,
     small_star_task,
     stars_task,

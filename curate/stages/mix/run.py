@@ -27,19 +27,19 @@ every source each time and keeping only small per-document arrays in memory:
    fits in ``shuffle_memory``); each task writes one file of record batches, and the bucket
    of each batch.
 4. **Gather**: one task per bucket reads that bucket's batches from every task's file, sorts
-   the rows by key (with ``pretokenize`` also encodes them) and writes one sorted file; the sorted
-   buckets are streamed, one at a time and in key order, into shards of ``shard_size``. The
-   result is a global shuffle across sources in bounded memory, and the same inputs, config
-   and seed give byte-identical shards.
+   the rows by key (with ``pretokenize`` also encodes them) and writes one sorted file with its
+   row sizes; the driver cuts the sorted stream, in key order, into row groups and shards of
+   ``shard_size`` from the row sizes alone, and one task per shard writes it
+   (:mod:`curate.stages.mix.writer`). The result is a global shuffle across sources in bounded
+   memory, and the same inputs, config and seed give byte-identical shards.
 
 Passes 1 and 3 run one task per part of a source (a run of whole files of about
-:data:`~curate.stages.mix.plan.PART_BYTES`) and pass 4 one task per bucket, on
-``ctx.executor``: in this process, in local worker processes, or as Ray tasks (a map/reduce
-shuffle). The driver keeps the per-position arrays (token counts, sampling order, partial-epoch
-flags) in memory-mapped files of a temporary directory (:mod:`curate.stages.mix.positions`),
-walked a chunk at a time, and streams one sorted bucket at a time, so its memory is bounded
-by ``shuffle_memory`` and ``shard_size``, not by the corpus;
-the tasks' results are combined in file and bucket order, so shards, token files and manifest
+:data:`~curate.stages.mix.plan.PART_BYTES`) and pass 4 one task per bucket, then one per
+shard, on ``ctx.executor``: in this process, in local worker processes, or as Ray tasks (a
+map/reduce shuffle). The driver keeps the per-position arrays (token counts, sampling order,
+partial-epoch flags) in memory-mapped files of a temporary directory
+(:mod:`curate.stages.mix.positions`), walked a chunk at a time, and reads one bucket's row
+sizes at a time, so its memory does not grow with the corpus; the tasks' results are combined in file and bucket order, so shards, token files and manifest
 do not depend on the engine, the number of workers or how sources are split into parts.
 
 Rows keep ``source`` (set to the mix's source name) and their original ``id``; ``epoch`` says

@@ -12,8 +12,9 @@ import numpy as np
 import pytest
 
 from curate.stages.dedup.index import UnionFind
+from curate.stages.dedup.partitioned import partition_ranges, read_ranges
 from curate.stages.dedup.ray import RayEngine
-from curate.stages.dedup.ray_tasks import EDGE, labels_task, partition_ranges, read_ranges, write_edges
+from curate.stages.dedup.ray_tasks import EDGE, labels_task, write_edges
 
 
 class InProcess:

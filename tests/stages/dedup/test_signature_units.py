@@ -14,9 +14,10 @@ import pyarrow.parquet as pq
 import pytest
 
 from curate.core.document import SCHEMA
-from curate.stages.dedup import DedupConfig, ray_tasks
+from curate.stages.dedup import DedupConfig, partitioned
 from curate.stages.dedup.index import DocStore, KeyIndex
-from curate.stages.dedup.ray_tasks import PartitionedKeys, keys_ranges, signature_task, write_key_records
+from curate.stages.dedup.partitioned import PartitionedKeys, keys_ranges, write_key_records
+from curate.stages.dedup.ray_tasks import signature_task
 from curate.stages.dedup.signature_pass import store_columns
 from curate.stages.dedup.signatures import signature_unit
 
@@ -94,7 +95,7 @@ def test_partition_offsets_are_a_table_in_files_that_tasks_read(tmp_path, monkey
     """The offsets of every partition in every unit's key file stay out of the driver's
     memory: a table in the work directory (turned by partition a few rows at a time), from
     which a task finds its partition's ranges itself; grouping over it is the in-memory index's."""
-    monkeypatch.setattr(ray_tasks, "TABLE_CHUNK_BYTES", 100)  # a row or two at a time
+    monkeypatch.setattr(partitioned, "TABLE_CHUNK_BYTES", 100)  # a row or two at a time
     rng = np.random.default_rng(3)
     partitions = 8
     index = PartitionedKeys(tmp_path, "band", partitions)
