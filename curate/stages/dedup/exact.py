@@ -41,8 +41,11 @@ restarts from the signature pass, as without exact verification).
 
 from __future__ import annotations
 
+import os
+from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import closing
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -62,14 +65,22 @@ _MAX_BATCH_PAIRS = 65_536
 # --------------------------------------------------------------------------- shingle pass (workers)
 
 
-def shingle_unit(args: tuple[str, int, int, np.ndarray, int]) -> dict[str, Any]:
-    """Shingle sets of the wanted rows (local indices, increasing) of one row group.
-    Never raises: an unreadable unit reports ``error``."""
-    path, row_group, n_rows, wanted, ngram = args
+def shingle_unit(args: tuple[str, int, int, np.ndarray, int, str]) -> dict[str, Any]:
+    """Shingle sets of the wanted rows (local indices, increasing) of one row group, written to
+    ``out`` (their counts, then the values: what
+    :meth:`~curate.stages.dedup.exact_store.ShingleStore.append_file` reads), so that only the
+    path comes back to the driver (through Ray's object store, on Ray). Never raises: an
+    unreadable unit reports ``error``."""
+    path, row_group, n_rows, wanted, ngram, out = args
     try:
-        return _shingle_unit_inner(path, row_group, n_rows, wanted, ngram)
+        result = _shingle_unit_inner(path, row_group, n_rows, wanted, ngram)
     except Exception as exc:
         return {"error": unreadable(path, row_group, exc)[1]}
+    with open(out + ".tmp", "wb") as fh:
+        fh.write(np.ascontiguousarray(result["counts"], dtype="<i8").tobytes())
+        fh.write(np.ascontiguousarray(result["values"], dtype=SHINGLE).tobytes())
+    os.replace(out + ".tmp", out)  # a retried task rewrites it whole
+    return {"file": out, "n": len(result["counts"])}
 
 
 def _shingle_unit_inner(path: str, row_group: int, n_rows: int, wanted: np.ndarray, ngram: int) -> dict[str, Any]:
@@ -220,17 +231,22 @@ class ExactVerifier:
         self.marked[losers] = 1
         self.marked[targets] = 1
         self.store = ShingleStore(self.work, self.state.n_docs)
-        units = self._units()
-        progress = self.state.progress_bar("exact verification (shingles)", sum(len(u[0]) for u in units), "docs")
+        n, step = self.state.n_docs, 1 << 20
+        total = sum(int(np.count_nonzero(self.marked[lo : lo + step])) for lo in range(0, n, step))
+        progress = self.state.progress_bar("exact verification (shingles)", total, "docs")
+        offsets: deque[tuple[int, int]] = deque()  # (first document, rows) of the units handed out
         try:
-            with closing(self.map_units(shingle_unit, [u[1] for u in units])) as results:
-                for (docs, _), result in zip(units, results):
+            with closing(self.map_units(shingle_unit, self._units(offsets))) as results:
+                for result in results:
                     if "error" in result:
                         raise CurateError(
                             f"{result['error']}; it was readable in the signature pass: "
                             "did it change while dedup was running? rerun"
                         )
-                    self.store.append(docs, result["values"], result["counts"])
+                    offset, rows = offsets.popleft()
+                    docs = offset + np.flatnonzero(np.asarray(self.marked[offset : offset + rows])).astype(np.int64)
+                    self.store.append_file(docs, result["file"])
+                    Path(result["file"]).unlink(missing_ok=True)
                     progress.advance(len(docs))
         finally:
             progress.close()
@@ -239,10 +255,11 @@ class ExactVerifier:
         self.stats["documents_hashed"] = self.store.docs
         self.stats["shingle_bytes"] = self.store.bytes
 
-    def _units(self) -> list[tuple[np.ndarray, tuple[str, int, int, np.ndarray, int]]]:
-        """``(documents, shingle_unit arguments)`` of every row group holding marked documents."""
+    def _units(self, offsets: deque[tuple[int, int]]) -> Iterator[tuple[str, int, int, np.ndarray, int, str]]:
+        """The :func:`shingle_unit` arguments of every row group holding marked documents, made
+        as they are handed out (each unit's first document and rows appended to ``offsets``), so the
+        driver never holds more than the units in flight."""
         state = self.state
-        units = []
         for info in state.inputs:
             if info.error or info.index in state.failed:
                 continue
@@ -250,9 +267,10 @@ class ExactVerifier:
             for rg, rows in enumerate(info.row_groups):
                 local = np.flatnonzero(np.asarray(self.marked[offset : offset + rows])).astype(np.int64)
                 if len(local):
-                    units.append((offset + local, (info.path, rg, rows, local, state.config.ngram)))
+                    offsets.append((offset, rows))
+                    out = str(self.work / f"shingles-{info.index:06d}-{rg:05d}.bin")
+                    yield (info.path, rg, rows, local, state.config.ngram, out)
                 offset += rows
-        return units
 
     # ---- 3. verification
     def jaccards(self, a: np.ndarray, b: np.ndarray, get: Callable[[int], np.ndarray]) -> np.ndarray:

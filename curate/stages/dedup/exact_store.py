@@ -65,6 +65,26 @@ class ShingleStore(SetFile):
         self._written += int(counts.sum())
         self.docs += len(docs)
 
+    def append_file(self, docs: np.ndarray, path: str | os.PathLike) -> None:
+        """:meth:`append` from a :func:`~curate.stages.dedup.exact.shingle_unit` file (the
+        sets' counts, then their values), the values copied a block at a time."""
+        with open(path, "rb") as src:
+            counts = np.fromfile(src, dtype="<i8", count=len(docs))
+            if len(counts) != len(docs):
+                raise ValueError(f"{path}: {len(counts)} shingle set sizes for {len(docs)} documents")
+            left = int(counts.sum()) * SHINGLE.itemsize
+            while left:
+                block = src.read(min(left, 1 << 20))
+                if not block:
+                    raise ValueError(f"{path}: shingle values end {left} bytes short")
+                self._fh.write(block)
+                left -= len(block)
+        starts = self._written + np.concatenate(([0], np.cumsum(counts)[:-1])) if len(counts) else counts
+        self.start[docs] = starts
+        self.count[docs] = counts
+        self._written += int(counts.sum())
+        self.docs += len(docs)
+
     def finish(self) -> None:
         self._fh.close()
         # Flushed so that other processes (Ray verification tasks, possibly on other nodes of

@@ -57,9 +57,10 @@ rounds instead (:meth:`RayEngine.exact_stars`):
   them (one byte a document, memory-mapped) and deletes the band files.
 * **Shingle pass, on the cluster**: one task per row group holding marked documents (or URL
   removals and their targets), :func:`curate.stages.dedup.exact.shingle_unit` as the local worker
-  processes run it, through :meth:`RayEngine.map`; the driver appends the returned sets,
-  in unit order, to the shingle store in the work directory (a flat file plus per-document
-  offsets), so the sets are on disk, never all in memory.
+  processes run it, through :meth:`RayEngine.map`: each writes its sets to a file in the work
+  directory, which the driver copies, in unit order and a block at a time, into the shingle
+  store there (a flat file plus per-document offsets); the units are made as they are handed
+  out. So the sets are on disk, never all in memory, and never in Ray's object store.
 * **Exact verification, on the cluster**: one task per pair partition
   (:func:`~curate.stages.dedup.ray_tasks.exact_verify_task`): it de-duplicates its pairs, reads
   the sets it needs from the shared store in batches of at most half the budget and writes a

@@ -15,6 +15,8 @@ import pytest
 
 from curate.core.document import SCHEMA
 from curate.stages.dedup import DedupConfig, partitioned
+from curate.stages.dedup.exact import _shingle_unit_inner, shingle_unit
+from curate.stages.dedup.exact_store import ShingleStore
 from curate.stages.dedup.index import DocStore, KeyIndex
 from curate.stages.dedup.partitioned import PartitionedKeys, keys_ranges, write_key_records
 from curate.stages.dedup.ray_tasks import signature_task
@@ -131,3 +133,34 @@ def test_partition_offsets_are_a_table_in_files_that_tasks_read(tmp_path, monkey
     assert flat(index.groups()) == flat(reference.groups()) and flat(reference.groups())
     index.close()
     assert not list(tmp_path.glob("band-*"))  # unit files and the table are gone
+
+
+def test_shingle_sets_come_back_as_a_file_the_store_copies(tmp_path):
+    """``--verify exact``: a shingle task's result is a path, not the sets (which would pass
+    through Ray's object store to the driver); the store copies the file to the same bytes and
+    offsets as appending the sets."""
+    n = 400
+    path = _parquet(tmp_path / "in.parquet", n)
+    wanted = np.arange(0, n, 3, dtype=np.int64)
+    out = str(tmp_path / "sets.bin")
+    result = shingle_unit((path, 0, n, wanted, 5, out))
+    assert set(result) == {"file", "n"} and result["n"] == len(wanted) and len(pickle.dumps(result)) < 300
+    inner = _shingle_unit_inner(path, 0, n, wanted, 5)
+    docs = 1000 + wanted
+    copied, direct = ShingleStore(tmp_path / "copied", 2000), ShingleStore(tmp_path / "direct", 2000)
+    copied.append_file(docs, out)
+    direct.append(docs, inner["values"], inner["counts"])
+    for store in (copied, direct):
+        store.finish()
+    assert (tmp_path / "copied" / "shingles.bin").read_bytes() == (tmp_path / "direct" / "shingles.bin").read_bytes()
+    np.testing.assert_array_equal(copied.start, direct.start)
+    np.testing.assert_array_equal(copied.count, direct.count)
+    assert copied.bytes == direct.bytes > 0 and copied.docs == len(wanted)
+    copied.close()
+    direct.close()
+    with open(out, "r+b") as fh:
+        fh.truncate(fh.seek(0, 2) - 16)
+    short = ShingleStore(tmp_path / "short", 2000)
+    with pytest.raises(ValueError, match="shingle values end 16 bytes short"):
+        short.append_file(docs, out)
+    short.close()
