@@ -91,7 +91,8 @@ def pipeline(
     from curate.workflow import format_summary, load_pipeline, run_pipeline
 
     if plan:
-        from curate.workflow.plan_cost import format_plan, parse_cluster, parse_input, plan_pipeline
+        from curate.workflow.plan_cost import format_plan, plan_pipeline
+        from curate.workflow.plan_inputs import parse_cluster, parse_input
 
         if input_size is None or cluster is None:
             raise ConfigError("--plan needs --input SIZE-OR-SNAPSHOT and --cluster NODESxCORESxMEM[+GPUSxTYPE]")

@@ -11,7 +11,8 @@ from curate.cli import cli
 from curate.core.errors import ConfigError
 from curate.stages.dedup.config import DEFAULT_MEMORY_GB
 from curate.workflow import STAGE_NAMES, cc_snapshots
-from curate.workflow.plan_cost import Cluster, parse_cluster, parse_input, plan_data, plan_training
+from curate.workflow.plan_cost import plan_data, plan_training
+from curate.workflow.plan_inputs import Cluster, parse_cluster, parse_input
 from curate.workflow.plan_rates import RATES
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -23,6 +23,7 @@ An engine is made for one run. The operations:
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Protocol
@@ -33,6 +34,7 @@ from curate.core.text import char_classes
 from curate.runtime.executor import Executor
 from curate.stages.dedup.config import DedupConfig
 from curate.stages.dedup.exact import ExactVerifier
+from curate.stages.dedup.exact_store import PairSpill
 from curate.stages.dedup.index import KeyGroups, KeyIndex, UnionFind, candidate_pairs, verify_pairs
 from curate.stages.dedup.signatures import Unit, signature_unit, unit_key_records
 from curate.stages.dedup.stars import Ranker, estimated_similarities, star_split
@@ -110,8 +112,7 @@ class LocalEngine:
     def near_edges(self, state: DedupState, uf: UnionFind) -> None:
         sig = state.store["sig"]
         n = max(state.n_docs, 1)
-        for members, gid in state.alive_groups("band"):
-            pairs = candidate_pairs(members, gid, n)
+        for pairs in distinct_candidates(state, n):
             state.counters["candidate_pairs"] += len(pairs)
             for a, b in verify_pairs(pairs, n, sig, state.config.accept):
                 state.counters["verified_pairs"] += len(a)
@@ -134,3 +135,26 @@ class LocalEngine:
         state.indexes["band"].close()  # frees the in-memory index before the shingle pass
         verifier.hash_documents()
         verifier.verify(uf)
+
+
+def distinct_candidates(state: DedupState, n: int) -> Iterator[np.ndarray]:
+    """The distinct candidate pairs among the documents still kept, in chunks (encoded
+    ``lo * n + hi``). A band partition's pairs are distinct, but when the band index spilled,
+    a pair whose documents share bands in two of its partitions comes from each: those go
+    through a :class:`~curate.stages.dedup.exact_store.PairSpill` and come back distinct, a
+    budget-sized slice at a time, so the pairs counted and verified are the same whatever the
+    memory budget (and the same as the Ray engine's)."""
+    groups = state.alive_groups("band")
+    if state.indexes["band"].partitions == 1:
+        for members, gid in groups:
+            yield candidate_pairs(members, gid, n)
+        return
+    directory = state.work / "near_pairs"
+    spill = PairSpill(directory)
+    try:
+        for members, gid in groups:
+            spill.add(candidate_pairs(members, gid, n))
+        yield from spill.sorted_partitions(max(1, state.memory_bytes // 4))
+    finally:
+        spill.close()
+        shutil.rmtree(directory, ignore_errors=True)

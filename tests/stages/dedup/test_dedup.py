@@ -205,6 +205,9 @@ def test_same_output_whatever_workers_and_memory(planted, tmp_path):
     assert runs["w1"][0] == runs["w2"][0] == runs["disk"][0]
     assert runs["w1"][1]["counts"] == runs["disk"][1]["counts"]
     assert runs["w1"][1]["clusters"] == runs["disk"][1]["clusters"]
+    # Each distinct candidate pair counted (and verified) once, however many partitions of the
+    # band index its documents share bands in.
+    assert runs["w1"][1]["pairs"] == runs["disk"][1]["pairs"]
     # The tiny budget really went out of core; the large one did not.
     assert runs["disk"][1]["memory"]["partitions"]["band"] > 1 and runs["disk"][1]["memory"]["spilled_bytes"] > 0
     assert runs["w1"][1]["memory"]["partitions"] == {"exact": 1, "url": 1, "band": 1}
