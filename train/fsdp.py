@@ -11,7 +11,7 @@ reduction and the optimizer stay fp32.
 
 The model is built on the meta device (shapes, no storage), sharded, and only then given
 memory: each rank allocates its shards and nothing more (``build_sharded_model``). A fresh
-run's weights come from ``model.initial_parameters``, which replays the constructor's random
+run's weights come from ``model_init.initial_parameters``, which replays the constructor's random
 draws in order, one full tensor at a time, so a rank's shard holds exactly the values it
 would hold had the full model been built under the same seed and then sharded: FSDP starts
 from the same weights as DDP and a single process, bit for bit. Host memory per rank is
@@ -38,7 +38,8 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from .model import GPT, GPTConfig, initial_parameters
+from .model import GPT, GPTConfig
+from .model_init import initial_parameters
 from .runtime import DistContext
 
 

@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from train.model import GPT, GPTConfig, initial_parameters
+from train.model import GPT, GPTConfig
+from train.model_init import initial_parameters
 
 torch_distributed = pytest.importorskip("torch.distributed")
 distributed = pytest.mark.skipif(not torch_distributed.is_available(), reason="torch built without distributed")
@@ -55,7 +56,7 @@ PROBE = textwrap.dedent(
 
     from train.fsdp import build_sharded_model, gather_model_state
     from train.model import GPT, GPTConfig
-    from train.runtime import DistContext, tune_cpu_allocator, weights_digest
+    from train.runtime import DistContext, teardown_distributed, tune_cpu_allocator, weights_digest
 
     mode, out = sys.argv[1], sys.argv[2]
     dist.init_process_group("gloo")
@@ -113,7 +114,9 @@ PROBE = textwrap.dedent(
         result["checks"] = checks
     with open(f"{out}/rank-{ctx.rank}.json", "w") as f:
         json.dump(result, f)
-    dist.destroy_process_group()
+    # As the trainer leaves: the sharded models collected and every rank arrived first (a
+    # gloo group destroyed under live FSDP modules aborted a rank now and then).
+    teardown_distributed(synchronize=True)
     """
 )
 
