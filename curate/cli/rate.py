@@ -144,25 +144,12 @@ def serve(
 ) -> None:
     """Serve the rating page for PAIRS, recording choices in -o DIR."""
     from curate.rate.server import RateServer, is_loopback
-    from curate.rate.session import EXAMPLE_TOKEN_PREFIX, RATER_NAME, Rater, RatingSession, load_raters
+    from curate.rate.session import RatingSession
     from curate.rate.wellbeing import Limits
 
     host = host or "127.0.0.1"
     loopback = is_loopback(host)
-    if raters_path:
-        raters = load_raters(raters_path, allow_example_tokens=loopback)
-        if any(r.token and r.token.startswith(EXAMPLE_TOKEN_PREFIX) for r in raters):
-            click.echo(f"warning: {raters_path} holds example tokens; fine on {host}, refused with --host", err=True)
-    elif not loopback:
-        raise ConfigError(
-            f"--host {host} lets other machines reach the server: give --raters raters.toml "
-            "with a secret token per rater (see samples/raters.toml)"
-        )
-    else:
-        if not RATER_NAME.match(rater_name):
-            raise ConfigError(f"--rater must be 1-64 letters, digits or _.@- (got {rater_name!r})")
-        raters = [Rater(rater_name)]
-
+    raters = _raters(host, loopback, raters_path, rater_name)
     limits = Limits(max_flagged, max_flagged_per_day, break_after * 60 if break_after > 0 else None)
     session = RatingSession(
         output,
@@ -196,21 +183,7 @@ def serve(
     # and Ctrl-C (or `kill -INT`) must still stop it cleanly.
     previous_handlers = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
-        click.echo(f"rating {len(session.pair_ids)} pairs; choices are saved to {session.log.path}")
-        if session.overlap > 0 and len(raters) > 1:
-            click.echo(
-                f"overlap: about {100 * session.overlap:.0f}% of the pairs go to "
-                f"{min(session.overlap_raters, len(raters))} raters each (for `curate rate stats`)"
-            )
-        if session.require_tokens:
-            click.echo("send each rater their own link:")
-            for rater in raters:
-                progress = session.progress(rater.name)
-                click.echo(f"  {rater.name:<16} {progress['done']:>6}/{progress['total']:<6} {server.url(rater)}")
-        else:
-            progress = session.progress(raters[0].name)
-            click.echo(f"  {raters[0].name}: {progress['done']}/{progress['total']} rated")
-        click.echo(f"serving on {server.url()} (Ctrl-C to stop)")
+        _print_start(session, raters, server)
         try:
             server.serve_forever()
         except KeyboardInterrupt:
@@ -224,6 +197,45 @@ def serve(
     click.echo(
         f"stopped: {lines} ratings in {session.log.path}, all on disk; rerun the same command to resume", err=True
     )
+
+
+def _raters(host: str, loopback: bool, raters_path: str | None, rater_name: str) -> list[Any]:
+    """The raters of a ``curate rate serve``: from ``--raters`` (needed off loopback: each a
+    secret token), else the one ``--rater`` on this machine."""
+    from curate.rate.session import EXAMPLE_TOKEN_PREFIX, RATER_NAME, Rater, load_raters
+
+    if raters_path:
+        raters = load_raters(raters_path, allow_example_tokens=loopback)
+        if any(r.token and r.token.startswith(EXAMPLE_TOKEN_PREFIX) for r in raters):
+            click.echo(f"warning: {raters_path} holds example tokens; fine on {host}, refused with --host", err=True)
+        return raters
+    if not loopback:
+        raise ConfigError(
+            f"--host {host} lets other machines reach the server: give --raters raters.toml "
+            "with a secret token per rater (see samples/raters.toml)"
+        )
+    if not RATER_NAME.match(rater_name):
+        raise ConfigError(f"--rater must be 1-64 letters, digits or _.@- (got {rater_name!r})")
+    return [Rater(rater_name)]
+
+
+def _print_start(session: Any, raters: list[Any], server: Any) -> None:
+    """What a starting server prints: the pairs, the overlap, each rater's link or progress."""
+    click.echo(f"rating {len(session.pair_ids)} pairs; choices are saved to {session.log.path}")
+    if session.overlap > 0 and len(raters) > 1:
+        click.echo(
+            f"overlap: about {100 * session.overlap:.0f}% of the pairs go to "
+            f"{min(session.overlap_raters, len(raters))} raters each (for `curate rate stats`)"
+        )
+    if session.require_tokens:
+        click.echo("send each rater their own link:")
+        for rater in raters:
+            progress = session.progress(rater.name)
+            click.echo(f"  {rater.name:<16} {progress['done']:>6}/{progress['total']:<6} {server.url(rater)}")
+    else:
+        progress = session.progress(raters[0].name)
+        click.echo(f"  {raters[0].name}: {progress['done']}/{progress['total']} rated")
+    click.echo(f"serving on {server.url()} (Ctrl-C to stop)")
 
 
 def _flag_summary(session: Any) -> str:

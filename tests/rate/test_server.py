@@ -242,6 +242,8 @@ def test_cli_refuses_open_host_without_tokens(tmp_path):
         ],
     )
     assert result.exit_code == 2 and "example token" in result.output
+    result = runner.invoke(cli, ["rate", pairs, "-o", str(tmp_path / "r"), "--rater", "no spaces!"])
+    assert result.exit_code == 2 and "--rater must be" in result.output and not (tmp_path / "r").exists()
     result = runner.invoke(cli, ["rate", str(tmp_path / "missing.parquet"), "-o", str(tmp_path / "r")])
     assert result.exit_code == 2 and "error: " in result.output and "no such file" in result.output
     result = runner.invoke(cli, ["rate", "stats", str(tmp_path)])

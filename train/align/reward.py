@@ -282,6 +282,26 @@ def evaluate_pairs(
     return out
 
 
+def _reward_data(run: Any, config: RewardConfig, data: str | Path, tokenizer: Any, max_len: int) -> tuple:
+    """``(halves, train pairs, held-out pairs, skipped)`` of a reward run, after the checks
+    on ``half`` and ``by_group``, with what was kept and left out noted in the run."""
+    check_halves(run, config)
+    halves = Halves(config.half, config.half_seed) if config.half is not None else None
+    train_pairs, held_pairs, skipped = load_pairs(
+        data, tokenizer, max_len, config.val_fraction, config.margin, keep=halves
+    )
+    if halves is not None:
+        run.note(
+            f"half {halves.half} (seed {halves.seed}): {halves.kept:,} comparison(s) kept, "
+            f"{halves.left_out:,} left to half {1 - halves.half}"
+        )
+    if not held_pairs:
+        run.note("no held-out comparisons (too few rows or val_fraction = 0): accuracy is not reported")
+    if config.by_group:
+        check_groups(data, train_pairs, held_pairs, run)
+    return halves, train_pairs, held_pairs, skipped
+
+
 def train_reward(
     config: RewardConfig,
     base: str | Path,
@@ -299,21 +319,8 @@ def train_reward(
         model, tokenizer = run.load_parent(base, load_scalar_model)
         max_len = check_max_len(config.max_len, model.config.block_size, "block_size")
         run.open()
-        check_halves(run, config)
-        halves = Halves(config.half, config.half_seed) if config.half is not None else None
-        train_pairs, held_pairs, skipped = load_pairs(
-            data, tokenizer, max_len, config.val_fraction, config.margin, keep=halves
-        )
-        if halves is not None:
-            run.note(
-                f"half {halves.half} (seed {halves.seed}): {halves.kept:,} comparison(s) kept, "
-                f"{halves.left_out:,} left to half {1 - halves.half}"
-            )
-        if not held_pairs:
-            run.note("no held-out comparisons (too few rows or val_fraction = 0): accuracy is not reported")
+        halves, train_pairs, held_pairs, skipped = _reward_data(run, config, data, tokenizer, max_len)
         train_groups = group_counts(train_pairs)
-        if config.by_group:
-            check_groups(data, train_pairs, held_pairs, run)
         optimizer, result = run.begin(
             model,
             examples=len(train_pairs),
