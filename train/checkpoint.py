@@ -277,23 +277,38 @@ def _read_config(step_dir: Path) -> dict[str, Any]:
 
 
 def load_checkpoint(
-    path: str | os.PathLike, map_location: str | torch.device = "cpu", with_optimizer: bool = False
+    path: str | os.PathLike,
+    map_location: str | torch.device = "cpu",
+    with_optimizer: bool = False,
+    lazy: bool = False,
 ) -> Checkpoint:
     """Read a checkpoint (run dir or step dir). The optimizer and train state are read only
-    when ``with_optimizer`` is set (they can be larger than the weights)."""
+    when ``with_optimizer`` is set (they can be larger than the weights).
+
+    ``lazy`` (for ranks that keep only shards: train/fsdp.py): the weights are
+    :class:`~train.weights_file.LazyTensor` entries read when sliced, checked for NaN/inf a
+    tensor at a time, and the optimizer file is memory-mapped, so a rank reads the rows it keeps
+    and never holds the whole model or optimizer state."""
     from safetensors import SafetensorError
     from safetensors.torch import load_file
+
+    from .weights_file import WeightsFile
 
     step_dir = resolve_checkpoint(path)
     config = _read_config(step_dir)
     if "model" not in config:
         raise InputError(f"{step_dir / CONFIG_FILE}: no 'model' section; not a curate checkpoint")
     device = str(map_location) if isinstance(map_location, torch.device) else map_location
-    try:
-        state = load_file(str(step_dir / WEIGHTS_FILE), device=device)
-    except (SafetensorError, OSError) as exc:
-        raise InputError(f"{step_dir / WEIGHTS_FILE}: unreadable weights ({exc})") from None
-    bad = first_non_finite(state)
+    if lazy:
+        weights = WeightsFile(step_dir / WEIGHTS_FILE)
+        state: dict[str, Any] = weights.lazy_state()
+        bad = weights.first_non_finite()
+    else:
+        try:
+            state = load_file(str(step_dir / WEIGHTS_FILE), device=device)
+        except (SafetensorError, OSError) as exc:
+            raise InputError(f"{step_dir / WEIGHTS_FILE}: unreadable weights ({exc})") from None
+        bad = first_non_finite(state)
     if bad is not None:
         raise InputError(
             f"{step_dir / WEIGHTS_FILE}: holds weights that are not finite (NaN or inf in {bad}); "
@@ -307,7 +322,7 @@ def load_checkpoint(
         state[_EMBED_KEY] = state[_TIED_KEY]  # a writer that listed the head first kept that name
     optimizer_state = train_state = None
     if with_optimizer:
-        optimizer_state = _load_pt(step_dir / OPTIMIZER_FILE, map_location)
+        optimizer_state = _load_pt(step_dir / OPTIMIZER_FILE, map_location, mmap=lazy)
         train_state = _load_pt(step_dir / TRAIN_STATE_FILE, "cpu")
     return Checkpoint(
         path=step_dir,
@@ -320,11 +335,11 @@ def load_checkpoint(
     )
 
 
-def _load_pt(path: Path, map_location) -> dict[str, Any] | None:
+def _load_pt(path: Path, map_location, mmap: bool = False) -> dict[str, Any] | None:
     if not path.exists():
         return None
     try:
-        return torch.load(path, map_location=map_location, weights_only=True)
+        return torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
     except Exception as exc:  # pickle/zip errors have many types; all mean the same here
         raise InputError(f"{path}: unreadable ({type(exc).__name__}: {exc})") from None
 

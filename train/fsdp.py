@@ -38,9 +38,13 @@ from typing import Any
 import torch
 import torch.nn as nn
 
+from curate.core.errors import InputError
+
+from .checkpoint import Checkpoint
 from .model import GPT, GPTConfig
 from .model_init import initial_parameters
 from .runtime import DistContext
+from .weights_file import LazyTensor, materialize
 
 
 def _is_dtensor(value: Any) -> bool:
@@ -98,6 +102,18 @@ def build_sharded_model(
     return model
 
 
+def model_weights(ckpt: Checkpoint, config: GPTConfig) -> dict[str, Any]:
+    """The weights of a checkpoint (loaded with ``lazy=True``) that a GPT of ``config`` has,
+    for :func:`build_sharded_model`: extra tensors (a reward or value head) left out, as
+    ``load_lm`` leaves them; a missing one is an InputError."""
+    with torch.device("meta"):
+        wanted = set(GPT(config).state_dict())
+    missing = sorted(wanted - set(ckpt.model_state))
+    if missing:
+        raise InputError(f"{ckpt.path}: weights lack {len(missing)} model tensor(s), e.g. {missing[0]}")
+    return {name: value for name, value in ckpt.model_state.items() if name in wanted}
+
+
 def _checked_state(model: nn.Module, state: Mapping[str, torch.Tensor]) -> Iterable[tuple[str, torch.Tensor]]:
     """``state``'s tensors, one per parameter, after checking it is exactly the model's (as
     ``load_state_dict(strict=True)`` would); a tied matrix may appear under both names."""
@@ -112,7 +128,8 @@ def fill_shards(model: nn.Module, values: Iterable[tuple[str, torch.Tensor]]) ->
     """Copy each (name, full tensor) into this rank's shard of the parameter of that name.
 
     Every parameter must be given exactly once. Only the rank's slice of each tensor is moved
-    to the device, so a GPU never holds a full tensor either.
+    to the device, so a GPU never holds a full tensor either; a full tensor may be a
+    :class:`~train.weights_file.LazyTensor`, of which only that slice is read.
     """
     params = dict(model.named_parameters())
     filled: set[str] = set()
@@ -125,14 +142,15 @@ def fill_shards(model: nn.Module, values: Iterable[tuple[str, torch.Tensor]]) ->
                 local = param.to_local()
                 local.copy_(_local_slice(full, param))
             else:
-                param.copy_(full)
+                param.copy_(materialize(full))
             filled.add(name)
     if filled != set(params):
         raise RuntimeError(f"no values for {sorted(set(params) - filled)}")
 
 
-def _local_slice(full: torch.Tensor, param: Any) -> torch.Tensor:
-    """This rank's part of ``full`` for a sharded parameter, on the parameter's device."""
+def _local_slice(full: torch.Tensor | LazyTensor, param: Any) -> torch.Tensor:
+    """This rank's part of ``full`` for a sharded parameter, on the parameter's device (of a
+    :class:`~train.weights_file.LazyTensor`, only those rows are read)."""
     from torch.distributed.tensor import Shard, distribute_tensor
 
     local = param.to_local()
@@ -147,6 +165,7 @@ def _local_slice(full: torch.Tensor, param: Any) -> torch.Tensor:
         if part.shape == local.shape:
             return part.to(local.device)
     # Any other layout: let DTensor cut it (no communication; the full tensor goes to the device).
+    full = materialize(full)
     return distribute_tensor(full.to(param.device), param.device_mesh, param.placements, src_data_rank=None).to_local()
 
 
@@ -228,8 +247,9 @@ def gather_optimizer_state(optimizer: torch.optim.Optimizer, ctx: DistContext) -
 
 def load_optimizer_state(optimizer: torch.optim.Optimizer, full_state: dict[str, Any]) -> None:
     """Load a full optimizer state (any strategy's ``optimizer.pt``) into an optimizer over
-    sharded parameters: each rank cuts its own shard out of its copy, with no communication."""
-    from torch.distributed.tensor import distribute_tensor
+    sharded parameters: each rank cuts its own shard out of it, with no communication (from
+    a memory-mapped file, ``load_checkpoint(lazy=True)``, it reads only those rows)."""
+    from torch.distributed.tensor import DTensor
 
     params = [p for group in optimizer.param_groups for p in group["params"]]
     sharded: dict[int, dict[str, Any]] = {}
@@ -238,9 +258,17 @@ def load_optimizer_state(optimizer: torch.optim.Optimizer, full_state: dict[str,
         out = {}
         for key, value in entry.items():
             if _is_dtensor(param) and isinstance(value, torch.Tensor) and value.shape == param.shape:
-                value = distribute_tensor(
-                    value.to(param.device), param.device_mesh, param.placements, src_data_rank=None
+                local = _local_slice(value, param).clone()  # its own memory, not the file's pages
+                value = DTensor.from_local(
+                    local,
+                    param.device_mesh,
+                    param.placements,
+                    run_check=False,
+                    shape=param.shape,
+                    stride=param.stride(),
                 )
+            elif isinstance(value, torch.Tensor):
+                value = value.clone()  # a step count: not a view that keeps the file mapped
             out[key] = value
         sharded[int(index)] = out
     optimizer.load_state_dict({"state": sharded, "param_groups": full_state["param_groups"]})

@@ -36,6 +36,7 @@ import contextlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn as nn
@@ -43,10 +44,10 @@ import torch.nn as nn
 from curate.core.errors import ConfigError, CurateError
 from curate.core.tokenizer import Tokenizer
 
-from .checkpoint import Checkpoint, load_lm
+from .checkpoint import Checkpoint, load_checkpoint, load_lm, model_config_of
 from .data import PackedReader, validation_sequences
 from .footprint import check_fits
-from .fsdp import build_sharded_model, load_optimizer_state
+from .fsdp import build_sharded_model, load_optimizer_state, model_weights
 from .lineage import CONSUMED_FILE, shard_names
 from .metrics import truncate_metrics
 from .mix import MixInfo, open_mix, pretokenized_usable, resolve_tokenizer
@@ -253,18 +254,12 @@ class PretrainRun:
         # broadcasts rank 0's); afterwards each rank gets its own RNG stream. Under FSDP the model
         # is built on the meta device and each rank allocates and fills only its shards, with
         # the values the full model would have had (train/fsdp.py): no rank, and no GPU, ever
-        # holds the whole model, except as the full tensors a resumed run loads.
+        # holds the whole model; a resumed run (or --init-from) reads each rank's rows of the
+        # checkpoint's tensors, one tensor at a time.
         seed_everything(self.config.seed)
         state = None  # full weights to start from instead of the seeded initialization
         if init_from is not None and not self.resuming:
-            source, source_ckpt = load_lm(init_from)
-            if source.config != self.gpt_config:
-                raise ConfigError(
-                    f"--init-from {init_from}: its model differs from this run's "
-                    f"({model_difference(source.config, self.gpt_config)})"
-                )
-            state = source.state_dict()
-            self.dir.lineage = {"parent": str(source_ckpt.path), "parent_chain": chain_of(source_ckpt)}
+            state = self._init_state(init_from)
         if self.resuming:
             self.dir.lineage = {"parent": None, "parent_chain": []}  # both kept from the checkpoint
             state = self._load_resume().model_state
@@ -278,9 +273,27 @@ class PretrainRun:
         self.flops_per_token = model.flops_per_token(self.seq_len)
         self.model = model
 
+    def _init_state(self, init_from: str | Path) -> dict[str, Any]:
+        """The weights of ``--init-from``, after checking its model is this run's: under FSDP
+        read lazily (each rank then reads its own rows), else from the model ``load_lm`` builds."""
+        if self.fsdp:
+            source_ckpt = load_checkpoint(init_from, lazy=True)
+            source_config = model_config_of(source_ckpt)
+        else:
+            source, source_ckpt = load_lm(init_from)
+            source_config = source.config
+        if source_config != self.gpt_config:
+            raise ConfigError(
+                f"--init-from {init_from}: its model differs from this run's "
+                f"({model_difference(source_config, self.gpt_config)})"
+            )
+        self.dir.lineage = {"parent": str(source_ckpt.path), "parent_chain": chain_of(source_ckpt)}
+        return model_weights(source_ckpt, self.gpt_config) if self.fsdp else source.state_dict()
+
     def _load_resume(self) -> Checkpoint:
         """The checkpoint to resume from, after checking this run can continue it."""
-        ckpt = self.dir.load_resume("cpu" if self.fsdp else self.ctx.device)
+        # Under FSDP each rank reads only the rows of each tensor it keeps (train/weights_file.py).
+        ckpt = self.dir.load_resume("cpu" if self.fsdp else self.ctx.device, lazy=self.fsdp)
         saved = GPTConfig.from_dict(ckpt.model_config)
         if saved != self.gpt_config:
             raise ConfigError(

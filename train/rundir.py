@@ -126,9 +126,10 @@ class RunDir:
             raise CurateError(f"{self.path} already holds checkpoints; resume, or pass --overwrite to start over")
         return bool(existing)
 
-    def load_resume(self, map_location: str | torch.device = "cpu") -> Checkpoint:
-        """The newest checkpoint, optimizer and train state included; it must be this stage's."""
-        ckpt = load_checkpoint(self.path, map_location=map_location, with_optimizer=True)
+    def load_resume(self, map_location: str | torch.device = "cpu", lazy: bool = False) -> Checkpoint:
+        """The newest checkpoint, optimizer and train state included; it must be this stage's
+        (``lazy``: read as ranks that keep shards read it, see ``load_checkpoint``)."""
+        ckpt = load_checkpoint(self.path, map_location=map_location, with_optimizer=True, lazy=lazy)
         if ckpt.meta.get("stage") != self.stage:
             raise CurateError(
                 f"{self.path} holds a {ckpt.meta.get('stage') or ckpt.kind} checkpoint, not {self.stage}; "

@@ -17,6 +17,7 @@ import torch
 
 from train.model import GPT, GPTConfig
 from train.model_init import initial_parameters
+from train.runtime import weights_digest
 
 torch_distributed = pytest.importorskip("torch.distributed")
 distributed = pytest.mark.skipif(not torch_distributed.is_available(), reason="torch built without distributed")
@@ -49,7 +50,7 @@ def test_initial_parameters_replay_the_constructor(settings):
 
 PROBE = textwrap.dedent(
     """
-    import json, sys
+    import json, sys, threading, time
 
     import torch
     import torch.distributed as dist
@@ -82,6 +83,49 @@ PROBE = textwrap.dedent(
         result["peak_growth"] = (kib("VmHWM") - before) * 1024
         result["model_bytes"] = sum(p.numel() * p.element_size() for p in model.parameters())
         result["shard_bytes"] = sum(p.to_local().numel() * p.element_size() for p in model.parameters())
+    elif mode == "resume":
+        from train.checkpoint import load_checkpoint
+        from train.fsdp import gather_optimizer_state, load_optimizer_state
+        from train.optim import build_optimizer
+
+        arg = json.loads(sys.argv[3])
+        config = GPTConfig(**arg["config"])
+        # The code paths once on a tiny model first, as in "memory".
+        small = build_sharded_model(GPTConfig(n_layer=1, n_embd=32, block_size=8), ctx, torch.float32)
+        load_optimizer_state(build_optimizer(small, lr=1e-3), build_optimizer(small, lr=1e-3).state_dict())
+        dist.barrier()
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        before, anon_before = kib("VmRSS"), kib("RssAnon")
+        # The kernel keeps no high-water mark of anonymous memory alone (what pages of a mapped
+        # file add to VmHWM, the kernel can drop): a thread samples it.
+        anon_peak, loading = [anon_before], threading.Event()
+
+        def sample():
+            while not loading.is_set():
+                anon_peak[0] = max(anon_peak[0], kib("RssAnon"))
+                time.sleep(0.002)
+
+        sampler = threading.Thread(target=sample)
+        sampler.start()
+        ckpt = load_checkpoint(arg["checkpoint"], with_optimizer=True, lazy=arg["lazy"])
+        model = build_sharded_model(config, ctx, torch.float32, ckpt.model_state)
+        optimizer = build_optimizer(model, lr=1e-3)
+        load_optimizer_state(optimizer, ckpt.optimizer_state)
+        ckpt = None  # as the trainer drops it once loaded
+        loading.set()
+        sampler.join()
+        result["peak_growth"] = (kib("VmHWM") - before) * 1024
+        result["anon_growth"] = (max(anon_peak[0], kib("RssAnon")) - anon_before) * 1024
+        result["digest"] = gather_model_state(model, ctx)[1]
+        gathered = gather_optimizer_state(optimizer, ctx)
+        if ctx.rank == 0:
+            saved = torch.load(arg["checkpoint"] + "/step-000001/optimizer.pt", weights_only=True)
+            result["same_optimizer"] = sorted(saved["state"]) == sorted(gathered["state"]) and all(
+                torch.equal(value, gathered["state"][i][key])
+                for i, entry in saved["state"].items()
+                for key, value in entry.items()
+            )
     else:
         checks = []
         for settings in json.loads(sys.argv[3]):
@@ -185,3 +229,53 @@ def test_peak_host_memory_per_rank_falls_with_the_number_of_ranks(tmp_path):
     # With two ranks each holds half the weights plus at most a few tensors being drawn.
     assert peak_two < peak_one - 0.35 * model_bytes
     assert peak_two < 0.7 * model_bytes  # building the full model first gave 1.04x (162 MB)
+
+
+@distributed
+def test_resumed_ranks_read_only_their_shards(tmp_path):
+    """Resuming under FSDP, each rank reads its rows of the checkpoint's weights and optimizer
+    moments (train/weights_file.py, a memory-mapped optimizer file): the growth of a rank's
+    resident-set high-water mark halves with two ranks, and the weights and moments loaded
+    are exactly those saved."""
+    from train.checkpoint import save_checkpoint
+    from train.optim import build_optimizer
+
+    config = GPTConfig(**BIG)
+    torch.manual_seed(3)
+    model = GPT(config)
+    optimizer = build_optimizer(model, lr=1e-3)
+    for param in model.parameters():
+        param.grad = torch.randn_like(param)
+    optimizer.step()  # moments worth checking
+    checkpoint = tmp_path / "ckpt"
+    save_checkpoint(
+        checkpoint,
+        1,
+        model_state=model.state_dict(),
+        model_config=config.to_dict(),
+        meta={},
+        optimizer_state=optimizer.state_dict(),
+    )
+    digest = weights_digest(model)
+    checkpoint_bytes = sum(p.numel() * 4 for p in model.parameters()) * 3  # weights + two moments
+    del model, optimizer
+    runs = {}
+    for nproc, lazy in ((1, True), (2, True), (2, False)):
+        arg = {"config": BIG, "checkpoint": str(checkpoint), "lazy": lazy}
+        (tmp_path / f"{nproc}-{lazy}").mkdir()
+        runs[nproc, lazy] = _torchrun(tmp_path / f"{nproc}-{lazy}", nproc, "resume", arg)
+    for results in runs.values():
+        assert all(r["digest"] == digest for r in results) and results[0]["same_optimizer"]
+    peak = {run: max(r["peak_growth"] for r in results) for run, results in runs.items()}
+    anon = {run: max(r["anon_growth"] for r in results) for run, results in runs.items()}
+    print(
+        f"checkpoint {checkpoint_bytes / 1e6:.0f} MB; growth per rank on resume (VmHWM / anonymous): "
+        f"1 rank {peak[1, True] / 1e6:.0f} / {anon[1, True] / 1e6:.0f} MB, 2 ranks {peak[2, True] / 1e6:.0f} / "
+        f"{anon[2, True] / 1e6:.0f} MB, 2 ranks reading everything {peak[2, False] / 1e6:.0f} / "
+        f"{anon[2, False] / 1e6:.0f} MB"
+    )
+    # One rank holds the whole checkpoint (VmHWM also counts the optimizer file's pages it read).
+    assert anon[1, True] > 0.9 * checkpoint_bytes and peak[1, True] > anon[1, True]
+    # Two: half each, and far less than when every rank read everything (the old way).
+    assert anon[2, True] < 0.55 * anon[1, True] and peak[2, True] < 0.7 * peak[1, True]
+    assert anon[2, True] < 0.5 * anon[2, False] and peak[2, True] < peak[2, False]
