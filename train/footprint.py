@@ -45,9 +45,10 @@ class Footprint:
     tables: int
     activations: int
 
-    def building(self) -> int:
-        """Host memory to build the model (it is made on the CPU, then moved)."""
-        return self.weights + self.tables
+    def building(self, shards: int = 1) -> int:
+        """Host memory for a process to build the model (made on the CPU, then moved; under
+        FSDP built on the meta device, each process allocating only its ``shards``-th)."""
+        return self.weights // shards + self.tables
 
     def training(self, shards: int = 1) -> int:
         """Device memory to train it; weights and optimizer state split over ``shards`` (FSDP)."""
@@ -130,13 +131,13 @@ def check_fits(
     cfg: GPTConfig, device: torch.device, *, train: bool = True, shards: int = 1, activation_bytes: int = FP32
 ) -> None:
     """ConfigError (one line) when the model cannot fit: building it needs host memory for its
-    weights and tables; training it (``train``) needs device memory for weights, optimizer
+    weights (split over ``shards``: FSDP builds on the meta device) and tables; training it (``train``) needs device memory for weights, optimizer
     state, tables and one sequence's activations (weights and state split over ``shards``).
     Where the free memory is unknown nothing is refused."""
     need = footprint(cfg, activation_bytes)
     checks = []
     if not (train and device.type == "cpu"):  # on the CPU, training needs more of the same memory
-        checks.append(("the host", need.building(), host_available(), "to build it (weights, RoPE tables)"))
+        checks.append(("the host", need.building(shards), host_available(), "to build it (weights, RoPE tables)"))
     if train:
         where = "the host" if device.type == "cpu" else str(device)
         why = "to train it (weights, gradients, AdamW state, RoPE tables, one sequence's activations)"

@@ -50,6 +50,21 @@ def test_a_model_that_cannot_fit_is_one_line(monkeypatch):
     check_fits(huge, torch.device("cpu"))  # unknown: nothing is refused
 
 
+def test_fsdp_processes_build_only_their_shards(monkeypatch):
+    """On a GPU, a process builds the model in host memory, all of it under DDP, its shards
+    under FSDP (meta-device init): a host that holds a quarter of the weights refuses the
+    first and passes the second with 4 processes."""
+    cfg = GPTConfig(n_layer=4, n_embd=256, n_head=4, block_size=256)
+    need = footprint(cfg)
+    assert need.building(4) == need.weights // 4 + need.tables < need.building()
+    monkeypatch.setattr(footprint_module, "host_available", lambda: need.building(4) + 1024)
+    monkeypatch.setattr(footprint_module, "device_available", lambda device: None)
+    gpu = torch.device("cuda", 0)  # only named: nothing is allocated on it
+    with pytest.raises(ConfigError, match="needs at least .* to build it"):
+        check_fits(cfg, gpu)
+    check_fits(cfg, gpu, shards=4)
+
+
 def test_a_checkpoint_whose_model_cannot_be_built_is_refused(tmp_path, tiny_checkpoint):
     import json
 
