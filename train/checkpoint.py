@@ -344,8 +344,9 @@ def _load_pt(path: Path, map_location, mmap: bool = False) -> dict[str, Any] | N
         raise InputError(f"{path}: unreadable ({type(exc).__name__}: {exc})") from None
 
 
-def model_config_of(ckpt: Checkpoint):
-    """The checkpoint's GPTConfig; a config that does not build one is an InputError."""
+def model_config_of(ckpt: Checkpoint, shards: int = 1):
+    """The checkpoint's GPTConfig; a config that does not build one (in ``shards`` processes
+    that each build their part: FSDP) is an InputError."""
     from .footprint import check_fits
     from .model import GPTConfig
 
@@ -354,7 +355,7 @@ def model_config_of(ckpt: Checkpoint):
     except (TypeError, ValueError) as exc:
         raise InputError(f"{ckpt.path / CONFIG_FILE}: invalid model config ({exc})") from None
     try:
-        check_fits(config, torch.device("cpu"), train=False)  # a model that cannot even be built
+        check_fits(config, torch.device("cpu"), train=False, shards=shards)  # a model that cannot even be built
     except CurateError as exc:
         raise InputError(f"{ckpt.path / CONFIG_FILE}: {exc}") from None
     return config

@@ -107,11 +107,17 @@ def model_weights(ckpt: Checkpoint, config: GPTConfig) -> dict[str, Any]:
     for :func:`build_sharded_model`: extra tensors (a reward or value head) left out, as
     ``load_lm`` leaves them; a missing one is an InputError."""
     with torch.device("meta"):
-        wanted = set(GPT(config).state_dict())
-    missing = sorted(wanted - set(ckpt.model_state))
+        wanted = GPT(config).state_dict()
+    missing = sorted(set(wanted) - set(ckpt.model_state))
     if missing:
         raise InputError(f"{ckpt.path}: weights lack {len(missing)} model tensor(s), e.g. {missing[0]}")
-    return {name: value for name, value in ckpt.model_state.items() if name in wanted}
+    state = {name: value for name, value in ckpt.model_state.items() if name in wanted}
+    for name, value in state.items():
+        if tuple(value.shape) != tuple(wanted[name].shape):
+            raise InputError(
+                f"{ckpt.path}: {name} has shape {tuple(value.shape)}, config expects {tuple(wanted[name].shape)}"
+            )
+    return state
 
 
 def _checked_state(model: nn.Module, state: Mapping[str, torch.Tensor]) -> Iterable[tuple[str, torch.Tensor]]:

@@ -278,7 +278,7 @@ class PretrainRun:
         read lazily (each rank then reads its own rows), else from the model ``load_lm`` builds."""
         if self.fsdp:
             source_ckpt = load_checkpoint(init_from, lazy=True)
-            source_config = model_config_of(source_ckpt)
+            source_config = model_config_of(source_ckpt, shards=self.ctx.world_size)
         else:
             source, source_ckpt = load_lm(init_from)
             source_config = source.config

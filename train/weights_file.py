@@ -26,10 +26,16 @@ DTYPES = {
     "F32": torch.float32,
     "F16": torch.float16,
     "BF16": torch.bfloat16,
+    "F8_E4M3": torch.float8_e4m3fn,
+    "F8_E5M2": torch.float8_e5m2,
+    "C64": torch.complex64,
     "I64": torch.int64,
     "I32": torch.int32,
     "I16": torch.int16,
     "I8": torch.int8,
+    "U64": torch.uint64,
+    "U32": torch.uint32,
+    "U16": torch.uint16,
     "U8": torch.uint8,
     "BOOL": torch.bool,
 }
@@ -47,6 +53,8 @@ class WeightsFile:
                 if not 0 < size <= MAX_HEADER_BYTES:
                     raise ValueError(f"header length {size}")
                 header = json.loads(fh.read(size))
+                if not isinstance(header, dict):
+                    raise ValueError("the header is not a JSON object")
             file_size = self.path.stat().st_size
         except (OSError, ValueError, UnicodeDecodeError) as exc:
             raise InputError(f"{self.path}: unreadable weights ({exc})") from None
@@ -59,7 +67,14 @@ class WeightsFile:
                 dtype = DTYPES[entry["dtype"]]
                 shape = tuple(int(d) for d in entry["shape"])
                 begin, end = (int(x) for x in entry["data_offsets"])
-            except (KeyError, TypeError, ValueError):
+                if any(d < 0 for d in shape):
+                    raise ValueError(shape)
+            except KeyError:
+                dtype_name = entry.get("dtype") if isinstance(entry, dict) else None
+                raise InputError(
+                    f"{self.path}: unreadable weights ({name!r}: dtype {dtype_name!r} unknown or entry incomplete)"
+                ) from None
+            except (AttributeError, TypeError, ValueError):
                 raise InputError(f"{self.path}: unreadable weights (bad header entry for {name!r})") from None
             nbytes = math.prod(shape) * dtype.itemsize
             if end - begin != nbytes or begin < 0 or self.data_start + end > file_size:

@@ -277,5 +277,5 @@ def test_resumed_ranks_read_only_their_shards(tmp_path):
     # One rank holds the whole checkpoint (VmHWM also counts the optimizer file's pages it read).
     assert anon[1, True] > 0.9 * checkpoint_bytes and peak[1, True] > anon[1, True]
     # Two: half each, and far less than when every rank read everything (the old way).
-    assert anon[2, True] < 0.55 * anon[1, True] and peak[2, True] < 0.7 * peak[1, True]
-    assert anon[2, True] < 0.5 * anon[2, False] and peak[2, True] < peak[2, False]
+    assert anon[2, True] < 0.6 * anon[1, True] and peak[2, True] < 0.7 * peak[1, True]
+    assert anon[2, True] < 0.6 * anon[2, False] and peak[2, True] < peak[2, False]

@@ -4,6 +4,8 @@ safetensors itself reads, refuses damaged files with one-line errors, and backs
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
@@ -62,18 +64,27 @@ def test_non_finite_values_are_found_a_tensor_at_a_time(tmp_path):
 def test_damaged_files_are_one_line_errors(tensors, tmp_path):
     path, _ = tensors
     data = path.read_bytes()
-    cases = {
-        "truncated": data[: len(data) - 10],
-        "no header": b"\x00" * 8,
-        "garbage": b"\xff" * 64,
-        "bad json": (20).to_bytes(8, "little") + b"{not json at all!!!}",
+
+    def header(obj) -> bytes:
+        raw = json.dumps(obj).encode()
+        return len(raw).to_bytes(8, "little") + raw
+
+    cases = {  # name: (bytes, what the message says)
+        "truncated": (data[: len(data) - 10], "lies outside the file"),
+        "no header": (b"\x00" * 8, "header length 0"),
+        "garbage": (b"\xff" * 64, "header length"),
+        "bad json": ((20).to_bytes(8, "little") + b"{not json at all!!!}", "Expecting"),
+        "not an object": (header([]), "not a JSON object"),
+        "unknown dtype": (header({"a": {"dtype": "F3", "shape": [1], "data_offsets": [0, 4]}}), "dtype 'F3'"),
+        "negative dim": (header({"a": {"dtype": "U8", "shape": [-1], "data_offsets": [0, 0]}}), "bad header entry"),
     }
-    for name, raw in cases.items():
+    for name, (raw, says) in cases.items():
         broken = tmp_path / f"{name}.safetensors"
         broken.write_bytes(raw)
         with pytest.raises(InputError) as err:
             WeightsFile(broken)
-        assert "unreadable weights" in str(err.value) and "\n" not in str(err.value), name
+        message = str(err.value)
+        assert "unreadable weights" in message and says in message and "\n" not in message, (name, message)
     with pytest.raises(InputError, match="unreadable weights"):
         WeightsFile(tmp_path / "missing.safetensors")
 
@@ -107,3 +118,35 @@ def test_lazy_checkpoint_equals_the_eager_one(tmp_path):
     for lazy_load in (False, True):
         with pytest.raises(InputError, match="not finite"):
             load_checkpoint(tmp_path, lazy=lazy_load)
+
+
+def test_fsdp_init_weights_are_the_models_and_checked(tmp_path, monkeypatch):
+    """``--init-from`` under FSDP (train.fsdp.model_weights on a lazy checkpoint): a reward
+    head is left out as load_lm leaves it; a missing tensor or a shape that disagrees with the
+    config is a one-line InputError; and the host check asks for one process's shards."""
+    from train import footprint as footprint_module
+    from train.checkpoint import model_config_of
+    from train.fsdp import model_weights
+
+    config = GPTConfig(n_layer=2, n_embd=32, n_head=4, block_size=16)
+    torch.manual_seed(2)
+    state = GPT(config).state_dict()
+
+    def saved(name, tensors):
+        save_checkpoint(tmp_path / name, 1, model_state=tensors, model_config=config.to_dict(), meta={}, kind="reward")
+        return load_checkpoint(tmp_path / name, lazy=True)
+
+    weights = model_weights(saved("reward", {**state, "reward_head.weight": torch.ones(1, 32)}), config)
+    assert set(weights) == set(state) and all(isinstance(v, LazyTensor) for v in weights.values())
+    assert torch.equal(weights["blocks.1.mlp.up.weight"].full(), state["blocks.1.mlp.up.weight"])
+    partial = {k: v for k, v in state.items() if k != "blocks.0.attn.qkv.weight"}
+    with pytest.raises(InputError, match=r"weights lack 1 model tensor\(s\), e.g. blocks.0.attn.qkv.weight"):
+        model_weights(saved("missing", partial), config)
+    with pytest.raises(InputError, match=r"blocks.0.mlp.up.weight has shape \(5, 32\)"):
+        model_weights(saved("shape", {**state, "blocks.0.mlp.up.weight": torch.ones(5, 32)}), config)
+    ckpt = load_checkpoint(tmp_path / "reward", lazy=True)
+    need = footprint_module.footprint(config)
+    monkeypatch.setattr(footprint_module, "host_available", lambda: need.building(4) + 64)
+    with pytest.raises(InputError, match="to build it"):
+        model_config_of(ckpt)
+    assert model_config_of(ckpt, shards=4) == config
