@@ -19,6 +19,9 @@ _PAIR_BYTES = 8
 # Sorting a partition of pairs (np.unique) needs about three times its size.
 _SORT_FACTOR = 3
 _SAMPLE_PAIRS = 65_536
+# Partition files open at once while pairs are spread over them: a budget too small for the
+# pairs gives bigger partitions rather than more files than a process may open (often 1,024).
+MAX_PAIR_PARTITIONS = 256
 
 
 class SetFile:
@@ -177,7 +180,7 @@ class PairSpill:
             self.partitions = 1
             yield np.unique(np.fromfile(self.path, dtype="<i8"))
             return
-        parts = math.ceil(need / max(memory_bytes, 1))
+        parts = min(math.ceil(need / max(memory_bytes, 1)), MAX_PAIR_PARTITIONS)
         spilled = np.memmap(self.path, dtype="<i8", mode="r")
         sample = np.sort(spilled[:: max(1, self.records // _SAMPLE_PAIRS)])
         cuts = np.unique(sample[(np.arange(1, parts) * len(sample)) // parts])
