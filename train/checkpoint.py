@@ -368,19 +368,24 @@ def load_lm(path: str | os.PathLike, device: str | torch.device = "cpu"):
 
     ckpt = load_checkpoint(path)
     model = GPT(model_config_of(ckpt))
-    wanted = model.state_dict()
+    model.load_state_dict(model_tensors(ckpt, model.state_dict()), strict=True)
+    model.to(device).eval()
+    return model, ckpt
+
+
+def model_tensors(ckpt: Checkpoint, wanted: Mapping[str, Any]) -> dict[str, Any]:
+    """The checkpoint's tensors that a model with the state dict ``wanted`` has (extra ones, a
+    reward or value head, left out); one missing, or of another shape, is an InputError."""
     state = {k: v for k, v in ckpt.model_state.items() if k in wanted}
     missing = sorted(set(wanted) - set(state))
     if missing:
         raise InputError(f"{ckpt.path}: weights lack {len(missing)} model tensor(s), e.g. {missing[0]}")
     for name, tensor in state.items():
-        if tensor.shape != wanted[name].shape:
+        if tuple(tensor.shape) != tuple(wanted[name].shape):
             raise InputError(
                 f"{ckpt.path}: {name} has shape {tuple(tensor.shape)}, config expects {tuple(wanted[name].shape)}"
             )
-    model.load_state_dict(state, strict=True)
-    model.to(device).eval()
-    return model, ckpt
+    return state
 
 
 def load_checkpoint_tokenizer(path: str | os.PathLike) -> Tokenizer:

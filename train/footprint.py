@@ -131,8 +131,9 @@ def check_fits(
     cfg: GPTConfig, device: torch.device, *, train: bool = True, shards: int = 1, activation_bytes: int = FP32
 ) -> None:
     """ConfigError (one line) when the model cannot fit: building it needs host memory for its
-    weights (split over ``shards``: FSDP builds on the meta device) and tables; training it (``train``) needs device memory for weights, optimizer
-    state, tables and one sequence's activations (weights and state split over ``shards``).
+    weights (split over ``shards``: FSDP builds on the meta device) and tables; training it
+    (``train``) needs device memory for weights, optimizer state, tables and one sequence's
+    activations (weights and state split over ``shards``).
     Where the free memory is unknown nothing is refused."""
     need = footprint(cfg, activation_bytes)
     checks = []

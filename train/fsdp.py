@@ -38,9 +38,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from curate.core.errors import InputError
-
-from .checkpoint import Checkpoint
+from .checkpoint import Checkpoint, model_tensors
 from .model import GPT, GPTConfig
 from .model_init import initial_parameters
 from .runtime import DistContext
@@ -104,20 +102,11 @@ def build_sharded_model(
 
 def model_weights(ckpt: Checkpoint, config: GPTConfig) -> dict[str, Any]:
     """The weights of a checkpoint (loaded with ``lazy=True``) that a GPT of ``config`` has,
-    for :func:`build_sharded_model`: extra tensors (a reward or value head) left out, as
-    ``load_lm`` leaves them; a missing one is an InputError."""
+    for :func:`build_sharded_model`, checked as ``load_lm`` checks them (``model_tensors``)
+    against the model's shapes on the meta device."""
     with torch.device("meta"):
         wanted = GPT(config).state_dict()
-    missing = sorted(set(wanted) - set(ckpt.model_state))
-    if missing:
-        raise InputError(f"{ckpt.path}: weights lack {len(missing)} model tensor(s), e.g. {missing[0]}")
-    state = {name: value for name, value in ckpt.model_state.items() if name in wanted}
-    for name, value in state.items():
-        if tuple(value.shape) != tuple(wanted[name].shape):
-            raise InputError(
-                f"{ckpt.path}: {name} has shape {tuple(value.shape)}, config expects {tuple(wanted[name].shape)}"
-            )
-    return state
+    return model_tensors(ckpt, wanted)
 
 
 def _checked_state(model: nn.Module, state: Mapping[str, torch.Tensor]) -> Iterable[tuple[str, torch.Tensor]]:
